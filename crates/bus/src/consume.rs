@@ -1,0 +1,347 @@
+//! The consumer runner: a durable pull consumer feeding batches of typed
+//! events to a [`Handler`].
+//!
+//! The runner fetches up to `batch_size` messages (taking what is ready at
+//! once, or waiting for the first one when idle, so a quiet system has low
+//! latency and a busy one gets full batches), decodes them, gives the batch to
+//! the handler, and acks every message only after the handler returned `Ok` —
+//! that is, after its effect is durable. A failed batch is nak'ed with a delay
+//! and redelivered by the server. On shutdown it stops fetching, finishes and
+//! acks the batch in hand, and flushes the acks before returning.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream::message::{AckKind, Acker};
+use async_nats::jetstream::{self, consumer::PullConsumer, consumer::pull};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use messages::{EventSet, cloudevents as ce};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::settings::{ConsumerSettings, StreamSettings};
+use crate::stream::ensure_stream;
+
+/// What a handler does with a batch of events.
+///
+/// Implementations must be idempotent (the same event can arrive again after
+/// a crash or a lost ack) and must make their effect durable before
+/// returning `Ok`, because the runner acks right after.
+pub trait Handler: Send + Sync + 'static {
+    /// The events this handler consumes: one event type or an enum such as
+    /// [`messages::ProspectEvent`].
+    type Event: EventSet;
+
+    /// Applies a batch, in stream order. Returning an error leaves every
+    /// message of the batch to be redelivered.
+    fn handle(
+        &self,
+        batch: &[Delivery<Self::Event>],
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// Why a batch could not be applied; decides what happens to it.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Might succeed later (database down, timeout, serialization conflict):
+    /// redeliver after a delay.
+    #[error("transient failure: {0:#}")]
+    Transient(anyhow::Error),
+    /// Will never succeed as it is (a value the handler cannot accept).
+    #[error("permanent failure: {0:#}")]
+    Permanent(anyhow::Error),
+}
+
+/// The CloudEvents and JetStream attributes of a delivered event.
+#[derive(Debug, Clone)]
+pub struct EventMeta {
+    /// `ce-id`: the event's unique id, the key for idempotency.
+    pub event_id: Uuid,
+    /// `ce-type`.
+    pub ce_type: String,
+    /// `ce-source`.
+    pub source: String,
+    /// `ce-time`, when present and valid.
+    pub time: Option<DateTime<Utc>>,
+    /// `traceparent`, when present.
+    pub traceparent: Option<String>,
+    /// Position in the stream: orders events across redeliveries.
+    pub stream_sequence: u64,
+    /// How many times this message has been delivered (1 the first time).
+    pub delivered: i64,
+}
+
+/// One decoded event with its attributes.
+#[derive(Debug, Clone)]
+pub struct Delivery<E> {
+    /// Where and when the event came from.
+    pub meta: EventMeta,
+    /// The event itself.
+    pub event: E,
+}
+
+/// Runs a handler over its durable consumer until shutdown.
+pub struct ConsumerRunner {
+    js: jetstream::Context,
+    stream: StreamSettings,
+    durable_name: String,
+    settings: ConsumerSettings,
+}
+
+impl ConsumerRunner {
+    /// A runner for the durable consumer `durable_name` (by convention the
+    /// handler crate's name) on the stream described by `stream`.
+    pub fn new(
+        client: async_nats::Client,
+        stream: StreamSettings,
+        durable_name: impl Into<String>,
+        settings: ConsumerSettings,
+    ) -> Self {
+        Self {
+            js: jetstream::new(client),
+            stream,
+            durable_name: durable_name.into(),
+            settings,
+        }
+    }
+
+    /// Makes sure the stream and this durable consumer exist.
+    pub async fn ensure_consumer<E: EventSet>(&self) -> anyhow::Result<PullConsumer> {
+        use anyhow::Context as _;
+        let stream = ensure_stream(&self.js, &self.stream).await?;
+        let name = &self.durable_name;
+        stream
+            .get_or_create_consumer(
+                name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    description: Some(format!("{name}: {}", E::FILTER_SUBJECT)),
+                    filter_subject: E::FILTER_SUBJECT.to_owned(),
+                    deliver_policy: if self.settings.from_start {
+                        jetstream::consumer::DeliverPolicy::All
+                    } else {
+                        jetstream::consumer::DeliverPolicy::New
+                    },
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(self.settings.ack_wait_secs),
+                    max_deliver: self.settings.max_deliver,
+                    max_ack_pending: i64::try_from(self.settings.batch_size.saturating_mul(4))
+                        .unwrap_or(i64::MAX),
+                    ..Default::default()
+                },
+            )
+            .await
+            .with_context(|| format!("creating durable consumer {name}"))
+    }
+
+    /// Consumes until `shutdown` is cancelled, then finishes the batch in
+    /// hand, acks it and flushes. Connection trouble is waited out, never
+    /// fatal.
+    pub async fn run<H: Handler>(
+        self,
+        handler: H,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let name = self.durable_name.clone();
+        let mut backoff = Backoff::default();
+        let mut consumer: Option<PullConsumer> = None;
+        tracing::info!(consumer = %name, "consumer runner started");
+        while !shutdown.is_cancelled() {
+            let current = match &consumer {
+                Some(c) => c,
+                None => match self.ensure_consumer::<H::Event>().await {
+                    Ok(c) => {
+                        tracing::info!(consumer = %name, "durable consumer ready");
+                        backoff.reset();
+                        consumer.insert(c)
+                    }
+                    Err(error) => {
+                        tracing::warn!(consumer = %name, error = %format!("{error:#}"), "consumer not ready; retrying");
+                        backoff.wait(&shutdown).await;
+                        continue;
+                    }
+                },
+            };
+            match self.next_batch(current, &shutdown).await {
+                Ok(messages) if messages.is_empty() => backoff.reset(),
+                Ok(messages) => {
+                    backoff.reset();
+                    self.process(&handler, messages).await;
+                }
+                Err(error) => {
+                    tracing::warn!(consumer = %name, error = %format!("{error:#}"), "fetch failed; will re-check the consumer");
+                    consumer = None;
+                    backoff.wait(&shutdown).await;
+                }
+            }
+        }
+        // Push out the acks of the last batch before the caller drains.
+        if let Err(error) = self.js.client().flush().await {
+            tracing::warn!(%error, "could not flush the last acks; those messages will be redelivered");
+        }
+        tracing::info!(consumer = %name, "consumer runner stopped");
+        Ok(())
+    }
+
+    /// Takes what is ready now; when nothing is, waits (up to `idle_wait_ms`)
+    /// for the first message and then takes what arrived with it.
+    async fn next_batch(
+        &self,
+        consumer: &PullConsumer,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Vec<jetstream::Message>> {
+        let max = self.settings.batch_size.max(1);
+        let idle_wait = Duration::from_millis(self.settings.idle_wait_ms.max(100));
+        let mut out = Vec::new();
+        collect_ready(consumer, max, &mut out).await?;
+        if !out.is_empty() {
+            return Ok(out);
+        }
+        let mut waiting = consumer
+            .batch()
+            .max_messages(1)
+            .expires(idle_wait)
+            .messages()
+            .await?;
+        // The batch ends by itself at `expires`; the outer bound covers a
+        // connection that dropped mid-request.
+        let first = tokio::select! {
+            () = shutdown.cancelled() => return Ok(out),
+            first = tokio::time::timeout(idle_wait + Duration::from_secs(2), waiting.next()) => first,
+        };
+        match first {
+            Ok(Some(message)) => out.push(message.map_err(|e| anyhow::anyhow!(e))?),
+            Ok(None) => return Ok(out),
+            Err(_elapsed) => anyhow::bail!("pull request got no answer within {idle_wait:?}"),
+        }
+        if max > 1 {
+            collect_ready(consumer, max - 1, &mut out).await?;
+        }
+        Ok(out)
+    }
+
+    async fn process<H: Handler>(&self, handler: &H, messages: Vec<jetstream::Message>) {
+        let mut deliveries = Vec::with_capacity(messages.len());
+        let mut ackers = Vec::with_capacity(messages.len());
+        for message in messages {
+            let (stream_sequence, delivered) = message
+                .info()
+                .map(|info| (info.stream_sequence, info.delivered))
+                .unwrap_or_default();
+            let (message, acker) = message.split();
+            match decode::<H::Event>(&message, stream_sequence, delivered) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    ackers.push(acker);
+                }
+                Err(reason) => {
+                    let event_id = header(&message, ce::ID).unwrap_or("-");
+                    tracing::error!(event_id, stream_sequence, subject = %message.subject, %reason,
+                        "message can never be applied; terminating it (it stays in the stream)");
+                    ack(&acker, AckKind::Term).await;
+                }
+            }
+        }
+        if deliveries.is_empty() {
+            return;
+        }
+        let first = deliveries
+            .first()
+            .map(|d| d.meta.stream_sequence)
+            .unwrap_or_default();
+        let span = tracing::info_span!("batch", consumer = %self.durable_name, size = deliveries.len(), first_sequence = first);
+        let outcome = handler.handle(&deliveries).instrument(span.clone()).await;
+        match outcome {
+            Ok(()) => {
+                for acker in &ackers {
+                    ack(acker, AckKind::Ack).await;
+                }
+                tracing::debug!(parent: &span, "batch applied and acked");
+            }
+            Err(error) => {
+                let delay = Duration::from_millis(self.settings.retry_delay_ms);
+                for delivery in &deliveries {
+                    tracing::warn!(parent: &span, event_id = %delivery.meta.event_id, delivered = delivery.meta.delivered,
+                        error = %error, "event not applied; will be redelivered");
+                }
+                for acker in &ackers {
+                    ack(acker, AckKind::Nak(Some(delay))).await;
+                }
+            }
+        }
+    }
+}
+
+async fn collect_ready(
+    consumer: &PullConsumer,
+    max: usize,
+    out: &mut Vec<jetstream::Message>,
+) -> anyhow::Result<()> {
+    let mut ready = consumer.fetch().max_messages(max).messages().await?;
+    while let Some(message) = ready.next().await {
+        out.push(message.map_err(|e| anyhow::anyhow!(e))?);
+    }
+    Ok(())
+}
+
+async fn ack(acker: &Acker, kind: AckKind) {
+    // A lost ack only means a redelivery, which handlers tolerate.
+    if let Err(error) = acker.ack_with(kind).await {
+        tracing::warn!(%error, ?kind, "could not send ack");
+    }
+}
+
+fn header<'a>(message: &'a async_nats::Message, name: &str) -> Option<&'a str> {
+    message.headers.as_ref()?.get(name).map(|v| v.as_str())
+}
+
+fn decode<E: EventSet>(
+    message: &async_nats::Message,
+    stream_sequence: u64,
+    delivered: i64,
+) -> Result<Delivery<E>, String> {
+    let ce_type = header(message, ce::TYPE).ok_or("missing ce-type header")?;
+    let event_id = header(message, ce::ID)
+        .ok_or("missing ce-id header")?
+        .parse::<Uuid>()
+        .map_err(|e| format!("ce-id is not a UUID: {e}"))?;
+    let event = E::decode(ce_type, &message.payload).map_err(|e| e.to_string())?;
+    Ok(Delivery {
+        meta: EventMeta {
+            event_id,
+            ce_type: ce_type.to_owned(),
+            source: header(message, ce::SOURCE).unwrap_or_default().to_owned(),
+            time: header(message, ce::TIME)
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.to_utc()),
+            traceparent: header(message, ce::TRACEPARENT).map(str::to_owned),
+            stream_sequence,
+            delivered,
+        },
+        event,
+    })
+}
+
+/// Doubling wait between retries of the connection-level loop, 100 ms to 5 s.
+#[derive(Default)]
+struct Backoff {
+    attempts: u32,
+}
+
+impl Backoff {
+    fn reset(&mut self) {
+        self.attempts = 0;
+    }
+
+    async fn wait(&mut self, shutdown: &CancellationToken) {
+        let delay =
+            Duration::from_millis(100 * 2u64.pow(self.attempts.min(6))).min(Duration::from_secs(5));
+        self.attempts = self.attempts.saturating_add(1);
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! NATS JetStream plumbing shared by every Signup service.
+//!
+//! A service connects once ([`connect`]), makes sure the `PROSPECTS` stream
+//! exists ([`ensure_stream`]), and then either publishes typed events
+//! ([`Publisher`]) or consumes them through a durable pull consumer
+//! ([`ConsumerRunner`] with a [`Handler`]). The shared start-up pieces every
+//! binary needs — layered [`settings`], [`telemetry`] and the [`shutdown`]
+//! signal — live here too, so a new handler crate needs only `messages` and
+//! `bus`.
+//!
+//! # Layout
+//! - [`settings`]: the `config`-crate loader and the NATS/consumer settings.
+//! - [`connection`]: connecting with retry, reconnecting forever, logging
+//!   connection events.
+//! - [`stream`]: idempotent creation/update of the event stream.
+//! - [`publish`]: CloudEvents headers, de-duplication id, awaited PubAck.
+//! - [`consume`]: the batch consumer runner (ack after success, nak with
+//!   delay on failure, graceful stop).
+//! - [`telemetry`], [`shutdown`]: logging set-up and SIGTERM/Ctrl-C handling.
+
+pub mod connection;
+pub mod consume;
+pub mod publish;
+pub mod settings;
+pub mod shutdown;
+pub mod stream;
+pub mod telemetry;
+
+pub use async_nats;
+pub use connection::{connect, is_connected};
+pub use consume::{ConsumerRunner, Delivery, EventMeta, Handler, HandlerError};
+pub use publish::{EventContext, PublishError, Published, Publisher};
+pub use settings::{ConsumerSettings, NatsSettings, StreamSettings};
+pub use stream::ensure_stream;

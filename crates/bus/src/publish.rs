@@ -1,0 +1,181 @@
+//! Typed publishing with CloudEvents headers and an awaited PubAck.
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::{Client, HeaderMap};
+use chrono::{DateTime, SecondsFormat, Utc};
+use messages::{Event, cloudevents as ce};
+use uuid::Uuid;
+
+use crate::connection::is_connected;
+
+/// The CloudEvents attributes of one publish that are not the event itself.
+#[derive(Debug, Clone)]
+pub struct EventContext {
+    /// `ce-id` and `Nats-Msg-Id`: publishing twice with the same id inside the
+    /// stream's duplicate window stores the event once.
+    pub id: Uuid,
+    /// `ce-time`.
+    pub time: DateTime<Utc>,
+    /// W3C `traceparent` of the request that caused the event, if any.
+    pub traceparent: Option<String>,
+}
+
+impl EventContext {
+    /// A fresh UUIDv7 id, stamped now.
+    pub fn new() -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            time: Utc::now(),
+            traceparent: None,
+        }
+    }
+
+    /// Carries a trace context along.
+    #[must_use]
+    pub fn with_traceparent(mut self, traceparent: Option<String>) -> Self {
+        self.traceparent = traceparent;
+        self
+    }
+}
+
+impl Default for EventContext {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The server's word that an event is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The event's `ce-id`.
+    pub event_id: Uuid,
+    /// Its sequence number in the stream.
+    pub stream_sequence: u64,
+    /// The server had already stored an event with this id (de-duplicated).
+    pub duplicate: bool,
+}
+
+/// Why an event is not (known to be) stored. Every case means "try again
+/// later" to a caller: nothing was half-done on our side.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The client is not connected to NATS right now.
+    #[error("not connected to NATS")]
+    NotConnected,
+    /// No PubAck arrived within the timeout.
+    #[error("no PubAck from JetStream in time")]
+    Timeout,
+    /// JetStream refused the event (no stream for the subject, limits, …).
+    #[error("JetStream did not store the event: {0}")]
+    Rejected(String),
+    /// The event could not be serialised (a bug, never the visitor's fault).
+    #[error("could not serialise the event: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Publishes typed events to JetStream as `source` (the `ce-source`).
+#[derive(Clone)]
+pub struct Publisher {
+    client: Client,
+    js: jetstream::Context,
+    source: String,
+}
+
+impl Publisher {
+    /// A publisher on `client` that waits `ack_timeout` for each PubAck.
+    pub fn new(
+        client: Client,
+        source: impl Into<String>,
+        ack_timeout: std::time::Duration,
+    ) -> Self {
+        let js = jetstream::ContextBuilder::new()
+            .timeout(ack_timeout)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        Self {
+            client,
+            js,
+            source: source.into(),
+        }
+    }
+
+    /// Publishes `event` on its subject and waits for the PubAck.
+    #[tracing::instrument(name = "publish", skip_all, fields(event_id = %context.id, ce_type = E::TYPE))]
+    pub async fn publish<E: Event>(
+        &self,
+        event: &E,
+        context: &EventContext,
+    ) -> Result<Published, PublishError> {
+        // Fail fast instead of letting the client buffer the message while it
+        // reconnects: a buffered message could still be stored after we have
+        // told the caller it was not.
+        if !is_connected(&self.client) {
+            return Err(PublishError::NotConnected);
+        }
+        let payload = serde_json::to_vec(event)?;
+        let publish = PublishMessage::build()
+            .headers(self.headers::<E>(context))
+            .message_id(context.id.to_string())
+            .payload(payload.into());
+        let ack = self
+            .js
+            .send_publish(E::SUBJECT, publish)
+            .await
+            .map_err(|e| {
+                classify(
+                    &e.to_string(),
+                    matches!(e.kind(), jetstream::context::PublishErrorKind::TimedOut),
+                )
+            })?
+            .await
+            .map_err(|e| {
+                classify(
+                    &e.to_string(),
+                    matches!(e.kind(), jetstream::context::PublishErrorKind::TimedOut),
+                )
+            })?;
+        tracing::debug!(
+            stream_sequence = ack.sequence,
+            duplicate = ack.duplicate,
+            "event stored"
+        );
+        Ok(Published {
+            event_id: context.id,
+            stream_sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    fn headers<E: Event>(&self, context: &EventContext) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(ce::SPECVERSION, ce::SPEC_VERSION);
+        headers.insert(ce::ID, context.id.to_string().as_str());
+        headers.insert(ce::SOURCE, self.source.as_str());
+        headers.insert(ce::TYPE, E::TYPE);
+        headers.insert(
+            ce::TIME,
+            context
+                .time
+                .to_rfc3339_opts(SecondsFormat::Millis, true)
+                .as_str(),
+        );
+        headers.insert(ce::CONTENT_TYPE, ce::JSON_CONTENT_TYPE);
+        if let Some(traceparent) = &context.traceparent {
+            headers.insert(ce::TRACEPARENT, traceparent.as_str());
+        }
+        headers
+    }
+
+    /// The underlying client, e.g. for readiness checks.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+fn classify(message: &str, timed_out: bool) -> PublishError {
+    if timed_out {
+        PublishError::Timeout
+    } else {
+        PublishError::Rejected(message.to_owned())
+    }
+}

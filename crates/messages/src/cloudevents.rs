@@ -1,0 +1,25 @@
+//! Header names of the CloudEvents 1.0 NATS protocol binding (binary content
+//! mode): the event's attributes travel as `ce-` headers and the payload is the
+//! event's JSON.
+
+/// CloudEvents specification version; always [`SPEC_VERSION`].
+pub const SPECVERSION: &str = "ce-specversion";
+/// Unique event id (a UUID); also sent as [`NATS_MSG_ID`] for de-duplication.
+pub const ID: &str = "ce-id";
+/// Where the event comes from, e.g. `/signup-web`.
+pub const SOURCE: &str = "ce-source";
+/// The versioned event type, e.g. `io.signup.prospect.signedup.v1`.
+pub const TYPE: &str = "ce-type";
+/// When the event happened, RFC 3339.
+pub const TIME: &str = "ce-time";
+/// Payload media type; always [`JSON_CONTENT_TYPE`].
+pub const CONTENT_TYPE: &str = "Content-Type";
+/// W3C trace context, when the event was caused by a traced request.
+pub const TRACEPARENT: &str = "traceparent";
+/// JetStream's de-duplication header; carries the same value as [`ID`].
+pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
+
+/// The only CloudEvents version this contract speaks.
+pub const SPEC_VERSION: &str = "1.0";
+/// The payload's media type.
+pub const JSON_CONTENT_TYPE: &str = "application/json";

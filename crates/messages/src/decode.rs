@@ -1,0 +1,122 @@
+//! Turning a CloudEvent (its `ce-type` and JSON data) back into a typed event.
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::{Event, ProspectDeleted, ProspectSignedUp, ProspectUpdated};
+
+/// Why a payload could not become an event. Both cases are permanent: the
+/// same bytes will never decode on a later try.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The `ce-type` is not one this set of events understands (for example
+    /// a newer version).
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    /// The payload is not valid JSON for the event type.
+    #[error("invalid {ce_type} payload: {source}")]
+    InvalidPayload {
+        /// The type the payload claimed to be.
+        ce_type: String,
+        /// What serde found wrong.
+        source: serde_json::Error,
+    },
+}
+
+/// A set of events a consumer can receive: one event type, or an enum of
+/// several.
+pub trait EventSet: Sized + Send + Sync + 'static {
+    /// The subject filter that selects exactly these events in the stream.
+    const FILTER_SUBJECT: &'static str;
+    /// Decodes one message given its CloudEvents type and JSON data.
+    fn decode(ce_type: &str, data: &[u8]) -> Result<Self, DecodeError>;
+}
+
+fn decode_as<E: Event>(ce_type: &str, data: &[u8]) -> Result<E, DecodeError> {
+    serde_json::from_slice(data).map_err(|source| DecodeError::InvalidPayload {
+        ce_type: ce_type.to_owned(),
+        source,
+    })
+}
+
+impl<E: Event> EventSet for E {
+    const FILTER_SUBJECT: &'static str = E::SUBJECT;
+    fn decode(ce_type: &str, data: &[u8]) -> Result<Self, DecodeError> {
+        if ce_type != E::TYPE {
+            return Err(DecodeError::UnknownType(ce_type.to_owned()));
+        }
+        decode_as(ce_type, data)
+    }
+}
+
+/// Any prospect event: what a handler of the whole lifecycle receives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProspectEvent {
+    /// A visitor signed up.
+    SignedUp(ProspectSignedUp),
+    /// A prospect changed their details.
+    Updated(ProspectUpdated),
+    /// A prospect asked to be forgotten.
+    Deleted(ProspectDeleted),
+}
+
+impl ProspectEvent {
+    /// The prospect the event is about.
+    pub fn prospect_id(&self) -> uuid::Uuid {
+        match self {
+            Self::SignedUp(e) => e.prospect_id(),
+            Self::Updated(e) => e.prospect_id(),
+            Self::Deleted(e) => e.prospect_id(),
+        }
+    }
+
+    /// The event's CloudEvents type.
+    pub fn ce_type(&self) -> &'static str {
+        match self {
+            Self::SignedUp(_) => ProspectSignedUp::TYPE,
+            Self::Updated(_) => ProspectUpdated::TYPE,
+            Self::Deleted(_) => ProspectDeleted::TYPE,
+        }
+    }
+}
+
+impl EventSet for ProspectEvent {
+    const FILTER_SUBJECT: &'static str = crate::streams::PROSPECTS_SUBJECTS;
+    fn decode(ce_type: &str, data: &[u8]) -> Result<Self, DecodeError> {
+        match ce_type {
+            ProspectSignedUp::TYPE => decode_as(ce_type, data).map(Self::SignedUp),
+            ProspectUpdated::TYPE => decode_as(ce_type, data).map(Self::Updated),
+            ProspectDeleted::TYPE => decode_as(ce_type, data).map(Self::Deleted),
+            other => Err(DecodeError::UnknownType(other.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_by_type_and_rejects_the_rest() {
+        let json = br#"{"prospectId":"0192f0c1-7a3b-7cde-8f01-23456789abcd","deletedAt":"2026-11-21T12:00:00Z"}"#;
+        let event = ProspectEvent::decode(ProspectDeleted::TYPE, json).expect("a deleted event");
+        assert!(matches!(event, ProspectEvent::Deleted(_)));
+        assert_eq!(event.ce_type(), ProspectDeleted::TYPE);
+
+        assert!(matches!(
+            ProspectEvent::decode("io.signup.prospect.deleted.v2", json),
+            Err(DecodeError::UnknownType(t)) if t.ends_with("v2")
+        ));
+        assert!(matches!(
+            ProspectEvent::decode(ProspectSignedUp::TYPE, json),
+            Err(DecodeError::InvalidPayload { .. })
+        ));
+        assert!(matches!(
+            ProspectDeleted::decode(ProspectDeleted::TYPE, b"not json"),
+            Err(DecodeError::InvalidPayload { .. })
+        ));
+        assert!(matches!(
+            ProspectDeleted::decode(ProspectUpdated::TYPE, json),
+            Err(DecodeError::UnknownType(_))
+        ));
+    }
+}

@@ -1,0 +1,101 @@
+//! The prospect events.
+//!
+//! Events are versioned by their CloudEvents type: adding an optional field is
+//! a compatible change; anything else is a new type (`…v2`) and a new struct.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+use crate::reference::{Country, Role};
+
+/// A message of the contract: plain data with its subject and type attached.
+pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The NATS subject the event is published on.
+    const SUBJECT: &'static str;
+    /// The CloudEvents `ce-type`, including its version.
+    const TYPE: &'static str;
+    /// The prospect the event is about; handlers order and de-duplicate by it.
+    fn prospect_id(&self) -> Uuid;
+}
+
+/// The details a prospect gives about themselves, as they travel in events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProspectDetails {
+    /// Given name, trimmed, 1–100 characters.
+    pub first_name: String,
+    /// Family name, trimmed, 1–100 characters.
+    pub last_name: String,
+    /// E-mail address as typed (trimmed); unique per prospect, case-insensitively.
+    pub email: String,
+    /// Company, absent when the prospect left it empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company_name: Option<String>,
+    /// Country of residence ("-" when not told).
+    pub country: Country,
+    /// Job role ("-" when not told).
+    pub role: Role,
+}
+
+/// A visitor signed up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProspectSignedUp {
+    /// A fresh UUIDv7 chosen by the publisher.
+    pub prospect_id: Uuid,
+    /// What the visitor entered.
+    #[serde(flatten)]
+    pub details: ProspectDetails,
+    /// When the form was accepted.
+    pub signed_up_at: DateTime<Utc>,
+}
+
+impl Event for ProspectSignedUp {
+    const SUBJECT: &'static str = "events.prospect.signedup";
+    const TYPE: &'static str = "io.signup.prospect.signedup.v1";
+    fn prospect_id(&self) -> Uuid {
+        self.prospect_id
+    }
+}
+
+/// A prospect changed their details; the event carries the complete new
+/// details, so applying it twice is harmless.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProspectUpdated {
+    /// The prospect that changed.
+    pub prospect_id: Uuid,
+    /// The details as they are now.
+    #[serde(flatten)]
+    pub details: ProspectDetails,
+    /// When the change was accepted.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Event for ProspectUpdated {
+    const SUBJECT: &'static str = "events.prospect.updated";
+    const TYPE: &'static str = "io.signup.prospect.updated.v1";
+    fn prospect_id(&self) -> Uuid {
+        self.prospect_id
+    }
+}
+
+/// A prospect asked to be forgotten: handlers erase their personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProspectDeleted {
+    /// The prospect to forget.
+    pub prospect_id: Uuid,
+    /// When the request was accepted.
+    pub deleted_at: DateTime<Utc>,
+}
+
+impl Event for ProspectDeleted {
+    const SUBJECT: &'static str = "events.prospect.deleted";
+    const TYPE: &'static str = "io.signup.prospect.deleted.v1";
+    fn prospect_id(&self) -> Uuid {
+        self.prospect_id
+    }
+}

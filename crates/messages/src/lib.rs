@@ -1,0 +1,32 @@
+//! The Signup event contract.
+//!
+//! Every service that publishes or consumes prospect events depends on this
+//! crate and on nothing else to agree on the shape of a message. It holds plain
+//! data only: no transport, no I/O. The `bus` crate maps these types onto NATS
+//! JetStream; handlers receive them already decoded.
+//!
+//! # Layout
+//! - [`events`]: the [`Event`] trait and the three prospect events
+//!   ([`ProspectSignedUp`], [`ProspectUpdated`], [`ProspectDeleted`]), each with
+//!   its subject and CloudEvents type as associated constants.
+//! - [`reference`]: reference-data value types ([`Country`], [`Role`]) and the
+//!   built-in lists the services fall back on.
+//! - [`decode`]: [`EventSet`] and [`ProspectEvent`], turning a `ce-type` and
+//!   JSON data back into a typed event.
+//! - [`cloudevents`]: header names of the CloudEvents 1.0 NATS binding.
+//! - [`streams`]: stream and subject names.
+//!
+//! The JSON Schema of each event is checked in under `schemas/` and the exact
+//! JSON of an example of each under `tests/golden/`; `cargo test -p messages`
+//! fails when the structs drift from either (`UPDATE_CONTRACT=1` rewrites them
+//! after a deliberate, compatible change).
+
+pub mod cloudevents;
+pub mod decode;
+pub mod events;
+pub mod reference;
+pub mod streams;
+
+pub use decode::{DecodeError, EventSet, ProspectEvent};
+pub use events::{Event, ProspectDeleted, ProspectDetails, ProspectSignedUp, ProspectUpdated};
+pub use reference::{Country, Role};

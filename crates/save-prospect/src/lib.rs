@@ -1,0 +1,90 @@
+//! save-prospect: saves prospects to PostgreSQL from the event stream.
+//!
+//! It consumes every prospect event through its durable consumer
+//! `save-prospect`, applies each fetched batch in one transaction —
+//! idempotently (applied event ids are recorded) and tolerant of order (a row
+//! remembers the stream sequence of the last event applied to it) — and acks
+//! the batch only after the commit. It owns the database: it creates it when
+//! missing and runs the embedded migrations (`save-prospect migrate`, and at
+//! start-up unless disabled).
+//!
+//! # Layout
+//! - [`settings`]: configuration (`[database]`, `[nats]`, `[save_prospect]`).
+//! - [`db`]: pool, database creation, migrations.
+//! - [`schema`]: diesel tables, mirroring `migrations/`.
+//! - [`apply`]: the [`SaveProspect`] handler.
+//! - [`run`]: the service — prepare the database, then consume until shutdown.
+
+pub mod apply;
+pub mod db;
+pub mod schema;
+pub mod settings;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bus::ConsumerRunner;
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+pub use apply::SaveProspect;
+pub use settings::Settings;
+
+/// The durable consumer's name: this crate's name.
+pub const CONSUMER_NAME: &str = "save-prospect";
+
+/// Creates the database if needed, runs migrations when configured, and
+/// returns the pool. Waits for Postgres (retrying) until `shutdown`.
+pub async fn prepare_database(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<db::Pool> {
+    let url = settings.database.url.expose_secret();
+    let pool = db::pool(url, settings.database.pool_size)?;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            if settings.database.create_if_missing {
+                db::create_database_if_missing(url).await?;
+            }
+            if settings.save_prospect.migrate_on_start {
+                let ran = db::migrate(&pool).await?;
+                if !ran.is_empty() {
+                    tracing::info!(migrations = ?ran, "migrations applied");
+                }
+            }
+            anyhow::Ok(())
+        };
+        match attempt.await {
+            Ok(()) => return Ok(pool),
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "database not ready; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => anyhow::bail!("stopped before the database was ready"),
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Runs the service until `shutdown`: prepares the database, then consumes
+/// events. The caller owns the NATS client and drains it afterwards.
+pub async fn run(
+    settings: Settings,
+    client: bus::async_nats::Client,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = prepare_database(&settings, &shutdown)
+        .await
+        .context("preparing the database")?;
+    ConsumerRunner::new(
+        client,
+        settings.nats.stream.clone(),
+        CONSUMER_NAME,
+        settings.save_prospect.consumer.clone(),
+    )
+    .run(SaveProspect::new(pool), shutdown)
+    .await
+}

@@ -1,0 +1,65 @@
+//! Diesel table definitions; they mirror `migrations/`.
+
+diesel::table! {
+    /// Countries a prospect can choose.
+    countries (code) {
+        /// ISO 3166-1 alpha-2 code, or "-".
+        code -> Text,
+        /// Display name.
+        name -> Text,
+    }
+}
+
+diesel::table! {
+    /// Roles a prospect can choose.
+    roles (code) {
+        /// Short code, or "-".
+        code -> Text,
+        /// Display name.
+        name -> Text,
+    }
+}
+
+diesel::table! {
+    /// One row per prospect; a tombstone (personal data NULL) once deleted.
+    prospects (id) {
+        /// The prospect id from the sign-up event.
+        id -> Uuid,
+        /// E-mail as typed; NULL once deleted.
+        email -> Nullable<Text>,
+        /// `lower(email)`, generated; unique.
+        email_key -> Nullable<Text>,
+        /// Given name.
+        first_name -> Nullable<Text>,
+        /// Family name.
+        last_name -> Nullable<Text>,
+        /// Company, when given.
+        company_name -> Nullable<Text>,
+        /// Country code.
+        country_code -> Nullable<Text>,
+        /// Role code.
+        role_code -> Nullable<Text>,
+        /// When the prospect signed up.
+        signed_up_at -> Timestamptz,
+        /// When the row last changed.
+        updated_at -> Timestamptz,
+        /// When the prospect asked to be forgotten.
+        deleted_at -> Nullable<Timestamptz>,
+        /// Stream sequence of the last event applied to the row.
+        last_event_seq -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Events already applied, by `ce-id`.
+    applied_events (event_id) {
+        /// The event's `ce-id`.
+        event_id -> Uuid,
+        /// The prospect it was about.
+        prospect_id -> Uuid,
+        /// Its stream sequence.
+        stream_seq -> BigInt,
+        /// When it was applied.
+        applied_at -> Timestamptz,
+    }
+}

@@ -1,0 +1,63 @@
+//! save-prospect's settings (see `bus::settings` for how they are layered).
+
+use bus::settings::{ConsumerSettings, NatsSettings};
+use bus::telemetry::LogSettings;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Everything save-prospect reads from configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// `[database]`: the Postgres database this service owns.
+    pub database: DatabaseSettings,
+    /// `[nats]`: where the events are.
+    pub nats: NatsSettings,
+    /// `[save_prospect]`: this handler's own knobs.
+    pub save_prospect: SaveProspectSettings,
+    /// `[log]`: log format and filter.
+    pub log: LogSettings,
+}
+
+/// The database connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    /// Postgres URL (`SIGNUP__DATABASE__URL`); may hold a password, so it is
+    /// never logged.
+    pub url: SecretString,
+    /// Most connections in the pool.
+    pub pool_size: usize,
+    /// Create the database when it does not exist (needs the CREATEDB right).
+    pub create_if_missing: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("postgres://postgres@127.0.0.1:5432/signup"),
+            pool_size: 8,
+            create_if_missing: true,
+        }
+    }
+}
+
+/// The handler's own settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SaveProspectSettings {
+    /// Run pending migrations at start-up (on in development; production
+    /// can run `save-prospect migrate` as a separate step and turn this off).
+    pub migrate_on_start: bool,
+    /// Batch size, waits and retries of the durable consumer.
+    pub consumer: ConsumerSettings,
+}
+
+impl Default for SaveProspectSettings {
+    fn default() -> Self {
+        Self {
+            migrate_on_start: true,
+            consumer: ConsumerSettings::default(),
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The JSON API. Errors are `application/problem+json` (RFC 9457).
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::domain::{Field, FieldError, SignupInput};
+use crate::state::AppState;
+use crate::submit::{self, SubmitError};
+
+/// Everything the API answers besides success, each with its status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON.
+    #[error("the request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    /// The body is larger than the configured limit.
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// The body is not a JSON object.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Some fields are invalid.
+    #[error("the sign-up has invalid fields")]
+    Invalid(Vec<FieldError>),
+    /// The event could not be stored now.
+    #[error("sign-ups cannot be accepted right now; nothing was saved, please retry")]
+    Unavailable,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<ProblemField<'a>>,
+}
+
+#[derive(Serialize)]
+struct ProblemField<'a> {
+    field: &'a str,
+    detail: &'a str,
+    pointer: String,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let errors = match self {
+            ApiError::Invalid(errors) => errors
+                .iter()
+                .map(|e| ProblemField {
+                    field: e.field.name(),
+                    detail: &e.message,
+                    pointer: format!("/{}", e.field.name()),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let problem = Problem {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            errors,
+        };
+        let mut response = HttpResponse::build(status);
+        response.content_type("application/problem+json");
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((header::RETRY_AFTER, "5"));
+        }
+        response.json(problem)
+    }
+}
+
+/// The body of a 202.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Accepted {
+    prospect_id: uuid::Uuid,
+}
+
+/// `POST /api/prospects`: 202 with `Location` once the event is stored.
+pub async fn create_prospect(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: Result<web::Bytes, actix_web::Error>,
+    limit: web::Data<BodyLimit>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.map_err(|error| {
+        if error.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(limit.0)
+        } else {
+            ApiError::BadRequest(error.to_string())
+        }
+    })?;
+    if !crate::media_type_is(&request, "application/json") {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let input = parse_json_input(&body)?;
+    match submit::sign_up(
+        &state.publisher,
+        &state.catalog,
+        &input,
+        crate::traceparent(&request),
+    )
+    .await
+    {
+        Ok(prospect_id) => Ok(HttpResponse::Accepted()
+            .insert_header((header::LOCATION, format!("/api/prospects/{prospect_id}")))
+            .json(Accepted { prospect_id })),
+        Err(SubmitError::Invalid(errors)) => Err(ApiError::Invalid(errors)),
+        Err(SubmitError::Unavailable(_)) => Err(ApiError::Unavailable),
+    }
+}
+
+/// The configured request body limit, for error messages.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// Reads the sign-up fields from a JSON object; a field of the wrong type is
+/// reported against that field rather than failing the whole body.
+fn parse_json_input(body: &[u8]) -> Result<SignupInput, ApiError> {
+    let object: Map<String, Value> = match serde_json::from_slice(body) {
+        Ok(Value::Object(object)) => object,
+        Ok(_) => {
+            return Err(ApiError::BadRequest(
+                "the request body must be a JSON object".into(),
+            ));
+        }
+        Err(error) if body.iter().all(u8::is_ascii_whitespace) => {
+            let _ = error;
+            return Err(ApiError::BadRequest(
+                "the request body is empty; send a JSON object with the sign-up fields".into(),
+            ));
+        }
+        Err(error) => {
+            return Err(ApiError::BadRequest(format!(
+                "the request body is not valid JSON: {error}"
+            )));
+        }
+    };
+    let mut wrong_type = Vec::new();
+    let mut take = |field: Field| match object.get(field.name()) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            wrong_type.push(FieldError {
+                field,
+                message: "must be a string".into(),
+            });
+            None
+        }
+    };
+    let input = SignupInput {
+        first_name: take(Field::FirstName),
+        last_name: take(Field::LastName),
+        email: take(Field::Email),
+        company_name: take(Field::CompanyName),
+        country: take(Field::Country),
+        role: take(Field::Role),
+    };
+    if wrong_type.is_empty() {
+        Ok(input)
+    } else {
+        Err(ApiError::Invalid(wrong_type))
+    }
+}

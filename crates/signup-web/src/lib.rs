@@ -1,0 +1,47 @@
+//! signup-web: the sign-up form and JSON API.
+//!
+//! A submission is parsed into a [`domain::NewProspect`] (invalid input never
+//! gets further), becomes a `ProspectSignedUp` event, and is published to
+//! NATS JetStream; the visitor is redirected to the thank-you page only after
+//! JetStream acknowledged storing the event. No PubAck in time means a 503
+//! with the visitor's input kept. This crate never touches a database and
+//! knows nothing of the handlers that consume its events.
+//!
+//! # Layout
+//! - [`settings`]: configuration (`[web]`, `[nats]`, `[log]`).
+//! - [`domain`]: input parsing into valid newtypes.
+//! - [`catalog`]: countries and roles offered.
+//! - [`submit`]: parse + publish, shared by the form and the API.
+//! - [`pages`], [`api`], [`health`]: the HTTP handlers.
+//! - [`startup`]: [`Application`], which binds, runs and stops the server.
+
+pub mod api;
+pub mod catalog;
+pub mod domain;
+pub mod health;
+pub mod pages;
+pub mod settings;
+pub mod startup;
+pub mod state;
+pub mod submit;
+
+use actix_web::HttpMessage as _;
+use actix_web::HttpRequest;
+
+pub use settings::Settings;
+pub use startup::Application;
+
+/// Whether the request's media type (ignoring parameters such as charset)
+/// is `expected`.
+fn media_type_is(request: &HttpRequest, expected: &str) -> bool {
+    request.content_type().eq_ignore_ascii_case(expected)
+}
+
+/// The request's W3C `traceparent`, when it has a valid one.
+fn traceparent(request: &HttpRequest) -> Option<String> {
+    request
+        .headers()
+        .get(messages::cloudevents::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(submit::valid_traceparent)
+}

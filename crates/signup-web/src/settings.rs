@@ -1,0 +1,45 @@
+//! signup-web's settings (see `bus::settings` for how they are layered).
+
+use bus::settings::NatsSettings;
+use bus::telemetry::LogSettings;
+use serde::Deserialize;
+
+/// Everything signup-web reads from configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// `[web]`: the HTTP server.
+    pub web: WebSettings,
+    /// `[nats]`: where events are published.
+    pub nats: NatsSettings,
+    /// `[log]`: log format and filter.
+    pub log: LogSettings,
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct WebSettings {
+    /// Address to listen on (`0.0.0.0` in a container).
+    pub host: String,
+    /// Port to listen on; 0 picks a free one (tests).
+    pub port: u16,
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    pub body_limit_bytes: usize,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// Seconds to let in-flight requests finish on shutdown.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port: 8080,
+            body_limit_bytes: 32 * 1024,
+            workers: 0,
+            shutdown_timeout_secs: 10,
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Building and running the HTTP server.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+use bus::Publisher;
+use bus::async_nats::{self, jetstream};
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::Catalog;
+use crate::settings::Settings;
+use crate::state::AppState;
+use crate::{api, health, pages};
+
+/// A bound, not yet running, signup-web server.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Binds the listener (port 0 picks a free one) and prepares the server
+    /// on the given NATS connection. Also starts making sure the event stream
+    /// exists, in the background, so start-up never waits for NATS.
+    pub fn build(
+        settings: &Settings,
+        client: async_nats::Client,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind((settings.web.host.as_str(), settings.web.port))
+            .with_context(|| format!("binding {}:{}", settings.web.host, settings.web.port))?;
+        let port = listener.local_addr()?.port();
+
+        let jetstream = jetstream::ContextBuilder::new()
+            .timeout(settings.nats.request_timeout())
+            .build(client.clone());
+        let state = web::Data::new(AppState {
+            publisher: Publisher::new(client, "/signup-web", settings.nats.request_timeout()),
+            catalog: Catalog::builtin(),
+            jetstream: jetstream.clone(),
+            stream: settings.nats.stream.clone(),
+        });
+        tokio::spawn(ensure_stream_in_background(
+            jetstream,
+            settings.nats.stream.clone(),
+            shutdown.clone(),
+        ));
+
+        let limit = settings.web.body_limit_bytes;
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(limit))
+                .app_data(web::Data::new(api::BodyLimit(limit)))
+                .route("/", web::get().to(pages::home))
+                .route("/signup", web::get().to(pages::signup_page))
+                .route("/signup", web::post().to(pages::signup_submit))
+                .route("/signup/thanks/{prospect_id}", web::get().to(pages::thanks))
+                .route("/api/prospects", web::post().to(api::create_prospect))
+                .route("/healthz", web::get().to(health::healthz))
+                .route("/readyz", web::get().to(health::readyz))
+                .default_service(web::to(pages::not_found))
+        })
+        .disable_signals()
+        .shutdown_timeout(settings.web.shutdown_timeout_secs);
+        if settings.web.workers > 0 {
+            server = server.workers(settings.web.workers);
+        }
+        let server = server.listen(listener)?.run();
+        Ok(Self { port, server })
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until `shutdown`, then stops taking connections and lets the
+    /// requests in flight finish.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            handle.stop(true).await;
+        });
+        self.server.await
+    }
+}
+
+async fn ensure_stream_in_background(
+    js: jetstream::Context,
+    stream: bus::StreamSettings,
+    shutdown: CancellationToken,
+) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match bus::ensure_stream(&js, &stream).await {
+            Ok(_) => {
+                tracing::info!(stream = %stream.name, "event stream ready");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "event stream not ready yet; retrying")
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}

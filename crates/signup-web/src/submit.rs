@@ -1,0 +1,61 @@
+//! Turning a submitted sign-up into a stored `ProspectSignedUp` event; shared
+//! by the HTML form and the JSON API.
+
+use bus::{EventContext, PublishError, Publisher};
+use chrono::Utc;
+use messages::ProspectSignedUp;
+use uuid::Uuid;
+
+use crate::catalog::Catalog;
+use crate::domain::{FieldError, NewProspect, SignupInput};
+
+/// Why a sign-up was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The visitor's input is invalid; each error names its field.
+    #[error("invalid sign-up")]
+    Invalid(Vec<FieldError>),
+    /// The event could not be stored now; the visitor should try again.
+    #[error("sign-up not stored: {0}")]
+    Unavailable(#[from] PublishError),
+}
+
+/// Parses `input` and publishes `ProspectSignedUp`, waiting for the PubAck.
+/// Returns the new prospect id only once JetStream has stored the event.
+pub async fn sign_up(
+    publisher: &Publisher,
+    catalog: &Catalog,
+    input: &SignupInput,
+    traceparent: Option<String>,
+) -> Result<Uuid, SubmitError> {
+    let prospect = NewProspect::parse(input, catalog).map_err(SubmitError::Invalid)?;
+    let event = ProspectSignedUp {
+        prospect_id: Uuid::now_v7(),
+        details: prospect.into_details(),
+        signed_up_at: Utc::now(),
+    };
+    let context = EventContext::new().with_traceparent(traceparent);
+    match publisher.publish(&event, &context).await {
+        Ok(published) => {
+            tracing::info!(event_id = %published.event_id, prospect_id = %event.prospect_id,
+                stream_sequence = published.stream_sequence, "sign-up accepted");
+            Ok(event.prospect_id)
+        }
+        Err(error) => {
+            tracing::warn!(event_id = %context.id, %error, "sign-up not accepted: event not stored");
+            Err(error.into())
+        }
+    }
+}
+
+/// A `traceparent` header worth passing on (W3C: version-traceid-spanid-flags).
+pub fn valid_traceparent(value: &str) -> Option<String> {
+    let parts: Vec<&str> = value.trim().split('-').collect();
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (parts.len() == 4
+        && hex(parts[0], 2)
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2))
+    .then(|| value.trim().to_ascii_lowercase())
+}

@@ -1,0 +1,190 @@
+//! Helpers for Signup's integration tests, which talk to real servers only.
+//!
+//! - [`NatsServer`]: a private `nats-server` with JetStream on a free port and
+//!   a temporary store, which a test can stop and restart (same port, same
+//!   store) to exercise outages.
+//! - [`TestDatabase`]: a uniquely named Postgres database on the machine's
+//!   server, dropped when the test ends.
+//!
+//! `NATS_SERVER_BIN` picks the `nats-server` binary (default: from `PATH`, then
+//! `/usr/sbin/nats-server`); `SIGNUP_TEST_POSTGRES_URL` the Postgres server
+//! (default `postgres://postgres@127.0.0.1:5432`).
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use tokio::process::{Child, Command};
+
+/// A `nats-server` owned by one test.
+pub struct NatsServer {
+    port: u16,
+    store: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a server with JetStream on a free port and waits until it
+    /// accepts connections.
+    pub async fn start() -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let mut server = Self {
+            port,
+            store: tempfile::tempdir()?,
+            child: None,
+        };
+        server.restart().await?;
+        Ok(server)
+    }
+
+    /// The client URL, e.g. `nats://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (as a crash would). Its store is kept.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.context("killing nats-server")?;
+        }
+        Ok(())
+    }
+
+    /// (Re)starts the server on the same port with the same store.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop().await?;
+        let child = Command::new(nats_server_bin())
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting nats-server (install it, or set NATS_SERVER_BIN)")?;
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(10)).await
+    }
+}
+
+fn nats_server_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
+        return bin.into();
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("nats-server"))
+        .find(|candidate| candidate.is_file());
+    on_path.unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"))
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+async fn wait_for_port(port: u16, limit: Duration) -> anyhow::Result<()> {
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if tokio::net::TcpStream::connect(address).await.is_ok() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "nothing listens on port {port} after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after `limit`. For
+/// conditions that have no notification to await (rows appearing in a
+/// database written by another task).
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A Postgres database of its own for one test; dropped with the value.
+pub struct TestDatabase {
+    name: String,
+    server: String,
+}
+
+impl TestDatabase {
+    /// A fresh, unique database name on the test server. The database itself
+    /// is created by whoever connects first (save-prospect creates missing
+    /// databases), or by [`TestDatabase::create`].
+    pub fn new() -> Self {
+        let server = std::env::var("SIGNUP_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
+        let name = format!("signup_test_{}", uuid::Uuid::now_v7().simple());
+        Self {
+            name,
+            server: server.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// The database's URL.
+    pub fn url(&self) -> String {
+        format!("{}/{}", self.server, self.name)
+    }
+
+    /// Opens a connection to the database.
+    pub async fn connect(&self) -> anyhow::Result<AsyncPgConnection> {
+        AsyncPgConnection::establish(&self.url())
+            .await
+            .context("connecting to the test database")
+    }
+}
+
+impl Default for TestDatabase {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop runs outside any async context we could borrow, so the clean-up
+        // gets a small runtime of its own on a plain thread.
+        let admin = format!("{}/postgres", self.server);
+        let statement = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut conn = AsyncPgConnection::establish(&admin).await.ok()?;
+                diesel::sql_query(statement).execute(&mut conn).await.ok()
+            })
+        });
+        let _ = cleanup.join();
+    }
+}
