@@ -1,1 +1,227 @@
-//! End-to-end tests live in `tests/`; this library is empty on purpose.
+//! Starts the whole Signup slice for end-to-end tests: a private nats-server,
+//! a private Postgres database, signup-web on a free port and save-prospect,
+//! each stoppable on its own. The tests are in `tests/`.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bus::async_nats;
+use bus::settings::{ConsumerSettings, NatsSettings};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use save_prospect::schema::prospects;
+use secrecy::SecretString;
+use test_support::{NatsServer, TestDatabase, eventually};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use test_support;
+
+/// A running service: its stop signal and its task.
+struct Running {
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await.context("service task panicked")?
+    }
+}
+
+/// signup-web + save-prospect + their own NATS and database.
+pub struct System {
+    /// The test's nats-server.
+    pub nats: NatsServer,
+    /// The test's database.
+    pub db: TestDatabase,
+    /// An HTTP client that does not follow redirects.
+    pub http: reqwest::Client,
+    /// A NATS client for the test's own looks at the stream.
+    pub client: async_nats::Client,
+    web_url: String,
+    web: Option<Running>,
+    saver: Option<Running>,
+}
+
+impl System {
+    /// Starts everything.
+    pub async fn start() -> anyhow::Result<Self> {
+        let mut system = Self::start_without_saver().await?;
+        system.start_saver().await?;
+        Ok(system)
+    }
+
+    /// Starts NATS, the database and signup-web, but not save-prospect.
+    pub async fn start_without_saver() -> anyhow::Result<Self> {
+        let nats = NatsServer::start().await?;
+        let db = TestDatabase::new();
+        let client = bus::connect(&nats_settings(&nats), "e2e-test").await?;
+        let mut web_settings = signup_web::Settings::default();
+        web_settings.web.port = 0;
+        web_settings.web.workers = 2;
+        web_settings.nats = nats_settings(&nats);
+        let web_client = bus::connect(&web_settings.nats, "signup-web").await?;
+        let shutdown = CancellationToken::new();
+        let app = signup_web::Application::build(&web_settings, web_client, &shutdown)?;
+        let web_url = format!("http://127.0.0.1:{}", app.port());
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { app.run_until_stopped(shutdown).await.map_err(Into::into) }
+        });
+        let system = Self {
+            nats,
+            db,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+            client,
+            web_url,
+            web: Some(Running { shutdown, task }),
+            saver: None,
+        };
+        system.wait_ready().await?;
+        Ok(system)
+    }
+
+    /// The web tier's base URL.
+    pub fn web_url(&self, path: &str) -> String {
+        format!("{}{path}", self.web_url)
+    }
+
+    /// Waits until `/readyz` says ready.
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        eventually(
+            Duration::from_secs(15),
+            "signup-web to be ready",
+            || async {
+                let response = self.http.get(self.web_url("/readyz")).send().await.ok()?;
+                response.status().is_success().then_some(())
+            },
+        )
+        .await
+    }
+
+    /// save-prospect's settings for this system.
+    pub fn saver_settings(&self) -> save_prospect::Settings {
+        let mut settings = save_prospect::Settings::default();
+        settings.database.url = SecretString::from(self.db.url());
+        settings.database.pool_size = 4;
+        settings.nats = nats_settings(&self.nats);
+        settings.save_prospect.consumer = ConsumerSettings {
+            idle_wait_ms: 500,
+            retry_delay_ms: 200,
+            ..ConsumerSettings::default()
+        };
+        settings
+    }
+
+    /// Starts save-prospect (it creates and migrates the database).
+    pub async fn start_saver(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.saver.is_none(), "save-prospect already runs");
+        let settings = self.saver_settings();
+        let client = bus::connect(&settings.nats, save_prospect::CONSUMER_NAME).await?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(save_prospect::run(settings, client, shutdown.clone()));
+        self.saver = Some(Running { shutdown, task });
+        Ok(())
+    }
+
+    /// Stops save-prospect gracefully.
+    pub async fn stop_saver(&mut self) -> anyhow::Result<()> {
+        match self.saver.take() {
+            Some(saver) => saver.stop().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Posts the sign-up form with these fields.
+    pub async fn post_form(&self, fields: &[(&str, &str)]) -> anyhow::Result<reqwest::Response> {
+        Ok(self
+            .http
+            .post(self.web_url("/signup"))
+            .form(fields)
+            .send()
+            .await?)
+    }
+
+    /// How many prospects rows exist (live or deleted).
+    pub async fn prospect_count(&self) -> anyhow::Result<i64> {
+        let mut conn = self.db.connect().await?;
+        Ok(prospects::table.count().get_result(&mut conn).await?)
+    }
+
+    /// The saved row of a prospect, if any.
+    pub async fn prospect(&self, id: Uuid) -> anyhow::Result<Option<ProspectRow>> {
+        let mut conn = self.db.connect().await?;
+        Ok(prospects::table
+            .find(id)
+            .select(ProspectRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()?)
+    }
+
+    /// Waits until the prospect's row exists.
+    pub async fn saved(&self, id: Uuid) -> anyhow::Result<ProspectRow> {
+        eventually(Duration::from_secs(20), "the prospect row", || async {
+            self.prospect(id).await.ok().flatten()
+        })
+        .await
+    }
+
+    /// Stops both services.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.stop_saver().await?;
+        if let Some(web) = self.web.take() {
+            web.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+/// A prospects row as the tests read it.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = prospects)]
+pub struct ProspectRow {
+    /// `id`
+    pub id: Uuid,
+    /// `email`
+    pub email: Option<String>,
+    /// `first_name`
+    pub first_name: Option<String>,
+    /// `last_name`
+    pub last_name: Option<String>,
+    /// `company_name`
+    pub company_name: Option<String>,
+    /// `country_code`
+    pub country_code: Option<String>,
+    /// `role_code`
+    pub role_code: Option<String>,
+    /// `signed_up_at`
+    pub signed_up_at: DateTime<Utc>,
+    /// `deleted_at`
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// NATS settings pointing at `server`.
+pub fn nats_settings(server: &NatsServer) -> NatsSettings {
+    NatsSettings {
+        url: server.url(),
+        request_timeout_ms: 1_000,
+        ..NatsSettings::default()
+    }
+}
+
+/// The prospect id in a `/signup/thanks/{id}` or `/api/prospects/{id}` location.
+pub fn id_from_location(response: &reqwest::Response) -> anyhow::Result<Uuid> {
+    let location = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .context("no Location header")?
+        .to_str()?;
+    Ok(location.rsplit('/').next().unwrap_or_default().parse()?)
+}

@@ -37,19 +37,7 @@ pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
         .await
         .context("connecting to Postgres to check the database exists")?;
 
-    #[derive(diesel::QueryableByName)]
-    struct Found {
-        #[diesel(sql_type = diesel::sql_types::Integer)]
-        #[allow(dead_code)]
-        found: i32,
-    }
-    let exists = diesel::sql_query("SELECT 1 AS found FROM pg_database WHERE datname = $1")
-        .bind::<diesel::sql_types::Text, _>(&name)
-        .get_results::<Found>(&mut admin)
-        .await?
-        .len()
-        == 1;
-    if exists {
+    if database_exists(&mut admin, &name).await? {
         return Ok(());
     }
     let create = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
@@ -58,14 +46,26 @@ pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
             tracing::info!(database = %name, "created the database");
             Ok(())
         }
-        // Another instance created it between our check and our CREATE.
-        Err(diesel::result::Error::DatabaseError(_, info))
-            if info.message().contains("already exists") =>
-        {
-            Ok(())
-        }
+        // Another instance may have created it between our check and our
+        // CREATE (Postgres then reports a unique violation in its catalog).
+        Err(_) if database_exists(&mut admin, &name).await? => Ok(()),
         Err(error) => Err(error).with_context(|| format!("creating database {name}")),
     }
+}
+
+async fn database_exists(admin: &mut AsyncPgConnection, name: &str) -> anyhow::Result<bool> {
+    #[derive(diesel::QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        #[allow(dead_code)]
+        found: i32,
+    }
+    let found = diesel::sql_query("SELECT 1 AS found FROM pg_database WHERE datname = $1")
+        .bind::<diesel::sql_types::Text, _>(name)
+        .get_results::<Found>(admin)
+        .await
+        .context("looking up the database")?;
+    Ok(!found.is_empty())
 }
 
 /// Runs pending migrations under an advisory lock; returns the versions run.

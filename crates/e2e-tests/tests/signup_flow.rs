@@ -1,0 +1,324 @@
+//! The vertical slice end to end: browser form → signup-web → JetStream →
+//! save-prospect → Postgres, with real NATS and real Postgres.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bus::async_nats::{self, jetstream};
+use bus::{EventContext, Publisher};
+use chrono::Utc;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use e2e_tests::{System, id_from_location};
+use messages::{Country, Event, ProspectDetails, ProspectSignedUp, Role, cloudevents as ce};
+use save_prospect::schema::applied_events;
+use test_support::eventually;
+use uuid::Uuid;
+
+const GOLDEN_SIGNED_UP: &str = include_str!("../../messages/tests/golden/prospect-signed-up.json");
+
+fn keys(value: &serde_json::Value) -> BTreeSet<String> {
+    value
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+async fn stream_messages(client: &async_nats::Client) -> u64 {
+    let js = jetstream::new(client.clone());
+    let mut stream = js.get_stream("PROSPECTS").await.expect("stream");
+    stream.info().await.expect("info").state.messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_post_becomes_an_event_and_exactly_that_row() {
+    let system = System::start().await.expect("system");
+    let response = system
+        .post_form(&[
+            ("firstName", "  Ada "),
+            ("lastName", "Lovelace"),
+            ("email", "Ada@Example.com"),
+            ("companyName", "Analytical Engines"),
+            ("country", "GB"),
+            ("role", "EN"),
+        ])
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 303);
+    let id = id_from_location(&response).expect("prospect id in Location");
+    assert_eq!(id.get_version_num(), 7, "prospect ids are UUIDv7");
+    assert_eq!(
+        response.headers()["location"].to_str().expect("ascii"),
+        format!("/signup/thanks/{id}")
+    );
+
+    // The event on the stream: CloudEvents headers and the golden JSON shape.
+    let js = jetstream::new(system.client.clone());
+    let stored = js
+        .get_stream("PROSPECTS")
+        .await
+        .expect("stream")
+        .get_raw_message(1)
+        .await
+        .expect("message 1");
+    assert_eq!(stored.subject.as_str(), ProspectSignedUp::SUBJECT);
+    let header = |name: &str| stored.headers.get(name).map(|v| v.as_str().to_owned());
+    assert_eq!(header(ce::SPECVERSION).as_deref(), Some("1.0"));
+    assert_eq!(header(ce::TYPE).as_deref(), Some(ProspectSignedUp::TYPE));
+    assert_eq!(header(ce::SOURCE).as_deref(), Some("/signup-web"));
+    assert_eq!(
+        header(ce::CONTENT_TYPE).as_deref(),
+        Some("application/json")
+    );
+    let event_id: Uuid = header(ce::ID)
+        .expect("ce-id")
+        .parse()
+        .expect("ce-id is a UUID");
+    assert_eq!(header(ce::NATS_MSG_ID), Some(event_id.to_string()));
+    assert!(chrono::DateTime::parse_from_rfc3339(&header(ce::TIME).expect("ce-time")).is_ok());
+
+    let payload: serde_json::Value = serde_json::from_slice(&stored.payload).expect("JSON payload");
+    let golden: serde_json::Value = serde_json::from_str(GOLDEN_SIGNED_UP).expect("golden JSON");
+    assert_eq!(
+        keys(&payload),
+        keys(&golden),
+        "same fields as the golden file"
+    );
+    assert_eq!(keys(&payload["country"]), keys(&golden["country"]));
+    assert_eq!(payload["prospectId"], id.to_string());
+    assert_eq!(payload["firstName"], "Ada");
+    assert_eq!(payload["email"], "Ada@Example.com");
+    assert_eq!(
+        payload["country"],
+        serde_json::json!({"code": "GB", "name": "United Kingdom"})
+    );
+    assert_eq!(
+        payload["role"],
+        serde_json::json!({"code": "EN", "name": "Engineer"})
+    );
+
+    // The row has exactly the submitted values.
+    let row = system.saved(id).await.expect("saved");
+    assert_eq!(row.first_name.as_deref(), Some("Ada"));
+    assert_eq!(row.last_name.as_deref(), Some("Lovelace"));
+    assert_eq!(row.email.as_deref(), Some("Ada@Example.com"));
+    assert_eq!(row.company_name.as_deref(), Some("Analytical Engines"));
+    assert_eq!(row.country_code.as_deref(), Some("GB"));
+    assert_eq!(row.role_code.as_deref(), Some("EN"));
+    assert_eq!(row.deleted_at, None);
+    assert_eq!(system.prospect_count().await.expect("count"), 1);
+
+    let thanks = system
+        .http
+        .get(system.web_url(&format!("/signup/thanks/{id}")))
+        .send()
+        .await
+        .expect("thanks");
+    assert_eq!(thanks.status(), 200);
+    assert!(thanks.text().await.expect("body").contains(&id.to_string()));
+    system.stop().await.expect("stop");
+}
+
+fn sign_up_event(email: &str) -> ProspectSignedUp {
+    ProspectSignedUp {
+        prospect_id: Uuid::now_v7(),
+        details: ProspectDetails {
+            first_name: "Grace".into(),
+            last_name: "Hopper".into(),
+            email: email.into(),
+            company_name: None,
+            country: Country {
+                code: "US".into(),
+                name: "United States".into(),
+            },
+            role: Role {
+                code: "EN".into(),
+                name: "Engineer".into(),
+            },
+        },
+        signed_up_at: Utc::now(),
+    }
+}
+
+async fn applied_count(system: &System) -> i64 {
+    let mut conn = system.db.connect().await.expect("db");
+    applied_events::table
+        .count()
+        .get_result(&mut conn)
+        .await
+        .expect("count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_and_redeliveries_leave_one_row() {
+    let mut system = System::start().await.expect("system");
+    let publisher = Publisher::new(system.client.clone(), "/e2e-test", Duration::from_secs(2));
+
+    // The same event published twice with one Nats-Msg-Id.
+    let event = sign_up_event("grace@example.com");
+    let context = EventContext::new();
+    assert!(
+        !publisher
+            .publish(&event, &context)
+            .await
+            .expect("first")
+            .duplicate
+    );
+    assert!(
+        publisher
+            .publish(&event, &context)
+            .await
+            .expect("second")
+            .duplicate
+    );
+    system.saved(event.prospect_id).await.expect("saved");
+
+    // The same ce-id arriving again as a new message (as a replay would):
+    // the handler recognises the applied event.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(ce::SPECVERSION, "1.0");
+    headers.insert(ce::ID, context.id.to_string().as_str());
+    headers.insert(ce::SOURCE, "/e2e-test");
+    headers.insert(ce::TYPE, ProspectSignedUp::TYPE);
+    let js = jetstream::new(system.client.clone());
+    js.publish_with_headers(
+        ProspectSignedUp::SUBJECT,
+        headers,
+        serde_json::to_vec(&event).expect("json").into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("ack");
+    let marker = sign_up_event("marker@example.com");
+    publisher
+        .publish(&marker, &EventContext::new())
+        .await
+        .expect("marker");
+    system
+        .saved(marker.prospect_id)
+        .await
+        .expect("marker saved after the replayed event");
+    assert_eq!(system.prospect_count().await.expect("count"), 2);
+    assert_eq!(applied_count(&system).await, 2);
+
+    // A true redelivery of everything already applied: recreate the durable
+    // consumer from the start of the stream.
+    system.stop_saver().await.expect("stop saver");
+    js.get_stream("PROSPECTS")
+        .await
+        .expect("stream")
+        .delete_consumer(save_prospect::CONSUMER_NAME)
+        .await
+        .expect("delete consumer");
+    system.start_saver().await.expect("restart saver");
+    let last = sign_up_event("last@example.com");
+    publisher
+        .publish(&last, &EventContext::new())
+        .await
+        .expect("last");
+    system
+        .saved(last.prospect_id)
+        .await
+        .expect("saved after the redelivery");
+    assert_eq!(
+        system.prospect_count().await.expect("count"),
+        3,
+        "redelivered events added nothing"
+    );
+    assert_eq!(applied_count(&system).await, 3);
+    system.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_email_in_another_case_updates_the_prospect() {
+    let system = System::start().await.expect("system");
+    let first = system
+        .post_form(&[
+            ("firstName", "Ada"),
+            ("lastName", "Byron"),
+            ("email", "ada@example.com"),
+            ("country", "GB"),
+            ("role", "-"),
+        ])
+        .await
+        .expect("first");
+    let first_id = id_from_location(&first).expect("id");
+    system.saved(first_id).await.expect("first saved");
+    let second = system
+        .post_form(&[
+            ("firstName", "Ada"),
+            ("lastName", "Lovelace"),
+            ("email", "ADA@example.COM"),
+            ("country", "GB"),
+            ("role", "EN"),
+        ])
+        .await
+        .expect("second");
+    assert_eq!(second.status(), 303);
+    let row = eventually(Duration::from_secs(20), "the update", || async {
+        let row = system.prospect(first_id).await.ok().flatten()?;
+        (row.last_name.as_deref() == Some("Lovelace")).then_some(row)
+    })
+    .await
+    .expect("updated");
+    assert_eq!(row.email.as_deref(), Some("ADA@example.COM"));
+    assert_eq!(row.role_code.as_deref(), Some("EN"));
+    assert_eq!(
+        system.prospect_count().await.expect("count"),
+        1,
+        "no duplicate prospect"
+    );
+    system.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ups_accepted_while_save_prospect_is_down_are_all_saved_later() {
+    const SIGN_UPS: usize = 1_000;
+    let mut system = System::start_without_saver().await.expect("system");
+    let system_ref = &system;
+    let ids: Vec<Uuid> = futures::stream::iter(0..SIGN_UPS)
+        .map(|i| async move {
+            let email = format!("visitor{i}@example.com");
+            let response = system_ref
+                .post_form(&[
+                    ("firstName", "Visitor"),
+                    ("lastName", &i.to_string()),
+                    ("email", &email),
+                    ("country", "FR"),
+                    ("role", "DV"),
+                ])
+                .await
+                .expect("post");
+            assert_eq!(response.status(), 303, "sign-up {i} accepted");
+            id_from_location(&response).expect("id")
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), SIGN_UPS);
+    assert_eq!(stream_messages(&system.client).await, SIGN_UPS as u64);
+
+    system.start_saver().await.expect("start saver");
+    eventually(Duration::from_secs(60), "all sign-ups saved", || async {
+        (system.prospect_count().await.ok()? == SIGN_UPS as i64).then_some(())
+    })
+    .await
+    .expect("all saved");
+    let mut conn = system.db.connect().await.expect("db");
+    let saved: BTreeSet<Uuid> = save_prospect::schema::prospects::table
+        .select(save_prospect::schema::prospects::id)
+        .load(&mut conn)
+        .await
+        .expect("ids")
+        .into_iter()
+        .collect();
+    assert_eq!(
+        saved,
+        ids.into_iter().collect(),
+        "exactly the accepted prospects"
+    );
+    system.stop().await.expect("stop");
+}
+
+use futures::StreamExt as _;

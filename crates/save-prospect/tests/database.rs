@@ -1,0 +1,76 @@
+//! The database save-prospect owns, against the machine's real Postgres (a
+//! database of the test's own).
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use save_prospect::db;
+use save_prospect::schema::{countries, roles};
+use test_support::TestDatabase;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_the_database_and_migrates_it_once_even_when_raced() {
+    let database = TestDatabase::new();
+    let url = database.url();
+    let (a, b) = tokio::join!(
+        db::create_database_if_missing(&url),
+        db::create_database_if_missing(&url)
+    );
+    a.expect("first create");
+    b.expect("second create");
+
+    let pool = db::pool(&url, 4).expect("pool");
+    let (first, second) = tokio::join!(db::migrate(&pool), db::migrate(&pool));
+    let mut ran = [first.expect("migrate"), second.expect("migrate")];
+    ran.sort_by_key(Vec::len);
+    assert!(ran[0].is_empty(), "the second runner found nothing to do");
+    assert_eq!(ran[1].len(), 2, "both migrations ran once");
+    assert!(
+        db::migrate(&pool).await.expect("again").is_empty(),
+        "migrating again is a no-op"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_reference_data_equals_the_built_in_lists() {
+    let database = TestDatabase::new();
+    db::create_database_if_missing(&database.url())
+        .await
+        .expect("create");
+    db::migrate(&db::pool(&database.url(), 1).expect("pool"))
+        .await
+        .expect("migrate");
+    let mut conn = database.connect().await.expect("connect");
+
+    let mut stored: Vec<(String, String)> = countries::table
+        .select((countries::code, countries::name))
+        .load(&mut conn)
+        .await
+        .expect("countries");
+    let mut builtin: Vec<(String, String)> = messages::reference::builtin_countries()
+        .iter()
+        .map(|c| (c.code.clone(), c.name.clone()))
+        .collect();
+    stored.sort();
+    builtin.sort();
+    assert_eq!(stored.len(), 250);
+    assert_eq!(
+        stored, builtin,
+        "migration seed and messages/data/countries.tsv differ"
+    );
+
+    let mut stored: Vec<(String, String)> = roles::table
+        .select((roles::code, roles::name))
+        .load(&mut conn)
+        .await
+        .expect("roles");
+    let mut builtin: Vec<(String, String)> = messages::reference::builtin_roles()
+        .iter()
+        .map(|r| (r.code.clone(), r.name.clone()))
+        .collect();
+    stored.sort();
+    builtin.sort();
+    assert_eq!(
+        stored, builtin,
+        "migration seed and messages/data/roles.tsv differ"
+    );
+}
