@@ -5,7 +5,8 @@
 //! prefixed `SIGNUP__` with `__` between levels (`SIGNUP__NATS__URL`).
 //! `SIGNUP_CONFIG_DIR` moves the folder; missing files are skipped.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -14,9 +15,23 @@ use serde::de::DeserializeOwned;
 
 /// Loads a service's settings from the layers described in the module docs.
 pub fn load<T: DeserializeOwned>() -> Result<T, config::ConfigError> {
-    let dir = std::env::var_os("SIGNUP_CONFIG_DIR")
+    let vars: HashMap<String, String> = std::env::vars().collect();
+    let dir = vars
+        .get("SIGNUP_CONFIG_DIR")
         .map_or_else(|| PathBuf::from("config"), PathBuf::from);
-    let profile = std::env::var("SIGNUP_ENV").unwrap_or_else(|_| "development".to_owned());
+    let profile = vars
+        .get("SIGNUP_ENV")
+        .cloned()
+        .unwrap_or_else(|| "development".to_owned());
+    load_from(&dir, &profile, vars)
+}
+
+/// [`load`] with the folder, profile and environment given explicitly.
+pub fn load_from<T: DeserializeOwned>(
+    dir: &Path,
+    profile: &str,
+    environment: HashMap<String, String>,
+) -> Result<T, config::ConfigError> {
     config::Config::builder()
         .add_source(config::File::from(dir.join("default.toml")).required(false))
         .add_source(config::File::from(dir.join(format!("{profile}.toml"))).required(false))
@@ -24,7 +39,8 @@ pub fn load<T: DeserializeOwned>() -> Result<T, config::ConfigError> {
             config::Environment::with_prefix("SIGNUP")
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .source(Some(environment)),
         )
         .build()?
         .try_deserialize()
@@ -137,5 +153,64 @@ impl Default for ConsumerSettings {
             max_deliver: -1,
             from_start: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default)]
+    struct Sample {
+        nats: NatsSettings,
+    }
+
+    #[test]
+    fn defaults_then_files_then_environment() {
+        let dir = std::env::temp_dir().join(format!("signup-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(
+            dir.join("default.toml"),
+            "[nats]\nurl = \"nats://from-default:4222\"\nrequest_timeout_ms = 7\n",
+        )
+        .expect("default.toml");
+        std::fs::write(dir.join("staging.toml"), "[nats.stream]\nreplicas = 3\n")
+            .expect("staging.toml");
+
+        let none: Sample = load_from(&dir, "absent", HashMap::new()).expect("load");
+        assert_eq!(none.nats.url, "nats://from-default:4222");
+        assert_eq!(none.nats.request_timeout_ms, 7);
+        assert_eq!(none.nats.connect_timeout_ms, 2_000, "built-in default");
+        assert_eq!(none.nats.stream.replicas, 1);
+
+        let env = HashMap::from([
+            (
+                "SIGNUP__NATS__URL".to_owned(),
+                "nats://from-env:4222".to_owned(),
+            ),
+            ("SIGNUP__NATS__PASSWORD".to_owned(), "1234".to_owned()),
+            (
+                "SIGNUP__NATS__STREAM__DUPLICATE_WINDOW_SECS".to_owned(),
+                "300".to_owned(),
+            ),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ]);
+        let layered: Sample = load_from(&dir, "staging", env).expect("load");
+        assert_eq!(layered.nats.url, "nats://from-env:4222");
+        assert_eq!(layered.nats.stream.replicas, 3, "profile file");
+        assert_eq!(layered.nats.stream.duplicate_window_secs, 300);
+        let password = layered.nats.password.as_ref().expect("password");
+        assert_eq!(
+            password.expose_secret(),
+            "1234",
+            "numeric-looking secrets stay strings"
+        );
+        assert!(
+            !format!("{:?}", layered.nats).contains("1234"),
+            "secrets are never printed"
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -1,0 +1,108 @@
+# Shared by scripts/run and scripts/test: find or provide NATS (with JetStream)
+# and PostgreSQL. Sourced, not run.
+#
+# Policy: use the servers at the default addresses when they answer; otherwise
+# start project-local ones with their data under .local/ (ignored by git),
+# installing nats-server / postgresql with apt-get when they are missing.
+# Everything started here is stopped by `stop_started` (wired to EXIT).
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOCAL="$ROOT/.local"
+NATS_PORT="${SIGNUP_NATS_PORT:-4222}"
+PG_PORT="${SIGNUP_PG_PORT:-5432}"
+STARTED_PIDS=()
+STARTED_PG_DIR=""
+
+say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for_port() { # port seconds what
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do port_open "$1" && return 0; sleep 0.1; done
+  say "$3 did not come up on port $1"; return 1
+}
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+APT_UPDATED=""
+apt_install() {
+  command -v apt-get >/dev/null || { say "cannot install $*: no apt-get here; install it yourself"; return 1; }
+  if [ -z "$APT_UPDATED" ]; then as_root apt-get update -qq; APT_UPDATED=1; fi
+  say "installing $* with apt-get"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+nats_server_bin() {
+  if [ -n "${NATS_SERVER_BIN:-}" ]; then echo "$NATS_SERVER_BIN"; return; fi
+  command -v nats-server 2>/dev/null && return
+  [ -x /usr/sbin/nats-server ] && { echo /usr/sbin/nats-server; return; }
+  return 1
+}
+
+# The nats-server binary itself (the tests start private servers with it).
+require_nats_binary() {
+  nats_server_bin >/dev/null || apt_install nats-server
+  nats_server_bin >/dev/null || { say "nats-server is still missing"; return 1; }
+}
+
+pg_bin_dir() {
+  local dir
+  for dir in /usr/lib/postgresql/*/bin; do [ -x "$dir/initdb" ] && { echo "$dir"; return; }; done
+  return 1
+}
+
+pg_answers() { (exec 3<>"/dev/tcp/127.0.0.1/$PG_PORT") 2>/dev/null && { ! command -v pg_isready >/dev/null || pg_isready -q -h 127.0.0.1 -p "$PG_PORT"; }; }
+
+ensure_nats() {
+  if port_open "$NATS_PORT"; then say "using NATS at 127.0.0.1:$NATS_PORT"; return; fi
+  require_nats_binary
+  mkdir -p "$LOCAL/nats"
+  say "starting a project-local nats-server with JetStream on 127.0.0.1:$NATS_PORT (data in .local/nats)"
+  "$(nats_server_bin)" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$LOCAL/nats" >"$LOCAL/nats.log" 2>&1 &
+  STARTED_PIDS+=("$!")
+  wait_for_port "$NATS_PORT" 10 nats-server
+}
+
+ensure_postgres() {
+  if pg_answers; then say "using PostgreSQL at 127.0.0.1:$PG_PORT"; return; fi
+  pg_bin_dir >/dev/null || apt_install postgresql
+  local bin data="$LOCAL/postgres" run=()
+  bin="$(pg_bin_dir)"
+  # Postgres refuses to run as root: use the postgres account the package made.
+  if [ "$(id -u)" -eq 0 ]; then run=(runuser -u postgres --); fi
+  mkdir -p "$data"
+  [ "$(id -u)" -eq 0 ] && chown postgres: "$data" && chmod 700 "$data"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    say "creating a project-local PostgreSQL cluster in .local/postgres"
+    "${run[@]}" "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >/dev/null
+  fi
+  say "starting the project-local PostgreSQL on 127.0.0.1:$PG_PORT"
+  "${run[@]}" "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w \
+    -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $data -c fsync=on" start >/dev/null
+  STARTED_PG_DIR="$data"
+  wait_for_port "$PG_PORT" 20 postgres
+}
+
+stop_started() {
+  local pid
+  # In order: the services first (they finish their work and drain NATS), then
+  # the servers they use.
+  for pid in "${STARTED_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ -n "$STARTED_PG_DIR" ]; then
+    say "stopping the project-local PostgreSQL"
+    local bin run=()
+    bin="$(pg_bin_dir)"
+    if [ "$(id -u)" -eq 0 ]; then run=(runuser -u postgres --); fi
+    "${run[@]}" "$bin/pg_ctl" -D "$STARTED_PG_DIR" -m fast stop >/dev/null || true
+  fi
+}
+
+require_cargo() {
+  command -v cargo >/dev/null || { say "cargo is missing: install Rust (https://rustup.rs) first"; exit 1; }
+}
