@@ -4,6 +4,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use actix_web::dev::Server;
+use actix_web::middleware::Logger;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use bus::Publisher;
@@ -52,6 +53,8 @@ impl Application {
         let limit = settings.web.body_limit_bytes;
         let mut server = HttpServer::new(move || {
             App::new()
+                // Status, request line and time; never bodies (they hold personal data).
+                .wrap(Logger::new("%s %r %Dms"))
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(limit))
                 .app_data(web::Data::new(api::BodyLimit(limit)))
