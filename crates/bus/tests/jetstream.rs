@@ -32,6 +32,17 @@ async fn connected(server: &NatsServer) -> async_nats::Client {
     client
 }
 
+/// A private server with the event stream, and a connected client.
+async fn started() -> (NatsServer, async_nats::Client, jetstream::Context) {
+    let server = NatsServer::start().await.expect("nats-server");
+    let client = connected(&server).await;
+    let js = jetstream::new(client.clone());
+    bus::ensure_stream(&js, &StreamSettings::default())
+        .await
+        .expect("stream");
+    (server, client, js)
+}
+
 fn deleted() -> ProspectDeleted {
     ProspectDeleted {
         prospect_id: Uuid::now_v7(),
@@ -41,12 +52,7 @@ fn deleted() -> ProspectDeleted {
 
 #[tokio::test]
 async fn publish_sets_cloudevents_headers_and_deduplicates_by_event_id() {
-    let server = NatsServer::start().await.expect("nats-server");
-    let client = connected(&server).await;
-    let js = jetstream::new(client.clone());
-    bus::ensure_stream(&js, &StreamSettings::default())
-        .await
-        .expect("stream");
+    let (_server, client, js) = started().await;
     let publisher = Publisher::new(client, "/bus-test", Duration::from_secs(2));
 
     let event = deleted();
@@ -205,12 +211,7 @@ fn quick_consumer() -> ConsumerSettings {
 
 #[tokio::test]
 async fn runner_acks_after_success_and_redelivers_after_failure() {
-    let server = NatsServer::start().await.expect("nats-server");
-    let client = connected(&server).await;
-    let js = jetstream::new(client.clone());
-    bus::ensure_stream(&js, &StreamSettings::default())
-        .await
-        .expect("stream");
+    let (_server, client, js) = started().await;
     let publisher = Publisher::new(client.clone(), "/bus-test", Duration::from_secs(2));
     let mut ids = Vec::new();
     for _ in 0..10 {
@@ -261,12 +262,7 @@ async fn runner_acks_after_success_and_redelivers_after_failure() {
 
 #[tokio::test]
 async fn poison_messages_do_not_block_the_good_ones() {
-    let server = NatsServer::start().await.expect("nats-server");
-    let client = connected(&server).await;
-    let js = jetstream::new(client.clone());
-    bus::ensure_stream(&js, &StreamSettings::default())
-        .await
-        .expect("stream");
+    let (_server, client, js) = started().await;
     js.publish(ProspectDeleted::SUBJECT, "not json at all".into())
         .await
         .expect("raw")
@@ -321,12 +317,7 @@ async fn shutdown_finishes_and_acks_the_batch_in_hand() {
         }
     }
 
-    let server = NatsServer::start().await.expect("nats-server");
-    let client = connected(&server).await;
-    let js = jetstream::new(client.clone());
-    bus::ensure_stream(&js, &StreamSettings::default())
-        .await
-        .expect("stream");
+    let (_server, client, js) = started().await;
     let publisher = Publisher::new(client.clone(), "/bus-test", Duration::from_secs(2));
     for _ in 0..5 {
         publisher

@@ -1,7 +1,5 @@
 //! Turning a CloudEvent (its `ce-type` and JSON data) back into a typed event.
 
-use serde::{Deserialize, Serialize};
-
 use crate::events::{Event, ProspectDeleted, ProspectSignedUp, ProspectUpdated};
 
 /// Why a payload could not become an event. Both cases are permanent: the
@@ -48,8 +46,9 @@ impl<E: Event> EventSet for E {
     }
 }
 
-/// Any prospect event: what a handler of the whole lifecycle receives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Any prospect event: what a handler of the whole lifecycle receives. Not
+/// itself a wire format: each variant travels as its own event.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProspectEvent {
     /// A visitor signed up.
     SignedUp(ProspectSignedUp),

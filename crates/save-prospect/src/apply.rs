@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use messages::{ProspectDeleted, ProspectEvent, ProspectSignedUp, ProspectUpdated};
+use messages::{
+    ProspectDeleted, ProspectDetails, ProspectEvent, ProspectSignedUp, ProspectUpdated,
+};
 use uuid::Uuid;
 
 use crate::db::Pool;
@@ -116,66 +118,85 @@ async fn apply_batch(
 
 /// Inserts the prospect; a prospect with the same e-mail (any case) is
 /// updated instead, unless it has seen a later event or was deleted.
+const SIGN_UP: &str = "\
+    INSERT INTO prospects (id, email, first_name, last_name, company_name, country_code, role_code, \
+                           signed_up_at, updated_at, last_event_seq) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) \
+    ON CONFLICT (email_key) DO UPDATE SET \
+        email = excluded.email, first_name = excluded.first_name, last_name = excluded.last_name, \
+        company_name = excluded.company_name, country_code = excluded.country_code, \
+        role_code = excluded.role_code, updated_at = excluded.updated_at, \
+        last_event_seq = excluded.last_event_seq \
+    WHERE prospects.last_event_seq < excluded.last_event_seq AND prospects.deleted_at IS NULL";
+
+/// Replaces the details of a live prospect, unless a later event already
+/// touched it or the new e-mail belongs to another prospect.
+const UPDATE: &str = "\
+    UPDATE prospects SET email = $2, first_name = $3, last_name = $4, company_name = $5, \
+           country_code = $6, role_code = $7, updated_at = $8, last_event_seq = $9 \
+    WHERE id = $1 AND deleted_at IS NULL AND last_event_seq < $9 \
+      AND NOT EXISTS (SELECT 1 FROM prospects other WHERE other.email_key = lower($2) AND other.id <> $1)";
+
 async fn sign_up(
     conn: &mut AsyncPgConnection,
     event: &ProspectSignedUp,
     seq: i64,
 ) -> QueryResult<()> {
-    let d = &event.details;
-    diesel::sql_query(
-        "INSERT INTO prospects (id, email, first_name, last_name, company_name, country_code, role_code, \
-                                signed_up_at, updated_at, last_event_seq) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) \
-         ON CONFLICT (email_key) DO UPDATE SET \
-             email = excluded.email, first_name = excluded.first_name, last_name = excluded.last_name, \
-             company_name = excluded.company_name, country_code = excluded.country_code, \
-             role_code = excluded.role_code, updated_at = excluded.updated_at, \
-             last_event_seq = excluded.last_event_seq \
-         WHERE prospects.last_event_seq < excluded.last_event_seq AND prospects.deleted_at IS NULL",
+    write_details(
+        conn,
+        SIGN_UP,
+        event.prospect_id,
+        &event.details,
+        event.signed_up_at,
+        seq,
     )
-    .bind::<SqlUuid, _>(event.prospect_id)
-    .bind::<Text, _>(&d.email)
-    .bind::<Text, _>(&d.first_name)
-    .bind::<Text, _>(&d.last_name)
-    .bind::<Nullable<Text>, _>(d.company_name.as_deref())
-    .bind::<Text, _>(&d.country.code)
-    .bind::<Text, _>(&d.role.code)
-    .bind::<Timestamptz, _>(event.signed_up_at)
-    .bind::<BigInt, _>(seq)
-    .execute(conn)
     .await
     .map(drop)
 }
 
-/// Replaces the details of a live prospect, unless a later event already
-/// touched it or the new e-mail belongs to another prospect.
 async fn update(
     conn: &mut AsyncPgConnection,
     event: &ProspectUpdated,
     seq: i64,
 ) -> QueryResult<()> {
-    let d = &event.details;
-    let changed = diesel::sql_query(
-        "UPDATE prospects SET email = $2, first_name = $3, last_name = $4, company_name = $5, \
-                country_code = $6, role_code = $7, updated_at = $8, last_event_seq = $9 \
-         WHERE id = $1 AND deleted_at IS NULL AND last_event_seq < $9 \
-           AND NOT EXISTS (SELECT 1 FROM prospects other WHERE other.email_key = lower($2) AND other.id <> $1)",
+    let changed = write_details(
+        conn,
+        UPDATE,
+        event.prospect_id,
+        &event.details,
+        event.updated_at,
+        seq,
     )
-    .bind::<SqlUuid, _>(event.prospect_id)
-    .bind::<Text, _>(&d.email)
-    .bind::<Text, _>(&d.first_name)
-    .bind::<Text, _>(&d.last_name)
-    .bind::<Nullable<Text>, _>(d.company_name.as_deref())
-    .bind::<Text, _>(&d.country.code)
-    .bind::<Text, _>(&d.role.code)
-    .bind::<Timestamptz, _>(event.updated_at)
-    .bind::<BigInt, _>(seq)
-    .execute(conn)
     .await?;
     if changed == 0 {
         tracing::warn!(prospect_id = %event.prospect_id, "update not applied: prospect unknown, deleted, newer, or e-mail taken");
     }
     Ok(())
+}
+
+/// Runs `sql` with the binds [`SIGN_UP`] and [`UPDATE`] share: `$1` the
+/// prospect id, `$2`–`$7` the details, `$8` the event time, `$9` its stream
+/// sequence. Returns the rows changed.
+async fn write_details(
+    conn: &mut AsyncPgConnection,
+    sql: &'static str,
+    prospect_id: Uuid,
+    d: &ProspectDetails,
+    at: DateTime<Utc>,
+    seq: i64,
+) -> QueryResult<usize> {
+    diesel::sql_query(sql)
+        .bind::<SqlUuid, _>(prospect_id)
+        .bind::<Text, _>(&d.email)
+        .bind::<Text, _>(&d.first_name)
+        .bind::<Text, _>(&d.last_name)
+        .bind::<Nullable<Text>, _>(d.company_name.as_deref())
+        .bind::<Text, _>(&d.country.code)
+        .bind::<Text, _>(&d.role.code)
+        .bind::<Timestamptz, _>(at)
+        .bind::<BigInt, _>(seq)
+        .execute(conn)
+        .await
 }
 
 /// Erases the personal data and keeps a tombstone; when the prospect has no

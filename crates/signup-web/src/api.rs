@@ -103,7 +103,7 @@ pub async fn create_prospect(
     limit: web::Data<BodyLimit>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.map_err(|error| {
-        if error.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+        if crate::body_too_large(&error) {
             ApiError::PayloadTooLarge(limit.0)
         } else {
             ApiError::BadRequest(error.to_string())

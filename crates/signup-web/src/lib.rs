@@ -37,6 +37,11 @@ fn media_type_is(request: &HttpRequest, expected: &str) -> bool {
     request.content_type().eq_ignore_ascii_case(expected)
 }
 
+/// Whether reading the body failed because it exceeds the size limit.
+fn body_too_large(error: &actix_web::Error) -> bool {
+    error.as_response_error().status_code() == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE
+}
+
 /// The request's W3C `traceparent`, when it has a valid one.
 fn traceparent(request: &HttpRequest) -> Option<String> {
     request

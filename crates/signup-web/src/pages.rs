@@ -164,7 +164,7 @@ pub async fn signup_submit(
 ) -> HttpResponse {
     let body = match body {
         Ok(body) => body,
-        Err(error) if error.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE => {
+        Err(error) if crate::body_too_large(&error) => {
             return message(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Too much data",
