@@ -17,24 +17,15 @@ use crate::settings::NatsSettings;
 /// before NATS does. Fails only on settings that can never work, such as an
 /// unreadable credentials file or a malformed URL.
 pub async fn connect(settings: &NatsSettings, name: &str) -> anyhow::Result<Client> {
-    let options = options(settings, name)
-        .await?
-        .retry_on_initial_connect()
-        .max_reconnects(None);
-    options
-        .connect(servers(settings)?)
-        .await
-        .context("connecting to NATS")
+    let options = options(settings, name).await?.retry_on_initial_connect().max_reconnects(None);
+    options.connect(servers(settings)?).await.context("connecting to NATS")
 }
 
 /// Connects once, without retrying, and waits for the server to answer: for
 /// health checks (`<binary> check`).
 pub async fn check(settings: &NatsSettings) -> anyhow::Result<()> {
-    let client = options(settings, "check")
-        .await?
-        .connect(servers(settings)?)
-        .await
-        .context("NATS is not reachable")?;
+    let client =
+        options(settings, "check").await?.connect(servers(settings)?).await.context("NATS is not reachable")?;
     client.flush().await.context("NATS did not answer")?;
     Ok(())
 }

@@ -36,10 +36,7 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Applies a batch, in stream order. Returning an error leaves every
     /// message of the batch to be redelivered.
-    fn handle(
-        &self,
-        batch: &[Delivery<Self::Event>],
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+    fn handle(&self, batch: &[Delivery<Self::Event>]) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
 /// Why a batch could not be applied; decides what happens to it.
@@ -99,12 +96,7 @@ impl ConsumerRunner {
         durable_name: impl Into<String>,
         settings: ConsumerSettings,
     ) -> Self {
-        Self {
-            js: jetstream::new(client),
-            stream,
-            durable_name: durable_name.into(),
-            settings,
-        }
+        Self { js: jetstream::new(client), stream, durable_name: durable_name.into(), settings }
     }
 
     /// Makes sure the stream and this durable consumer exist.
@@ -127,8 +119,7 @@ impl ConsumerRunner {
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
                     ack_wait: Duration::from_secs(self.settings.ack_wait_secs),
                     max_deliver: self.settings.max_deliver,
-                    max_ack_pending: i64::try_from(self.settings.batch_size.saturating_mul(4))
-                        .unwrap_or(i64::MAX),
+                    max_ack_pending: i64::try_from(self.settings.batch_size.saturating_mul(4)).unwrap_or(i64::MAX),
                     ..Default::default()
                 },
             )
@@ -139,11 +130,7 @@ impl ConsumerRunner {
     /// Consumes until `shutdown` is cancelled, then finishes the batch in
     /// hand, acks it and flushes. Connection trouble is waited out, never
     /// fatal.
-    pub async fn run<H: Handler>(
-        self,
-        handler: H,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<()> {
+    pub async fn run<H: Handler>(self, handler: H, shutdown: CancellationToken) -> anyhow::Result<()> {
         let name = self.durable_name.clone();
         let mut backoff = Backoff::default();
         let mut consumer: Option<PullConsumer> = None;
@@ -199,12 +186,7 @@ impl ConsumerRunner {
         if !out.is_empty() {
             return Ok(out);
         }
-        let mut waiting = consumer
-            .batch()
-            .max_messages(1)
-            .expires(idle_wait)
-            .messages()
-            .await?;
+        let mut waiting = consumer.batch().max_messages(1).expires(idle_wait).messages().await?;
         // The batch ends by itself at `expires`; the outer bound covers a
         // connection that dropped mid-request.
         let first = tokio::select! {
@@ -226,10 +208,8 @@ impl ConsumerRunner {
         let mut deliveries = Vec::with_capacity(messages.len());
         let mut ackers = Vec::with_capacity(messages.len());
         for message in messages {
-            let (stream_sequence, delivered) = message
-                .info()
-                .map(|info| (info.stream_sequence, info.delivered))
-                .unwrap_or_default();
+            let (stream_sequence, delivered) =
+                message.info().map(|info| (info.stream_sequence, info.delivered)).unwrap_or_default();
             let (message, acker) = message.split();
             match decode::<H::Event>(&message, stream_sequence, delivered) {
                 Ok(delivery) => {
@@ -247,10 +227,7 @@ impl ConsumerRunner {
         if deliveries.is_empty() {
             return;
         }
-        let first = deliveries
-            .first()
-            .map(|d| d.meta.stream_sequence)
-            .unwrap_or_default();
+        let first = deliveries.first().map(|d| d.meta.stream_sequence).unwrap_or_default();
         let span = tracing::info_span!("batch", consumer = %self.durable_name, size = deliveries.len(), first_sequence = first);
         let outcome = handler.handle(&deliveries).instrument(span.clone()).await;
         match outcome {
@@ -274,11 +251,7 @@ impl ConsumerRunner {
     }
 }
 
-async fn collect_ready(
-    consumer: &PullConsumer,
-    max: usize,
-    out: &mut Vec<jetstream::Message>,
-) -> anyhow::Result<()> {
+async fn collect_ready(consumer: &PullConsumer, max: usize, out: &mut Vec<jetstream::Message>) -> anyhow::Result<()> {
     let mut ready = consumer.fetch().max_messages(max).messages().await?;
     while let Some(message) = ready.next().await {
         out.push(message.map_err(|e| anyhow::anyhow!(e))?);
@@ -313,9 +286,7 @@ fn decode<E: EventSet>(
             event_id,
             ce_type: ce_type.to_owned(),
             source: header(message, ce::SOURCE).unwrap_or_default().to_owned(),
-            time: header(message, ce::TIME)
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.to_utc()),
+            time: header(message, ce::TIME).and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.to_utc()),
             traceparent: header(message, ce::TRACEPARENT).map(str::to_owned),
             stream_sequence,
             delivered,
@@ -336,8 +307,7 @@ impl Backoff {
     }
 
     async fn wait(&mut self, shutdown: &CancellationToken) {
-        let delay =
-            Duration::from_millis(100 * 2u64.pow(self.attempts.min(6))).min(Duration::from_secs(5));
+        let delay = Duration::from_millis(100 * 2u64.pow(self.attempts.min(6))).min(Duration::from_secs(5));
         self.attempts = self.attempts.saturating_add(1);
         tokio::select! {
             () = shutdown.cancelled() => {}

@@ -14,6 +14,7 @@
 //!   connection events.
 //! - [`stream`]: idempotent creation/update of the event stream.
 //! - [`publish`]: CloudEvents headers, de-duplication id, awaited PubAck.
+//! - [`request`]: typed request-reply, both sides of a NATS micro-service.
 //! - [`consume`]: the batch consumer runner (ack after success, nak with
 //!   delay on failure, graceful stop).
 //! - [`telemetry`], [`shutdown`]: logging set-up and SIGTERM/Ctrl-C handling.
@@ -21,6 +22,7 @@
 pub mod connection;
 pub mod consume;
 pub mod publish;
+pub mod request;
 pub mod settings;
 pub mod shutdown;
 pub mod stream;
@@ -30,5 +32,6 @@ pub use async_nats;
 pub use connection::{connect, is_connected};
 pub use consume::{ConsumerRunner, Delivery, EventMeta, Handler, HandlerError};
 pub use publish::{EventContext, PublishError, Published, Publisher};
+pub use request::{RequestError, request};
 pub use settings::{ConsumerSettings, NatsSettings, StreamSettings};
 pub use stream::ensure_stream;

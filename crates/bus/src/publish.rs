@@ -23,11 +23,7 @@ pub struct EventContext {
 impl EventContext {
     /// A fresh UUIDv7 id, stamped now.
     pub fn new() -> Self {
-        Self {
-            id: Uuid::now_v7(),
-            time: Utc::now(),
-            traceparent: None,
-        }
+        Self { id: Uuid::now_v7(), time: Utc::now(), traceparent: None }
     }
 
     /// Carries a trace context along.
@@ -83,29 +79,15 @@ pub struct Publisher {
 
 impl Publisher {
     /// A publisher on `client` that waits `ack_timeout` for each PubAck.
-    pub fn new(
-        client: Client,
-        source: impl Into<String>,
-        ack_timeout: std::time::Duration,
-    ) -> Self {
-        let js = jetstream::ContextBuilder::new()
-            .timeout(ack_timeout)
-            .backpressure_on_inflight(true)
-            .build(client.clone());
-        Self {
-            client,
-            js,
-            source: source.into(),
-        }
+    pub fn new(client: Client, source: impl Into<String>, ack_timeout: std::time::Duration) -> Self {
+        let js =
+            jetstream::ContextBuilder::new().timeout(ack_timeout).backpressure_on_inflight(true).build(client.clone());
+        Self { client, js, source: source.into() }
     }
 
     /// Publishes `event` on its subject and waits for the PubAck.
     #[tracing::instrument(name = "publish", skip_all, fields(event_id = %context.id, ce_type = E::TYPE))]
-    pub async fn publish<E: Event>(
-        &self,
-        event: &E,
-        context: &EventContext,
-    ) -> Result<Published, PublishError> {
+    pub async fn publish<E: Event>(&self, event: &E, context: &EventContext) -> Result<Published, PublishError> {
         // Fail fast instead of letting the client buffer the message while it
         // reconnects: a buffered message could still be stored after we have
         // told the caller it was not.
@@ -121,29 +103,13 @@ impl Publisher {
             .js
             .send_publish(E::SUBJECT, publish)
             .await
-            .map_err(|e| {
-                classify(
-                    &e.to_string(),
-                    matches!(e.kind(), jetstream::context::PublishErrorKind::TimedOut),
-                )
-            })?
+            .map_err(|e| classify(&e.to_string(), matches!(e.kind(), jetstream::context::PublishErrorKind::TimedOut)))?
             .await
             .map_err(|e| {
-                classify(
-                    &e.to_string(),
-                    matches!(e.kind(), jetstream::context::PublishErrorKind::TimedOut),
-                )
+                classify(&e.to_string(), matches!(e.kind(), jetstream::context::PublishErrorKind::TimedOut))
             })?;
-        tracing::debug!(
-            stream_sequence = ack.sequence,
-            duplicate = ack.duplicate,
-            "event stored"
-        );
-        Ok(Published {
-            event_id: context.id,
-            stream_sequence: ack.sequence,
-            duplicate: ack.duplicate,
-        })
+        tracing::debug!(stream_sequence = ack.sequence, duplicate = ack.duplicate, "event stored");
+        Ok(Published { event_id: context.id, stream_sequence: ack.sequence, duplicate: ack.duplicate })
     }
 
     fn headers<E: Event>(&self, context: &EventContext) -> HeaderMap {
@@ -152,13 +118,7 @@ impl Publisher {
         headers.insert(ce::ID, context.id.to_string().as_str());
         headers.insert(ce::SOURCE, self.source.as_str());
         headers.insert(ce::TYPE, E::TYPE);
-        headers.insert(
-            ce::TIME,
-            context
-                .time
-                .to_rfc3339_opts(SecondsFormat::Millis, true)
-                .as_str(),
-        );
+        headers.insert(ce::TIME, context.time.to_rfc3339_opts(SecondsFormat::Millis, true).as_str());
         headers.insert(ce::CONTENT_TYPE, ce::JSON_CONTENT_TYPE);
         if let Some(traceparent) = &context.traceparent {
             headers.insert(ce::TRACEPARENT, traceparent.as_str());
@@ -173,9 +133,5 @@ impl Publisher {
 }
 
 fn classify(message: &str, timed_out: bool) -> PublishError {
-    if timed_out {
-        PublishError::Timeout
-    } else {
-        PublishError::Rejected(message.to_owned())
-    }
+    if timed_out { PublishError::Timeout } else { PublishError::Rejected(message.to_owned()) }
 }

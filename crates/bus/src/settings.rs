@@ -16,13 +16,8 @@ use serde::de::DeserializeOwned;
 /// Loads a service's settings from the layers described in the module docs.
 pub fn load<T: DeserializeOwned>() -> Result<T, config::ConfigError> {
     let vars: HashMap<String, String> = std::env::vars().collect();
-    let dir = vars
-        .get("SIGNUP_CONFIG_DIR")
-        .map_or_else(|| PathBuf::from("config"), PathBuf::from);
-    let profile = vars
-        .get("SIGNUP_ENV")
-        .cloned()
-        .unwrap_or_else(|| "development".to_owned());
+    let dir = vars.get("SIGNUP_CONFIG_DIR").map_or_else(|| PathBuf::from("config"), PathBuf::from);
+    let profile = vars.get("SIGNUP_ENV").cloned().unwrap_or_else(|| "development".to_owned());
     load_from(&dir, &profile, vars)
 }
 
@@ -176,8 +171,7 @@ mod tests {
             "[nats]\nurl = \"nats://from-default:4222\"\nrequest_timeout_ms = 7\n",
         )
         .expect("default.toml");
-        std::fs::write(dir.join("staging.toml"), "[nats.stream]\nreplicas = 3\n")
-            .expect("staging.toml");
+        std::fs::write(dir.join("staging.toml"), "[nats.stream]\nreplicas = 3\n").expect("staging.toml");
 
         let none: Sample = load_from(&dir, "absent", HashMap::new()).expect("load");
         assert_eq!(none.nats.url, "nats://from-default:4222");
@@ -186,15 +180,9 @@ mod tests {
         assert_eq!(none.nats.stream.replicas, 1);
 
         let env = HashMap::from([
-            (
-                "SIGNUP__NATS__URL".to_owned(),
-                "nats://from-env:4222".to_owned(),
-            ),
+            ("SIGNUP__NATS__URL".to_owned(), "nats://from-env:4222".to_owned()),
             ("SIGNUP__NATS__PASSWORD".to_owned(), "1234".to_owned()),
-            (
-                "SIGNUP__NATS__STREAM__DUPLICATE_WINDOW_SECS".to_owned(),
-                "300".to_owned(),
-            ),
+            ("SIGNUP__NATS__STREAM__DUPLICATE_WINDOW_SECS".to_owned(), "300".to_owned()),
             ("UNRELATED".to_owned(), "x".to_owned()),
         ]);
         let layered: Sample = load_from(&dir, "staging", env).expect("load");
@@ -202,15 +190,8 @@ mod tests {
         assert_eq!(layered.nats.stream.replicas, 3, "profile file");
         assert_eq!(layered.nats.stream.duplicate_window_secs, 300);
         let password = layered.nats.password.as_ref().expect("password");
-        assert_eq!(
-            password.expose_secret(),
-            "1234",
-            "numeric-looking secrets stay strings"
-        );
-        assert!(
-            !format!("{:?}", layered.nats).contains("1234"),
-            "secrets are never printed"
-        );
+        assert_eq!(password.expose_secret(), "1234", "numeric-looking secrets stay strings");
+        assert!(!format!("{:?}", layered.nats).contains("1234"), "secrets are never printed");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

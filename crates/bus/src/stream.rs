@@ -14,11 +14,7 @@ pub fn stream_config(settings: &StreamSettings) -> stream::Config {
         name: settings.name.clone(),
         subjects: vec![settings.subjects.clone()],
         retention: stream::RetentionPolicy::Limits,
-        storage: if settings.memory {
-            stream::StorageType::Memory
-        } else {
-            stream::StorageType::File
-        },
+        storage: if settings.memory { stream::StorageType::Memory } else { stream::StorageType::File },
         num_replicas: settings.replicas,
         max_age: Duration::from_secs(settings.max_age_days * 24 * 3600),
         max_bytes: -1,
@@ -35,10 +31,7 @@ pub fn stream_config(settings: &StreamSettings) -> stream::Config {
 /// exists. Safe to call from several services starting at once: creating a
 /// stream that another service has just created with the same settings
 /// succeeds, and a lost race is retried once as an update.
-pub async fn ensure_stream(
-    js: &jetstream::Context,
-    settings: &StreamSettings,
-) -> anyhow::Result<stream::Stream> {
+pub async fn ensure_stream(js: &jetstream::Context, settings: &StreamSettings) -> anyhow::Result<stream::Stream> {
     use anyhow::Context as _;
 
     let config = stream_config(settings);
@@ -48,7 +41,5 @@ pub async fn ensure_stream(
             .await
             .with_context(|| format!("creating or updating stream {}", config.name))?;
     }
-    js.get_stream(&config.name)
-        .await
-        .with_context(|| format!("looking up stream {}", config.name))
+    js.get_stream(&config.name).await.with_context(|| format!("looking up stream {}", config.name))
 }

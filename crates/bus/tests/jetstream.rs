@@ -14,21 +14,14 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 fn settings(server: &NatsServer) -> NatsSettings {
-    NatsSettings {
-        url: server.url(),
-        ..NatsSettings::default()
-    }
+    NatsSettings { url: server.url(), ..NatsSettings::default() }
 }
 
 async fn connected(server: &NatsServer) -> async_nats::Client {
-    let client = bus::connect(&settings(server), "bus-test")
+    let client = bus::connect(&settings(server), "bus-test").await.expect("connect");
+    eventually(Duration::from_secs(5), "the client to connect", || async { bus::is_connected(&client).then_some(()) })
         .await
-        .expect("connect");
-    eventually(Duration::from_secs(5), "the client to connect", || async {
-        bus::is_connected(&client).then_some(())
-    })
-    .await
-    .expect("connected");
+        .expect("connected");
     client
 }
 
@@ -37,17 +30,12 @@ async fn started() -> (NatsServer, async_nats::Client, jetstream::Context) {
     let server = NatsServer::start().await.expect("nats-server");
     let client = connected(&server).await;
     let js = jetstream::new(client.clone());
-    bus::ensure_stream(&js, &StreamSettings::default())
-        .await
-        .expect("stream");
+    bus::ensure_stream(&js, &StreamSettings::default()).await.expect("stream");
     (server, client, js)
 }
 
 fn deleted() -> ProspectDeleted {
-    ProspectDeleted {
-        prospect_id: Uuid::now_v7(),
-        deleted_at: Utc::now(),
-    }
+    ProspectDeleted { prospect_id: Uuid::now_v7(), deleted_at: Utc::now() }
 }
 
 #[tokio::test]
@@ -56,30 +44,17 @@ async fn publish_sets_cloudevents_headers_and_deduplicates_by_event_id() {
     let publisher = Publisher::new(client, "/bus-test", Duration::from_secs(2));
 
     let event = deleted();
-    let context = EventContext::new().with_traceparent(Some(
-        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
-    ));
-    let first = publisher
-        .publish(&event, &context)
-        .await
-        .expect("first publish");
-    let second = publisher
-        .publish(&event, &context)
-        .await
-        .expect("second publish");
+    let context =
+        EventContext::new().with_traceparent(Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()));
+    let first = publisher.publish(&event, &context).await.expect("first publish");
+    let second = publisher.publish(&event, &context).await.expect("second publish");
     assert!(!first.duplicate);
-    assert!(
-        second.duplicate,
-        "same Nats-Msg-Id inside the window is dropped"
-    );
+    assert!(second.duplicate, "same Nats-Msg-Id inside the window is dropped");
     assert_eq!(first.stream_sequence, second.stream_sequence);
 
     let mut stream = js.get_stream("PROSPECTS").await.expect("stream");
     assert_eq!(stream.info().await.expect("info").state.messages, 1);
-    let stored = stream
-        .get_raw_message(first.stream_sequence)
-        .await
-        .expect("stored message");
+    let stored = stream.get_raw_message(first.stream_sequence).await.expect("stored message");
     let headers = stored.headers;
     let get = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
     assert_eq!(stored.subject.as_str(), ProspectDeleted::SUBJECT);
@@ -91,12 +66,8 @@ async fn publish_sets_cloudevents_headers_and_deduplicates_by_event_id() {
     assert_eq!(get(ce::CONTENT_TYPE).as_deref(), Some("application/json"));
     assert_eq!(get(ce::TRACEPARENT), context.traceparent);
     let time = get(ce::TIME).expect("ce-time");
-    assert!(
-        chrono::DateTime::parse_from_rfc3339(&time).is_ok(),
-        "{time}"
-    );
-    let payload: ProspectDeleted =
-        serde_json::from_slice(&stored.payload).expect("payload is the event");
+    assert!(chrono::DateTime::parse_from_rfc3339(&time).is_ok(), "{time}");
+    let payload: ProspectDeleted = serde_json::from_slice(&stored.payload).expect("payload is the event");
     assert_eq!(payload, event);
 }
 
@@ -105,40 +76,24 @@ async fn ensuring_the_stream_twice_at_once_is_safe_and_keeps_settings() {
     let server = NatsServer::start().await.expect("nats-server");
     let client = connected(&server).await;
     let js = jetstream::new(client);
-    let stream = StreamSettings {
-        duplicate_window_secs: 300,
-        ..StreamSettings::default()
-    };
-    let (a, b) = tokio::join!(
-        bus::ensure_stream(&js, &stream),
-        bus::ensure_stream(&js, &stream)
-    );
+    let stream = StreamSettings { duplicate_window_secs: 300, ..StreamSettings::default() };
+    let (a, b) = tokio::join!(bus::ensure_stream(&js, &stream), bus::ensure_stream(&js, &stream));
     a.expect("first");
     b.expect("second");
     let mut names: Vec<String> = js.stream_names().map(|n| n.expect("name")).collect().await;
     names.sort();
     assert_eq!(names, vec!["PROSPECTS".to_owned()]);
-    let info = js
-        .get_stream("PROSPECTS")
-        .await
-        .expect("stream")
-        .cached_info()
-        .clone();
+    let info = js.get_stream("PROSPECTS").await.expect("stream").cached_info().clone();
     assert_eq!(info.config.duplicate_window, Duration::from_secs(300));
     assert_eq!(info.config.storage, jetstream::stream::StorageType::File);
-    assert_eq!(
-        info.config.retention,
-        jetstream::stream::RetentionPolicy::Limits
-    );
+    assert_eq!(info.config.retention, jetstream::stream::RetentionPolicy::Limits);
 }
 
 #[tokio::test]
 async fn publishing_without_nats_fails_fast_instead_of_buffering() {
     let mut server = NatsServer::start().await.expect("nats-server");
     let client = connected(&server).await;
-    bus::ensure_stream(&jetstream::new(client.clone()), &StreamSettings::default())
-        .await
-        .expect("stream");
+    bus::ensure_stream(&jetstream::new(client.clone()), &StreamSettings::default()).await.expect("stream");
     let publisher = Publisher::new(client.clone(), "/bus-test", Duration::from_millis(500));
     server.stop().await.expect("stop");
     eventually(Duration::from_secs(5), "the client to notice", || async {
@@ -146,23 +101,13 @@ async fn publishing_without_nats_fails_fast_instead_of_buffering() {
     })
     .await
     .expect("disconnected");
-    let error = publisher
-        .publish(&deleted(), &EventContext::new())
-        .await
-        .expect_err("no server");
+    let error = publisher.publish(&deleted(), &EventContext::new()).await.expect_err("no server");
     assert!(matches!(error, PublishError::NotConnected), "{error:?}");
 
     server.restart().await.expect("restart");
-    eventually(
-        Duration::from_secs(10),
-        "a publish to succeed again",
-        || async {
-            publisher
-                .publish(&deleted(), &EventContext::new())
-                .await
-                .ok()
-        },
-    )
+    eventually(Duration::from_secs(10), "a publish to succeed again", || async {
+        publisher.publish(&deleted(), &EventContext::new()).await.ok()
+    })
     .await
     .expect("recovers without a new client");
 }
@@ -194,19 +139,11 @@ impl Handler for Recorder {
 
 async fn consumer_info(js: &jetstream::Context) -> jetstream::consumer::Info {
     let stream = js.get_stream("PROSPECTS").await.expect("stream");
-    stream
-        .consumer_info("bus-test")
-        .await
-        .expect("consumer info")
+    stream.consumer_info("bus-test").await.expect("consumer info")
 }
 
 fn quick_consumer() -> ConsumerSettings {
-    ConsumerSettings {
-        batch_size: 100,
-        idle_wait_ms: 200,
-        retry_delay_ms: 100,
-        ..ConsumerSettings::default()
-    }
+    ConsumerSettings { batch_size: 100, idle_wait_ms: 200, retry_delay_ms: 100, ..ConsumerSettings::default() }
 }
 
 #[tokio::test]
@@ -216,42 +153,24 @@ async fn runner_acks_after_success_and_redelivers_after_failure() {
     let mut ids = Vec::new();
     for _ in 0..10 {
         let context = EventContext::new();
-        publisher
-            .publish(&deleted(), &context)
-            .await
-            .expect("publish");
+        publisher.publish(&deleted(), &context).await.expect("publish");
         ids.push(context.id);
     }
 
-    let handler = Recorder {
-        fail_first: 1,
-        ..Recorder::default()
-    };
+    let handler = Recorder { fail_first: 1, ..Recorder::default() };
     let shutdown = CancellationToken::new();
-    let runner = ConsumerRunner::new(
-        client.clone(),
-        StreamSettings::default(),
-        "bus-test",
-        quick_consumer(),
-    );
+    let runner = ConsumerRunner::new(client.clone(), StreamSettings::default(), "bus-test", quick_consumer());
     let task = tokio::spawn(runner.run(handler.clone(), shutdown.clone()));
 
-    let seen = eventually(
-        Duration::from_secs(10),
-        "all ten events applied",
-        || async {
-            let seen = handler.seen.lock().expect("lock").clone();
-            (seen.len() >= 10).then_some(seen)
-        },
-    )
+    let seen = eventually(Duration::from_secs(10), "all ten events applied", || async {
+        let seen = handler.seen.lock().expect("lock").clone();
+        (seen.len() >= 10).then_some(seen)
+    })
     .await
     .expect("applied");
     let seen_ids: Vec<Uuid> = seen.iter().map(|(id, _)| *id).collect();
     assert_eq!(seen_ids, ids, "every event once, in stream order");
-    assert!(
-        seen.iter().any(|(_, delivered)| *delivered >= 2),
-        "the failed batch came back: {seen:?}"
-    );
+    assert!(seen.iter().any(|(_, delivered)| *delivered >= 2), "the failed batch came back: {seen:?}");
 
     shutdown.cancel();
     task.await.expect("join").expect("runner stops cleanly");
@@ -263,26 +182,14 @@ async fn runner_acks_after_success_and_redelivers_after_failure() {
 #[tokio::test]
 async fn poison_messages_do_not_block_the_good_ones() {
     let (_server, client, js) = started().await;
-    js.publish(ProspectDeleted::SUBJECT, "not json at all".into())
-        .await
-        .expect("raw")
-        .await
-        .expect("ack");
+    js.publish(ProspectDeleted::SUBJECT, "not json at all".into()).await.expect("raw").await.expect("ack");
     let publisher = Publisher::new(client.clone(), "/bus-test", Duration::from_secs(2));
     let context = EventContext::new();
-    publisher
-        .publish(&deleted(), &context)
-        .await
-        .expect("publish");
+    publisher.publish(&deleted(), &context).await.expect("publish");
 
     let handler = Recorder::default();
     let shutdown = CancellationToken::new();
-    let runner = ConsumerRunner::new(
-        client.clone(),
-        StreamSettings::default(),
-        "bus-test",
-        quick_consumer(),
-    );
+    let runner = ConsumerRunner::new(client.clone(), StreamSettings::default(), "bus-test", quick_consumer());
     let task = tokio::spawn(runner.run(handler.clone(), shutdown.clone()));
     let seen = eventually(Duration::from_secs(10), "the good event", || async {
         let seen = handler.seen.lock().expect("lock").clone();
@@ -290,10 +197,7 @@ async fn poison_messages_do_not_block_the_good_ones() {
     })
     .await
     .expect("applied");
-    assert_eq!(
-        seen.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
-        vec![context.id]
-    );
+    assert_eq!(seen.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![context.id]);
     shutdown.cancel();
     task.await.expect("join").expect("runner stops cleanly");
 }
@@ -320,42 +224,22 @@ async fn shutdown_finishes_and_acks_the_batch_in_hand() {
     let (_server, client, js) = started().await;
     let publisher = Publisher::new(client.clone(), "/bus-test", Duration::from_secs(2));
     for _ in 0..5 {
-        publisher
-            .publish(&deleted(), &EventContext::new())
-            .await
-            .expect("publish");
+        publisher.publish(&deleted(), &EventContext::new()).await.expect("publish");
     }
-    let handler = Slow {
-        entered: Arc::default(),
-        release: Arc::default(),
-        done: Arc::default(),
-    };
+    let handler = Slow { entered: Arc::default(), release: Arc::default(), done: Arc::default() };
     let shutdown = CancellationToken::new();
-    let runner = ConsumerRunner::new(
-        client.clone(),
-        StreamSettings::default(),
-        "bus-test",
-        quick_consumer(),
-    );
+    let runner = ConsumerRunner::new(client.clone(), StreamSettings::default(), "bus-test", quick_consumer());
     let task = tokio::spawn(runner.run(handler.clone(), shutdown.clone()));
     handler.entered.notified().await;
     shutdown.cancel();
     handler.release.notify_one();
     task.await.expect("join").expect("runner stops cleanly");
-    assert_eq!(
-        *handler.done.lock().expect("lock"),
-        5,
-        "the batch in hand was finished"
-    );
+    assert_eq!(*handler.done.lock().expect("lock"), 5, "the batch in hand was finished");
 
-    let info = eventually(
-        Duration::from_secs(5),
-        "acks to reach the server",
-        || async {
-            let info = consumer_info(&js).await;
-            (info.num_ack_pending == 0).then_some(info)
-        },
-    )
+    let info = eventually(Duration::from_secs(5), "acks to reach the server", || async {
+        let info = consumer_info(&js).await;
+        (info.num_ack_pending == 0).then_some(info)
+    })
     .await
     .expect("acked");
     assert_eq!(info.num_pending, 0, "nothing left to redeliver");

@@ -44,7 +44,7 @@ pub struct System {
     pub client: async_nats::Client,
     web_url: String,
     web: Option<Running>,
-    saver: Option<Running>,
+    savers: Vec<Running>,
 }
 
 impl System {
@@ -63,6 +63,7 @@ impl System {
         let mut web_settings = signup_web::Settings::default();
         web_settings.web.port = 0;
         web_settings.web.workers = 2;
+        web_settings.web.token_secret = Some(SecretString::from(TOKEN_SECRET));
         web_settings.nats = nats_settings(&nats);
         let web_client = bus::connect(&web_settings.nats, "signup-web").await?;
         let shutdown = CancellationToken::new();
@@ -75,13 +76,11 @@ impl System {
         let system = Self {
             nats,
             db,
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
+            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?,
             client,
             web_url,
             web: Some(Running { shutdown, task }),
-            saver: None,
+            savers: Vec::new(),
         };
         system.wait_ready().await?;
         Ok(system)
@@ -94,14 +93,10 @@ impl System {
 
     /// Waits until `/readyz` says ready.
     pub async fn wait_ready(&self) -> anyhow::Result<()> {
-        eventually(
-            Duration::from_secs(15),
-            "signup-web to be ready",
-            || async {
-                let response = self.http.get(self.web_url("/readyz")).send().await.ok()?;
-                response.status().is_success().then_some(())
-            },
-        )
+        eventually(Duration::from_secs(15), "signup-web to be ready", || async {
+            let response = self.http.get(self.web_url("/readyz")).send().await.ok()?;
+            response.status().is_success().then_some(())
+        })
         .await
     }
 
@@ -111,41 +106,33 @@ impl System {
         settings.database.url = SecretString::from(self.db.url());
         settings.database.pool_size = 4;
         settings.nats = nats_settings(&self.nats);
-        settings.save_prospect.consumer = ConsumerSettings {
-            idle_wait_ms: 500,
-            retry_delay_ms: 200,
-            ..ConsumerSettings::default()
-        };
+        settings.save_prospect.consumer =
+            ConsumerSettings { idle_wait_ms: 500, retry_delay_ms: 200, ..ConsumerSettings::default() };
         settings
     }
 
-    /// Starts save-prospect (it creates and migrates the database).
+    /// Starts a save-prospect instance (it creates and migrates the database);
+    /// call it again for more instances sharing the durable consumer.
     pub async fn start_saver(&mut self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.saver.is_none(), "save-prospect already runs");
         let settings = self.saver_settings();
         let client = bus::connect(&settings.nats, save_prospect::CONSUMER_NAME).await?;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(save_prospect::run(settings, client, shutdown.clone()));
-        self.saver = Some(Running { shutdown, task });
+        self.savers.push(Running { shutdown, task });
         Ok(())
     }
 
-    /// Stops save-prospect gracefully.
+    /// Stops every save-prospect instance gracefully.
     pub async fn stop_saver(&mut self) -> anyhow::Result<()> {
-        match self.saver.take() {
-            Some(saver) => saver.stop().await,
-            None => Ok(()),
+        for saver in self.savers.drain(..) {
+            saver.stop().await?;
         }
+        Ok(())
     }
 
     /// Posts the sign-up form with these fields.
     pub async fn post_form(&self, fields: &[(&str, &str)]) -> anyhow::Result<reqwest::Response> {
-        Ok(self
-            .http
-            .post(self.web_url("/signup"))
-            .form(fields)
-            .send()
-            .await?)
+        Ok(self.http.post(self.web_url("/signup")).form(fields).send().await?)
     }
 
     /// How many prospects rows exist (live or deleted).
@@ -157,20 +144,13 @@ impl System {
     /// The saved row of a prospect, if any.
     pub async fn prospect(&self, id: Uuid) -> anyhow::Result<Option<ProspectRow>> {
         let mut conn = self.db.connect().await?;
-        Ok(prospects::table
-            .find(id)
-            .select(ProspectRow::as_select())
-            .first(&mut conn)
-            .await
-            .optional()?)
+        Ok(prospects::table.find(id).select(ProspectRow::as_select()).first(&mut conn).await.optional()?)
     }
 
     /// Waits until the prospect's row exists.
     pub async fn saved(&self, id: Uuid) -> anyhow::Result<ProspectRow> {
-        eventually(Duration::from_secs(20), "the prospect row", || async {
-            self.prospect(id).await.ok().flatten()
-        })
-        .await
+        eventually(Duration::from_secs(20), "the prospect row", || async { self.prospect(id).await.ok().flatten() })
+            .await
     }
 
     /// Stops both services.
@@ -209,19 +189,27 @@ pub struct ProspectRow {
 
 /// NATS settings pointing at `server`.
 pub fn nats_settings(server: &NatsServer) -> NatsSettings {
-    NatsSettings {
-        url: server.url(),
-        request_timeout_ms: 1_000,
-        ..NatsSettings::default()
-    }
+    NatsSettings { url: server.url(), request_timeout_ms: 1_000, ..NatsSettings::default() }
 }
 
-/// The prospect id in a `/signup/thanks/{id}` or `/api/prospects/{id}` location.
-pub fn id_from_location(response: &reqwest::Response) -> anyhow::Result<Uuid> {
-    let location = response
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .context("no Location header")?
-        .to_str()?;
-    Ok(location.rsplit('/').next().unwrap_or_default().parse()?)
+/// The `Location` header of a response.
+pub fn location(response: &reqwest::Response) -> anyhow::Result<String> {
+    Ok(response.headers().get(reqwest::header::LOCATION).context("no Location header")?.to_str()?.to_owned())
 }
+
+/// The prospect id in a `/signup/thanks/{token}` or `/api/prospects/{id}`
+/// location (a manage token starts with the prospect id).
+pub fn id_from_location(response: &reqwest::Response) -> anyhow::Result<Uuid> {
+    let location = location(response)?;
+    let last = location.rsplit('/').next().unwrap_or_default();
+    Ok(last.split('.').next().unwrap_or_default().parse()?)
+}
+
+/// The manage token in a `/signup/thanks/{token}` location.
+pub fn token_from_location(response: &reqwest::Response) -> anyhow::Result<String> {
+    let location = location(response)?;
+    location.strip_prefix("/signup/thanks/").map(str::to_owned).context("not a thank-you page location")
+}
+
+/// The secret the test web tier signs manage links with.
+pub const TOKEN_SECRET: &str = "e2e-test-secret";

@@ -21,10 +21,7 @@ fn valid() -> Vec<(&'static str, String)> {
 }
 
 fn with(field: &str, value: &str) -> Vec<(&'static str, String)> {
-    valid()
-        .into_iter()
-        .map(|(k, v)| (k, if k == field { value.to_owned() } else { v }))
-        .collect()
+    valid().into_iter().map(|(k, v)| (k, if k == field { value.to_owned() } else { v })).collect()
 }
 
 fn without(field: &str) -> Vec<(&'static str, String)> {
@@ -32,101 +29,41 @@ fn without(field: &str) -> Vec<(&'static str, String)> {
 }
 
 async fn post(system: &System, fields: &[(&'static str, String)]) -> (u16, String) {
-    let response = system
-        .http
-        .post(system.web_url("/signup"))
-        .form(fields)
-        .send()
-        .await
-        .expect("post");
+    let response = system.http.post(system.web_url("/signup")).form(fields).send().await.expect("post");
     let status = response.status().as_u16();
     (status, response.text().await.expect("body"))
 }
 
 async fn stored_events(system: &System) -> u64 {
     let js = jetstream::new(system.client.clone());
-    js.get_stream("PROSPECTS")
-        .await
-        .expect("stream")
-        .info()
-        .await
-        .expect("info")
-        .state
-        .messages
+    js.get_stream("PROSPECTS").await.expect("stream").info().await.expect("info").state.messages
 }
 
 #[tokio::test]
 async fn the_pages_render() {
     let system = System::start_without_saver().await.expect("system");
-    let home = system
-        .http
-        .get(system.web_url("/"))
-        .send()
-        .await
-        .expect("home");
+    let home = system.http.get(system.web_url("/")).send().await.expect("home");
     assert_eq!(home.status(), 200);
-    assert!(
-        home.text()
-            .await
-            .expect("body")
-            .contains("href=\"/signup\"")
-    );
+    assert!(home.text().await.expect("body").contains("href=\"/signup\""));
 
-    let form = system
-        .http
-        .get(system.web_url("/signup"))
-        .send()
-        .await
-        .expect("form")
-        .text()
-        .await
-        .expect("body");
-    for field in [
-        "firstName",
-        "lastName",
-        "email",
-        "companyName",
-        "country",
-        "role",
-    ] {
-        assert!(
-            form.contains(&format!("<label for=\"{field}\"")),
-            "label for {field}"
-        );
+    let form = system.http.get(system.web_url("/signup")).send().await.expect("form").text().await.expect("body");
+    for field in ["firstName", "lastName", "email", "companyName", "country", "role"] {
+        assert!(form.contains(&format!("<label for=\"{field}\"")), "label for {field}");
         assert!(form.contains(&format!("name=\"{field}\"")), "input {field}");
     }
     let first_option = |select: &str| {
-        let start = form
-            .find(&format!("<select id=\"{select}\""))
-            .expect("select");
+        let start = form.find(&format!("<select id=\"{select}\"")).expect("select");
         let option = form[start..].find("<option").expect("option") + start;
         form[option..option + 60].to_owned()
     };
-    assert!(
-        first_option("country").contains("value=\"-\" selected>Not telling"),
-        "{}",
-        first_option("country")
-    );
+    assert!(first_option("country").contains("value=\"-\" selected>Not telling"), "{}", first_option("country"));
     assert!(first_option("role").contains("value=\"-\" selected>Not telling"));
-    assert!(
-        !form.contains("http://") && !form.contains("https://"),
-        "no external resources"
-    );
+    assert!(!form.contains("http://") && !form.contains("https://"), "no external resources");
     assert!(form.contains("name=\"viewport\""), "readable on a phone");
 
-    let missing = system
-        .http
-        .get(system.web_url("/nowhere"))
-        .send()
-        .await
-        .expect("404");
+    let missing = system.http.get(system.web_url("/nowhere")).send().await.expect("404");
     assert_eq!(missing.status(), 404);
-    let bad_id = system
-        .http
-        .get(system.web_url("/signup/thanks/not-a-uuid"))
-        .send()
-        .await
-        .expect("404");
+    let bad_id = system.http.get(system.web_url("/signup/thanks/not-a-uuid")).send().await.expect("404");
     assert_eq!(bad_id.status(), 404);
     system.stop().await.expect("stop");
 }
@@ -136,12 +73,8 @@ async fn every_form_validation_rule_is_answered_with_422_beside_the_field() {
     let system = System::start_without_saver().await.expect("system");
 
     // Names in any script are welcome.
-    for (first, last) in [
-        ("Zoë", "Ångström"),
-        ("李", "小龍"),
-        ("Ἀριστοτέλης", "Σταγειρίτης"),
-        ("محمد", "الخوارزمي"),
-    ] {
+    for (first, last) in [("Zoë", "Ångström"), ("李", "小龍"), ("Ἀριστοτέλης", "Σταγειρίτης"), ("محمد", "الخوارزمي")]
+    {
         let fields = with("firstName", first)
             .into_iter()
             .map(|(k, v)| (k, if k == "lastName" { last.to_owned() } else { v }))
@@ -153,29 +86,14 @@ async fn every_form_validation_rule_is_answered_with_422_beside_the_field() {
     assert_eq!(accepted, 4);
 
     let cases: Vec<(Vec<(&'static str, String)>, &str)> = vec![
-        (
-            with("firstName", &"x".repeat(10 * 1024)),
-            "First name must be at most 100 characters",
-        ),
+        (with("firstName", &"x".repeat(10 * 1024)), "First name must be at most 100 characters"),
         (with("lastName", "   "), "Last name is required"),
         (without("lastName"), "Last name is required"),
-        (
-            with("firstName", "Ada\u{0}"),
-            "First name must not contain control characters",
-        ),
-        (
-            with("email", "not-an-address"),
-            "E-mail is not a valid e-mail address",
-        ),
-        (
-            with("email", &format!("{}@example.com", "a".repeat(250))),
-            "E-mail must be at most 254 characters",
-        ),
+        (with("firstName", "Ada\u{0}"), "First name must not contain control characters"),
+        (with("email", "not-an-address"), "E-mail is not a valid e-mail address"),
+        (with("email", &format!("{}@example.com", "a".repeat(250))), "E-mail must be at most 254 characters"),
         (without("email"), "E-mail is required"),
-        (
-            with("companyName", &"c".repeat(201)),
-            "Company must be at most 200 characters",
-        ),
+        (with("companyName", &"c".repeat(201)), "Company must be at most 200 characters"),
         (with("country", "XX"), "Country is not a known country code"),
         (with("role", "CEO"), "Role is not a known role code"),
     ];
@@ -183,16 +101,10 @@ async fn every_form_validation_rule_is_answered_with_422_beside_the_field() {
         let (status, body) = post(&system, &fields).await;
         assert_eq!(status, 422, "{message}");
         assert!(body.contains(message), "{message} missing from the page");
-        assert!(
-            body.contains("aria-invalid=\"true\""),
-            "the field is marked: {message}"
-        );
+        assert!(body.contains("aria-invalid=\"true\""), "the field is marked: {message}");
         // Every other value is kept in the re-rendered form.
         if !message.starts_with("Company") {
-            assert!(
-                body.contains("value=\"Analytical Engines\""),
-                "company kept: {message}"
-            );
+            assert!(body.contains("value=\"Analytical Engines\""), "company kept: {message}");
         }
     }
 
@@ -207,19 +119,11 @@ async fn every_form_validation_rule_is_answered_with_422_beside_the_field() {
         .expect("post");
     assert_eq!(response.status(), 422);
     let body = response.text().await.expect("body");
-    for message in [
-        "First name is required",
-        "Last name is required",
-        "E-mail is required",
-    ] {
+    for message in ["First name is required", "Last name is required", "E-mail is required"] {
         assert!(body.contains(message), "{message}");
     }
 
-    assert_eq!(
-        stored_events(&system).await,
-        accepted,
-        "nothing invalid was published"
-    );
+    assert_eq!(stored_events(&system).await, accepted, "nothing invalid was published");
     system.stop().await.expect("stop");
 }
 
@@ -232,22 +136,10 @@ async fn markup_comes_back_as_text() {
     fields.push(("email", format!("\"><img src=x onerror=alert(1)>{script}")));
     let (status, body) = post(&system, &fields).await;
     assert_eq!(status, 422);
-    assert!(
-        !body.contains("<script>alert"),
-        "markup must not be echoed raw"
-    );
-    assert!(
-        !body.contains("<img src=x"),
-        "markup must not be echoed raw"
-    );
-    let kept = body
-        .lines()
-        .find(|l| l.contains("id=\"companyName\""))
-        .unwrap_or_default();
-    assert!(
-        kept.contains("&#60;script&#62;alert(&#39;x&#39;)&#60;/script&#62;"),
-        "escaped text kept: {kept}"
-    );
+    assert!(!body.contains("<script>alert"), "markup must not be echoed raw");
+    assert!(!body.contains("<img src=x"), "markup must not be echoed raw");
+    let kept = body.lines().find(|l| l.contains("id=\"companyName\"")).unwrap_or_default();
+    assert!(kept.contains("&#60;script&#62;alert(&#39;x&#39;)&#60;/script&#62;"), "escaped text kept: {kept}");
     system.stop().await.expect("stop");
 }
 
@@ -265,13 +157,7 @@ async fn wrong_content_type_and_oversized_bodies_are_refused() {
     assert_eq!(response.status(), 415);
 
     let huge = vec![("firstName", "x".repeat(64 * 1024))];
-    let response = system
-        .http
-        .post(system.web_url("/signup"))
-        .form(&huge)
-        .send()
-        .await
-        .expect("post");
+    let response = system.http.post(system.web_url("/signup")).form(&huge).send().await.expect("post");
     assert_eq!(response.status(), 413);
     let response = system
         .http
@@ -293,64 +179,27 @@ async fn the_json_api_accepts_and_explains() {
         "firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com",
         "companyName": null, "country": "GB", "role": "EN"
     });
-    let response = system
-        .http
-        .post(&url)
-        .json(&good)
-        .send()
-        .await
-        .expect("post");
+    let response = system.http.post(&url).json(&good).send().await.expect("post");
     assert_eq!(response.status(), 202);
     let id = id_from_location(&response).expect("Location");
-    assert_eq!(
-        response.headers()["location"],
-        format!("/api/prospects/{id}").as_str()
-    );
+    assert_eq!(response.headers()["location"], format!("/api/prospects/{id}").as_str());
     let body: Value = response.json().await.expect("json");
     assert_eq!(body, json!({ "prospectId": id.to_string() }));
 
-    let bad =
-        json!({ "firstName": "", "lastName": 42, "email": "nope", "country": "ZZ", "role": "EN" });
-    let response = system
-        .http
-        .post(&url)
-        .json(&bad)
-        .send()
-        .await
-        .expect("post");
+    let bad = json!({ "firstName": "", "lastName": 42, "email": "nope", "country": "ZZ", "role": "EN" });
+    let response = system.http.post(&url).json(&bad).send().await.expect("post");
     assert_eq!(response.status(), 422);
     assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
     let problem: Value = response.json().await.expect("problem");
     assert_eq!(problem["status"], 422);
-    let fields: Vec<&str> = problem["errors"]
-        .as_array()
-        .expect("errors")
-        .iter()
-        .map(|e| e["field"].as_str().expect("field"))
-        .collect();
-    assert_eq!(
-        fields,
-        vec!["lastName"],
-        "a wrong type is reported first, by field"
-    );
+    let fields: Vec<&str> =
+        problem["errors"].as_array().expect("errors").iter().map(|e| e["field"].as_str().expect("field")).collect();
+    assert_eq!(fields, vec!["lastName"], "a wrong type is reported first, by field");
 
     let bad = json!({ "firstName": "", "lastName": "Lovelace", "email": "nope", "country": "ZZ" });
-    let problem: Value = system
-        .http
-        .post(&url)
-        .json(&bad)
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("problem");
-    let fields: Vec<&str> = problem["errors"]
-        .as_array()
-        .expect("errors")
-        .iter()
-        .map(|e| e["field"].as_str().expect("field"))
-        .collect();
+    let problem: Value = system.http.post(&url).json(&bad).send().await.expect("post").json().await.expect("problem");
+    let fields: Vec<&str> =
+        problem["errors"].as_array().expect("errors").iter().map(|e| e["field"].as_str().expect("field")).collect();
     assert_eq!(fields, vec!["firstName", "email", "country", "role"]);
 
     for (content_type, body, status) in [
@@ -360,66 +209,32 @@ async fn the_json_api_accepts_and_explains() {
         ("text/plain", "{}", 415),
         ("application/x-www-form-urlencoded", "firstName=Ada", 415),
     ] {
-        let response = system
-            .http
-            .post(&url)
-            .header(CONTENT_TYPE, content_type)
-            .body(body)
-            .send()
-            .await
-            .expect("post");
-        assert_eq!(
-            response.status().as_u16(),
-            status,
-            "{content_type} {body:?}"
-        );
+        let response = system.http.post(&url).header(CONTENT_TYPE, content_type).body(body).send().await.expect("post");
+        assert_eq!(response.status().as_u16(), status, "{content_type} {body:?}");
         assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
     }
-    assert_eq!(
-        stored_events(&system).await,
-        1,
-        "only the valid sign-up was published"
-    );
+    assert_eq!(stored_events(&system).await, 1, "only the valid sign-up was published");
     system.stop().await.expect("stop");
 }
 
 #[tokio::test]
 async fn a_nats_outage_is_a_503_and_recovery_needs_no_restart() {
     let mut system = System::start_without_saver().await.expect("system");
-    assert_eq!(
-        system
-            .http
-            .get(system.web_url("/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .status(),
-        200
-    );
+    assert_eq!(system.http.get(system.web_url("/readyz")).send().await.expect("readyz").status(), 200);
 
     system.nats.stop().await.expect("stop nats");
     let readyz = system.web_url("/readyz");
-    eventually(
-        Duration::from_secs(10),
-        "readyz to report the outage",
-        || async {
-            let response = system.http.get(&readyz).send().await.ok()?;
-            (response.status() == 503).then_some(())
-        },
-    )
+    eventually(Duration::from_secs(10), "readyz to report the outage", || async {
+        let response = system.http.get(&readyz).send().await.ok()?;
+        (response.status() == 503).then_some(())
+    })
     .await
     .expect("not ready");
 
     let (status, body) = post(&system, &valid()).await;
     assert_eq!(status, 503);
-    assert!(
-        body.contains("please try again"),
-        "the 503 page asks to try again"
-    );
-    assert!(
-        body.contains("value=\"ada@example.com\""),
-        "the visitor's values are kept"
-    );
+    assert!(body.contains("please try again"), "the 503 page asks to try again");
+    assert!(body.contains("value=\"ada@example.com\""), "the visitor's values are kept");
     let api = system
         .http
         .post(system.web_url("/api/prospects"))
@@ -439,23 +254,10 @@ async fn a_nats_outage_is_a_503_and_recovery_needs_no_restart() {
     assert!(api.headers().contains_key("retry-after"));
 
     system.nats.restart().await.expect("restart nats");
-    system
-        .wait_ready()
-        .await
-        .expect("ready again without a restart");
-    let response = system
-        .http
-        .post(system.web_url("/signup"))
-        .form(&valid())
-        .send()
-        .await
-        .expect("post");
+    system.wait_ready().await.expect("ready again without a restart");
+    let response = system.http.post(system.web_url("/signup")).form(&valid()).send().await.expect("post");
     assert_eq!(response.status(), 303);
     id_from_location(&response).expect("id");
-    assert_eq!(
-        stored_events(&system).await,
-        1,
-        "the sign-up refused during the outage was not stored"
-    );
+    assert_eq!(stored_events(&system).await, 1, "the sign-up refused during the outage was not stored");
     system.stop().await.expect("stop");
 }

@@ -30,10 +30,7 @@ pub trait EventSet: Sized + Send + Sync + 'static {
 }
 
 fn decode_as<E: Event>(ce_type: &str, data: &[u8]) -> Result<E, DecodeError> {
-    serde_json::from_slice(data).map_err(|source| DecodeError::InvalidPayload {
-        ce_type: ce_type.to_owned(),
-        source,
-    })
+    serde_json::from_slice(data).map_err(|source| DecodeError::InvalidPayload { ce_type: ce_type.to_owned(), source })
 }
 
 impl<E: Event> EventSet for E {
@@ -105,17 +102,11 @@ mod tests {
             ProspectEvent::decode("io.signup.prospect.deleted.v2", json),
             Err(DecodeError::UnknownType(t)) if t.ends_with("v2")
         ));
-        assert!(matches!(
-            ProspectEvent::decode(ProspectSignedUp::TYPE, json),
-            Err(DecodeError::InvalidPayload { .. })
-        ));
+        assert!(matches!(ProspectEvent::decode(ProspectSignedUp::TYPE, json), Err(DecodeError::InvalidPayload { .. })));
         assert!(matches!(
             ProspectDeleted::decode(ProspectDeleted::TYPE, b"not json"),
             Err(DecodeError::InvalidPayload { .. })
         ));
-        assert!(matches!(
-            ProspectDeleted::decode(ProspectUpdated::TYPE, json),
-            Err(DecodeError::UnknownType(_))
-        ));
+        assert!(matches!(ProspectDeleted::decode(ProspectUpdated::TYPE, json), Err(DecodeError::UnknownType(_))));
     }
 }

@@ -13,6 +13,8 @@
 //!   built-in lists the services fall back on.
 //! - [`decode`]: [`EventSet`] and [`ProspectEvent`], turning a `ce-type` and
 //!   JSON data back into a typed event.
+//! - [`service`]: subjects and payloads of the `prospects` request-reply
+//!   service.
 //! - [`cloudevents`]: header names of the CloudEvents 1.0 NATS binding.
 //! - [`streams`]: stream and subject names.
 //!
@@ -25,6 +27,7 @@ pub mod cloudevents;
 pub mod decode;
 pub mod events;
 pub mod reference;
+pub mod service;
 pub mod streams;
 
 pub use decode::{DecodeError, EventSet, ProspectEvent};

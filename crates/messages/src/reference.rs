@@ -32,16 +32,11 @@ pub struct Role {
 }
 
 static COUNTRIES: LazyLock<Vec<Country>> = LazyLock::new(|| {
-    parse_tsv(include_str!("../data/countries.tsv"))
-        .map(|(code, name)| Country { code, name })
-        .collect()
+    parse_tsv(include_str!("../data/countries.tsv")).map(|(code, name)| Country { code, name }).collect()
 });
 
-static ROLES: LazyLock<Vec<Role>> = LazyLock::new(|| {
-    parse_tsv(include_str!("../data/roles.tsv"))
-        .map(|(code, name)| Role { code, name })
-        .collect()
-});
+static ROLES: LazyLock<Vec<Role>> =
+    LazyLock::new(|| parse_tsv(include_str!("../data/roles.tsv")).map(|(code, name)| Role { code, name }).collect());
 
 /// The built-in countries: "-" (Not telling) first, then by name.
 pub fn builtin_countries() -> &'static [Country] {
@@ -56,8 +51,7 @@ pub fn builtin_roles() -> &'static [Role] {
 /// Sorts reference entries the way forms show them: "-" first, then by name.
 pub fn form_order<T>(entries: &mut [T], code: impl Fn(&T) -> &str, name: impl Fn(&T) -> &str) {
     entries.sort_by(|a, b| {
-        (code(a) != NOT_TELLING, name(a).to_lowercase())
-            .cmp(&(code(b) != NOT_TELLING, name(b).to_lowercase()))
+        (code(a) != NOT_TELLING, name(a).to_lowercase()).cmp(&(code(b) != NOT_TELLING, name(b).to_lowercase()))
     });
 }
 
@@ -80,14 +74,8 @@ mod tests {
     #[test]
     fn lists_start_with_not_telling_then_follow_names() {
         for names in [
-            builtin_countries()
-                .iter()
-                .map(|c| (c.code.as_str(), c.name.as_str()))
-                .collect::<Vec<_>>(),
-            builtin_roles()
-                .iter()
-                .map(|r| (r.code.as_str(), r.name.as_str()))
-                .collect(),
+            builtin_countries().iter().map(|c| (c.code.as_str(), c.name.as_str())).collect::<Vec<_>>(),
+            builtin_roles().iter().map(|r| (r.code.as_str(), r.name.as_str())).collect(),
         ] {
             assert_eq!(names[0], (NOT_TELLING, "Not telling"));
             let rest: Vec<String> = names[1..].iter().map(|(_, n)| n.to_lowercase()).collect();
@@ -102,15 +90,7 @@ mod tests {
     fn countries_are_the_iso_alpha2_set() {
         let countries = builtin_countries();
         assert_eq!(countries.len(), 250, "249 ISO 3166-1 codes plus \"-\"");
-        assert!(
-            countries[1..]
-                .iter()
-                .all(|c| c.code.len() == 2 && c.code.chars().all(|ch| ch.is_ascii_uppercase()))
-        );
-        assert!(
-            countries
-                .iter()
-                .any(|c| c.code == "GB" && c.name == "United Kingdom")
-        );
+        assert!(countries[1..].iter().all(|c| c.code.len() == 2 && c.code.chars().all(|ch| ch.is_ascii_uppercase())));
+        assert!(countries.iter().any(|c| c.code == "GB" && c.name == "United Kingdom"));
     }
 }

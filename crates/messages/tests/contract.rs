@@ -5,9 +5,7 @@
 use std::path::PathBuf;
 
 use chrono::{TimeZone, Utc};
-use messages::{
-    Country, Event, ProspectDeleted, ProspectDetails, ProspectSignedUp, ProspectUpdated, Role,
-};
+use messages::{Country, Event, ProspectDeleted, ProspectDetails, ProspectSignedUp, ProspectUpdated, Role};
 use uuid::Uuid;
 
 fn crate_file(relative: &str) -> PathBuf {
@@ -22,12 +20,8 @@ fn assert_matches_file(relative: &str, actual: &str) {
         std::fs::write(&path, actual).expect("write contract file");
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{} is missing ({e}); run with UPDATE_CONTRACT=1",
-            path.display()
-        )
-    });
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} is missing ({e}); run with UPDATE_CONTRACT=1", path.display()));
     assert_eq!(
         expected,
         actual,
@@ -43,14 +37,8 @@ fn details() -> ProspectDetails {
         last_name: "Lovelace".into(),
         email: "ada@example.com".into(),
         company_name: Some("Analytical Engines".into()),
-        country: Country {
-            code: "GB".into(),
-            name: "United Kingdom".into(),
-        },
-        role: Role {
-            code: "EN".into(),
-            name: "Engineer".into(),
-        },
+        country: Country { code: "GB".into(), name: "United Kingdom".into() },
+        role: Role { code: "EN".into(), name: "Engineer".into() },
     }
 }
 
@@ -59,9 +47,7 @@ fn prospect_id() -> Uuid {
 }
 
 fn at(hour: u32) -> chrono::DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 21, hour, 0, 0)
-        .single()
-        .expect("valid time")
+    Utc.with_ymd_and_hms(2026, 11, 21, hour, 0, 0).single().expect("valid time")
 }
 
 fn check<E: Event + schemars::JsonSchema + std::fmt::Debug + PartialEq>(name: &str, example: &E) {
@@ -80,11 +66,7 @@ fn check<E: Event + schemars::JsonSchema + std::fmt::Debug + PartialEq>(name: &s
 fn prospect_signed_up_matches_schema_and_golden_json() {
     check(
         "prospect-signed-up",
-        &ProspectSignedUp {
-            prospect_id: prospect_id(),
-            details: details(),
-            signed_up_at: at(10),
-        },
+        &ProspectSignedUp { prospect_id: prospect_id(), details: details(), signed_up_at: at(10) },
     );
 }
 
@@ -92,25 +74,12 @@ fn prospect_signed_up_matches_schema_and_golden_json() {
 fn prospect_updated_matches_schema_and_golden_json() {
     let mut details = details();
     details.company_name = None;
-    check(
-        "prospect-updated",
-        &ProspectUpdated {
-            prospect_id: prospect_id(),
-            details,
-            updated_at: at(11),
-        },
-    );
+    check("prospect-updated", &ProspectUpdated { prospect_id: prospect_id(), details, updated_at: at(11) });
 }
 
 #[test]
 fn prospect_deleted_matches_schema_and_golden_json() {
-    check(
-        "prospect-deleted",
-        &ProspectDeleted {
-            prospect_id: prospect_id(),
-            deleted_at: at(12),
-        },
-    );
+    check("prospect-deleted", &ProspectDeleted { prospect_id: prospect_id(), deleted_at: at(12) });
 }
 
 #[test]
@@ -121,25 +90,21 @@ fn subjects_are_under_the_stream_and_types_are_versioned() {
         (ProspectDeleted::SUBJECT, ProspectDeleted::TYPE),
     ] {
         assert!(subject.starts_with("events.prospect."), "{subject}");
-        assert!(
-            ce_type.starts_with("io.signup.prospect.") && ce_type.ends_with(".v1"),
-            "{ce_type}"
-        );
+        assert!(ce_type.starts_with("io.signup.prospect.") && ce_type.ends_with(".v1"), "{ce_type}");
     }
 }
 
 #[test]
 fn unknown_fields_are_tolerated_for_forward_compatibility() {
-    let json = r#"{"prospectId":"0192f0c1-7a3b-7cde-8f01-23456789abcd","deletedAt":"2026-11-21T12:00:00Z","reason":"asked"}"#;
-    let event: ProspectDeleted =
-        serde_json::from_str(json).expect("an added optional field is compatible");
+    let json =
+        r#"{"prospectId":"0192f0c1-7a3b-7cde-8f01-23456789abcd","deletedAt":"2026-11-21T12:00:00Z","reason":"asked"}"#;
+    let event: ProspectDeleted = serde_json::from_str(json).expect("an added optional field is compatible");
     assert_eq!(event.prospect_id, prospect_id());
 }
 
 #[test]
 fn a_missing_required_field_is_rejected() {
     let json = r#"{"prospectId":"0192f0c1-7a3b-7cde-8f01-23456789abcd","firstName":"Ada"}"#;
-    let err = serde_json::from_str::<ProspectSignedUp>(json)
-        .expect_err("lastName and others are required");
+    let err = serde_json::from_str::<ProspectSignedUp>(json).expect_err("lastName and others are required");
     assert!(err.to_string().contains("missing field"), "{err}");
 }

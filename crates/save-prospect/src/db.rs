@@ -20,10 +20,7 @@ const MIGRATION_LOCK: i64 = 0x5349_474e_5550; // "SIGNUP"
 /// lazily, so this succeeds while Postgres is down.
 pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
-    DeadPool::builder(manager)
-        .max_size(size.max(1))
-        .build()
-        .context("building the connection pool")
+    DeadPool::builder(manager).max_size(size.max(1)).build().context("building the connection pool")
 }
 
 /// Creates the database named in `url` unless it exists, connecting to the
@@ -72,22 +69,13 @@ async fn database_exists(admin: &mut AsyncPgConnection, name: &str) -> anyhow::R
 /// Needs the multi-threaded Tokio runtime (diesel's migrations are blocking).
 pub async fn migrate(pool: &Pool) -> anyhow::Result<Vec<String>> {
     let mut conn = pool.get().await.context("connecting to run migrations")?;
-    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
-        .execute(&mut conn)
-        .await?;
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")).execute(&mut conn).await?;
     let mut harness = AsyncMigrationHarness::new(conn);
     let result = harness
         .run_pending_migrations(MIGRATIONS)
-        .map(|versions| {
-            versions
-                .into_iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>()
-        })
+        .map(|versions| versions.into_iter().map(|v| v.to_string()).collect::<Vec<_>>())
         .map_err(|e| anyhow::anyhow!(e).context("running migrations"));
     let mut conn = harness.into_inner();
-    diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
-        .execute(&mut conn)
-        .await?;
+    diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).execute(&mut conn).await?;
     result
 }

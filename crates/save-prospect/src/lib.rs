@@ -13,11 +13,15 @@
 //! - [`db`]: pool, database creation, migrations.
 //! - [`schema`]: diesel tables, mirroring `migrations/`.
 //! - [`apply`]: the [`SaveProspect`] handler.
-//! - [`run`]: the service — prepare the database, then consume until shutdown.
+//! - [`service`]: the `prospects` request-reply service (reference data,
+//!   status, details).
+//! - [`run`]: the service — prepare the database, then answer requests and
+//!   consume events until shutdown.
 
 pub mod apply;
 pub mod db;
 pub mod schema;
+pub mod service;
 pub mod settings;
 
 use std::time::Duration;
@@ -35,10 +39,7 @@ pub const CONSUMER_NAME: &str = "save-prospect";
 
 /// Creates the database if needed, runs migrations when configured, and
 /// returns the pool. Waits for Postgres (retrying) until `shutdown`.
-pub async fn prepare_database(
-    settings: &Settings,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<db::Pool> {
+pub async fn prepare_database(settings: &Settings, shutdown: &CancellationToken) -> anyhow::Result<db::Pool> {
     let url = settings.database.url.expose_secret();
     let pool = db::pool(url, settings.database.pool_size)?;
     let mut delay = Duration::from_millis(200);
@@ -76,15 +77,18 @@ pub async fn run(
     client: bus::async_nats::Client,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let pool = prepare_database(&settings, &shutdown)
-        .await
-        .context("preparing the database")?;
-    ConsumerRunner::new(
+    let pool = prepare_database(&settings, &shutdown).await.context("preparing the database")?;
+    let service = service::start(&client, pool.clone()).await?;
+    let consumed = ConsumerRunner::new(
         client,
         settings.nats.stream.clone(),
         CONSUMER_NAME,
         settings.save_prospect.consumer.clone(),
     )
     .run(SaveProspect::new(pool), shutdown)
-    .await
+    .await;
+    if let Err(error) = service.stop().await {
+        tracing::warn!(%error, "could not stop the prospects service cleanly");
+    }
+    consumed
 }

@@ -63,3 +63,16 @@ diesel::table! {
         applied_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    /// Prospect ids of sign-ups merged into an earlier prospect (same e-mail).
+    prospect_aliases (alias_id) {
+        /// The merged sign-up's prospect id.
+        alias_id -> Uuid,
+        /// The prospect it was merged into.
+        prospect_id -> Uuid,
+    }
+}
+
+diesel::joinable!(prospect_aliases -> prospects (prospect_id));
+diesel::allow_tables_to_appear_in_same_query!(prospects, prospect_aliases, countries, roles);

@@ -55,9 +55,6 @@ pub struct SaveProspectSettings {
 
 impl Default for SaveProspectSettings {
     fn default() -> Self {
-        Self {
-            migrate_on_start: true,
-            consumer: ConsumerSettings::default(),
-        }
+        Self { migrate_on_start: true, consumer: ConsumerSettings::default() }
     }
 }

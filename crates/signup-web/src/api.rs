@@ -25,6 +25,9 @@ pub enum ApiError {
     /// Some fields are invalid.
     #[error("the sign-up has invalid fields")]
     Invalid(Vec<FieldError>),
+    /// No prospect has this id (it is not a UUID).
+    #[error("there is no prospect at this address")]
+    NotFound,
     /// The event could not be stored now.
     #[error("sign-ups cannot be accepted right now; nothing was saved, please retry")]
     Unavailable,
@@ -55,6 +58,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -113,14 +117,8 @@ pub async fn create_prospect(
         return Err(ApiError::UnsupportedMediaType);
     }
     let input = parse_json_input(&body)?;
-    match submit::sign_up(
-        &state.publisher,
-        &state.catalog,
-        &input,
-        crate::traceparent(&request),
-    )
-    .await
-    {
+    let catalog = state.catalog();
+    match submit::sign_up(&state.publisher, &catalog, &input, crate::traceparent(&request)).await {
         Ok(prospect_id) => Ok(HttpResponse::Accepted()
             .insert_header((header::LOCATION, format!("/api/prospects/{prospect_id}")))
             .json(Accepted { prospect_id })),
@@ -139,9 +137,7 @@ fn parse_json_input(body: &[u8]) -> Result<SignupInput, ApiError> {
     let object: Map<String, Value> = match serde_json::from_slice(body) {
         Ok(Value::Object(object)) => object,
         Ok(_) => {
-            return Err(ApiError::BadRequest(
-                "the request body must be a JSON object".into(),
-            ));
+            return Err(ApiError::BadRequest("the request body must be a JSON object".into()));
         }
         Err(error) if body.iter().all(u8::is_ascii_whitespace) => {
             let _ = error;
@@ -150,9 +146,7 @@ fn parse_json_input(body: &[u8]) -> Result<SignupInput, ApiError> {
             ));
         }
         Err(error) => {
-            return Err(ApiError::BadRequest(format!(
-                "the request body is not valid JSON: {error}"
-            )));
+            return Err(ApiError::BadRequest(format!("the request body is not valid JSON: {error}")));
         }
     };
     let mut wrong_type = Vec::new();
@@ -160,10 +154,7 @@ fn parse_json_input(body: &[u8]) -> Result<SignupInput, ApiError> {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => {
-            wrong_type.push(FieldError {
-                field,
-                message: "must be a string".into(),
-            });
+            wrong_type.push(FieldError { field, message: "must be a string".into() });
             None
         }
     };
@@ -175,9 +166,51 @@ fn parse_json_input(body: &[u8]) -> Result<SignupInput, ApiError> {
         country: take(Field::Country),
         role: take(Field::Role),
     };
-    if wrong_type.is_empty() {
-        Ok(input)
-    } else {
-        Err(ApiError::Invalid(wrong_type))
-    }
+    if wrong_type.is_empty() { Ok(input) } else { Err(ApiError::Invalid(wrong_type)) }
+}
+
+/// `GET /api/countries`: the countries the form offers, in form order.
+pub async fn countries(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.catalog().countries())
+}
+
+/// `GET /api/roles`: the roles the form offers, in form order.
+pub async fn roles(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.catalog().roles())
+}
+
+/// The body of `GET /api/prospects/{id}`: a status, never personal data.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusBody<'a> {
+    prospect_id: uuid::Uuid,
+    /// `pending`, `saved`, `deleted`, or `unknown` when it cannot be checked now.
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+}
+
+/// `GET /api/prospects/{id}`: where a sign-up is. An id that was never
+/// signed up reads as `pending`, like one not saved yet. When the service
+/// does not answer in time: 503 with status `unknown`.
+pub async fn prospect_status(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let prospect_id: uuid::Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
+    Ok(match state.status(prospect_id).await {
+        Ok(status) => {
+            let status = match status {
+                messages::service::Status::Pending => "pending",
+                messages::service::Status::Saved => "saved",
+                messages::service::Status::Deleted => "deleted",
+            };
+            HttpResponse::Ok().json(StatusBody { prospect_id, status, detail: None })
+        }
+        Err(error) => {
+            tracing::warn!(%prospect_id, %error, "status unknown right now");
+            HttpResponse::ServiceUnavailable().insert_header((header::RETRY_AFTER, "2")).json(StatusBody {
+                prospect_id,
+                status: "unknown",
+                detail: Some("the status cannot be checked right now; try again shortly"),
+            })
+        }
+    })
 }

@@ -17,32 +17,16 @@ pub struct Catalog {
 impl Catalog {
     /// The built-in lists from the `messages` crate.
     pub fn builtin() -> Self {
-        Self::new(
-            messages::reference::builtin_countries().to_vec(),
-            messages::reference::builtin_roles().to_vec(),
-        )
+        Self::new(messages::reference::builtin_countries().to_vec(), messages::reference::builtin_roles().to_vec())
     }
 
     /// A catalog of the given lists, put in form order.
     pub fn new(mut countries: Vec<Country>, mut roles: Vec<Role>) -> Self {
         messages::reference::form_order(&mut countries, |c| &c.code, |c| &c.name);
         messages::reference::form_order(&mut roles, |r| &r.code, |r| &r.name);
-        let country_index = countries
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.code.clone(), i))
-            .collect();
-        let role_index = roles
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.code.clone(), i))
-            .collect();
-        Self {
-            countries,
-            roles,
-            country_index,
-            role_index,
-        }
+        let country_index = countries.iter().enumerate().map(|(i, c)| (c.code.clone(), i)).collect();
+        let role_index = roles.iter().enumerate().map(|(i, r)| (r.code.clone(), i)).collect();
+        Self { countries, roles, country_index, role_index }
     }
 
     /// Countries in form order.

@@ -47,14 +47,8 @@ pub enum Field {
 
 impl Field {
     /// Every field, in form order.
-    pub const ALL: [Field; 6] = [
-        Field::FirstName,
-        Field::LastName,
-        Field::Email,
-        Field::CompanyName,
-        Field::Country,
-        Field::Role,
-    ];
+    pub const ALL: [Field; 6] =
+        [Field::FirstName, Field::LastName, Field::Email, Field::CompanyName, Field::Country, Field::Role];
 
     /// The field's name in forms and JSON.
     pub fn name(self) -> &'static str {
@@ -120,10 +114,7 @@ impl EmailAddress {
         if value.chars().count() > Self::MAX_CHARS {
             return Err(format!("must be at most {} characters", Self::MAX_CHARS));
         }
-        let options = Options::default()
-            .without_display_text()
-            .without_domain_literal()
-            .with_required_tld();
+        let options = Options::default().without_display_text().without_domain_literal().with_required_tld();
         Parsed::parse_with_options(value, options)
             .map(|_| Self(value.to_owned()))
             .map_err(|_| "is not a valid e-mail address".to_owned())
@@ -177,53 +168,25 @@ impl NewProspect {
     pub fn parse(input: &SignupInput, catalog: &Catalog) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
         let mut check = Checker(&mut errors);
-        let first_name = check.field(
-            Field::FirstName,
-            PersonName::parse(input.first_name.as_deref()),
-        );
-        let last_name = check.field(
-            Field::LastName,
-            PersonName::parse(input.last_name.as_deref()),
-        );
+        let first_name = check.field(Field::FirstName, PersonName::parse(input.first_name.as_deref()));
+        let last_name = check.field(Field::LastName, PersonName::parse(input.last_name.as_deref()));
         let email = check.field(Field::Email, EmailAddress::parse(input.email.as_deref()));
-        let company_name = check.field(
-            Field::CompanyName,
-            CompanyName::parse(input.company_name.as_deref()),
-        );
+        let company_name = check.field(Field::CompanyName, CompanyName::parse(input.company_name.as_deref()));
         let country = check.field(
             Field::Country,
             required(input.country.as_deref()).and_then(|code| {
-                catalog
-                    .country(code)
-                    .cloned()
-                    .ok_or_else(|| "is not a known country code".to_owned())
+                catalog.country(code).cloned().ok_or_else(|| "is not a known country code".to_owned())
             }),
         );
         let role = check.field(
             Field::Role,
-            required(input.role.as_deref()).and_then(|code| {
-                catalog
-                    .role(code)
-                    .cloned()
-                    .ok_or_else(|| "is not a known role code".to_owned())
-            }),
+            required(input.role.as_deref())
+                .and_then(|code| catalog.role(code).cloned().ok_or_else(|| "is not a known role code".to_owned())),
         );
         match (first_name, last_name, email, company_name, country, role) {
-            (
-                Some(first_name),
-                Some(last_name),
-                Some(email),
-                Some(company_name),
-                Some(country),
-                Some(role),
-            ) => Ok(Self {
-                first_name,
-                last_name,
-                email,
-                company_name,
-                country,
-                role,
-            }),
+            (Some(first_name), Some(last_name), Some(email), Some(company_name), Some(country), Some(role)) => {
+                Ok(Self { first_name, last_name, email, company_name, country, role })
+            }
             _ => Err(errors),
         }
     }
@@ -246,9 +209,7 @@ struct Checker<'a>(&'a mut Vec<FieldError>);
 
 impl Checker<'_> {
     fn field<T>(&mut self, field: Field, result: Result<T, String>) -> Option<T> {
-        result
-            .map_err(|message| self.0.push(FieldError { field, message }))
-            .ok()
+        result.map_err(|message| self.0.push(FieldError { field, message })).ok()
     }
 }
 
@@ -291,9 +252,7 @@ mod tests {
 
     #[test]
     fn a_valid_sign_up_is_trimmed_and_resolved() {
-        let details = NewProspect::parse(&input(), &Catalog::builtin())
-            .expect("valid")
-            .into_details();
+        let details = NewProspect::parse(&input(), &Catalog::builtin()).expect("valid").into_details();
         assert_eq!(details.first_name, "Ada");
         assert_eq!(details.company_name, None);
         assert_eq!(details.country.name, "United Kingdom");
@@ -302,18 +261,8 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_by_field() {
-        let errors =
-            NewProspect::parse(&SignupInput::default(), &Catalog::builtin()).expect_err("empty");
-        assert_eq!(
-            fields(&errors),
-            vec![
-                Field::FirstName,
-                Field::LastName,
-                Field::Email,
-                Field::Country,
-                Field::Role
-            ]
-        );
+        let errors = NewProspect::parse(&SignupInput::default(), &Catalog::builtin()).expect_err("empty");
+        assert_eq!(fields(&errors), vec![Field::FirstName, Field::LastName, Field::Email, Field::Country, Field::Role]);
         assert!(errors.iter().all(|e| e.message == "is required"));
     }
 
@@ -333,20 +282,13 @@ mod tests {
         }
         assert!(PersonName::parse(Some("Ada\u{7}")).is_err());
         assert!(PersonName::parse(Some("Ada\nLovelace")).is_err());
-        assert!(
-            PersonName::parse(Some(&"é".repeat(100))).is_ok(),
-            "100 characters, not bytes"
-        );
+        assert!(PersonName::parse(Some(&"é".repeat(100))).is_ok(), "100 characters, not bytes");
         assert!(PersonName::parse(Some(&"é".repeat(101))).is_err());
     }
 
     #[test]
     fn email_rules() {
-        for good in [
-            "ada@example.com",
-            "a.b+tag@sub.example.co.uk",
-            "  ada@example.com  ",
-        ] {
+        for good in ["ada@example.com", "a.b+tag@sub.example.co.uk", "  ada@example.com  "] {
             assert!(EmailAddress::parse(Some(good)).is_ok(), "{good}");
         }
         for bad in [
@@ -361,19 +303,13 @@ mod tests {
             assert!(EmailAddress::parse(Some(bad)).is_err(), "{bad}");
         }
         let long = format!("{}@example.com", "a".repeat(250));
-        assert_eq!(
-            EmailAddress::parse(Some(&long)).expect_err("too long"),
-            "must be at most 254 characters"
-        );
+        assert_eq!(EmailAddress::parse(Some(&long)).expect_err("too long"), "must be at most 254 characters");
     }
 
     #[test]
     fn company_is_optional_and_bounded() {
         assert_eq!(CompanyName::parse(None).expect("none").as_deref(), None);
-        assert_eq!(
-            CompanyName::parse(Some("   ")).expect("blank").as_deref(),
-            None
-        );
+        assert_eq!(CompanyName::parse(Some("   ")).expect("blank").as_deref(), None);
         assert!(CompanyName::parse(Some(&"x".repeat(200))).is_ok());
         assert!(CompanyName::parse(Some(&"x".repeat(201))).is_err());
     }

@@ -23,11 +23,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         "nats": if connected { "connected" } else { "disconnected" },
         "stream": if stream { "present" } else if connected { "missing" } else { "unknown" },
     });
-    if stream {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
+    if stream { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }
 
 async fn stream_present(state: &AppState) -> bool {
@@ -35,11 +31,7 @@ async fn stream_present(state: &AppState) -> bool {
         if state.jetstream.get_stream(&state.stream.name).await.is_ok() {
             return true;
         }
-        bus::ensure_stream(&state.jetstream, &state.stream)
-            .await
-            .is_ok()
+        bus::ensure_stream(&state.jetstream, &state.stream).await.is_ok()
     };
-    tokio::time::timeout(Duration::from_secs(2), check)
-        .await
-        .unwrap_or(false)
+    tokio::time::timeout(Duration::from_secs(2), check).await.unwrap_or(false)
 }

@@ -4,13 +4,18 @@
 //! gets further), becomes a `ProspectSignedUp` event, and is published to
 //! NATS JetStream; the visitor is redirected to the thank-you page only after
 //! JetStream acknowledged storing the event. No PubAck in time means a 503
-//! with the visitor's input kept. This crate never touches a database and
+//! with the visitor's input kept. Whatever it needs to know from the database
+//! (reference data, a sign-up's status, a prospect's details) it asks the
+//! `prospects` service over NATS: this crate never touches a database and
 //! knows nothing of the handlers that consume its events.
 //!
 //! # Layout
 //! - [`settings`]: configuration (`[web]`, `[nats]`, `[log]`).
 //! - [`domain`]: input parsing into valid newtypes.
-//! - [`catalog`]: countries and roles offered.
+//! - [`catalog`]: countries and roles offered; [`reference`] keeps them fresh
+//!   from the `prospects` service (request-reply), falling back on the last
+//!   known or built-in lists.
+//! - [`token`]: signed, expiring manage links.
 //! - [`submit`]: parse + publish, shared by the form and the API.
 //! - [`pages`], [`api`], [`health`]: the HTTP handlers.
 //! - [`startup`]: [`Application`], which binds, runs and stops the server.
@@ -20,10 +25,12 @@ pub mod catalog;
 pub mod domain;
 pub mod health;
 pub mod pages;
+pub mod reference;
 pub mod settings;
 pub mod startup;
 pub mod state;
 pub mod submit;
+pub mod token;
 
 use actix_web::HttpMessage as _;
 use actix_web::HttpRequest;

@@ -29,13 +29,8 @@ async fn main() -> anyhow::Result<()> {
             let shutdown = bus::shutdown::on_signal();
             let client = bus::connect(&settings.nats, "signup-web").await?;
             let app = Application::build(&settings, client.clone(), &shutdown)?;
-            tracing::info!(
-                port = app.port(),
-                "signup-web listening; the form is at /signup"
-            );
-            app.run_until_stopped(shutdown)
-                .await
-                .context("serving HTTP")?;
+            tracing::info!(port = app.port(), "signup-web listening; the form is at /signup");
+            app.run_until_stopped(shutdown).await.context("serving HTTP")?;
             client.flush().await.ok();
             client.drain().await.context("draining NATS")?;
         }

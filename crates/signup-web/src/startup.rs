@@ -1,6 +1,7 @@
 //! Building and running the HTTP server.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -9,11 +10,14 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use bus::Publisher;
 use bus::async_nats::{self, jetstream};
+use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
-use crate::catalog::Catalog;
+use crate::reference::ReferenceData;
 use crate::settings::Settings;
 use crate::state::AppState;
+use crate::token::ManageTokens;
 use crate::{api, health, pages};
 
 /// A bound, not yet running, signup-web server.
@@ -35,18 +39,28 @@ impl Application {
             .with_context(|| format!("binding {}:{}", settings.web.host, settings.web.port))?;
         let port = listener.local_addr()?.port();
 
-        let jetstream = jetstream::ContextBuilder::new()
-            .timeout(settings.nats.request_timeout())
-            .build(client.clone());
+        let jetstream = jetstream::ContextBuilder::new().timeout(settings.nats.request_timeout()).build(client.clone());
+        let service_timeout = Duration::from_millis(settings.web.service_timeout_ms);
+        let reference = Arc::new(ReferenceData::builtin());
+        let secret = settings.web.token_secret.clone().unwrap_or_else(|| {
+            tracing::warn!(
+                "web.token_secret is not set: using a random one, so manage links stop working after a restart"
+            );
+            SecretString::from(format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()))
+        });
         let state = web::Data::new(AppState {
-            publisher: Publisher::new(client, "/signup-web", settings.nats.request_timeout()),
-            catalog: Catalog::builtin(),
+            publisher: Publisher::new(client.clone(), "/signup-web", settings.nats.request_timeout()),
+            reference: Arc::clone(&reference),
+            tokens: ManageTokens::new(&secret, chrono::Duration::days(settings.web.manage_link_days)),
             jetstream: jetstream.clone(),
             stream: settings.nats.stream.clone(),
+            service_timeout,
         });
-        tokio::spawn(ensure_stream_in_background(
-            jetstream,
-            settings.nats.stream.clone(),
+        tokio::spawn(ensure_stream_in_background(jetstream, settings.nats.stream.clone(), shutdown.clone()));
+        tokio::spawn(reference.keep_fresh(
+            client,
+            Duration::from_secs(settings.web.reference_ttl_secs.max(1)),
+            service_timeout,
             shutdown.clone(),
         ));
 
@@ -61,8 +75,16 @@ impl Application {
                 .route("/", web::get().to(pages::home))
                 .route("/signup", web::get().to(pages::signup_page))
                 .route("/signup", web::post().to(pages::signup_submit))
-                .route("/signup/thanks/{prospect_id}", web::get().to(pages::thanks))
+                .route("/signup/thanks/{token}", web::get().to(pages::thanks))
+                .route("/prospects/manage/{token}", web::get().to(pages::manage_page))
+                .route("/prospects/manage/{token}", web::post().to(pages::manage_update))
+                .route("/prospects/manage/{token}/erase", web::post().to(pages::manage_erase))
+                .route("/prospects/erased", web::get().to(pages::erased))
+                .route("/static/thanks.js", web::get().to(pages::thanks_js))
                 .route("/api/prospects", web::post().to(api::create_prospect))
+                .route("/api/prospects/{id}", web::get().to(api::prospect_status))
+                .route("/api/countries", web::get().to(api::countries))
+                .route("/api/roles", web::get().to(api::roles))
                 .route("/healthz", web::get().to(health::healthz))
                 .route("/readyz", web::get().to(health::readyz))
                 .default_service(web::to(pages::not_found))
@@ -93,11 +115,7 @@ impl Application {
     }
 }
 
-async fn ensure_stream_in_background(
-    js: jetstream::Context,
-    stream: bus::StreamSettings,
-    shutdown: CancellationToken,
-) {
+async fn ensure_stream_in_background(js: jetstream::Context, stream: bus::StreamSettings, shutdown: CancellationToken) {
     let mut delay = Duration::from_millis(100);
     loop {
         match bus::ensure_stream(&js, &stream).await {

@@ -1,19 +1,55 @@
 //! What every request handler shares.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use bus::Publisher;
-use bus::async_nats::jetstream;
+use bus::async_nats::{Client, jetstream};
+use bus::request::{RequestError, request};
 use bus::settings::StreamSettings;
+use messages::service::{self as contract, ProspectRef, ProspectView, Status, StatusReply};
+use uuid::Uuid;
 
 use crate::catalog::Catalog;
+use crate::reference::ReferenceData;
+use crate::token::ManageTokens;
 
-/// Shared by all workers: one NATS connection, the reference data.
+/// Shared by all workers: one NATS connection, the reference data, the token
+/// key.
 pub struct AppState {
     /// Publishes events over the one shared NATS connection.
     pub publisher: Publisher,
     /// Countries and roles offered and accepted.
-    pub catalog: Catalog,
+    pub reference: Arc<ReferenceData>,
+    /// Signs and checks manage links.
+    pub tokens: ManageTokens,
     /// JetStream API access for readiness checks.
     pub jetstream: jetstream::Context,
     /// The stream that must exist for sign-ups to be accepted.
     pub stream: StreamSettings,
+    /// Longest wait for the `prospects` service.
+    pub service_timeout: Duration,
+}
+
+impl AppState {
+    /// The reference lists to use now.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.reference.current()
+    }
+
+    fn client(&self) -> &Client {
+        self.publisher.client()
+    }
+
+    /// Where a sign-up is, from the `prospects` service.
+    pub async fn status(&self, prospect_id: Uuid) -> Result<Status, RequestError> {
+        let reply: StatusReply =
+            request(self.client(), contract::STATUS, &ProspectRef { prospect_id }, self.service_timeout).await?;
+        Ok(reply.status)
+    }
+
+    /// A live prospect's details, from the `prospects` service.
+    pub async fn prospect(&self, prospect_id: Uuid) -> Result<ProspectView, RequestError> {
+        request(self.client(), contract::GET, &ProspectRef { prospect_id }, self.service_timeout).await
+    }
 }

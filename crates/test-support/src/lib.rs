@@ -31,11 +31,7 @@ impl NatsServer {
     /// accepts connections.
     pub async fn start() -> anyhow::Result<Self> {
         let port = free_port()?;
-        let mut server = Self {
-            port,
-            store: tempfile::tempdir()?,
-            child: None,
-        };
+        let mut server = Self { port, store: tempfile::tempdir()?, child: None };
         server.restart().await?;
         Ok(server)
     }
@@ -57,14 +53,7 @@ impl NatsServer {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop().await?;
         let child = Command::new(nats_server_bin())
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(self.store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -101,10 +90,7 @@ async fn wait_for_port(port: u16, limit: Duration) -> anyhow::Result<()> {
         if tokio::net::TcpStream::connect(address).await.is_ok() {
             return Ok(());
         }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "nothing listens on port {port} after {limit:?}"
-        );
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "nothing listens on port {port} after {limit:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -122,10 +108,7 @@ where
         if let Some(value) = check().await {
             return Ok(value);
         }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -144,10 +127,7 @@ impl TestDatabase {
         let server = std::env::var("SIGNUP_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
         let name = format!("signup_test_{}", uuid::Uuid::now_v7().simple());
-        Self {
-            name,
-            server: server.trim_end_matches('/').to_owned(),
-        }
+        Self { name, server: server.trim_end_matches('/').to_owned() }
     }
 
     /// The database's URL.
@@ -157,9 +137,7 @@ impl TestDatabase {
 
     /// Opens a connection to the database.
     pub async fn connect(&self) -> anyhow::Result<AsyncPgConnection> {
-        AsyncPgConnection::establish(&self.url())
-            .await
-            .context("connecting to the test database")
+        AsyncPgConnection::establish(&self.url()).await.context("connecting to the test database")
     }
 }
 
@@ -176,10 +154,7 @@ impl Drop for TestDatabase {
         let admin = format!("{}/postgres", self.server);
         let statement = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
         let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async {
                 let mut conn = AsyncPgConnection::establish(&admin).await.ok()?;
                 diesel::sql_query(statement).execute(&mut conn).await.ok()
