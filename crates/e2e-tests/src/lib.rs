@@ -64,6 +64,7 @@ impl System {
         web_settings.web.port = 0;
         web_settings.web.workers = 2;
         web_settings.web.token_secret = Some(SecretString::from(TOKEN_SECRET));
+        web_settings.web.reference_ttl_secs = 1;
         web_settings.nats = nats_settings(&nats);
         let web_client = bus::connect(&web_settings.nats, "signup-web").await?;
         let shutdown = CancellationToken::new();
@@ -114,7 +115,11 @@ impl System {
     /// Starts a save-prospect instance (it creates and migrates the database);
     /// call it again for more instances sharing the durable consumer.
     pub async fn start_saver(&mut self) -> anyhow::Result<()> {
-        let settings = self.saver_settings();
+        self.start_saver_with(self.saver_settings()).await
+    }
+
+    /// Starts a save-prospect instance with these settings.
+    pub async fn start_saver_with(&mut self, settings: save_prospect::Settings) -> anyhow::Result<()> {
         let client = bus::connect(&settings.nats, save_prospect::CONSUMER_NAME).await?;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(save_prospect::run(settings, client, shutdown.clone()));
@@ -131,7 +136,7 @@ impl System {
     }
 
     /// Posts the sign-up form with these fields.
-    pub async fn post_form(&self, fields: &[(&str, &str)]) -> anyhow::Result<reqwest::Response> {
+    pub async fn post_form<T: serde::Serialize + ?Sized>(&self, fields: &T) -> anyhow::Result<reqwest::Response> {
         Ok(self.http.post(self.web_url("/signup")).form(fields).send().await?)
     }
 
