@@ -1,0 +1,289 @@
+//! The HTTP side: the analytics API, the dashboard, access control, health.
+
+use std::sync::Arc;
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, ContentType};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use askama::Template;
+use chrono::NaiveDate;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::index::ProspectIndex;
+use crate::query::{DateRange, Search, SearchPage, Summary};
+
+/// Name of the cookie the login form sets.
+pub const COOKIE: &str = "signup_analytics";
+
+/// Shared by all workers.
+pub struct HttpState {
+    /// The index to query.
+    pub index: Arc<ProspectIndex>,
+    /// The access token, if configured.
+    pub token: Option<SecretString>,
+    /// For readiness.
+    pub client: bus::async_nats::Client,
+}
+
+impl HttpState {
+    fn token_matches(&self, presented: &str) -> bool {
+        self.token
+            .as_ref()
+            .is_some_and(|expected| bool::from(presented.as_bytes().ct_eq(expected.expose_secret().as_bytes())))
+    }
+
+    /// Whether the request carries the token (bearer header or login cookie).
+    fn authorized(&self, request: &HttpRequest) -> bool {
+        let bearer = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let cookie = request.cookie(COOKIE);
+        bearer.or(cookie.as_ref().map(Cookie::value)).is_some_and(|t| self.token_matches(t))
+    }
+}
+
+/// Why an analytics request is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No valid token.
+    #[error("a valid access token is required (Authorization: Bearer <token>)")]
+    Unauthorized,
+    /// A query parameter is malformed; the message names it.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The index failed.
+    #[error("the index cannot answer right now")]
+    Internal(#[from] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: String,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Internal(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(error) = self {
+            tracing::error!(error = %format!("{error:#}"), "index query failed");
+        }
+        let status = self.status_code();
+        let mut response = HttpResponse::build(status);
+        if status == StatusCode::UNAUTHORIZED {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"signup-analytics\""));
+        }
+        response.content_type("application/problem+json").json(Problem {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: self.to_string(),
+        })
+    }
+}
+
+/// Query parameters, as sent.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawParams {
+    q: Option<String>,
+    country: Option<String>,
+    role: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    page: Option<String>,
+    token: Option<String>,
+}
+
+fn parse_params(request: &HttpRequest) -> Result<(RawParams, Search), ApiError> {
+    let raw: RawParams = serde_urlencoded::from_str(request.query_string())
+        .map_err(|e| ApiError::BadRequest(format!("the query string cannot be read: {e}")))?;
+    let date = |name: &str, value: &Option<String>| -> Result<Option<NaiveDate>, ApiError> {
+        match value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => NaiveDate::parse_from_str(v, "%Y-%m-%d")
+                .map(Some)
+                .map_err(|_| ApiError::BadRequest(format!("{name} must be a date like 2026-11-21, not {v:?}"))),
+        }
+    };
+    let code = |name: &str, value: &Option<String>| -> Result<Option<String>, ApiError> {
+        match value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) if v.len() <= 3 && (v == "-" || v.chars().all(|c| c.is_ascii_alphanumeric())) => {
+                Ok(Some(v.to_owned()))
+            }
+            Some(v) => Err(ApiError::BadRequest(format!("{name} must be a code like GB, not {v:?}"))),
+        }
+    };
+    let range = DateRange { from: date("from", &raw.from)?, to: date("to", &raw.to)? };
+    if let (Some(from), Some(to)) = (range.from, range.to)
+        && from > to
+    {
+        return Err(ApiError::BadRequest(format!("from ({from}) must not be after to ({to})")));
+    }
+    let page =
+        match raw.page.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+            None => 1,
+            Some(v) => v.parse::<usize>().ok().filter(|p| (1..=10_000).contains(p)).ok_or_else(|| {
+                ApiError::BadRequest(format!("page must be a whole number from 1 to 10000, not {v:?}"))
+            })?,
+        };
+    let text = raw.q.clone().unwrap_or_default();
+    if text.chars().count() > 200 {
+        return Err(ApiError::BadRequest("q must be at most 200 characters".into()));
+    }
+    let search = Search { text, country: code("country", &raw.country)?, role: code("role", &raw.role)?, range, page };
+    Ok((raw, search))
+}
+
+/// `GET /api/analytics/summary?from=&to=`
+pub async fn summary(state: web::Data<HttpState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    if !state.authorized(&request) {
+        return Err(ApiError::Unauthorized);
+    }
+    let (_, search) = parse_params(&request)?;
+    let index = Arc::clone(&state.index);
+    let summary = web::block(move || index.summary(search.range)).await.map_err(|e| anyhow::anyhow!("{e}"))??;
+    Ok(HttpResponse::Ok().json(summary))
+}
+
+/// `GET /api/analytics/search?q=&country=&role=&from=&to=&page=`
+pub async fn search(state: web::Data<HttpState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    if !state.authorized(&request) {
+        return Err(ApiError::Unauthorized);
+    }
+    let (_, search) = parse_params(&request)?;
+    let index = Arc::clone(&state.index);
+    let page = web::block(move || index.search(&search)).await.map_err(|e| anyhow::anyhow!("{e}"))??;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// `GET /healthz`
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: NATS connected (the index opened at start-up).
+pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
+    if bus::is_connected(&state.client) {
+        HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "not ready", "nats": "disconnected" }))
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    message: Option<&'a str>,
+}
+
+fn html(status: StatusCode, page: &impl Template) -> HttpResponse {
+    match page.render() {
+        Ok(body) => HttpResponse::build(status).content_type(ContentType::html()).body(body),
+        Err(error) => {
+            tracing::error!(%error, "template rendering failed");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
+}
+
+fn login_page(message: Option<&str>) -> HttpResponse {
+    let mut response = html(StatusCode::UNAUTHORIZED, &LoginPage { message });
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"signup-analytics\""));
+    response
+}
+
+fn with_login_cookie(token: &str) -> HttpResponse {
+    let cookie = Cookie::build(COOKIE, token.to_owned()).path("/").http_only(true).same_site(SameSite::Strict).finish();
+    HttpResponse::SeeOther().cookie(cookie).insert_header((header::LOCATION, "/analytics")).finish()
+}
+
+/// The login form's fields.
+#[derive(Deserialize)]
+pub struct LoginForm {
+    token: String,
+}
+
+/// `POST /analytics/login`: sets the cookie for a valid token.
+pub async fn login(state: web::Data<HttpState>, form: web::Form<LoginForm>) -> HttpResponse {
+    if state.token_matches(form.token.trim()) {
+        with_login_cookie(form.token.trim())
+    } else {
+        login_page(Some("That token is not valid."))
+    }
+}
+
+/// `GET /analytics`: the dashboard. `?token=` logs a browser in (the link
+/// `scripts/run` prints) and redirects to a clean URL.
+pub async fn dashboard(state: web::Data<HttpState>, request: HttpRequest) -> HttpResponse {
+    let (raw, search) = match parse_params(&request) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            return crate::dashboard::error_page(StatusCode::BAD_REQUEST, &error.to_string());
+        }
+    };
+    if let Some(token) = raw.token.as_deref() {
+        return if state.token_matches(token) {
+            with_login_cookie(token)
+        } else {
+            login_page(Some("That token is not valid."))
+        };
+    }
+    if !state.authorized(&request) {
+        return login_page(None);
+    }
+    let index = Arc::clone(&state.index);
+    let query = search.clone();
+    let result = web::block(move || -> anyhow::Result<(Summary, SearchPage)> {
+        Ok((index.summary(query.range)?, index.search(&query)?))
+    })
+    .await;
+    match result {
+        Ok(Ok((summary, page))) => crate::dashboard::render(&raw_view(&raw), &summary, &page),
+        Ok(Err(error)) => {
+            tracing::error!(error = %format!("{error:#}"), "dashboard query failed");
+            crate::dashboard::error_page(StatusCode::SERVICE_UNAVAILABLE, "The index cannot answer right now.")
+        }
+        Err(error) => {
+            tracing::error!(%error, "dashboard query panicked");
+            crate::dashboard::error_page(StatusCode::SERVICE_UNAVAILABLE, "The index cannot answer right now.")
+        }
+    }
+}
+
+/// The filter values to show in the dashboard's form.
+pub struct FilterView {
+    /// `q`
+    pub q: String,
+    /// `country`
+    pub country: String,
+    /// `role`
+    pub role: String,
+    /// `from`
+    pub from: String,
+    /// `to`
+    pub to: String,
+}
+
+fn raw_view(raw: &RawParams) -> FilterView {
+    let v = |o: &Option<String>| o.clone().unwrap_or_default();
+    FilterView { q: v(&raw.q), country: v(&raw.country), role: v(&raw.role), from: v(&raw.from), to: v(&raw.to) }
+}

@@ -1,0 +1,197 @@
+//! The embedded Tantivy index: one document per prospect.
+//!
+//! A live prospect's document holds its details; an erased prospect's
+//! document is a tombstone (id, sequence, `state = deleted`) with no personal
+//! data, so that an older event redelivered later cannot bring it back. Every
+//! document remembers the stream sequence of the last event applied to it.
+//! The stream sequence of the last applied batch is stored as the commit
+//! payload: an index without one is new and must be filled by a replay.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use tantivy::collector::DocSetCollector;
+use tantivy::directory::MmapDirectory;
+use tantivy::query::TermSetQuery;
+use tantivy::schema::{
+    DateOptions, DateTimePrecision, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, TextFieldIndexing,
+    TextOptions, Value,
+};
+use tantivy::{DateTime, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use uuid::Uuid;
+
+/// `state` of a live prospect's document.
+pub const LIVE: &str = "live";
+/// `state` of an erased prospect's tombstone.
+pub const DELETED: &str = "deleted";
+/// Separates code and name in the `*_key` fields that aggregations group by.
+pub const KEY_SEPARATOR: char = '\u{1f}';
+
+/// The index's fields.
+#[derive(Debug, Clone, Copy)]
+pub struct Fields {
+    /// Prospect id (exact).
+    pub id: Field,
+    /// [`LIVE`] or [`DELETED`].
+    pub state: Field,
+    /// Stream sequence of the last event applied.
+    pub seq: Field,
+    /// "First Last", full-text.
+    pub full_name: Field,
+    /// Given name (stored).
+    pub first_name: Field,
+    /// Family name (stored).
+    pub last_name: Field,
+    /// E-mail as typed (stored).
+    pub email: Field,
+    /// Lower-cased e-mail (exact): one prospect per address.
+    pub email_key: Field,
+    /// Company, full-text.
+    pub company: Field,
+    /// Country code (exact, for filters).
+    pub country_code: Field,
+    /// Country name (stored).
+    pub country_name: Field,
+    /// "code␟name", a fast field to group by.
+    pub country_key: Field,
+    /// Role code (exact, for filters).
+    pub role_code: Field,
+    /// Role name (stored).
+    pub role_name: Field,
+    /// "code␟name", a fast field to group by.
+    pub role_key: Field,
+    /// Sign-up time: range filters, per-day histogram, sorting.
+    pub signed_up_at: Field,
+}
+
+/// The schema and its fields.
+pub fn schema() -> (Schema, Fields) {
+    let mut builder = Schema::builder();
+    let group_key = TextOptions::default()
+        .set_indexing_options(
+            TextFieldIndexing::default().set_tokenizer("raw").set_index_option(IndexRecordOption::Basic),
+        )
+        .set_fast("raw");
+    let time = DateOptions::from(INDEXED).set_stored().set_fast().set_precision(DateTimePrecision::Seconds);
+    let fields = Fields {
+        id: builder.add_text_field("id", STRING | STORED),
+        state: builder.add_text_field("state", STRING | STORED),
+        seq: builder.add_u64_field("seq", STORED),
+        full_name: builder.add_text_field("full_name", TEXT),
+        first_name: builder.add_text_field("first_name", STORED),
+        last_name: builder.add_text_field("last_name", STORED),
+        email: builder.add_text_field("email", STORED),
+        email_key: builder.add_text_field("email_key", STRING),
+        company: builder.add_text_field("company", TEXT | STORED),
+        country_code: builder.add_text_field("country_code", STRING | STORED),
+        country_name: builder.add_text_field("country_name", STORED),
+        country_key: builder.add_text_field("country_key", group_key.clone()),
+        role_code: builder.add_text_field("role_code", STRING | STORED),
+        role_name: builder.add_text_field("role_name", STORED),
+        role_key: builder.add_text_field("role_key", group_key),
+        signed_up_at: builder.add_date_field("signed_up_at", time),
+    };
+    (builder.build(), fields)
+}
+
+/// The index on disk and a reader that sees its last commit.
+pub struct ProspectIndex {
+    index: Index,
+    reader: IndexReader,
+    fields: Fields,
+}
+
+impl ProspectIndex {
+    /// Opens the index in `dir`, creating the folder and the index if needed.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating the index folder {}", dir.display()))?;
+        let (schema, fields) = schema();
+        let directory = MmapDirectory::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+        let index =
+            Index::open_or_create(directory, schema).context("opening the index (delete the folder to rebuild it)")?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        Ok(Self { index, reader, fields })
+    }
+
+    /// A writer with `heap_bytes` of indexing memory. Only one may exist.
+    pub fn writer(&self, heap_bytes: usize) -> anyhow::Result<IndexWriter> {
+        Ok(self.index.writer(heap_bytes.max(15_000_000))?)
+    }
+
+    /// The fields.
+    pub fn fields(&self) -> &Fields {
+        &self.fields
+    }
+
+    /// The reader, for queries.
+    pub fn reader(&self) -> &IndexReader {
+        &self.reader
+    }
+
+    /// The Tantivy index, for its tokenizers.
+    pub fn tantivy(&self) -> &Index {
+        &self.index
+    }
+
+    /// The stream sequence of the last committed batch; `None` for an index
+    /// that never committed one (new, or wiped).
+    pub fn last_sequence(&self) -> anyhow::Result<Option<u64>> {
+        let metas = self.index.load_metas()?;
+        Ok(metas.payload.as_deref().and_then(|p| p.parse().ok()))
+    }
+
+    /// What the index holds about these prospects (live or tombstone).
+    pub fn states_by_id(&self, ids: impl IntoIterator<Item = Uuid>) -> anyhow::Result<Vec<DocState>> {
+        let terms = ids.into_iter().map(|id| Term::from_field_text(self.fields.id, &id.to_string()));
+        self.states(TermSetQuery::new(terms))
+    }
+
+    /// The live prospects holding these (lower-cased) e-mail addresses.
+    pub fn states_by_email<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> anyhow::Result<Vec<DocState>> {
+        let terms = keys.into_iter().map(|key| Term::from_field_text(self.fields.email_key, key));
+        Ok(self.states(TermSetQuery::new(terms))?.into_iter().filter(|s| s.live).collect())
+    }
+
+    fn states(&self, query: TermSetQuery) -> anyhow::Result<Vec<DocState>> {
+        let searcher = self.reader.searcher();
+        let mut states = Vec::new();
+        for address in searcher.search(&query, &DocSetCollector)? {
+            let doc: TantivyDocument = searcher.doc(address)?;
+            states.push(DocState::read(&doc, &self.fields)?);
+        }
+        Ok(states)
+    }
+}
+
+/// The parts of a document the indexer decides by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocState {
+    /// The prospect.
+    pub id: Uuid,
+    /// Live (not erased).
+    pub live: bool,
+    /// Stream sequence of the last event applied.
+    pub seq: u64,
+    /// Sign-up time.
+    pub signed_up_at: DateTime,
+    /// Lower-cased e-mail of a live prospect.
+    pub email_key: Option<String>,
+}
+
+impl DocState {
+    fn read(doc: &TantivyDocument, fields: &Fields) -> anyhow::Result<Self> {
+        let text = |field| doc.get_first(field).and_then(|v| v.as_str()).map(str::to_owned);
+        let id = text(fields.id).context("document without id")?.parse()?;
+        let live = text(fields.state).as_deref() == Some(LIVE);
+        Ok(Self {
+            id,
+            live,
+            seq: doc.get_first(fields.seq).and_then(|v| v.as_u64()).unwrap_or_default(),
+            signed_up_at: doc
+                .get_first(fields.signed_up_at)
+                .and_then(|v| v.as_datetime())
+                .unwrap_or(DateTime::from_timestamp_secs(0)),
+            email_key: text(fields.email).filter(|_| live).map(|e| e.to_lowercase()),
+        })
+    }
+}

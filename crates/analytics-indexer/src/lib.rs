@@ -1,0 +1,166 @@
+//! analytics-indexer: a search and analytics index fed by prospect events.
+//!
+//! It consumes every prospect event through its own durable consumer
+//! `analytics-indexer`, keeps one document per prospect in an embedded Tantivy
+//! index (added, replaced, or turned into a tombstone), commits the index
+//! before the batch is acked, and serves the analytics API and dashboard. It
+//! never reads Postgres: everything it knows comes from the events, so a new
+//! or wiped index is rebuilt by replaying the stream from its first message.
+//!
+//! # Layout
+//! - [`settings`]: configuration (`[analytics]`, `[nats]`, `[log]`).
+//! - [`index`]: the Tantivy schema and the index on disk.
+//! - [`handler`]: [`handler::IndexHandler`], applying events in order.
+//! - [`query`]: the summary and the search.
+//! - [`http`], [`dashboard`]: the API, the dashboard, access control.
+//! - [`Application`]: opens the index, binds the port, consumes and serves
+//!   until shutdown.
+
+pub mod dashboard;
+pub mod handler;
+pub mod http;
+pub mod index;
+pub mod query;
+pub mod settings;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::Logger;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+use bus::ConsumerRunner;
+use bus::async_nats::{self, jetstream};
+use tokio_util::sync::CancellationToken;
+
+use crate::handler::IndexHandler;
+use crate::http::HttpState;
+use crate::index::ProspectIndex;
+pub use crate::settings::Settings;
+
+/// The durable consumer's name: this crate's name.
+pub const CONSUMER_NAME: &str = "analytics-indexer";
+
+/// An opened index with its HTTP server bound, not yet running.
+pub struct Application {
+    port: u16,
+    server: Server,
+    consumer: ConsumerRunner,
+    handler: IndexHandler,
+    replay: bool,
+    client: async_nats::Client,
+    stream: String,
+}
+
+impl Application {
+    /// Opens (or creates) the index and binds the HTTP listener (port 0 picks
+    /// a free one).
+    pub fn build(settings: &Settings, client: async_nats::Client) -> anyhow::Result<Self> {
+        let analytics = &settings.analytics;
+        let index = Arc::new(ProspectIndex::open(&analytics.index_dir)?);
+        let replay = index.last_sequence()?.is_none();
+        let handler = IndexHandler::new(Arc::clone(&index), analytics.writer_memory_mb * 1024 * 1024)?;
+        if analytics.token.is_none() {
+            tracing::warn!("analytics.token is not set: the search and the dashboard refuse everyone");
+        }
+        let state = web::Data::new(HttpState { index, token: analytics.token.clone(), client: client.clone() });
+        let listener = TcpListener::bind((analytics.host.as_str(), analytics.port))
+            .with_context(|| format!("binding {}:{}", analytics.host, analytics.port))?;
+        let port = listener.local_addr()?.port();
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(Logger::new("%s %r %Dms"))
+                .app_data(state.clone())
+                .route("/analytics", web::get().to(http::dashboard))
+                .route("/analytics/login", web::post().to(http::login))
+                .route("/api/analytics/summary", web::get().to(http::summary))
+                .route("/api/analytics/search", web::get().to(http::search))
+                .route("/healthz", web::get().to(http::healthz))
+                .route("/readyz", web::get().to(http::readyz))
+        })
+        .disable_signals()
+        .shutdown_timeout(10)
+        .workers(2)
+        .listen(listener)?
+        .run();
+        let consumer = ConsumerRunner::new(
+            client.clone(),
+            settings.nats.stream.clone(),
+            CONSUMER_NAME,
+            analytics.consumer.clone(),
+        );
+        Ok(Self { port, server, consumer, handler, replay, client, stream: settings.nats.stream.name.clone() })
+    }
+
+    /// The HTTP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Consumes and serves until `shutdown`. A new or wiped index first drops
+    /// its durable consumer, so that the stream is replayed from the start.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let consume = async {
+            if self.replay {
+                tracing::info!("the index is new or empty: replaying the stream from its first message");
+                drop_consumer_when_reachable(&self.client, &self.stream, &shutdown).await;
+            }
+            self.consumer.run(self.handler, shutdown.clone()).await
+        };
+        let stop_http = async {
+            shutdown.cancelled().await;
+            handle.stop(true).await;
+        };
+        let (consumed, served, ()) = tokio::join!(consume, self.server, stop_http);
+        served.context("serving HTTP")?;
+        consumed
+    }
+}
+
+/// Deletes this indexer's durable consumer (if any), waiting for NATS.
+async fn drop_consumer_when_reachable(client: &async_nats::Client, stream: &str, shutdown: &CancellationToken) {
+    let js = jetstream::new(client.clone());
+    loop {
+        match drop_consumer(&js, stream).await {
+            Ok(()) => return,
+            Err(error) => tracing::warn!(error = %format!("{error:#}"), "cannot reset the consumer yet; retrying"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+async fn drop_consumer(js: &jetstream::Context, stream: &str) -> anyhow::Result<()> {
+    use jetstream::context::GetStreamErrorKind;
+    use jetstream::stream::ConsumerErrorKind;
+    let stream = match js.get_stream(stream).await {
+        Ok(stream) => stream,
+        Err(error) if matches!(error.kind(), GetStreamErrorKind::JetStream(ref e) if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            return Ok(());
+        }
+        Err(error) => return Err(error.into()),
+    };
+    match stream.delete_consumer(CONSUMER_NAME).await {
+        Ok(_) => Ok(()),
+        Err(error) if matches!(error.kind(), ConsumerErrorKind::JetStream(ref e) if e.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND) => {
+            Ok(())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Deletes the index folder and the durable consumer: the next start replays
+/// the whole stream into a new index.
+pub async fn drop_index(settings: &Settings, client: &async_nats::Client) -> anyhow::Result<()> {
+    let dir = &settings.analytics.index_dir;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    drop_consumer(&jetstream::new(client.clone()), &settings.nats.stream.name).await
+}

@@ -1,0 +1,53 @@
+//! analytics-indexer's settings (see `bus::settings` for how they are layered).
+
+use std::path::PathBuf;
+
+use bus::settings::{ConsumerSettings, NatsSettings};
+use bus::telemetry::LogSettings;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Everything analytics-indexer reads from configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// `[nats]`: where the events are.
+    pub nats: NatsSettings,
+    /// `[analytics]`: the index and the dashboard.
+    pub analytics: AnalyticsSettings,
+    /// `[log]`: log format and filter.
+    pub log: LogSettings,
+}
+
+/// The index and the dashboard.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AnalyticsSettings {
+    /// Address to listen on (`0.0.0.0` in a container).
+    pub host: String,
+    /// Port to listen on; 0 picks a free one (tests).
+    pub port: u16,
+    /// Folder of the Tantivy index.
+    pub index_dir: PathBuf,
+    /// Bearer token for personal data (`SIGNUP__ANALYTICS__TOKEN`); without
+    /// one, the search and the dashboard answer 401 to everyone.
+    pub token: Option<SecretString>,
+    /// Indexing memory, in megabytes.
+    pub writer_memory_mb: usize,
+    /// Batch size, waits and retries of the durable consumer.
+    pub consumer: ConsumerSettings,
+}
+
+impl Default for AnalyticsSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port: 8081,
+            index_dir: PathBuf::from("data/analytics-index"),
+            token: None,
+            writer_memory_mb: 64,
+            // Each batch ends in an index commit: larger batches under load.
+            consumer: ConsumerSettings { batch_size: 2_000, ..ConsumerSettings::default() },
+        }
+    }
+}

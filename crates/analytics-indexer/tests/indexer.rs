@@ -1,0 +1,373 @@
+//! analytics-indexer against a real nats-server (one per test), with its
+//! index in a temporary folder.
+
+use std::time::Duration;
+
+use analytics_indexer::{Application, Settings};
+use bus::async_nats::{self, jetstream};
+use bus::settings::{ConsumerSettings, NatsSettings, StreamSettings};
+use bus::{EventContext, Publisher};
+use chrono::Utc;
+use messages::{Country, ProspectDeleted, ProspectDetails, ProspectSignedUp, ProspectUpdated, Role, cloudevents as ce};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use test_support::{NatsServer, eventually};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const TOKEN: &str = "analytics-test-token";
+
+struct Indexer {
+    url: String,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+struct Bed {
+    nats: NatsServer,
+    client: async_nats::Client,
+    publisher: Publisher,
+    index_dir: tempfile::TempDir,
+    http: reqwest::Client,
+    indexer: Option<Indexer>,
+}
+
+impl Bed {
+    async fn start() -> Self {
+        let nats = NatsServer::start().await.expect("nats-server");
+        let settings = NatsSettings { url: nats.url(), ..NatsSettings::default() };
+        let client = bus::connect(&settings, "indexer-test").await.expect("connect");
+        eventually(Duration::from_secs(5), "NATS", || async { bus::is_connected(&client).then_some(()) })
+            .await
+            .expect("connected");
+        bus::ensure_stream(&jetstream::new(client.clone()), &StreamSettings::default()).await.expect("stream");
+        let publisher = Publisher::new(client.clone(), "/indexer-test", Duration::from_secs(2));
+        let mut bed = Self {
+            nats,
+            client,
+            publisher,
+            index_dir: tempfile::tempdir().expect("tempdir"),
+            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("http"),
+            indexer: None,
+        };
+        bed.start_indexer().await;
+        bed
+    }
+
+    async fn start_indexer(&mut self) {
+        let mut settings =
+            Settings { nats: NatsSettings { url: self.nats.url(), ..NatsSettings::default() }, ..Settings::default() };
+        settings.analytics.port = 0;
+        settings.analytics.index_dir = self.index_dir.path().join("index");
+        settings.analytics.token = Some(SecretString::from(TOKEN));
+        settings.analytics.writer_memory_mb = 15;
+        settings.analytics.consumer =
+            ConsumerSettings { idle_wait_ms: 300, retry_delay_ms: 100, ..ConsumerSettings::default() };
+        let client = bus::connect(&settings.nats, analytics_indexer::CONSUMER_NAME).await.expect("connect");
+        let app = Application::build(&settings, client).expect("indexer");
+        let url = format!("http://127.0.0.1:{}", app.port());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        self.indexer = Some(Indexer { url, shutdown, task });
+    }
+
+    async fn stop_indexer(&mut self) {
+        if let Some(indexer) = self.indexer.take() {
+            indexer.shutdown.cancel();
+            indexer.task.await.expect("join").expect("indexer stops cleanly");
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.indexer.as_ref().expect("indexer runs").url)
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).bearer_auth(TOKEN).send().await.expect("get")
+    }
+
+    async fn json(&self, path: &str) -> Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.expect("json")
+    }
+
+    /// Waits until the summary's total is `total`.
+    async fn total_becomes(&self, total: u64) -> Value {
+        eventually(Duration::from_secs(20), "the summary total", || async {
+            let summary = self.json("/api/analytics/summary").await;
+            (summary["total"] == total).then_some(summary)
+        })
+        .await
+        .expect("indexed")
+    }
+
+    async fn publish<E: messages::Event>(&self, event: &E) {
+        self.publisher.publish(event, &EventContext::new()).await.expect("publish");
+    }
+}
+
+fn details(first: &str, last: &str, company: &str, country: (&str, &str), role: (&str, &str)) -> ProspectDetails {
+    ProspectDetails {
+        first_name: first.into(),
+        last_name: last.into(),
+        email: format!("{}@example.com", first.to_lowercase()),
+        company_name: Some(company.into()),
+        country: Country { code: country.0.into(), name: country.1.into() },
+        role: Role { code: role.0.into(), name: role.1.into() },
+    }
+}
+
+const GB: (&str, &str) = ("GB", "United Kingdom");
+const FR: (&str, &str) = ("FR", "France");
+const EN: (&str, &str) = ("EN", "Engineer");
+const DV: (&str, &str) = ("DV", "Developer");
+
+async fn three_sign_ups(bed: &Bed) -> Vec<ProspectSignedUp> {
+    let events = vec![
+        ProspectSignedUp {
+            prospect_id: Uuid::now_v7(),
+            details: details("Ada", "Lovelace", "Analytical Engines", GB, EN),
+            signed_up_at: Utc::now(),
+        },
+        ProspectSignedUp {
+            prospect_id: Uuid::now_v7(),
+            details: details("Alan", "Turing", "Bletchley Park", GB, EN),
+            signed_up_at: Utc::now(),
+        },
+        ProspectSignedUp {
+            prospect_id: Uuid::now_v7(),
+            details: details("Marie", "Curie", "Institut du Radium", FR, DV),
+            signed_up_at: Utc::now(),
+        },
+    ];
+    for event in &events {
+        bed.publish(event).await;
+    }
+    events
+}
+
+fn names(page: &Value) -> Vec<String> {
+    let mut names: Vec<String> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["lastName"].as_str().expect("name").to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_and_search_are_exact() {
+    let bed = Bed::start().await;
+    three_sign_ups(&bed).await;
+    let summary = bed.total_becomes(3).await;
+    let today = Utc::now().date_naive().to_string();
+    assert_eq!(
+        summary,
+        json!({
+            "total": 3,
+            "byCountry": [{"code": "GB", "name": "United Kingdom", "count": 2}, {"code": "FR", "name": "France", "count": 1}],
+            "byRole": [{"code": "EN", "name": "Engineer", "count": 2}, {"code": "DV", "name": "Developer", "count": 1}],
+            "byDay": [{"date": today, "count": 3}],
+        })
+    );
+
+    assert_eq!(names(&bed.json("/api/analytics/search?q=lovel").await), vec!["Lovelace"], "part of a name");
+    assert_eq!(names(&bed.json("/api/analytics/search?q=ada").await), vec!["Lovelace"]);
+    assert_eq!(names(&bed.json("/api/analytics/search?q=bletch").await), vec!["Turing"], "part of a company");
+    assert_eq!(
+        names(&bed.json("/api/analytics/search?q=radium%20marie").await),
+        vec!["Curie"],
+        "every word must match"
+    );
+    assert_eq!(
+        names(&bed.json("/api/analytics/search?country=GB").await),
+        vec!["Lovelace", "Turing"],
+        "country filter"
+    );
+    assert_eq!(names(&bed.json("/api/analytics/search?country=FR&role=DV").await), vec!["Curie"]);
+    assert_eq!(names(&bed.json("/api/analytics/search?q=nobody").await), Vec::<String>::new());
+    let page = bed.json("/api/analytics/search").await;
+    assert_eq!(
+        (page["total"].clone(), page["page"].clone(), page["pageSize"].clone()),
+        (json!(3), json!(1), json!(20))
+    );
+    let hit = &bed.json("/api/analytics/search?q=curie").await["items"][0];
+    assert_eq!(hit["email"], "marie@example.com");
+    assert_eq!(hit["country"], json!({"code": "FR", "name": "France"}));
+
+    let tomorrow = (Utc::now().date_naive() + chrono::Duration::days(1)).to_string();
+    assert_eq!(bed.json(&format!("/api/analytics/summary?from={tomorrow}")).await["total"], 0, "date range");
+    assert_eq!(bed.json(&format!("/api/analytics/summary?from={today}&to={today}")).await["total"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_replace_and_deletes_stay_deleted() {
+    let bed = Bed::start().await;
+    let events = three_sign_ups(&bed).await;
+    bed.total_becomes(3).await;
+    let ada = &events[0];
+
+    let updated = ProspectUpdated {
+        prospect_id: ada.prospect_id,
+        details: details("Ada", "King", "Difference Engines", FR, DV),
+        updated_at: Utc::now(),
+    };
+    bed.publish(&updated).await;
+    eventually(Duration::from_secs(20), "the update", || async {
+        (names(&bed.json("/api/analytics/search?q=difference").await) == vec!["King"]).then_some(())
+    })
+    .await
+    .expect("replaced");
+    assert_eq!(names(&bed.json("/api/analytics/search?q=lovelace").await), Vec::<String>::new(), "old words are gone");
+    assert_eq!(
+        bed.json("/api/analytics/summary").await["byCountry"][0],
+        json!({"code": "FR", "name": "France", "count": 2})
+    );
+
+    bed.publish(&ProspectDeleted { prospect_id: ada.prospect_id, deleted_at: Utc::now() }).await;
+    bed.total_becomes(2).await;
+    assert_eq!(names(&bed.json("/api/analytics/search?q=king").await), Vec::<String>::new());
+
+    // The older sign-up arrives again (same ce-id, as a redelivery would).
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(ce::SPECVERSION, "1.0");
+    headers.insert(ce::ID, Uuid::now_v7().to_string().as_str());
+    headers.insert(ce::TYPE, <ProspectSignedUp as messages::Event>::TYPE);
+    let js = jetstream::new(bed.client.clone());
+    js.publish_with_headers(
+        <ProspectSignedUp as messages::Event>::SUBJECT,
+        headers,
+        serde_json::to_vec(ada).expect("json").into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("ack");
+    // A marker behind it proves the old sign-up was processed.
+    bed.publish(&ProspectSignedUp {
+        prospect_id: Uuid::now_v7(),
+        details: details("Grace", "Hopper", "Navy", GB, EN),
+        signed_up_at: Utc::now(),
+    })
+    .await;
+    eventually(Duration::from_secs(20), "the marker", || async {
+        (names(&bed.json("/api/analytics/search?q=hopper").await) == vec!["Hopper"]).then_some(())
+    })
+    .await
+    .expect("marker indexed");
+    assert_eq!(bed.json("/api/analytics/summary").await["total"], 3, "Ada did not come back");
+    assert_eq!(names(&bed.json("/api/analytics/search?q=ada").await), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_index_is_rebuilt_by_replay_to_the_same_state() {
+    let mut bed = Bed::start().await;
+    let events = three_sign_ups(&bed).await;
+    bed.publish(&ProspectUpdated {
+        prospect_id: events[1].prospect_id,
+        details: details("Alan", "Turing", "Manchester", GB, DV),
+        updated_at: Utc::now(),
+    })
+    .await;
+    bed.publish(&ProspectDeleted { prospect_id: events[2].prospect_id, deleted_at: Utc::now() }).await;
+    let before = eventually(Duration::from_secs(20), "live indexing", || async {
+        let summary = bed.json("/api/analytics/summary").await;
+        (summary["total"] == 2 && summary["byRole"].as_array().is_some_and(|r| r.len() == 2)).then_some(summary)
+    })
+    .await
+    .expect("indexed");
+    let search_before = bed.json("/api/analytics/search").await;
+
+    bed.stop_indexer().await;
+    std::fs::remove_dir_all(bed.index_dir.path().join("index")).expect("wipe");
+    bed.start_indexer().await;
+    let after = bed.total_becomes(2).await;
+    assert_eq!(after, before, "the replayed index equals the live one");
+    assert_eq!(bed.json("/api/analytics/search").await["items"], search_before["items"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_data_needs_the_token() {
+    let bed = Bed::start().await;
+    for path in ["/api/analytics/summary", "/api/analytics/search?q=ada", "/analytics"] {
+        let none = bed.http.get(bed.url(path)).send().await.expect("get");
+        assert_eq!(none.status(), 401, "{path} without a token");
+        assert!(none.headers().contains_key("www-authenticate"));
+        let body = none.text().await.expect("body");
+        assert!(!body.contains("@example.com"));
+        let wrong = bed.http.get(bed.url(path)).bearer_auth("not-the-token").send().await.expect("get");
+        assert_eq!(wrong.status(), 401, "{path} with a wrong token");
+        let wrong_cookie =
+            bed.http.get(bed.url(path)).header("cookie", "signup_analytics=nope").send().await.expect("get");
+        assert_eq!(wrong_cookie.status(), 401, "{path} with a wrong cookie");
+    }
+    // A browser logs in with the form and gets a cookie.
+    let login = bed.http.post(bed.url("/analytics/login")).form(&[("token", "wrong")]).send().await.expect("login");
+    assert_eq!(login.status(), 401);
+    let login = bed.http.post(bed.url("/analytics/login")).form(&[("token", TOKEN)]).send().await.expect("login");
+    assert_eq!(login.status(), 303);
+    let cookie = login.headers()["set-cookie"].to_str().expect("cookie").to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let pair = cookie.split(';').next().expect("pair").to_owned();
+    let dashboard = bed.http.get(bed.url("/analytics")).header("cookie", pair).send().await.expect("dashboard");
+    assert_eq!(dashboard.status(), 200);
+    let link = bed.http.get(bed.url(&format!("/analytics?token={TOKEN}"))).send().await.expect("link");
+    assert_eq!(link.status(), 303, "the printed dashboard link logs in");
+    assert_eq!(bed.http.get(bed.url("/healthz")).send().await.expect("healthz").status(), 200);
+    eventually(Duration::from_secs(10), "readyz", || async {
+        (bed.http.get(bed.url("/readyz")).send().await.ok()?.status() == 200).then_some(())
+    })
+    .await
+    .expect("ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_parameters_are_400_with_a_clear_message() {
+    let bed = Bed::start().await;
+    for (query, expected) in [
+        ("/api/analytics/summary?from=2026-13-01", "from must be a date like 2026-11-21"),
+        ("/api/analytics/summary?to=yesterday", "to must be a date like 2026-11-21"),
+        ("/api/analytics/summary?from=2026-11-22&to=2026-11-01", "must not be after"),
+        ("/api/analytics/search?page=0", "page must be a whole number"),
+        ("/api/analytics/search?page=two", "page must be a whole number"),
+        ("/api/analytics/search?country=%3Cscript%3E", "country must be a code"),
+        ("/api/analytics/search?role=toolong", "role must be a code"),
+    ] {
+        let response = bed.get(query).await;
+        assert_eq!(response.status(), 400, "{query}");
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        let problem: Value = response.json().await.expect("problem");
+        assert!(problem["detail"].as_str().expect("detail").contains(expected), "{query}: {problem}");
+    }
+    let page = bed.get("/analytics?from=nope").await;
+    assert_eq!(page.status(), 400);
+    assert!(page.text().await.expect("body").contains("from must be a date"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_figures() {
+    let bed = Bed::start().await;
+    three_sign_ups(&bed).await;
+    bed.total_becomes(3).await;
+    let response = bed.get("/analytics").await;
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.expect("html");
+    assert!(html.contains(r#"<div class="total" id="total" data-total="3">3</div>"#), "total");
+    assert!(html.contains(r#"data-code="GB" data-count="2""#), "GB bar");
+    assert!(html.contains(r#"data-code="FR" data-count="1""#), "FR bar");
+    assert!(html.contains(r#"data-code="EN" data-count="2""#), "role bar");
+    let today = Utc::now().date_naive();
+    assert!(html.contains(&format!(r#"data-date="{today}" data-count="3""#)), "per-day bar");
+    assert_eq!(html.matches("<tr data-prospect=").count(), 3, "three rows in the results table");
+    assert!(html.contains(r#"data-matches="3""#));
+    assert!(html.contains("Analytical Engines") && html.contains("ada@example.com"));
+    assert!(!html.contains("http://") && !html.contains("https://"), "no external resources");
+
+    let filtered = bed.get("/analytics?country=FR").await.text().await.expect("html");
+    assert_eq!(filtered.matches("<tr data-prospect=").count(), 1);
+    assert!(filtered.contains("Institut du Radium"));
+}
