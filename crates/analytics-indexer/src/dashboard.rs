@@ -152,7 +152,8 @@ pub fn error_page(status: StatusCode, message: &str) -> HttpResponse {
     html(status, &ErrorPage { message })
 }
 
-fn html(status: StatusCode, page: &impl Template) -> HttpResponse {
+/// Renders a page with a status (500 if the template fails).
+pub(crate) fn html(status: StatusCode, page: &impl Template) -> HttpResponse {
     match page.render() {
         Ok(body) => HttpResponse::build(status).content_type(ContentType::html()).body(body),
         Err(error) => {

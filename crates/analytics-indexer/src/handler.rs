@@ -165,6 +165,17 @@ fn replace(writer: &IndexWriter, index: &ProspectIndex, id: Uuid, doc: TantivyDo
     Ok(())
 }
 
+/// The fields every document has: id, state, sequence, sign-up time.
+fn document(index: &ProspectIndex, id: Uuid, state: &str, seq: u64, signed_up_at: DateTime) -> TantivyDocument {
+    let f = index.fields();
+    let mut doc = TantivyDocument::new();
+    doc.add_text(f.id, id.to_string());
+    doc.add_text(f.state, state);
+    doc.add_u64(f.seq, seq);
+    doc.add_date(f.signed_up_at, signed_up_at);
+    doc
+}
+
 fn write_live(
     writer: &IndexWriter,
     index: &ProspectIndex,
@@ -175,10 +186,7 @@ fn write_live(
     seq: u64,
 ) -> anyhow::Result<()> {
     let f = index.fields();
-    let mut doc = TantivyDocument::new();
-    doc.add_text(f.id, id.to_string());
-    doc.add_text(f.state, LIVE);
-    doc.add_u64(f.seq, seq);
+    let mut doc = document(index, id, LIVE, seq, signed_up_at);
     doc.add_text(f.full_name, format!("{} {}", details.first_name, details.last_name));
     doc.add_text(f.first_name, &details.first_name);
     doc.add_text(f.last_name, &details.last_name);
@@ -193,7 +201,6 @@ fn write_live(
     doc.add_text(f.role_code, &details.role.code);
     doc.add_text(f.role_name, &details.role.name);
     doc.add_text(f.role_key, format!("{}{KEY_SEPARATOR}{}", details.role.code, details.role.name));
-    doc.add_date(f.signed_up_at, signed_up_at);
     replace(writer, index, id, doc)?;
     known.remember(DocState { id, live: true, seq, signed_up_at, email_key: Some(details.email.to_lowercase()) });
     Ok(())
@@ -207,13 +214,7 @@ fn write_tombstone(
     signed_up_at: DateTime,
     seq: u64,
 ) -> anyhow::Result<()> {
-    let f = index.fields();
-    let mut doc = TantivyDocument::new();
-    doc.add_text(f.id, id.to_string());
-    doc.add_text(f.state, DELETED);
-    doc.add_u64(f.seq, seq);
-    doc.add_date(f.signed_up_at, signed_up_at);
-    replace(writer, index, id, doc)?;
+    replace(writer, index, id, document(index, id, DELETED, seq, signed_up_at))?;
     known.remember(DocState { id, live: false, seq, signed_up_at, email_key: None });
     Ok(())
 }

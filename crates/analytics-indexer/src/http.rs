@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, ContentType};
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use askama::Template;
 use chrono::NaiveDate;
@@ -12,6 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use crate::dashboard::html;
 use crate::index::ProspectIndex;
 use crate::query::{DateRange, Search, SearchPage, Summary};
 
@@ -191,16 +192,6 @@ pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
 #[template(path = "login.html")]
 struct LoginPage<'a> {
     message: Option<&'a str>,
-}
-
-fn html(status: StatusCode, page: &impl Template) -> HttpResponse {
-    match page.render() {
-        Ok(body) => HttpResponse::build(status).content_type(ContentType::html()).body(body),
-        Err(error) => {
-            tracing::error!(%error, "template rendering failed");
-            HttpResponse::InternalServerError().finish()
-        }
-    }
 }
 
 fn login_page(message: Option<&str>) -> HttpResponse {
