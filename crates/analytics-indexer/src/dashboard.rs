@@ -12,8 +12,8 @@ use crate::query::{Group, SearchPage, Summary};
 const CHART_WIDTH: u32 = 600;
 const CHART_HEIGHT: u32 = 160;
 const ROW_HEIGHT: u32 = 24;
-const LABEL_WIDTH: u32 = 170;
-const BAR_SPACE: u32 = 360;
+const LABEL_WIDTH: u32 = 200;
+const BAR_SPACE: u32 = 340;
 const TOP_GROUPS: usize = 12;
 
 /// One day's bar in the per-day chart.
@@ -28,6 +28,7 @@ struct DayBar {
 
 /// One row of a horizontal bar chart.
 struct GroupBar {
+    x: u32,
     y: u32,
     text_y: u32,
     width: u32,
@@ -67,7 +68,8 @@ struct ErrorPage<'a> {
 fn day_bars(summary: &Summary) -> Vec<DayBar> {
     let n = u32::try_from(summary.by_day.len()).unwrap_or(u32::MAX).max(1);
     let max = summary.by_day.iter().map(|d| d.count).max().unwrap_or(0).max(1);
-    let slot = (CHART_WIDTH / n).max(1);
+    // A few days must not turn into a few slabs: at most 60 units a day.
+    let slot = (CHART_WIDTH / n).clamp(1, 60);
     summary
         .by_day
         .iter()
@@ -96,6 +98,7 @@ fn group_bars(groups: &[Group]) -> Vec<GroupBar> {
             let width = u32::try_from(group.count * u64::from(BAR_SPACE) / max).unwrap_or(0).max(1);
             let y = u32::try_from(i).unwrap_or(0) * ROW_HEIGHT;
             GroupBar {
+                x: LABEL_WIDTH,
                 y: y + 4,
                 text_y: y + 17,
                 width,
