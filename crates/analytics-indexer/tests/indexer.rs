@@ -63,7 +63,7 @@ impl Bed {
         settings.analytics.token = Some(SecretString::from(TOKEN));
         settings.analytics.writer_memory_mb = 15;
         settings.analytics.consumer =
-            ConsumerSettings { idle_wait_ms: 300, retry_delay_ms: 100, ..ConsumerSettings::default() };
+            ConsumerSettings { idle_wait_ms: 300, retry_base_ms: 100, ..ConsumerSettings::default() };
         let client = bus::connect(&settings.nats, analytics_indexer::CONSUMER_NAME).await.expect("connect");
         let app = Application::build(&settings, client).expect("indexer");
         let url = format!("http://127.0.0.1:{}", app.port());

@@ -5,18 +5,29 @@
 //! once, or waiting for the first one when idle, so a quiet system has low
 //! latency and a busy one gets full batches), decodes them, gives the batch to
 //! the handler, and acks every message only after the handler returned `Ok` —
-//! that is, after its effect is durable. A failed batch is nak'ed with a delay
-//! and redelivered by the server. On shutdown it stops fetching, finishes and
-//! acks the batch in hand, and flushes the acks before returning.
+//! that is, after its effect is durable. When a batch fails:
+//! - a message that cannot even be decoded (poison) is copied to the
+//!   dead-letter stream with the reason and terminated;
+//! - a batch of several events is re-applied one event at a time, so one bad
+//!   event does not fail or delay the others;
+//! - an event that fails is nak'ed with a growing, jittered delay, and
+//!   dead-lettered once it failed `max_deliver` times or permanently;
+//! - while a dependency is down ([`HandlerError::Unavailable`]) the batch is
+//!   held and retried after pauses and nothing new is fetched, so an outage
+//!   never burns through the deliveries of the backlog.
+//!
+//! On shutdown it stops fetching, finishes and acks the batch in hand, and
+//! flushes the acks before returning.
 
 use std::future::Future;
 use std::time::Duration;
 
+use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::message::{AckKind, Acker};
 use async_nats::jetstream::{self, consumer::PullConsumer, consumer::pull};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use messages::{EventSet, cloudevents as ce};
+use messages::{EventSet, cloudevents as ce, dlq};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -34,8 +45,9 @@ pub trait Handler: Send + Sync + 'static {
     /// [`messages::ProspectEvent`].
     type Event: EventSet;
 
-    /// Applies a batch, in stream order. Returning an error leaves every
-    /// message of the batch to be redelivered.
+    /// Applies a batch, in stream order, all or nothing. On an error the
+    /// runner decides by its kind (see [`HandlerError`]); a failed batch of
+    /// several events is retried one event at a time.
     fn handle(&self, batch: &[Delivery<Self::Event>]) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
@@ -46,9 +58,15 @@ pub enum HandlerError {
     /// redeliver after a delay.
     #[error("transient failure: {0:#}")]
     Transient(anyhow::Error),
-    /// Will never succeed as it is (a value the handler cannot accept).
+    /// Will never succeed as it is (a value the handler cannot accept):
+    /// dead-letter it now.
     #[error("permanent failure: {0:#}")]
     Permanent(anyhow::Error),
+    /// A dependency (the database) is down; nothing is wrong with the events.
+    /// The runner holds the batch and retries it after a pause, without
+    /// using up deliveries, instead of dead-lettering the backlog.
+    #[error("dependency unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
 }
 
 /// The CloudEvents and JetStream attributes of a delivered event.
@@ -103,6 +121,7 @@ impl ConsumerRunner {
     pub async fn ensure_consumer<E: EventSet>(&self) -> anyhow::Result<PullConsumer> {
         use anyhow::Context as _;
         let stream = ensure_stream(&self.js, &self.stream).await?;
+        crate::stream::ensure_dlq_stream(&self.js, &self.stream).await?;
         let name = &self.durable_name;
         stream
             .get_or_create_consumer(
@@ -155,7 +174,7 @@ impl ConsumerRunner {
                 Ok(messages) if messages.is_empty() => backoff.reset(),
                 Ok(messages) => {
                     backoff.reset();
-                    self.process(&handler, messages).await;
+                    self.process(&handler, messages, &shutdown).await;
                 }
                 Err(error) => {
                     tracing::warn!(consumer = %name, error = %format!("{error:#}"), "fetch failed; will re-check the consumer");
@@ -204,9 +223,14 @@ impl ConsumerRunner {
         Ok(out)
     }
 
-    async fn process<H: Handler>(&self, handler: &H, messages: Vec<jetstream::Message>) {
+    /// Decodes, applies and settles one fetched batch. Poison goes straight to
+    /// the dead-letter stream; a failing batch is re-applied message by
+    /// message so that one bad event cannot hold back the good ones; while a
+    /// dependency is down the whole batch is held and retried (fetching
+    /// pauses) without using up deliveries.
+    async fn process<H: Handler>(&self, handler: &H, messages: Vec<jetstream::Message>, shutdown: &CancellationToken) {
         let mut deliveries = Vec::with_capacity(messages.len());
-        let mut ackers = Vec::with_capacity(messages.len());
+        let mut held = Vec::with_capacity(messages.len());
         for message in messages {
             let (stream_sequence, delivered) =
                 message.info().map(|info| (info.stream_sequence, info.delivered)).unwrap_or_default();
@@ -214,13 +238,11 @@ impl ConsumerRunner {
             match decode::<H::Event>(&message, stream_sequence, delivered) {
                 Ok(delivery) => {
                     deliveries.push(delivery);
-                    ackers.push(acker);
+                    held.push(Held { message, acker, stream_sequence, delivered });
                 }
                 Err(reason) => {
-                    let event_id = header(&message, ce::ID).unwrap_or("-");
-                    tracing::error!(event_id, stream_sequence, subject = %message.subject, %reason,
-                        "message can never be applied; terminating it (it stays in the stream)");
-                    ack(&acker, AckKind::Term).await;
+                    let letter = Held { message, acker, stream_sequence, delivered };
+                    self.dead_letter(&letter, &format!("cannot be decoded: {reason}")).await;
                 }
             }
         }
@@ -229,26 +251,150 @@ impl ConsumerRunner {
         }
         let first = deliveries.first().map(|d| d.meta.stream_sequence).unwrap_or_default();
         let span = tracing::info_span!("batch", consumer = %self.durable_name, size = deliveries.len(), first_sequence = first);
-        let outcome = handler.handle(&deliveries).instrument(span.clone()).await;
-        match outcome {
+        self.apply(handler, &deliveries, &held, shutdown).instrument(span).await;
+    }
+
+    async fn apply<H: Handler>(
+        &self,
+        handler: &H,
+        deliveries: &[Delivery<H::Event>],
+        held: &[Held],
+        shutdown: &CancellationToken,
+    ) {
+        match handler.handle(deliveries).await {
             Ok(()) => {
-                for acker in &ackers {
-                    ack(acker, AckKind::Ack).await;
+                for letter in held {
+                    ack(&letter.acker, AckKind::Ack).await;
                 }
-                tracing::debug!(parent: &span, "batch applied and acked");
+                tracing::debug!("batch applied and acked");
             }
+            Err(HandlerError::Unavailable(error)) => {
+                self.wait_out_outage(handler, deliveries, held, error, shutdown).await
+            }
+            Err(error) if deliveries.len() == 1 => self.settle_failure(&deliveries[0], &held[0], &error).await,
             Err(error) => {
-                let delay = Duration::from_millis(self.settings.retry_delay_ms);
-                for delivery in &deliveries {
-                    tracing::warn!(parent: &span, event_id = %delivery.meta.event_id, delivered = delivery.meta.delivered,
-                        error = %error, "event not applied; will be redelivered");
-                }
-                for acker in &ackers {
-                    ack(acker, AckKind::Nak(Some(delay))).await;
+                tracing::warn!(error = %error, "batch failed; applying its events one by one");
+                for (index, (delivery, letter)) in deliveries.iter().zip(held).enumerate() {
+                    match handler.handle(std::slice::from_ref(delivery)).await {
+                        Ok(()) => ack(&letter.acker, AckKind::Ack).await,
+                        Err(HandlerError::Unavailable(error)) => {
+                            let rest = index..deliveries.len();
+                            return Box::pin(self.wait_out_outage(
+                                handler,
+                                &deliveries[rest.clone()],
+                                &held[rest],
+                                error,
+                                shutdown,
+                            ))
+                            .await;
+                        }
+                        Err(error) => self.settle_failure(delivery, letter, &error).await,
+                    }
                 }
             }
         }
     }
+
+    /// A dependency is down: keep the batch in hand (telling the server we
+    /// are still working on it), pause, and try again, until it works or the
+    /// service stops. Deliveries are not used up meanwhile.
+    async fn wait_out_outage<H: Handler>(
+        &self,
+        handler: &H,
+        deliveries: &[Delivery<H::Event>],
+        held: &[Held],
+        error: anyhow::Error,
+        shutdown: &CancellationToken,
+    ) {
+        tracing::warn!(error = %format!("{error:#}"), held = held.len(), "dependency unavailable; pausing this consumer");
+        let max = Duration::from_millis(self.settings.outage_backoff_max_ms.max(100));
+        let mut pause = Duration::from_millis(self.settings.retry_base_ms.clamp(50, 1_000)).min(max);
+        loop {
+            for letter in held {
+                ack(&letter.acker, AckKind::Progress).await;
+            }
+            let waited = tokio::select! {
+                () = shutdown.cancelled() => false,
+                () = tokio::time::sleep(crate::settings::jitter(pause)) => true,
+            };
+            if !waited {
+                // Stopping: hand the batch back at once for another instance.
+                for letter in held {
+                    ack(&letter.acker, AckKind::Nak(None)).await;
+                }
+                return;
+            }
+            match handler.handle(deliveries).await {
+                Ok(()) => {
+                    for letter in held {
+                        ack(&letter.acker, AckKind::Ack).await;
+                    }
+                    tracing::info!(applied = held.len(), "dependency back; held batch applied");
+                    return;
+                }
+                Err(HandlerError::Unavailable(error)) => {
+                    tracing::debug!(error = %format!("{error:#}"), ?pause, "dependency still unavailable");
+                    pause = (pause * 2).min(max);
+                }
+                Err(_) => return Box::pin(self.apply(handler, deliveries, held, shutdown)).await,
+            }
+        }
+    }
+
+    /// After a failure of this one event: dead-letter it when it can never
+    /// succeed or has used up its deliveries, else redeliver it later.
+    async fn settle_failure<E>(&self, delivery: &Delivery<E>, letter: &Held, error: &HandlerError) {
+        let exhausted = self.settings.max_deliver > 0 && delivery.meta.delivered >= self.settings.max_deliver;
+        if matches!(error, HandlerError::Permanent(_)) || exhausted {
+            self.dead_letter(letter, &error.to_string()).await;
+        } else {
+            let delay = self.settings.retry_delay(delivery.meta.delivered);
+            tracing::warn!(event_id = %delivery.meta.event_id, delivered = delivery.meta.delivered, ?delay,
+                error = %error, "event not applied; will be redelivered");
+            ack(&letter.acker, AckKind::Nak(Some(delay))).await;
+        }
+    }
+
+    /// Copies the message to the dead-letter stream with the reason, waits for
+    /// that to be stored, then terminates the original. If the copy cannot be
+    /// stored the original is redelivered later instead: never dropped.
+    async fn dead_letter(&self, letter: &Held, reason: &str) {
+        let mut headers = letter.message.headers.clone().unwrap_or_default();
+        let event_id = headers.get(ce::ID).map(|v| v.as_str().to_owned()).unwrap_or_else(|| "-".to_owned());
+        let reason: String = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).take(1_000).collect();
+        // One letter per consumer and position, however often this is retried.
+        headers.insert(ce::NATS_MSG_ID, format!("{}:{}", self.durable_name, letter.stream_sequence).as_str());
+        headers.insert(dlq::REASON, reason.as_str());
+        headers.insert(dlq::CONSUMER, self.durable_name.as_str());
+        headers.insert(dlq::DELIVERIES, letter.delivered.to_string().as_str());
+        headers.insert(dlq::STREAM_SEQ, letter.stream_sequence.to_string().as_str());
+        headers.insert(dlq::SUBJECT, letter.message.subject.as_str());
+        let subject = dlq::subject(&self.durable_name, &letter.message.subject);
+        let publish = PublishMessage::build().headers(headers).payload(letter.message.payload.clone());
+        let stored = match self.js.send_publish(subject, publish).await {
+            Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match stored {
+            Ok(()) => {
+                tracing::error!(event_id, stream_sequence = letter.stream_sequence, delivered = letter.delivered,
+                    %reason, "event dead-lettered");
+                ack(&letter.acker, AckKind::Term).await;
+            }
+            Err(error) => {
+                tracing::warn!(event_id, %error, "could not store the dead letter; the event will be redelivered");
+                ack(&letter.acker, AckKind::Nak(Some(self.settings.retry_delay(letter.delivered)))).await;
+            }
+        }
+    }
+}
+
+/// A fetched message kept with its acker and position until it is settled.
+struct Held {
+    message: async_nats::Message,
+    acker: Acker,
+    stream_sequence: u64,
+    delivered: i64,
 }
 
 async fn collect_ready(consumer: &PullConsumer, max: usize, out: &mut Vec<jetstream::Message>) -> anyhow::Result<()> {
@@ -288,7 +434,10 @@ fn decode<E: EventSet>(
             source: header(message, ce::SOURCE).unwrap_or_default().to_owned(),
             time: header(message, ce::TIME).and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.to_utc()),
             traceparent: header(message, ce::TRACEPARENT).map(str::to_owned),
-            stream_sequence,
+            // A replayed dead letter keeps its original place in the order.
+            stream_sequence: header(message, dlq::REPLAY_OF_SEQ)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(stream_sequence),
             delivered,
         },
         event,

@@ -129,10 +129,17 @@ pub struct ConsumerSettings {
     pub idle_wait_ms: u64,
     /// How long the server waits for an ack before redelivering, in seconds.
     pub ack_wait_secs: u64,
-    /// Delay before a failed message is redelivered, in milliseconds.
-    pub retry_delay_ms: u64,
-    /// Deliveries before the server gives up on a message; -1 never gives up.
+    /// First retry delay after a failure, in milliseconds; it doubles with
+    /// every delivery (with ±20% jitter) up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    pub retry_max_ms: u64,
+    /// Deliveries before a failing message is dead-lettered; 0 or less
+    /// retries forever.
     pub max_deliver: i64,
+    /// Longest pause between retries while a dependency (the database) is
+    /// down, in milliseconds. Such waits do not use up deliveries.
+    pub outage_backoff_max_ms: u64,
     /// A new consumer starts at the first message of the stream (replay
     /// history) rather than at new messages.
     pub from_start: bool,
@@ -144,11 +151,28 @@ impl Default for ConsumerSettings {
             batch_size: 500,
             idle_wait_ms: 5_000,
             ack_wait_secs: 30,
-            retry_delay_ms: 1_000,
-            max_deliver: -1,
+            retry_base_ms: 1_000,
+            retry_max_ms: 60_000,
+            max_deliver: 5,
+            outage_backoff_max_ms: 30_000,
             from_start: true,
         }
     }
+}
+
+impl ConsumerSettings {
+    /// The delay before redelivering a message that failed on its
+    /// `delivered`-th delivery: doubling from `retry_base_ms`, capped, ±20%.
+    pub fn retry_delay(&self, delivered: i64) -> Duration {
+        let exponent = u32::try_from(delivered.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
+        let millis = self.retry_base_ms.saturating_mul(1u64 << exponent).min(self.retry_max_ms.max(self.retry_base_ms));
+        jitter(Duration::from_millis(millis))
+    }
+}
+
+/// `delay` ±20%, so that many consumers failing together do not retry in step.
+pub fn jitter(delay: Duration) -> Duration {
+    delay.mul_f64(0.8 + fastrand::f64() * 0.4)
 }
 
 #[cfg(test)]
@@ -160,6 +184,15 @@ mod tests {
     #[serde(default)]
     struct Sample {
         nats: NatsSettings,
+    }
+
+    #[test]
+    fn retry_delays_grow_with_jitter_up_to_the_cap() {
+        let settings = ConsumerSettings { retry_base_ms: 100, retry_max_ms: 1_000, ..ConsumerSettings::default() };
+        for (delivered, nominal) in [(1, 100u64), (2, 200), (3, 400), (4, 800), (5, 1_000), (50, 1_000)] {
+            let delay = settings.retry_delay(delivered).as_millis() as u64;
+            assert!((nominal * 8 / 10..=nominal * 12 / 10).contains(&delay), "delivery {delivered}: {delay} ms");
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub fn stream_config(settings: &StreamSettings) -> stream::Config {
         max_messages_per_subject: -1,
         discard: stream::DiscardPolicy::Old,
         duplicate_window: Duration::from_secs(settings.duplicate_window_secs.max(1)),
-        description: Some("Signup prospect events".to_owned()),
+        description: Some(format!("Signup: {}", settings.subjects)),
         ..Default::default()
     }
 }
@@ -42,4 +42,21 @@ pub async fn ensure_stream(js: &jetstream::Context, settings: &StreamSettings) -
             .with_context(|| format!("creating or updating stream {}", config.name))?;
     }
     js.get_stream(&config.name).await.with_context(|| format!("looking up stream {}", config.name))
+}
+
+/// Creates or updates the dead-letter stream (`PROSPECTS_DLQ`, `dlq.prospect.>`):
+/// file storage, limits retention, the same replicas as the event stream.
+pub async fn ensure_dlq_stream(js: &jetstream::Context, events: &StreamSettings) -> anyhow::Result<stream::Stream> {
+    let settings = StreamSettings {
+        name: dlq_stream_name(events),
+        subjects: messages::streams::DLQ_SUBJECTS.to_owned(),
+        max_age_days: 0,
+        ..events.clone()
+    };
+    ensure_stream(js, &settings).await
+}
+
+/// The dead-letter stream's name for an event stream (`PROSPECTS_DLQ`).
+pub fn dlq_stream_name(events: &StreamSettings) -> String {
+    format!("{}_DLQ", events.name)
 }

@@ -108,7 +108,7 @@ impl System {
         settings.database.pool_size = 4;
         settings.nats = nats_settings(&self.nats);
         settings.save_prospect.consumer =
-            ConsumerSettings { idle_wait_ms: 500, retry_delay_ms: 200, ..ConsumerSettings::default() };
+            ConsumerSettings { idle_wait_ms: 500, retry_base_ms: 200, ..ConsumerSettings::default() };
         settings
     }
 

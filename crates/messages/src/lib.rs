@@ -17,6 +17,7 @@
 //!   service.
 //! - [`cloudevents`]: header names of the CloudEvents 1.0 NATS binding.
 //! - [`streams`]: stream and subject names.
+//! - [`dlq`]: dead-letter headers and subjects.
 //!
 //! The JSON Schema of each event is checked in under `schemas/` and the exact
 //! JSON of an example of each under `tests/golden/`; `cargo test -p messages`
@@ -25,6 +26,7 @@
 
 pub mod cloudevents;
 pub mod decode;
+pub mod dlq;
 pub mod events;
 pub mod reference;
 pub mod service;

@@ -37,10 +37,32 @@ impl Handler for SaveProspect {
             .pool
             .get()
             .await
-            .map_err(|e| HandlerError::Transient(anyhow::anyhow!(e).context("getting a database connection")))?;
-        conn.transaction(async |conn| apply_batch(conn, batch).await)
-            .await
-            .map_err(|e| HandlerError::Transient(anyhow::Error::new(e).context("applying the batch")))
+            .map_err(|e| HandlerError::Unavailable(anyhow::anyhow!(e).context("getting a database connection")))?;
+        match conn.transaction(async |conn| apply_batch(conn, batch).await).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                drop(conn);
+                let error = anyhow::Error::new(error).context("applying the batch");
+                // A failure because the database went away is not the events'
+                // fault: the runner then waits instead of using up retries.
+                Err(if self.database_reachable().await {
+                    HandlerError::Transient(error)
+                } else {
+                    HandlerError::Unavailable(error)
+                })
+            }
+        }
+    }
+}
+
+impl SaveProspect {
+    /// Whether a fresh connection can run a query within two seconds.
+    async fn database_reachable(&self) -> bool {
+        let probe = async {
+            let mut conn = self.pool.get().await.ok()?;
+            diesel::sql_query("SELECT 1").execute(&mut conn).await.ok()
+        };
+        matches!(tokio::time::timeout(std::time::Duration::from_secs(2), probe).await, Ok(Some(_)))
     }
 }
 
