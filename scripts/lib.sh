@@ -103,6 +103,18 @@ stop_started() {
   fi
 }
 
+# A Python with aiosmtpd (a real SMTP server for the notifier's tests), in .local/venv.
+require_smtp_server() {
+  local venv="$LOCAL/venv"
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
+    command -v python3 >/dev/null || apt_install python3
+    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
+    say "installing aiosmtpd (test SMTP server) into .local/venv"
+    "$venv/bin/pip" install -q aiosmtpd
+  fi
+  export SIGNUP_TEST_PYTHON="$venv/bin/python"
+}
+
 require_cargo() {
   command -v cargo >/dev/null || { say "cargo is missing: install Rust (https://rustup.rs) first"; exit 1; }
 }

@@ -17,10 +17,12 @@
 //! - [`request`]: typed request-reply, both sides of a NATS micro-service.
 //! - [`consume`]: the batch consumer runner (ack after success, nak with
 //!   delay on failure, graceful stop).
+//! - [`dlq`]: listing, replaying and purging dead letters.
 //! - [`telemetry`], [`shutdown`]: logging set-up and SIGTERM/Ctrl-C handling.
 
 pub mod connection;
 pub mod consume;
+pub mod dlq;
 pub mod publish;
 pub mod request;
 pub mod settings;

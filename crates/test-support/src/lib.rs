@@ -77,6 +77,61 @@ fn nats_server_bin() -> PathBuf {
     on_path.unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"))
 }
 
+/// A real SMTP server (Python's aiosmtpd) that stores what it receives in a
+/// maildir. `SIGNUP_TEST_PYTHON` names a Python with aiosmtpd installed
+/// (`scripts/test` prepares one); default `python3`.
+pub struct SmtpServer {
+    port: u16,
+    maildir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl SmtpServer {
+    /// Starts a server on a free port.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_on(free_port()?).await
+    }
+
+    /// Starts a server on `port`.
+    pub async fn start_on(port: u16) -> anyhow::Result<Self> {
+        let maildir = tempfile::tempdir()?;
+        let python = std::env::var_os("SIGNUP_TEST_PYTHON").unwrap_or_else(|| "python3".into());
+        let child = Command::new(python)
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir.path().join("mail"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting aiosmtpd (pip install aiosmtpd, or set SIGNUP_TEST_PYTHON)")?;
+        let server = Self { port, maildir, child: Some(child) };
+        wait_for_port(port, Duration::from_secs(15)).await?;
+        Ok(server)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The raw messages received so far.
+    pub fn messages(&self) -> Vec<String> {
+        let dir = self.maildir.path().join("mail").join("new");
+        let mut files: Vec<_> =
+            std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        files.sort();
+        files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).collect()
+    }
+
+    /// Stops the server.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;

@@ -1,0 +1,132 @@
+//! The notifier against a real nats-server and a real SMTP server (aiosmtpd).
+
+use std::time::Duration;
+
+use bus::async_nats::{self, jetstream};
+use bus::settings::{NatsSettings, StreamSettings};
+use dead_letter_notifier::{NotifierSettings, Settings};
+use futures::StreamExt;
+use messages::{cloudevents as ce, dlq};
+use test_support::{NatsServer, SmtpServer, eventually, free_port};
+use tokio_util::sync::CancellationToken;
+
+async fn nats() -> (NatsServer, async_nats::Client, jetstream::Context) {
+    let server = NatsServer::start().await.expect("nats-server");
+    let client = bus::connect(&NatsSettings { url: server.url(), ..NatsSettings::default() }, "notifier-test")
+        .await
+        .expect("connect");
+    eventually(Duration::from_secs(5), "NATS", || async { bus::is_connected(&client).then_some(()) })
+        .await
+        .expect("up");
+    let js = jetstream::new(client.clone());
+    bus::stream::ensure_dlq_stream(&js, &StreamSettings::default()).await.expect("dlq stream");
+    (server, client, js)
+}
+
+/// Publishes `count` dead letters as save-prospect would.
+async fn dead_letters(js: &jetstream::Context, count: usize) {
+    let acks: Vec<Result<(), _>> = futures::stream::iter(0..count)
+        .map(|i| async move {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(ce::ID, format!("00000000-0000-7000-8000-{i:012}").as_str());
+            headers.insert(ce::TYPE, "io.signup.prospect.signedup.v1");
+            headers.insert(ce::NATS_MSG_ID, format!("save-prospect:{i}").as_str());
+            headers.insert(dlq::REASON, "database rejected the row");
+            headers.insert(dlq::CONSUMER, "save-prospect");
+            headers.insert(dlq::DELIVERIES, "5");
+            headers.insert(dlq::STREAM_SEQ, (i + 1).to_string().as_str());
+            headers.insert(dlq::SUBJECT, "events.prospect.signedup");
+            let payload = format!(
+                r#"{{"prospectId":"p{i}","firstName":"Ada","lastName":"Number{i}","email":"ada{i}@example.com","country":{{"code":"GB","name":"United Kingdom"}},"role":{{"code":"EN","name":"Engineer"}}}}"#
+            );
+            let ack = js.publish_with_headers("dlq.prospect.save-prospect.signedup", headers, payload.into()).await;
+            ack.expect("publish").await.map(drop)
+        })
+        .buffer_unordered(256)
+        .collect()
+        .await;
+    assert!(acks.iter().all(Result::is_ok), "every letter stored");
+}
+
+fn settings(nats: &NatsServer, smtp_port: u16, interval_secs: u64) -> Settings {
+    Settings {
+        nats: NatsSettings { url: nats.url(), ..NatsSettings::default() },
+        notifier: NotifierSettings {
+            smtp_port,
+            from: "signup@example.com".into(),
+            to: "ops@example.com".into(),
+            interval_secs,
+            gather_secs: 2,
+            retry_base_ms: 100,
+            ..NotifierSettings::default()
+        },
+        ..Settings::default()
+    }
+}
+
+async fn all_acked(js: &jetstream::Context) {
+    eventually(Duration::from_secs(30), "every letter acked", || async {
+        let stream = js.get_stream("PROSPECTS_DLQ").await.ok()?;
+        let info = stream.consumer_info(dead_letter_notifier::CONSUMER_NAME).await.ok()?;
+        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+    })
+    .await
+    .expect("acked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_dead_letters_is_one_digest() {
+    let (nats, client, js) = nats().await;
+    let smtp = SmtpServer::start().await.expect("smtp server");
+    dead_letters(&js, 10_000).await;
+
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(dead_letter_notifier::run(settings(&nats, smtp.port(), 3_600), client, shutdown.clone()));
+    let mails = eventually(Duration::from_secs(60), "the digest", || async {
+        let mails = smtp.messages();
+        (!mails.is_empty()).then_some(mails)
+    })
+    .await
+    .expect("mail");
+    all_acked(&js).await;
+    shutdown.cancel();
+    task.await.expect("join").expect("notifier");
+
+    assert_eq!(smtp.messages().len(), 1, "one digest, not one mail per letter");
+    let mail = &mails[0];
+    assert!(mail.contains("Subject: Signup: 10000 dead letters"), "{}", &mail[..mail.len().min(500)]);
+    assert!(mail.contains("To: ops@example.com"));
+    assert!(mail.contains("10000  save-prospect: database rejected the row"));
+    assert!(mail.contains("Ada Number0 <ada0@example.com>"), "prospect details");
+    assert!(mail.contains("and 9950 more"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn letters_wait_while_smtp_fails_and_are_mailed_when_it_is_back() {
+    let (nats, client, js) = nats().await;
+    let port = free_port().expect("port");
+    dead_letters(&js, 3).await;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(dead_letter_notifier::run(settings(&nats, port, 1), client, shutdown.clone()));
+
+    // No SMTP server: the send fails (after its retries) and the letters stay.
+    let stream = js.get_stream("PROSPECTS_DLQ").await.expect("stream");
+    eventually(Duration::from_secs(30), "the letters to be held", || async {
+        let info = stream.consumer_info(dead_letter_notifier::CONSUMER_NAME).await.ok()?;
+        (info.num_ack_pending == 3).then_some(())
+    })
+    .await
+    .expect("held, not acked");
+
+    let smtp = SmtpServer::start_on(port).await.expect("smtp server");
+    let mails = eventually(Duration::from_secs(60), "the digest after recovery", || async {
+        let mails = smtp.messages();
+        (!mails.is_empty()).then_some(mails)
+    })
+    .await
+    .expect("mail");
+    all_acked(&js).await;
+    shutdown.cancel();
+    task.await.expect("join").expect("notifier");
+    assert!(mails[0].contains("Subject: Signup: 3 dead letters"));
+}

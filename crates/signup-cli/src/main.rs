@@ -1,0 +1,138 @@
+//! `signup`: operator commands. `signup dlq …` lists, shows, replays and
+//! purges dead letters (see `bus::dlq`). NATS settings come from the same
+//! configuration as the services (`SIGNUP__NATS__URL`, …).
+
+use std::io::Write as _;
+
+use anyhow::Context as _;
+use bus::dlq::{DeadLetter, DeadLetters};
+use bus::settings::NatsSettings;
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+#[derive(Parser)]
+#[command(name = "signup", version, about = "Signup operator commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Dead letters: events a handler gave up on.
+    #[command(subcommand)]
+    Dlq(Dlq),
+}
+
+#[derive(Subcommand)]
+enum Dlq {
+    /// One line per dead letter, oldest first.
+    List {
+        /// Show at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// A dead letter in full: headers and payload.
+    Show {
+        /// The letter's sequence (first column of `list`).
+        sequence: u64,
+    },
+    /// Republish letters to their original subjects (same ce-id), then remove them.
+    Replay(Selection),
+    /// Remove letters for good.
+    Purge(Selection),
+}
+
+#[derive(Args)]
+struct Selection {
+    /// Letter sequences.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    sequences: Vec<u64>,
+    /// Every letter.
+    #[arg(long)]
+    all: bool,
+    /// Say what would happen, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Settings {
+    nats: NatsSettings,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings: Settings = bus::settings::load().context("loading settings")?;
+    bus::connection::check(&settings.nats).await?;
+    let client = bus::connect(&settings.nats, "signup-cli").await?;
+    let letters = DeadLetters::new(client.clone(), &settings.nats.stream);
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Dlq(Dlq::List { limit }) => {
+            let list = letters.list(limit).await?;
+            writeln!(out, "{:>6}  {:<20}  {:<18}  {:>4}  {:<24}  REASON", "SEQ", "CONSUMER", "EVENT", "TRY", "TYPE")?;
+            for letter in &list {
+                writeln!(out, "{}", line(letter))?;
+            }
+            writeln!(out, "{} dead letter(s)", list.len())?;
+        }
+        Command::Dlq(Dlq::Show { sequence }) => {
+            let letter = letters.get(sequence).await?;
+            writeln!(
+                out,
+                "sequence: {}\ntime: {}\nsubject: {}",
+                letter.sequence, letter.time, letter.original_subject
+            )?;
+            for (name, values) in letter.headers.iter() {
+                for value in values {
+                    writeln!(out, "{}: {}", AsRef::<str>::as_ref(name), value.as_str())?;
+                }
+            }
+            writeln!(out, "\n{}", String::from_utf8_lossy(&letter.payload))?;
+        }
+        Command::Dlq(Dlq::Replay(selection)) => {
+            let sequences = selected(&letters, &selection).await?;
+            for sequence in &sequences {
+                let replayed = letters.replay(*sequence, selection.dry_run).await?;
+                let what = match (selection.dry_run, replayed.new_stream_sequence) {
+                    (true, _) => "would be replayed".to_owned(),
+                    (false, Some(seq)) => format!("replayed as stream sequence {seq}"),
+                    (false, None) => "replayed (already replayed recently: stored once)".to_owned(),
+                };
+                writeln!(out, "{sequence}: {what} to {}", replayed.subject)?;
+            }
+            writeln!(out, "{} letter(s){}", sequences.len(), if selection.dry_run { " (dry run)" } else { "" })?;
+        }
+        Command::Dlq(Dlq::Purge(selection)) => {
+            let sequences = selected(&letters, &selection).await?;
+            for sequence in &sequences {
+                let existed = letters.purge(*sequence, selection.dry_run).await?;
+                let what = match (existed, selection.dry_run) {
+                    (false, _) => "no such letter",
+                    (true, true) => "would be purged",
+                    (true, false) => "purged",
+                };
+                writeln!(out, "{sequence}: {what}")?;
+            }
+            writeln!(out, "{} letter(s){}", sequences.len(), if selection.dry_run { " (dry run)" } else { "" })?;
+        }
+    }
+    client.flush().await.ok();
+    Ok(())
+}
+
+fn line(letter: &DeadLetter) -> String {
+    let event: String = letter.event_id.chars().take(18).collect();
+    let kind = letter.event_type.trim_start_matches("io.signup.");
+    format!(
+        "{:>6}  {:<20}  {:<18}  {:>4}  {:<24}  {}",
+        letter.sequence, letter.consumer, event, letter.deliveries, kind, letter.reason
+    )
+}
+
+async fn selected(letters: &DeadLetters, selection: &Selection) -> anyhow::Result<Vec<u64>> {
+    if selection.all { letters.all_sequences().await } else { Ok(selection.sequences.clone()) }
+}
