@@ -41,7 +41,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let app = Application::build(&settings, client.clone())?;
     tracing::info!(port = app.port(), "analytics-indexer listening; the dashboard is at /analytics");
-    app.run_until_stopped(shutdown).await?;
+    if let Some(result) =
+        bus::shutdown::bounded(app.run_until_stopped(shutdown.clone()), &shutdown, settings.shutdown.timeout()).await
+    {
+        result?;
+    }
     client.drain().await.context("draining NATS")?;
     Ok(())
 }

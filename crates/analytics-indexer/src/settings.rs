@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use bus::settings::{ConsumerSettings, NatsSettings};
+use bus::settings::{ConsumerSettings, NatsSettings, ShutdownSettings};
 use bus::telemetry::LogSettings;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -17,6 +17,8 @@ pub struct Settings {
     pub analytics: AnalyticsSettings,
     /// `[log]`: log format and filter.
     pub log: LogSettings,
+    /// `[shutdown]`: how long stopping may take.
+    pub shutdown: ShutdownSettings,
 }
 
 /// The index and the dashboard.

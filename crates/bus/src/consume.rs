@@ -35,6 +35,9 @@ use uuid::Uuid;
 use crate::settings::{ConsumerSettings, StreamSettings};
 use crate::stream::ensure_stream;
 
+/// Unacknowledged messages a durable consumer allows (at least one batch).
+const MAX_ACK_PENDING: i64 = 20_000;
+
 /// What a handler does with a batch of events.
 ///
 /// Implementations must be idempotent (the same event can arrive again after
@@ -138,7 +141,8 @@ impl ConsumerRunner {
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
                     ack_wait: Duration::from_secs(self.settings.ack_wait_secs),
                     max_deliver: self.settings.max_deliver,
-                    max_ack_pending: i64::try_from(self.settings.batch_size.saturating_mul(4)).unwrap_or(i64::MAX),
+                    // Generous and fixed: instances with other batch sizes share this consumer.
+                    max_ack_pending: MAX_ACK_PENDING.max(i64::try_from(self.settings.batch_size).unwrap_or(i64::MAX)),
                     ..Default::default()
                 },
             )
@@ -198,7 +202,10 @@ impl ConsumerRunner {
         consumer: &PullConsumer,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Vec<jetstream::Message>> {
-        let max = self.settings.batch_size.max(1);
+        // The server refuses pull requests for more than the consumer's
+        // max_ack_pending, which the instance that created it chose.
+        let limit = usize::try_from(consumer.cached_info().config.max_ack_pending).ok().filter(|l| *l > 0);
+        let max = self.settings.batch_size.clamp(1, limit.unwrap_or(usize::MAX));
         let idle_wait = Duration::from_millis(self.settings.idle_wait_ms.max(100));
         let mut out = Vec::new();
         collect_ready(consumer, max, &mut out).await?;

@@ -119,6 +119,27 @@ impl Default for StreamSettings {
     }
 }
 
+/// How long a service may take to stop (`[shutdown]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ShutdownSettings {
+    /// Seconds to finish the work in hand after SIGTERM or Ctrl-C.
+    pub timeout_secs: u64,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self { timeout_secs: 20 }
+    }
+}
+
+impl ShutdownSettings {
+    /// The bound as a duration.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+}
+
 /// How a durable pull consumer fetches and retries.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]

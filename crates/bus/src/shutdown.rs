@@ -37,3 +37,26 @@ async fn wait_for_signal() {
         let _ = ctrl_c.await;
     }
 }
+
+/// Runs `work` to its end, but once `shutdown` fires gives it at most
+/// `bound` more; returns `None` when it had to be abandoned. Abandoning is
+/// safe for a consumer: whatever it had not acked is redelivered, and a batch
+/// is applied in one transaction or not at all.
+pub async fn bounded<T>(
+    work: impl std::future::Future<Output = T>,
+    shutdown: &CancellationToken,
+    bound: std::time::Duration,
+) -> Option<T> {
+    tokio::pin!(work);
+    tokio::select! {
+        done = &mut work => return Some(done),
+        () = shutdown.cancelled() => {}
+    }
+    match tokio::time::timeout(bound, work).await {
+        Ok(done) => Some(done),
+        Err(_) => {
+            tracing::warn!(?bound, "work in hand did not finish in time; leaving it for redelivery");
+            None
+        }
+    }
+}

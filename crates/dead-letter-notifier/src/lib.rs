@@ -44,6 +44,8 @@ pub struct Settings {
     pub notifier: NotifierSettings,
     /// `[log]`.
     pub log: LogSettings,
+    /// `[shutdown]`: how long stopping may take.
+    pub shutdown: bus::settings::ShutdownSettings,
 }
 
 /// Whom to tell, how and how often.

@@ -28,7 +28,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Run => {
             let shutdown = bus::shutdown::on_signal();
             let client = bus::connect(&settings.nats, dead_letter_notifier::CONSUMER_NAME).await?;
-            dead_letter_notifier::run(settings, client.clone(), shutdown).await?;
+            let bound = settings.shutdown.timeout();
+            let work = dead_letter_notifier::run(settings, client.clone(), shutdown.clone());
+            if let Some(result) = bus::shutdown::bounded(work, &shutdown, bound).await {
+                result?;
+            }
             client.drain().await.context("draining NATS")?;
         }
         Command::Check => bus::connection::check(&settings.nats).await?,

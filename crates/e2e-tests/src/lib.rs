@@ -17,6 +17,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod processes;
+
 pub use test_support;
 
 /// A running service: its stop signal and its task.

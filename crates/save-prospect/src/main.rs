@@ -31,7 +31,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Run => {
             let shutdown = bus::shutdown::on_signal();
             let client = bus::connect(&settings.nats, save_prospect::CONSUMER_NAME).await?;
-            save_prospect::run(settings, client.clone(), shutdown).await?;
+            let bound = settings.shutdown.timeout();
+            if let Some(result) =
+                bus::shutdown::bounded(save_prospect::run(settings, client.clone(), shutdown.clone()), &shutdown, bound)
+                    .await
+            {
+                result?;
+            }
+            client.flush().await.ok();
             client.drain().await.context("draining NATS")?;
         }
         Command::Migrate => {

@@ -1,6 +1,6 @@
 //! save-prospect's settings (see `bus::settings` for how they are layered).
 
-use bus::settings::{ConsumerSettings, NatsSettings};
+use bus::settings::{ConsumerSettings, NatsSettings, ShutdownSettings};
 use bus::telemetry::LogSettings;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -17,6 +17,8 @@ pub struct Settings {
     pub save_prospect: SaveProspectSettings,
     /// `[log]`: log format and filter.
     pub log: LogSettings,
+    /// `[shutdown]`: how long stopping may take.
+    pub shutdown: ShutdownSettings,
 }
 
 /// The database connection.

@@ -1,0 +1,363 @@
+//! Fault tests with real processes: signup-web and save-prospect run as their
+//! own binaries against the test's own nats-server and database, and the
+//! faults are real (SIGKILL, SIGTERM, a restarted nats-server, a database
+//! that refuses connections, poison, a rejected row). Each prints a line:
+//! fault, accepted, saved, lost, duplicated.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bus::async_nats::{self, jetstream};
+use bus::dlq::DeadLetters;
+use bus::settings::{NatsSettings, StreamSettings};
+use bus::{EventContext, Publisher};
+use chrono::Utc;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use e2e_tests::processes::{Burst, Service, burst};
+use messages::{Country, ProspectDetails, ProspectSignedUp, Role};
+use save_prospect::schema::{applied_events, prospects};
+use test_support::{NatsServer, TestDatabase, eventually, free_port};
+use uuid::Uuid;
+
+struct FaultBed {
+    nats: NatsServer,
+    db: TestDatabase,
+    web_url: String,
+    _web: Service,
+    client: async_nats::Client,
+}
+
+impl FaultBed {
+    async fn start() -> Self {
+        let nats = NatsServer::start().await.expect("nats-server");
+        let db = TestDatabase::new();
+        let port = free_port().expect("port");
+        let web = Service::spawn(
+            "signup-web",
+            &["serve"],
+            &[
+                ("SIGNUP__WEB__PORT".into(), port.to_string()),
+                ("SIGNUP__NATS__URL".into(), nats.url()),
+                ("SIGNUP__NATS__REQUEST_TIMEOUT_MS".into(), "1000".into()),
+                ("SIGNUP__WEB__TOKEN_SECRET".into(), "fault-test-secret".into()),
+            ],
+        )
+        .expect("signup-web");
+        let web_url = format!("http://127.0.0.1:{port}");
+        let client = bus::connect(&NatsSettings { url: nats.url(), ..NatsSettings::default() }, "fault-test")
+            .await
+            .expect("connect");
+        let bed = Self { nats, db, web_url, _web: web, client };
+        bed.web_ready().await;
+        bed
+    }
+
+    async fn web_ready(&self) {
+        let url = format!("{}/readyz", self.web_url);
+        eventually(Duration::from_secs(30), "signup-web ready", || async {
+            (reqwest::get(&url).await.ok()?.status() == 200).then_some(())
+        })
+        .await
+        .expect("ready");
+    }
+
+    fn saver(&self, extra: &[(&str, &str)]) -> Service {
+        let mut env = vec![
+            ("SIGNUP__DATABASE__URL".to_owned(), self.db.url()),
+            ("SIGNUP__NATS__URL".to_owned(), self.nats.url()),
+            ("SIGNUP__SAVE_PROSPECT__CONSUMER__IDLE_WAIT_MS".to_owned(), "300".to_owned()),
+            ("SIGNUP__SAVE_PROSPECT__CONSUMER__RETRY_BASE_MS".to_owned(), "50".to_owned()),
+            ("SIGNUP__SAVE_PROSPECT__CONSUMER__RETRY_MAX_MS".to_owned(), "400".to_owned()),
+            ("SIGNUP__SAVE_PROSPECT__CONSUMER__OUTAGE_BACKOFF_MAX_MS".to_owned(), "1000".to_owned()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        Service::spawn("save-prospect", &["run"], &env).expect("save-prospect")
+    }
+
+    async fn connect(&self) -> Option<AsyncPgConnection> {
+        AsyncPgConnection::establish(&self.db.url()).await.ok()
+    }
+
+    async fn saved_ids(&self) -> BTreeSet<Uuid> {
+        let Some(mut conn) = self.connect().await else { return BTreeSet::new() };
+        prospects::table
+            .filter(prospects::deleted_at.is_null())
+            .select(prospects::id)
+            .load(&mut conn)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .collect()
+    }
+
+    /// Waits until every id in `expected` is saved.
+    async fn all_saved(&self, expected: &BTreeSet<Uuid>) -> BTreeSet<Uuid> {
+        eventually(Duration::from_secs(120), "every accepted sign-up saved", || async {
+            let saved = self.saved_ids().await;
+            expected.is_subset(&saved).then_some(saved)
+        })
+        .await
+        .unwrap_or_else(|_| self.saved_ids_blocking_hint(expected))
+    }
+
+    fn saved_ids_blocking_hint(&self, expected: &BTreeSet<Uuid>) -> BTreeSet<Uuid> {
+        panic!("not every accepted sign-up was saved ({} expected)", expected.len())
+    }
+
+    /// Rows that share an e-mail address, or an event applied twice.
+    async fn duplicated(&self) -> i64 {
+        let mut conn = self.connect().await.expect("db");
+        let rows: i64 =
+            prospects::table.filter(prospects::email.is_not_null()).count().get_result(&mut conn).await.expect("rows");
+        let emails: i64 = prospects::table
+            .filter(prospects::email.is_not_null())
+            .select(diesel::dsl::sql::<diesel::sql_types::BigInt>("count(DISTINCT email_key)"))
+            .get_result(&mut conn)
+            .await
+            .expect("emails");
+        rows - emails
+    }
+
+    async fn dead_letters(&self) -> u64 {
+        let js = jetstream::new(self.client.clone());
+        match js.get_stream("PROSPECTS_DLQ").await {
+            Ok(mut stream) => stream.info().await.expect("info").state.messages,
+            Err(_) => 0,
+        }
+    }
+
+    async fn report(&self, fault: &str, accepted: &BTreeSet<Uuid>, refused: usize) {
+        let saved = self.saved_ids().await;
+        let lost = accepted.difference(&saved).count();
+        let duplicated = self.duplicated().await;
+        println!(
+            "fault: {fault} | accepted {} | refused (503) {refused} | saved {} | lost {lost} | duplicated {duplicated}",
+            accepted.len(),
+            accepted.intersection(&saved).count()
+        );
+        assert_eq!(lost, 0, "{fault}: lost sign-ups");
+        assert_eq!(duplicated, 0, "{fault}: duplicated sign-ups");
+    }
+}
+
+fn spawn_burst(bed: &FaultBed, count: usize, concurrency: usize) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<Burst>) {
+    let progress = Arc::new(AtomicUsize::new(0));
+    let task = tokio::spawn(burst(bed.web_url.clone(), count, concurrency, Arc::clone(&progress)));
+    (progress, task)
+}
+
+async fn reached(progress: &AtomicUsize, n: usize) {
+    eventually(Duration::from_secs(60), "burst progress", || async {
+        (AtomicUsize::load(progress, Ordering::Relaxed) >= n).then_some(())
+    })
+    .await
+    .expect("progress");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_save_prospect_mid_burst() {
+    let bed = FaultBed::start().await;
+    let saver = bed.saver(&[]);
+    let (progress, task) = spawn_burst(&bed, 10_000, 32);
+    reached(&progress, 3_000).await;
+    saver.kill_9().await.expect("kill -9");
+    reached(&progress, 6_000).await;
+    let _saver = bed.saver(&[]);
+    let burst = task.await.expect("burst");
+    assert!(burst.other.is_empty(), "only 303s: {:?}", &burst.other[..burst.other.len().min(10)]);
+    assert_eq!(burst.accepted.len(), 10_000);
+    bed.all_saved(&burst.accepted).await;
+    bed.report("kill -9 save-prospect mid-burst", &burst.accepted, burst.refused).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restarts_mid_burst() {
+    let mut bed = FaultBed::start().await;
+    let _saver = bed.saver(&[]);
+    let (progress, task) = spawn_burst(&bed, 4_000, 16);
+    reached(&progress, 1_000).await;
+    bed.nats.stop().await.expect("stop nats");
+    let at_stop = AtomicUsize::load(&progress, Ordering::Relaxed);
+    reached(&progress, at_stop + 50).await;
+    bed.nats.restart().await.expect("restart nats");
+    let burst = task.await.expect("burst");
+    assert!(burst.other.is_empty(), "never a 500 or no answer: {:?}", &burst.other[..burst.other.len().min(10)]);
+    assert!(burst.refused > 0, "some sign-ups met the outage");
+    assert_eq!(burst.accepted.len() + burst.refused, 4_000);
+    bed.all_saved(&burst.accepted).await;
+    bed.report("nats-server restarted mid-burst", &burst.accepted, burst.refused).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refuses_connections_for_20_seconds() {
+    let bed = FaultBed::start().await;
+    let _saver = bed.saver(&[("SIGNUP__SAVE_PROSPECT__CONSUMER__MAX_DELIVER", "3")]);
+    // Let save-prospect create and migrate its database first.
+    let first = burst(bed.web_url.clone(), 1, 1, Arc::default()).await;
+    bed.all_saved(&first.accepted).await;
+
+    let name = bed.db.url().rsplit('/').next().expect("name").to_owned();
+    let admin_url = bed.db.url().replace(&format!("/{name}"), "/postgres");
+    let mut admin = AsyncPgConnection::establish(&admin_url).await.expect("admin");
+    diesel::sql_query(format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"))
+        .execute(&mut admin)
+        .await
+        .expect("deny");
+    diesel::sql_query(format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+        .execute(&mut admin)
+        .await
+        .expect("terminate");
+    let (_, task) = spawn_burst(&bed, 2_000, 16);
+    // The outage itself: the fault lasts 20 seconds whatever happens meanwhile.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    diesel::sql_query(format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"))
+        .execute(&mut admin)
+        .await
+        .expect("allow");
+    let burst = task.await.expect("burst");
+    assert_eq!(burst.accepted.len(), 2_000, "the web tier never needed Postgres");
+    bed.all_saved(&burst.accepted).await;
+    assert_eq!(bed.dead_letters().await, 0, "an outage dead-letters nothing");
+    bed.report("Postgres refused connections for 20 s", &burst.accepted, burst.refused).await;
+}
+
+fn sign_up(i: usize, company: &str) -> ProspectSignedUp {
+    ProspectSignedUp {
+        prospect_id: Uuid::now_v7(),
+        details: ProspectDetails {
+            first_name: "Good".into(),
+            last_name: format!("Event{i}"),
+            email: format!("good{i}.{}@example.com", Uuid::now_v7().simple()),
+            company_name: Some(company.into()),
+            country: Country { code: "GB".into(), name: "United Kingdom".into() },
+            role: Role { code: "EN".into(), name: "Engineer".into() },
+        },
+        signed_up_at: Utc::now(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_among_good_events_is_dead_lettered_alone() {
+    let bed = FaultBed::start().await;
+    let js = jetstream::new(bed.client.clone());
+    bus::ensure_stream(&js, &StreamSettings::default()).await.expect("stream");
+    let publisher = Publisher::new(bed.client.clone(), "/fault-test", Duration::from_secs(5));
+    let mut accepted = BTreeSet::new();
+    for i in 0..1_000 {
+        let event = sign_up(i, "Good Ltd");
+        publisher.publish(&event, &EventContext::new()).await.expect("good");
+        accepted.insert(event.prospect_id);
+        if i % 10 == 0 {
+            let poison: &[u8] = if i % 20 == 0 { b"{\"prospectId\": 42" } else { b"{\"hello\":\"not a sign-up\"}" };
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(messages::cloudevents::ID, Uuid::now_v7().to_string().as_str());
+            headers.insert(messages::cloudevents::TYPE, "io.signup.prospect.signedup.v1");
+            js.publish_with_headers("events.prospect.signedup", headers, poison.to_vec().into())
+                .await
+                .expect("poison")
+                .await
+                .expect("stored");
+        }
+    }
+    let _saver = bed.saver(&[]);
+    bed.all_saved(&accepted).await;
+    let letters = eventually(Duration::from_secs(30), "100 dead letters", || async {
+        let count = bed.dead_letters().await;
+        (count == 100).then_some(count)
+    })
+    .await
+    .expect("dead letters");
+    let list = DeadLetters::new(bed.client.clone(), &StreamSettings::default()).list(1_000).await.expect("list");
+    assert!(list.iter().all(|l| l.reason.contains("cannot be decoded") && l.consumer == "save-prospect"));
+    let info =
+        js.get_stream("PROSPECTS").await.expect("stream").consumer_info("save-prospect").await.expect("info").clone();
+    assert_eq!(info.num_redelivered, 0, "no good event was redelivered because of the poison");
+    println!(
+        "fault: 100 poison messages among 1000 | dead letters {letters} | redelivered good events {}",
+        info.num_redelivered
+    );
+    bed.report("100 poison messages among 1000 good", &accepted, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_processing_exits_0_and_leaves_nothing_half_applied() {
+    let bed = FaultBed::start().await;
+    let (_, task) = spawn_burst(&bed, 5_000, 32);
+    let burst = task.await.expect("burst");
+    assert_eq!(burst.accepted.len(), 5_000);
+    let saver =
+        bed.saver(&[("SIGNUP__SAVE_PROSPECT__CONSUMER__BATCH_SIZE", "100"), ("SIGNUP__SHUTDOWN__TIMEOUT_SECS", "15")]);
+    eventually(Duration::from_secs(60), "processing under way", || async {
+        (!bed.saved_ids().await.is_empty()).then_some(())
+    })
+    .await
+    .expect("started");
+    let status = saver.terminate(Duration::from_secs(20)).await.expect("exits within the bound");
+    assert!(status.success(), "exit 0 on SIGTERM: {status:?}");
+    // Nothing half-applied: every applied event has its row and vice versa.
+    let mut conn = bed.connect().await.expect("db");
+    let rows: i64 = prospects::table.count().get_result(&mut conn).await.expect("rows");
+    let applied: i64 = applied_events::table.count().get_result(&mut conn).await.expect("applied");
+    assert_eq!(rows, applied, "rows and applied events agree after the stop");
+    println!("fault: SIGTERM during processing | exit {status} | saved before the stop {rows} of 5000");
+    let _saver = bed.saver(&[]);
+    bed.all_saved(&burst.accepted).await;
+    bed.report("SIGTERM during processing, then restart", &burst.accepted, burst.refused).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_replayed_after_the_fix_are_saved_exactly_once() {
+    let bed = FaultBed::start().await;
+    let _saver = bed.saver(&[]);
+    let first = burst(bed.web_url.clone(), 1, 1, Arc::default()).await;
+    bed.all_saved(&first.accepted).await;
+    // The fault: the database rejects some rows (as a bad migration might).
+    let mut conn = bed.connect().await.expect("db");
+    diesel::sql_query(
+        "ALTER TABLE prospects ADD CONSTRAINT fault_test CHECK (company_name IS DISTINCT FROM 'Broken Ltd')",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("constraint");
+    let js = jetstream::new(bed.client.clone());
+    let publisher = Publisher::new(bed.client.clone(), "/fault-test", Duration::from_secs(5));
+    let mut good = BTreeSet::new();
+    let mut broken = BTreeSet::new();
+    for i in 0..30 {
+        let event = sign_up(i, if i % 3 == 0 { "Broken Ltd" } else { "Good Ltd" });
+        publisher.publish(&event, &EventContext::new()).await.expect("publish");
+        if i % 3 == 0 {
+            broken.insert(event.prospect_id)
+        } else {
+            good.insert(event.prospect_id)
+        };
+    }
+    bed.all_saved(&good).await;
+    eventually(Duration::from_secs(60), "the broken ones dead-lettered", || async {
+        (bed.dead_letters().await == broken.len() as u64).then_some(())
+    })
+    .await
+    .expect("dead letters");
+    assert!(bed.saved_ids().await.is_disjoint(&broken));
+
+    // The fix, then the replay.
+    diesel::sql_query("ALTER TABLE prospects DROP CONSTRAINT fault_test").execute(&mut conn).await.expect("fix");
+    let letters = DeadLetters::new(bed.client.clone(), &StreamSettings::default());
+    let sequences = letters.all_sequences().await.expect("letters");
+    let dry = letters.replay(sequences[0], true).await.expect("dry run");
+    assert_eq!(dry.new_stream_sequence, None);
+    assert_eq!(bed.dead_letters().await, broken.len() as u64, "a dry run changes nothing");
+    for sequence in sequences {
+        letters.replay(sequence, false).await.expect("replay");
+    }
+    bed.all_saved(&broken).await;
+    assert_eq!(bed.dead_letters().await, 0);
+    let everything: BTreeSet<Uuid> = good.union(&broken).copied().chain(first.accepted.iter().copied()).collect();
+    let applied: i64 = applied_events::table.count().get_result(&mut conn).await.expect("applied");
+    assert_eq!(applied, everything.len() as i64, "each event applied exactly once");
+    let _ = js;
+    bed.report("dead letters replayed after the fix", &everything, 0).await;
+}
