@@ -93,6 +93,7 @@ async fn a_storm_of_dead_letters_is_one_digest() {
     task.await.expect("join").expect("notifier");
 
     assert_eq!(smtp.messages().len(), 1, "one digest, not one mail per letter");
+    println!("fault: a storm of 10000 dead letters | mails received {}", smtp.messages().len());
     let mail = &mails[0];
     assert!(mail.contains("Subject: Signup: 10000 dead letters"), "{}", &mail[..mail.len().min(500)]);
     assert!(mail.contains("To: ops@example.com"));
