@@ -140,7 +140,10 @@ impl ConsumerRunner {
                     },
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
                     ack_wait: Duration::from_secs(self.settings.ack_wait_secs),
-                    max_deliver: self.settings.max_deliver,
+                    // The runner counts deliveries and dead-letters; the server
+                    // must never stop redelivering on its own (that would drop
+                    // an event whose dead letter could not be stored).
+                    max_deliver: -1,
                     // Generous and fixed: instances with other batch sizes share this consumer.
                     max_ack_pending: MAX_ACK_PENDING.max(i64::try_from(self.settings.batch_size).unwrap_or(i64::MAX)),
                     ..Default::default()
@@ -261,6 +264,8 @@ impl ConsumerRunner {
         self.apply(handler, &deliveries, &held, shutdown).instrument(span).await;
     }
 
+    /// Applies `deliveries`, settling each: acked when applied, retried or
+    /// dead-lettered when it fails, held while a dependency is down.
     async fn apply<H: Handler>(
         &self,
         handler: &H,
@@ -268,83 +273,108 @@ impl ConsumerRunner {
         held: &[Held],
         shutdown: &CancellationToken,
     ) {
-        match handler.handle(deliveries).await {
-            Ok(()) => {
-                for letter in held {
-                    ack(&letter.acker, AckKind::Ack).await;
+        let mut outage = Outage::new(&self.settings);
+        // Everything before `start` is settled.
+        let mut start = 0;
+        'batch: loop {
+            let (pending, letters) = (&deliveries[start..], &held[start..]);
+            let result = if outage.active() {
+                self.handle_holding(handler, pending, letters).await
+            } else {
+                handler.handle(pending).await
+            };
+            match result {
+                Ok(()) => {
+                    for letter in letters {
+                        ack(&letter.acker, AckKind::Ack).await;
+                    }
+                    if outage.active() {
+                        tracing::info!(applied = letters.len(), "dependency back; held events applied");
+                    }
+                    return;
                 }
-                tracing::debug!("batch applied and acked");
-            }
-            Err(HandlerError::Unavailable(error)) => {
-                self.wait_out_outage(handler, deliveries, held, error, shutdown).await
-            }
-            Err(error) if deliveries.len() == 1 => self.settle_failure(&deliveries[0], &held[0], &error).await,
-            Err(error) => {
-                tracing::warn!(error = %error, "batch failed; applying its events one by one");
-                for (index, (delivery, letter)) in deliveries.iter().zip(held).enumerate() {
-                    match handler.handle(std::slice::from_ref(delivery)).await {
-                        Ok(()) => ack(&letter.acker, AckKind::Ack).await,
-                        Err(HandlerError::Unavailable(error)) => {
-                            let rest = index..deliveries.len();
-                            return Box::pin(self.wait_out_outage(
-                                handler,
-                                &deliveries[rest.clone()],
-                                &held[rest],
-                                error,
-                                shutdown,
-                            ))
-                            .await;
+                Err(HandlerError::Unavailable(error)) => {
+                    if !self.hold(letters, &mut outage, &error, shutdown).await {
+                        return;
+                    }
+                }
+                Err(error) if pending.len() == 1 => return self.settle_failure(&pending[0], &letters[0], &error).await,
+                Err(error) => {
+                    tracing::warn!(error = %error, "batch failed; applying its events one by one");
+                    let first = start;
+                    for index in first..deliveries.len() {
+                        match self.handle_holding(handler, &deliveries[index..=index], &held[index..=index]).await {
+                            Ok(()) => ack(&held[index].acker, AckKind::Ack).await,
+                            Err(HandlerError::Unavailable(error)) => {
+                                start = index;
+                                if !self.hold(&held[start..], &mut outage, &error, shutdown).await {
+                                    return;
+                                }
+                                continue 'batch;
+                            }
+                            Err(error) => self.settle_failure(&deliveries[index], &held[index], &error).await,
                         }
-                        Err(error) => self.settle_failure(delivery, letter, &error).await,
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs the handler while telling the server, every third of the ack
+    /// wait, that the messages are still being worked on.
+    async fn handle_holding<H: Handler>(
+        &self,
+        handler: &H,
+        deliveries: &[Delivery<H::Event>],
+        held: &[Held],
+    ) -> Result<(), HandlerError> {
+        let attempt = handler.handle(deliveries);
+        tokio::pin!(attempt);
+        let mut ticker = tokio::time::interval(self.progress_interval());
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                result = &mut attempt => return result,
+                _ = ticker.tick() => {
+                    for letter in held {
+                        ack(&letter.acker, AckKind::Progress).await;
                     }
                 }
             }
         }
     }
 
-    /// A dependency is down: keep the batch in hand (telling the server we
-    /// are still working on it), pause, and try again, until it works or the
-    /// service stops. Deliveries are not used up meanwhile.
-    async fn wait_out_outage<H: Handler>(
+    fn progress_interval(&self) -> Duration {
+        Duration::from_secs(self.settings.ack_wait_secs.max(3)) / 3
+    }
+
+    /// A dependency is down: keep the messages (progress acks), pause, and
+    /// report whether to try again (false once the service is stopping, after
+    /// handing the messages back for another instance).
+    async fn hold(
         &self,
-        handler: &H,
-        deliveries: &[Delivery<H::Event>],
         held: &[Held],
-        error: anyhow::Error,
+        outage: &mut Outage,
+        error: &anyhow::Error,
         shutdown: &CancellationToken,
-    ) {
-        tracing::warn!(error = %format!("{error:#}"), held = held.len(), "dependency unavailable; pausing this consumer");
-        let max = Duration::from_millis(self.settings.outage_backoff_max_ms.max(100));
-        let mut pause = Duration::from_millis(self.settings.retry_base_ms.clamp(50, 1_000)).min(max);
-        loop {
-            for letter in held {
-                ack(&letter.acker, AckKind::Progress).await;
-            }
-            let waited = tokio::select! {
-                () = shutdown.cancelled() => false,
-                () = tokio::time::sleep(crate::settings::jitter(pause)) => true,
-            };
-            if !waited {
-                // Stopping: hand the batch back at once for another instance.
+    ) -> bool {
+        if !outage.active() {
+            tracing::warn!(error = %format!("{error:#}"), held = held.len(), "dependency unavailable; pausing this consumer");
+        }
+        for letter in held {
+            ack(&letter.acker, AckKind::Progress).await;
+        }
+        // Never pause longer than the server waits for a sign of life.
+        let pause = outage.next_pause().min(self.progress_interval());
+        tokio::select! {
+            () = shutdown.cancelled() => {
                 for letter in held {
                     ack(&letter.acker, AckKind::Nak(None)).await;
                 }
-                return;
+                false
             }
-            match handler.handle(deliveries).await {
-                Ok(()) => {
-                    for letter in held {
-                        ack(&letter.acker, AckKind::Ack).await;
-                    }
-                    tracing::info!(applied = held.len(), "dependency back; held batch applied");
-                    return;
-                }
-                Err(HandlerError::Unavailable(error)) => {
-                    tracing::debug!(error = %format!("{error:#}"), ?pause, "dependency still unavailable");
-                    pause = (pause * 2).min(max);
-                }
-                Err(_) => return Box::pin(self.apply(handler, deliveries, held, shutdown)).await,
-            }
+            () = tokio::time::sleep(pause) => true,
         }
     }
 
@@ -374,7 +404,7 @@ impl ConsumerRunner {
         headers.insert(dlq::REASON, reason.as_str());
         headers.insert(dlq::CONSUMER, self.durable_name.as_str());
         headers.insert(dlq::DELIVERIES, letter.delivered.to_string().as_str());
-        headers.insert(dlq::STREAM_SEQ, letter.stream_sequence.to_string().as_str());
+        headers.insert(dlq::STREAM_SEQ, letter.logical_sequence().to_string().as_str());
         headers.insert(dlq::SUBJECT, letter.message.subject.as_str());
         let subject = dlq::subject(&self.durable_name, &letter.message.subject);
         let publish = PublishMessage::build().headers(headers).payload(letter.message.payload.clone());
@@ -396,12 +426,44 @@ impl ConsumerRunner {
     }
 }
 
+/// The growing pause between retries while a dependency is down.
+struct Outage {
+    next: Option<Duration>,
+    base: Duration,
+    max: Duration,
+}
+
+impl Outage {
+    fn new(settings: &ConsumerSettings) -> Self {
+        let max = Duration::from_millis(settings.outage_backoff_max_ms.max(100));
+        Self { next: None, base: Duration::from_millis(settings.retry_base_ms.clamp(50, 1_000)).min(max), max }
+    }
+
+    fn active(&self) -> bool {
+        self.next.is_some()
+    }
+
+    fn next_pause(&mut self) -> Duration {
+        let pause = self.next.unwrap_or(self.base);
+        self.next = Some((pause * 2).min(self.max));
+        crate::settings::jitter(pause)
+    }
+}
+
 /// A fetched message kept with its acker and position until it is settled.
 struct Held {
     message: async_nats::Message,
     acker: Acker,
     stream_sequence: u64,
     delivered: i64,
+}
+
+impl Held {
+    /// Where the event stands in the order: its first position when it is a
+    /// replay, else its own.
+    fn logical_sequence(&self) -> u64 {
+        header(&self.message, dlq::REPLAY_OF_SEQ).and_then(|s| s.parse().ok()).unwrap_or(self.stream_sequence)
+    }
 }
 
 async fn collect_ready(consumer: &PullConsumer, max: usize, out: &mut Vec<jetstream::Message>) -> anyhow::Result<()> {

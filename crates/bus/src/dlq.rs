@@ -4,8 +4,9 @@
 //! Replaying republishes a letter to its original subject with its original
 //! headers — the same `ce-id`, so handlers recognise what they already
 //! applied — plus `x-replay-of-seq`, so it takes effect where it first stood
-//! in the stream's order. Its `Nats-Msg-Id` is `replay:<ce-id>`: replaying
-//! the same letter twice within the duplicate window stores it once.
+//! in the stream's order. Its `Nats-Msg-Id` is `replay:<dlq stream>:<letter
+//! sequence>`: replaying the same letter twice within the duplicate window
+//! stores it once.
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage, stream::Stream};

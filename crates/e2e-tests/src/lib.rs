@@ -219,4 +219,4 @@ pub fn token_from_location(response: &reqwest::Response) -> anyhow::Result<Strin
 }
 
 /// The secret the test web tier signs manage links with.
-pub const TOKEN_SECRET: &str = "e2e-test-secret";
+pub const TOKEN_SECRET: &str = "e2e-test-secret-for-manage-links";

@@ -83,6 +83,9 @@ struct AppliedEvent {
 /// then compares its stream sequence with the row's `last_event_seq`: older
 /// events change nothing, and a deleted prospect stays deleted.
 async fn apply_batch(conn: &mut AsyncPgConnection, batch: &[Delivery<ProspectEvent>]) -> QueryResult<()> {
+    lock_prospects(conn, batch.iter().map(|d| d.event.prospect_id())).await?;
+    // Read after the locks: an instance that applied one of these events
+    // has committed by now.
     let event_ids: Vec<Uuid> = batch.iter().map(|d| d.meta.event_id).collect();
     let mut done: HashSet<Uuid> = applied_events::table
         .filter(applied_events::event_id.eq_any(&event_ids))
@@ -91,7 +94,6 @@ async fn apply_batch(conn: &mut AsyncPgConnection, batch: &[Delivery<ProspectEve
         .await?
         .into_iter()
         .collect();
-    lock_prospects(conn, batch.iter().map(|d| d.event.prospect_id())).await?;
 
     let mut applied = Vec::with_capacity(batch.len());
     for delivery in batch {
@@ -157,6 +159,11 @@ impl RowState {
             .optional()?;
         Ok(row.map(|(deleted_at, last_event_seq)| Self { deleted: deleted_at.is_some(), last_event_seq }))
     }
+}
+
+diesel::define_sql_function! {
+    /// Postgres `lower()`, the same folding as the generated `email_key`.
+    fn lower(text: Text) -> Text;
 }
 
 #[derive(QueryableByName)]
@@ -301,7 +308,7 @@ const SIGN_UP: &str = "\
 const UPDATE: &str = "\
     UPDATE prospects SET email = $2, first_name = $3, last_name = $4, company_name = $5, \
            country_code = $6, role_code = $7, updated_at = $8, last_event_seq = $9 \
-    WHERE id = $1 \
+    WHERE id = $1 AND deleted_at IS NULL AND last_event_seq < $9 \
       AND NOT EXISTS (SELECT 1 FROM prospects other WHERE other.email_key = lower($2) AND other.id <> $1)";
 
 /// Creates the row of a prospect whose update arrived before its sign-up

@@ -10,7 +10,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use bus::Publisher;
 use bus::async_nats::{self, jetstream};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -42,12 +42,22 @@ impl Application {
         let jetstream = jetstream::ContextBuilder::new().timeout(settings.nats.request_timeout()).build(client.clone());
         let service_timeout = Duration::from_millis(settings.web.service_timeout_ms);
         let reference = Arc::new(ReferenceData::builtin());
-        let secret = settings.web.token_secret.clone().unwrap_or_else(|| {
-            tracing::warn!(
-                "web.token_secret is not set: using a random one, so manage links stop working after a restart"
-            );
-            SecretString::from(format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()))
-        });
+        let secret = match settings.web.token_secret.clone() {
+            Some(secret) => {
+                // A short secret makes every manage link forgeable.
+                anyhow::ensure!(
+                    secret.expose_secret().len() >= 16,
+                    "web.token_secret must be at least 16 characters (SIGNUP__WEB__TOKEN_SECRET)"
+                );
+                secret
+            }
+            None => {
+                tracing::warn!(
+                    "web.token_secret is not set: using a random one, so manage links stop working after a restart"
+                );
+                SecretString::from(format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()))
+            }
+        };
         let state = web::Data::new(AppState {
             publisher: Publisher::new(client.clone(), "/signup-web", settings.nats.request_timeout()),
             reference: Arc::clone(&reference),
