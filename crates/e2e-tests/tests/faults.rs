@@ -100,11 +100,7 @@ impl FaultBed {
             expected.is_subset(&saved).then_some(saved)
         })
         .await
-        .unwrap_or_else(|_| self.saved_ids_blocking_hint(expected))
-    }
-
-    fn saved_ids_blocking_hint(&self, expected: &BTreeSet<Uuid>) -> BTreeSet<Uuid> {
-        panic!("not every accepted sign-up was saved ({} expected)", expected.len())
+        .unwrap_or_else(|_| panic!("not every accepted sign-up was saved ({} expected)", expected.len()))
     }
 
     /// Rows that share an e-mail address, or an event applied twice.
@@ -322,7 +318,6 @@ async fn dead_letters_replayed_after_the_fix_are_saved_exactly_once() {
     .execute(&mut conn)
     .await
     .expect("constraint");
-    let js = jetstream::new(bed.client.clone());
     let publisher = Publisher::new(bed.client.clone(), "/fault-test", Duration::from_secs(5));
     let mut good = BTreeSet::new();
     let mut broken = BTreeSet::new();
@@ -358,6 +353,5 @@ async fn dead_letters_replayed_after_the_fix_are_saved_exactly_once() {
     let everything: BTreeSet<Uuid> = good.union(&broken).copied().chain(first.accepted.iter().copied()).collect();
     let applied: i64 = applied_events::table.count().get_result(&mut conn).await.expect("applied");
     assert_eq!(applied, everything.len() as i64, "each event applied exactly once");
-    let _ = js;
     bed.report("dead letters replayed after the fix", &everything, 0).await;
 }

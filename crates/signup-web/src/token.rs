@@ -56,11 +56,6 @@ impl ManageTokens {
     }
 }
 
-/// The prospect id a token names, without checking it (tests and logs).
-pub fn unverified_prospect_id(token: &str) -> Option<Uuid> {
-    token.split('.').next()?.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,7 +70,6 @@ mod tests {
         let now = Utc::now();
         let token = tokens().issue(id, now);
         assert_eq!(tokens().verify(&token, now), Some(id));
-        assert_eq!(unverified_prospect_id(&token), Some(id));
         assert_eq!(tokens().verify(&token, now + Duration::minutes(59)), Some(id));
         assert_eq!(tokens().verify(&token, now + Duration::hours(1)), None, "expired");
     }
