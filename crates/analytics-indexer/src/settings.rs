@@ -49,7 +49,8 @@ impl Default for AnalyticsSettings {
             token: None,
             writer_memory_mb: 64,
             // Each batch ends in an index commit: larger batches under load.
-            consumer: ConsumerSettings { batch_size: 2_000, ..ConsumerSettings::default() },
+            // Each batch is an index commit: gather for longer than save-prospect.
+            consumer: ConsumerSettings { batch_size: 2_000, linger_ms: 250, ..ConsumerSettings::default() },
         }
     }
 }

@@ -16,8 +16,17 @@
 //!   held and retried after pauses and nothing new is fetched, so an outage
 //!   never burns through the deliveries of the backlog.
 //!
-//! On shutdown it stops fetching, finishes and acks the batch in hand, and
-//! flushes the acks before returning.
+//! While a batch is being applied the next one is already fetched, so the
+//! handler never waits for the server between batches. Batch size adapts to
+//! the load: each fetch takes what is waiting, up to `batch_size`. An event
+//! reaching an idle consumer is applied at once; when events are already
+//! waiting but not a full batch, the runner keeps collecting for `linger_ms`,
+//! so a busy system pays a transaction's fixed cost for many events at a
+//! time instead of a few.
+//!
+//! On shutdown it stops fetching, finishes and acks the batch in hand, hands
+//! back a batch fetched but not started, and flushes the acks before
+//! returning.
 
 use std::future::Future;
 use std::time::Duration;
@@ -157,10 +166,25 @@ impl ConsumerRunner {
     /// hand, acks it and flushes. Connection trouble is waited out, never
     /// fatal.
     pub async fn run<H: Handler>(self, handler: H, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let name = self.durable_name.clone();
+        let name = &self.durable_name;
+        let lanes = self.settings.concurrency.max(1);
+        tracing::info!(consumer = %name, lanes, "consumer runner started");
+        futures::future::join_all((0..lanes).map(|_| self.lane(&handler, &shutdown))).await;
+        // Push out the acks of the last batches before the caller drains.
+        if let Err(error) = self.js.client().flush().await {
+            tracing::warn!(%error, "could not flush the last acks; those messages will be redelivered");
+        }
+        tracing::info!(consumer = %name, "consumer runner stopped");
+        Ok(())
+    }
+
+    /// One fetch-and-apply loop; `concurrency` of them share the consumer.
+    async fn lane<H: Handler>(&self, handler: &H, shutdown: &CancellationToken) {
+        let name = &self.durable_name;
         let mut backoff = Backoff::default();
         let mut consumer: Option<PullConsumer> = None;
-        tracing::info!(consumer = %name, "consumer runner started");
+        // The next batch, fetched while the previous one was being applied.
+        let mut prefetched: Option<Vec<jetstream::Message>> = None;
         while !shutdown.is_cancelled() {
             let current = match &consumer {
                 Some(c) => c,
@@ -172,30 +196,85 @@ impl ConsumerRunner {
                     }
                     Err(error) => {
                         tracing::warn!(consumer = %name, error = %format!("{error:#}"), "consumer not ready; retrying");
-                        backoff.wait(&shutdown).await;
+                        backoff.wait(shutdown).await;
                         continue;
                     }
                 },
             };
-            match self.next_batch(current, &shutdown).await {
+            let fetched = match prefetched.take() {
+                Some(messages) => Ok(messages),
+                None => self.next_batch(current, shutdown).await,
+            };
+            match fetched {
                 Ok(messages) if messages.is_empty() => backoff.reset(),
                 Ok(messages) => {
                     backoff.reset();
-                    self.process(&handler, messages, &shutdown).await;
+                    prefetched = self.process_and_prefetch(handler, messages, current, shutdown).await;
                 }
                 Err(error) => {
                     tracing::warn!(consumer = %name, error = %format!("{error:#}"), "fetch failed; will re-check the consumer");
                     consumer = None;
-                    backoff.wait(&shutdown).await;
+                    backoff.wait(shutdown).await;
                 }
             }
         }
-        // Push out the acks of the last batch before the caller drains.
-        if let Err(error) = self.js.client().flush().await {
-            tracing::warn!(%error, "could not flush the last acks; those messages will be redelivered");
+        // A batch fetched but not started goes back at once, for another
+        // instance (or the next start) to take.
+        for message in prefetched.into_iter().flatten() {
+            if let Err(error) = message.ack_with(AckKind::Nak(None)).await {
+                tracing::warn!(%error, "could not hand back a fetched message; it will be redelivered");
+            }
         }
-        tracing::info!(consumer = %name, "consumer runner stopped");
-        Ok(())
+    }
+
+    /// Processes `messages` while fetching the next batch, so the consumer
+    /// never waits for the server between batches. Fetched messages that wait
+    /// for a long batch (a database outage, say) get progress acks, so the
+    /// server does not hand them out again meanwhile. Returns the next batch,
+    /// if one was fetched.
+    async fn process_and_prefetch<H: Handler>(
+        &self,
+        handler: &H,
+        messages: Vec<jetstream::Message>,
+        consumer: &PullConsumer,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<jetstream::Message>> {
+        let processing = self.process(handler, messages, shutdown);
+        let fetching = self.next_batch(consumer, shutdown);
+        tokio::pin!(processing, fetching);
+        let mut next: Option<Vec<jetstream::Message>> = None;
+        let mut fetched = shutdown.is_cancelled();
+        let mut ticker = tokio::time::interval(self.progress_interval());
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = &mut processing => break,
+                result = &mut fetching, if !fetched => {
+                    fetched = true;
+                    ticker.reset();
+                    match result {
+                        Ok(messages) => next = Some(messages),
+                        // The next round fetches again and recovers as usual.
+                        Err(error) => tracing::debug!(error = %format!("{error:#}"), "prefetch failed"),
+                    }
+                }
+                _ = ticker.tick(), if next.as_ref().is_some_and(|n| !n.is_empty()) => {
+                    for message in next.iter().flatten() {
+                        if let Err(error) = message.ack_with(AckKind::Progress).await {
+                            tracing::warn!(%error, "could not send a progress ack");
+                        }
+                    }
+                }
+            }
+        }
+        if !fetched {
+            // Processing is done; the fetch is what the runner would wait for now.
+            match fetching.await {
+                Ok(messages) => next = Some(messages),
+                Err(error) => tracing::debug!(error = %format!("{error:#}"), "prefetch failed"),
+            }
+        }
+        next
     }
 
     /// Takes what is ready now; when nothing is, waits (up to `idle_wait_ms`)
@@ -211,8 +290,19 @@ impl ConsumerRunner {
         let max = self.settings.batch_size.clamp(1, limit.unwrap_or(usize::MAX));
         let idle_wait = Duration::from_millis(self.settings.idle_wait_ms.max(100));
         let mut out = Vec::new();
+        let started = tokio::time::Instant::now();
         collect_ready(consumer, max, &mut out).await?;
         if !out.is_empty() {
+            // Under load: gather more for a moment, so the batch pays the
+            // fixed cost of a transaction for many events, not a few.
+            let linger = Duration::from_millis(self.settings.linger_ms);
+            if out.len() < max && !linger.is_zero() {
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(out),
+                    () = tokio::time::sleep_until(started + linger) => {}
+                }
+                collect_ready(consumer, max - out.len(), &mut out).await?;
+            }
             return Ok(out);
         }
         let mut waiting = consumer.batch().max_messages(1).expires(idle_wait).messages().await?;
@@ -261,7 +351,10 @@ impl ConsumerRunner {
         }
         let first = deliveries.first().map(|d| d.meta.stream_sequence).unwrap_or_default();
         let span = tracing::info_span!("batch", consumer = %self.durable_name, size = deliveries.len(), first_sequence = first);
+        let started = std::time::Instant::now();
         self.apply(handler, &deliveries, &held, shutdown).instrument(span).await;
+        tracing::debug!(consumer = %self.durable_name, size = deliveries.len(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "batch settled");
     }
 
     /// Applies `deliveries`, settling each: acked when applied, retried or

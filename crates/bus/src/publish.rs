@@ -86,7 +86,7 @@ impl Publisher {
     }
 
     /// Publishes `event` on its subject and waits for the PubAck.
-    #[tracing::instrument(name = "publish", skip_all, fields(event_id = %context.id, ce_type = E::TYPE))]
+    #[tracing::instrument(name = "publish", level = "debug", skip_all, fields(event_id = %context.id, ce_type = E::TYPE))]
     pub async fn publish<E: Event>(&self, event: &E, context: &EventContext) -> Result<Published, PublishError> {
         // Fail fast instead of letting the client buffer the message while it
         // reconnects: a buffered message could still be stored after we have

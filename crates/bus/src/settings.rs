@@ -146,8 +146,17 @@ impl ShutdownSettings {
 pub struct ConsumerSettings {
     /// Most messages handed to the handler at once.
     pub batch_size: usize,
+    /// Batches applied at the same time by one instance (each fetches and
+    /// settles its own, as separate instances would). 1 keeps one batch in
+    /// flight; more lets a database overlap one batch's commit with the next.
+    pub concurrency: usize,
     /// How long an idle fetch waits for the first message, in milliseconds.
     pub idle_wait_ms: u64,
+    /// Under load (a fetch found messages waiting but not a full batch), how
+    /// long to keep collecting before applying, in milliseconds: fewer,
+    /// larger batches instead of many tiny ones. An event arriving at an idle
+    /// consumer is applied at once. 0 turns it off.
+    pub linger_ms: u64,
     /// How long the server waits for an ack before redelivering, in seconds.
     pub ack_wait_secs: u64,
     /// First retry delay after a failure, in milliseconds; it doubles with
@@ -177,6 +186,8 @@ impl Default for ConsumerSettings {
             max_deliver: 5,
             outage_backoff_max_ms: 30_000,
             from_start: true,
+            concurrency: 1,
+            linger_ms: 20,
         }
     }
 }

@@ -1,7 +1,8 @@
-//! Applying prospect events to Postgres: one transaction per batch,
-//! idempotent by event id, order-tolerant by stream sequence.
+//! Applying prospect events to Postgres: one transaction per batch, a few
+//! set-based statements per batch, idempotent by event id, order-tolerant by
+//! stream sequence.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use bus::{Delivery, Handler, HandlerError};
 use chrono::{DateTime, Utc};
@@ -9,11 +10,10 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use messages::{ProspectDeleted, ProspectDetails, ProspectEvent, ProspectSignedUp, ProspectUpdated};
+use messages::{ProspectDetails, ProspectEvent};
 use uuid::Uuid;
 
 use crate::db::Pool;
-use crate::schema::{applied_events, prospect_aliases, prospects};
 
 /// The handler behind the `save-prospect` durable consumer.
 #[derive(Clone)]
@@ -66,59 +66,120 @@ impl SaveProspect {
     }
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = applied_events)]
-struct AppliedEvent {
-    event_id: Uuid,
-    prospect_id: Uuid,
-    stream_seq: i64,
-}
-
 /// Applies every event of the batch that was not applied before, in stream
-/// order, and records their ids — all inside the caller's transaction.
+/// order, and records their ids — all inside the caller's transaction, with a
+/// fixed number of statements per batch rather than per event.
 ///
 /// Order tolerance: the batch first takes a transaction-scoped advisory lock
 /// per prospect (in a fixed order, so two instances cannot deadlock on them),
 /// so no other instance changes those prospects until this commits. Each event
 /// then compares its stream sequence with the row's `last_event_seq`: older
 /// events change nothing, and a deleted prospect stays deleted.
+///
+/// Set-based: the new events are cut into [`segments`] — runs of one event
+/// kind in which no prospect and no e-mail address appears twice — and each
+/// segment is applied with one statement per outcome over arrays of values
+/// (`unnest`). Inside a segment no two events touch the same row, so one
+/// statement gives the same result as applying them one by one; under load a
+/// batch of sign-ups is a single segment.
 async fn apply_batch(conn: &mut AsyncPgConnection, batch: &[Delivery<ProspectEvent>]) -> QueryResult<()> {
     lock_prospects(conn, batch.iter().map(|d| d.event.prospect_id())).await?;
-    // Read after the locks: an instance that applied one of these events
-    // has committed by now.
-    let event_ids: Vec<Uuid> = batch.iter().map(|d| d.meta.event_id).collect();
-    let mut done: HashSet<Uuid> = applied_events::table
-        .filter(applied_events::event_id.eq_any(&event_ids))
-        .select(applied_events::event_id)
-        .load(conn)
-        .await?
-        .into_iter()
-        .collect();
-
-    let mut applied = Vec::with_capacity(batch.len());
-    for delivery in batch {
-        let meta = &delivery.meta;
-        if !done.insert(meta.event_id) {
-            tracing::debug!(event_id = %meta.event_id, "already applied; skipping");
-            continue;
-        }
-        let seq = i64::try_from(meta.stream_sequence).unwrap_or(i64::MAX);
-        let prospect_id = delivery.event.prospect_id();
-        let state = RowState::load(conn, prospect_id).await?;
-        let outcome = match &delivery.event {
-            ProspectEvent::SignedUp(event) => sign_up(conn, event, seq, state).await?,
-            ProspectEvent::Updated(event) => update(conn, event, seq, state).await?,
-            ProspectEvent::Deleted(event) => delete(conn, event, seq, state).await?,
-        };
-        tracing::info!(event_id = %meta.event_id, %prospect_id, ce_type = %meta.ce_type,
-            stream_sequence = meta.stream_sequence, outcome, "event applied");
-        applied.push(AppliedEvent { event_id: meta.event_id, prospect_id, stream_seq: seq });
+    // Record the events as applied; those recorded before (by an earlier
+    // delivery, or twice in this batch) come back as not new. Done after the
+    // locks, so an instance that applied one of them has committed by now;
+    // undone with everything else if the transaction fails.
+    let fresh_ids: HashSet<Uuid> = diesel::sql_query(
+        "INSERT INTO applied_events (event_id, prospect_id, stream_seq) \
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) ON CONFLICT DO NOTHING RETURNING event_id AS id",
+    )
+    .bind::<Array<SqlUuid>, _>(batch.iter().map(|d| d.meta.event_id).collect::<Vec<_>>())
+    .bind::<Array<SqlUuid>, _>(ids(&batch.iter().collect::<Vec<_>>()))
+    .bind::<Array<BigInt>, _>(batch.iter().map(seq).collect::<Vec<_>>())
+    .load::<Written>(conn)
+    .await?
+    .into_iter()
+    .map(|w| w.id)
+    .collect();
+    let mut seen = HashSet::with_capacity(batch.len());
+    let fresh: Vec<&Delivery<ProspectEvent>> =
+        batch.iter().filter(|d| fresh_ids.contains(&d.meta.event_id) && seen.insert(d.meta.event_id)).collect();
+    if fresh.len() < batch.len() {
+        tracing::debug!(skipped = batch.len() - fresh.len(), "events already applied; skipping them");
     }
-    // Three binds per row; Postgres allows 65,535 per statement.
-    for chunk in applied.chunks(10_000) {
-        diesel::insert_into(applied_events::table).values(chunk).execute(conn).await?;
+    for segment in segments(&fresh) {
+        let states = RowState::load(conn, ids(segment)).await?;
+        match segment[0].event {
+            ProspectEvent::SignedUp(_) => sign_up(conn, segment, &states).await?,
+            // An address one prospect gives up and another takes in the same
+            // segment: only the order of the events can say who gets it.
+            ProspectEvent::Updated(_) if segment.len() > 1 && emails_move_within(segment, &states) => {
+                for single in segment.chunks(1) {
+                    let states = RowState::load(conn, ids(single)).await?;
+                    update(conn, single, &states).await?;
+                }
+            }
+            ProspectEvent::Updated(_) => update(conn, segment, &states).await?,
+            ProspectEvent::Deleted(_) => delete(conn, segment, &states).await?,
+        }
     }
     Ok(())
+}
+
+/// Cuts the events, in order, into runs of one kind in which each prospect
+/// and each e-mail address (case-insensitive) appears at most once.
+fn segments<'a, 'b>(events: &'b [&'a Delivery<ProspectEvent>]) -> Vec<&'b [&'a Delivery<ProspectEvent>]> {
+    let mut out = Vec::new();
+    let (mut start, mut ids, mut emails) = (0, HashSet::new(), HashSet::new());
+    for (index, delivery) in events.iter().enumerate() {
+        let email = details(&delivery.event).map(|d| d.email.to_lowercase());
+        let same_kind =
+            index == start || std::mem::discriminant(&events[start].event) == std::mem::discriminant(&delivery.event);
+        let clash = ids.contains(&delivery.event.prospect_id()) || email.as_ref().is_some_and(|e| emails.contains(e));
+        if !same_kind || clash {
+            out.push(&events[start..index]);
+            (start, ids, emails) = (index, HashSet::new(), HashSet::new());
+        }
+        ids.insert(delivery.event.prospect_id());
+        emails.extend(email);
+    }
+    if start < events.len() {
+        out.push(&events[start..]);
+    }
+    out
+}
+
+/// Whether an update of the segment takes an address that another prospect
+/// of the segment holds now.
+fn emails_move_within(segment: &[&Delivery<ProspectEvent>], states: &HashMap<Uuid, RowState>) -> bool {
+    let holders: HashMap<String, Uuid> = segment
+        .iter()
+        .filter_map(|d| {
+            let key = states.get(&d.event.prospect_id())?.email_key.as_ref()?;
+            Some((key.to_lowercase(), d.event.prospect_id()))
+        })
+        .collect();
+    segment.iter().any(|d| {
+        details(&d.event).is_some_and(|details| {
+            holders.get(&details.email.to_lowercase()).is_some_and(|holder| *holder != d.event.prospect_id())
+        })
+    })
+}
+
+fn details(event: &ProspectEvent) -> Option<&ProspectDetails> {
+    match event {
+        ProspectEvent::SignedUp(e) => Some(&e.details),
+        ProspectEvent::Updated(e) => Some(&e.details),
+        ProspectEvent::Deleted(_) => None,
+    }
+}
+
+fn seq(delivery: &Delivery<ProspectEvent>) -> i64 {
+    i64::try_from(delivery.meta.stream_sequence).unwrap_or(i64::MAX)
+}
+
+fn outcome(delivery: &Delivery<ProspectEvent>, outcome: &str) {
+    tracing::debug!(event_id = %delivery.meta.event_id, prospect_id = %delivery.event.prospect_id(),
+        ce_type = %delivery.meta.ce_type, stream_sequence = delivery.meta.stream_sequence, outcome, "event applied");
 }
 
 /// Takes a transaction-scoped advisory lock for each prospect, in ascending
@@ -143,80 +204,118 @@ async fn lock_prospects(conn: &mut AsyncPgConnection, ids: impl Iterator<Item = 
 }
 
 /// What the database holds about a prospect before an event is applied.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct RowState {
     deleted: bool,
     last_event_seq: i64,
+    email_key: Option<String>,
 }
 
 impl RowState {
-    async fn load(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<Self>> {
-        let row: Option<(Option<DateTime<Utc>>, i64)> = prospects::table
-            .find(id)
-            .select((prospects::deleted_at, prospects::last_event_seq))
-            .first(conn)
-            .await
-            .optional()?;
-        Ok(row.map(|(deleted_at, last_event_seq)| Self { deleted: deleted_at.is_some(), last_event_seq }))
+    /// The rows of these prospects, by id; a prospect without one is absent.
+    async fn load(conn: &mut AsyncPgConnection, ids: Vec<Uuid>) -> QueryResult<HashMap<Uuid, Self>> {
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = SqlUuid)]
+            id: Uuid,
+            #[diesel(sql_type = Nullable<Timestamptz>)]
+            deleted_at: Option<DateTime<Utc>>,
+            #[diesel(sql_type = BigInt)]
+            last_event_seq: i64,
+            #[diesel(sql_type = Nullable<Text>)]
+            email_key: Option<String>,
+        }
+        // A join with the array, planned for each call: a cached generic
+        // plan for `id = ANY($1)` can fall back to scanning the table.
+        let rows: Vec<Row> = diesel::sql_query(
+            "SELECT p.id, p.deleted_at, p.last_event_seq, p.email_key \
+             FROM unnest($1::uuid[]) AS u(id) JOIN prospects p ON p.id = u.id",
+        )
+        .bind::<Array<SqlUuid>, _>(ids)
+        .load(conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.id,
+                    Self { deleted: r.deleted_at.is_some(), last_event_seq: r.last_event_seq, email_key: r.email_key },
+                )
+            })
+            .collect())
     }
 }
 
-diesel::define_sql_function! {
-    /// Postgres `lower()`, the same folding as the generated `email_key`.
-    fn lower(text: Text) -> Text;
-}
-
 #[derive(QueryableByName)]
-struct Id {
+struct Written {
     #[diesel(sql_type = SqlUuid)]
     id: Uuid,
 }
 
-/// A new prospect is inserted; one whose e-mail (in any case) is taken
+/// The prospect ids of the events, in order.
+fn ids(events: &[&Delivery<ProspectEvent>]) -> Vec<Uuid> {
+    events.iter().map(|d| d.event.prospect_id()).collect()
+}
+
+/// New prospects are inserted; one whose e-mail (in any case) is taken
 /// updates that prospect instead, and its id becomes an alias of it. A
 /// prospect that already has a row (an update or a delete got there first,
 /// or this is a replay) keeps it: only its sign-up time is corrected.
 async fn sign_up(
     conn: &mut AsyncPgConnection,
-    event: &ProspectSignedUp,
-    seq: i64,
-    state: Option<RowState>,
-) -> QueryResult<&'static str> {
-    if state.is_some() {
-        diesel::update(prospects::table.find(event.prospect_id))
-            .set(
-                prospects::signed_up_at.eq(diesel::dsl::sql::<diesel::sql_types::Timestamptz>("LEAST(signed_up_at, ")
-                    .bind::<Timestamptz, _>(event.signed_up_at)
-                    .sql(")")),
-            )
-            .execute(conn)
-            .await?;
-        return Ok("prospect already known");
-    }
-    let upserted = write_details(SIGN_UP, event.prospect_id, &event.details, event.signed_up_at, seq)
-        .get_result::<Id>(conn)
-        .await
-        .optional()?;
-    let target = match upserted {
-        Some(Id { id }) => id,
-        // The e-mail belongs to a prospect that has seen a later event.
-        None => {
-            prospects::table
-                .filter(prospects::email_key.eq(event.details.email.to_lowercase()))
-                .select(prospects::id)
-                .first(conn)
-                .await?
-        }
-    };
-    if target == event.prospect_id {
-        return Ok("inserted");
-    }
-    diesel::insert_into(prospect_aliases::table)
-        .values((prospect_aliases::alias_id.eq(event.prospect_id), prospect_aliases::prospect_id.eq(target)))
-        .on_conflict_do_nothing()
+    segment: &[&Delivery<ProspectEvent>],
+    states: &HashMap<Uuid, RowState>,
+) -> QueryResult<()> {
+    let (known, mut new): (Vec<_>, Vec<_>) =
+        segment.iter().copied().partition(|d| states.contains_key(&d.event.prospect_id()));
+    if !known.is_empty() {
+        let times: Vec<DateTime<Utc>> = known.iter().map(|d| event_time(&d.event)).collect();
+        diesel::sql_query(
+            "UPDATE prospects p SET signed_up_at = LEAST(p.signed_up_at, u.at) \
+             FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at) WHERE p.id = u.id",
+        )
+        .bind::<Array<SqlUuid>, _>(ids(&known))
+        .bind::<Array<Timestamptz>, _>(times)
         .execute(conn)
         .await?;
-    Ok("merged into the prospect with the same e-mail")
+        known.iter().for_each(|d| outcome(d, "prospect already known"));
+    }
+    if new.is_empty() {
+        return Ok(());
+    }
+    let inserted: HashSet<Uuid> =
+        write_details(SIGN_UP, &new).load::<Written>(conn).await?.into_iter().map(|w| w.id).collect();
+    new.iter().filter(|d| inserted.contains(&d.event.prospect_id())).for_each(|d| outcome(d, "inserted"));
+    new.retain(|d| !inserted.contains(&d.event.prospect_id()));
+    if new.is_empty() {
+        return Ok(());
+    }
+    // The others' e-mails belong to a prospect they merge into (also when
+    // that prospect has seen a later event and kept its details). The keys
+    // are folded by Postgres, as the index is.
+    let emails: Vec<String> =
+        new.iter().map(|d| details(&d.event).map(|d| d.email.clone()).unwrap_or_default()).collect();
+    let merged: HashSet<Uuid> = diesel::sql_query(
+        "INSERT INTO prospect_aliases (alias_id, prospect_id) \
+         SELECT u.id, p.id FROM unnest($1::uuid[], $2::text[]) AS u(id, email) \
+         JOIN prospects p ON p.email_key = lower(u.email) AND p.id <> u.id \
+         ON CONFLICT DO NOTHING RETURNING alias_id AS id",
+    )
+    .bind::<Array<SqlUuid>, _>(ids(&new))
+    .bind::<Array<Text>, _>(emails)
+    .load::<Written>(conn)
+    .await?
+    .into_iter()
+    .map(|w| w.id)
+    .collect();
+    for delivery in &new {
+        if merged.contains(&delivery.event.prospect_id()) {
+            outcome(delivery, "merged into the prospect with the same e-mail");
+        } else {
+            outcome(delivery, "merged (alias already known)");
+        }
+    }
+    Ok(())
 }
 
 /// Replaces the details, unless the prospect was deleted, a later event was
@@ -224,119 +323,170 @@ async fn sign_up(
 /// that overtook its sign-up creates the row.
 async fn update(
     conn: &mut AsyncPgConnection,
-    event: &ProspectUpdated,
-    seq: i64,
-    state: Option<RowState>,
-) -> QueryResult<&'static str> {
-    let sql = match state {
-        Some(RowState { deleted: true, .. }) => return Ok("ignored: prospect deleted"),
-        Some(RowState { last_event_seq, .. }) if last_event_seq >= seq => {
-            return Ok("ignored: a later event was applied");
+    segment: &[&Delivery<ProspectEvent>],
+    states: &HashMap<Uuid, RowState>,
+) -> QueryResult<()> {
+    let (mut existing, mut missing) = (Vec::new(), Vec::new());
+    for delivery in segment {
+        match states.get(&delivery.event.prospect_id()) {
+            Some(RowState { deleted: true, .. }) => outcome(delivery, "ignored: prospect deleted"),
+            Some(state) if state.last_event_seq >= seq(delivery) => {
+                outcome(delivery, "ignored: a later event was applied");
+            }
+            Some(_) => existing.push(*delivery),
+            None => missing.push(*delivery),
         }
-        Some(_) => UPDATE,
-        None => INSERT_UPDATED,
-    };
-    let changed = write_details(sql, event.prospect_id, &event.details, event.updated_at, seq).execute(conn).await?;
-    if changed == 0 {
-        tracing::warn!(prospect_id = %event.prospect_id, "update not applied: its e-mail belongs to another prospect");
-        return Ok("ignored: e-mail taken");
     }
-    Ok("updated")
+    let mut changed = HashSet::new();
+    for (sql, events) in [(UPDATE, &existing), (INSERT_UPDATED, &missing)] {
+        if !events.is_empty() {
+            changed.extend(write_details(sql, events).load::<Written>(conn).await?.into_iter().map(|w| w.id));
+        }
+    }
+    for delivery in existing.iter().chain(&missing) {
+        if changed.contains(&delivery.event.prospect_id()) {
+            outcome(delivery, "updated");
+        } else {
+            tracing::warn!(prospect_id = %delivery.event.prospect_id(),
+                "update not applied: its e-mail belongs to another prospect");
+        }
+    }
+    Ok(())
 }
 
 /// Erases the personal data and keeps a tombstone; a prospect with no row yet
 /// gets the tombstone alone, so a late sign-up cannot bring it back.
 async fn delete(
     conn: &mut AsyncPgConnection,
-    event: &ProspectDeleted,
-    seq: i64,
-    state: Option<RowState>,
-) -> QueryResult<&'static str> {
-    match state {
-        Some(RowState { deleted: true, .. }) => Ok("ignored: already deleted"),
-        Some(_) => {
-            diesel::update(prospects::table.find(event.prospect_id))
-                .set((
-                    prospects::email.eq(None::<String>),
-                    prospects::first_name.eq(None::<String>),
-                    prospects::last_name.eq(None::<String>),
-                    prospects::company_name.eq(None::<String>),
-                    prospects::country_code.eq(None::<String>),
-                    prospects::role_code.eq(None::<String>),
-                    prospects::deleted_at.eq(Some(event.deleted_at)),
-                    prospects::updated_at.eq(event.deleted_at),
-                    prospects::last_event_seq
-                        .eq(diesel::dsl::sql::<BigInt>("GREATEST(last_event_seq, ").bind::<BigInt, _>(seq).sql(")")),
-                ))
-                .execute(conn)
-                .await?;
-            Ok("erased")
+    segment: &[&Delivery<ProspectEvent>],
+    states: &HashMap<Uuid, RowState>,
+) -> QueryResult<()> {
+    let (mut existing, mut missing) = (Vec::new(), Vec::new());
+    for delivery in segment {
+        match states.get(&delivery.event.prospect_id()) {
+            Some(RowState { deleted: true, .. }) => outcome(delivery, "ignored: already deleted"),
+            Some(_) => existing.push(*delivery),
+            None => missing.push(*delivery),
         }
-        None => {
-            diesel::insert_into(prospects::table)
-                .values((
-                    prospects::id.eq(event.prospect_id),
-                    prospects::signed_up_at.eq(event.deleted_at),
-                    prospects::updated_at.eq(event.deleted_at),
-                    prospects::deleted_at.eq(Some(event.deleted_at)),
-                    prospects::last_event_seq.eq(seq),
-                ))
-                .execute(conn)
-                .await?;
-            Ok("tombstone created")
+    }
+    for (sql, events, done) in [(ERASE, &existing, "erased"), (TOMBSTONE, &missing, "tombstone created")] {
+        if events.is_empty() {
+            continue;
         }
+        let times: Vec<DateTime<Utc>> = events.iter().map(|d| event_time(&d.event)).collect();
+        let seqs: Vec<i64> = events.iter().map(|d| seq(d)).collect();
+        diesel::sql_query(sql)
+            .bind::<Array<SqlUuid>, _>(ids(events))
+            .bind::<Array<Timestamptz>, _>(times)
+            .bind::<Array<BigInt>, _>(seqs)
+            .execute(conn)
+            .await?;
+        events.iter().for_each(|d| outcome(d, done));
+    }
+    Ok(())
+}
+
+fn event_time(event: &ProspectEvent) -> DateTime<Utc> {
+    match event {
+        ProspectEvent::SignedUp(e) => e.signed_up_at,
+        ProspectEvent::Updated(e) => e.updated_at,
+        ProspectEvent::Deleted(e) => e.deleted_at,
     }
 }
 
-/// Inserts a prospect; when its e-mail (any case) is taken, updates that
+/// The rows of `UPDATE`, `SIGN_UP` and `INSERT_UPDATED` as arrays: `$1` the
+/// prospect ids, `$2`–`$7` the details, `$8` the event times, `$9` the stream
+/// sequences.
+const ROWS: &str = "unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+    $8::timestamptz[], $9::bigint[]) AS u(id, email, first_name, last_name, company_name, country_code, role_code, \
+    at, seq)";
+
+/// Inserts prospects; when an e-mail (any case) is taken, updates that
 /// prospect instead unless it has seen a later event or was deleted. Returns
-/// the id of the row written.
+/// the ids of the rows written: a sign-up's own id when it was inserted.
 const SIGN_UP: &str = "\
-    INSERT INTO prospects (id, email, first_name, last_name, company_name, country_code, role_code, \
-                           signed_up_at, updated_at, last_event_seq) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) \
+    INSERT INTO prospects AS p (id, email, first_name, last_name, company_name, country_code, role_code, \
+                                signed_up_at, updated_at, last_event_seq) \
+    SELECT id, email, first_name, last_name, company_name, country_code, role_code, at, at, seq FROM {rows} \
     ON CONFLICT (email_key) DO UPDATE SET \
         email = excluded.email, first_name = excluded.first_name, last_name = excluded.last_name, \
         company_name = excluded.company_name, country_code = excluded.country_code, \
         role_code = excluded.role_code, updated_at = excluded.updated_at, \
         last_event_seq = excluded.last_event_seq \
-    WHERE prospects.last_event_seq < excluded.last_event_seq AND prospects.deleted_at IS NULL \
-    RETURNING id";
+    WHERE p.last_event_seq < excluded.last_event_seq AND p.deleted_at IS NULL \
+    RETURNING p.id";
 
-/// Replaces a prospect's details unless the new e-mail belongs to another
+/// Replaces prospects' details unless the new e-mail belongs to another
 /// prospect.
 const UPDATE: &str = "\
-    UPDATE prospects SET email = $2, first_name = $3, last_name = $4, company_name = $5, \
-           country_code = $6, role_code = $7, updated_at = $8, last_event_seq = $9 \
-    WHERE id = $1 AND deleted_at IS NULL AND last_event_seq < $9 \
-      AND NOT EXISTS (SELECT 1 FROM prospects other WHERE other.email_key = lower($2) AND other.id <> $1)";
+    UPDATE prospects p SET email = u.email, first_name = u.first_name, last_name = u.last_name, \
+           company_name = u.company_name, country_code = u.country_code, role_code = u.role_code, \
+           updated_at = u.at, last_event_seq = u.seq \
+    FROM {rows} \
+    WHERE p.id = u.id AND p.deleted_at IS NULL AND p.last_event_seq < u.seq \
+      AND NOT EXISTS (SELECT 1 FROM prospects other WHERE other.email_key = lower(u.email) AND other.id <> u.id) \
+    RETURNING p.id";
 
-/// Creates the row of a prospect whose update arrived before its sign-up
+/// Creates the rows of prospects whose update arrived before their sign-up
 /// (nothing when the e-mail belongs to another prospect).
 const INSERT_UPDATED: &str = "\
-    INSERT INTO prospects (id, email, first_name, last_name, company_name, country_code, role_code, \
-                           signed_up_at, updated_at, last_event_seq) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) \
+    INSERT INTO prospects AS p (id, email, first_name, last_name, company_name, country_code, role_code, \
+                                signed_up_at, updated_at, last_event_seq) \
+    SELECT id, email, first_name, last_name, company_name, country_code, role_code, at, at, seq FROM {rows} \
+    ON CONFLICT DO NOTHING \
+    RETURNING p.id";
+
+/// Erases the personal data of prospects (`$1` ids, `$2` times, `$3` sequences).
+const ERASE: &str = "\
+    UPDATE prospects p SET email = NULL, first_name = NULL, last_name = NULL, company_name = NULL, \
+           country_code = NULL, role_code = NULL, deleted_at = u.at, updated_at = u.at, \
+           last_event_seq = GREATEST(p.last_event_seq, u.seq) \
+    FROM unnest($1::uuid[], $2::timestamptz[], $3::bigint[]) AS u(id, at, seq) \
+    WHERE p.id = u.id AND p.deleted_at IS NULL";
+
+/// Tombstones for prospects deleted before their sign-up arrived.
+const TOMBSTONE: &str = "\
+    INSERT INTO prospects (id, signed_up_at, updated_at, deleted_at, last_event_seq) \
+    SELECT id, at, at, at, seq FROM unnest($1::uuid[], $2::timestamptz[], $3::bigint[]) AS u(id, at, seq) \
     ON CONFLICT DO NOTHING";
 
-/// `sql` with the binds the statements above share: `$1` the prospect id,
-/// `$2`–`$7` the details, `$8` the event time, `$9` its stream sequence.
-fn write_details<'a>(
-    sql: &'static str,
-    prospect_id: Uuid,
-    d: &'a ProspectDetails,
-    at: DateTime<Utc>,
-    seq: i64,
-) -> diesel::query_builder::BoxedSqlQuery<'a, Pg, diesel::query_builder::SqlQuery> {
-    diesel::sql_query(sql)
+/// `sql` (one of the statements above, `{rows}` standing for [`ROWS`]) bound
+/// to the details of `events`.
+fn write_details(
+    sql: &str,
+    events: &[&Delivery<ProspectEvent>],
+) -> diesel::query_builder::BoxedSqlQuery<'static, Pg, diesel::query_builder::SqlQuery> {
+    let n = events.len();
+    let (mut emails, mut first, mut last, mut company, mut country, mut role, mut at, mut seqs) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::<Option<String>>::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for delivery in events {
+        let d = details(&delivery.event).expect("only sign-ups and updates carry details");
+        emails.push(d.email.clone());
+        first.push(d.first_name.clone());
+        last.push(d.last_name.clone());
+        company.push(d.company_name.clone());
+        country.push(d.country.code.clone());
+        role.push(d.role.code.clone());
+        at.push(event_time(&delivery.event));
+        seqs.push(seq(delivery));
+    }
+    diesel::sql_query(sql.replace("{rows}", ROWS))
         .into_boxed()
-        .bind::<SqlUuid, _>(prospect_id)
-        .bind::<Text, _>(&d.email)
-        .bind::<Text, _>(&d.first_name)
-        .bind::<Text, _>(&d.last_name)
-        .bind::<Nullable<Text>, _>(d.company_name.as_deref())
-        .bind::<Text, _>(&d.country.code)
-        .bind::<Text, _>(&d.role.code)
-        .bind::<Timestamptz, _>(at)
-        .bind::<BigInt, _>(seq)
+        .bind::<Array<SqlUuid>, _>(ids(events))
+        .bind::<Array<Text>, _>(emails)
+        .bind::<Array<Text>, _>(first)
+        .bind::<Array<Text>, _>(last)
+        .bind::<Array<Nullable<Text>>, _>(company)
+        .bind::<Array<Text>, _>(country)
+        .bind::<Array<Text>, _>(role)
+        .bind::<Array<Timestamptz>, _>(at)
+        .bind::<Array<BigInt>, _>(seqs)
 }

@@ -57,6 +57,7 @@ pub struct SaveProspectSettings {
 
 impl Default for SaveProspectSettings {
     fn default() -> Self {
-        Self { migrate_on_start: true, consumer: ConsumerSettings::default() }
+        // Two batches in flight: one is applied while the other commits.
+        Self { migrate_on_start: true, consumer: ConsumerSettings { concurrency: 2, ..ConsumerSettings::default() } }
     }
 }

@@ -57,7 +57,8 @@ async fn publish<E: Event>(publisher: &Publisher, event: &E, traceparent: Option
     let context = EventContext::new().with_traceparent(traceparent);
     match publisher.publish(event, &context).await {
         Ok(published) => {
-            tracing::info!(event_id = %published.event_id, prospect_id = %event.prospect_id(), ce_type = E::TYPE,
+            // Debug: the access log already has a line per request.
+            tracing::debug!(event_id = %published.event_id, prospect_id = %event.prospect_id(), ce_type = E::TYPE,
                 stream_sequence = published.stream_sequence, "event accepted");
             Ok(())
         }

@@ -65,7 +65,9 @@ impl NatsServer {
     }
 }
 
-fn nats_server_bin() -> PathBuf {
+/// The `nats-server` binary the tests start: `NATS_SERVER_BIN`, else from
+/// `PATH`, else `/usr/sbin/nats-server`.
+pub fn nats_server_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
         return bin.into();
     }

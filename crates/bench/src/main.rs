@@ -1,0 +1,628 @@
+//! signup-bench: the benchmark behind `scripts/bench`.
+//!
+//! It measures the system as `scripts/run` starts it (release builds, the
+//! repository's `config/`), against a private nats-server (JetStream, file
+//! store) and databases of its own on the machine's Postgres, in phases:
+//!
+//! - **accept**: wrk POSTs distinct valid forms to `/signup` on 64
+//!   connections — first to `sync-baseline` (validates the same way, inserts
+//!   the row inside the request), then to `signup-web` (publishes the event,
+//!   waits for the PubAck);
+//! - **drain**: 200,000 sign-ups put on the stream while save-prospect is
+//!   stopped, then the time it takes to apply them all; and, in the same run,
+//!   the rate at which the bench itself inserts the same rows in batches of
+//!   500, one transaction per batch (the raw limit of the database);
+//! - **sustained**: web + save-prospect + analytics-indexer at rising loads
+//!   (wrk, each connection pausing 50 ms after an answer, so the offered
+//!   rate is nominal and the accepted rate is what counts); a step holds when
+//!   no request failed and both handlers' backlogs at the end are under one
+//!   second of the accepted load;
+//! - **latency**: at a steady 2,000 sign-ups/s, the time from each 303 to its
+//!   row being visible in Postgres (polled every 2 ms);
+//! - **memory**: each service's resident memory at rest and its peak under load.
+//!
+//! It prints a table with the targets and writes every figure as JSON.
+
+mod load;
+mod system;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bus::{EventContext, Publisher};
+use chrono::Utc;
+use clap::Parser;
+use diesel::sql_types::{Array, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use futures::{StreamExt as _, TryStreamExt as _};
+use hdrhistogram::Histogram;
+use messages::{Country, ProspectDetails, ProspectSignedUp, Role};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::load::WrkRun;
+use crate::system::{Backends, Layout, Memory, Service, migrated_database, wait_for_http, wait_for_port};
+
+const SAVE: &str = "save-prospect";
+const INDEX: &str = "analytics-indexer";
+const TOKEN_SECRET: &str = "bench-token-secret-0123456789";
+
+#[derive(Parser)]
+#[command(about = "Signup benchmark: accept, drain, sustained, latency, memory")]
+struct Cli {
+    /// Folder for the JSON figures (results.json) and the service logs.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// The wrk script of the accept phase.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/wrk/signup.lua"))]
+    wrk_script: PathBuf,
+    /// The configuration folder the services read, as with scripts/run.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config"))]
+    config_dir: PathBuf,
+    /// Seconds of each measured accept run.
+    #[arg(long, default_value_t = 10)]
+    accept_secs: u64,
+    /// wrk connections in the accept phase.
+    #[arg(long, default_value_t = 64)]
+    connections: u32,
+    /// Sign-ups put on the stream for the drain phase.
+    #[arg(long, default_value_t = 200_000)]
+    drain_events: usize,
+    /// Offered loads of the sustained phase, sign-ups per second.
+    #[arg(long, value_delimiter = ',', default_value = "5000,10000,15000,20000,25000,30000")]
+    rates: Vec<u64>,
+    /// Seconds per sustained step.
+    #[arg(long, default_value_t = 10)]
+    step_secs: u64,
+    /// Rate of the latency phase.
+    #[arg(long, default_value_t = 2_000)]
+    latency_rate: u64,
+    /// Seconds of the latency phase.
+    #[arg(long, default_value_t = 15)]
+    latency_secs: u64,
+    /// Phases to run.
+    #[arg(long, value_delimiter = ',', default_value = "accept,drain,sustained")]
+    phases: Vec<String>,
+}
+
+#[derive(Serialize, Default)]
+struct Results {
+    machine: HashMap<&'static str, String>,
+    accept: Option<Accept>,
+    drain: Option<Drain>,
+    sustained: Option<Sustained>,
+    latency: Option<Latency>,
+    memory: Option<HashMap<&'static str, MemoryFigures>>,
+}
+
+#[derive(Serialize)]
+struct Accept {
+    connections: u32,
+    seconds: u64,
+    sync_baseline: AcceptRun,
+    signup_web: AcceptRun,
+    ratio: f64,
+}
+
+#[derive(Serialize)]
+struct AcceptRun {
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+    stored: u64,
+    wrk: WrkRun,
+}
+
+impl AcceptRun {
+    fn of(run: WrkRun, stored: u64) -> Self {
+        Self {
+            per_sec: run.rate(),
+            p50_ms: run.p50_us as f64 / 1e3,
+            p99_ms: run.p99_us as f64 / 1e3,
+            errors: run.error_count(),
+            stored,
+            wrk: run,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Drain {
+    events: usize,
+    fill_per_sec: f64,
+    drain_secs: f64,
+    drain_per_sec: f64,
+    raw_insert_secs: f64,
+    raw_insert_per_sec: f64,
+    ratio: f64,
+}
+
+#[derive(Serialize)]
+struct Step {
+    offered_per_sec: u64,
+    accepted_per_sec: f64,
+    accepted: u64,
+    errors: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    backlog_save_prospect: u64,
+    backlog_analytics_indexer: u64,
+    caught_up_after_secs: f64,
+    holds: bool,
+}
+
+#[derive(Serialize)]
+struct Sustained {
+    step_secs: u64,
+    steps: Vec<Step>,
+    highest_holding_per_sec: f64,
+}
+
+#[derive(Serialize)]
+struct Latency {
+    rate: u64,
+    seconds: u64,
+    sign_ups: u64,
+    accepted_per_sec: f64,
+    refused: u64,
+    failed: u64,
+    accept_p99_ms: f64,
+    visible_p50_ms: f64,
+    visible_p99_ms: f64,
+    visible_max_ms: f64,
+}
+
+#[derive(Serialize, Clone, Copy)]
+struct MemoryFigures {
+    at_rest_mib: f64,
+    peak_under_load_mib: f64,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let bin_dir = std::env::current_exe()?.parent().context("no binary folder")?.to_owned();
+    let layout = Layout { bin_dir, config_dir: cli.config_dir.clone(), log_dir: cli.out.join("logs") };
+    std::fs::create_dir_all(&cli.out)?;
+    let mut results = Results { machine: machine(&layout).await, ..Results::default() };
+    let started = Instant::now();
+    if cli.phases.iter().any(|p| p == "accept") {
+        say("accept: synchronous baseline, then signup-web (wrk, 64 connections)");
+        results.accept = Some(accept(&layout, &cli).await.context("accept phase")?);
+    }
+    if cli.phases.iter().any(|p| p == "drain") {
+        say(&format!("drain: {} sign-ups on the stream, then save-prospect", cli.drain_events));
+        results.drain = Some(drain(&layout, cli.drain_events).await.context("drain phase")?);
+    }
+    if cli.phases.iter().any(|p| p == "sustained") {
+        say("sustained, latency, memory: web + save-prospect + analytics-indexer");
+        let (sustained, latency, memory) = sustained(&layout, &cli).await.context("sustained phase")?;
+        (results.sustained, results.latency, results.memory) = (Some(sustained), Some(latency), Some(memory));
+    }
+    let path = cli.out.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
+    println!("\n{}", table(&results));
+    say(&format!("figures written to {} ({:.0} s)", path.display(), started.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+fn say(text: &str) {
+    eprintln!("==> {text}");
+}
+
+async fn machine(layout: &Layout) -> HashMap<&'static str, String> {
+    let mut out = HashMap::new();
+    out.insert("cores", std::thread::available_parallelism().map(|n| n.to_string()).unwrap_or_default());
+    out.insert("nats_server", system::version_of(&test_support::nats_server_bin(), &["--version"]));
+    out.insert("wrk", system::version_of(std::path::Path::new("wrk"), &["-v"]).lines().next().unwrap_or("").into());
+    out.insert("date", Utc::now().to_rfc3339());
+    out.insert("binaries", layout.bin_dir.display().to_string());
+    if let Ok(database) = migrated_database().await
+        && let Ok(mut conn) = database.connect().await
+    {
+        #[derive(diesel::QueryableByName)]
+        struct Version {
+            #[diesel(sql_type = Text)]
+            version: String,
+        }
+        if let Ok(v) = diesel::sql_query("SELECT version()").get_result::<Version>(&mut conn).await {
+            out.insert("postgres", v.version);
+        }
+    }
+    out
+}
+
+fn web_env(backends: &Backends, port: u16) -> Vec<(&'static str, String)> {
+    let mut env = backends.env();
+    env.push(("SIGNUP__WEB__PORT", port.to_string()));
+    env.push(("SIGNUP__WEB__TOKEN_SECRET", TOKEN_SECRET.to_owned()));
+    env
+}
+
+async fn accept(layout: &Layout, cli: &Cli) -> anyhow::Result<Accept> {
+    let run_id = Uuid::now_v7().simple().to_string();
+    // The design being replaced.
+    let database = migrated_database().await?;
+    let port = test_support::free_port()?;
+    let baseline = Service::spawn(
+        layout,
+        "sync-baseline",
+        "accept-sync-baseline",
+        &["--port", &port.to_string(), "--database-url", &database.url()],
+        &[],
+    )?;
+    wait_for_port(port, Duration::from_secs(30)).await?;
+    let url = format!("http://127.0.0.1:{port}");
+    load::wrk(&cli.wrk_script, &url, 2, cli.connections, &format!("warm{run_id}"), &[]).await?;
+    let sync = load::wrk(&cli.wrk_script, &url, cli.accept_secs, cli.connections, &run_id, &[]).await?;
+    baseline.stop().await;
+    let rows = system::count_prospects(&mut database.connect().await?).await?;
+    anyhow::ensure!(rows >= sync.requests - sync.error_count(), "the baseline answered more sign-ups than it saved");
+    say(&format!("  sync baseline: {:.0}/s, p99 {:.1} ms", sync.rate(), sync.p99_us as f64 / 1e3));
+
+    // signup-web alone: accept means stored in JetStream.
+    let backends = Backends::start().await?;
+    let port = test_support::free_port()?;
+    let web = Service::spawn(layout, "signup-web", "accept-signup-web", &["serve"], &web_env(&backends, port))?;
+    let url = format!("http://127.0.0.1:{port}");
+    wait_for_http(&format!("{url}/readyz"), Duration::from_secs(30)).await?;
+    load::wrk(&cli.wrk_script, &url, 2, cli.connections, &format!("warm{run_id}"), &[]).await?;
+    let before = backends.stored().await?;
+    let web_run = load::wrk(&cli.wrk_script, &url, cli.accept_secs, cli.connections, &run_id, &[]).await?;
+    web.stop().await;
+    let stored = backends.stored().await? - before;
+    anyhow::ensure!(stored >= web_run.requests - web_run.error_count(), "signup-web answered more than it stored");
+    say(&format!("  signup-web: {:.0}/s, p99 {:.1} ms", web_run.rate(), web_run.p99_us as f64 / 1e3));
+    Ok(Accept {
+        connections: cli.connections,
+        seconds: cli.accept_secs,
+        ratio: web_run.rate() / sync.rate(),
+        sync_baseline: AcceptRun::of(sync, rows),
+        signup_web: AcceptRun::of(web_run, stored),
+    })
+}
+
+/// `count` distinct sign-ups as the web would publish them.
+fn sign_ups(count: usize) -> Vec<ProspectSignedUp> {
+    let run = Uuid::now_v7().simple().to_string();
+    (0..count)
+        .map(|i| ProspectSignedUp {
+            prospect_id: Uuid::now_v7(),
+            details: ProspectDetails {
+                first_name: "Drain".into(),
+                last_name: "Visitor".into(),
+                email: format!("d{i}.{run}@example.com"),
+                company_name: Some("Acme".into()),
+                country: Country { code: "NL".into(), name: "Netherlands".into() },
+                role: Role { code: "EN".into(), name: "Engineer".into() },
+            },
+            signed_up_at: Utc::now(),
+        })
+        .collect()
+}
+
+async fn drain(layout: &Layout, count: usize) -> anyhow::Result<Drain> {
+    let backends = Backends::start().await?;
+    let events = sign_ups(count);
+    let client = bus::async_nats::connect(backends.nats.url()).await?;
+    let publisher = Publisher::new(client, "/signup-bench", Duration::from_secs(30));
+    let start = Instant::now();
+    futures::stream::iter(&events)
+        .map(|event| {
+            let publisher = &publisher;
+            async move { publisher.publish(event, &EventContext::new()).await }
+        })
+        .buffer_unordered(1_000)
+        .try_for_each(|_| async { Ok(()) })
+        .await?;
+    let fill_per_sec = count as f64 / start.elapsed().as_secs_f64();
+    say(&format!("  stream filled at {fill_per_sec:.0}/s"));
+
+    let mut service = Service::spawn(layout, "save-prospect", "drain-save-prospect", &["run"], &backends.env())?;
+    let start = Instant::now();
+    backends.wait_for_consumer(SAVE, Duration::from_secs(60)).await?;
+    loop {
+        service.ensure_running()?;
+        if backends.backlog(SAVE).await? == 0 {
+            break;
+        }
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(600), "save-prospect did not drain in 10 minutes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain_secs = start.elapsed().as_secs_f64();
+    service.stop().await;
+    let rows = system::count_prospects(&mut backends.database.connect().await?).await?;
+    anyhow::ensure!(rows == count as u64, "{rows} rows after the drain, expected {count}");
+    say(&format!("  drained in {drain_secs:.2} s: {:.0} events/s", count as f64 / drain_secs));
+
+    // The same rows, inserted directly: batches of 500, one transaction each.
+    let raw = migrated_database().await?;
+    let mut conn = raw.connect().await?;
+    let start = Instant::now();
+    for chunk in events.chunks(500) {
+        conn.transaction(async |conn| raw_insert(conn, chunk).await).await?;
+    }
+    let raw_insert_secs = start.elapsed().as_secs_f64();
+    anyhow::ensure!(system::count_prospects(&mut conn).await? == count as u64, "raw insert lost rows");
+    say(&format!("  raw batched insert: {:.0} rows/s", count as f64 / raw_insert_secs));
+    Ok(Drain {
+        events: count,
+        fill_per_sec,
+        drain_secs,
+        drain_per_sec: count as f64 / drain_secs,
+        raw_insert_secs,
+        raw_insert_per_sec: count as f64 / raw_insert_secs,
+        ratio: raw_insert_secs / drain_secs,
+    })
+}
+
+async fn raw_insert(conn: &mut AsyncPgConnection, chunk: &[ProspectSignedUp]) -> diesel::QueryResult<usize> {
+    let column = |f: fn(&ProspectSignedUp) -> String| chunk.iter().map(f).collect::<Vec<String>>();
+    diesel::sql_query(
+        "INSERT INTO prospects (id, email, first_name, last_name, company_name, country_code, role_code, \
+                                signed_up_at, updated_at, last_event_seq) \
+         SELECT id, email, first_name, last_name, company_name, country_code, role_code, at, at, 0 \
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+                     $8::timestamptz[]) AS u(id, email, first_name, last_name, company_name, country_code, role_code, at)",
+    )
+    .bind::<Array<SqlUuid>, _>(chunk.iter().map(|e| e.prospect_id).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(column(|e| e.details.email.clone()))
+    .bind::<Array<Text>, _>(column(|e| e.details.first_name.clone()))
+    .bind::<Array<Text>, _>(column(|e| e.details.last_name.clone()))
+    .bind::<Array<Nullable<Text>>, _>(chunk.iter().map(|e| e.details.company_name.clone()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(column(|e| e.details.country.code.clone()))
+    .bind::<Array<Text>, _>(column(|e| e.details.role.code.clone()))
+    .bind::<Array<Timestamptz>, _>(chunk.iter().map(|e| e.signed_up_at).collect::<Vec<_>>())
+    .execute(conn)
+    .await
+}
+
+async fn sustained(
+    layout: &Layout,
+    cli: &Cli,
+) -> anyhow::Result<(Sustained, Latency, HashMap<&'static str, MemoryFigures>)> {
+    let backends = Backends::start().await?;
+    let index_dir = tempfile::tempdir()?;
+    let (port, analytics_port) = (test_support::free_port()?, test_support::free_port()?);
+    let mut env = web_env(&backends, port);
+    env.push(("SIGNUP__ANALYTICS__PORT", analytics_port.to_string()));
+    env.push(("SIGNUP__ANALYTICS__INDEX_DIR", index_dir.path().display().to_string()));
+    env.push(("SIGNUP__ANALYTICS__TOKEN", "bench-analytics-token".to_owned()));
+    let mut services = vec![
+        Service::spawn(layout, "save-prospect", "sustained-save-prospect", &["run"], &env)?,
+        Service::spawn(layout, "analytics-indexer", "sustained-analytics-indexer", &["run"], &env)?,
+        Service::spawn(layout, "signup-web", "sustained-signup-web", &["serve"], &env)?,
+    ];
+    let url = format!("http://127.0.0.1:{port}");
+    wait_for_http(&format!("{url}/readyz"), Duration::from_secs(30)).await?;
+    backends.wait_for_consumer(SAVE, Duration::from_secs(60)).await?;
+    backends.wait_for_consumer(INDEX, Duration::from_secs(60)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let at_rest: Vec<Memory> = services.iter().map(Service::memory).collect::<anyhow::Result<_>>()?;
+
+    let run_id = Uuid::now_v7().simple().to_string();
+    let mut steps = Vec::new();
+    for &rate in &cli.rates {
+        backends.wait_drained(&[SAVE, INDEX], Duration::from_secs(120)).await?;
+        // Connections that each pause 50 ms after an answer offer about
+        // `rate`; what was accepted is measured.
+        let connections = u32::try_from(rate / 20)?.max(2);
+        let script = cli.wrk_script.with_file_name("signup-paced.lua");
+        let step_id = format!("s{rate}.{run_id}");
+        let run = load::wrk(&script, &url, cli.step_secs, connections, &step_id, &["50"]).await?;
+        let (save, index) = (backends.backlog(SAVE).await?, backends.backlog(INDEX).await?);
+        let caught_up = backends.wait_drained(&[SAVE, INDEX], Duration::from_secs(300)).await?;
+        for service in &mut services {
+            service.ensure_running()?;
+        }
+        let step = step(rate, &run, save, index, caught_up);
+        say(&format!(
+            "  offered {rate}/s: accepted {:.0}/s, p99 {:.1} ms, backlog {save}/{index}, caught up in {:.1} s{}",
+            step.accepted_per_sec,
+            step.p99_ms,
+            step.caught_up_after_secs,
+            if step.holds { "" } else { " — does not hold" }
+        ));
+        let holds = step.holds;
+        steps.push(step);
+        if !holds {
+            break;
+        }
+    }
+    let highest = steps.iter().filter(|s| s.holds).map(|s| s.accepted_per_sec).fold(0.0, f64::max);
+
+    backends.wait_drained(&[SAVE, INDEX], Duration::from_secs(300)).await?;
+    let latency = latency(&url, &backends, cli).await?;
+    say(&format!(
+        "  latency at {}/s: p50 {:.1} ms, p99 {:.1} ms",
+        cli.latency_rate, latency.visible_p50_ms, latency.visible_p99_ms
+    ));
+    let mut memory = HashMap::new();
+    for (service, rest) in services.iter().zip(at_rest) {
+        let name = match service.name.as_str() {
+            "save-prospect" => "save-prospect",
+            "analytics-indexer" => "analytics-indexer",
+            _ => "signup-web",
+        };
+        memory
+            .insert(name, MemoryFigures { at_rest_mib: rest.rss_mib, peak_under_load_mib: service.memory()?.peak_mib });
+    }
+    for service in services {
+        service.stop().await;
+    }
+    Ok((Sustained { step_secs: cli.step_secs, steps, highest_holding_per_sec: highest }, latency, memory))
+}
+
+fn step(offered: u64, run: &WrkRun, save: u64, index: u64, caught_up: Duration) -> Step {
+    let accepted_per_sec = run.rate();
+    // One second of load: a handler that keeps up is never further behind
+    // than its lingering batch, the batch in hand and its commit (the
+    // indexer gathers for 250 ms before each commit).
+    let limit = accepted_per_sec as u64;
+    Step {
+        offered_per_sec: offered,
+        accepted_per_sec,
+        accepted: run.requests - run.error_count(),
+        errors: run.error_count(),
+        p50_ms: run.p50_us as f64 / 1e3,
+        p99_ms: run.p99_us as f64 / 1e3,
+        backlog_save_prospect: save,
+        backlog_analytics_indexer: index,
+        caught_up_after_secs: caught_up.as_secs_f64(),
+        holds: run.error_count() == 0 && save <= limit && index <= limit,
+    }
+}
+
+async fn latency(url: &str, backends: &Backends, cli: &Cli) -> anyhow::Result<Latency> {
+    let (answered, arrivals) = mpsc::unbounded_channel();
+    let watcher = tokio::spawn(watch_rows(backends.database.url(), arrivals));
+    let run_id = format!("l{}", Uuid::now_v7().simple());
+    let run =
+        load::paced(url, cli.latency_rate, Duration::from_secs(cli.latency_secs), &run_id, Some(answered)).await?;
+    let visible = watcher.await??;
+    anyhow::ensure!(visible.len() == run.accepted, "{} rows seen for {} sign-ups", visible.len(), run.accepted);
+    let ms = |q: f64| visible.value_at_quantile(q) as f64 / 1e3;
+    Ok(Latency {
+        rate: cli.latency_rate,
+        seconds: cli.latency_secs,
+        sign_ups: run.accepted,
+        accepted_per_sec: run.achieved_rate(),
+        refused: run.refused,
+        failed: run.failed,
+        accept_p99_ms: run.latency_us.value_at_quantile(0.99) as f64 / 1e3,
+        visible_p50_ms: ms(0.5),
+        visible_p99_ms: ms(0.99),
+        visible_max_ms: visible.max() as f64 / 1e3,
+    })
+}
+
+#[derive(diesel::QueryableByName)]
+struct Id {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+}
+
+/// For every accepted sign-up, the time from its 303 until its row is
+/// visible, polling Postgres every 2 ms.
+async fn watch_rows(
+    database_url: String,
+    mut arrivals: mpsc::UnboundedReceiver<(Uuid, Instant)>,
+) -> anyhow::Result<Histogram<u64>> {
+    let mut conn = AsyncPgConnection::establish(&database_url).await?;
+    let mut waiting: HashMap<Uuid, Instant> = HashMap::new();
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut open = true;
+    while open || !waiting.is_empty() {
+        loop {
+            match arrivals.try_recv() {
+                Ok((id, at)) => {
+                    waiting.insert(id, at);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        if !waiting.is_empty() {
+            let ids: Vec<Uuid> = waiting.keys().copied().collect();
+            let found: Vec<Id> = diesel::sql_query("SELECT id FROM prospects WHERE id = ANY($1)")
+                .bind::<Array<SqlUuid>, _>(ids)
+                .load(&mut conn)
+                .await?;
+            let seen = Instant::now();
+            for Id { id } in found {
+                if let Some(at) = waiting.remove(&id) {
+                    histogram.saturating_record(u64::try_from(seen.duration_since(at).as_micros())?.max(1));
+                }
+            }
+            let oldest = waiting.values().min().map(Instant::elapsed).unwrap_or_default();
+            anyhow::ensure!(oldest < Duration::from_secs(60), "a sign-up was not saved within a minute");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(histogram)
+}
+
+fn table(r: &Results) -> String {
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    let yes = |ok: bool| if ok { "yes" } else { "NO" }.to_owned();
+    if let Some(a) = &r.accept {
+        let (w, s) = (&a.signup_web, &a.sync_baseline);
+        rows.push([
+            "accept: signup-web".into(),
+            format!("{:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {} errors", w.per_sec, w.p50_ms, w.p99_ms, w.errors),
+            "≥ 25,000/s, p99 ≤ 10 ms".into(),
+            yes(w.per_sec >= 25_000.0 && w.p99_ms <= 10.0 && w.errors == 0),
+        ]);
+        rows.push([
+            "accept: synchronous baseline".into(),
+            format!("{:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {} errors", s.per_sec, s.p50_ms, s.p99_ms, s.errors),
+            "—".into(),
+            "—".into(),
+        ]);
+        rows.push(["accept: async / sync".into(), format!("{:.2}×", a.ratio), "≥ 2×".into(), yes(a.ratio >= 2.0)]);
+    }
+    if let Some(d) = &r.drain {
+        rows.push([
+            format!("drain: save-prospect, {} events", d.events),
+            format!("{:.0} events/s ({:.2} s)", d.drain_per_sec, d.drain_secs),
+            "≥ 40,000/s".into(),
+            yes(d.drain_per_sec >= 40_000.0),
+        ]);
+        rows.push([
+            "drain: raw batched insert, same rows".into(),
+            format!("{:.0} rows/s ({:.2} s)", d.raw_insert_per_sec, d.raw_insert_secs),
+            "—".into(),
+            "—".into(),
+        ]);
+        rows.push([
+            "drain: handler / raw".into(),
+            format!("{:.0}%", d.ratio * 100.0),
+            "≥ 50%".into(),
+            yes(d.ratio >= 0.5),
+        ]);
+    }
+    if let Some(s) = &r.sustained {
+        rows.push([
+            "sustained: all three services".into(),
+            format!("{:.0}/s", s.highest_holding_per_sec),
+            "≥ 20,000/s".into(),
+            yes(s.highest_holding_per_sec >= 20_000.0),
+        ]);
+    }
+    if let Some(l) = &r.latency {
+        rows.push([
+            format!("latency: 303 → row, at {}/s", l.rate),
+            format!("p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", l.visible_p50_ms, l.visible_p99_ms, l.visible_max_ms),
+            "p99 ≤ 250 ms".into(),
+            yes(l.visible_p99_ms <= 250.0),
+        ]);
+    }
+    if let Some(m) = &r.memory {
+        for name in ["signup-web", "save-prospect", "analytics-indexer"] {
+            if let Some(f) = m.get(name) {
+                rows.push([
+                    format!("memory: {name}"),
+                    format!("{:.1} MiB at rest, {:.1} MiB peak", f.at_rest_mib, f.peak_under_load_mib),
+                    "≤ 64 MiB, ≤ 256 MiB".into(),
+                    yes(f.at_rest_mib <= 64.0 && f.peak_under_load_mib <= 256.0),
+                ]);
+            }
+        }
+    }
+    let header = ["figure".to_owned(), "measured".to_owned(), "target".to_owned(), "met".to_owned()];
+    let mut out = String::new();
+    for (i, row) in std::iter::once(&header).chain(&rows).enumerate() {
+        out.push_str(&format!("| {} |\n", row.join(" | ")));
+        if i == 0 {
+            out.push_str("|---|---|---|---|\n");
+        }
+    }
+    out
+}
