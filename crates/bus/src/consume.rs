@@ -242,24 +242,18 @@ impl ConsumerRunner {
         let processing = self.process(handler, messages, shutdown);
         let fetching = self.next_batch(consumer, shutdown);
         tokio::pin!(processing, fetching);
-        let mut next: Option<Vec<jetstream::Message>> = None;
-        let mut fetched = shutdown.is_cancelled();
+        let mut next: Option<anyhow::Result<Vec<jetstream::Message>>> = None;
         let mut ticker = tokio::time::interval(self.progress_interval());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = &mut processing => break,
-                result = &mut fetching, if !fetched => {
-                    fetched = true;
+                result = &mut fetching, if next.is_none() => {
+                    next = Some(result);
                     ticker.reset();
-                    match result {
-                        Ok(messages) => next = Some(messages),
-                        // The next round fetches again and recovers as usual.
-                        Err(error) => tracing::debug!(error = %format!("{error:#}"), "prefetch failed"),
-                    }
                 }
-                _ = ticker.tick(), if next.as_ref().is_some_and(|n| !n.is_empty()) => {
-                    for message in next.iter().flatten() {
+                _ = ticker.tick(), if matches!(&next, Some(Ok(n)) if !n.is_empty()) => {
+                    for message in next.iter().flatten().flatten() {
                         if let Err(error) = message.ack_with(AckKind::Progress).await {
                             tracing::warn!(%error, "could not send a progress ack");
                         }
@@ -267,14 +261,13 @@ impl ConsumerRunner {
                 }
             }
         }
-        if !fetched {
-            // Processing is done; the fetch is what the runner would wait for now.
-            match fetching.await {
-                Ok(messages) => next = Some(messages),
-                Err(error) => tracing::debug!(error = %format!("{error:#}"), "prefetch failed"),
-            }
-        }
-        next
+        // Processing is done; an unfinished fetch is what the runner would wait for now.
+        let result = match next {
+            Some(result) => result,
+            None => fetching.await,
+        };
+        // On an error the next round fetches again and recovers as usual.
+        result.inspect_err(|error| tracing::debug!(error = %format!("{error:#}"), "prefetch failed")).ok()
     }
 
     /// Takes what is ready now; when nothing is, waits (up to `idle_wait_ms`)
@@ -559,12 +552,18 @@ impl Held {
     }
 }
 
+/// Takes up to `max` messages that are ready now. Bounded in time: a request
+/// in flight when the server restarts would otherwise never end.
 async fn collect_ready(consumer: &PullConsumer, max: usize, out: &mut Vec<jetstream::Message>) -> anyhow::Result<()> {
-    let mut ready = consumer.fetch().max_messages(max).messages().await?;
-    while let Some(message) = ready.next().await {
-        out.push(message.map_err(|e| anyhow::anyhow!(e))?);
-    }
-    Ok(())
+    const LIMIT: Duration = Duration::from_secs(5);
+    let collect = async {
+        let mut ready = consumer.fetch().max_messages(max).messages().await?;
+        while let Some(message) = ready.next().await {
+            out.push(message.map_err(|e| anyhow::anyhow!(e))?);
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(LIMIT, collect).await.map_err(|_| anyhow::anyhow!("fetch got no answer within {LIMIT:?}"))?
 }
 
 async fn ack(acker: &Acker, kind: AckKind) {
