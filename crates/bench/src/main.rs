@@ -95,7 +95,7 @@ struct Results {
     drain: Option<Drain>,
     sustained: Option<Sustained>,
     latency: Option<Latency>,
-    memory: Option<HashMap<&'static str, MemoryFigures>>,
+    memory: Option<HashMap<String, MemoryFigures>>,
 }
 
 #[derive(Serialize)]
@@ -221,9 +221,9 @@ async fn machine(layout: &Layout) -> HashMap<&'static str, String> {
     out.insert("wrk", system::version_of(std::path::Path::new("wrk"), &["-v"]).lines().next().unwrap_or("").into());
     out.insert("date", Utc::now().to_rfc3339());
     out.insert("binaries", layout.bin_dir.display().to_string());
-    if let Ok(database) = migrated_database().await
-        && let Ok(mut conn) = database.connect().await
-    {
+    let server =
+        std::env::var("SIGNUP_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    if let Ok(mut conn) = AsyncPgConnection::establish(&format!("{}/postgres", server.trim_end_matches('/'))).await {
         #[derive(diesel::QueryableByName)]
         struct Version {
             #[diesel(sql_type = Text)]
@@ -381,10 +381,7 @@ async fn raw_insert(conn: &mut AsyncPgConnection, chunk: &[ProspectSignedUp]) ->
     .await
 }
 
-async fn sustained(
-    layout: &Layout,
-    cli: &Cli,
-) -> anyhow::Result<(Sustained, Latency, HashMap<&'static str, MemoryFigures>)> {
+async fn sustained(layout: &Layout, cli: &Cli) -> anyhow::Result<(Sustained, Latency, HashMap<String, MemoryFigures>)> {
     let backends = Backends::start().await?;
     let index_dir = tempfile::tempdir()?;
     let (port, analytics_port) = (test_support::free_port()?, test_support::free_port()?);
@@ -443,13 +440,8 @@ async fn sustained(
     ));
     let mut memory = HashMap::new();
     for (service, rest) in services.iter().zip(at_rest) {
-        let name = match service.name.as_str() {
-            "save-prospect" => "save-prospect",
-            "analytics-indexer" => "analytics-indexer",
-            _ => "signup-web",
-        };
-        memory
-            .insert(name, MemoryFigures { at_rest_mib: rest.rss_mib, peak_under_load_mib: service.memory()?.peak_mib });
+        let figures = MemoryFigures { at_rest_mib: rest.rss_mib, peak_under_load_mib: service.memory()?.peak_mib };
+        memory.insert(service.name.clone(), figures);
     }
     for service in services {
         service.stop().await;

@@ -104,7 +104,7 @@ pub struct Memory {
 pub struct Backends {
     pub nats: NatsServer,
     pub database: TestDatabase,
-    pub js: jetstream::Context,
+    stream: jetstream::stream::Stream,
 }
 
 impl Backends {
@@ -113,9 +113,9 @@ impl Backends {
         let nats = NatsServer::start().await?;
         let client = bus::async_nats::connect(nats.url()).await?;
         let js = jetstream::new(client);
-        bus::ensure_stream(&js, &bus::StreamSettings::default()).await?;
+        let stream = bus::ensure_stream(&js, &bus::StreamSettings::default()).await?;
         let database = migrated_database().await?;
-        Ok(Self { nats, database, js })
+        Ok(Self { nats, database, stream })
     }
 
     /// The environment every service gets.
@@ -126,15 +126,13 @@ impl Backends {
     /// Events of the stream not yet acked by `consumer` (0 when the consumer
     /// does not exist yet is an error).
     pub async fn backlog(&self, consumer: &str) -> anyhow::Result<u64> {
-        let stream = self.js.get_stream(bus::StreamSettings::default().name).await?;
-        let info = stream.consumer_info(consumer).await.with_context(|| format!("consumer {consumer}"))?;
+        let info = self.stream.consumer_info(consumer).await.with_context(|| format!("consumer {consumer}"))?;
         Ok(info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or_default())
     }
 
     /// Events stored in the stream.
     pub async fn stored(&self) -> anyhow::Result<u64> {
-        let mut stream = self.js.get_stream(bus::StreamSettings::default().name).await?;
-        Ok(stream.info().await?.state.messages)
+        Ok(self.stream.get_info().await?.state.messages)
     }
 
     /// Waits until `consumer` exists (its service is consuming).
