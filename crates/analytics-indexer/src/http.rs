@@ -25,8 +25,6 @@ pub struct HttpState {
     pub index: Arc<ProspectIndex>,
     /// The access token, if configured.
     pub token: Option<SecretString>,
-    /// For readiness.
-    pub client: bus::async_nats::Client,
 }
 
 impl HttpState {
@@ -172,20 +170,6 @@ pub async fn search(state: web::Data<HttpState>, request: HttpRequest) -> Result
     let index = Arc::clone(&state.index);
     let page = web::block(move || index.search(&search)).await.map_err(|e| anyhow::anyhow!("{e}"))??;
     Ok(HttpResponse::Ok().json(page))
-}
-
-/// `GET /healthz`
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
-}
-
-/// `GET /readyz`: NATS connected (the index opened at start-up).
-pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
-    if bus::is_connected(&state.client) {
-        HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
-    } else {
-        HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "not ready", "nats": "disconnected" }))
-    }
 }
 
 #[derive(Template)]

@@ -28,11 +28,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::middleware::Logger;
+use actix_web::middleware::{Logger, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use bus::ConsumerRunner;
 use bus::async_nats::{self, jetstream};
+use bus::ops::Readiness;
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::IndexHandler;
@@ -65,20 +66,27 @@ impl Application {
         if analytics.token.is_none() {
             tracing::warn!("analytics.token is not set: the search and the dashboard refuse everyone");
         }
-        let state = web::Data::new(HttpState { index, token: analytics.token.clone(), client: client.clone() });
+        let state = web::Data::new(HttpState { index, token: analytics.token.clone() });
         let listener = TcpListener::bind((analytics.host.as_str(), analytics.port))
             .with_context(|| format!("binding {}:{}", analytics.host, analytics.port))?;
         let port = listener.local_addr()?.port();
+        let mut readiness = Readiness::new(client.clone());
+        let consumer_ready = readiness.part("consumer");
+        let readiness = web::Data::new(readiness);
+        bus::ops::prometheus();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(bus::ops::record_http))
                 .wrap(Logger::new("%s %r %Dms"))
                 .app_data(state.clone())
+                .app_data(readiness.clone())
                 .route("/analytics", web::get().to(http::dashboard))
                 .route("/analytics/login", web::post().to(http::login))
                 .route("/api/analytics/summary", web::get().to(http::summary))
                 .route("/api/analytics/search", web::get().to(http::search))
-                .route("/healthz", web::get().to(http::healthz))
-                .route("/readyz", web::get().to(http::readyz))
+                .route("/healthz", web::get().to(bus::ops::healthz))
+                .route("/readyz", web::get().to(bus::ops::readyz))
+                .route("/metrics", web::get().to(bus::ops::metrics_endpoint))
         })
         .disable_signals()
         .shutdown_timeout(10)
@@ -90,7 +98,8 @@ impl Application {
             settings.nats.stream.clone(),
             CONSUMER_NAME,
             analytics.consumer.clone(),
-        );
+        )
+        .with_ready_flag(consumer_ready);
         Ok(Self { port, server, consumer, handler, replay, client, stream: settings.nats.stream.name.clone() })
     }
 

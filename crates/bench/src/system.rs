@@ -120,7 +120,13 @@ impl Backends {
 
     /// The environment every service gets.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![("SIGNUP__NATS__URL", self.nats.url()), ("SIGNUP__DATABASE__URL", self.database.url())]
+        vec![
+            ("SIGNUP__NATS__URL", self.nats.url()),
+            ("SIGNUP__DATABASE__URL", self.database.url()),
+            // Load comes from one address; health ports must not collide with a running stack.
+            ("SIGNUP__WEB__RATE_LIMIT__PER_MINUTE", "0".to_owned()),
+            ("SIGNUP__SAVE_PROSPECT__HTTP__PORT", "0".to_owned()),
+        ]
     }
 
     /// Events of the stream not yet acked by `consumer` (0 when the consumer
@@ -166,8 +172,9 @@ impl Backends {
 /// save-prospect does it.
 pub async fn migrated_database() -> anyhow::Result<TestDatabase> {
     let database = TestDatabase::new();
-    save_prospect::db::create_database_if_missing(&database.url()).await?;
-    let pool = save_prospect::db::pool(&database.url(), 1)?;
+    let plain = save_prospect::db::Connector::plain();
+    save_prospect::db::create_database_if_missing(&database.url(), &plain).await?;
+    let pool = save_prospect::db::pool(&database.url(), 1, &plain)?;
     save_prospect::db::migrate(&pool).await?;
     Ok(database)
 }

@@ -68,6 +68,18 @@ async fn options(settings: &NatsSettings, name: &str) -> anyhow::Result<ConnectO
     if let Some(token) = &settings.token {
         options = options.token(token.expose_secret().to_owned());
     }
+    let tls = &settings.tls;
+    if tls.required {
+        options = options.require_tls(true);
+    }
+    if let Some(ca) = &tls.ca_file {
+        options = options.add_root_certificates(ca.clone());
+    }
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => options = options.add_client_certificate(cert.clone(), key.clone()),
+        (None, None) => {}
+        _ => anyhow::bail!("nats.tls.cert_file and nats.tls.key_file must be set together"),
+    }
     if let Some(path) = &settings.creds_file {
         options = options
             .credentials_file(path)

@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::ops::ReadyFlag;
 use crate::settings::{ConsumerSettings, StreamSettings};
 use crate::stream::ensure_stream;
 
@@ -115,6 +116,7 @@ pub struct ConsumerRunner {
     stream: StreamSettings,
     durable_name: String,
     settings: ConsumerSettings,
+    ready: ReadyFlag,
 }
 
 impl ConsumerRunner {
@@ -126,7 +128,20 @@ impl ConsumerRunner {
         durable_name: impl Into<String>,
         settings: ConsumerSettings,
     ) -> Self {
-        Self { js: jetstream::new(client), stream, durable_name: durable_name.into(), settings }
+        Self {
+            js: jetstream::new(client),
+            stream,
+            durable_name: durable_name.into(),
+            settings,
+            ready: ReadyFlag::default(),
+        }
+    }
+
+    /// Reports through `flag` whether the consumer is usable: set once the
+    /// durable consumer exists, cleared while fetching fails.
+    pub fn with_ready_flag(mut self, flag: ReadyFlag) -> Self {
+        self.ready = flag;
+        self
     }
 
     /// Makes sure the stream and this durable consumer exist.
@@ -191,11 +206,13 @@ impl ConsumerRunner {
                 None => match self.ensure_consumer::<H::Event>().await {
                     Ok(c) => {
                         tracing::info!(consumer = %name, "durable consumer ready");
+                        self.ready.set(true);
                         backoff.reset();
                         consumer.insert(c)
                     }
                     Err(error) => {
                         tracing::warn!(consumer = %name, error = %format!("{error:#}"), "consumer not ready; retrying");
+                        self.ready.set(false);
                         backoff.wait(shutdown).await;
                         continue;
                     }
@@ -206,13 +223,18 @@ impl ConsumerRunner {
                 None => self.next_batch(current, shutdown).await,
             };
             match fetched {
-                Ok(messages) if messages.is_empty() => backoff.reset(),
+                Ok(messages) if messages.is_empty() => {
+                    // Nothing arrived within the idle wait: no lag.
+                    metrics::gauge!("signup_handler_pending", "consumer" => name.clone()).set(0.0);
+                    backoff.reset();
+                }
                 Ok(messages) => {
                     backoff.reset();
                     prefetched = self.process_and_prefetch(handler, messages, current, shutdown).await;
                 }
                 Err(error) => {
                     tracing::warn!(consumer = %name, error = %format!("{error:#}"), "fetch failed; will re-check the consumer");
+                    self.ready.set(false);
                     consumer = None;
                     backoff.wait(shutdown).await;
                 }
@@ -322,6 +344,13 @@ impl ConsumerRunner {
     /// dependency is down the whole batch is held and retried (fetching
     /// pauses) without using up deliveries.
     async fn process<H: Handler>(&self, handler: &H, messages: Vec<jetstream::Message>, shutdown: &CancellationToken) {
+        let consumer = self.durable_name.clone();
+        metrics::counter!("signup_handler_events_received_total", "consumer" => consumer.clone())
+            .increment(messages.len() as u64);
+        // The last message knows how many more wait behind it: the lag.
+        if let Some(info) = messages.last().and_then(|m| m.info().ok()) {
+            metrics::gauge!("signup_handler_pending", "consumer" => consumer.clone()).set(info.pending as f64);
+        }
         let mut deliveries = Vec::with_capacity(messages.len());
         let mut held = Vec::with_capacity(messages.len());
         for message in messages {
@@ -346,6 +375,10 @@ impl ConsumerRunner {
         let span = tracing::info_span!("batch", consumer = %self.durable_name, size = deliveries.len(), first_sequence = first);
         let started = std::time::Instant::now();
         self.apply(handler, &deliveries, &held, shutdown).instrument(span).await;
+        metrics::histogram!("signup_handler_batch_size", "consumer" => consumer.clone())
+            .record(deliveries.len() as f64);
+        metrics::histogram!("signup_handler_apply_seconds", "consumer" => consumer)
+            .record(started.elapsed().as_secs_f64());
         tracing::debug!(consumer = %self.durable_name, size = deliveries.len(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "batch settled");
     }
@@ -374,6 +407,7 @@ impl ConsumerRunner {
                     for letter in letters {
                         ack(&letter.acker, AckKind::Ack).await;
                     }
+                    self.count_applied(letters.len());
                     if outage.active() {
                         tracing::info!(applied = letters.len(), "dependency back; held events applied");
                     }
@@ -390,7 +424,10 @@ impl ConsumerRunner {
                     let first = start;
                     for index in first..deliveries.len() {
                         match self.handle_holding(handler, &deliveries[index..=index], &held[index..=index]).await {
-                            Ok(()) => ack(&held[index].acker, AckKind::Ack).await,
+                            Ok(()) => {
+                                ack(&held[index].acker, AckKind::Ack).await;
+                                self.count_applied(1);
+                            }
                             Err(HandlerError::Unavailable(error)) => {
                                 start = index;
                                 if !self.hold(&held[start..], &mut outage, &error, shutdown).await {
@@ -429,6 +466,11 @@ impl ConsumerRunner {
                 }
             }
         }
+    }
+
+    fn count_applied(&self, events: usize) {
+        metrics::counter!("signup_handler_events_applied_total", "consumer" => self.durable_name.clone())
+            .increment(events as u64);
     }
 
     fn progress_interval(&self) -> Duration {
@@ -475,6 +517,8 @@ impl ConsumerRunner {
             tracing::warn!(event_id = %delivery.meta.event_id, delivered = delivery.meta.delivered, ?delay,
                 error = %error, "event not applied; will be redelivered");
             ack(&letter.acker, AckKind::Nak(Some(delay))).await;
+            metrics::counter!("signup_handler_events_retried_total", "consumer" => self.durable_name.clone())
+                .increment(1);
         }
     }
 
@@ -503,6 +547,8 @@ impl ConsumerRunner {
                 tracing::error!(event_id, stream_sequence = letter.stream_sequence, delivered = letter.delivered,
                     %reason, "event dead-lettered");
                 ack(&letter.acker, AckKind::Term).await;
+                metrics::counter!("signup_handler_events_dead_lettered_total", "consumer" => self.durable_name.clone())
+                    .increment(1);
             }
             Err(error) => {
                 tracing::warn!(event_id, %error, "could not store the dead letter; the event will be redelivered");

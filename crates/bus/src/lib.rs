@@ -18,11 +18,14 @@
 //! - [`consume`]: the batch consumer runner (ack after success, nak with
 //!   delay on failure, graceful stop).
 //! - [`dlq`]: listing, replaying and purging dead letters.
+//! - [`ops`]: Prometheus metrics, `/healthz` and `/readyz`, and the small
+//!   health/metrics server a handler runs beside its consumer.
 //! - [`telemetry`], [`shutdown`]: logging set-up and SIGTERM/Ctrl-C handling.
 
 pub mod connection;
 pub mod consume;
 pub mod dlq;
+pub mod ops;
 pub mod publish;
 pub mod request;
 pub mod settings;
@@ -33,6 +36,7 @@ pub mod telemetry;
 pub use async_nats;
 pub use connection::{connect, is_connected};
 pub use consume::{ConsumerRunner, Delivery, EventMeta, Handler, HandlerError};
+pub use metrics;
 pub use publish::{EventContext, PublishError, Published, Publisher};
 pub use request::{RequestError, request};
 pub use settings::{ConsumerSettings, NatsSettings, StreamSettings};

@@ -88,6 +88,15 @@ impl Publisher {
     /// Publishes `event` on its subject and waits for the PubAck.
     #[tracing::instrument(name = "publish", level = "debug", skip_all, fields(event_id = %context.id, ce_type = E::TYPE))]
     pub async fn publish<E: Event>(&self, event: &E, context: &EventContext) -> Result<Published, PublishError> {
+        let result = self.publish_once(event, context).await;
+        match &result {
+            Ok(_) => metrics::counter!("signup_events_published_total", "type" => E::TYPE).increment(1),
+            Err(_) => metrics::counter!("signup_publish_failures_total", "type" => E::TYPE).increment(1),
+        }
+        result
+    }
+
+    async fn publish_once<E: Event>(&self, event: &E, context: &EventContext) -> Result<Published, PublishError> {
         // Fail fast instead of letting the client buffer the message while it
         // reconnects: a buffered message could still be stored after we have
         // told the caller it was not.

@@ -4,6 +4,10 @@
 //! `config/default.toml` → `config/{SIGNUP_ENV}.toml` → environment variables
 //! prefixed `SIGNUP__` with `__` between levels (`SIGNUP__NATS__URL`).
 //! `SIGNUP_CONFIG_DIR` moves the folder; missing files are skipped.
+//!
+//! Secrets can come from files instead (container secrets): a variable
+//! `SIGNUP_FILE__NATS__PASSWORD=/run/secrets/nats-password` sets
+//! `nats.password` to that file's contents, without a trailing newline.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,8 +29,18 @@ pub fn load<T: DeserializeOwned>() -> Result<T, config::ConfigError> {
 pub fn load_from<T: DeserializeOwned>(
     dir: &Path,
     profile: &str,
-    environment: HashMap<String, String>,
+    mut environment: HashMap<String, String>,
 ) -> Result<T, config::ConfigError> {
+    let from_files: Vec<(String, String)> = environment
+        .iter()
+        .filter_map(|(key, path)| Some((key.strip_prefix("SIGNUP_FILE__")?, path)))
+        .map(|(key, path)| {
+            let value = std::fs::read_to_string(path)
+                .map_err(|e| config::ConfigError::Message(format!("reading SIGNUP_FILE__{key} ({path}): {e}")))?;
+            Ok((format!("SIGNUP__{key}"), value.trim_end_matches(['\r', '\n']).to_owned()))
+        })
+        .collect::<Result<_, config::ConfigError>>()?;
+    environment.extend(from_files);
     config::Config::builder()
         .add_source(config::File::from(dir.join("default.toml")).required(false))
         .add_source(config::File::from(dir.join(format!("{profile}.toml"))).required(false))
@@ -55,6 +69,8 @@ pub struct NatsSettings {
     pub token: Option<SecretString>,
     /// Path of a `.creds` file (JWT + NKey), for decentralised authentication.
     pub creds_file: Option<PathBuf>,
+    /// `[nats.tls]`: TLS to the server.
+    pub tls: NatsTlsSettings,
     /// How long one connection attempt may take, in milliseconds.
     pub connect_timeout_ms: u64,
     /// How long to wait for a JetStream answer (API request or PubAck), in
@@ -72,6 +88,7 @@ impl Default for NatsSettings {
             password: None,
             token: None,
             creds_file: None,
+            tls: NatsTlsSettings::default(),
             connect_timeout_ms: 2_000,
             request_timeout_ms: 2_000,
             stream: StreamSettings::default(),
@@ -84,6 +101,21 @@ impl NatsSettings {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
+}
+
+/// TLS to the NATS server. A `tls://` URL turns it on as well; the system's
+/// root certificates are trusted unless `ca_file` names others.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct NatsTlsSettings {
+    /// Refuse to talk to the server without TLS.
+    pub required: bool,
+    /// PEM file of the certificate authorities to trust instead.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for servers that verify clients (with `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub key_file: Option<PathBuf>,
 }
 
 /// The `PROSPECTS` stream's settings. Every service applies them, so they
@@ -104,6 +136,11 @@ pub struct StreamSettings {
     pub duplicate_window_secs: u64,
     /// Keep the stream in memory instead of on disk (tests only).
     pub memory: bool,
+    /// Create the stream, or update it to these settings, at start-up. Turn
+    /// it off where the service's NATS user may only look streams up (the
+    /// deployments: `signup streams` sets them up once with an admin user);
+    /// the service then waits until the stream exists.
+    pub manage: bool,
 }
 
 impl Default for StreamSettings {
@@ -115,6 +152,7 @@ impl Default for StreamSettings {
             max_age_days: 0,
             duplicate_window_secs: 120,
             memory: false,
+            manage: true,
         }
     }
 }
@@ -257,6 +295,15 @@ mod tests {
         let password = layered.nats.password.as_ref().expect("password");
         assert_eq!(password.expose_secret(), "1234", "numeric-looking secrets stay strings");
         assert!(!format!("{:?}", layered.nats).contains("1234"), "secrets are never printed");
+
+        let secret = dir.join("nats-password");
+        std::fs::write(&secret, "from-a-file\n").expect("secret file");
+        let env = HashMap::from([("SIGNUP_FILE__NATS__PASSWORD".to_owned(), secret.display().to_string())]);
+        let from_file: Sample = load_from(&dir, "absent", env).expect("load");
+        assert_eq!(from_file.nats.password.expect("password").expose_secret(), "from-a-file");
+        let missing = HashMap::from([("SIGNUP_FILE__NATS__TOKEN".to_owned(), "/nonexistent/token".to_owned())]);
+        let error = load_from::<Sample>(&dir, "absent", missing).expect_err("a missing secret file is an error");
+        assert!(error.to_string().contains("SIGNUP_FILE__NATS__TOKEN"), "{error}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -28,13 +28,19 @@ pub fn stream_config(settings: &StreamSettings) -> stream::Config {
 }
 
 /// Creates the stream, or updates it to the configured settings when it
-/// exists. Safe to call from several services starting at once: creating a
+/// exists; only looks it up when `settings.manage` is off. Safe to call from several services starting at once: creating a
 /// stream that another service has just created with the same settings
 /// succeeds, and a lost race is retried once as an update.
 pub async fn ensure_stream(js: &jetstream::Context, settings: &StreamSettings) -> anyhow::Result<stream::Stream> {
     use anyhow::Context as _;
 
     let config = stream_config(settings);
+    if !settings.manage {
+        return js
+            .get_stream(&config.name)
+            .await
+            .with_context(|| format!("looking up stream {} (not managed here)", config.name));
+    }
     if let Err(first) = js.create_or_update_stream(config.clone()).await {
         tracing::debug!(error = %first, stream = %config.name, "stream create raced; retrying as update");
         js.create_or_update_stream(config.clone())

@@ -11,7 +11,7 @@
 //! # Layout
 //! - [`Settings`]: `[notifier]` (SMTP server, addresses, interval), `[nats]`, `[log]`.
 //! - [`digest`]: the mail's text.
-//! - [`run`]: the loop.
+//! - [`run`]: the loop, beside a health/metrics server (`[notifier.http]`, port 8083).
 
 pub mod digest;
 
@@ -20,6 +20,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bus::async_nats::jetstream::{self, consumer::PullConsumer, consumer::pull, message::AckKind};
 use bus::async_nats::{self};
+use bus::metrics;
+use bus::ops::{OpsServer, OpsSettings, Readiness};
 use bus::settings::NatsSettings;
 use bus::telemetry::LogSettings;
 use futures::StreamExt;
@@ -33,6 +35,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The durable consumer's name: this crate's name.
 pub const CONSUMER_NAME: &str = "dead-letter-notifier";
+
+/// Default port of the health and metrics server.
+pub const HTTP_PORT: u16 = 8083;
 
 /// Everything the notifier reads from configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -72,6 +77,8 @@ pub struct NotifierSettings {
     pub max_listed: usize,
     /// First retry delay of a failed send, in milliseconds (then doubled, 3 retries).
     pub retry_base_ms: u64,
+    /// `[notifier.http]`: where `/healthz`, `/readyz` and `/metrics` are served.
+    pub http: OpsSettings,
 }
 
 impl Default for NotifierSettings {
@@ -87,6 +94,7 @@ impl Default for NotifierSettings {
             gather_secs: 10,
             max_listed: 50,
             retry_base_ms: 1_000,
+            http: OpsSettings::default(),
         }
     }
 }
@@ -94,11 +102,18 @@ impl Default for NotifierSettings {
 /// Reads dead letters and mails digests until `shutdown`.
 pub async fn run(settings: Settings, client: async_nats::Client, shutdown: CancellationToken) -> anyhow::Result<()> {
     let notifier = &settings.notifier;
+    let mut readiness = Readiness::new(client.clone());
+    let consumer_ready = readiness.part("consumer");
+    let ops = OpsServer::start(&notifier.http, HTTP_PORT, readiness, &shutdown)?;
+    tracing::info!(port = ops.port(), "health and metrics served");
     let mailer = mailer(notifier);
     let js = jetstream::new(client.clone());
     let consumer = loop {
         match ensure_consumer(&js, &settings.nats).await {
-            Ok(consumer) => break consumer,
+            Ok(consumer) => {
+                consumer_ready.set(true);
+                break consumer;
+            }
             Err(error) => tracing::warn!(error = %format!("{error:#}"), "dead-letter consumer not ready; retrying"),
         }
         tokio::select! {
@@ -138,6 +153,7 @@ pub async fn run(settings: Settings, client: async_nats::Client, shutdown: Cance
             .clamp(Duration::from_millis(50), Duration::from_secs(1));
         match fetch(&consumer, wait).await {
             Ok(messages) if !messages.is_empty() => {
+                metrics::counter!("signup_notifier_letters_total").increment(messages.len() as u64);
                 first_held.get_or_insert_with(Instant::now);
                 held.extend(messages);
             }
@@ -160,6 +176,7 @@ pub async fn run(settings: Settings, client: async_nats::Client, shutdown: Cance
         let _ = message.ack_with(AckKind::Nak(None)).await;
     }
     client.flush().await.ok();
+    ops.stopped().await.context("stopping the health/metrics server")?;
     Ok(())
 }
 
@@ -232,10 +249,12 @@ async fn send_with_retries(
     for attempt in 1..=4 {
         match mailer.send(message.clone()).await {
             Ok(_) => {
+                metrics::counter!("signup_notifier_mails_sent_total").increment(1);
                 tracing::info!(letters = held.len(), to = %settings.to, "dead-letter digest sent");
                 return true;
             }
             Err(error) if attempt < 4 => {
+                metrics::counter!("signup_notifier_mail_failures_total").increment(1);
                 tracing::warn!(%error, attempt, ?delay, "sending the digest failed; retrying");
                 tokio::select! {
                     () = shutdown.cancelled() => return false,
@@ -244,6 +263,7 @@ async fn send_with_retries(
                 delay *= 2;
             }
             Err(error) => {
+                metrics::counter!("signup_notifier_mail_failures_total").increment(1);
                 tracing::error!(%error, "sending the digest failed 4 times; the letters wait for the next try")
             }
         }

@@ -58,6 +58,7 @@ fn settings(nats: &NatsServer, smtp_port: u16, interval_secs: u64) -> Settings {
             interval_secs,
             gather_secs: 2,
             retry_base_ms: 100,
+            http: bus::ops::OpsSettings::local(0),
             ..NotifierSettings::default()
         },
         ..Settings::default()

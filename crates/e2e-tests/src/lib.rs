@@ -58,7 +58,14 @@ impl System {
     }
 
     /// Starts NATS, the database and signup-web, but not save-prospect.
+    /// The web's rate limit is off: the tests post from one address.
     pub async fn start_without_saver() -> anyhow::Result<Self> {
+        Self::start_web_with(|settings| settings.web.rate_limit.per_minute = 0).await
+    }
+
+    /// Like [`System::start_without_saver`], with signup-web's settings
+    /// adjusted by `configure` (which sees the test defaults).
+    pub async fn start_web_with(configure: impl FnOnce(&mut signup_web::Settings)) -> anyhow::Result<Self> {
         let nats = NatsServer::start().await?;
         let db = TestDatabase::new();
         let client = bus::connect(&nats_settings(&nats), "e2e-test").await?;
@@ -68,6 +75,7 @@ impl System {
         web_settings.web.token_secret = Some(SecretString::from(TOKEN_SECRET));
         web_settings.web.reference_ttl_secs = 1;
         web_settings.nats = nats_settings(&nats);
+        configure(&mut web_settings);
         let web_client = bus::connect(&web_settings.nats, "signup-web").await?;
         let shutdown = CancellationToken::new();
         let app = signup_web::Application::build(&web_settings, web_client, &shutdown)?;
@@ -111,6 +119,7 @@ impl System {
         settings.nats = nats_settings(&self.nats);
         settings.save_prospect.consumer =
             ConsumerSettings { idle_wait_ms: 500, retry_base_ms: 200, ..ConsumerSettings::default() };
+        settings.save_prospect.http.port = Some(0);
         settings
     }
 

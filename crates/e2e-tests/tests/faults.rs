@@ -43,6 +43,8 @@ impl FaultBed {
                 ("SIGNUP__NATS__URL".into(), nats.url()),
                 ("SIGNUP__NATS__REQUEST_TIMEOUT_MS".into(), "1000".into()),
                 ("SIGNUP__WEB__TOKEN_SECRET".into(), "fault-test-secret".into()),
+                // The bursts all come from one address.
+                ("SIGNUP__WEB__RATE_LIMIT__PER_MINUTE".into(), "0".into()),
             ],
         )
         .expect("signup-web");
@@ -72,6 +74,8 @@ impl FaultBed {
             ("SIGNUP__SAVE_PROSPECT__CONSUMER__RETRY_BASE_MS".to_owned(), "50".to_owned()),
             ("SIGNUP__SAVE_PROSPECT__CONSUMER__RETRY_MAX_MS".to_owned(), "400".to_owned()),
             ("SIGNUP__SAVE_PROSPECT__CONSUMER__OUTAGE_BACKOFF_MAX_MS".to_owned(), "1000".to_owned()),
+            // Several instances run at once.
+            ("SIGNUP__SAVE_PROSPECT__HTTP__PORT".to_owned(), "0".to_owned()),
         ];
         env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         Service::spawn("save-prospect", &["run"], &env).expect("save-prospect")

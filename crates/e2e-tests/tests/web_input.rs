@@ -275,3 +275,64 @@ async fn a_short_token_secret_is_refused_at_start_up() {
     assert!(error.to_string().contains("at least 16 characters"), "{error}");
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn posts_beyond_a_clients_rate_limit_get_429_with_retry_after() {
+    let system = System::start_web_with(|settings| {
+        settings.web.rate_limit.per_minute = 1;
+        settings.web.rate_limit.burst = 2;
+        settings.web.trust_forwarded_for = true;
+    })
+    .await
+    .expect("system");
+    let url = system.web_url("/api/prospects");
+    let sign_up = |n: u32| json!({ "firstName": "Ada", "lastName": "Lovelace", "email": format!("ada{n}@example.com"), "country": "GB", "role": "EN" });
+    for n in 0..2 {
+        let response = system.http.post(&url).json(&sign_up(n)).send().await.expect("post");
+        assert_eq!(response.status(), 202, "within the burst");
+    }
+    let refused = system.http.post(&url).json(&sign_up(2)).send().await.expect("post");
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=60).contains(&retry_after), "one request per minute comes back within a minute: {retry_after}");
+    assert_eq!(refused.headers()[CONTENT_TYPE], "application/problem+json");
+    assert!(refused.headers().contains_key("content-security-policy"), "a 429 carries the security headers too");
+    let problem: Value = refused.json().await.expect("problem");
+    assert_eq!(problem["status"], 429);
+
+    // The form is limited too, with a plain answer for a person.
+    let form = system.http.post(system.web_url("/signup")).form(&valid()).send().await.expect("post");
+    assert_eq!(form.status(), 429);
+    assert!(form.headers().contains_key("retry-after"));
+    assert!(form.text().await.expect("body").contains("try again in"));
+
+    // Reading is never limited, and another client has its own allowance.
+    assert_eq!(system.http.get(system.web_url("/signup")).send().await.expect("get").status(), 200);
+    let other = system.http.post(&url).header("x-forwarded-for", "203.0.113.7").json(&sign_up(3)).send().await;
+    assert_eq!(other.expect("post").status(), 202, "a different client address");
+    assert_eq!(stored_events(&system).await, 3, "refused requests published nothing");
+    system.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let system = System::start_without_saver().await.expect("system");
+    for path in ["/", "/signup", "/nowhere", "/api/countries", "/static/site.css"] {
+        let response = system.http.get(system.web_url(path)).send().await.expect("get");
+        let headers = response.headers();
+        let csp =
+            headers.get("content-security-policy").unwrap_or_else(|| panic!("{path}: CSP")).to_str().expect("csp");
+        for directive in ["default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'"] {
+            assert!(csp.contains(directive), "{path}: {directive} in {csp}");
+        }
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["referrer-policy"], "strict-origin-when-cross-origin", "{path}");
+    }
+    let form = system.http.get(system.web_url("/signup")).send().await.expect("form").text().await.expect("body");
+    assert!(!form.contains("<style") && !form.contains("style="), "no inline styles, which the policy would block");
+    assert!(form.contains("href=\"/static/site.css\""));
+    let css = system.http.get(system.web_url("/static/site.css")).send().await.expect("css");
+    assert_eq!(css.headers()[CONTENT_TYPE], "text/css; charset=utf-8");
+    assert!(css.text().await.expect("css").contains("--accent"));
+    system.stop().await.expect("stop");
+}

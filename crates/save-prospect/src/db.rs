@@ -1,10 +1,18 @@
 //! The database: connection pool, creation when missing, embedded migrations.
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel::{ConnectionError, ConnectionResult};
 use diesel_async::pooled_connection::deadpool::Pool as DeadPool;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::settings::DatabaseSettings;
 
 /// The connection pool every query goes through.
 pub type Pool = DeadPool<AsyncPgConnection>;
@@ -16,23 +24,88 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!();
 /// when several instances start at once.
 const MIGRATION_LOCK: i64 = 0x5349_474e_5550; // "SIGNUP"
 
+/// How connections are opened: plain, or TLS-capable. With TLS, the URL's
+/// `sslmode` decides as in libpq (`prefer` by default, `require` refuses a
+/// plain connection, `disable` never tries), and a TLS connection always
+/// verifies the server's certificate and name against the system's roots or
+/// the configured CA file.
+#[derive(Clone)]
+pub struct Connector {
+    tls: Option<MakeRustlsConnect>,
+}
+
+impl Connector {
+    /// Plain connections only (a URL asking for `sslmode=require` fails).
+    pub fn plain() -> Self {
+        Self { tls: None }
+    }
+
+    /// From `[database]`: TLS-capable unless `tls` is `disable`; `ca_file`
+    /// replaces the system's roots.
+    pub fn from_settings(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        if !settings.tls {
+            return Ok(Self::plain());
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        match &settings.ca_file {
+            Some(path) => {
+                for cert in CertificateDer::pem_file_iter(path)
+                    .with_context(|| format!("reading database.ca_file {}", path.display()))?
+                {
+                    roots.add(cert.context("parsing database.ca_file")?)?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+                anyhow::ensure!(added > 0, "no system root certificates found; set database.ca_file");
+            }
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self { tls: Some(MakeRustlsConnect::new(config)) })
+    }
+
+    /// Opens one connection.
+    pub async fn connect(&self, url: &str) -> ConnectionResult<AsyncPgConnection> {
+        let Some(tls) = &self.tls else { return AsyncPgConnection::establish(url).await };
+        let (client, connection) = tokio_postgres::connect(url, tls.clone())
+            .await
+            .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+        AsyncPgConnection::try_from_client_and_connection(client, connection).await
+    }
+}
+
 /// Builds a pool of at most `size` connections. Connections are opened
 /// lazily, so this succeeds while Postgres is down.
-pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+pub fn pool(url: &str, size: usize, connector: &Connector) -> anyhow::Result<Pool> {
+    let manager = if connector.tls.is_none() {
+        AsyncDieselConnectionManager::<AsyncPgConnection>::new(url)
+    } else {
+        let mut config = ManagerConfig::default();
+        let connector = connector.clone();
+        config.custom_setup = Box::new(move |url| {
+            let connector = connector.clone();
+            let url = url.to_owned();
+            Box::pin(async move { connector.connect(&url).await })
+        });
+        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config)
+    };
     DeadPool::builder(manager).max_size(size.max(1)).build().context("building the connection pool")
 }
 
 /// Creates the database named in `url` unless it exists, connecting to the
 /// server's `postgres` database to do so. Two instances racing are fine.
-pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
+pub async fn create_database_if_missing(url: &str, connector: &Connector) -> anyhow::Result<()> {
     let mut admin_url = url::Url::parse(url).context("parsing the database URL")?;
     let name = admin_url.path().trim_start_matches('/').to_owned();
     anyhow::ensure!(!name.is_empty(), "the database URL names no database");
     admin_url.set_path("/postgres");
-    let mut admin = AsyncPgConnection::establish(admin_url.as_str())
-        .await
-        .context("connecting to Postgres to check the database exists")?;
+    let mut admin =
+        connector.connect(admin_url.as_str()).await.context("connecting to Postgres to check the database exists")?;
 
     if database_exists(&mut admin, &name).await? {
         return Ok(());

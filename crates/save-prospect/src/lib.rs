@@ -15,8 +15,9 @@
 //! - [`apply`]: the [`SaveProspect`] handler.
 //! - [`service`]: the `prospects` request-reply service (reference data,
 //!   status, details).
-//! - [`run`]: the service — prepare the database, then answer requests and
-//!   consume events until shutdown.
+//! - [`run`]: the service — serve health and metrics (`[save_prospect.http]`,
+//!   port 8082), prepare the database, then answer requests and consume
+//!   events until shutdown.
 
 pub mod apply;
 pub mod db;
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bus::ConsumerRunner;
+use bus::ops::{OpsServer, Readiness};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
@@ -37,16 +39,20 @@ pub use settings::Settings;
 /// The durable consumer's name: this crate's name.
 pub const CONSUMER_NAME: &str = "save-prospect";
 
+/// Default port of the health and metrics server.
+pub const HTTP_PORT: u16 = 8082;
+
 /// Creates the database if needed, runs migrations when configured, and
 /// returns the pool. Waits for Postgres (retrying) until `shutdown`.
 pub async fn prepare_database(settings: &Settings, shutdown: &CancellationToken) -> anyhow::Result<db::Pool> {
     let url = settings.database.url.expose_secret();
-    let pool = db::pool(url, settings.database.pool_size)?;
+    let connector = db::Connector::from_settings(&settings.database)?;
+    let pool = db::pool(url, settings.database.pool_size, &connector)?;
     let mut delay = Duration::from_millis(200);
     loop {
         let attempt = async {
             if settings.database.create_if_missing {
-                db::create_database_if_missing(url).await?;
+                db::create_database_if_missing(url, &connector).await?;
             }
             if settings.save_prospect.migrate_on_start {
                 let ran = db::migrate(&pool).await?;
@@ -77,7 +83,12 @@ pub async fn run(
     client: bus::async_nats::Client,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let mut readiness = Readiness::new(client.clone());
+    let (database_ready, consumer_ready) = (readiness.part("database"), readiness.part("consumer"));
+    let ops = OpsServer::start(&settings.save_prospect.http, HTTP_PORT, readiness, &shutdown)?;
+    tracing::info!(port = ops.port(), "health and metrics served");
     let pool = prepare_database(&settings, &shutdown).await.context("preparing the database")?;
+    database_ready.set(true);
     let service = service::start(&client, pool.clone()).await?;
     let consumed = ConsumerRunner::new(
         client,
@@ -85,10 +96,12 @@ pub async fn run(
         CONSUMER_NAME,
         settings.save_prospect.consumer.clone(),
     )
+    .with_ready_flag(consumer_ready)
     .run(SaveProspect::new(pool), shutdown)
     .await;
     if let Err(error) = service.stop().await {
         tracing::warn!(%error, "could not stop the prospects service cleanly");
     }
+    ops.stopped().await.context("stopping the health/metrics server")?;
     consumed
 }

@@ -43,13 +43,15 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let url = settings.database.url.expose_secret();
-            db::create_database_if_missing(url).await?;
-            let ran = db::migrate(&db::pool(url, 1)?).await?;
+            let connector = db::Connector::from_settings(&settings.database)?;
+            db::create_database_if_missing(url, &connector).await?;
+            let ran = db::migrate(&db::pool(url, 1, &connector)?).await?;
             tracing::info!(migrations = ?ran, "database is up to date");
         }
         Command::Check => {
-            let pool = db::pool(settings.database.url.expose_secret(), 1)?;
-            let _conn = pool.get().await.context("Postgres is not reachable")?;
+            let connector = db::Connector::from_settings(&settings.database)?;
+            let _conn =
+                connector.connect(settings.database.url.expose_secret()).await.context("Postgres is not reachable")?;
             bus::connection::check(&settings.nats).await?;
             tracing::info!("Postgres and NATS are reachable");
         }

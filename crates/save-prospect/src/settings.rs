@@ -1,5 +1,6 @@
 //! save-prospect's settings (see `bus::settings` for how they are layered).
 
+use bus::ops::OpsSettings;
 use bus::settings::{ConsumerSettings, NatsSettings, ShutdownSettings};
 use bus::telemetry::LogSettings;
 use secrecy::SecretString;
@@ -32,6 +33,12 @@ pub struct DatabaseSettings {
     pub pool_size: usize,
     /// Create the database when it does not exist (needs the CREATEDB right).
     pub create_if_missing: bool,
+    /// Offer TLS (the URL's `sslmode` decides whether it is required:
+    /// `?sslmode=require`); certificates are always verified.
+    pub tls: bool,
+    /// PEM file of the certificate authorities to trust instead of the
+    /// system's (a managed database's CA bundle).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for DatabaseSettings {
@@ -40,6 +47,8 @@ impl Default for DatabaseSettings {
             url: SecretString::from("postgres://postgres@127.0.0.1:5432/signup"),
             pool_size: 8,
             create_if_missing: true,
+            tls: false,
+            ca_file: None,
         }
     }
 }
@@ -53,11 +62,18 @@ pub struct SaveProspectSettings {
     pub migrate_on_start: bool,
     /// Batch size, waits and retries of the durable consumer.
     pub consumer: ConsumerSettings,
+    /// `[save_prospect.http]`: where `/healthz`, `/readyz` and `/metrics` are
+    /// served (port [`crate::HTTP_PORT`] unless set).
+    pub http: OpsSettings,
 }
 
 impl Default for SaveProspectSettings {
     fn default() -> Self {
         // Two batches in flight: one is applied while the other commits.
-        Self { migrate_on_start: true, consumer: ConsumerSettings { concurrency: 2, ..ConsumerSettings::default() } }
+        Self {
+            migrate_on_start: true,
+            consumer: ConsumerSettings { concurrency: 2, ..ConsumerSettings::default() },
+            http: OpsSettings::default(),
+        }
     }
 }

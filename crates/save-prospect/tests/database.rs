@@ -11,11 +11,13 @@ use test_support::TestDatabase;
 async fn creates_the_database_and_migrates_it_once_even_when_raced() {
     let database = TestDatabase::new();
     let url = database.url();
-    let (a, b) = tokio::join!(db::create_database_if_missing(&url), db::create_database_if_missing(&url));
+    let plain = db::Connector::plain();
+    let (a, b) =
+        tokio::join!(db::create_database_if_missing(&url, &plain), db::create_database_if_missing(&url, &plain));
     a.expect("first create");
     b.expect("second create");
 
-    let pool = db::pool(&url, 4).expect("pool");
+    let pool = db::pool(&url, 4, &plain).expect("pool");
     let (first, second) = tokio::join!(db::migrate(&pool), db::migrate(&pool));
     let mut ran = [first.expect("migrate"), second.expect("migrate")];
     ran.sort_by_key(Vec::len);
@@ -29,8 +31,8 @@ async fn creates_the_database_and_migrates_it_once_even_when_raced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_reference_data_equals_the_built_in_lists() {
     let database = TestDatabase::new();
-    db::create_database_if_missing(&database.url()).await.expect("create");
-    db::migrate(&db::pool(&database.url(), 1).expect("pool")).await.expect("migrate");
+    db::create_database_if_missing(&database.url(), &db::Connector::plain()).await.expect("create");
+    db::migrate(&db::pool(&database.url(), 1, &db::Connector::plain()).expect("pool")).await.expect("migrate");
     let mut conn = database.connect().await.expect("connect");
 
     let mut stored: Vec<(String, String)> =

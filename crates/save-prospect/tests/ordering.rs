@@ -15,8 +15,8 @@ use test_support::TestDatabase;
 use uuid::Uuid;
 
 async fn handler(database: &TestDatabase) -> SaveProspect {
-    db::create_database_if_missing(&database.url()).await.expect("create");
-    let pool = db::pool(&database.url(), 4).expect("pool");
+    db::create_database_if_missing(&database.url(), &db::Connector::plain()).await.expect("create");
+    let pool = db::pool(&database.url(), 4, &db::Connector::plain()).expect("pool");
     db::migrate(&pool).await.expect("migrate");
     SaveProspect::new(pool)
 }

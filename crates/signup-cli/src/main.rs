@@ -1,12 +1,15 @@
-//! `signup`: operator commands. `signup dlq …` lists, shows, replays and
-//! purges dead letters (see `bus::dlq`). NATS settings come from the same
+//! `signup`: operator commands. `signup streams` creates or updates the
+//! event and dead-letter streams (a deployment's set-up step, run with a NATS
+//! user allowed to manage streams); `signup dlq …` lists, shows, replays and
+//! purges dead letters (see `bus::dlq`); `signup check` tells whether NATS
+//! answers. NATS settings come from the same
 //! configuration as the services (`SIGNUP__NATS__URL`, …).
 
 use std::io::Write as _;
 
 use anyhow::Context as _;
 use bus::dlq::{DeadLetter, DeadLetters};
-use bus::settings::NatsSettings;
+use bus::settings::{NatsSettings, StreamSettings};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
@@ -19,6 +22,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create the event and dead-letter streams, or update them to the
+    /// configured settings ([nats.stream]), then exit.
+    Streams,
+    /// Exit 0 when NATS is reachable, non-zero otherwise.
+    Check,
     /// Dead letters: events a handler gave up on.
     #[command(subcommand)]
     Dlq(Dlq),
@@ -71,6 +79,20 @@ async fn main() -> anyhow::Result<()> {
     let letters = DeadLetters::new(client.clone(), &settings.nats.stream);
     let mut out = std::io::stdout().lock();
     match cli.command {
+        Command::Streams => {
+            let js = bus::async_nats::jetstream::new(client.clone());
+            let stream = StreamSettings { manage: true, ..settings.nats.stream.clone() };
+            for info in [bus::ensure_stream(&js, &stream).await?, bus::stream::ensure_dlq_stream(&js, &stream).await?] {
+                let config = &info.cached_info().config;
+                writeln!(
+                    out,
+                    "stream {} ready: subjects {:?}, replicas {}",
+                    config.name, config.subjects, config.num_replicas
+                )?;
+            }
+        }
+        // Connecting above already checked it.
+        Command::Check => writeln!(out, "NATS is reachable")?,
         Command::Dlq(Dlq::List { limit }) => {
             let list = letters.list(limit).await?;
             writeln!(out, "{:>6}  {:<20}  {:<18}  {:>4}  {:<24}  REASON", "SEQ", "CONSUMER", "EVENT", "TRY", "TYPE")?;

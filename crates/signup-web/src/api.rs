@@ -31,6 +31,10 @@ pub enum ApiError {
     /// The event could not be stored now.
     #[error("sign-ups cannot be accepted right now; nothing was saved, please retry")]
     Unavailable,
+    /// The client sent more requests than its rate limit allows; retry
+    /// after this many seconds.
+    #[error("too many requests from your address; try again in {0} s")]
+    TooManyRequests(u64),
 }
 
 #[derive(Serialize)]
@@ -60,6 +64,7 @@ impl ResponseError for ApiError {
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -85,8 +90,12 @@ impl ResponseError for ApiError {
         };
         let mut response = HttpResponse::build(status);
         response.content_type("application/problem+json");
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.insert_header((header::RETRY_AFTER, "5"));
+        match self {
+            ApiError::Unavailable => _ = response.insert_header((header::RETRY_AFTER, "5")),
+            ApiError::TooManyRequests(seconds) => {
+                _ = response.insert_header((header::RETRY_AFTER, seconds.to_string()))
+            }
+            _ => {}
         }
         response.json(problem)
     }

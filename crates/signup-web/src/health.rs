@@ -1,4 +1,4 @@
-//! Liveness and readiness.
+//! Readiness (liveness is `bus::ops::healthz`).
 
 use std::time::Duration;
 
@@ -6,11 +6,6 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use crate::state::AppState;
-
-/// `GET /healthz`: the process is up.
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
-}
 
 /// `GET /readyz`: NATS is connected and the event stream exists, so a
 /// sign-up would be accepted now. A missing stream is (re)created here, so

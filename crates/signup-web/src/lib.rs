@@ -17,13 +17,16 @@
 //!   known or built-in lists.
 //! - [`token`]: signed, expiring manage links.
 //! - [`submit`]: parse + publish, shared by the form and the API.
-//! - [`pages`], [`api`], [`health`]: the HTTP handlers.
+//! - [`pages`], [`api`], [`health`]: the HTTP handlers; `/metrics` and
+//!   request metrics come from `bus::ops`.
+//! - [`limits`]: security headers on every answer, per-client rate limit on POSTs.
 //! - [`startup`]: [`Application`], which binds, runs and stops the server.
 
 pub mod api;
 pub mod catalog;
 pub mod domain;
 pub mod health;
+pub mod limits;
 pub mod pages;
 pub mod reference;
 pub mod settings;

@@ -393,6 +393,15 @@ pub async fn thanks_js() -> HttpResponse {
         .body(include_str!("../static/thanks.js"))
 }
 
+/// `GET /static/site.css`: the pages' stylesheet (a file, not inline, so the
+/// Content-Security-Policy can refuse inline styles).
+pub async fn site_css() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .body(include_str!("../static/site.css"))
+}
+
 /// Any unknown path.
 pub async fn not_found() -> Result<HttpResponse, PageError> {
     Err(PageError::NotFound)

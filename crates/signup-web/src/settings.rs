@@ -5,6 +5,8 @@ use bus::telemetry::LogSettings;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::limits::RateLimitSettings;
+
 /// Everything signup-web reads from configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -41,6 +43,11 @@ pub struct WebSettings {
     pub service_timeout_ms: u64,
     /// How often reference data is refreshed from the service, in seconds.
     pub reference_ttl_secs: u64,
+    /// `[web.rate_limit]`: POST requests allowed per client address.
+    pub rate_limit: RateLimitSettings,
+    /// Take the client address from `Forwarded`/`X-Forwarded-For` (set this
+    /// only behind a proxy that writes those headers).
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for WebSettings {
@@ -55,6 +62,8 @@ impl Default for WebSettings {
             manage_link_days: 30,
             service_timeout_ms: 1_000,
             reference_ttl_secs: 300,
+            rate_limit: RateLimitSettings::default(),
+            trust_forwarded_for: false,
         }
     }
 }

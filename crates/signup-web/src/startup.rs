@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::middleware::Logger;
+use actix_web::middleware::{Logger, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use bus::Publisher;
@@ -14,6 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::limits::{self, RateLimiter};
 use crate::reference::ReferenceData;
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -74,12 +75,23 @@ impl Application {
             shutdown.clone(),
         ));
 
+        let rate_limiter = RateLimiter::new(&settings.web.rate_limit, settings.web.trust_forwarded_for);
+        tokio::spawn(rate_limiter.clone().keep_small(shutdown.clone()));
+        let rate_limiter = web::Data::new(rate_limiter);
+        bus::ops::prometheus();
+
         let limit = settings.web.body_limit_bytes;
         let mut server = HttpServer::new(move || {
             App::new()
+                // Innermost first: the limit, the headers (429s get them too),
+                // then metrics and the access log see every answer.
+                .wrap(from_fn(limits::limit_posts))
+                .wrap(limits::security_headers())
+                .wrap(from_fn(bus::ops::record_http))
                 // Status, request line and time; never bodies (they hold personal data).
                 .wrap(Logger::new("%s %r %Dms"))
                 .app_data(state.clone())
+                .app_data(rate_limiter.clone())
                 .app_data(web::PayloadConfig::new(limit))
                 .app_data(web::Data::new(api::BodyLimit(limit)))
                 .route("/", web::get().to(pages::home))
@@ -91,12 +103,14 @@ impl Application {
                 .route("/prospects/manage/{token}/erase", web::post().to(pages::manage_erase))
                 .route("/prospects/erased", web::get().to(pages::erased))
                 .route("/static/thanks.js", web::get().to(pages::thanks_js))
+                .route("/static/site.css", web::get().to(pages::site_css))
                 .route("/api/prospects", web::post().to(api::create_prospect))
                 .route("/api/prospects/{id}", web::get().to(api::prospect_status))
                 .route("/api/countries", web::get().to(api::countries))
                 .route("/api/roles", web::get().to(api::roles))
-                .route("/healthz", web::get().to(health::healthz))
+                .route("/healthz", web::get().to(bus::ops::healthz))
                 .route("/readyz", web::get().to(health::readyz))
+                .route("/metrics", web::get().to(bus::ops::metrics_endpoint))
                 .default_service(web::to(pages::not_found))
         })
         .disable_signals()

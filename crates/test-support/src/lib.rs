@@ -11,7 +11,7 @@
 //! (default `postgres://postgres@127.0.0.1:5432`).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
     child: Option<Child>,
+    config: Option<(PathBuf, Vec<(String, String)>)>,
 }
 
 impl NatsServer {
@@ -31,7 +32,35 @@ impl NatsServer {
     /// accepts connections.
     pub async fn start() -> anyhow::Result<Self> {
         let port = free_port()?;
-        let mut server = Self { port, store: tempfile::tempdir()?, child: None };
+        let mut server = Self { port, store: tempfile::tempdir()?, child: None, config: None };
+        server.restart().await?;
+        Ok(server)
+    }
+
+    /// Starts a server from a configuration file (users, permissions) with
+    /// these environment variables (the passwords it refers to). The test's
+    /// own port and monitoring port override the file's, and its JetStream
+    /// `store_dir` is replaced by a temporary one (nats-server refuses both
+    /// the file's and a command-line store).
+    pub async fn start_with_config(config: &Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let store = tempfile::tempdir()?;
+        let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+        let jetstream = store.path().join("jetstream");
+        let text: String = text
+            .lines()
+            .map(|line| {
+                if line.trim_start().starts_with("store_dir") {
+                    format!("  store_dir: \"{}\"\n", jetstream.display())
+                } else {
+                    format!("{line}\n")
+                }
+            })
+            .collect();
+        let copy = store.path().join("nats-server.conf");
+        std::fs::write(&copy, text)?;
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let mut server = Self { port, store, child: None, config: Some((copy, env)) };
         server.restart().await?;
         Ok(server)
     }
@@ -52,9 +81,15 @@ impl NatsServer {
     /// (Re)starts the server on the same port with the same store.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop().await?;
-        let child = Command::new(nats_server_bin())
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(self.store.path())
+        let mut command = Command::new(nats_server_bin());
+        command.args(["-a", "127.0.0.1", "-p", &self.port.to_string()]);
+        match &self.config {
+            Some((config, env)) => {
+                command.arg("-c").arg(config).args(["-m", &free_port()?.to_string()]).envs(env.iter().cloned())
+            }
+            None => command.args(["-js", "-sd"]).arg(self.store.path()),
+        };
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)

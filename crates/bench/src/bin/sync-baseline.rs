@@ -77,7 +77,7 @@ async fn sign_up(state: web::Data<State>, form: web::Form<SignupInput>) -> HttpR
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let pool = db::pool(&cli.database_url, cli.pool_size)?;
+    let pool = db::pool(&cli.database_url, cli.pool_size, &db::Connector::plain())?;
     let state = web::Data::new(State { pool, catalog: Catalog::builtin() });
     let listener = TcpListener::bind(("127.0.0.1", cli.port)).context("binding the port")?;
     HttpServer::new(move || App::new().app_data(state.clone()).route("/signup", web::post().to(sign_up)))

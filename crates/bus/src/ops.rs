@@ -1,0 +1,233 @@
+//! The operational surface every service shares: Prometheus metrics,
+//! `/healthz` and `/readyz`, and a small HTTP server for services that have
+//! no other (the handlers).
+//!
+//! Metrics go through the [`metrics`] facade into one process-wide Prometheus
+//! recorder ([`prometheus`]); `/metrics` renders it. HTTP services wrap their
+//! app in [`record_http`] for request counts and latency by route.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use anyhow::Context as _;
+use async_nats::Client;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::is_connected;
+
+/// Latency buckets, in seconds: 1 ms to 10 s.
+const SECONDS_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Batch-size buckets: 1 to 5,000 events.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0];
+
+/// The process-wide Prometheus recorder, installed on first use. Histograms
+/// are rendered with buckets (so they can be aggregated across instances);
+/// a background thread keeps their memory bounded between scrapes.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_batch_size".to_owned()), BATCH_BUCKETS))
+            .expect("bucket lists are not empty");
+        let handle = match builder.install_recorder() {
+            Ok(handle) => handle,
+            // Another recorder was installed first (an embedding program's):
+            // render our own, unconnected one rather than fail.
+            Err(error) => {
+                tracing::warn!(%error, "a metrics recorder was already installed; /metrics will be empty");
+                PrometheusBuilder::new().build_recorder().handle()
+            }
+        };
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".to_owned())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            })
+            .expect("spawning the metrics upkeep thread");
+        handle
+    })
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub async fn metrics_endpoint() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(prometheus().render())
+}
+
+/// `GET /healthz`: the process is up and serving.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Middleware: counts requests by method, matched route pattern (not the raw
+/// path, which would make a series per prospect) and status, and records
+/// their latency. Use with `actix_web::middleware::from_fn(record_http)`.
+pub async fn record_http(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let result = next.call(request).await;
+    let (route, status) = match &result {
+        Ok(response) => {
+            (response.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned()), response.status().as_u16())
+        }
+        Err(error) => ("unmatched".to_owned(), error.as_response_error().status_code().as_u16()),
+    };
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    result
+}
+
+/// One part of a service that must be up before it is ready (the database,
+/// the durable consumer). Cloned into whatever sets it.
+#[derive(Debug, Clone, Default)]
+pub struct ReadyFlag(Arc<AtomicBool>);
+
+impl ReadyFlag {
+    /// Marks the part up or down.
+    pub fn set(&self, up: bool) {
+        self.0.store(up, Ordering::Relaxed);
+    }
+
+    /// Whether the part is up.
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What `/readyz` checks: the NATS connection and any named [`ReadyFlag`]s.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    nats: Client,
+    parts: BTreeMap<&'static str, ReadyFlag>,
+}
+
+impl Readiness {
+    /// Readiness that needs NATS connected.
+    pub fn new(nats: Client) -> Self {
+        Self { nats, parts: BTreeMap::new() }
+    }
+
+    /// Adds a part that must be up too, and returns its flag (down until set).
+    pub fn part(&mut self, name: &'static str) -> ReadyFlag {
+        self.parts.entry(name).or_default().clone()
+    }
+
+    /// The parts that are not ready, `nats` included; empty when ready.
+    pub fn waiting_for(&self) -> Vec<&'static str> {
+        let nats = (!is_connected(&self.nats)).then_some("nats");
+        nats.into_iter().chain(self.parts.iter().filter(|(_, flag)| !flag.is_set()).map(|(name, _)| *name)).collect()
+    }
+
+    /// `GET /readyz`: 200 when ready, else 503 naming what is missing.
+    pub fn response(&self) -> HttpResponse {
+        let waiting = self.waiting_for();
+        if waiting.is_empty() {
+            HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
+        } else {
+            HttpResponse::ServiceUnavailable()
+                .json(serde_json::json!({ "status": "not ready", "waiting_for": waiting }))
+        }
+    }
+}
+
+/// `GET /readyz` for an app that holds a [`Readiness`] as app data.
+pub async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
+    readiness.response()
+}
+
+/// Where a handler serves `/healthz`, `/readyz` and `/metrics` (its
+/// `[<service>.http]` section).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct OpsSettings {
+    /// Address to listen on (`0.0.0.0` in a container).
+    pub host: String,
+    /// Port to listen on; 0 picks a free one (tests). Unset: the service's
+    /// own default port.
+    pub port: Option<u16>,
+}
+
+impl Default for OpsSettings {
+    fn default() -> Self {
+        Self { host: "127.0.0.1".to_owned(), port: None }
+    }
+}
+
+impl OpsSettings {
+    /// Loopback on `port`.
+    pub fn local(port: u16) -> Self {
+        Self { port: Some(port), ..Self::default() }
+    }
+}
+
+/// A bound, running operations server (health and metrics only).
+pub struct OpsServer {
+    port: u16,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl OpsServer {
+    /// Binds the listener (`default_port` unless the settings name one) and
+    /// starts serving on one worker. It stops when
+    /// `shutdown` is cancelled.
+    pub fn start(
+        settings: &OpsSettings,
+        default_port: u16,
+        readiness: Readiness,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let port = settings.port.unwrap_or(default_port);
+        let listener = TcpListener::bind((settings.host.as_str(), port))
+            .with_context(|| format!("binding the health/metrics port {}:{port}", settings.host))?;
+        let port = listener.local_addr()?.port();
+        prometheus();
+        let readiness = web::Data::new(readiness);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(readiness.clone())
+                .route("/healthz", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
+                .route("/metrics", web::get().to(metrics_endpoint))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(listener)?
+        .run();
+        let handle = server.handle();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            handle.stop(true).await;
+        });
+        Ok(Self { port, task: tokio::spawn(server) })
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn stopped(self) -> std::io::Result<()> {
+        self.task.await.map_err(std::io::Error::other)?
+    }
+}

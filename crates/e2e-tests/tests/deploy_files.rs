@@ -1,0 +1,450 @@
+//! The deployment files, read by a YAML parser into typed structures that
+//! refuse unknown keys, and checked against each other and the workspace:
+//! `deploy/compose.yaml`, `deploy/k8s/` (kustomize base), the proxy, the
+//! Prometheus scrape configuration and the Dockerfiles.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_norway::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// Every YAML document of `text`, with `<<` merge keys applied.
+fn documents(text: &str, what: &str) -> Vec<Value> {
+    serde_norway::Deserializer::from_str(text)
+        .map(|document| {
+            let mut value = Value::deserialize(document).unwrap_or_else(|e| panic!("{what} is not YAML: {e}"));
+            value.apply_merge().unwrap_or_else(|e| panic!("{what}: {e}"));
+            value
+        })
+        .filter(|value| !value.is_null())
+        .collect()
+}
+
+fn typed<T: DeserializeOwned>(value: Value, what: &str) -> T {
+    serde_norway::from_value(value).unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// Workspace crates that ship a binary as a container image: those with a
+/// binary target, minus tools marked `[package.metadata.signup] image = false`.
+fn shipped_crates() -> BTreeSet<String> {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+        .current_dir(repo())
+        .output()
+        .expect("cargo metadata");
+    assert!(output.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&output.stderr));
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).expect("metadata JSON");
+    metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter(|package| {
+            let has_binary = package["targets"].as_array().is_some_and(|targets| {
+                targets.iter().any(|t| t["kind"].as_array().is_some_and(|k| k.contains(&"bin".into())))
+            });
+            has_binary && package["metadata"]["signup"]["image"] != false
+        })
+        .map(|package| package["name"].as_str().expect("name").to_owned())
+        .collect()
+}
+
+// ---- compose ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Compose {
+    name: String,
+    services: BTreeMap<String, ComposeService>,
+    #[serde(default)]
+    volumes: BTreeMap<String, Option<Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ComposeService {
+    image: String,
+    build: Option<ComposeBuild>,
+    command: Option<Vec<String>>,
+    #[serde(default)]
+    environment: BTreeMap<String, String>,
+    #[serde(default)]
+    volumes: Vec<String>,
+    #[serde(default)]
+    ports: Vec<String>,
+    #[serde(default)]
+    depends_on: DependsOn,
+    deploy: Option<ComposeDeploy>,
+    healthcheck: Option<Value>,
+    restart: Option<String>,
+    #[serde(default)]
+    profiles: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ComposeBuild {
+    context: String,
+    dockerfile: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ComposeDeploy {
+    replicas: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum DependsOn {
+    #[default]
+    None,
+    List(Vec<String>),
+    Conditions(BTreeMap<String, Condition>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Condition {
+    condition: String,
+}
+
+impl DependsOn {
+    fn names(&self) -> Vec<&str> {
+        match self {
+            DependsOn::None => Vec::new(),
+            DependsOn::List(names) => names.iter().map(String::as_str).collect(),
+            DependsOn::Conditions(map) => map.keys().map(String::as_str).collect(),
+        }
+    }
+}
+
+fn compose() -> Compose {
+    let mut docs = documents(&read("deploy/compose.yaml"), "deploy/compose.yaml");
+    assert_eq!(docs.len(), 1, "one document");
+    let mut root = docs.remove(0);
+    // Extension fields (x-…) hold anchors only.
+    if let Value::Mapping(map) = &mut root {
+        map.retain(|key, _| !key.as_str().is_some_and(|k| k.starts_with("x-")));
+    }
+    typed(root, "deploy/compose.yaml")
+}
+
+#[test]
+fn compose_file_is_valid_and_consistent() {
+    let compose = compose();
+    assert_eq!(compose.name, "signup");
+    let names: BTreeSet<&str> = compose.services.keys().map(String::as_str).collect();
+    for expected in ["nats", "postgres", "streams", "proxy", "prometheus", "grafana"] {
+        assert!(names.contains(expected), "compose has {expected}");
+    }
+    let generated = std::process::Command::new("bash")
+        .arg(repo().join("scripts/compose-env"))
+        .output()
+        .expect("scripts/compose-env");
+    let generated = String::from_utf8(generated.stdout).expect("utf-8");
+    let compose_text = read("deploy/compose.yaml");
+    for (name, service) in &compose.services {
+        for dependency in service.depends_on.names() {
+            assert!(names.contains(dependency), "{name} depends on unknown service {dependency}");
+        }
+        if let DependsOn::Conditions(conditions) = &service.depends_on {
+            for condition in conditions.values() {
+                let known = ["service_started", "service_healthy", "service_completed_successfully"];
+                assert!(known.contains(&condition.condition.as_str()), "{name}: {}", condition.condition);
+            }
+        }
+        for volume in &service.volumes {
+            let source = volume.split(':').next().expect("source");
+            if source.starts_with('.') {
+                assert!(repo().join("deploy").join(source).exists(), "{name} mounts missing {source}");
+            } else {
+                assert!(compose.volumes.contains_key(source), "{name} uses undeclared volume {source}");
+            }
+        }
+        for profile in &service.profiles {
+            assert_eq!(profile, "observability", "{name}");
+        }
+        if let Some(build) = &service.build {
+            assert_eq!(build.context, "..", "{name} builds from the repository root");
+            assert!(repo().join(&build.dockerfile).is_file(), "{name}: {} exists", build.dockerfile);
+            assert!(service.image.starts_with("signup/"), "{name}: {}", service.image);
+            assert_eq!(service.environment.get("SIGNUP_ENV").map(String::as_str), Some("production"), "{name}");
+        }
+        assert!(service.restart.is_some(), "{name} says how it restarts");
+    }
+    // Every required variable is one scripts/compose-env writes.
+    for required in compose_text.split("${").skip(1).filter_map(|rest| rest.split_once(":?")).map(|(name, _)| name) {
+        if !required.contains('}') {
+            assert!(generated.contains(&format!("\n{required}=")), "scripts/compose-env writes {required}");
+        }
+    }
+    assert_eq!(compose.services["save-prospect"].deploy.as_ref().map(|d| d.replicas), Some(2));
+    assert_eq!(compose.services["streams"].command.as_deref(), Some(&["streams".to_owned()][..]));
+    assert_eq!(compose.services["proxy"].ports, ["8020:8020"]);
+    let healthchecks = ["nats", "postgres"];
+    for name in healthchecks {
+        assert!(compose.services[name].healthcheck.is_some(), "{name} has a health check");
+    }
+}
+
+#[test]
+fn every_crate_that_ships_a_binary_has_an_image_and_a_place_in_compose() {
+    let shipped = shipped_crates();
+    assert!(shipped.contains("signup-web") && shipped.contains("save-prospect"), "{shipped:?}");
+    let dockerfiles: BTreeSet<String> = std::fs::read_dir(repo().join("docker"))
+        .expect("docker/")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.strip_suffix(".Dockerfile").map(str::to_owned))
+        .collect();
+    assert_eq!(dockerfiles, shipped, "docker/<crate>.Dockerfile for exactly the crates that ship binaries");
+    let built: BTreeSet<String> = compose()
+        .services
+        .values()
+        .filter_map(|service| service.build.as_ref())
+        .map(|build| build.dockerfile.trim_start_matches("docker/").trim_end_matches(".Dockerfile").to_owned())
+        .collect();
+    assert_eq!(built, shipped, "compose builds every shipped crate's image, and only those");
+    for name in &shipped {
+        let dockerfile = read(&format!("docker/{name}.Dockerfile"));
+        for needed in ["cargo chef cook", "USER 10001", "HEALTHCHECK", "\"check\"]", "org.opencontainers.image.title"] {
+            assert!(dockerfile.contains(needed), "docker/{name}.Dockerfile has {needed}");
+        }
+    }
+}
+
+#[test]
+fn proxy_and_prometheus_point_at_compose_services() {
+    let compose = compose();
+    let nginx = read("deploy/proxy/nginx.conf");
+    for line in nginx.lines().map(str::trim).filter(|l| l.starts_with("server ") && l.contains(':')) {
+        let host = line.trim_start_matches("server ").split(':').next().expect("host");
+        assert!(compose.services.contains_key(host), "nginx upstream {host} is a compose service");
+    }
+    for route in ["location /analytics", "location /api/analytics", "location / "] {
+        assert!(nginx.contains(route), "the proxy routes {route}");
+    }
+    let prometheus: Value = documents(&read("deploy/prometheus/prometheus.yml"), "prometheus.yml").remove(0);
+    let ports = BTreeMap::from([
+        ("signup-web", 8080),
+        ("analytics-indexer", 8081),
+        ("save-prospect", 8082),
+        ("dead-letter-notifier", 8083),
+    ]);
+    let jobs = prometheus["scrape_configs"].as_sequence().expect("scrape_configs");
+    for (service, port) in &ports {
+        let job = jobs.iter().find(|job| job["job_name"] == *service).unwrap_or_else(|| panic!("a job for {service}"));
+        let text = serde_norway::to_string(job).expect("yaml");
+        assert!(
+            text.contains(&format!("{service}:{port}")) || text.contains(&format!("port: {port}")),
+            "{service} scraped on {port}: {text}"
+        );
+    }
+}
+
+// ---- Kubernetes ----
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Object {
+    api_version: String,
+    kind: String,
+    metadata: Metadata,
+    #[serde(default)]
+    spec: Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct Metadata {
+    /// Empty in a pod template.
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Kustomization {
+    api_version: String,
+    kind: String,
+    namespace: String,
+    #[serde(default)]
+    labels: Vec<Value>,
+    resources: Vec<String>,
+    #[serde(default)]
+    images: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeploymentSpec {
+    selector: Selector,
+    template: PodTemplate,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Selector {
+    match_labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PodTemplate {
+    metadata: Metadata,
+    spec: PodSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodSpec {
+    containers: Vec<Container>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Container {
+    name: String,
+    image: String,
+    #[serde(default)]
+    ports: Vec<ContainerPort>,
+    liveness_probe: Option<Probe>,
+    readiness_probe: Option<Probe>,
+    resources: Option<Resources>,
+    security_context: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerPort {
+    name: Option<String>,
+    container_port: u16,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Probe {
+    http_get: HttpGet,
+}
+
+#[derive(Debug, Deserialize)]
+struct HttpGet {
+    path: String,
+    port: Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct Resources {
+    requests: BTreeMap<String, Value>,
+    limits: BTreeMap<String, Value>,
+}
+
+fn kubernetes() -> (Kustomization, Vec<Object>) {
+    let dir = "deploy/k8s";
+    let kustomization: Kustomization =
+        typed(documents(&read(&format!("{dir}/kustomization.yaml")), "kustomization").remove(0), "kustomization");
+    assert_eq!(kustomization.kind, "Kustomization");
+    assert!(kustomization.api_version.starts_with("kustomize.config.k8s.io/"));
+    let mut objects = Vec::new();
+    for resource in &kustomization.resources {
+        let path = format!("{dir}/{resource}");
+        for document in documents(&read(&path), &path) {
+            let object: Object = typed(document, &path);
+            assert!(!object.api_version.is_empty() && !object.metadata.name.is_empty(), "{path}");
+            objects.push(object);
+        }
+    }
+    (kustomization, objects)
+}
+
+#[test]
+fn kubernetes_base_is_valid_and_consistent() {
+    let (kustomization, objects) = kubernetes();
+    assert_eq!(kustomization.namespace, "signup");
+    assert!(!kustomization.labels.is_empty());
+    let listed: BTreeSet<&str> = kustomization.resources.iter().map(String::as_str).collect();
+    let on_disk: BTreeSet<String> = std::fs::read_dir(repo().join("deploy/k8s"))
+        .expect("deploy/k8s")
+        .filter_map(|e| e.ok()?.file_name().to_str().map(str::to_owned))
+        .filter(|name| name.ends_with(".yaml") && name != "kustomization.yaml")
+        .collect();
+    assert_eq!(on_disk.iter().map(String::as_str).collect::<BTreeSet<_>>(), listed, "every manifest is listed");
+    let image_names: BTreeSet<String> =
+        kustomization.images.iter().filter_map(|i| i["name"].as_str().map(str::to_owned)).collect();
+
+    let of_kind = |kind: &'static str| objects.iter().filter(move |o| o.kind == kind);
+    let deployments: BTreeMap<&str, DeploymentSpec> =
+        of_kind("Deployment").map(|o| (o.metadata.name.as_str(), typed(o.spec.clone(), &o.metadata.name))).collect();
+    let shipped = shipped_crates();
+    let services_shipped: BTreeSet<&str> = shipped.iter().map(String::as_str).filter(|c| *c != "signup-cli").collect();
+    assert_eq!(deployments.keys().copied().collect::<BTreeSet<_>>(), services_shipped, "a Deployment per service");
+
+    for (name, spec) in &deployments {
+        let labels = &spec.template.metadata.labels;
+        for (key, value) in &spec.selector.match_labels {
+            assert_eq!(labels.get(key), Some(value), "{name}: the selector matches the pod labels");
+        }
+        let container = &spec.template.spec.containers[0];
+        assert!(image_names.contains(container.image.split(':').next().expect("image")), "{name}: {}", container.image);
+        let http = container.ports.iter().find(|p| p.name.as_deref() == Some("http"));
+        let expected = [("signup-web", 8080), ("analytics-indexer", 8081), ("save-prospect", 8082)]
+            .into_iter()
+            .chain([("dead-letter-notifier", 8083)])
+            .find(|(service, _)| service == name)
+            .map(|(_, port)| port);
+        assert_eq!(http.map(|p| p.container_port), expected, "{name} serves HTTP (named http) on its port");
+        let live = container.liveness_probe.as_ref().unwrap_or_else(|| panic!("{name} has a liveness probe"));
+        let ready = container.readiness_probe.as_ref().unwrap_or_else(|| panic!("{name} has a readiness probe"));
+        assert_eq!((live.http_get.path.as_str(), ready.http_get.path.as_str()), ("/healthz", "/readyz"), "{name}");
+        assert_eq!(live.http_get.port, Value::from("http"), "{name}");
+        let resources = container.resources.as_ref().unwrap_or_else(|| panic!("{name} has resources"));
+        for key in ["cpu", "memory"] {
+            assert!(resources.requests.contains_key(key) && resources.limits.contains_key(key), "{name}: {key}");
+        }
+        assert!(container.security_context.is_some(), "{name}: {}", container.name);
+    }
+
+    let services: BTreeMap<&str, &Object> = of_kind("Service").map(|o| (o.metadata.name.as_str(), o)).collect();
+    for (name, service) in &services {
+        let selector: BTreeMap<String, String> = typed(service.spec["selector"].clone(), name);
+        assert!(
+            deployments.values().any(|d| selector.iter().all(|(k, v)| d.template.metadata.labels.get(k) == Some(v))),
+            "Service {name} selects a Deployment's pods"
+        );
+    }
+    for hpa in of_kind("HorizontalPodAutoscaler") {
+        assert_eq!(hpa.api_version, "autoscaling/v2");
+        let target = hpa.spec["scaleTargetRef"]["name"].as_str().expect("scaleTargetRef");
+        assert!(deployments.contains_key(target), "HPA {} scales {target}", hpa.metadata.name);
+    }
+    assert!(of_kind("HorizontalPodAutoscaler").any(|h| h.spec["scaleTargetRef"]["name"] == "save-prospect"));
+    for pdb in of_kind("PodDisruptionBudget") {
+        let selector: BTreeMap<String, String> = typed(pdb.spec["selector"]["matchLabels"].clone(), &pdb.metadata.name);
+        assert!(
+            deployments.values().any(|d| selector.iter().all(|(k, v)| d.template.metadata.labels.get(k) == Some(v))),
+            "PDB {} covers a Deployment",
+            pdb.metadata.name
+        );
+    }
+    let ingress = of_kind("Ingress").next().expect("an Ingress");
+    let text = serde_norway::to_string(&ingress.spec).expect("yaml");
+    for (path, service) in
+        [("/analytics", "analytics-indexer"), ("/api/analytics", "analytics-indexer"), ("/", "signup-web")]
+    {
+        assert!(text.contains(&format!("path: {path}\n")), "the Ingress routes {path}");
+        assert!(services.contains_key(service), "{service} has a Service");
+    }
+    assert!(of_kind("Job").any(|job| job.metadata.name == "signup-streams"), "the streams set-up job");
+    // The NATS Helm values parse, and ask for a 3-node JetStream cluster.
+    let values = documents(&read("deploy/k8s/nats/values.yaml"), "nats values").remove(0);
+    assert_eq!(values["config"]["cluster"]["replicas"], Value::from(3));
+    assert_eq!(values["config"]["jetstream"]["enabled"], Value::from(true));
+}

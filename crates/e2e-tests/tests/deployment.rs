@@ -1,0 +1,322 @@
+//! The services as the deployment runs them: real binaries configured only by
+//! environment variables (secrets from files), each with its own NATS user
+//! from `deploy/nats/nats-server.conf`, streams set up by `signup streams` as
+//! the admin user. Shows that each service works within its permissions, is
+//! refused outside them, and that `/metrics` counts what happened.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bus::async_nats::{self, ConnectOptions, Event};
+use e2e_tests::processes::{Service, binary};
+use e2e_tests::test_support::{NatsServer, TestDatabase, eventually, free_port};
+use tokio::sync::mpsc;
+
+const USERS: [&str; 5] = ["web", "save-prospect", "analytics-indexer", "dead-letter-notifier", "admin"];
+const ANALYTICS_TOKEN: &str = "deployment-test-analytics-token";
+
+fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+}
+
+/// `NATS_WEB_PASSWORD` for `web`, and so on.
+fn password_variable(user: &str) -> String {
+    format!("NATS_{}_PASSWORD", user.to_uppercase().replace('-', "_"))
+}
+
+fn password(user: &str) -> String {
+    format!("p{}", user.replace('-', ""))
+}
+
+struct Deployment {
+    nats: NatsServer,
+    db: TestDatabase,
+    secrets: tempfile::TempDir,
+    index: tempfile::TempDir,
+    web_port: u16,
+    saver_port: u16,
+    indexer_port: u16,
+    notifier_port: u16,
+    services: Vec<Service>,
+}
+
+impl Deployment {
+    async fn start() -> Self {
+        let env: Vec<(String, String)> = USERS.iter().map(|u| (password_variable(u), password(u))).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let nats = NatsServer::start_with_config(&repo_file("deploy/nats/nats-server.conf"), &env)
+            .await
+            .expect("nats-server with the deployment's configuration");
+        let secrets = tempfile::tempdir().expect("secrets dir");
+        for user in USERS {
+            std::fs::write(secrets.path().join(user), format!("{}\n", password(user))).expect("password file");
+        }
+        let mut deployment = Self {
+            nats,
+            db: TestDatabase::new(),
+            secrets,
+            index: tempfile::tempdir().expect("index dir"),
+            web_port: free_port().expect("port"),
+            saver_port: free_port().expect("port"),
+            indexer_port: free_port().expect("port"),
+            notifier_port: free_port().expect("port"),
+            services: Vec::new(),
+        };
+        deployment.set_up_streams().await;
+        deployment.start_services();
+        deployment.all_ready().await;
+        deployment
+    }
+
+    /// What every service gets: the server, its user, its password file, and
+    /// streams it may only look up.
+    fn env(&self, user: &str) -> Vec<(String, String)> {
+        vec![
+            ("SIGNUP__NATS__URL".into(), self.nats.url()),
+            ("SIGNUP__NATS__USER".into(), user.into()),
+            ("SIGNUP_FILE__NATS__PASSWORD".into(), self.secrets.path().join(user).display().to_string()),
+            ("SIGNUP__NATS__STREAM__MANAGE".into(), "false".into()),
+        ]
+    }
+
+    async fn set_up_streams(&self) {
+        let output = tokio::process::Command::new(binary("signup").expect("signup binary"))
+            .arg("streams")
+            .env("SIGNUP_CONFIG_DIR", "/nonexistent")
+            .envs(self.env("admin"))
+            .output()
+            .await
+            .expect("signup streams");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "signup streams: {stdout} {}", String::from_utf8_lossy(&output.stderr));
+        assert!(stdout.contains("stream PROSPECTS ready") && stdout.contains("stream PROSPECTS_DLQ ready"), "{stdout}");
+    }
+
+    fn start_services(&mut self) {
+        let mut web = self.env("web");
+        web.extend([
+            ("SIGNUP__WEB__PORT".into(), self.web_port.to_string()),
+            ("SIGNUP__WEB__TOKEN_SECRET".into(), "deployment-test-secret".into()),
+        ]);
+        let mut saver = self.env("save-prospect");
+        saver.extend([
+            ("SIGNUP__DATABASE__URL".into(), self.db.url()),
+            ("SIGNUP__SAVE_PROSPECT__HTTP__PORT".into(), self.saver_port.to_string()),
+            ("SIGNUP__SAVE_PROSPECT__CONSUMER__IDLE_WAIT_MS".into(), "300".into()),
+        ]);
+        let mut indexer = self.env("analytics-indexer");
+        indexer.extend([
+            ("SIGNUP__ANALYTICS__PORT".into(), self.indexer_port.to_string()),
+            ("SIGNUP__ANALYTICS__INDEX_DIR".into(), self.index.path().join("index").display().to_string()),
+            ("SIGNUP__ANALYTICS__TOKEN".into(), ANALYTICS_TOKEN.into()),
+            ("SIGNUP__ANALYTICS__WRITER_MEMORY_MB".into(), "15".into()),
+            ("SIGNUP__ANALYTICS__CONSUMER__IDLE_WAIT_MS".into(), "300".into()),
+            ("SIGNUP__ANALYTICS__CONSUMER__LINGER_MS".into(), "20".into()),
+        ]);
+        let mut notifier = self.env("dead-letter-notifier");
+        notifier.push(("SIGNUP__NOTIFIER__HTTP__PORT".into(), self.notifier_port.to_string()));
+        self.services = vec![
+            Service::spawn("signup-web", &["serve"], &web).expect("signup-web"),
+            Service::spawn("save-prospect", &["run"], &saver).expect("save-prospect"),
+            Service::spawn("analytics-indexer", &["run"], &indexer).expect("analytics-indexer"),
+            Service::spawn("dead-letter-notifier", &["run"], &notifier).expect("dead-letter-notifier"),
+        ];
+    }
+
+    fn url(port: u16, path: &str) -> String {
+        format!("http://127.0.0.1:{port}{path}")
+    }
+
+    /// Ready means each service's durable consumer exists (or, for the web,
+    /// the stream was found): each did that with its own user.
+    async fn all_ready(&self) {
+        for port in [self.web_port, self.saver_port, self.indexer_port, self.notifier_port] {
+            let url = Self::url(port, "/readyz");
+            eventually(Duration::from_secs(30), &format!("{url} to be ready"), || async {
+                (reqwest::get(&url).await.ok()?.status() == 200).then_some(())
+            })
+            .await
+            .expect("ready");
+        }
+    }
+
+    /// Signs up through the form; returns the prospect id from the redirect.
+    async fn sign_up(&self, email: &str) -> uuid::Uuid {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("http");
+        let fields =
+            [("firstName", "Ada"), ("lastName", "Lovelace"), ("email", email), ("country", "GB"), ("role", "EN")];
+        let response = http.post(Self::url(self.web_port, "/signup")).form(&fields).send().await.expect("post /signup");
+        assert_eq!(response.status(), 303, "the sign-up is accepted");
+        e2e_tests::id_from_location(&response).expect("prospect id")
+    }
+
+    async fn saved(&self, id: uuid::Uuid) {
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        use save_prospect::schema::prospects;
+        eventually(Duration::from_secs(20), "the row in Postgres", || async {
+            let mut conn = self.db.connect().await.ok()?;
+            prospects::table.find(id).select(prospects::id).first::<uuid::Uuid>(&mut conn).await.ok()
+        })
+        .await
+        .expect("saved by save-prospect with its own user");
+    }
+
+    /// Waits until the index counts one sign-up.
+    async fn indexed(&self) {
+        let http = reqwest::Client::new();
+        let url = Self::url(self.indexer_port, "/api/analytics/summary");
+        eventually(Duration::from_secs(20), "the document in the index", || async {
+            let summary: serde_json::Value =
+                http.get(&url).bearer_auth(ANALYTICS_TOKEN).send().await.ok()?.json().await.ok()?;
+            (summary["total"].as_u64()? == 1).then_some(())
+        })
+        .await
+        .expect("indexed by analytics-indexer with its own user");
+    }
+
+    /// A raw client logged in as `user`, with the server's errors (such as
+    /// permission violations) in a channel.
+    async fn client_as(&self, user: &str) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
+        let (errors, received) = mpsc::unbounded_channel();
+        let client = ConnectOptions::with_user_and_password(user.into(), password(user))
+            .event_callback(move |event| {
+                let errors = errors.clone();
+                async move {
+                    if let Event::ServerError(error) = event {
+                        errors.send(error.to_string()).ok();
+                    }
+                }
+            })
+            .connect(self.nats.url())
+            .await
+            .expect("connect");
+        (client, received)
+    }
+}
+
+/// A JetStream context that gives up on a refused request after a second
+/// (the server drops it: no answer ever comes).
+fn quick_jetstream(client: &async_nats::Client) -> async_nats::jetstream::Context {
+    async_nats::jetstream::ContextBuilder::new().timeout(Duration::from_secs(1)).build(client.clone())
+}
+
+/// Waits for the server to report a permission violation mentioning `subject`.
+async fn violation(errors: &mut mpsc::UnboundedReceiver<String>, subject: &str) {
+    let wait = async {
+        while let Some(error) = errors.recv().await {
+            let error = error.to_lowercase();
+            if error.contains("permissions violation") && error.contains(&subject.to_lowercase()) {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no permissions violation reported for {subject}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_service_works_with_its_own_user_and_is_refused_outside_its_permissions() {
+    let deployment = Deployment::start().await;
+    let email = "ada.deployment@example.com";
+    let id = deployment.sign_up(email).await;
+    deployment.saved(id).await;
+    deployment.indexed().await;
+
+    // The web user may publish events but not read them, nor touch dead letters.
+    let (web, mut errors) = deployment.client_as("web").await;
+    let _events = web.subscribe("events.>").await.expect("the subscribe is sent");
+    violation(&mut errors, "events.>").await;
+    let _letters = web.subscribe("dlq.>").await.expect("the subscribe is sent");
+    violation(&mut errors, "dlq.>").await;
+    web.publish("dlq.prospect.save-prospect.signedup", "forged".into()).await.expect("sent");
+    violation(&mut errors, "dlq.prospect.save-prospect.signedup").await;
+    let js = quick_jetstream(&web);
+    let stream = js.get_stream("PROSPECTS").await.expect("the web user may look the stream up");
+    let created = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("intruder".into()),
+            ..Default::default()
+        })
+        .await;
+    assert!(created.is_err(), "the web user cannot create consumers");
+    violation(&mut errors, "$JS.API.CONSUMER.CREATE.PROSPECTS.intruder").await;
+    let deleted = js.delete_stream("PROSPECTS").await;
+    assert!(deleted.is_err(), "the web user cannot delete the stream");
+    violation(&mut errors, "$JS.API.STREAM.DELETE.PROSPECTS").await;
+
+    // A handler may use its own consumer only, and may not publish events.
+    let (saver, mut errors) = deployment.client_as("save-prospect").await;
+    let js = quick_jetstream(&saver);
+    let stream = js.get_stream("PROSPECTS").await.expect("lookup");
+    assert!(stream.consumer_info("save-prospect").await.is_ok(), "its own consumer");
+    assert!(stream.consumer_info("analytics-indexer").await.is_err(), "not another handler's");
+    violation(&mut errors, "$JS.API.CONSUMER.INFO.PROSPECTS.analytics-indexer").await;
+    saver.publish("events.prospect.signedup", "forged".into()).await.expect("sent");
+    violation(&mut errors, "events.prospect.signedup").await;
+
+    // The notifier reads dead letters only.
+    let (notifier, mut errors) = deployment.client_as("dead-letter-notifier").await;
+    let js = quick_jetstream(&notifier);
+    assert!(js.get_stream("PROSPECTS").await.is_err(), "the notifier cannot see the event stream");
+    violation(&mut errors, "$JS.API.STREAM.INFO.PROSPECTS").await;
+    assert!(js.get_stream("PROSPECTS_DLQ").await.is_ok(), "but can see the dead letters");
+}
+
+/// The value of the first sample of `name` whose labels include every one of
+/// `labels` (`key="value"`), from a Prometheus text page.
+fn sample(page: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    let labelled = format!("{name}{{");
+    page.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let matches = if labels.is_empty() {
+            series == name
+        } else {
+            series.starts_with(&labelled) && labels.iter().all(|label| series.contains(label))
+        };
+        if matches { value.parse().ok() } else { None }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_sign_up_in_every_service() {
+    let deployment = Deployment::start().await;
+    let metrics = |port: u16| async move {
+        let response = reqwest::get(Deployment::url(port, "/metrics")).await.expect("GET /metrics");
+        assert_eq!(response.status(), 200);
+        response.text().await.expect("body")
+    };
+    let signed_up = ["type=\"io.signup.prospect.signedup.v1\""];
+    let before = metrics(deployment.web_port).await;
+    assert_eq!(sample(&before, "signup_events_published_total", &signed_up), None, "nothing published yet");
+
+    let email = "grace.metrics@example.com";
+    let id = deployment.sign_up(email).await;
+    deployment.saved(id).await;
+    deployment.indexed().await;
+
+    let web = metrics(deployment.web_port).await;
+    assert_eq!(sample(&web, "signup_events_published_total", &signed_up), Some(1.0), "{web}");
+    let posted = ["route=\"/signup\"", "method=\"POST\"", "status=\"303\""];
+    assert_eq!(sample(&web, "http_requests_total", &posted), Some(1.0), "{web}");
+    let latency = sample(&web, "http_request_duration_seconds_count", &["route=\"/signup\"", "method=\"POST\""]);
+    assert_eq!(latency, Some(1.0), "one latency observation: {web}");
+
+    for (port, consumer) in [(deployment.saver_port, "save-prospect"), (deployment.indexer_port, "analytics-indexer")] {
+        let label = format!("consumer=\"{consumer}\"");
+        // The handler acks right after applying; the counter follows at once,
+        // but the scrape may race it.
+        let page = eventually(Duration::from_secs(10), "the applied counter", || async {
+            let page = metrics(port).await;
+            (sample(&page, "signup_handler_events_applied_total", &[&label]) >= Some(1.0)).then_some(page)
+        })
+        .await
+        .expect("applied counted");
+        assert!(sample(&page, "signup_handler_events_received_total", &[&label]) >= Some(1.0), "{page}");
+        assert!(sample(&page, "signup_handler_batch_size_count", &[&label]) >= Some(1.0), "{page}");
+        assert!(sample(&page, "signup_handler_apply_seconds_count", &[&label]) >= Some(1.0), "{page}");
+        assert_eq!(sample(&page, "signup_handler_events_dead_lettered_total", &[&label]), None, "{page}");
+        assert!(sample(&page, "signup_handler_pending", &[&label]).is_some(), "the lag gauge: {page}");
+    }
+}

@@ -1,0 +1,128 @@
+//! What every answer carries and what every client may send: security
+//! headers on all responses, and a per-client rate limit on POST requests
+//! (429 with `Retry-After`).
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{Method, header};
+use actix_web::middleware::{DefaultHeaders, Next};
+use actix_web::{HttpResponse, ResponseError as _, web};
+use governor::clock::Clock as _;
+use governor::{DefaultKeyedRateLimiter, Quota};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ApiError;
+
+/// The pages load nothing from elsewhere, run only `/static/*.js`, use only
+/// `/static/site.css`, talk only to this origin, and may not be framed.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// Security headers added to every response.
+pub fn security_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        // For browsers that predate frame-ancestors.
+        .add((header::X_FRAME_OPTIONS, "DENY"))
+        .add((header::REFERRER_POLICY, "strict-origin-when-cross-origin"))
+}
+
+/// `[web.rate_limit]`: how many POST requests one client may send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RateLimitSettings {
+    /// Sustained POST requests per minute per client address; 0 turns the
+    /// limit off.
+    pub per_minute: u32,
+    /// Requests a client may send at once before the sustained rate applies.
+    pub burst: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        // A person signs up once and edits a few times; an office behind one
+        // address still fits.
+        Self { per_minute: 60, burst: 20 }
+    }
+}
+
+/// The per-client limiter, shared by all workers.
+#[derive(Clone)]
+pub struct RateLimiter {
+    limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    trust_forwarded_for: bool,
+}
+
+impl RateLimiter {
+    /// A limiter from settings. With `trust_forwarded_for` the client is the
+    /// address the proxy puts in `Forwarded`/`X-Forwarded-For` (only behind a
+    /// proxy that sets it: anyone else could pick their own address).
+    pub fn new(settings: &RateLimitSettings, trust_forwarded_for: bool) -> Self {
+        let limiter = NonZeroU32::new(settings.per_minute).map(|per_minute| {
+            let burst = NonZeroU32::new(settings.burst).unwrap_or(NonZeroU32::MIN);
+            Arc::new(DefaultKeyedRateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)))
+        });
+        Self { limiter, trust_forwarded_for }
+    }
+
+    /// Forgets clients whose allowance is full again, every minute until
+    /// `shutdown`, so the table does not grow with every address ever seen.
+    pub async fn keep_small(self, shutdown: CancellationToken) {
+        let Some(limiter) = self.limiter else { return };
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = every.tick() => {
+                    limiter.retain_recent();
+                    limiter.shrink_to_fit();
+                }
+            }
+        }
+    }
+
+    /// How long the client of `request` must wait, if it is over its limit.
+    fn wait(&self, request: &ServiceRequest) -> Option<Duration> {
+        let limiter = self.limiter.as_ref()?;
+        if request.method() != Method::POST {
+            return None;
+        }
+        let client = if self.trust_forwarded_for {
+            request.connection_info().realip_remote_addr().and_then(|addr| addr.parse().ok())
+        } else {
+            None
+        }
+        .or_else(|| request.peer_addr().map(|addr| addr.ip()))?;
+        limiter.check_key(&client).err().map(|not_until| not_until.wait_time_from(limiter.clock().now()))
+    }
+}
+
+/// Middleware: answers 429 with `Retry-After` (whole seconds, rounded up)
+/// when the client is over its limit; `application/problem+json` for the API.
+pub async fn limit_posts(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let wait = request.app_data::<web::Data<RateLimiter>>().and_then(|limiter| limiter.wait(&request));
+    let Some(wait) = wait else {
+        return next.call(request).await.map(ServiceResponse::map_into_left_body);
+    };
+    bus::metrics::counter!("signup_rate_limited_total").increment(1);
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let response = if request.path().starts_with("/api/") {
+        ApiError::TooManyRequests(seconds).error_response()
+    } else {
+        HttpResponse::TooManyRequests()
+            .insert_header((header::RETRY_AFTER, seconds.to_string()))
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("Too many requests from your address; please try again in {seconds} s."))
+    };
+    Ok(request.into_response(response).map_into_right_body())
+}

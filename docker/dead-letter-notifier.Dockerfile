@@ -1,0 +1,57 @@
+# syntax=docker/dockerfile:1
+# dead-letter-notifier: e-mails an operator a digest of dead letters.
+#
+# Build from the repository root (Docker, or Podman with --format docker so the
+# HEALTHCHECK is kept):
+#   docker build -f docker/dead-letter-notifier.Dockerfile -t signup/dead-letter-notifier .
+# Configuration comes only from SIGNUP__… environment variables and secret
+# files (SIGNUP_FILE__…); nothing secret is in the image.
+
+ARG RUST_IMAGE=docker.io/library/rust:1.95-slim-bookworm
+ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim
+# Where the release binary comes from: the builder stage below (default), or
+# an image holding prebuilt binaries in /out (scripts/container-smoke, which
+# has no registry to pull the Rust image from).
+ARG BINARIES=builder
+
+FROM ${RUST_IMAGE} AS chef
+RUN cargo install cargo-chef --locked
+WORKDIR /src
+
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+FROM chef AS builder
+COPY --from=planner /src/recipe.json recipe.json
+# Only the dependencies: this layer stays cached until a manifest or Cargo.lock changes.
+RUN cargo chef cook --release --recipe-path recipe.json
+COPY . .
+RUN cargo build --release --locked --bin dead-letter-notifier \
+ && mkdir /out && cp target/release/dead-letter-notifier /out/
+
+FROM ${BINARIES} AS binaries
+
+FROM ${RUNTIME_IMAGE} AS runtime
+# The same first layer in every image, so it is built and stored once.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin signup
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="dead-letter-notifier" \
+      org.opencontainers.image.description="e-mails an operator a digest of dead letters." \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="MIT OR Apache-2.0" \
+      org.opencontainers.image.vendor="Signup"
+COPY config/ /etc/signup/
+COPY --from=binaries /out/dead-letter-notifier /usr/local/bin/dead-letter-notifier
+ENV SIGNUP_ENV=production \
+    SIGNUP_CONFIG_DIR=/etc/signup
+USER 10001:10001
+EXPOSE 8083
+HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 CMD ["dead-letter-notifier", "check"]
+ENTRYPOINT ["dead-letter-notifier"]
+CMD ["run"]
