@@ -315,6 +315,8 @@ struct Container {
     name: String,
     image: String,
     #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
     ports: Vec<ContainerPort>,
     liveness_probe: Option<Probe>,
     readiness_probe: Option<Probe>,
@@ -410,6 +412,11 @@ fn kubernetes_base_is_valid_and_consistent() {
             assert!(resources.requests.contains_key(key) && resources.limits.contains_key(key), "{name}: {key}");
         }
         assert!(container.security_context.is_some(), "{name}: {}", container.name);
+        // The arguments must be a subcommand the binary has: its image's CMD.
+        let dockerfile = read(&format!("docker/{name}.Dockerfile"));
+        let cmd = dockerfile.lines().find_map(|l| l.strip_prefix("CMD ")).expect("CMD");
+        let cmd: Vec<String> = serde_json::from_str(cmd).expect("CMD in exec form");
+        assert!(container.args.is_empty() || container.args == cmd, "{name}: args {:?}, CMD {cmd:?}", container.args);
     }
 
     let services: BTreeMap<&str, &Object> = of_kind("Service").map(|o| (o.metadata.name.as_str(), o)).collect();
