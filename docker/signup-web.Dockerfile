@@ -9,10 +9,6 @@
 
 ARG RUST_IMAGE=docker.io/library/rust:1.95-slim-bookworm
 ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim
-# Where the release binary comes from: the builder stage below (default), or
-# an image holding prebuilt binaries in /out (scripts/container-smoke, which
-# has no registry to pull the Rust image from).
-ARG BINARIES=builder
 
 FROM ${RUST_IMAGE} AS chef
 RUN cargo install cargo-chef --locked
@@ -30,8 +26,6 @@ COPY . .
 RUN cargo build --release --locked --bin signup-web \
  && mkdir /out && cp target/release/signup-web /out/
 
-FROM ${BINARIES} AS binaries
-
 FROM ${RUNTIME_IMAGE} AS runtime
 # The same first layer in every image, so it is built and stored once.
 RUN apt-get update \
@@ -47,7 +41,7 @@ LABEL org.opencontainers.image.title="signup-web" \
       org.opencontainers.image.licenses="MIT OR Apache-2.0" \
       org.opencontainers.image.vendor="Signup"
 COPY config/ /etc/signup/
-COPY --from=binaries /out/signup-web /usr/local/bin/signup-web
+COPY --from=builder /out/signup-web /usr/local/bin/signup-web
 ENV SIGNUP_ENV=production \
     SIGNUP_CONFIG_DIR=/etc/signup
 USER 10001:10001

@@ -455,3 +455,40 @@ fn kubernetes_base_is_valid_and_consistent() {
     assert_eq!(values["config"]["cluster"]["replicas"], Value::from(3));
     assert_eq!(values["config"]["jetstream"]["enabled"], Value::from(true));
 }
+
+/// Each NATS user's subjects (publish and subscribe, in order of appearance)
+/// and whether it may answer requests, from `deploy/nats/nats-server.conf`.
+fn conf_users(conf: &str) -> BTreeMap<String, (BTreeSet<String>, bool)> {
+    let mut users: BTreeMap<String, (BTreeSet<String>, bool)> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in conf.lines().map(|l| l.split('#').next().unwrap_or_default().trim()) {
+        if let Some(user) = line.strip_prefix("user:") {
+            current = Some(user.trim().to_owned());
+        }
+        let Some(user) = &current else { continue };
+        let entry = users.entry(user.clone()).or_default();
+        entry.1 |= line == "allow_responses: true";
+        entry.0.extend(line.split('"').skip(1).step_by(2).map(str::to_owned));
+    }
+    users
+}
+
+#[test]
+fn kubernetes_nats_users_grant_exactly_what_the_server_configuration_grants() {
+    let conf = conf_users(&read("deploy/nats/nats-server.conf"));
+    assert_eq!(conf.keys().map(String::as_str).collect::<Vec<_>>().len(), 5, "{conf:?}");
+    let values = documents(&read("deploy/k8s/nats/values.yaml"), "nats values").remove(0);
+    let users = values["config"]["merge"]["authorization"]["users"].as_sequence().expect("users");
+    let mut helm = BTreeMap::new();
+    for user in users {
+        let name = user["user"].as_str().expect("user").to_owned();
+        let permissions = &user["permissions"];
+        let subjects: BTreeSet<String> = ["publish", "subscribe"]
+            .iter()
+            .flat_map(|side| permissions[side]["allow"].as_sequence().cloned().unwrap_or_default())
+            .map(|subject| subject.as_str().expect("subject").to_owned())
+            .collect();
+        helm.insert(name, (subjects, permissions["allow_responses"] == true));
+    }
+    assert_eq!(helm, conf, "deploy/k8s/nats/values.yaml and deploy/nats/nats-server.conf differ");
+}
