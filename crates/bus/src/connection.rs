@@ -42,6 +42,7 @@ fn servers(settings: &NatsSettings) -> anyhow::Result<Vec<async_nats::ServerAddr
 async fn options(settings: &NatsSettings, name: &str) -> anyhow::Result<ConnectOptions> {
     let mut options = ConnectOptions::new()
         .name(name)
+        .custom_inbox_prefix(settings.inbox_prefix())
         .connection_timeout(Duration::from_millis(settings.connect_timeout_ms))
         .request_timeout(Some(settings.request_timeout()))
         .reconnect_delay_callback(|attempts| {

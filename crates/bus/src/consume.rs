@@ -137,8 +137,9 @@ impl ConsumerRunner {
         }
     }
 
-    /// Reports through `flag` whether the consumer is usable: set once the
-    /// durable consumer exists, cleared while fetching fails.
+    /// Reports through `flag` whether the consumer is working: set once the
+    /// durable consumer exists, cleared while fetching fails or while the
+    /// handler's dependency is down (events held).
     pub fn with_ready_flag(mut self, flag: ReadyFlag) -> Self {
         self.ready = flag;
         self
@@ -231,6 +232,8 @@ impl ConsumerRunner {
                 Ok(messages) => {
                     backoff.reset();
                     prefetched = self.process_and_prefetch(handler, messages, current, shutdown).await;
+                    // The batch is settled, so any outage it waited out is over.
+                    self.ready.set(true);
                 }
                 Err(error) => {
                     tracing::warn!(consumer = %name, error = %format!("{error:#}"), "fetch failed; will re-check the consumer");
@@ -489,6 +492,8 @@ impl ConsumerRunner {
     ) -> bool {
         if !outage.active() {
             tracing::warn!(error = %format!("{error:#}"), held = held.len(), "dependency unavailable; pausing this consumer");
+            // Not ready while paused: the readiness probe shows the outage.
+            self.ready.set(false);
         }
         for letter in held {
             ack(&letter.acker, AckKind::Progress).await;

@@ -71,6 +71,10 @@ pub struct NatsSettings {
     pub creds_file: Option<PathBuf>,
     /// `[nats.tls]`: TLS to the server.
     pub tls: NatsTlsSettings,
+    /// Subject prefix of this client's reply inboxes. Unset: `_INBOX_<user>`
+    /// when `user` is set (so a server can let each user read only its own
+    /// replies), else `_INBOX`.
+    pub inbox_prefix: Option<String>,
     /// How long one connection attempt may take, in milliseconds.
     pub connect_timeout_ms: u64,
     /// How long to wait for a JetStream answer (API request or PubAck), in
@@ -89,6 +93,7 @@ impl Default for NatsSettings {
             token: None,
             creds_file: None,
             tls: NatsTlsSettings::default(),
+            inbox_prefix: None,
             connect_timeout_ms: 2_000,
             request_timeout_ms: 2_000,
             stream: StreamSettings::default(),
@@ -97,6 +102,15 @@ impl Default for NatsSettings {
 }
 
 impl NatsSettings {
+    /// The inbox prefix in use (see `inbox_prefix`).
+    pub fn inbox_prefix(&self) -> String {
+        match (&self.inbox_prefix, &self.user) {
+            (Some(prefix), _) => prefix.clone(),
+            (None, Some(user)) => format!("_INBOX_{user}"),
+            (None, None) => "_INBOX".to_owned(),
+        }
+    }
+
     /// The JetStream request and PubAck timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)

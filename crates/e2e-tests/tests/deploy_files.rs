@@ -456,19 +456,24 @@ fn kubernetes_base_is_valid_and_consistent() {
     assert_eq!(values["config"]["jetstream"]["enabled"], Value::from(true));
 }
 
-/// Each NATS user's subjects (publish and subscribe, in order of appearance)
-/// and whether it may answer requests, from `deploy/nats/nats-server.conf`.
-fn conf_users(conf: &str) -> BTreeMap<String, (BTreeSet<String>, bool)> {
-    let mut users: BTreeMap<String, (BTreeSet<String>, bool)> = BTreeMap::new();
-    let mut current: Option<String> = None;
+/// What one NATS user may do: subjects it may publish, subjects it may
+/// subscribe to, and whether it may answer requests.
+type Grants = (BTreeSet<String>, BTreeSet<String>, bool);
+
+/// Each user's grants in `deploy/nats/nats-server.conf`.
+fn conf_users(conf: &str) -> BTreeMap<String, Grants> {
+    let mut users: BTreeMap<String, Grants> = BTreeMap::new();
+    let (mut current, mut subscribing) = (None::<String>, false);
     for line in conf.lines().map(|l| l.split('#').next().unwrap_or_default().trim()) {
         if let Some(user) = line.strip_prefix("user:") {
-            current = Some(user.trim().to_owned());
+            (current, subscribing) = (Some(user.trim().to_owned()), false);
         }
         let Some(user) = &current else { continue };
-        let entry = users.entry(user.clone()).or_default();
-        entry.1 |= line == "allow_responses: true";
-        entry.0.extend(line.split('"').skip(1).step_by(2).map(str::to_owned));
+        subscribing = (subscribing || line.starts_with("subscribe")) && !line.starts_with("publish");
+        let grants = users.entry(user.clone()).or_default();
+        grants.2 |= line == "allow_responses: true";
+        let subjects = line.split('"').skip(1).step_by(2).map(str::to_owned);
+        if subscribing { grants.1.extend(subjects) } else { grants.0.extend(subjects) }
     }
     users
 }
@@ -476,19 +481,19 @@ fn conf_users(conf: &str) -> BTreeMap<String, (BTreeSet<String>, bool)> {
 #[test]
 fn kubernetes_nats_users_grant_exactly_what_the_server_configuration_grants() {
     let conf = conf_users(&read("deploy/nats/nats-server.conf"));
-    assert_eq!(conf.keys().map(String::as_str).collect::<Vec<_>>().len(), 5, "{conf:?}");
+    assert_eq!(conf.len(), 5, "{conf:?}");
+    assert!(conf["web"].1.contains("_INBOX_web.>") && !conf["web"].0.contains("_INBOX_web.>"), "{conf:?}");
     let values = documents(&read("deploy/k8s/nats/values.yaml"), "nats values").remove(0);
     let users = values["config"]["merge"]["authorization"]["users"].as_sequence().expect("users");
     let mut helm = BTreeMap::new();
     for user in users {
         let name = user["user"].as_str().expect("user").to_owned();
         let permissions = &user["permissions"];
-        let subjects: BTreeSet<String> = ["publish", "subscribe"]
-            .iter()
-            .flat_map(|side| permissions[side]["allow"].as_sequence().cloned().unwrap_or_default())
-            .map(|subject| subject.as_str().expect("subject").to_owned())
-            .collect();
-        helm.insert(name, (subjects, permissions["allow_responses"] == true));
+        let side = |side: &str| -> BTreeSet<String> {
+            let allowed = permissions[side]["allow"].as_sequence().cloned().unwrap_or_default();
+            allowed.iter().map(|subject| subject.as_str().expect("subject").to_owned()).collect()
+        };
+        helm.insert(name, (side("publish"), side("subscribe"), permissions["allow_responses"] == true));
     }
     assert_eq!(helm, conf, "deploy/k8s/nats/values.yaml and deploy/nats/nats-server.conf differ");
 }

@@ -180,6 +180,7 @@ impl Deployment {
     async fn client_as(&self, user: &str) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
         let (errors, received) = mpsc::unbounded_channel();
         let client = ConnectOptions::with_user_and_password(user.into(), password(user))
+            .custom_inbox_prefix(format!("_INBOX_{user}"))
             .event_callback(move |event| {
                 let errors = errors.clone();
                 async move {
@@ -224,12 +225,39 @@ async fn each_service_works_with_its_own_user_and_is_refused_outside_its_permiss
     deployment.saved(id).await;
     deployment.indexed().await;
 
+    // A poison event: each handler dead-letters it under its own name, and
+    // the notifier fetches both letters (its mail server is absent, so it
+    // keeps them unacknowledged).
+    let (admin, _) = deployment.client_as("admin").await;
+    let js = async_nats::jetstream::new(admin);
+    js.publish("events.prospect.signedup", "not json".into()).await.expect("publish").await.expect("stored");
+    let letters = js.get_stream("PROSPECTS_DLQ").await.expect("dead-letter stream");
+    for handler in ["save-prospect", "analytics-indexer"] {
+        let subject = format!("dlq.prospect.{handler}.signedup");
+        eventually(Duration::from_secs(20), &format!("a dead letter on {subject}"), || async {
+            letters.get_last_raw_message_by_subject(&subject).await.ok()
+        })
+        .await
+        .expect("dead-lettered with the handler's own user");
+    }
+    eventually(Duration::from_secs(20), "the notifier to fetch both letters", || async {
+        let info = letters.consumer_info("dead-letter-notifier").await.ok()?;
+        (info.delivered.consumer_sequence >= 2).then_some(())
+    })
+    .await
+    .expect("fetched with the notifier's own user");
+
     // The web user may publish events but not read them, nor touch dead letters.
     let (web, mut errors) = deployment.client_as("web").await;
     let _events = web.subscribe("events.>").await.expect("the subscribe is sent");
     violation(&mut errors, "events.>").await;
     let _letters = web.subscribe("dlq.>").await.expect("the subscribe is sent");
     violation(&mut errors, "dlq.>").await;
+    // Nor the handlers' inboxes, where their fetched events arrive.
+    for inboxes in ["_INBOX.>", "_INBOX_save-prospect.>"] {
+        let _replies = web.subscribe(inboxes).await.expect("the subscribe is sent");
+        violation(&mut errors, inboxes).await;
+    }
     web.publish("dlq.prospect.save-prospect.signedup", "forged".into()).await.expect("sent");
     violation(&mut errors, "dlq.prospect.save-prospect.signedup").await;
     let js = quick_jetstream(&web);

@@ -310,6 +310,12 @@ async fn posts_beyond_a_clients_rate_limit_get_429_with_retry_after() {
     assert_eq!(system.http.get(system.web_url("/signup")).send().await.expect("get").status(), 200);
     let other = system.http.post(&url).header("x-forwarded-for", "203.0.113.7").json(&sign_up(3)).send().await;
     assert_eq!(other.expect("post").status(), 202, "a different client address");
+    // The proxy's entry is the last one: what the client wrote before it, or
+    // in a Forwarded header, does not buy a new allowance.
+    for spoof in [("x-forwarded-for", "198.51.100.1, 127.0.0.1"), ("forwarded", "for=198.51.100.2")] {
+        let again = system.http.post(&url).header(spoof.0, spoof.1).json(&sign_up(4)).send().await.expect("post");
+        assert_eq!(again.status(), 429, "{spoof:?} still counts against 127.0.0.1's used-up allowance");
+    }
     assert_eq!(stored_events(&system).await, 3, "refused requests published nothing");
     system.stop().await.expect("stop");
 }
@@ -326,6 +332,7 @@ async fn every_answer_carries_the_security_headers() {
             assert!(csp.contains(directive), "{path}: {directive} in {csp}");
         }
         assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
         assert_eq!(headers["referrer-policy"], "strict-origin-when-cross-origin", "{path}");
     }
     let form = system.http.get(system.web_url("/signup")).send().await.expect("form").text().await.expect("body");

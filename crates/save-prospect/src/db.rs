@@ -10,6 +10,7 @@ use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, Ru
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
+use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::settings::DatabaseSettings;
@@ -24,11 +25,11 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!();
 /// when several instances start at once.
 const MIGRATION_LOCK: i64 = 0x5349_474e_5550; // "SIGNUP"
 
-/// How connections are opened: plain, or TLS-capable. With TLS, the URL's
-/// `sslmode` decides as in libpq (`prefer` by default, `require` refuses a
-/// plain connection, `disable` never tries), and a TLS connection always
-/// verifies the server's certificate and name against the system's roots or
-/// the configured CA file.
+/// How connections are opened: plain, or over TLS. With TLS on, a connection
+/// is refused unless it is encrypted (the URL's `sslmode` may only turn TLS
+/// off with `disable`; `prefer`, the default, is treated as `require`, since
+/// it could be silently downgraded), and the server's certificate and name
+/// are always verified against the system's roots or the configured CA file.
 #[derive(Clone)]
 pub struct Connector {
     tls: Option<MakeRustlsConnect>,
@@ -40,8 +41,8 @@ impl Connector {
         Self { tls: None }
     }
 
-    /// From `[database]`: TLS-capable unless `tls` is `disable`; `ca_file`
-    /// replaces the system's roots.
+    /// From `[database]`: TLS when `tls` is on; `ca_file` replaces the
+    /// system's roots.
     pub fn from_settings(settings: &DatabaseSettings) -> anyhow::Result<Self> {
         if !settings.tls {
             return Ok(Self::plain());
@@ -72,9 +73,13 @@ impl Connector {
     /// Opens one connection.
     pub async fn connect(&self, url: &str) -> ConnectionResult<AsyncPgConnection> {
         let Some(tls) = &self.tls else { return AsyncPgConnection::establish(url).await };
-        let (client, connection) = tokio_postgres::connect(url, tls.clone())
-            .await
-            .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e: tokio_postgres::Error| ConnectionError::InvalidConnectionUrl(e.to_string()))?;
+        if config.get_ssl_mode() == SslMode::Prefer {
+            config.ssl_mode(SslMode::Require);
+        }
+        let (client, connection) =
+            config.connect(tls.clone()).await.map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
         AsyncPgConnection::try_from_client_and_connection(client, connection).await
     }
 }

@@ -33,8 +33,8 @@ pub struct DatabaseSettings {
     pub pool_size: usize,
     /// Create the database when it does not exist (needs the CREATEDB right).
     pub create_if_missing: bool,
-    /// Offer TLS (the URL's `sslmode` decides whether it is required:
-    /// `?sslmode=require`); certificates are always verified.
+    /// Connect over TLS only (unless the URL says `sslmode=disable`); the
+    /// server's certificate and name are always verified.
     pub tls: bool,
     /// PEM file of the certificate authorities to trust instead of the
     /// system's (a managed database's CA bundle).

@@ -62,8 +62,8 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// A limiter from settings. With `trust_forwarded_for` the client is the
-    /// address the proxy puts in `Forwarded`/`X-Forwarded-For` (only behind a
-    /// proxy that sets it: anyone else could pick their own address).
+    /// last address in `X-Forwarded-For`, the one the proxy added (only
+    /// behind a proxy that sets it: anyone else could pick their own address).
     pub fn new(settings: &RateLimitSettings, trust_forwarded_for: bool) -> Self {
         let limiter = NonZeroU32::new(settings.per_minute).map(|per_minute| {
             let burst = NonZeroU32::new(settings.burst).unwrap_or(NonZeroU32::MIN);
@@ -94,13 +94,29 @@ impl RateLimiter {
         if request.method() != Method::POST {
             return None;
         }
-        let client = if self.trust_forwarded_for {
-            request.connection_info().realip_remote_addr().and_then(|addr| addr.parse().ok())
-        } else {
-            None
-        }
-        .or_else(|| request.peer_addr().map(|addr| addr.ip()))?;
+        let forwarded = if self.trust_forwarded_for { last_forwarded_for(request) } else { None };
+        let client = client_key(forwarded.or_else(|| request.peer_addr().map(|addr| addr.ip()))?);
         limiter.check_key(&client).err().map(|not_until| not_until.wait_time_from(limiter.clock().now()))
+    }
+}
+
+/// The address the nearest proxy saw: the last `X-Forwarded-For` entry (a
+/// client can put anything before it, but not after). `Forwarded` is not
+/// read, since proxies that set `X-Forwarded-For` pass it through untouched.
+fn last_forwarded_for(request: &ServiceRequest) -> Option<IpAddr> {
+    let header = request.headers().get_all("x-forwarded-for").last()?.to_str().ok()?;
+    header.rsplit(',').next()?.trim().parse().ok()
+}
+
+/// One allowance per IPv4 address, and per /64 for IPv6 (a single host
+/// usually holds a whole /64, and could otherwise use a new address per request).
+fn client_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
     }
 }
 
@@ -125,4 +141,20 @@ pub async fn limit_posts(
             .body(format!("Too many requests from your address; please try again in {seconds} s."))
     };
     Ok(request.into_response(response).map_into_right_body())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_share_an_allowance_per_64_and_mapped_ipv4_is_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        let other: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(other));
+        assert_eq!(client_key("::ffff:203.0.113.7".parse().expect("ip")), "203.0.113.7".parse::<IpAddr>().expect("ip"));
+        assert_eq!(client_key("203.0.113.7".parse().expect("ip")), "203.0.113.7".parse::<IpAddr>().expect("ip"));
+    }
 }
