@@ -41,6 +41,11 @@ use crate::http::HttpState;
 use crate::index::ProspectIndex;
 pub use crate::settings::Settings;
 
+/// The dashboard uses its own inline stylesheet and no script; forms post
+/// only here; nothing may frame it.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; base-uri 'none'; \
+     frame-ancestors 'none'";
+
 /// The durable consumer's name: this crate's name.
 pub const CONSUMER_NAME: &str = "analytics-indexer";
 
@@ -76,6 +81,7 @@ impl Application {
         bus::ops::prometheus();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(bus::ops::security_headers(CONTENT_SECURITY_POLICY))
                 .wrap(from_fn(bus::ops::record_http))
                 .wrap(Logger::new("%s %r %Dms"))
                 .app_data(state.clone())

@@ -355,7 +355,13 @@ async fn the_dashboard_shows_the_figures() {
     bed.total_becomes(3).await;
     let response = bed.get("/analytics").await;
     assert_eq!(response.status(), 200);
+    let headers = response.headers();
+    let csp = headers["content-security-policy"].to_str().expect("csp");
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"), "{csp}");
+    assert!(!csp.contains("script-src"), "no script may run on the dashboard: {csp}");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
     let html = response.text().await.expect("html");
+    assert!(!html.contains("<script"), "the dashboard needs no script");
     assert!(html.contains(r#"<div class="total" id="total" data-total="3">3</div>"#), "total");
     assert!(html.contains(r#"data-code="GB" data-count="2""#), "GB bar");
     assert!(html.contains(r#"data-code="FR" data-count="1""#), "FR bar");

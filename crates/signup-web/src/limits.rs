@@ -26,12 +26,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 
 /// Security headers added to every response.
 pub fn security_headers() -> DefaultHeaders {
-    DefaultHeaders::new()
-        .add((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
-        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        // For browsers that predate frame-ancestors.
-        .add((header::X_FRAME_OPTIONS, "DENY"))
-        .add((header::REFERRER_POLICY, "strict-origin-when-cross-origin"))
+    bus::ops::security_headers(CONTENT_SECURITY_POLICY)
 }
 
 /// `[web.rate_limit]`: how many POST requests one client may send.
