@@ -16,7 +16,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::{DefaultHeaders, Next};
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
 use async_nats::Client;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -63,8 +63,14 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// `GET /metrics`: the Prometheus text format.
-pub async fn metrics_endpoint() -> HttpResponse {
+/// `GET /metrics`: the Prometheus text format, for a scraper that reaches
+/// the service directly. A request that came through a proxy or ingress
+/// (it carries `X-Forwarded-For`) gets a 404, so the public routes that send
+/// `/` to a service do not publish its metrics.
+pub async fn metrics_endpoint(request: HttpRequest) -> HttpResponse {
+    if request.headers().contains_key("x-forwarded-for") {
+        return HttpResponse::NotFound().finish();
+    }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(prometheus().render())
 }
 

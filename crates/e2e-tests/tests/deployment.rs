@@ -325,6 +325,13 @@ async fn metrics_count_a_sign_up_in_every_service() {
     deployment.indexed().await;
 
     let web = metrics(deployment.web_port).await;
+    let proxied = reqwest::Client::new()
+        .get(Deployment::url(deployment.web_port, "/metrics"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .expect("GET /metrics through a proxy");
+    assert_eq!(proxied.status(), 404, "metrics are not served to requests that came through a proxy");
     assert_eq!(sample(&web, "signup_events_published_total", &signed_up), Some(1.0), "{web}");
     let posted = ["route=\"/signup\"", "method=\"POST\"", "status=\"303\""];
     assert_eq!(sample(&web, "http_requests_total", &posted), Some(1.0), "{web}");
