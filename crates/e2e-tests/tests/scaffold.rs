@@ -69,13 +69,15 @@ async fn a_scaffolded_handler_builds_and_receives_what_the_unchanged_web_publish
     assert_eq!(web_before, web_after);
 
     let target = repo().join("target/scaffold");
-    run(
-        Command::new(env!("CARGO"))
-            .args(["build", "--offline", "-p", HANDLER])
-            .env("CARGO_TARGET_DIR", &target)
-            .current_dir(copy.path()),
-        "building the scaffolded handler",
-    );
+    for step in ["build", "test"] {
+        run(
+            Command::new(env!("CARGO"))
+                .args([step, "--offline", "-p", HANDLER])
+                .env("CARGO_TARGET_DIR", &target)
+                .current_dir(copy.path()),
+            &format!("cargo {step} of the scaffolded handler, unedited"),
+        );
+    }
 
     let nats = NatsServer::start().await.expect("nats-server");
     let (web_port, handler_port) = (free_port().expect("port"), free_port().expect("port"));

@@ -44,15 +44,22 @@ pub struct Settings {
 }
 
 /// This handler's settings.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct HandlerSettings {
-    /// Batch size, waits, retries and where a new consumer starts
-    /// (`from_start`: the whole history, or only new events).
+    /// Batch size, waits, retries and where a new consumer starts: at new
+    /// events unless `from_start` (or `run --from-start`) asks for the
+    /// whole history.
     pub consumer: ConsumerSettings,
     /// `[__SECTION__.http]`: where `/healthz`, `/readyz` and `/metrics` are
     /// served (port [`HTTP_PORT`] unless set).
     pub http: OpsSettings,
+}
+
+impl Default for HandlerSettings {
+    fn default() -> Self {
+        Self { consumer: ConsumerSettings { from_start: false, ..ConsumerSettings::default() }, http: OpsSettings::default() }
+    }
 }
 
 /// The handler. Replace the body of [`Handler::handle`] with the real work.
