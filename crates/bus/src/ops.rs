@@ -163,22 +163,17 @@ impl Readiness {
         let nats = (!is_connected(&self.nats)).then_some("nats");
         nats.into_iter().chain(self.parts.iter().filter(|(_, flag)| !flag.is_set()).map(|(name, _)| *name)).collect()
     }
-
-    /// `GET /readyz`: 200 when ready, else 503 naming what is missing.
-    pub fn response(&self) -> HttpResponse {
-        let waiting = self.waiting_for();
-        if waiting.is_empty() {
-            HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
-        } else {
-            HttpResponse::ServiceUnavailable()
-                .json(serde_json::json!({ "status": "not ready", "waiting_for": waiting }))
-        }
-    }
 }
 
-/// `GET /readyz` for an app that holds a [`Readiness`] as app data.
+/// `GET /readyz` for an app that holds a [`Readiness`] as app data: 200 when
+/// ready, else 503 naming what is missing.
 pub async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
-    readiness.response()
+    let waiting = readiness.waiting_for();
+    if waiting.is_empty() {
+        HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "not ready", "waiting_for": waiting }))
+    }
 }
 
 /// Where a handler serves `/healthz`, `/readyz` and `/metrics` (its
@@ -226,6 +221,7 @@ impl OpsServer {
         let listener = TcpListener::bind((settings.host.as_str(), port))
             .with_context(|| format!("binding the health/metrics port {}:{port}", settings.host))?;
         let port = listener.local_addr()?.port();
+        tracing::info!(port, "health and metrics served");
         prometheus();
         let readiness = web::Data::new(readiness);
         let server = HttpServer::new(move || {

@@ -105,7 +105,6 @@ pub async fn run(settings: Settings, client: async_nats::Client, shutdown: Cance
     let mut readiness = Readiness::new(client.clone());
     let consumer_ready = readiness.part("consumer");
     let ops = OpsServer::start(&notifier.http, HTTP_PORT, readiness, &shutdown)?;
-    tracing::info!(port = ops.port(), "health and metrics served");
     let mailer = mailer(notifier);
     let js = jetstream::new(client.clone());
     let consumer = loop {

@@ -86,7 +86,6 @@ pub async fn run(
     let mut readiness = Readiness::new(client.clone());
     let (database_ready, consumer_ready) = (readiness.part("database"), readiness.part("consumer"));
     let ops = OpsServer::start(&settings.save_prospect.http, HTTP_PORT, readiness, &shutdown)?;
-    tracing::info!(port = ops.port(), "health and metrics served");
     let pool = prepare_database(&settings, &shutdown).await.context("preparing the database")?;
     database_ready.set(true);
     let service = service::start(&client, pool.clone()).await?;

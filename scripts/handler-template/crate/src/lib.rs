@@ -102,7 +102,6 @@ pub async fn run(
     let mut readiness = Readiness::new(client.clone());
     let consumer_ready = readiness.part("consumer");
     let ops = OpsServer::start(&settings.__SECTION__.http, HTTP_PORT, readiness, &shutdown)?;
-    tracing::info!(port = ops.port(), "health and metrics served");
     let consumed = ConsumerRunner::new(client, settings.nats.stream.clone(), CONSUMER_NAME, settings.__SECTION__.consumer)
         .with_ready_flag(consumer_ready)
         .run(handler, shutdown)
