@@ -115,6 +115,15 @@ require_smtp_server() {
   export SIGNUP_TEST_PYTHON="$venv/bin/python"
 }
 
+# Debian's Chromium and its ChromeDriver, for the browser tests
+# (crates/e2e-tests/tests/browser.rs); SIGNUP_CHROMIUM / SIGNUP_CHROMEDRIVER
+# point at others.
+require_browser() {
+  local chromium="${SIGNUP_CHROMIUM:-/usr/bin/chromium}" driver="${SIGNUP_CHROMEDRIVER:-/usr/bin/chromedriver}"
+  if [ ! -x "$chromium" ] || [ ! -x "$driver" ]; then apt_install chromium chromium-driver; fi
+  [ -x "$chromium" ] && [ -x "$driver" ] || { say "Chromium or ChromeDriver is still missing"; return 1; }
+}
+
 require_cargo() {
   command -v cargo >/dev/null || { say "cargo is missing: install Rust (https://rustup.rs) first"; exit 1; }
 }

@@ -21,6 +21,8 @@
 //! - [`ops`]: Prometheus metrics, `/healthz` and `/readyz`, and the small
 //!   health/metrics server a handler runs beside its consumer.
 //! - [`telemetry`], [`shutdown`]: logging set-up and SIGTERM/Ctrl-C handling.
+//! - [`tls`]: the rustls client configuration for a service's own TLS
+//!   connections (system roots or one CA file).
 
 pub mod connection;
 pub mod consume;
@@ -32,6 +34,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod stream;
 pub mod telemetry;
+pub mod tls;
 
 pub use async_nats;
 pub use connection::{connect, is_connected};

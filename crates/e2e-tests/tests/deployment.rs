@@ -42,7 +42,12 @@ struct Deployment {
 
 impl Deployment {
     async fn start() -> Self {
-        let env: Vec<(String, String)> = USERS.iter().map(|u| (password_variable(u), password(u))).collect();
+        // A password for every user of the configuration (handlers added by
+        // scripts/new-handler too); the tests below use the five in USERS.
+        let conf = std::fs::read_to_string(repo_file("deploy/nats/nats-server.conf")).expect("nats-server.conf");
+        let users = conf.lines().filter_map(|line| line.trim().strip_prefix("user: ")).map(str::trim);
+        let env: Vec<(String, String)> = users.map(|u| (password_variable(u), password(u))).collect();
+        assert!(USERS.iter().all(|u| env.iter().any(|(k, _)| *k == password_variable(u))), "{env:?}");
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let nats = NatsServer::start_with_config(&repo_file("deploy/nats/nats-server.conf"), &env)
             .await

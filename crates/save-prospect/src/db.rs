@@ -1,15 +1,11 @@
 //! The database: connection pool, creation when missing, embedded migrations.
 
-use std::sync::Arc;
-
 use anyhow::Context as _;
 use diesel::{ConnectionError, ConnectionResult};
 use diesel_async::pooled_connection::deadpool::Pool as DeadPool;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject as _;
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -47,26 +43,7 @@ impl Connector {
         if !settings.tls {
             return Ok(Self::plain());
         }
-        let mut roots = rustls::RootCertStore::empty();
-        match &settings.ca_file {
-            Some(path) => {
-                for cert in CertificateDer::pem_file_iter(path)
-                    .with_context(|| format!("reading database.ca_file {}", path.display()))?
-                {
-                    roots.add(cert.context("parsing database.ca_file")?)?;
-                }
-            }
-            None => {
-                let found = rustls_native_certs::load_native_certs();
-                let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-                anyhow::ensure!(added > 0, "no system root certificates found; set database.ca_file");
-            }
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .context("TLS protocol versions")?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config = bus::tls::client_config(settings.ca_file.as_deref(), "database.ca_file")?;
         Ok(Self { tls: Some(MakeRustlsConnect::new(config)) })
     }
 
