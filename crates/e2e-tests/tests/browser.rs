@@ -177,11 +177,7 @@ async fn a_visitor_signs_up_in_a_browser_and_the_dashboard_counts_it() {
     b.assert_console_only_reports_status("the analytics login page", 401).await.expect("console");
     b.fill("Access token", ANALYTICS_TOKEN).await.expect("token");
     b.press("Sign in").await.expect("sign in");
-    eventually(Duration::from_secs(20), "the dashboard to count the sign-up", || async {
-        dashboard_total_is(b, 1).await
-    })
-    .await
-    .expect("counted");
+    wait_for_dashboard_total(b, 1).await;
     let row = b.client().find(Locator::Css(&format!("tr[data-prospect='{id}']"))).await.expect("listed");
     assert!(row.text().await.expect("row text").contains("Ada Lovelace"));
     let netherlands = b.client().find(Locator::Css("#countries-title + svg .group[data-code='NL']")).await;
@@ -197,6 +193,22 @@ async fn names_side_by_side(b: &Browser) -> bool {
     let first = b.labelled("First name").await.expect("first name").rectangle().await.expect("box");
     let last = b.labelled("Last name").await.expect("last name").rectangle().await.expect("box");
     (first.1 - last.1).abs() < 1.0
+}
+
+/// After signing in: waits for the dashboard itself (a reload before the
+/// sign-in's answer arrived would cancel it), then reloads it until it
+/// counts `total` prospects.
+async fn wait_for_dashboard_total(b: &Browser, total: u64) {
+    eventually(Duration::from_secs(20), "the dashboard after signing in", || async {
+        b.client().find(Locator::Id("total")).await.ok()
+    })
+    .await
+    .expect("the dashboard");
+    eventually(Duration::from_secs(20), "the dashboard to count the sign-up", || async {
+        dashboard_total_is(b, total).await
+    })
+    .await
+    .expect("counted");
 }
 
 /// Reloads the dashboard; `Some` once its total is `total`.
@@ -390,11 +402,7 @@ async fn every_page_works_with_the_keyboard_alone() {
     b.assert_console_only_reports_status("the analytics login page", 401).await.expect("console");
     b.fill("Access token", ANALYTICS_TOKEN).await.expect("token");
     b.keys(&enter).await.expect("enter");
-    eventually(Duration::from_secs(20), "the dashboard to count the sign-up", || async {
-        dashboard_total_is(b, 1).await
-    })
-    .await
-    .expect("dashboard");
+    wait_for_dashboard_total(b, 1).await;
     assert_keyboard_reaches_everything(b, "the analytics dashboard").await;
     b.assert_clean_console("the analytics dashboard").await.expect("console");
 
