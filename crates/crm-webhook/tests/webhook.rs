@@ -193,6 +193,15 @@ impl Running {
         DeadLetters::new(self.client.clone(), &self.settings.nats.stream)
     }
 
+    /// Waits until the dead-letter stream holds something; returns it.
+    async fn wait_for_dead_letters(&self) -> Vec<bus::dlq::DeadLetter> {
+        eventually(Duration::from_secs(30), "a dead letter", || async {
+            Some(self.dead_letters().list(10).await.ok()?).filter(|letters| !letters.is_empty())
+        })
+        .await
+        .expect("dead-lettered")
+    }
+
     async fn stop(self) {
         self.shutdown.cancel();
         self.task.await.expect("join").expect("stops cleanly");
@@ -292,11 +301,7 @@ async fn an_endpoint_that_keeps_failing_gets_the_event_dead_lettered() {
     let running = Running::start(&nats, &endpoint, true, 3).await;
     let published = running.publish(&signed_up()).await;
 
-    let letters = eventually(Duration::from_secs(30), "a dead letter", || async {
-        Some(running.dead_letters().list(10).await.ok()?).filter(|letters| !letters.is_empty())
-    })
-    .await
-    .expect("dead-lettered");
+    let letters = running.wait_for_dead_letters().await;
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
     assert_eq!(letter.consumer, crm_webhook::CONSUMER_NAME);
@@ -315,11 +320,7 @@ async fn an_endpoint_whose_certificate_is_not_trusted_gets_nothing() {
     let running = Running::start(&nats, &endpoint, false, 2).await;
     running.publish(&signed_up()).await;
 
-    let letters = eventually(Duration::from_secs(30), "a dead letter", || async {
-        Some(running.dead_letters().list(10).await.ok()?).filter(|letters| !letters.is_empty())
-    })
-    .await
-    .expect("dead-lettered");
+    let letters = running.wait_for_dead_letters().await;
     assert_eq!(letters.len(), 1);
     assert!(letters[0].reason.contains("request failed"), "{}", letters[0].reason);
     assert!(endpoint.received().is_empty(), "no request got through TLS: {:?}", endpoint.received());
