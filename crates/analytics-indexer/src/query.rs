@@ -13,7 +13,7 @@ use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{DateTime, Order, TantivyDocument, Term};
 use uuid::Uuid;
 
-use crate::index::{KEY_SEPARATOR, LIVE, ProspectIndex};
+use crate::index::{KEY_SEPARATOR, LIVE, ProspectIndex, YES};
 
 /// Sign-up dates to count, both ends included.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,8 +28,12 @@ pub struct DateRange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
-    /// Live prospects in the range.
+    /// Live prospects in the range, confirmed or not.
     pub total: u64,
+    /// Of those, confirmed by the owner of their address.
+    pub confirmed: u64,
+    /// Of those, still waiting for confirmation.
+    pub unconfirmed: u64,
     /// Per country, most first.
     pub by_country: Vec<Group>,
     /// Per role, most first.
@@ -110,6 +114,8 @@ pub struct Hit {
     pub role: messages::Role,
     /// Sign-up time, RFC 3339.
     pub signed_up_at: String,
+    /// Confirmed by the owner of the address.
+    pub confirmed: bool,
 }
 
 impl ProspectIndex {
@@ -131,8 +137,8 @@ impl ProspectIndex {
         clauses
     }
 
-    /// Counts live prospects in the range, in total and by country, role
-    /// and day.
+    /// Counts live prospects in the range: in total, confirmed and not, and
+    /// by country, role and day.
     pub fn summary(&self, range: DateRange) -> anyhow::Result<Summary> {
         let query = BooleanQuery::new(self.live_in(range));
         let aggregations = serde_json::from_value(serde_json::json!({
@@ -143,8 +149,16 @@ impl ProspectIndex {
         let collector = AggregationCollector::from_aggs(aggregations, Default::default());
         let searcher = self.reader().searcher();
         let (total, results) = searcher.search(&query, &(Count, collector))?;
+        let mut confirmed = self.live_in(range);
+        confirmed.push((
+            Occur::Must,
+            Box::new(TermQuery::new(Term::from_field_text(self.fields().confirmed, YES), IndexRecordOption::Basic)),
+        ));
+        let confirmed = searcher.search(&BooleanQuery::new(confirmed), &Count)? as u64;
         Ok(Summary {
             total: total as u64,
+            confirmed,
+            unconfirmed: (total as u64).saturating_sub(confirmed),
             by_country: groups(&results, "byCountry"),
             by_role: groups(&results, "byRole"),
             by_day: days(&results),
@@ -221,6 +235,7 @@ impl ProspectIndex {
             country: messages::Country { code: text(f.country_code), name: text(f.country_name) },
             role: messages::Role { code: text(f.role_code), name: text(f.role_name) },
             signed_up_at,
+            confirmed: text(f.confirmed) == YES,
         })
     }
 }

@@ -8,7 +8,10 @@ use bus::async_nats::{self, jetstream};
 use bus::settings::{ConsumerSettings, NatsSettings, StreamSettings};
 use bus::{EventContext, Publisher};
 use chrono::Utc;
-use messages::{Country, ProspectDeleted, ProspectDetails, ProspectSignedUp, ProspectUpdated, Role, cloudevents as ce};
+use messages::{
+    Country, ProspectConfirmed, ProspectDeleted, ProspectDetails, ProspectSignedUp, ProspectUpdated, Role,
+    cloudevents as ce,
+};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use test_support::{NatsServer, eventually};
@@ -162,13 +165,21 @@ fn names(page: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_and_search_are_exact() {
     let bed = Bed::start().await;
-    three_sign_ups(&bed).await;
-    let summary = bed.total_becomes(3).await;
+    let events = three_sign_ups(&bed).await;
+    bed.publish(&ProspectConfirmed { prospect_id: events[0].prospect_id, confirmed_at: Utc::now() }).await;
+    let summary = eventually(Duration::from_secs(20), "the confirmation", || async {
+        let summary = bed.json("/api/analytics/summary").await;
+        (summary["confirmed"] == 1).then_some(summary)
+    })
+    .await
+    .expect("counted");
     let today = Utc::now().date_naive().to_string();
     assert_eq!(
         summary,
         json!({
             "total": 3,
+            "confirmed": 1,
+            "unconfirmed": 2,
             "byCountry": [{"code": "GB", "name": "United Kingdom", "count": 2}, {"code": "FR", "name": "France", "count": 1}],
             "byRole": [{"code": "EN", "name": "Engineer", "count": 2}, {"code": "DV", "name": "Developer", "count": 1}],
             "byDay": [{"date": today, "count": 3}],
@@ -197,11 +208,39 @@ async fn counts_and_search_are_exact() {
     );
     let hit = &bed.json("/api/analytics/search?q=curie").await["items"][0];
     assert_eq!(hit["email"], "marie@example.com");
+    assert_eq!(hit["confirmed"], false);
+    assert_eq!(bed.json("/api/analytics/search?q=ada").await["items"][0]["confirmed"], true);
     assert_eq!(hit["country"], json!({"code": "FR", "name": "France"}));
 
     let tomorrow = (Utc::now().date_naive() + chrono::Duration::days(1)).to_string();
     assert_eq!(bed.json(&format!("/api/analytics/summary?from={tomorrow}")).await["total"], 0, "date range");
     assert_eq!(bed.json(&format!("/api/analytics/summary?from={today}&to={today}")).await["total"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_up_with_a_held_address_counts_apart_until_its_confirmation_moves_it() {
+    let bed = Bed::start().await;
+    let events = three_sign_ups(&bed).await;
+    let ada = &events[0];
+    bed.publish(&ProspectConfirmed { prospect_id: ada.prospect_id, confirmed_at: Utc::now() }).await;
+    let mut claim_details = details("Mallory", "Intruder", "Takeover Inc", FR, DV);
+    claim_details.email = "ADA@example.com".into();
+    let claim = ProspectSignedUp { prospect_id: Uuid::now_v7(), details: claim_details, signed_up_at: Utc::now() };
+    bed.publish(&claim).await;
+    let summary = bed.total_becomes(4).await;
+    assert_eq!((summary["confirmed"].clone(), summary["unconfirmed"].clone()), (json!(1), json!(3)));
+    assert_eq!(names(&bed.json("/api/analytics/search?q=ada").await), vec!["Lovelace"], "the holder is untouched");
+
+    bed.publish(&ProspectConfirmed { prospect_id: claim.prospect_id, confirmed_at: Utc::now() }).await;
+    eventually(Duration::from_secs(20), "the confirmed details on the holder", || async {
+        let page = bed.json("/api/analytics/search?q=takeover").await;
+        (page["items"][0]["prospectId"] == ada.prospect_id.to_string()).then_some(())
+    })
+    .await
+    .expect("moved");
+    let summary = bed.total_becomes(3).await;
+    assert_eq!((summary["confirmed"].clone(), summary["unconfirmed"].clone()), (json!(1), json!(2)));
+    assert_eq!(names(&bed.json("/api/analytics/search?q=lovelace").await), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -186,9 +186,11 @@ impl CrmWebhook {
         })
     }
 
-    /// Sends one event; `Err` says why it did not arrive.
+    /// Sends one event (if it is one a CRM gets); `Err` says why it did not
+    /// arrive.
     async fn send(&self, delivery: &Delivery<ProspectEvent>) -> anyhow::Result<()> {
-        let body = serde_json::to_vec(&Payload::of(delivery))?;
+        let Some(payload) = Payload::of(delivery) else { return Ok(()) };
+        let body = serde_json::to_vec(&payload)?;
         let id = delivery.meta.event_id.to_string();
         let now = Utc::now().timestamp();
         let signature = self.signer.sign(&id, now, &body).map_err(|e| anyhow::anyhow!("signing: {e:?}"))?;
@@ -244,16 +246,23 @@ enum Data<'a> {
     SignedUp(&'a messages::ProspectSignedUp),
     Updated(&'a messages::ProspectUpdated),
     Deleted(&'a messages::ProspectDeleted),
+    Confirmed(&'a messages::ProspectConfirmed),
 }
 
 impl<'a> Payload<'a> {
-    fn of(delivery: &'a Delivery<ProspectEvent>) -> Self {
-        let (timestamp, data) = match &delivery.event {
-            ProspectEvent::SignedUp(e) => (e.signed_up_at, Data::SignedUp(e)),
-            ProspectEvent::Updated(e) => (e.updated_at, Data::Updated(e)),
-            ProspectEvent::Deleted(e) => (e.deleted_at, Data::Deleted(e)),
+    /// The webhook of an event that changes a prospect; `None` for the
+    /// events that only ask for a mail (an e-mail change waiting for its new
+    /// address, a new manage link): they change nothing a CRM holds.
+    fn of(delivery: &'a Delivery<ProspectEvent>) -> Option<Self> {
+        let data = match &delivery.event {
+            ProspectEvent::SignedUp(e) => Data::SignedUp(e),
+            ProspectEvent::Updated(e) => Data::Updated(e),
+            ProspectEvent::Deleted(e) => Data::Deleted(e),
+            ProspectEvent::Confirmed(e) => Data::Confirmed(e),
+            ProspectEvent::EmailChangeRequested(_) | ProspectEvent::ManageLinkRequested(_) => return None,
         };
-        Self { kind: delivery.event.ce_type(), timestamp, sequence: delivery.meta.stream_sequence, data }
+        let timestamp = delivery.event.occurred_at();
+        Some(Self { kind: delivery.event.ce_type(), timestamp, sequence: delivery.meta.stream_sequence, data })
     }
 }
 

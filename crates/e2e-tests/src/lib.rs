@@ -1,6 +1,7 @@
 //! Starts the whole Signup slice for end-to-end tests: a private nats-server,
 //! a private Postgres database, signup-web on a free port and save-prospect,
-//! each stoppable on its own. The tests are in `tests/`.
+//! each stoppable on its own, and on demand the mailer with an SMTP server of
+//! its own. The tests are in `tests/`.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use save_prospect::schema::prospects;
 use secrecy::SecretString;
-use test_support::{NatsServer, TestDatabase, eventually};
+use test_support::{NatsServer, SmtpServer, TestDatabase, eventually};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -45,9 +46,12 @@ pub struct System {
     pub http: reqwest::Client,
     /// A NATS client for the test's own looks at the stream.
     pub client: async_nats::Client,
+    /// The SMTP server the mailer sends to, once [`System::start_mailer`] ran.
+    pub smtp: Option<SmtpServer>,
     web_url: String,
     web: Option<Running>,
     savers: Vec<Running>,
+    mailer: Option<Running>,
 }
 
 impl System {
@@ -73,7 +77,7 @@ impl System {
         let mut web_settings = signup_web::Settings::default();
         web_settings.web.port = 0;
         web_settings.web.workers = 2;
-        web_settings.web.token_secret = Some(SecretString::from(TOKEN_SECRET));
+        web_settings.links.secret = Some(SecretString::from(TOKEN_SECRET));
         web_settings.web.reference_ttl_secs = 1;
         web_settings.nats = nats_settings(&nats);
         configure(&mut web_settings);
@@ -90,9 +94,11 @@ impl System {
             db,
             http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?,
             client,
+            smtp: None,
             web_url,
             web: Some(Running { shutdown, task }),
             savers: Vec::new(),
+            mailer: None,
         };
         system.wait_ready().await?;
         Ok(system)
@@ -147,6 +153,55 @@ impl System {
         Ok(())
     }
 
+    /// The mailer's settings for this system: plain SMTP to the test's own
+    /// server, links to this web tier, signed with its secret.
+    pub fn mailer_settings(&self, smtp_port: u16) -> mailer::Settings {
+        let mut settings = mailer::Settings { nats: nats_settings(&self.nats), ..mailer::Settings::default() };
+        settings.links.secret = Some(SecretString::from(TOKEN_SECRET));
+        settings.links.base_url = self.web_url.clone();
+        settings.mailer.smtp.port = smtp_port;
+        settings.mailer.smtp.tls = mailer::settings::SmtpTls::None;
+        settings.mailer.consumer.idle_wait_ms = 500;
+        settings.mailer.consumer.retry_base_ms = 200;
+        settings.mailer.http.port = Some(0);
+        settings
+    }
+
+    /// Starts an SMTP server and the mailer sending to it.
+    pub async fn start_mailer(&mut self) -> anyhow::Result<()> {
+        let smtp = SmtpServer::start().await?;
+        let settings = self.mailer_settings(smtp.port());
+        self.smtp = Some(smtp);
+        self.start_mailer_with(settings).await
+    }
+
+    /// Starts the mailer with these settings, and waits until its durable
+    /// consumer exists (a new one starts at new events: whatever is published
+    /// after this returns is mailed).
+    pub async fn start_mailer_with(&mut self, settings: mailer::Settings) -> anyhow::Result<()> {
+        let client = bus::connect(&settings.nats, mailer::CONSUMER_NAME).await?;
+        let handler = mailer::Mailer::new(&settings, client.clone())?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(mailer::run(settings, client, handler, shutdown.clone()));
+        self.mailer = Some(Running { shutdown, task });
+        let js = async_nats::jetstream::new(self.client.clone());
+        eventually(Duration::from_secs(20), "the mailer's consumer", || async {
+            js.get_stream("PROSPECTS").await.ok()?.consumer_info(mailer::CONSUMER_NAME).await.ok().map(drop)
+        })
+        .await
+    }
+
+    /// Waits until `address` has received `count` mails, and returns them.
+    pub async fn mails_to(&self, address: &str, count: usize) -> anyhow::Result<Vec<Mail>> {
+        let smtp = self.smtp.as_ref().context("the mailer was not started")?;
+        let raw = eventually(Duration::from_secs(20), &format!("{count} mail(s) to {address}"), || async {
+            let mails = smtp.messages_to(address);
+            (mails.len() >= count).then_some(mails)
+        })
+        .await?;
+        raw.iter().map(|m| Mail::parse(m, &self.web_url)).collect()
+    }
+
     /// Posts the sign-up form with these fields.
     pub async fn post_form<T: serde::Serialize + ?Sized>(&self, fields: &T) -> anyhow::Result<reqwest::Response> {
         Ok(self.http.post(self.web_url("/signup")).form(fields).send().await?)
@@ -170,13 +225,53 @@ impl System {
             .await
     }
 
-    /// Stops both services.
+    /// Stops the services.
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(mailer) = self.mailer.take() {
+            mailer.stop().await?;
+        }
         self.stop_saver().await?;
         if let Some(web) = self.web.take() {
             web.stop().await?;
         }
         Ok(())
+    }
+}
+
+/// A mail as the test SMTP server received it.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    /// `Subject:`.
+    pub subject: String,
+    /// The text part, decoded.
+    pub text: String,
+    /// The HTML part, decoded.
+    pub html: String,
+    /// The paths of the links in the text part that lead to the web tier.
+    pub links: Vec<String>,
+}
+
+impl Mail {
+    /// Reads a raw message; links to `web_url` become paths.
+    pub fn parse(raw: &str, web_url: &str) -> anyhow::Result<Self> {
+        let parsed = mailparse::parse_mail(raw.as_bytes())?;
+        let subject = parsed.headers.iter().find(|h| h.get_key_ref().eq_ignore_ascii_case("subject"));
+        let part = |mime: &str| -> anyhow::Result<String> {
+            let part = parsed.subparts.iter().find(|p| p.ctype.mimetype == mime);
+            Ok(part.with_context(|| format!("no {mime} part"))?.get_body()?)
+        };
+        let text = part("text/plain")?;
+        let links = text.split_whitespace().filter_map(|word| word.strip_prefix(web_url)).map(str::to_owned).collect();
+        Ok(Self { subject: subject.map(|h| h.get_value()).unwrap_or_default(), html: part("text/html")?, text, links })
+    }
+
+    /// The first link whose path starts with `prefix`.
+    pub fn link(&self, prefix: &str) -> anyhow::Result<&str> {
+        self.links
+            .iter()
+            .find(|l| l.starts_with(prefix))
+            .map(String::as_str)
+            .with_context(|| format!("no {prefix} link in {:?}", self.text))
     }
 }
 
@@ -202,6 +297,8 @@ pub struct ProspectRow {
     pub signed_up_at: DateTime<Utc>,
     /// `deleted_at`
     pub deleted_at: Option<DateTime<Utc>>,
+    /// `confirmed_at`
+    pub confirmed_at: Option<DateTime<Utc>>,
 }
 
 /// NATS settings pointing at `server`.
@@ -214,19 +311,23 @@ pub fn location(response: &reqwest::Response) -> anyhow::Result<String> {
     Ok(response.headers().get(reqwest::header::LOCATION).context("no Location header")?.to_str()?.to_owned())
 }
 
-/// The prospect id in a `/signup/thanks/{token}` or `/api/prospects/{id}`
-/// location (a manage token starts with the prospect id).
+/// The prospect id in a `/signup/thanks/{id}` or `/api/prospects/{id}`
+/// location.
 pub fn id_from_location(response: &reqwest::Response) -> anyhow::Result<Uuid> {
     let location = location(response)?;
-    let last = location.rsplit('/').next().unwrap_or_default();
-    Ok(last.split('.').next().unwrap_or_default().parse()?)
+    Ok(location.rsplit('/').next().unwrap_or_default().parse()?)
 }
 
-/// The manage token in a `/signup/thanks/{token}` location.
-pub fn token_from_location(response: &reqwest::Response) -> anyhow::Result<String> {
-    let location = location(response)?;
-    location.strip_prefix("/signup/thanks/").map(str::to_owned).context("not a thank-you page location")
+/// The links of the test web tier, as the mailer makes them (same secret).
+pub fn links() -> links::Links {
+    let settings = links::LinkSettings { secret: Some(SecretString::from(TOKEN_SECRET)), ..Default::default() };
+    links::Links::new(&settings).expect("the test secret is long enough")
 }
 
-/// The secret the test web tier signs manage links with.
+/// The path of a manage link for `prospect_id`, as the mailer would send it.
+pub fn manage_path(prospect_id: Uuid) -> String {
+    links::Purpose::Manage.path(&links().manage_token(prospect_id, Utc::now()))
+}
+
+/// The secret the test web tier and mailer sign links with.
 pub const TOKEN_SECRET: &str = "e2e-test-secret-for-manage-links";

@@ -73,14 +73,17 @@ fn reaches(graph: &BTreeMap<String, BTreeSet<String>>, name: &str) -> BTreeSet<S
 #[test]
 fn the_contract_and_the_publisher_depend_on_no_handler() {
     let graph = workspace_graph();
-    for handler in ["save-prospect", "analytics-indexer", "dead-letter-notifier"] {
+    for handler in ["save-prospect", "analytics-indexer", "dead-letter-notifier", "mailer"] {
         assert!(graph.contains_key(handler), "{handler} is a workspace crate: {:?}", graph.keys());
         assert!(reaches(&graph, handler).contains("bus"), "{handler} is built on bus");
     }
     assert_eq!(reaches(&graph, "messages"), BTreeSet::new(), "messages depends on no workspace crate");
-    let allowed: BTreeSet<String> = ["messages", "bus"].map(String::from).into();
+    // `links` is the other contract: the signed links the mailer makes and
+    // the web honours.
+    assert_eq!(reaches(&graph, "links"), BTreeSet::new(), "links depends on no workspace crate");
+    let allowed: BTreeSet<String> = ["messages", "links", "bus"].map(String::from).into();
     let web = reaches(&graph, "signup-web");
     let extra: Vec<&String> = web.difference(&allowed).collect();
-    assert!(extra.is_empty(), "signup-web reaches {extra:?}; only messages and bus are allowed");
+    assert!(extra.is_empty(), "signup-web reaches {extra:?}; only messages, links and bus are allowed");
     assert!(reaches(&graph, "bus").is_subset(&["messages".to_owned()].into()), "bus builds on the contract only");
 }

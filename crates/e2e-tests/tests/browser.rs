@@ -1,6 +1,8 @@
 //! The pages in a real headless Chromium (Debian's `chromium`, driven by its
-//! `chromedriver`) against the running system: signup-web and save-prospect
-//! on a private nats-server and database, and the analytics-indexer binary.
+//! `chromedriver`) against the running system: signup-web, save-prospect and
+//! the mailer on a private nats-server, database and SMTP server, and the
+//! analytics-indexer binary. The links a visitor follows come from the mails
+//! the SMTP server received.
 //! Fields are found by their accessible names as the browser computes them,
 //! every page is checked for console errors, and screenshots are written to
 //! `target/browser-screenshots/` for a person to look at.
@@ -18,6 +20,8 @@ use test_support::{eventually, free_port};
 use uuid::Uuid;
 
 const ANALYTICS_TOKEN: &str = "browser-test-analytics-token";
+/// The thank-you page's heading.
+const THANKS: &str = "Thank you! Please check your inbox";
 
 /// Where the screenshots go: `target/browser-screenshots/` beside the
 /// workspace's build output (ignored by git).
@@ -39,7 +43,8 @@ struct Site {
 
 impl Site {
     async fn start() -> Self {
-        let system = System::start().await.expect("system");
+        let mut system = System::start().await.expect("system");
+        system.start_mailer().await.expect("mailer");
         let index = tempfile::tempdir().expect("index folder");
         let indexer_port = free_port().expect("port");
         let env: Vec<(String, String)> = vec![
@@ -77,8 +82,13 @@ impl Site {
         b.open(&self.web("/signup")).await.expect("form");
         visitor.fill_in(b).await;
         b.press("Sign up").await.expect("submit");
-        b.wait_for_heading("Thank you!").await.expect("thank-you page");
+        b.wait_for_heading(THANKS).await.expect("thank-you page");
         b.text("main code").await.expect("reference").parse().expect("the reference is the prospect id")
+    }
+
+    /// The `n`th mail to `address` (waiting for it).
+    async fn mail(&self, address: &str, n: usize) -> e2e_tests::Mail {
+        self.system.mails_to(address, n).await.expect("mail").remove(n - 1)
     }
 
     async fn stop(self) {
@@ -154,16 +164,36 @@ async fn a_visitor_signs_up_in_a_browser_and_the_dashboard_counts_it() {
 
     let visitor = Visitor::ADA;
     let id = site.sign_up(&visitor).await;
-    assert!(b.path().await.expect("path").starts_with(&format!("/signup/thanks/{id}.")));
-    // The page's script follows the status until save-prospect has saved it.
-    assert_eq!(wait_until_saved(b).await, "Your sign-up is saved.");
-    if let Ok(refresh) = b.client().find(Locator::Id("refresh")).await {
-        assert!(!refresh.is_displayed().await.expect("shown?"), "no refresh link once saved");
-    }
+    let thanks = b.path().await.expect("path");
+    assert_eq!(thanks, format!("/signup/thanks/{id}"));
+    assert_eq!(b.text("#status").await.expect("status"), "Waiting for you to confirm it from your inbox.");
+    assert!(b.client().find(Locator::LinkText("change or erase your details")).await.is_err(), "no access from here");
     b.assert_clean_console("the thank-you page").await.expect("console");
     b.screenshot("3-thank-you").await.expect("screenshot");
 
+    // The mail: its confirmation link, a button, "confirmed".
+    let mail = site.mail(visitor.email, 1).await;
+    assert_eq!(mail.subject, "Please confirm your sign-up");
+    b.open(&site.web(mail.link("/prospects/confirm/").expect("confirmation link"))).await.expect("link");
+    b.wait_for_heading("Confirm your sign-up").await.expect("confirmation page");
+    b.assert_clean_console("the confirmation page").await.expect("console");
+    b.screenshot("6-confirm").await.expect("screenshot");
+    b.press("Confirm my sign-up").await.expect("confirm");
+    b.wait_for_heading("Your sign-up is confirmed").await.expect("confirmed");
+    b.assert_clean_console("the confirmed page").await.expect("console");
+    b.screenshot("7-confirmed").await.expect("screenshot");
+    // The thank-you page follows the status by itself.
+    b.open(&site.web(&thanks)).await.expect("thank-you page again");
+    assert_eq!(wait_until_confirmed(b).await, "Your sign-up is confirmed. Thank you!");
+    // The manage link from the same mail opens the record.
+    b.open(&site.web(mail.link("/prospects/manage/").expect("manage link"))).await.expect("manage link");
+    b.wait_for_heading("Your sign-up").await.expect("manage page");
+    assert_eq!(b.text("#status").await.expect("status"), "Status: confirmed.");
+    assert_eq!(b.value("E-mail").await.expect("value"), visitor.email);
+    b.assert_clean_console("the manage page").await.expect("console");
+
     let row = site.system.saved(id).await.expect("row");
+    assert!(row.confirmed_at.is_some(), "confirmed in Postgres");
     assert_eq!(row.first_name.as_deref(), Some(visitor.first_name));
     assert_eq!(row.last_name.as_deref(), Some(visitor.last_name));
     assert_eq!(row.email.as_deref(), Some(visitor.email));
@@ -218,16 +248,20 @@ async fn dashboard_total_is(b: &Browser, total: u64) -> Option<()> {
     (shown == total.to_string()).then_some(())
 }
 
-/// Waits until the thank-you page's script shows the sign-up as saved (it
-/// then hides the refresh link); returns the status text.
-async fn wait_until_saved(b: &Browser) -> String {
-    eventually(Duration::from_secs(20), "the thank-you page to say saved", || async {
+/// Waits until the thank-you page's script shows the sign-up as confirmed
+/// (it then hides the refresh link); returns the status text.
+async fn wait_until_confirmed(b: &Browser) -> String {
+    let text = eventually(Duration::from_secs(20), "the thank-you page to say confirmed", || async {
         let status = b.client().find(Locator::Id("status")).await.ok()?;
-        let saved = status.attr("data-status").await.ok()?.as_deref() == Some("saved");
-        if saved { status.text().await.ok() } else { None }
+        let confirmed = status.attr("data-status").await.ok()?.as_deref() == Some("confirmed");
+        if confirmed { status.text().await.ok() } else { None }
     })
     .await
-    .expect("saved")
+    .expect("confirmed");
+    if let Ok(refresh) = b.client().find(Locator::Id("refresh")).await {
+        assert!(!refresh.is_displayed().await.expect("shown?"), "no refresh link once confirmed");
+    }
+    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,7 +308,7 @@ async fn a_bad_email_is_shown_beside_its_field_and_the_other_answers_are_kept() 
     // Corrected, it goes through.
     b.fill("E-mail", "ada@example.com").await.expect("e-mail");
     b.press("Sign up").await.expect("submit");
-    b.wait_for_heading("Thank you!").await.expect("thank-you page");
+    b.wait_for_heading(THANKS).await.expect("thank-you page");
     b.assert_clean_console("the thank-you page").await.expect("console");
     let id: Uuid = b.text("main code").await.expect("reference").parse().expect("id");
     assert_eq!(site.system.saved(id).await.expect("row").email.as_deref(), Some("ada@example.com"));
@@ -290,7 +324,8 @@ async fn the_manage_page_changes_then_erases_and_postgres_agrees() {
     let id = site.sign_up(&Visitor::ADA).await;
     site.system.saved(id).await.expect("saved");
 
-    b.client().find(Locator::LinkText("change or erase your details")).await.expect("link").click().await.expect("go");
+    let mail = site.mail(Visitor::ADA.email, 1).await;
+    b.open(&site.web(mail.link("/prospects/manage/").expect("manage link"))).await.expect("manage link");
     b.wait_for_heading("Your sign-up").await.expect("manage page");
     b.assert_clean_console("the manage page").await.expect("console");
     let manage = b.path().await.expect("path");
@@ -379,7 +414,7 @@ async fn every_page_works_with_the_keyboard_alone() {
     }
     assert_eq!(b.focused().await.expect("focus").expect("the button").label, "Sign up");
     b.keys(&enter).await.expect("enter");
-    b.wait_for_heading("Thank you!").await.expect("thank-you page");
+    b.wait_for_heading(THANKS).await.expect("thank-you page");
     let id: Uuid = b.text("main code").await.expect("reference").parse().expect("id");
     let row = site.system.saved(id).await.expect("row");
     assert_eq!(
@@ -387,14 +422,29 @@ async fn every_page_works_with_the_keyboard_alone() {
         (Some("Grace"), Some("CA"), Some("RS")),
         "typed and chosen with the keyboard"
     );
-    wait_until_saved(b).await;
     assert_keyboard_reaches_everything(b, "the thank-you page").await;
     b.assert_clean_console("the thank-you page").await.expect("console");
 
-    b.client().find(Locator::LinkText("change or erase your details")).await.expect("link").click().await.expect("go");
+    let mail = site.mail("grace@example.com", 1).await;
+    b.open(&site.web(mail.link("/prospects/manage/").expect("manage link"))).await.expect("manage link");
     b.wait_for_heading("Your sign-up").await.expect("manage page");
     assert_keyboard_reaches_everything(b, "the manage page").await;
     b.assert_clean_console("the manage page").await.expect("console");
+
+    // Confirmed with the keyboard: Tab to the button, Enter.
+    b.open(&site.web(mail.link("/prospects/confirm/").expect("confirmation link"))).await.expect("link");
+    b.wait_for_heading("Confirm your sign-up").await.expect("confirmation page");
+    let order = assert_keyboard_reaches_everything(b, "the confirmation page").await;
+    let button = order.iter().position(|c| c.label == "Confirm my sign-up").expect("the button in the tab order");
+    for _ in 0..=button {
+        b.tab().await.expect("tab");
+    }
+    b.keys(&enter).await.expect("enter");
+    b.wait_for_heading("Your sign-up is confirmed").await.expect("confirmed");
+    assert_keyboard_reaches_everything(b, "the confirmed page").await;
+    b.open(&site.web("/prospects/new-link")).await.expect("lost link page");
+    assert_keyboard_reaches_everything(b, "the lost-link page").await;
+    b.assert_clean_console("the lost-link page").await.expect("console");
 
     b.open(&site.analytics("/analytics")).await.expect("login");
     b.wait_for_heading("Sign in").await.expect("login page");

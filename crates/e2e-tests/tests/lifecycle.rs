@@ -10,14 +10,14 @@ use bus::request::{RequestError, request};
 use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use e2e_tests::{System, TOKEN_SECRET, id_from_location, token_from_location};
+use e2e_tests::{System, id_from_location, links, manage_path};
 use futures::StreamExt;
+use links::{LinkSettings, Links, Purpose};
 use messages::service::{self as contract, ProspectRef, StatusReply};
 use messages::{Country, Role};
 use save_prospect::schema::countries;
 use secrecy::SecretString;
 use serde_json::Value;
-use signup_web::token::ManageTokens;
 use test_support::eventually;
 use uuid::Uuid;
 
@@ -73,7 +73,13 @@ async fn the_prospects_service_is_discoverable_and_shared_by_its_instances() {
         .collect();
     assert_eq!(
         subjects,
-        BTreeSet::from([contract::REFERENCE_COUNTRIES, contract::REFERENCE_ROLES, contract::STATUS, contract::GET])
+        BTreeSet::from([
+            contract::REFERENCE_COUNTRIES,
+            contract::REFERENCE_ROLES,
+            contract::STATUS,
+            contract::GET,
+            contract::FIND
+        ])
     );
 
     // The countries reply equals the table, in form order.
@@ -123,7 +129,7 @@ async fn the_prospects_service_is_discoverable_and_shared_by_its_instances() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_moves_from_pending_to_saved() {
+async fn status_moves_from_pending_to_confirmed() {
     let mut system = System::start_without_saver().await.expect("system");
     // The service alone (no consumer yet), so the sign-up stays pending.
     let settings = system.saver_settings();
@@ -146,19 +152,26 @@ async fn status_moves_from_pending_to_saved() {
     assert_eq!(status(id).await, serde_json::json!({"prospectId": id.to_string(), "status": "pending"}));
     assert_eq!(status(Uuid::now_v7()).await["status"], "pending", "an unknown id reads as pending");
     let page = system.http.get(system.web_url(&thanks_url)).send().await.expect("thanks").text().await.expect("body");
-    assert!(page.contains("we have received your sign-up") || page.contains("We have received your sign-up"));
+    assert!(page.contains("check your inbox") && page.contains("Waiting for you to confirm it"), "{page}");
     assert!(page.contains("Refresh the status"), "works without JavaScript");
     let not_a_uuid = system.http.get(system.web_url("/api/prospects/nope")).send().await.expect("404");
     assert_eq!(not_a_uuid.status(), 404);
 
+    // Saved, but still pending: nobody has confirmed it.
     system.start_saver().await.expect("consumer");
-    eventually(Duration::from_secs(20), "the status to become saved", || async {
-        (status(id).await["status"] == "saved").then_some(())
+    system.saved(id).await.expect("saved");
+    assert_eq!(status(id).await["status"], "pending");
+
+    let confirm = Purpose::Confirm.path(&links().confirm_token(id, Utc::now()));
+    let confirmed = system.http.post(system.web_url(&confirm)).send().await.expect("confirm");
+    assert_eq!(confirmed.status(), 303);
+    eventually(Duration::from_secs(20), "the status to become confirmed", || async {
+        (status(id).await["status"] == "confirmed").then_some(())
     })
     .await
-    .expect("saved");
+    .expect("confirmed");
     let page = system.http.get(system.web_url(&thanks_url)).send().await.expect("thanks").text().await.expect("body");
-    assert!(page.contains("Your sign-up is saved."));
+    assert!(page.contains("Your sign-up is confirmed."));
     service.stop().await.expect("stop service");
     system.stop().await.expect("stop");
 }
@@ -168,9 +181,8 @@ async fn manage_page_updates_then_erases_and_the_tombstone_survives_a_replay() {
     let mut system = System::start().await.expect("system");
     let response = system.post_form(&form("manage@example.com", "Before Ltd")).await.expect("post");
     let id = id_from_location(&response).expect("id");
-    let token = token_from_location(&response).expect("token");
     system.saved(id).await.expect("saved");
-    let manage_url = system.web_url(&format!("/prospects/manage/{token}"));
+    let manage_url = system.web_url(&manage_path(id));
 
     let page = system.http.get(&manage_url).send().await.expect("manage");
     assert_eq!(page.status(), 200);
@@ -238,14 +250,14 @@ async fn bad_manage_tokens_are_404_and_reveal_nothing() {
     let system = System::start().await.expect("system");
     let response = system.post_form(&form("token@example.com", "Tokens Ltd")).await.expect("post");
     let id = id_from_location(&response).expect("id");
-    let token = token_from_location(&response).expect("token");
+    let links = links();
+    let token = links.manage_token(id, Utc::now());
     system.saved(id).await.expect("saved");
     let other =
         id_from_location(&system.post_form(&form("other@example.com", "Other Ltd")).await.expect("post")).expect("id");
     system.saved(other).await.expect("saved");
 
-    let tokens = ManageTokens::new(&SecretString::from(TOKEN_SECRET), chrono::Duration::days(30));
-    let expired = tokens.issue(id, Utc::now() - chrono::Duration::days(31));
+    let expired = links.manage_token(id, Utc::now() - chrono::Duration::days(31));
     let (claims, signature) = token.rsplit_once('.').expect("signed");
     let mut tampered_signature = signature.to_owned();
     let flipped = if tampered_signature.ends_with('A') { 'B' } else { 'A' };
@@ -254,8 +266,11 @@ async fn bad_manage_tokens_are_404_and_reveal_nothing() {
     let tampered = format!("{claims}.{tampered_signature}");
     let for_another = token.replacen(&id.to_string(), &other.to_string(), 1);
     let forged_by_someone_else =
-        ManageTokens::new(&SecretString::from("not the secret"), chrono::Duration::days(30)).issue(id, Utc::now());
-    let never_signed_up = tokens.issue(Uuid::now_v7(), Utc::now());
+        Links::with_secret(&LinkSettings::default(), &SecretString::from("not the secret, but long"))
+            .expect("links")
+            .manage_token(id, Utc::now());
+    let never_signed_up = links.manage_token(Uuid::now_v7(), Utc::now());
+    let a_confirmation_link = links.confirm_token(id, Utc::now());
 
     let answer = |token: String| {
         let url = system.web_url(&format!("/prospects/manage/{token}"));
@@ -271,6 +286,7 @@ async fn bad_manage_tokens_are_404_and_reveal_nothing() {
         ("tampered", tampered),
         ("for another prospect", for_another),
         ("signed with another secret", forged_by_someone_else),
+        ("made for confirming", a_confirmation_link),
         ("garbage", "abc".to_owned()),
     ] {
         let (status, page) = answer(bad.clone()).await;

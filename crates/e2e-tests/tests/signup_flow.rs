@@ -45,7 +45,7 @@ async fn a_form_post_becomes_an_event_and_exactly_that_row() {
     let id = id_from_location(&response).expect("prospect id in Location");
     assert_eq!(id.get_version_num(), 7, "prospect ids are UUIDv7");
     let thanks_url = e2e_tests::location(&response).expect("Location");
-    assert!(thanks_url.starts_with(&format!("/signup/thanks/{id}.")), "{thanks_url}");
+    assert_eq!(thanks_url, format!("/signup/thanks/{id}"), "the thank-you page names the sign-up, nothing more");
 
     // The event on the stream: CloudEvents headers and the golden JSON shape.
     let js = jetstream::new(system.client.clone());
@@ -156,41 +156,78 @@ async fn duplicates_and_redeliveries_leave_one_row() {
     system.stop().await.expect("stop");
 }
 
+/// Every `href` of a page that points into the site.
+fn site_links(html: &str) -> Vec<String> {
+    html.split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|l| l.starts_with('/'))
+        .map(str::to_owned)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_email_in_another_case_updates_the_prospect() {
+async fn a_sign_up_with_a_taken_address_changes_nothing_and_grants_nothing() {
     let system = System::start().await.expect("system");
-    let first = system
+    let owner = system
         .post_form(&[
             ("firstName", "Ada"),
             ("lastName", "Byron"),
-            ("email", "ada@example.com"),
+            ("email", "owner@example.com"),
+            ("companyName", "Owner Ltd"),
             ("country", "GB"),
             ("role", "-"),
         ])
         .await
-        .expect("first");
-    let first_id = id_from_location(&first).expect("id");
-    system.saved(first_id).await.expect("first saved");
-    let second = system
+        .expect("owner");
+    let owner_id = id_from_location(&owner).expect("id");
+    let before = system.saved(owner_id).await.expect("owner saved");
+
+    let intruder = system
         .post_form(&[
-            ("firstName", "Ada"),
-            ("lastName", "Lovelace"),
-            ("email", "ADA@example.COM"),
-            ("country", "GB"),
+            ("firstName", "Mallory"),
+            ("lastName", "Intruder"),
+            ("email", "OWNER@example.com"),
+            ("companyName", "Takeover Inc"),
+            ("country", "NL"),
             ("role", "EN"),
         ])
         .await
-        .expect("second");
-    assert_eq!(second.status(), 303);
-    let row = eventually(Duration::from_secs(20), "the update", || async {
-        let row = system.prospect(first_id).await.ok().flatten()?;
-        (row.last_name.as_deref() == Some("Lovelace")).then_some(row)
+        .expect("intruder");
+    assert_eq!(intruder.status(), 303, "the form answers as for any sign-up");
+    let intruder_id = id_from_location(&intruder).expect("id");
+    // Wait until save-prospect has applied the intruder's event.
+    eventually(Duration::from_secs(20), "the second sign-up to be applied", || async {
+        let mut conn = system.db.connect().await.ok()?;
+        let applied: i64 = applied_events::table
+            .filter(applied_events::prospect_id.eq(intruder_id))
+            .count()
+            .get_result(&mut conn)
+            .await
+            .ok()?;
+        (applied > 0).then_some(())
     })
     .await
-    .expect("updated");
-    assert_eq!(row.email.as_deref(), Some("ADA@example.COM"));
-    assert_eq!(row.role_code.as_deref(), Some("EN"));
-    assert_eq!(system.prospect_count().await.expect("count"), 1, "no duplicate prospect");
+    .expect("applied");
+    assert_eq!(system.prospect(owner_id).await.expect("row"), Some(before), "the owner's row is unchanged");
+
+    // Nothing the second visitor was given opens the owner's record.
+    let thanks = e2e_tests::location(&intruder).expect("Location");
+    let mut pages = vec![thanks];
+    let mut seen = BTreeSet::new();
+    while let Some(page) = pages.pop() {
+        if !seen.insert(page.clone()) || page.starts_with("/static/") {
+            continue;
+        }
+        let response = system.http.get(system.web_url(&page)).send().await.expect("page");
+        let body = response.text().await.expect("body");
+        for secret in ["owner@example.com", "OWNER@example.com", "Byron", "Owner Ltd"] {
+            assert!(!body.contains(secret), "{page} shows the owner's {secret:?}");
+        }
+        pages.extend(
+            site_links(&body).into_iter().filter(|l| l.starts_with("/signup/thanks") || l.starts_with("/prospects/")),
+        );
+    }
     system.stop().await.expect("stop");
 }
 

@@ -263,12 +263,12 @@ async fn a_nats_outage_is_a_503_and_recovery_needs_no_restart() {
 }
 
 #[tokio::test]
-async fn a_short_token_secret_is_refused_at_start_up() {
+async fn a_short_link_secret_is_refused_at_start_up() {
     let nats = test_support::NatsServer::start().await.expect("nats-server");
     let mut settings = signup_web::Settings::default();
     settings.web.port = 0;
     settings.nats = e2e_tests::nats_settings(&nats);
-    settings.web.token_secret = Some(secrecy::SecretString::from("short"));
+    settings.links.secret = Some(secrecy::SecretString::from("short"));
     let client = bus::connect(&settings.nats, "signup-web").await.expect("client");
     let shutdown = tokio_util::sync::CancellationToken::new();
     let error = signup_web::Application::build(&settings, client, &shutdown).err().expect("refused");

@@ -1,98 +1,59 @@
-//! mailer: a Signup event handler (scaffolded by `scripts/new-handler`).
+//! mailer: the Signup handler that sends e-mail (made with
+//! `scripts/new-handler mailer`).
 //!
-//! Its durable consumer `mailer` receives every `ProspectSignedUp` event;
-//! [`Mailer`] is where the work goes. The runner acks a batch only after
-//! [`Mailer::handle`] returned `Ok`, redelivers it with a growing delay on
-//! an error, and dead-letters an event that keeps failing — so make the work
-//! idempotent (the same event can arrive twice; `meta.event_id` is its key)
-//! and durable before returning. See docs/adding-a-handler.md.
+//! Proof of owning an address is a link mailed to it, so this is the piece
+//! that makes double opt-in work. Its durable consumer `mailer` receives
+//! every prospect event and sends:
+//!
+//! | event | mail |
+//! |---|---|
+//! | `ProspectSignedUp`, a new address | "please confirm your sign-up": the confirmation link and the manage link |
+//! | `ProspectSignedUp`, an address a prospect holds | to that address: "someone signed up with your address; if it was you, confirm these details" |
+//! | `ProspectEmailChangeRequested` | to the new address: its confirmation link; to the address in use: a notice with the manage link |
+//! | `ManageLinkRequested` | a new manage link, to the prospect's own address |
+//!
+//! The links are signed with the web's secret (`[links]`, the `links`
+//! crate), so only signup-web honours them and nothing else grants access to
+//! a record.
+//!
+//! One mail per event, even when the event is redelivered or replayed: what
+//! was sent is recorded by event id in a NATS key-value bucket of the
+//! mailer's own ([`ledger`]), and an event older than its links is never
+//! mailed. A per-address limit (5 an hour by default) keeps anyone from using
+//! the form to flood an inbox. SMTP failures follow the consumer runner's
+//! policy ([`smtp::classify`]): a refused address (5xx) is dead-lettered with
+//! the server's answer, a "try later" (4xx) is retried with growing delays,
+//! and an unreachable or misconfigured server holds the mails until it is
+//! back. The connection is STARTTLS or TLS with certificate checks; plain
+//! SMTP only to a relay on this machine.
 //!
 //! # Layout
-//! - [`Settings`]: `[nats]`, `[log]`, `[shutdown]` and `[mailer]`.
-//! - [`Mailer`]: the handler.
+//! - [`settings`]: `[mailer]` (sender, `[mailer.smtp]`, limits), `[links]`,
+//!   `[nats]`, `[log]`, `[shutdown]`.
+//! - [`smtp`]: the transport and what its failures mean.
+//! - [`letters`]: the mails, from `templates/` (text and HTML).
+//! - [`ledger`]: the sent records and the per-address counts.
+//! - [`handler`]: [`Mailer`], which mails each event once.
 //! - [`run`]: health/metrics server and consumer, until shutdown.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+pub mod handler;
+pub mod ledger;
+pub mod letters;
+pub mod settings;
+pub mod smtp;
 
-use bus::ops::{OpsServer, OpsSettings, Readiness};
-use bus::settings::{ConsumerSettings, NatsSettings, ShutdownSettings};
-use bus::telemetry::LogSettings;
-use bus::{ConsumerRunner, Delivery, Handler, HandlerError};
-use messages::ProspectSignedUp;
-use serde::Deserialize;
+use bus::ConsumerRunner;
+use bus::ops::{OpsServer, Readiness};
 use tokio_util::sync::CancellationToken;
+
+pub use handler::Mailer;
+pub use settings::Settings;
 
 /// The durable consumer's name: this crate's name.
 pub const CONSUMER_NAME: &str = "mailer";
 
 /// Default port of the health and metrics server.
 pub const HTTP_PORT: u16 = 8085;
-
-/// Everything this handler reads from configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Settings {
-    /// `[nats]`: where the events are.
-    pub nats: NatsSettings,
-    /// `[mailer]`: this handler's own knobs.
-    pub mailer: HandlerSettings,
-    /// `[log]`.
-    pub log: LogSettings,
-    /// `[shutdown]`: how long stopping may take.
-    pub shutdown: ShutdownSettings,
-}
-
-/// This handler's settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct HandlerSettings {
-    /// Batch size, waits, retries and where a new consumer starts: at new
-    /// events unless `from_start` (or `run --from-start`) asks for the
-    /// whole history.
-    pub consumer: ConsumerSettings,
-    /// `[mailer.http]`: where `/healthz`, `/readyz` and `/metrics` are
-    /// served (port [`HTTP_PORT`] unless set).
-    pub http: OpsSettings,
-}
-
-impl Default for HandlerSettings {
-    fn default() -> Self {
-        Self {
-            consumer: ConsumerSettings { from_start: false, ..ConsumerSettings::default() },
-            http: OpsSettings::default(),
-        }
-    }
-}
-
-/// The handler. Replace the body of [`Handler::handle`] with the real work.
-#[derive(Debug, Clone, Default)]
-pub struct Mailer {
-    handled: Arc<AtomicU64>,
-}
-
-impl Mailer {
-    /// How many events it has handled since start.
-    pub fn handled(&self) -> u64 {
-        self.handled.load(Ordering::Relaxed)
-    }
-}
-
-impl Handler for Mailer {
-    type Event = ProspectSignedUp;
-
-    async fn handle(&self, batch: &[Delivery<ProspectSignedUp>]) -> Result<(), HandlerError> {
-        for delivery in batch {
-            // Placeholder: log it. Return HandlerError::Transient for a failure
-            // worth retrying, ::Unavailable while a dependency is down, and
-            // ::Permanent for an event that can never succeed.
-            tracing::info!(event_id = %delivery.meta.event_id, prospect_id = %delivery.event.prospect_id,
-                "prospect signed up");
-            self.handled.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
-    }
-}
 
 /// Serves health and metrics and consumes events with `handler` until
 /// `shutdown`. The caller owns the NATS client and drains it afterwards.

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use mailer::{Mailer, Settings};
 
 #[derive(Parser)]
-#[command(version, about = "A Signup event handler")]
+#[command(version, about = "Mails confirmation and manage links for Signup (double opt-in)")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -20,7 +20,8 @@ enum Command {
         #[arg(long)]
         from_start: bool,
     },
-    /// Exit 0 when NATS is reachable, 1 otherwise.
+    /// Exit 0 when the settings are valid and NATS and the SMTP server are
+    /// reachable, 1 otherwise.
     Check,
 }
 
@@ -34,14 +35,19 @@ async fn main() -> anyhow::Result<()> {
             settings.mailer.consumer.from_start |= from_start;
             let shutdown = bus::shutdown::on_signal();
             let client = bus::connect(&settings.nats, mailer::CONSUMER_NAME).await?;
+            let handler = Mailer::new(&settings, client.clone())?;
             let bound = settings.shutdown.timeout();
-            let work = mailer::run(settings, client.clone(), Mailer::default(), shutdown.clone());
+            let work = mailer::run(settings, client.clone(), handler, shutdown.clone());
             if let Some(result) = bus::shutdown::bounded(work, &shutdown, bound).await {
                 result?;
             }
             client.drain().await.context("draining NATS")?;
         }
-        Command::Check => bus::connection::check(&settings.nats).await?,
+        Command::Check => {
+            bus::connection::check(&settings.nats).await?;
+            let client = bus::connect(&settings.nats, mailer::CONSUMER_NAME).await?;
+            Mailer::new(&settings, client)?.smtp_reachable().await?;
+        }
     }
     Ok(())
 }

@@ -1,6 +1,11 @@
 //! Turning a CloudEvent (its `ce-type` and JSON data) back into a typed event.
 
-use crate::events::{Event, ProspectDeleted, ProspectSignedUp, ProspectUpdated};
+use chrono::{DateTime, Utc};
+
+use crate::events::{
+    Event, ManageLinkRequested, ProspectConfirmed, ProspectDeleted, ProspectDetails, ProspectEmailChangeRequested,
+    ProspectSignedUp, ProspectUpdated,
+};
 
 /// Why a payload could not become an event. Both cases are permanent: the
 /// same bytes will never decode on a later try.
@@ -51,8 +56,14 @@ pub enum ProspectEvent {
     SignedUp(ProspectSignedUp),
     /// A prospect changed their details.
     Updated(ProspectUpdated),
-    /// A prospect asked to be forgotten.
+    /// A prospect asked to be forgotten (or never confirmed in time).
     Deleted(ProspectDeleted),
+    /// The owner of the address confirmed a sign-up.
+    Confirmed(ProspectConfirmed),
+    /// A prospect asked to move to another address (not in effect yet).
+    EmailChangeRequested(ProspectEmailChangeRequested),
+    /// A new manage link was asked for.
+    ManageLinkRequested(ManageLinkRequested),
 }
 
 impl ProspectEvent {
@@ -62,6 +73,9 @@ impl ProspectEvent {
             Self::SignedUp(e) => e.prospect_id(),
             Self::Updated(e) => e.prospect_id(),
             Self::Deleted(e) => e.prospect_id(),
+            Self::Confirmed(e) => e.prospect_id(),
+            Self::EmailChangeRequested(e) => e.prospect_id(),
+            Self::ManageLinkRequested(e) => e.prospect_id(),
         }
     }
 
@@ -71,6 +85,32 @@ impl ProspectEvent {
             Self::SignedUp(_) => ProspectSignedUp::TYPE,
             Self::Updated(_) => ProspectUpdated::TYPE,
             Self::Deleted(_) => ProspectDeleted::TYPE,
+            Self::Confirmed(_) => ProspectConfirmed::TYPE,
+            Self::EmailChangeRequested(_) => ProspectEmailChangeRequested::TYPE,
+            Self::ManageLinkRequested(_) => ManageLinkRequested::TYPE,
+        }
+    }
+
+    /// The details the event puts in effect: those of a sign-up or an
+    /// update. A requested e-mail change is not in effect yet, so it has none
+    /// here.
+    pub fn details(&self) -> Option<&ProspectDetails> {
+        match self {
+            Self::SignedUp(e) => Some(&e.details),
+            Self::Updated(e) => Some(&e.details),
+            _ => None,
+        }
+    }
+
+    /// When it happened.
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        match self {
+            Self::SignedUp(e) => e.signed_up_at,
+            Self::Updated(e) => e.updated_at,
+            Self::Deleted(e) => e.deleted_at,
+            Self::Confirmed(e) => e.confirmed_at,
+            Self::EmailChangeRequested(e) => e.requested_at,
+            Self::ManageLinkRequested(e) => e.requested_at,
         }
     }
 }
@@ -82,6 +122,9 @@ impl EventSet for ProspectEvent {
             ProspectSignedUp::TYPE => decode_as(ce_type, data).map(Self::SignedUp),
             ProspectUpdated::TYPE => decode_as(ce_type, data).map(Self::Updated),
             ProspectDeleted::TYPE => decode_as(ce_type, data).map(Self::Deleted),
+            ProspectConfirmed::TYPE => decode_as(ce_type, data).map(Self::Confirmed),
+            ProspectEmailChangeRequested::TYPE => decode_as(ce_type, data).map(Self::EmailChangeRequested),
+            ManageLinkRequested::TYPE => decode_as(ce_type, data).map(Self::ManageLinkRequested),
             other => Err(DecodeError::UnknownType(other.to_owned())),
         }
     }

@@ -99,3 +99,73 @@ impl Event for ProspectDeleted {
         self.prospect_id
     }
 }
+
+/// The owner of the prospect's address confirmed the sign-up by following
+/// the link mailed to that address (double opt-in). When another prospect
+/// already holds the address, the confirmed sign-up's details replace that
+/// prospect's, and the sign-up becomes an alias of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProspectConfirmed {
+    /// The sign-up that was confirmed (the id in the confirmation link).
+    pub prospect_id: Uuid,
+    /// When the link was followed.
+    pub confirmed_at: DateTime<Utc>,
+}
+
+impl Event for ProspectConfirmed {
+    const SUBJECT: &'static str = "events.prospect.confirmed";
+    const TYPE: &'static str = "io.signup.prospect.confirmed.v1";
+    fn prospect_id(&self) -> Uuid {
+        self.prospect_id
+    }
+}
+
+/// A prospect asked, on the manage page, to move to another e-mail address.
+/// Nothing changes yet: the new address gets a confirmation link, the
+/// previous one is told, and only following the link applies `details` (as a
+/// [`ProspectUpdated`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProspectEmailChangeRequested {
+    /// The prospect asking.
+    pub prospect_id: Uuid,
+    /// The details as they will be once the new address is confirmed (its
+    /// `email` is the new address).
+    #[serde(flatten)]
+    pub details: ProspectDetails,
+    /// The address in use now, which is told about the request.
+    pub previous_email: String,
+    /// When the request was accepted.
+    pub requested_at: DateTime<Utc>,
+}
+
+impl Event for ProspectEmailChangeRequested {
+    const SUBJECT: &'static str = "events.prospect.emailchange";
+    const TYPE: &'static str = "io.signup.prospect.emailchange.v1";
+    fn prospect_id(&self) -> Uuid {
+        self.prospect_id
+    }
+}
+
+/// Someone who lost their manage link asked for a new one by entering an
+/// address that belongs to this prospect: the link is mailed to that address
+/// only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManageLinkRequested {
+    /// The prospect whose address was entered.
+    pub prospect_id: Uuid,
+    /// The prospect's address, as saved: where the link goes.
+    pub email: String,
+    /// When the request was accepted.
+    pub requested_at: DateTime<Utc>,
+}
+
+impl Event for ManageLinkRequested {
+    const SUBJECT: &'static str = "events.prospect.linkrequested";
+    const TYPE: &'static str = "io.signup.prospect.linkrequested.v1";
+    fn prospect_id(&self) -> Uuid {
+        self.prospect_id
+    }
+}

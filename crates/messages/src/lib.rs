@@ -6,9 +6,11 @@
 //! JetStream; handlers receive them already decoded.
 //!
 //! # Layout
-//! - [`events`]: the [`Event`] trait and the three prospect events
-//!   ([`ProspectSignedUp`], [`ProspectUpdated`], [`ProspectDeleted`]), each with
-//!   its subject and CloudEvents type as associated constants.
+//! - [`events`]: the [`Event`] trait and the prospect events, each with its
+//!   subject and CloudEvents type as associated constants: what changes a
+//!   prospect ([`ProspectSignedUp`], [`ProspectConfirmed`],
+//!   [`ProspectUpdated`], [`ProspectDeleted`]) and what only asks for a mail
+//!   ([`ProspectEmailChangeRequested`], [`ManageLinkRequested`]).
 //! - [`reference`]: reference-data value types ([`Country`], [`Role`]) and the
 //!   built-in lists the services fall back on.
 //! - [`decode`]: [`EventSet`] and [`ProspectEvent`], turning a `ce-type` and
@@ -33,5 +35,8 @@ pub mod service;
 pub mod streams;
 
 pub use decode::{DecodeError, EventSet, ProspectEvent};
-pub use events::{Event, ProspectDeleted, ProspectDetails, ProspectSignedUp, ProspectUpdated};
+pub use events::{
+    Event, ManageLinkRequested, ProspectConfirmed, ProspectDeleted, ProspectDetails, ProspectEmailChangeRequested,
+    ProspectSignedUp, ProspectUpdated,
+};
 pub use reference::{Country, Role};

@@ -23,6 +23,12 @@ pub const STATUS: &str = "prospects.status";
 /// Request: [`ProspectRef`]. Reply: [`ProspectView`], or error [`NOT_FOUND`]
 /// when the prospect is unknown or deleted.
 pub const GET: &str = "prospects.get";
+/// Request: [`AddressRef`]. Reply: [`FoundProspect`], the live prospect that
+/// holds the address (the confirmed one, else the earliest sign-up), or
+/// error [`NOT_FOUND`]. Only for those that mail the address itself (the web
+/// tier's "lost my link" and the mailer): its answer must never reach the
+/// person who typed the address.
+pub const FIND: &str = "prospects.find";
 
 /// Error code: the request is not valid JSON of the expected shape.
 pub const BAD_REQUEST: usize = 400;
@@ -39,16 +45,38 @@ pub struct ProspectRef {
     pub prospect_id: Uuid,
 }
 
+/// Names an e-mail address (compared case-insensitively).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddressRef {
+    /// The address as typed.
+    pub email: String,
+}
+
+/// The reply of [`FIND`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FoundProspect {
+    /// The prospect holding the address.
+    pub prospect_id: Uuid,
+    /// The address as saved.
+    pub email: String,
+    /// Whether that prospect's sign-up is confirmed.
+    pub confirmed: bool,
+}
+
 /// Where a sign-up is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
-    /// Not in the database (yet): accepted sign-ups are saved within moments;
+    /// Waiting for the owner of the address to confirm it (saved or not yet);
     /// an id that was never signed up also reads as pending.
     Pending,
-    /// Saved.
-    Saved,
-    /// Erased at the prospect's request.
+    /// Confirmed by the owner of the address (for a sign-up made with an
+    /// address that was taken: its details were applied to that address's
+    /// prospect).
+    Confirmed,
+    /// Erased at the prospect's request, or never confirmed in time.
     Deleted,
 }
 
@@ -73,4 +101,27 @@ pub struct ProspectView {
     pub signed_up_at: DateTime<Utc>,
     /// When the details last changed.
     pub updated_at: DateTime<Utc>,
+    /// When the owner of the address confirmed the sign-up; absent while
+    /// pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_at: Option<DateTime<Utc>>,
+    /// An e-mail change waiting for its new address to be confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_change: Option<PendingChange>,
+}
+
+/// A requested e-mail change, as [`ProspectView`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingChange {
+    /// The `ce-id` of the `ProspectEmailChangeRequested` event: the link
+    /// mailed to the new address names it, so an older link cannot apply a
+    /// newer request.
+    pub request_id: Uuid,
+    /// The details to apply once confirmed (with the new address).
+    #[serde(flatten)]
+    pub details: ProspectDetails,
+    /// The new address belongs to another confirmed prospect now, so the
+    /// change cannot be applied.
+    pub address_taken: bool,
 }

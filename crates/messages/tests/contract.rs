@@ -5,7 +5,10 @@
 use std::path::PathBuf;
 
 use chrono::{TimeZone, Utc};
-use messages::{Country, Event, ProspectDeleted, ProspectDetails, ProspectSignedUp, ProspectUpdated, Role};
+use messages::{
+    Country, Event, ManageLinkRequested, ProspectConfirmed, ProspectDeleted, ProspectDetails,
+    ProspectEmailChangeRequested, ProspectSignedUp, ProspectUpdated, Role,
+};
 use uuid::Uuid;
 
 fn crate_file(relative: &str) -> PathBuf {
@@ -83,12 +86,46 @@ fn prospect_deleted_matches_schema_and_golden_json() {
 }
 
 #[test]
+fn prospect_confirmed_matches_schema_and_golden_json() {
+    check("prospect-confirmed", &ProspectConfirmed { prospect_id: prospect_id(), confirmed_at: at(13) });
+}
+
+#[test]
+fn prospect_email_change_requested_matches_schema_and_golden_json() {
+    let mut details = details();
+    details.email = "ada.lovelace@example.org".into();
+    check(
+        "prospect-email-change-requested",
+        &ProspectEmailChangeRequested {
+            prospect_id: prospect_id(),
+            details,
+            previous_email: "ada@example.com".into(),
+            requested_at: at(14),
+        },
+    );
+}
+
+#[test]
+fn manage_link_requested_matches_schema_and_golden_json() {
+    check(
+        "manage-link-requested",
+        &ManageLinkRequested { prospect_id: prospect_id(), email: "ada@example.com".into(), requested_at: at(15) },
+    );
+}
+
+#[test]
 fn subjects_are_under_the_stream_and_types_are_versioned() {
-    for (subject, ce_type) in [
+    let all = [
         (ProspectSignedUp::SUBJECT, ProspectSignedUp::TYPE),
         (ProspectUpdated::SUBJECT, ProspectUpdated::TYPE),
         (ProspectDeleted::SUBJECT, ProspectDeleted::TYPE),
-    ] {
+        (ProspectConfirmed::SUBJECT, ProspectConfirmed::TYPE),
+        (ProspectEmailChangeRequested::SUBJECT, ProspectEmailChangeRequested::TYPE),
+        (ManageLinkRequested::SUBJECT, ManageLinkRequested::TYPE),
+    ];
+    let subjects: std::collections::BTreeSet<_> = all.iter().map(|(s, _)| s).collect();
+    assert_eq!(subjects.len(), all.len(), "one subject per event");
+    for (subject, ce_type) in all {
         assert!(subject.starts_with("events.prospect."), "{subject}");
         assert!(ce_type.starts_with("io.signup.prospect.") && ce_type.ends_with(".v1"), "{ce_type}");
     }

@@ -1,6 +1,15 @@
 //! Applying prospect events to Postgres: one transaction per batch, a few
 //! set-based statements per batch, idempotent by event id, order-tolerant by
 //! stream sequence.
+//!
+//! Ownership rules (double opt-in): a sign-up is saved as its own, pending
+//! prospect, even when another prospect holds its address — nothing of that
+//! prospect changes. `ProspectConfirmed` confirms it; when a confirmed
+//! prospect already holds the address, the confirmed sign-up's details are
+//! applied to that prospect instead and the sign-up becomes its alias. Only
+//! one confirmed, live prospect holds an address. A requested e-mail change
+//! is kept aside until its new address is confirmed (then it arrives as a
+//! `ProspectUpdated`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -10,7 +19,7 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use messages::{ProspectDetails, ProspectEvent};
+use messages::ProspectEvent;
 use uuid::Uuid;
 
 use crate::db::Pool;
@@ -40,7 +49,8 @@ impl Handler for SaveProspect {
             .map_err(|e| HandlerError::Unavailable(anyhow::anyhow!(e).context("getting a database connection")))?;
         match conn.transaction(async |conn| apply_batch(conn, batch).await).await {
             Ok(()) => Ok(()),
-            Err(error) => {
+            Err(ApplyError::NotYet(reason)) => Err(HandlerError::Transient(anyhow::anyhow!(reason))),
+            Err(ApplyError::Database(error)) => {
                 drop(conn);
                 let error = anyhow::Error::new(error).context("applying the batch");
                 // A failure because the database went away is not the events'
@@ -66,6 +76,18 @@ impl SaveProspect {
     }
 }
 
+/// Why a batch was not applied.
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    /// The database failed or refused a statement.
+    #[error(transparent)]
+    Database(#[from] diesel::result::Error),
+    /// An event refers to a prospect whose sign-up is not saved yet (it
+    /// overtook it, or the sign-up is being retried): try again later.
+    #[error("{0}")]
+    NotYet(String),
+}
+
 /// Applies every event of the batch that was not applied before, in stream
 /// order, and records their ids — all inside the caller's transaction, with a
 /// fixed number of statements per batch rather than per event.
@@ -82,7 +104,7 @@ impl SaveProspect {
 /// (`unnest`). Inside a segment no two events touch the same row, so one
 /// statement gives the same result as applying them one by one; under load a
 /// batch of sign-ups is a single segment.
-async fn apply_batch(conn: &mut AsyncPgConnection, batch: &[Delivery<ProspectEvent>]) -> QueryResult<()> {
+async fn apply_batch(conn: &mut AsyncPgConnection, batch: &[Delivery<ProspectEvent>]) -> Result<(), ApplyError> {
     lock_prospects(conn, batch.iter().map(|d| d.event.prospect_id())).await?;
     // Record the events as applied; those recorded before (by an earlier
     // delivery, or twice in this batch) come back as not new. Done after the
@@ -106,10 +128,30 @@ async fn apply_batch(conn: &mut AsyncPgConnection, batch: &[Delivery<ProspectEve
     if fresh.len() < batch.len() {
         tracing::debug!(skipped = batch.len() - fresh.len(), "events already applied; skipping them");
     }
+    // A sign-up merged into the prospect holding its address lives on under
+    // that prospect's id; a later event of its own changes nothing.
+    let mut merged = merged_sign_ups(conn, ids(&fresh)).await?;
     for segment in segments(&fresh) {
+        let segment: Vec<&Delivery<ProspectEvent>> = segment
+            .iter()
+            .copied()
+            .filter(|d| {
+                let keep = !merged.contains(&d.event.prospect_id());
+                if !keep {
+                    outcome(d, "ignored: merged into the prospect holding its address");
+                }
+                keep
+            })
+            .collect();
+        let segment = segment.as_slice();
+        // (`<[_]>::first`: diesel's `first` is in scope too.)
+        let Some(first) = <[_]>::first(segment) else { continue };
         let states = RowState::load(conn, ids(segment)).await?;
-        match segment[0].event {
+        match first.event {
             ProspectEvent::SignedUp(_) => sign_up(conn, segment, &states).await?,
+            ProspectEvent::Confirmed(_) => confirm(conn, segment, &states, &mut merged).await?,
+            ProspectEvent::EmailChangeRequested(_) => request_change(conn, segment, &states).await?,
+            ProspectEvent::ManageLinkRequested(_) => segment.iter().for_each(|d| outcome(d, "nothing to save")),
             // An address one prospect gives up and another takes in the same
             // segment: only the order of the events can say who gets it.
             ProspectEvent::Updated(_) if segment.len() > 1 && emails_move_within(segment, &states) => {
@@ -131,7 +173,7 @@ fn segments<'a, 'b>(events: &'b [&'a Delivery<ProspectEvent>]) -> Vec<&'b [&'a D
     let mut out = Vec::new();
     let (mut start, mut ids, mut emails) = (0, HashSet::new(), HashSet::new());
     for (index, delivery) in events.iter().enumerate() {
-        let email = details(&delivery.event).map(|d| d.email.to_lowercase());
+        let email = delivery.event.details().map(|d| d.email.to_lowercase());
         let same_kind =
             index == start || std::mem::discriminant(&events[start].event) == std::mem::discriminant(&delivery.event);
         let clash = ids.contains(&delivery.event.prospect_id()) || email.as_ref().is_some_and(|e| emails.contains(e));
@@ -159,18 +201,10 @@ fn emails_move_within(segment: &[&Delivery<ProspectEvent>], states: &HashMap<Uui
         })
         .collect();
     segment.iter().any(|d| {
-        details(&d.event).is_some_and(|details| {
+        d.event.details().is_some_and(|details| {
             holders.get(&details.email.to_lowercase()).is_some_and(|holder| *holder != d.event.prospect_id())
         })
     })
-}
-
-fn details(event: &ProspectEvent) -> Option<&ProspectDetails> {
-    match event {
-        ProspectEvent::SignedUp(e) => Some(&e.details),
-        ProspectEvent::Updated(e) => Some(&e.details),
-        ProspectEvent::Deleted(_) => None,
-    }
 }
 
 fn seq(delivery: &Delivery<ProspectEvent>) -> i64 {
@@ -207,6 +241,7 @@ async fn lock_prospects(conn: &mut AsyncPgConnection, ids: impl Iterator<Item = 
 #[derive(Debug, Clone)]
 struct RowState {
     deleted: bool,
+    confirmed: bool,
     last_event_seq: i64,
     email_key: Option<String>,
 }
@@ -224,11 +259,13 @@ impl RowState {
             last_event_seq: i64,
             #[diesel(sql_type = Nullable<Text>)]
             email_key: Option<String>,
+            #[diesel(sql_type = Nullable<Timestamptz>)]
+            confirmed_at: Option<DateTime<Utc>>,
         }
         // A join with the array, planned for each call: a cached generic
         // plan for `id = ANY($1)` can fall back to scanning the table.
         let rows: Vec<Row> = diesel::sql_query(
-            "SELECT p.id, p.deleted_at, p.last_event_seq, p.email_key \
+            "SELECT p.id, p.deleted_at, p.last_event_seq, p.email_key, p.confirmed_at \
              FROM unnest($1::uuid[]) AS u(id) JOIN prospects p ON p.id = u.id",
         )
         .bind::<Array<SqlUuid>, _>(ids)
@@ -239,7 +276,12 @@ impl RowState {
             .map(|r| {
                 (
                     r.id,
-                    Self { deleted: r.deleted_at.is_some(), last_event_seq: r.last_event_seq, email_key: r.email_key },
+                    Self {
+                        deleted: r.deleted_at.is_some(),
+                        confirmed: r.confirmed_at.is_some(),
+                        last_event_seq: r.last_event_seq,
+                        email_key: r.email_key,
+                    },
                 )
             })
             .collect())
@@ -257,19 +299,19 @@ fn ids(events: &[&Delivery<ProspectEvent>]) -> Vec<Uuid> {
     events.iter().map(|d| d.event.prospect_id()).collect()
 }
 
-/// New prospects are inserted; one whose e-mail (in any case) is taken
-/// updates that prospect instead, and its id becomes an alias of it. A
-/// prospect that already has a row (an update or a delete got there first,
-/// or this is a replay) keeps it: only its sign-up time is corrected.
+/// New prospects are inserted, pending confirmation — also when another
+/// prospect holds their address: that prospect is not touched. A prospect
+/// that already has a row (an update or a delete got there first, or this is
+/// a replay) keeps it: only its sign-up time is corrected.
 async fn sign_up(
     conn: &mut AsyncPgConnection,
     segment: &[&Delivery<ProspectEvent>],
     states: &HashMap<Uuid, RowState>,
 ) -> QueryResult<()> {
-    let (known, mut new): (Vec<_>, Vec<_>) =
+    let (known, new): (Vec<_>, Vec<_>) =
         segment.iter().copied().partition(|d| states.contains_key(&d.event.prospect_id()));
     if !known.is_empty() {
-        let times: Vec<DateTime<Utc>> = known.iter().map(|d| event_time(&d.event)).collect();
+        let times: Vec<DateTime<Utc>> = known.iter().map(|d| d.event.occurred_at()).collect();
         diesel::sql_query(
             "UPDATE prospects p SET signed_up_at = LEAST(p.signed_up_at, u.at) \
              FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at) WHERE p.id = u.id",
@@ -280,39 +322,119 @@ async fn sign_up(
         .await?;
         known.iter().for_each(|d| outcome(d, "prospect already known"));
     }
-    if new.is_empty() {
-        return Ok(());
+    if !new.is_empty() {
+        write_details(SIGN_UP, &new).execute(conn).await?;
+        new.iter().for_each(|d| outcome(d, "inserted, pending confirmation"));
     }
-    let inserted: HashSet<Uuid> =
-        write_details(SIGN_UP, &new).load::<Written>(conn).await?.into_iter().map(|w| w.id).collect();
-    new.iter().filter(|d| inserted.contains(&d.event.prospect_id())).for_each(|d| outcome(d, "inserted"));
-    new.retain(|d| !inserted.contains(&d.event.prospect_id()));
-    if new.is_empty() {
-        return Ok(());
-    }
-    // The others' e-mails belong to a prospect they merge into (also when
-    // that prospect has seen a later event and kept its details). The keys
-    // are folded by Postgres, as the index is.
-    let emails: Vec<String> =
-        new.iter().map(|d| details(&d.event).map(|d| d.email.clone()).unwrap_or_default()).collect();
-    let merged: HashSet<Uuid> = diesel::sql_query(
-        "INSERT INTO prospect_aliases (alias_id, prospect_id) \
-         SELECT u.id, p.id FROM unnest($1::uuid[], $2::text[]) AS u(id, email) \
-         JOIN prospects p ON p.email_key = lower(u.email) AND p.id <> u.id \
-         ON CONFLICT DO NOTHING RETURNING alias_id AS id",
+    Ok(())
+}
+
+/// The ids among `ids` of sign-ups merged into the prospect that held their
+/// address.
+async fn merged_sign_ups(conn: &mut AsyncPgConnection, ids: Vec<Uuid>) -> QueryResult<HashSet<Uuid>> {
+    Ok(diesel::sql_query(
+        "SELECT a.alias_id AS id FROM unnest($1::uuid[]) AS u(id) JOIN prospect_aliases a ON a.alias_id = u.id",
     )
-    .bind::<Array<SqlUuid>, _>(ids(&new))
-    .bind::<Array<Text>, _>(emails)
+    .bind::<Array<SqlUuid>, _>(ids)
     .load::<Written>(conn)
     .await?
     .into_iter()
     .map(|w| w.id)
-    .collect();
-    for delivery in &new {
-        if merged.contains(&delivery.event.prospect_id()) {
-            outcome(delivery, "merged into the prospect with the same e-mail");
-        } else {
-            outcome(delivery, "merged (alias already known)");
+    .collect())
+}
+
+/// Confirms sign-ups, one at a time (confirmations are few). When another
+/// confirmed prospect holds the address, that prospect takes the confirmed
+/// sign-up's details and the sign-up becomes its alias; otherwise the
+/// sign-up itself is confirmed. A confirmation whose sign-up is not saved yet
+/// waits for it.
+async fn confirm(
+    conn: &mut AsyncPgConnection,
+    segment: &[&Delivery<ProspectEvent>],
+    states: &HashMap<Uuid, RowState>,
+    merged: &mut HashSet<Uuid>,
+) -> Result<(), ApplyError> {
+    for delivery in segment {
+        let (id, at) = (delivery.event.prospect_id(), delivery.event.occurred_at());
+        let state = match states.get(&id) {
+            None => return Err(ApplyError::NotYet(format!("confirmation of {id} waits for its sign-up to be saved"))),
+            Some(state) if state.deleted => {
+                outcome(delivery, "ignored: prospect deleted");
+                continue;
+            }
+            Some(state) if state.confirmed => {
+                outcome(delivery, "ignored: already confirmed");
+                continue;
+            }
+            Some(state) => state,
+        };
+        let holder = diesel::sql_query(
+            "SELECT id FROM prospects WHERE email_key = $1 AND id <> $2 \
+               AND confirmed_at IS NOT NULL AND deleted_at IS NULL",
+        )
+        .bind::<Nullable<Text>, _>(state.email_key.clone())
+        .bind::<SqlUuid, _>(id)
+        .get_result::<Written>(conn)
+        .await
+        .optional()?;
+        match holder {
+            None => {
+                diesel::sql_query("UPDATE prospects SET confirmed_at = $2 WHERE id = $1 AND confirmed_at IS NULL")
+                    .bind::<SqlUuid, _>(id)
+                    .bind::<Timestamptz, _>(at)
+                    .execute(conn)
+                    .await?;
+                outcome(delivery, "confirmed");
+            }
+            Some(Written { id: holder }) => {
+                lock_prospects(conn, std::iter::once(holder)).await?;
+                diesel::sql_query(MERGE)
+                    .bind::<SqlUuid, _>(id)
+                    .bind::<SqlUuid, _>(holder)
+                    .bind::<Timestamptz, _>(at)
+                    .bind::<BigInt, _>(seq(delivery))
+                    .execute(conn)
+                    .await?;
+                merged.insert(id);
+                outcome(delivery, "confirmed: its details applied to the prospect holding the address");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Keeps each requested e-mail change aside (a newer request replaces an
+/// older one) until the new address is confirmed.
+async fn request_change(
+    conn: &mut AsyncPgConnection,
+    segment: &[&Delivery<ProspectEvent>],
+    states: &HashMap<Uuid, RowState>,
+) -> Result<(), ApplyError> {
+    for delivery in segment {
+        let ProspectEvent::EmailChangeRequested(request) = &delivery.event else { continue };
+        match states.get(&request.prospect_id) {
+            None => {
+                let id = request.prospect_id;
+                return Err(ApplyError::NotYet(format!("e-mail change of {id} waits for its sign-up to be saved")));
+            }
+            Some(state) if state.deleted => outcome(delivery, "ignored: prospect deleted"),
+            Some(_) => {
+                let d = &request.details;
+                diesel::sql_query(KEEP_CHANGE)
+                    .bind::<SqlUuid, _>(request.prospect_id)
+                    .bind::<SqlUuid, _>(delivery.meta.event_id)
+                    .bind::<Text, _>(&d.email)
+                    .bind::<Text, _>(&d.first_name)
+                    .bind::<Text, _>(&d.last_name)
+                    .bind::<Nullable<Text>, _>(d.company_name.as_deref())
+                    .bind::<Text, _>(&d.country.code)
+                    .bind::<Text, _>(&d.role.code)
+                    .bind::<Timestamptz, _>(request.requested_at)
+                    .bind::<BigInt, _>(seq(delivery))
+                    .execute(conn)
+                    .await?;
+                outcome(delivery, "kept until the new address is confirmed");
+            }
         }
     }
     Ok(())
@@ -351,6 +473,23 @@ async fn update(
                 "update not applied: its e-mail belongs to another prospect");
         }
     }
+    // A confirmed e-mail change arrives as an update to the new address: the
+    // request it came from is done.
+    let applied: Vec<&Delivery<ProspectEvent>> =
+        existing.iter().chain(&missing).copied().filter(|d| changed.contains(&d.event.prospect_id())).collect();
+    if !applied.is_empty() {
+        let emails: Vec<String> =
+            applied.iter().map(|d| d.event.details().map(|d| d.email.clone()).unwrap_or_default()).collect();
+        diesel::sql_query(
+            "DELETE FROM pending_changes c USING unnest($1::uuid[], $2::text[], $3::bigint[]) AS u(id, email, seq) \
+             WHERE c.prospect_id = u.id AND lower(c.email) = lower(u.email) AND c.request_seq < u.seq",
+        )
+        .bind::<Array<SqlUuid>, _>(ids(&applied))
+        .bind::<Array<Text>, _>(emails)
+        .bind::<Array<BigInt>, _>(applied.iter().map(|d| seq(d)).collect::<Vec<_>>())
+        .execute(conn)
+        .await?;
+    }
     Ok(())
 }
 
@@ -369,11 +508,15 @@ async fn delete(
             None => missing.push(*delivery),
         }
     }
+    diesel::sql_query("DELETE FROM pending_changes WHERE prospect_id = ANY($1)")
+        .bind::<Array<SqlUuid>, _>(ids(&existing))
+        .execute(conn)
+        .await?;
     for (sql, events, done) in [(ERASE, &existing, "erased"), (TOMBSTONE, &missing, "tombstone created")] {
         if events.is_empty() {
             continue;
         }
-        let times: Vec<DateTime<Utc>> = events.iter().map(|d| event_time(&d.event)).collect();
+        let times: Vec<DateTime<Utc>> = events.iter().map(|d| d.event.occurred_at()).collect();
         let seqs: Vec<i64> = events.iter().map(|d| seq(d)).collect();
         diesel::sql_query(sql)
             .bind::<Array<SqlUuid>, _>(ids(events))
@@ -386,14 +529,6 @@ async fn delete(
     Ok(())
 }
 
-fn event_time(event: &ProspectEvent) -> DateTime<Utc> {
-    match event {
-        ProspectEvent::SignedUp(e) => e.signed_up_at,
-        ProspectEvent::Updated(e) => e.updated_at,
-        ProspectEvent::Deleted(e) => e.deleted_at,
-    }
-}
-
 /// The rows of `UPDATE`, `SIGN_UP` and `INSERT_UPDATED` as arrays: `$1` the
 /// prospect ids, `$2`–`$7` the details, `$8` the event times, `$9` the stream
 /// sequences.
@@ -401,34 +536,53 @@ const ROWS: &str = "unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::t
     $8::timestamptz[], $9::bigint[]) AS u(id, email, first_name, last_name, company_name, country_code, role_code, \
     at, seq)";
 
-/// Inserts prospects; when an e-mail (any case) is taken, updates that
-/// prospect instead unless it has seen a later event or was deleted. Returns
-/// the ids of the rows written: a sign-up's own id when it was inserted.
+/// Inserts new prospects, pending confirmation.
 const SIGN_UP: &str = "\
-    INSERT INTO prospects AS p (id, email, first_name, last_name, company_name, country_code, role_code, \
-                                signed_up_at, updated_at, last_event_seq) \
+    INSERT INTO prospects (id, email, first_name, last_name, company_name, country_code, role_code, \
+                           signed_up_at, updated_at, last_event_seq) \
     SELECT id, email, first_name, last_name, company_name, country_code, role_code, at, at, seq FROM {rows} \
-    ON CONFLICT (email_key) DO UPDATE SET \
-        email = excluded.email, first_name = excluded.first_name, last_name = excluded.last_name, \
-        company_name = excluded.company_name, country_code = excluded.country_code, \
-        role_code = excluded.role_code, updated_at = excluded.updated_at, \
-        last_event_seq = excluded.last_event_seq \
-    WHERE p.last_event_seq < excluded.last_event_seq AND p.deleted_at IS NULL \
-    RETURNING p.id";
+    ON CONFLICT (id) DO NOTHING";
 
-/// Replaces prospects' details unless the new e-mail belongs to another
-/// prospect.
+/// Applies a confirmed sign-up (`$1`) to the prospect holding its address
+/// (`$2`) at `$3` (stream sequence `$4`): the holder takes its details, the
+/// sign-up becomes the holder's alias, and the sign-up's own row goes.
+const MERGE: &str = "\
+    WITH applied AS ( \
+        UPDATE prospects h SET email = p.email, first_name = p.first_name, last_name = p.last_name, \
+               company_name = p.company_name, country_code = p.country_code, role_code = p.role_code, \
+               updated_at = $3, last_event_seq = GREATEST(h.last_event_seq, $4) \
+        FROM prospects p WHERE h.id = $2 AND p.id = $1 RETURNING h.id), \
+    aliased AS ( \
+        INSERT INTO prospect_aliases (alias_id, prospect_id) SELECT $1, id FROM applied ON CONFLICT DO NOTHING) \
+    DELETE FROM prospects WHERE id = $1 AND EXISTS (SELECT 1 FROM applied)";
+
+/// Keeps a requested e-mail change (`$1` prospect, `$2` request id, `$3`–`$8`
+/// details, `$9` time, `$10` sequence), unless a newer one is kept already.
+const KEEP_CHANGE: &str = "\
+    INSERT INTO pending_changes (prospect_id, request_id, email, first_name, last_name, company_name, country_code, \
+                                 role_code, requested_at, request_seq) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+    ON CONFLICT (prospect_id) DO UPDATE SET request_id = excluded.request_id, email = excluded.email, \
+        first_name = excluded.first_name, last_name = excluded.last_name, company_name = excluded.company_name, \
+        country_code = excluded.country_code, role_code = excluded.role_code, \
+        requested_at = excluded.requested_at, request_seq = excluded.request_seq \
+    WHERE pending_changes.request_seq < excluded.request_seq";
+
+/// Replaces prospects' details unless, for a confirmed prospect, the new
+/// e-mail belongs to another confirmed prospect.
 const UPDATE: &str = "\
     UPDATE prospects p SET email = u.email, first_name = u.first_name, last_name = u.last_name, \
            company_name = u.company_name, country_code = u.country_code, role_code = u.role_code, \
            updated_at = u.at, last_event_seq = u.seq \
     FROM {rows} \
     WHERE p.id = u.id AND p.deleted_at IS NULL AND p.last_event_seq < u.seq \
-      AND NOT EXISTS (SELECT 1 FROM prospects other WHERE other.email_key = lower(u.email) AND other.id <> u.id) \
+      AND (p.confirmed_at IS NULL OR NOT EXISTS ( \
+          SELECT 1 FROM prospects other WHERE other.email_key = lower(u.email) AND other.id <> u.id \
+            AND other.confirmed_at IS NOT NULL AND other.deleted_at IS NULL)) \
     RETURNING p.id";
 
 /// Creates the rows of prospects whose update arrived before their sign-up
-/// (nothing when the e-mail belongs to another prospect).
+/// (pending confirmation, like the sign-up).
 const INSERT_UPDATED: &str = "\
     INSERT INTO prospects AS p (id, email, first_name, last_name, company_name, country_code, role_code, \
                                 signed_up_at, updated_at, last_event_seq) \
@@ -468,14 +622,14 @@ fn write_details(
         Vec::with_capacity(n),
     );
     for delivery in events {
-        let d = details(&delivery.event).expect("only sign-ups and updates carry details");
+        let d = delivery.event.details().expect("only sign-ups and updates carry details");
         emails.push(d.email.clone());
         first.push(d.first_name.clone());
         last.push(d.last_name.clone());
         company.push(d.company_name.clone());
         country.push(d.country.code.clone());
         role.push(d.role.code.clone());
-        at.push(event_time(&delivery.event));
+        at.push(delivery.event.occurred_at());
         seqs.push(seq(delivery));
     }
     diesel::sql_query(sql.replace("{rows}", ROWS))

@@ -6,7 +6,9 @@
 //! remembers the stream sequence of the last event applied to it) — and acks
 //! the batch only after the commit. It owns the database: it creates it when
 //! missing and runs the embedded migrations (`save-prospect migrate`, and at
-//! start-up unless disabled).
+//! start-up unless disabled). It holds the ownership rules of double opt-in
+//! (see [`apply`]) and erases sign-ups never confirmed in time
+//! ([`expiry`]).
 //!
 //! # Layout
 //! - [`settings`]: configuration (`[database]`, `[nats]`, `[save_prospect]`).
@@ -14,13 +16,15 @@
 //! - [`schema`]: diesel tables, mirroring `migrations/`.
 //! - [`apply`]: the [`SaveProspect`] handler.
 //! - [`service`]: the `prospects` request-reply service (reference data,
-//!   status, details).
+//!   status, details, the holder of an address).
+//! - [`expiry`]: publishes the erasure of sign-ups never confirmed.
 //! - [`run`]: the service — serve health and metrics (`[save_prospect.http]`,
 //!   port 8082), prepare the database, then answer requests and consume
 //!   events until shutdown.
 
 pub mod apply;
 pub mod db;
+pub mod expiry;
 pub mod schema;
 pub mod service;
 pub mod settings;
@@ -89,6 +93,13 @@ pub async fn run(
     let pool = prepare_database(&settings, &shutdown).await.context("preparing the database")?;
     database_ready.set(true);
     let service = service::start(&client, pool.clone()).await?;
+    let expiring = tokio::spawn(expiry::run(
+        pool.clone(),
+        bus::Publisher::new(client.clone(), "/save-prospect", settings.nats.request_timeout()),
+        settings.links.confirm_within(),
+        Duration::from_secs(settings.save_prospect.expiry_check_secs.max(1)),
+        shutdown.clone(),
+    ));
     let consumed = ConsumerRunner::new(
         client,
         settings.nats.stream.clone(),
@@ -98,6 +109,9 @@ pub async fn run(
     .with_ready_flag(consumer_ready)
     .run(SaveProspect::new(pool), shutdown)
     .await;
+    if let Err(error) = expiring.await {
+        tracing::warn!(%error, "the expiry of unconfirmed sign-ups ended abnormally");
+    }
     if let Err(error) = service.stop().await {
         tracing::warn!(%error, "could not stop the prospects service cleanly");
     }

@@ -27,7 +27,7 @@ diesel::table! {
         id -> Uuid,
         /// E-mail as typed; NULL once deleted.
         email -> Nullable<Text>,
-        /// `lower(email)`, generated; unique.
+        /// `lower(email)`, generated; unique among confirmed, live prospects.
         email_key -> Nullable<Text>,
         /// Given name.
         first_name -> Nullable<Text>,
@@ -47,6 +47,9 @@ diesel::table! {
         deleted_at -> Nullable<Timestamptz>,
         /// Stream sequence of the last event applied to the row.
         last_event_seq -> BigInt,
+        /// When the owner of the address confirmed the sign-up; NULL while
+        /// pending.
+        confirmed_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -65,7 +68,8 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// Prospect ids of sign-ups merged into an earlier prospect (same e-mail).
+    /// Prospect ids of sign-ups merged into the prospect that held their
+    /// address, when its owner confirmed them.
     prospect_aliases (alias_id) {
         /// The merged sign-up's prospect id.
         alias_id -> Uuid,
@@ -74,5 +78,32 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// E-mail changes waiting for their new address to be confirmed.
+    pending_changes (prospect_id) {
+        /// The prospect asking.
+        prospect_id -> Uuid,
+        /// The `ce-id` of the change request, named by its confirmation link.
+        request_id -> Uuid,
+        /// The new address.
+        email -> Text,
+        /// Given name to apply.
+        first_name -> Text,
+        /// Family name to apply.
+        last_name -> Text,
+        /// Company to apply.
+        company_name -> Nullable<Text>,
+        /// Country code to apply.
+        country_code -> Text,
+        /// Role code to apply.
+        role_code -> Text,
+        /// When it was asked for.
+        requested_at -> Timestamptz,
+        /// The request's stream sequence.
+        request_seq -> BigInt,
+    }
+}
+
 diesel::joinable!(prospect_aliases -> prospects (prospect_id));
-diesel::allow_tables_to_appear_in_same_query!(prospects, prospect_aliases, countries, roles);
+diesel::joinable!(pending_changes -> prospects (prospect_id));
+diesel::allow_tables_to_appear_in_same_query!(prospects, prospect_aliases, pending_changes, countries, roles);

@@ -1,4 +1,5 @@
-//! The `prospects` NATS micro-service: reference data, status and details,
+//! The `prospects` NATS micro-service: reference data, status, details and
+//! the holder of an address,
 //! answered from the database so that the web tier never reads it.
 //!
 //! Every instance joins the same queue group, so each request is answered by
@@ -7,15 +8,19 @@
 use async_nats::service::{self, Service, ServiceExt};
 use bus::async_nats;
 use bus::request::{parse, respond, service_error};
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use futures::StreamExt;
-use messages::service::{self as contract, ProspectRef, ProspectView, Status, StatusReply};
+use messages::service::{
+    self as contract, AddressRef, FoundProspect, PendingChange, ProspectRef, ProspectView, Status, StatusReply,
+};
 use messages::{Country, ProspectDetails, Role};
 use uuid::Uuid;
 
 use crate::db::Pool;
-use crate::schema::{countries, prospect_aliases, prospects, roles};
+use crate::schema::{countries, roles};
 
 /// Requests one instance works on at once, per endpoint.
 const CONCURRENCY: usize = 32;
@@ -26,6 +31,7 @@ enum Endpoint {
     Roles,
     Status,
     Get,
+    Find,
 }
 
 /// Registers the service and starts answering; stop it with
@@ -43,6 +49,7 @@ pub async fn start(client: &async_nats::Client, pool: Pool) -> anyhow::Result<Se
         (contract::REFERENCE_ROLES, Endpoint::Roles),
         (contract::STATUS, Endpoint::Status),
         (contract::GET, Endpoint::Get),
+        (contract::FIND, Endpoint::Find),
     ] {
         let endpoint = service
             .endpoint_builder()
@@ -74,6 +81,13 @@ async fn answer(kind: Endpoint, pool: &Pool, request: &service::Request) {
         Endpoint::Get => {
             let result = match parse::<ProspectRef>(request) {
                 Ok(r) => get(pool, r.prospect_id).await,
+                Err(e) => Err(e),
+            };
+            respond(request, result).await;
+        }
+        Endpoint::Find => {
+            let result = match parse::<AddressRef>(request) {
+                Ok(r) => find(pool, &r.email).await,
                 Err(e) => Err(e),
             };
             respond(request, result).await;
@@ -112,95 +126,182 @@ async fn roles(pool: &Pool) -> Reply<Vec<Role>> {
     Ok(list)
 }
 
-/// The id whose row holds the prospect: itself, or the prospect its sign-up
-/// was merged into.
-async fn resolve(conn: &mut diesel_async::AsyncPgConnection, id: Uuid) -> Reply<Uuid> {
-    let target: Option<Uuid> = prospect_aliases::table
-        .find(id)
-        .select(prospect_aliases::prospect_id)
-        .first(conn)
-        .await
-        .optional()
-        .map_err(unavailable)?;
-    Ok(target.unwrap_or(id))
-}
+/// The row that holds a prospect: its own, or that of the prospect its
+/// sign-up was merged into (`$1` the id asked about).
+const HOLDING_ROW: &str = "p.id = coalesce((SELECT a.prospect_id FROM prospect_aliases a WHERE a.alias_id = $1), $1)";
 
 async fn status(pool: &Pool, id: Uuid) -> Reply<StatusReply> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Nullable<Timestamptz>)]
+        deleted_at: Option<DateTime<Utc>>,
+        #[diesel(sql_type = Nullable<Timestamptz>)]
+        confirmed_at: Option<DateTime<Utc>>,
+    }
     let mut conn = connection(pool).await?;
-    let id = resolve(&mut conn, id).await?;
-    let deleted_at: Option<Option<chrono::DateTime<chrono::Utc>>> = prospects::table
-        .find(id)
-        .select(prospects::deleted_at)
-        .first(&mut conn)
-        .await
-        .optional()
-        .map_err(unavailable)?;
-    let status = match deleted_at {
-        None => Status::Pending,
-        Some(None) => Status::Saved,
-        Some(Some(_)) => Status::Deleted,
+    let row: Option<Row> =
+        diesel::sql_query(format!("SELECT p.deleted_at, p.confirmed_at FROM prospects p WHERE {HOLDING_ROW}"))
+            .bind::<SqlUuid, _>(id)
+            .get_result(&mut conn)
+            .await
+            .optional()
+            .map_err(unavailable)?;
+    let status = match row {
+        Some(Row { deleted_at: Some(_), .. }) => Status::Deleted,
+        Some(Row { confirmed_at: Some(_), .. }) => Status::Confirmed,
+        Some(_) | None => Status::Pending,
     };
     Ok(StatusReply { status })
 }
 
-type DetailsRow = (
-    Uuid,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    chrono::DateTime<chrono::Utc>,
-    chrono::DateTime<chrono::Utc>,
-);
+/// A live prospect and its pending e-mail change, with the names of their
+/// countries and roles, in one query.
+#[derive(QueryableByName)]
+struct ViewRow {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = Nullable<Text>)]
+    email: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    first_name: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_name: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    company_name: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    country_code: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    country_name: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    role_code: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    role_name: Option<String>,
+    #[diesel(sql_type = Timestamptz)]
+    signed_up_at: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    updated_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    confirmed_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    change_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<Text>)]
+    change_email: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    change_first_name: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    change_last_name: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    change_company_name: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    change_country_code: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    change_country_name: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    change_role_code: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    change_role_name: Option<String>,
+    #[diesel(sql_type = Bool)]
+    change_taken: bool,
+}
+
+const VIEW: &str = "\
+    SELECT p.id, p.email, p.first_name, p.last_name, p.company_name, \
+           p.country_code, c.name AS country_name, p.role_code, r.name AS role_name, \
+           p.signed_up_at, p.updated_at, p.confirmed_at, \
+           pc.request_id AS change_id, pc.email AS change_email, pc.first_name AS change_first_name, \
+           pc.last_name AS change_last_name, pc.company_name AS change_company_name, \
+           pc.country_code AS change_country_code, cc.name AS change_country_name, \
+           pc.role_code AS change_role_code, cr.name AS change_role_name, \
+           EXISTS (SELECT 1 FROM prospects o WHERE o.email_key = lower(pc.email) AND o.id <> p.id \
+                     AND o.confirmed_at IS NOT NULL AND o.deleted_at IS NULL) AS change_taken \
+    FROM prospects p \
+    LEFT JOIN countries c ON c.code = p.country_code \
+    LEFT JOIN roles r ON r.code = p.role_code \
+    LEFT JOIN pending_changes pc ON pc.prospect_id = p.id \
+    LEFT JOIN countries cc ON cc.code = pc.country_code \
+    LEFT JOIN roles cr ON cr.code = pc.role_code \
+    WHERE {holding} AND p.deleted_at IS NULL";
+
+fn details(
+    email: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    company_name: Option<String>,
+    (country_code, country_name): (Option<String>, Option<String>),
+    (role_code, role_name): (Option<String>, Option<String>),
+) -> ProspectDetails {
+    let country_code = country_code.unwrap_or_default();
+    let role_code = role_code.unwrap_or_default();
+    ProspectDetails {
+        first_name: first_name.unwrap_or_default(),
+        last_name: last_name.unwrap_or_default(),
+        email: email.unwrap_or_default(),
+        company_name,
+        country: Country { name: country_name.unwrap_or_else(|| country_code.clone()), code: country_code },
+        role: Role { name: role_name.unwrap_or_else(|| role_code.clone()), code: role_code },
+    }
+}
 
 async fn get(pool: &Pool, id: Uuid) -> Reply<ProspectView> {
     let mut conn = connection(pool).await?;
-    let id = resolve(&mut conn, id).await?;
-    let row: Option<DetailsRow> = prospects::table
-        .find(id)
-        .filter(prospects::deleted_at.is_null())
-        .select((
-            prospects::id,
-            prospects::email,
-            prospects::first_name,
-            prospects::last_name,
-            prospects::company_name,
-            prospects::country_code,
-            prospects::role_code,
-            prospects::signed_up_at,
-            prospects::updated_at,
-        ))
-        .first(&mut conn)
+    let row: Option<ViewRow> = diesel::sql_query(VIEW.replace("{holding}", HOLDING_ROW))
+        .bind::<SqlUuid, _>(id)
+        .get_result(&mut conn)
         .await
         .optional()
         .map_err(unavailable)?;
-    let not_found = || service_error(contract::NOT_FOUND, "no such prospect");
-    let (prospect_id, email, first_name, last_name, company_name, country, role, signed_up_at, updated_at) =
-        row.ok_or_else(not_found)?;
-    let country_code = country.unwrap_or_default();
-    let role_code = role.unwrap_or_default();
-    let country_name: Option<String> = countries::table
-        .find(&country_code)
-        .select(countries::name)
-        .first(&mut conn)
-        .await
-        .optional()
-        .map_err(unavailable)?;
-    let role_name: Option<String> =
-        roles::table.find(&role_code).select(roles::name).first(&mut conn).await.optional().map_err(unavailable)?;
+    let row = row.ok_or_else(|| service_error(contract::NOT_FOUND, "no such prospect"))?;
+    let pending_change = row.change_id.map(|request_id| PendingChange {
+        request_id,
+        details: details(
+            row.change_email,
+            row.change_first_name,
+            row.change_last_name,
+            row.change_company_name,
+            (row.change_country_code, row.change_country_name),
+            (row.change_role_code, row.change_role_name),
+        ),
+        address_taken: row.change_taken,
+    });
     Ok(ProspectView {
-        prospect_id,
-        details: ProspectDetails {
-            first_name: first_name.unwrap_or_default(),
-            last_name: last_name.unwrap_or_default(),
-            email: email.unwrap_or_default(),
-            company_name,
-            country: Country { name: country_name.unwrap_or_else(|| country_code.clone()), code: country_code },
-            role: Role { name: role_name.unwrap_or_else(|| role_code.clone()), code: role_code },
-        },
-        signed_up_at,
-        updated_at,
+        prospect_id: row.id,
+        details: details(
+            row.email,
+            row.first_name,
+            row.last_name,
+            row.company_name,
+            (row.country_code, row.country_name),
+            (row.role_code, row.role_name),
+        ),
+        signed_up_at: row.signed_up_at,
+        updated_at: row.updated_at,
+        confirmed_at: row.confirmed_at,
+        pending_change,
     })
+}
+
+/// The live prospect holding an address: the confirmed one, else the
+/// earliest sign-up with it.
+async fn find(pool: &Pool, email: &str) -> Reply<FoundProspect> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = SqlUuid)]
+        id: Uuid,
+        #[diesel(sql_type = Text)]
+        email: String,
+        #[diesel(sql_type = Bool)]
+        confirmed: bool,
+    }
+    let mut conn = connection(pool).await?;
+    let row: Option<Row> = diesel::sql_query(
+        "SELECT id, email, confirmed_at IS NOT NULL AS confirmed FROM prospects \
+         WHERE email_key = lower($1) AND deleted_at IS NULL ORDER BY confirmed_at IS NULL, signed_up_at LIMIT 1",
+    )
+    .bind::<Text, _>(email.trim())
+    .get_result(&mut conn)
+    .await
+    .optional()
+    .map_err(unavailable)?;
+    let row = row.ok_or_else(|| service_error(contract::NOT_FOUND, "no prospect has this address"))?;
+    Ok(FoundProspect { prospect_id: row.id, email: row.email, confirmed: row.confirmed })
 }

@@ -20,6 +20,9 @@ pub struct Settings {
     pub log: LogSettings,
     /// `[shutdown]`: how long stopping may take.
     pub shutdown: ShutdownSettings,
+    /// `[links]`: only `confirm_within_secs`, how long a sign-up may stay
+    /// unconfirmed before it is erased.
+    pub links: links::LinkSettings,
 }
 
 /// The database connection.
@@ -62,6 +65,9 @@ pub struct SaveProspectSettings {
     pub migrate_on_start: bool,
     /// Batch size, waits and retries of the durable consumer.
     pub consumer: ConsumerSettings,
+    /// How often to look for sign-ups past their confirmation time, in
+    /// seconds.
+    pub expiry_check_secs: u64,
     /// `[save_prospect.http]`: where `/healthz`, `/readyz` and `/metrics` are
     /// served (port [`crate::HTTP_PORT`] unless set).
     pub http: OpsSettings,
@@ -72,6 +78,7 @@ impl Default for SaveProspectSettings {
         // Two batches in flight: one is applied while the other commits.
         Self {
             migrate_on_start: true,
+            expiry_check_secs: 60,
             consumer: ConsumerSettings { concurrency: 2, ..ConsumerSettings::default() },
             http: OpsSettings::default(),
         }

@@ -1,14 +1,18 @@
 //! The set-based batch path against real Postgres: a batch applied at once
 //! must leave exactly the rows that applying its events one at a time
-//! leaves, whatever mix of sign-ups, updates, deletes, shared e-mail
-//! addresses (in any case), moved addresses and redeliveries it holds.
+//! leaves, whatever mix of sign-ups, confirmations, updates, requested
+//! e-mail changes, deletes, shared e-mail addresses (in any case), moved
+//! addresses and redeliveries it holds.
 
 use bus::{Delivery, EventMeta, Handler};
 use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use messages::{Country, ProspectDeleted, ProspectDetails, ProspectEvent, ProspectSignedUp, ProspectUpdated, Role};
-use save_prospect::schema::{prospect_aliases, prospects};
+use messages::{
+    Country, ProspectConfirmed, ProspectDeleted, ProspectDetails, ProspectEmailChangeRequested, ProspectEvent,
+    ProspectSignedUp, ProspectUpdated, Role,
+};
+use save_prospect::schema::{pending_changes, prospect_aliases, prospects};
 use save_prospect::{SaveProspect, db};
 use test_support::TestDatabase;
 use uuid::Uuid;
@@ -25,6 +29,9 @@ fn scenario(rng: &mut fastrand::Rng, len: usize) -> Vec<Delivery<ProspectEvent>>
     let ids: Vec<Uuid> = (0..6).map(|_| Uuid::now_v7()).collect();
     let base = Utc::now() - Duration::hours(1);
     let mut out: Vec<Delivery<ProspectEvent>> = Vec::with_capacity(len);
+    // Prospects that have a row by now: a confirmation or an e-mail change
+    // only ever follows a saved sign-up (both come from links mailed for it).
+    let mut saved: Vec<Uuid> = Vec::new();
     for index in 0..len {
         let seq = index as u64 + 1;
         // Now and then a redelivery of an earlier event (same ce-id).
@@ -34,15 +41,31 @@ fn scenario(rng: &mut fastrand::Rng, len: usize) -> Vec<Delivery<ProspectEvent>>
             out.push(again);
             continue;
         }
-        let id = ids[rng.usize(..ids.len())];
+        let mut id = ids[rng.usize(..ids.len())];
         let at = base + Duration::seconds(rng.i64(0..3_600));
-        let event = match rng.u8(..20) {
+        let event = match rng.u8(..26) {
+            20..23 if !saved.is_empty() => {
+                id = saved[rng.usize(..saved.len())];
+                ProspectEvent::Confirmed(ProspectConfirmed { prospect_id: id, confirmed_at: at })
+            }
+            23..26 if !saved.is_empty() => {
+                id = saved[rng.usize(..saved.len())];
+                ProspectEvent::EmailChangeRequested(ProspectEmailChangeRequested {
+                    prospect_id: id,
+                    details: details(rng),
+                    previous_email: "before@example.com".into(),
+                    requested_at: at,
+                })
+            }
             0..9 => {
                 ProspectEvent::SignedUp(ProspectSignedUp { prospect_id: id, details: details(rng), signed_up_at: at })
             }
             9..17 => ProspectEvent::Updated(ProspectUpdated { prospect_id: id, details: details(rng), updated_at: at }),
             _ => ProspectEvent::Deleted(ProspectDeleted { prospect_id: id, deleted_at: at }),
         };
+        if matches!(event, ProspectEvent::SignedUp(_) | ProspectEvent::Updated(_) | ProspectEvent::Deleted(_)) {
+            saved.push(id);
+        }
         let ce_type = event.ce_type().to_owned();
         let meta = EventMeta {
             event_id: Uuid::now_v7(),
@@ -74,10 +97,19 @@ fn details(rng: &mut fastrand::Rng) -> ProspectDetails {
     }
 }
 
-type Row =
-    (Uuid, Option<String>, Option<String>, Option<String>, DateTime<Utc>, DateTime<Utc>, Option<DateTime<Utc>>, i64);
+type Row = (
+    Uuid,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    i64,
+    Option<DateTime<Utc>>,
+);
 
-async fn rows(database: &TestDatabase) -> (Vec<Row>, Vec<(Uuid, Uuid)>) {
+async fn rows(database: &TestDatabase) -> (Vec<Row>, Vec<(Uuid, Uuid)>, Vec<(Uuid, Uuid, String)>) {
     let mut conn = database.connect().await.expect("connect");
     let rows = prospects::table
         .select((
@@ -89,6 +121,7 @@ async fn rows(database: &TestDatabase) -> (Vec<Row>, Vec<(Uuid, Uuid)>) {
             prospects::updated_at,
             prospects::deleted_at,
             prospects::last_event_seq,
+            prospects::confirmed_at,
         ))
         .order(prospects::id)
         .load(&mut conn)
@@ -100,12 +133,18 @@ async fn rows(database: &TestDatabase) -> (Vec<Row>, Vec<(Uuid, Uuid)>) {
         .load(&mut conn)
         .await
         .expect("aliases");
-    (rows, aliases)
+    let changes = pending_changes::table
+        .select((pending_changes::prospect_id, pending_changes::request_id, pending_changes::email))
+        .order(pending_changes::prospect_id)
+        .load(&mut conn)
+        .await
+        .expect("pending changes");
+    (rows, aliases, changes)
 }
 
 async fn clear(database: &TestDatabase) {
     let mut conn = database.connect().await.expect("connect");
-    diesel::sql_query("TRUNCATE prospect_aliases, prospects, applied_events")
+    diesel::sql_query("TRUNCATE pending_changes, prospect_aliases, prospects, applied_events")
         .execute(&mut conn)
         .await
         .expect("truncate");

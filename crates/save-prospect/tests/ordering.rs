@@ -2,50 +2,18 @@
 //! events for one prospect delivered out of stream order, and by two
 //! instances at once, end in the state of the newest event.
 
-use bus::{Delivery, EventMeta, Handler};
+use bus::{Delivery, Handler};
 use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use messages::{
-    Country, Event, ProspectDeleted, ProspectDetails, ProspectEvent, ProspectSignedUp, ProspectUpdated, Role,
-};
+use messages::{Event, ProspectDeleted, ProspectEvent, ProspectSignedUp, ProspectUpdated};
+use save_prospect::SaveProspect;
 use save_prospect::schema::prospects;
-use save_prospect::{SaveProspect, db};
 use test_support::TestDatabase;
 use uuid::Uuid;
 
-async fn handler(database: &TestDatabase) -> SaveProspect {
-    db::create_database_if_missing(&database.url(), &db::Connector::plain()).await.expect("create");
-    let pool = db::pool(&database.url(), 4, &db::Connector::plain()).expect("pool");
-    db::migrate(&pool).await.expect("migrate");
-    SaveProspect::new(pool)
-}
-
-fn details(company: &str) -> ProspectDetails {
-    ProspectDetails {
-        first_name: "Ada".into(),
-        last_name: "Lovelace".into(),
-        email: "ada@example.com".into(),
-        company_name: Some(company.into()),
-        country: Country { code: "GB".into(), name: "United Kingdom".into() },
-        role: Role { code: "EN".into(), name: "Engineer".into() },
-    }
-}
-
-fn delivery(event: ProspectEvent, stream_sequence: u64) -> Delivery<ProspectEvent> {
-    Delivery {
-        meta: EventMeta {
-            event_id: Uuid::now_v7(),
-            ce_type: event.ce_type().to_owned(),
-            source: "/test".into(),
-            time: None,
-            traceparent: None,
-            stream_sequence,
-            delivered: 1,
-        },
-        event,
-    }
-}
+mod common;
+use common::{delivery, details, handler};
 
 /// The lifecycle of one prospect: signed up (1), updated twice (2, 3).
 struct Story {
@@ -130,7 +98,6 @@ async fn two_instances_applying_at_once_leave_the_newest_state() {
         a.expect("first instance");
         b.expect("second instance");
         assert_eq!(row(&database, story.id).await.0.as_deref(), Some("Second update"));
-        // Clear the e-mail for the next round: every story uses the same one.
         handler_delete(&first, story.id).await;
     }
 }

@@ -193,7 +193,8 @@ pub async fn roles(state: web::Data<AppState>) -> HttpResponse {
 #[serde(rename_all = "camelCase")]
 struct StatusBody<'a> {
     prospect_id: uuid::Uuid,
-    /// `pending`, `saved`, `deleted`, or `unknown` when it cannot be checked now.
+    /// `pending`, `confirmed`, `deleted`, or `unknown` when it cannot be
+    /// checked now.
     status: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<&'a str>,
@@ -208,7 +209,7 @@ pub async fn prospect_status(state: web::Data<AppState>, id: web::Path<String>) 
         Ok(status) => {
             let status = match status {
                 messages::service::Status::Pending => "pending",
-                messages::service::Status::Saved => "saved",
+                messages::service::Status::Confirmed => "confirmed",
                 messages::service::Status::Deleted => "deleted",
             };
             HttpResponse::Ok().json(StatusBody { prospect_id, status, detail: None })

@@ -15,7 +15,6 @@
 //! - [`catalog`]: countries and roles offered; [`reference`] keeps them fresh
 //!   from the `prospects` service (request-reply), falling back on the last
 //!   known or built-in lists.
-//! - [`token`]: signed, expiring manage links.
 //! - [`submit`]: parse + publish, shared by the form and the API.
 //! - [`pages`], [`api`], [`health`]: the HTTP handlers; `/metrics` and
 //!   request metrics come from `bus::ops`.
@@ -33,7 +32,6 @@ pub mod settings;
 pub mod startup;
 pub mod state;
 pub mod submit;
-pub mod token;
 
 use actix_web::HttpMessage as _;
 use actix_web::HttpRequest;

@@ -1,18 +1,21 @@
-//! The HTML pages: home, sign-up form, thank-you page, manage page.
+//! The HTML pages: home, sign-up form, thank-you page, and the pages the
+//! links in mails open — confirmation, manage, e-mail change — plus the form
+//! that mails a lost manage link.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use chrono::Utc;
+use links::{Claims, Purpose};
 use messages::service::{ProspectView, Status};
 use messages::{Country, ProspectDetails, Role};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::domain::{Field, FieldError, SignupInput};
+use crate::domain::{EmailAddress, Field, FieldError, SignupInput};
 use crate::state::AppState;
-use crate::submit::{self, SubmitError};
+use crate::submit::{self, Change, SubmitError};
 
 #[derive(Template)]
 #[template(path = "home.html")]
@@ -32,10 +35,9 @@ struct SignupPage<'a> {
 #[template(path = "thanks.html")]
 struct ThanksPage<'a> {
     prospect_id: Uuid,
-    token: &'a str,
     status: &'a str,
     status_text: &'a str,
-    link_days: i64,
+    confirm_days: i64,
 }
 
 #[derive(Template)]
@@ -48,6 +50,27 @@ struct ManagePage<'a> {
     roles: &'a [Role],
     notice: Option<&'a str>,
     notice_kind: &'a str,
+    confirmed: bool,
+    pending_email: Option<&'a str>,
+}
+
+/// A page with one button that does what a mailed link is for: following a
+/// link only shows it, so a mail scanner that opens links changes nothing.
+#[derive(Template)]
+#[template(path = "confirm.html")]
+struct ConfirmPage<'a> {
+    title: &'a str,
+    text: &'a str,
+    action: &'a str,
+    button: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "new_link.html")]
+struct NewLinkPage<'a> {
+    email: &'a str,
+    error: Option<&'a str>,
+    notice: Option<&'a str>,
 }
 
 #[derive(Template)]
@@ -226,8 +249,8 @@ impl actix_web::ResponseError for PageError {
     }
 }
 
-/// Reads a form-encoded body.
-fn read_form(request: &HttpRequest, body: Result<web::Bytes, actix_web::Error>) -> Result<SignupInput, PageError> {
+/// The body of a form post.
+fn read_body(request: &HttpRequest, body: Result<web::Bytes, actix_web::Error>) -> Result<web::Bytes, PageError> {
     let body = match body {
         Ok(body) => body,
         Err(error) if crate::body_too_large(&error) => return Err(PageError::TooLarge),
@@ -236,6 +259,12 @@ fn read_form(request: &HttpRequest, body: Result<web::Bytes, actix_web::Error>) 
     if !crate::media_type_is(request, "application/x-www-form-urlencoded") {
         return Err(PageError::UnsupportedMediaType);
     }
+    Ok(body)
+}
+
+/// Reads a form-encoded body.
+fn read_form(request: &HttpRequest, body: Result<web::Bytes, actix_web::Error>) -> Result<SignupInput, PageError> {
+    let body = read_body(request, body)?;
     serde_urlencoded::from_bytes(&body).map_err(|_| PageError::BadRequest("The form data could not be read.".into()))
 }
 
@@ -259,7 +288,7 @@ pub async fn signup_submit(
     let input = read_form(&request, body)?;
     let catalog = state.catalog();
     Ok(match submit::sign_up(&state.publisher, &catalog, &input, crate::traceparent(&request)).await {
-        Ok(prospect_id) => see_other(format!("/signup/thanks/{}", state.tokens.issue(prospect_id, Utc::now()))),
+        Ok(prospect_id) => see_other(format!("/signup/thanks/{prospect_id}")),
         Err(SubmitError::Invalid(errors)) => {
             signup_form(&state, StatusCode::UNPROCESSABLE_ENTITY, &input, &errors, None)
         }
@@ -269,27 +298,125 @@ pub async fn signup_submit(
     })
 }
 
-/// `GET /signup/thanks/{token}`: the sign-up's status and its manage link.
-pub async fn thanks(state: web::Data<AppState>, token: web::Path<String>) -> Result<HttpResponse, PageError> {
-    let prospect_id = state.tokens.verify(&token, Utc::now()).ok_or(PageError::NotFound)?;
-    let (status, status_text) = match state.status(prospect_id).await {
-        Ok(Status::Saved) => ("saved", "Your sign-up is saved."),
-        Ok(Status::Deleted) => ("deleted", "Your details have been erased."),
-        Ok(Status::Pending) | Err(_) => ("pending", "We have received your sign-up; it is being saved."),
-    };
-    let link_days = state.tokens.lifetime_days();
-    Ok(html(StatusCode::OK, &ThanksPage { prospect_id, token: &token, status, status_text, link_days }))
+/// The text of a status on the thank-you page (the page's script has the
+/// same texts).
+fn status_text(status: &Result<Status, bus::RequestError>) -> (&'static str, &'static str) {
+    match status {
+        Ok(Status::Confirmed) => ("confirmed", "Your sign-up is confirmed. Thank you!"),
+        Ok(Status::Deleted) => ("deleted", "These details have been erased."),
+        Ok(Status::Pending) | Err(_) => ("pending", "Waiting for you to confirm it from your inbox."),
+    }
+}
+
+/// `GET /signup/thanks/{id}`: "check your inbox", and where the sign-up is.
+/// The id grants nothing: the page shows no details and no link to them, the
+/// same for every sign-up (whether or not the address was known).
+pub async fn thanks(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, PageError> {
+    let prospect_id: Uuid = id.parse().map_err(|_| PageError::NotFound)?;
+    let (status, status_text) = status_text(&state.status(prospect_id).await);
+    let confirm_days = state.confirm_days;
+    Ok(html(StatusCode::OK, &ThanksPage { prospect_id, status, status_text, confirm_days }))
+}
+
+/// The claims of a mailed link of `purpose`, or 404.
+fn claims(state: &AppState, purpose: Purpose, token: &str) -> Result<Claims, PageError> {
+    state.links.verify(purpose, token, Utc::now()).ok_or(PageError::NotFound)
+}
+
+/// `GET /prospects/confirm/{token}`: the confirmation link's page.
+pub async fn confirm_page(state: web::Data<AppState>, token: web::Path<String>) -> Result<HttpResponse, PageError> {
+    claims(&state, Purpose::Confirm, &token)?;
+    let action = Purpose::Confirm.path(&token);
+    Ok(html(
+        StatusCode::OK,
+        &ConfirmPage {
+            title: "Confirm your sign-up",
+            text: "Press the button to confirm that you signed up with this address. \
+                   If it was not you, close this page: nothing changes.",
+            action: &action,
+            button: "Confirm my sign-up",
+        },
+    ))
+}
+
+/// `POST /prospects/confirm/{token}`: publishes `ProspectConfirmed`, then 303
+/// to the confirmation. A forged, altered or expired link is a 404 and
+/// publishes nothing.
+pub async fn confirm(
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+    request: HttpRequest,
+) -> Result<HttpResponse, PageError> {
+    let Claims { prospect_id, .. } = claims(&state, Purpose::Confirm, &token)?;
+    submit::confirm(&state.publisher, prospect_id, crate::traceparent(&request))
+        .await
+        .map_err(|_| PageError::Unavailable)?;
+    Ok(see_other("/prospects/confirmed".to_owned()))
+}
+
+/// `GET /prospects/confirm-email/{token}`: the page of the link mailed to a
+/// new address.
+pub async fn confirm_email_page(
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+) -> Result<HttpResponse, PageError> {
+    claims(&state, Purpose::ConfirmEmail, &token)?;
+    let action = Purpose::ConfirmEmail.path(&token);
+    Ok(html(
+        StatusCode::OK,
+        &ConfirmPage {
+            title: "Confirm your new address",
+            text: "Press the button to confirm that this address is yours and that your sign-up should use it. \
+                   If you did not ask for this, close this page: nothing changes.",
+            action: &action,
+            button: "Use this address",
+        },
+    ))
+}
+
+/// `POST /prospects/confirm-email/{token}`: applies the e-mail change the
+/// link names — still the prospect's latest request — as `ProspectUpdated`.
+/// A link of an older or finished request is a 404; an address that meanwhile
+/// belongs to another prospect is refused with a page that says so.
+pub async fn confirm_email(
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+    request: HttpRequest,
+) -> Result<HttpResponse, PageError> {
+    let Claims { prospect_id, reference } = claims(&state, Purpose::ConfirmEmail, &token)?;
+    let view = prospect_of(&state, prospect_id).await?;
+    let change = view.pending_change.filter(|c| Some(c.request_id) == reference).ok_or(PageError::NotFound)?;
+    if change.address_taken {
+        return Ok(message(
+            StatusCode::CONFLICT,
+            "Address already in use",
+            "This address already belongs to another sign-up, so nothing was changed. Erase that sign-up first, \
+             or keep your current address.",
+        ));
+    }
+    submit::apply(&state.publisher, view.prospect_id, change.details, crate::traceparent(&request))
+        .await
+        .map_err(|_| PageError::Unavailable)?;
+    Ok(see_other("/prospects/email-confirmed".to_owned()))
 }
 
 /// What the manage page was redirected with.
 #[derive(Deserialize)]
 pub struct ManageQuery {
     updated: Option<String>,
+    requested: Option<String>,
+    confirmed: Option<String>,
 }
 
 /// The prospect behind a manage token.
 async fn managed_prospect(state: &AppState, token: &str) -> Result<ProspectView, PageError> {
-    let prospect_id = state.tokens.verify(token, Utc::now()).ok_or(PageError::NotFound)?;
+    let Claims { prospect_id, .. } = claims(state, Purpose::Manage, token)?;
+    prospect_of(state, prospect_id).await
+}
+
+/// A live prospect from the `prospects` service: 404 when there is none,
+/// 503 when the service does not answer.
+async fn prospect_of(state: &AppState, prospect_id: Uuid) -> Result<ProspectView, PageError> {
     state.prospect(prospect_id).await.map_err(|error| {
         if error.is_unavailable() {
             tracing::warn!(%error, "cannot load a prospect for its manage page");
@@ -304,6 +431,7 @@ fn manage_form(
     state: &AppState,
     status: StatusCode,
     token: &str,
+    view: &ProspectView,
     input: &SignupInput,
     errors: &[FieldError],
     notice: Option<(&str, &str)>,
@@ -319,6 +447,8 @@ fn manage_form(
             roles: catalog.roles(),
             notice: notice.map(|(text, _)| text),
             notice_kind: notice.map_or("good", |(_, kind)| kind),
+            confirmed: view.confirmed_at.is_some(),
+            pending_email: view.pending_change.as_ref().map(|c| c.details.email.as_str()),
         },
     )
 }
@@ -330,9 +460,18 @@ pub async fn manage_page(
     query: web::Query<ManageQuery>,
 ) -> Result<HttpResponse, PageError> {
     let view = managed_prospect(&state, &token).await?;
-    let notice =
-        query.updated.is_some().then_some(("Your changes were received. They can take a moment to show here.", "good"));
-    Ok(manage_form(&state, StatusCode::OK, &token, &input_of(&view.details), &[], notice))
+    let notice = if query.requested.is_some() {
+        Some((
+            "We have sent a link to your new address. Your new details take effect when you follow it; \
+             your current address has been told.",
+            "good",
+        ))
+    } else if query.confirmed.is_some() {
+        Some(("Thank you: your sign-up is confirmed. It can take a moment to show here.", "good"))
+    } else {
+        query.updated.is_some().then_some(("Your changes were received. They can take a moment to show here.", "good"))
+    };
+    Ok(manage_form(&state, StatusCode::OK, &token, &view, &input_of(&view.details), &[], notice))
 }
 
 /// `POST /prospects/manage/{token}`: publishes `ProspectUpdated`, then 303
@@ -346,20 +485,40 @@ pub async fn manage_update(
     let view = managed_prospect(&state, &token).await?;
     let input = read_form(&request, body)?;
     let catalog = state.catalog();
-    Ok(match submit::update(&state.publisher, &catalog, view.prospect_id, &input, crate::traceparent(&request)).await {
-        Ok(()) => see_other(format!("/prospects/manage/{token}?updated=1")),
+    let traceparent = crate::traceparent(&request);
+    Ok(match submit::update(&state.publisher, &catalog, view.prospect_id, &view.details, &input, traceparent).await {
+        Ok(Change::Applied) => see_other(format!("{}?updated=1", Purpose::Manage.path(&token))),
+        Ok(Change::AwaitsNewAddress) => see_other(format!("{}?requested=1", Purpose::Manage.path(&token))),
         Err(SubmitError::Invalid(errors)) => {
-            manage_form(&state, StatusCode::UNPROCESSABLE_ENTITY, &token, &input, &errors, None)
+            manage_form(&state, StatusCode::UNPROCESSABLE_ENTITY, &token, &view, &input, &errors, None)
         }
         Err(SubmitError::Unavailable(_)) => retry_later(manage_form(
             &state,
             StatusCode::SERVICE_UNAVAILABLE,
             &token,
+            &view,
             &input,
             &[],
             Some((NOT_SAVED, "bad")),
         )),
     })
+}
+
+/// `POST /prospects/manage/{token}/confirm`: the manage link was mailed to
+/// the address, so following it proves the address as well as the
+/// confirmation link does; this confirms a sign-up still pending.
+pub async fn manage_confirm(
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+    request: HttpRequest,
+) -> Result<HttpResponse, PageError> {
+    let view = managed_prospect(&state, &token).await?;
+    if view.confirmed_at.is_none() {
+        submit::confirm(&state.publisher, view.prospect_id, crate::traceparent(&request))
+            .await
+            .map_err(|_| PageError::Unavailable)?;
+    }
+    Ok(see_other(format!("{}?confirmed=1", Purpose::Manage.path(&token))))
 }
 
 /// `POST /prospects/manage/{token}/erase`: publishes `ProspectDeleted`, then
@@ -374,6 +533,90 @@ pub async fn manage_erase(
         .await
         .map_err(|_| PageError::Unavailable)?;
     Ok(see_other("/prospects/erased".to_owned()))
+}
+
+/// `GET /prospects/new-link`: asks for an address to mail a new manage link to.
+pub async fn new_link_page() -> HttpResponse {
+    html(StatusCode::OK, &NewLinkPage { email: "", error: None, notice: None })
+}
+
+/// The form of `POST /prospects/new-link`.
+#[derive(Deserialize)]
+pub struct NewLinkForm {
+    email: Option<String>,
+}
+
+/// `POST /prospects/new-link`: when a prospect holds the address, publishes
+/// `ManageLinkRequested` so the mailer sends the link to that address (and
+/// nowhere else). The answer is the same whether or not the address is
+/// known; 422 for an invalid address, 503 when it cannot be checked now.
+pub async fn new_link(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, PageError> {
+    let body = read_body(&request, body)?;
+    let form: NewLinkForm = serde_urlencoded::from_bytes(&body)
+        .map_err(|_| PageError::BadRequest("The form data could not be read.".into()))?;
+    let typed = form.email.as_deref().unwrap_or("");
+    let email = match EmailAddress::parse(form.email.as_deref()) {
+        Ok(email) => email,
+        Err(error) => {
+            let error = format!("E-mail {error}");
+            return Ok(html(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &NewLinkPage { email: typed, error: Some(&error), notice: None },
+            ));
+        }
+    };
+    let unavailable = || {
+        retry_later(html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &NewLinkPage { email: typed, error: None, notice: Some(NOT_SAVED) },
+        ))
+    };
+    let holder = match state.holder(email.as_str()).await {
+        Ok(holder) => holder,
+        Err(error) => {
+            tracing::warn!(%error, "cannot look an address up for a new manage link");
+            return Ok(unavailable());
+        }
+    };
+    if let Some(holder) = holder
+        && submit::request_link(&state.publisher, holder.prospect_id, holder.email, crate::traceparent(&request))
+            .await
+            .is_err()
+    {
+        return Ok(unavailable());
+    }
+    Ok(see_other("/prospects/new-link/sent".to_owned()))
+}
+
+/// `GET /prospects/new-link/sent`
+pub async fn new_link_sent() -> HttpResponse {
+    message(
+        StatusCode::OK,
+        "Check your inbox",
+        "If we have a sign-up for that address, we have sent a new link to it. It can take a few minutes to arrive.",
+    )
+}
+
+/// `GET /prospects/confirmed`
+pub async fn confirmed() -> HttpResponse {
+    message(
+        StatusCode::OK,
+        "Your sign-up is confirmed",
+        "Thank you! To change or erase your details later, use the manage link in the same mail.",
+    )
+}
+
+/// `GET /prospects/email-confirmed`
+pub async fn email_confirmed() -> HttpResponse {
+    message(
+        StatusCode::OK,
+        "Your new address is confirmed",
+        "Thank you! Your sign-up now uses this address; the change can take a moment to show.",
+    )
 }
 
 /// `GET /prospects/erased`

@@ -2,7 +2,7 @@
 
 use bus::settings::NatsSettings;
 use bus::telemetry::LogSettings;
-use secrecy::SecretString;
+use links::LinkSettings;
 use serde::Deserialize;
 
 use crate::limits::RateLimitSettings;
@@ -17,6 +17,9 @@ pub struct Settings {
     pub nats: NatsSettings,
     /// `[log]`: log format and filter.
     pub log: LogSettings,
+    /// `[links]`: the secret that signs the links mailed to prospects, and
+    /// how long they last.
+    pub links: LinkSettings,
 }
 
 /// The HTTP server.
@@ -33,12 +36,6 @@ pub struct WebSettings {
     pub workers: usize,
     /// Seconds to let in-flight requests finish on shutdown.
     pub shutdown_timeout_secs: u64,
-    /// Secret that signs manage links (`SIGNUP__WEB__TOKEN_SECRET`). When
-    /// unset, a random one is made at start-up: links then stop working after
-    /// a restart and differ between instances, so set it in production.
-    pub token_secret: Option<SecretString>,
-    /// How long a manage link stays valid, in days.
-    pub manage_link_days: i64,
     /// How long to wait for the `prospects` service, in milliseconds.
     pub service_timeout_ms: u64,
     /// How often reference data is refreshed from the service, in seconds.
@@ -58,8 +55,6 @@ impl Default for WebSettings {
             body_limit_bytes: 32 * 1024,
             workers: 0,
             shutdown_timeout_secs: 10,
-            token_secret: None,
-            manage_link_days: 30,
             service_timeout_ms: 1_000,
             reference_ttl_secs: 300,
             rate_limit: RateLimitSettings::default(),

@@ -10,7 +10,8 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use bus::Publisher;
 use bus::async_nats::{self, jetstream};
-use secrecy::{ExposeSecret, SecretString};
+use links::{Links, Purpose};
+use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -18,7 +19,6 @@ use crate::limits::{self, RateLimiter};
 use crate::reference::ReferenceData;
 use crate::settings::Settings;
 use crate::state::AppState;
-use crate::token::ManageTokens;
 use crate::{api, health, pages};
 
 /// A bound, not yet running, signup-web server.
@@ -43,26 +43,22 @@ impl Application {
         let jetstream = jetstream::ContextBuilder::new().timeout(settings.nats.request_timeout()).build(client.clone());
         let service_timeout = Duration::from_millis(settings.web.service_timeout_ms);
         let reference = Arc::new(ReferenceData::builtin());
-        let secret = match settings.web.token_secret.clone() {
-            Some(secret) => {
-                // A short secret makes every manage link forgeable.
-                anyhow::ensure!(
-                    secret.expose_secret().len() >= 16,
-                    "web.token_secret must be at least 16 characters (SIGNUP__WEB__TOKEN_SECRET)"
-                );
-                secret
-            }
+        let links = match &settings.links.secret {
+            Some(_) => Links::new(&settings.links)?,
             None => {
                 tracing::warn!(
-                    "web.token_secret is not set: using a random one, so manage links stop working after a restart"
+                    "links.secret is not set: using a random one, so no link mailed by the mailer works here \
+                     (set SIGNUP__LINKS__SECRET for both)"
                 );
-                SecretString::from(format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()))
+                let random = SecretString::from(format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()));
+                Links::with_secret(&settings.links, &random)?
             }
         };
         let state = web::Data::new(AppState {
             publisher: Publisher::new(client.clone(), "/signup-web", settings.nats.request_timeout()),
             reference: Arc::clone(&reference),
-            tokens: ManageTokens::new(&secret, chrono::Duration::days(settings.web.manage_link_days)),
+            links,
+            confirm_days: settings.links.confirm_within_days(),
             jetstream: jetstream.clone(),
             stream: settings.nats.stream.clone(),
             service_timeout,
@@ -97,10 +93,20 @@ impl Application {
                 .route("/", web::get().to(pages::home))
                 .route("/signup", web::get().to(pages::signup_page))
                 .route("/signup", web::post().to(pages::signup_submit))
-                .route("/signup/thanks/{token}", web::get().to(pages::thanks))
-                .route("/prospects/manage/{token}", web::get().to(pages::manage_page))
-                .route("/prospects/manage/{token}", web::post().to(pages::manage_update))
+                .route("/signup/thanks/{id}", web::get().to(pages::thanks))
+                .route(Purpose::Confirm.route(), web::get().to(pages::confirm_page))
+                .route(Purpose::Confirm.route(), web::post().to(pages::confirm))
+                .route(Purpose::ConfirmEmail.route(), web::get().to(pages::confirm_email_page))
+                .route(Purpose::ConfirmEmail.route(), web::post().to(pages::confirm_email))
+                .route(Purpose::Manage.route(), web::get().to(pages::manage_page))
+                .route(Purpose::Manage.route(), web::post().to(pages::manage_update))
+                .route("/prospects/manage/{token}/confirm", web::post().to(pages::manage_confirm))
                 .route("/prospects/manage/{token}/erase", web::post().to(pages::manage_erase))
+                .route("/prospects/new-link", web::get().to(pages::new_link_page))
+                .route("/prospects/new-link", web::post().to(pages::new_link))
+                .route("/prospects/new-link/sent", web::get().to(pages::new_link_sent))
+                .route("/prospects/confirmed", web::get().to(pages::confirmed))
+                .route("/prospects/email-confirmed", web::get().to(pages::email_confirmed))
                 .route("/prospects/erased", web::get().to(pages::erased))
                 .route("/static/thanks.js", web::get().to(pages::thanks_js))
                 .route("/static/site.css", web::get().to(pages::site_css))

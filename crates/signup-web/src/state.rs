@@ -7,22 +7,25 @@ use bus::Publisher;
 use bus::async_nats::{Client, jetstream};
 use bus::request::{RequestError, request};
 use bus::settings::StreamSettings;
-use messages::service::{self as contract, ProspectRef, ProspectView, Status, StatusReply};
+use links::Links;
+use messages::service::{self as contract, AddressRef, FoundProspect, ProspectRef, ProspectView, Status, StatusReply};
 use uuid::Uuid;
 
 use crate::catalog::Catalog;
 use crate::reference::ReferenceData;
-use crate::token::ManageTokens;
 
-/// Shared by all workers: one NATS connection, the reference data, the token
+/// Shared by all workers: one NATS connection, the reference data, the link
 /// key.
 pub struct AppState {
     /// Publishes events over the one shared NATS connection.
     pub publisher: Publisher,
     /// Countries and roles offered and accepted.
     pub reference: Arc<ReferenceData>,
-    /// Signs and checks manage links.
-    pub tokens: ManageTokens,
+    /// Checks (and, for the manage page itself, makes) the links mailed to
+    /// prospects.
+    pub links: Links,
+    /// How many days a sign-up waits for confirmation, for the pages.
+    pub confirm_days: i64,
     /// JetStream API access for readiness checks.
     pub jetstream: jetstream::Context,
     /// The stream that must exist for sign-ups to be accepted.
@@ -51,5 +54,16 @@ impl AppState {
     /// A live prospect's details, from the `prospects` service.
     pub async fn prospect(&self, prospect_id: Uuid) -> Result<ProspectView, RequestError> {
         request(self.client(), contract::GET, &ProspectRef { prospect_id }, self.service_timeout).await
+    }
+
+    /// The live prospect holding `email`, if any (`None` for "not found").
+    pub async fn holder(&self, email: &str) -> Result<Option<FoundProspect>, RequestError> {
+        match request(self.client(), contract::FIND, &AddressRef { email: email.to_owned() }, self.service_timeout)
+            .await
+        {
+            Ok(found) => Ok(Some(found)),
+            Err(RequestError::Service { code: contract::NOT_FOUND, .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 }

@@ -3,7 +3,10 @@
 
 use bus::{EventContext, PublishError, Publisher};
 use chrono::Utc;
-use messages::{Event, ProspectDeleted, ProspectSignedUp, ProspectUpdated};
+use messages::{
+    Event, ManageLinkRequested, ProspectConfirmed, ProspectDeleted, ProspectDetails, ProspectEmailChangeRequested,
+    ProspectSignedUp, ProspectUpdated,
+};
 use uuid::Uuid;
 
 use crate::catalog::Catalog;
@@ -35,17 +38,69 @@ pub async fn sign_up(
     Ok(event.prospect_id)
 }
 
-/// Parses `input` and publishes `ProspectUpdated` for `prospect_id`.
+/// What a change on the manage page became.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The details changed now (`ProspectUpdated`).
+    Applied,
+    /// The address changed: nothing changes until the new address is
+    /// confirmed (`ProspectEmailChangeRequested`).
+    AwaitsNewAddress,
+}
+
+/// Parses `input` as the new details of the prospect that now has
+/// `current`. The same address (in any case) publishes `ProspectUpdated`;
+/// another address publishes `ProspectEmailChangeRequested` instead, so the
+/// change waits for the new address to be confirmed.
 pub async fn update(
     publisher: &Publisher,
     catalog: &Catalog,
     prospect_id: Uuid,
+    current: &ProspectDetails,
     input: &SignupInput,
     traceparent: Option<String>,
+) -> Result<Change, SubmitError> {
+    let details = NewProspect::parse(input, catalog).map_err(SubmitError::Invalid)?.into_details();
+    if details.email.eq_ignore_ascii_case(&current.email) {
+        let event = ProspectUpdated { prospect_id, details, updated_at: Utc::now() };
+        publish(publisher, &event, traceparent).await?;
+        return Ok(Change::Applied);
+    }
+    let event = ProspectEmailChangeRequested {
+        prospect_id,
+        details,
+        previous_email: current.email.clone(),
+        requested_at: Utc::now(),
+    };
+    publish(publisher, &event, traceparent).await?;
+    Ok(Change::AwaitsNewAddress)
+}
+
+/// Publishes `ProspectUpdated` with details that were already checked (a
+/// confirmed e-mail change).
+pub async fn apply(
+    publisher: &Publisher,
+    prospect_id: Uuid,
+    details: ProspectDetails,
+    traceparent: Option<String>,
 ) -> Result<(), SubmitError> {
-    let prospect = NewProspect::parse(input, catalog).map_err(SubmitError::Invalid)?;
-    let event = ProspectUpdated { prospect_id, details: prospect.into_details(), updated_at: Utc::now() };
-    publish(publisher, &event, traceparent).await
+    publish(publisher, &ProspectUpdated { prospect_id, details, updated_at: Utc::now() }, traceparent).await
+}
+
+/// Publishes `ProspectConfirmed` for `prospect_id`.
+pub async fn confirm(publisher: &Publisher, prospect_id: Uuid, traceparent: Option<String>) -> Result<(), SubmitError> {
+    publish(publisher, &ProspectConfirmed { prospect_id, confirmed_at: Utc::now() }, traceparent).await
+}
+
+/// Publishes `ManageLinkRequested`: the mailer sends a new manage link to
+/// `email`, the prospect's own address.
+pub async fn request_link(
+    publisher: &Publisher,
+    prospect_id: Uuid,
+    email: String,
+    traceparent: Option<String>,
+) -> Result<(), SubmitError> {
+    publish(publisher, &ManageLinkRequested { prospect_id, email, requested_at: Utc::now() }, traceparent).await
 }
 
 /// Publishes `ProspectDeleted` for `prospect_id`.

@@ -6,9 +6,10 @@
 //! - [`TestDatabase`]: a uniquely named Postgres database on the machine's
 //!   server, dropped when the test ends.
 //!
-//! `NATS_SERVER_BIN` picks the `nats-server` binary (default: from `PATH`, then
-//! `/usr/sbin/nats-server`); `SIGNUP_TEST_POSTGRES_URL` the Postgres server
-//! (default `postgres://postgres@127.0.0.1:5432`).
+//! `NATS_SERVER_BIN` picks the `nats-server` binary (default: the project's
+//! own in `.local/venv/bin`, then from `PATH`, then `/usr/sbin/nats-server`);
+//! `SIGNUP_TEST_POSTGRES_URL` the Postgres server (default
+//! `postgres://postgres@127.0.0.1:5432`).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -100,11 +101,22 @@ impl NatsServer {
     }
 }
 
-/// The `nats-server` binary the tests start: `NATS_SERVER_BIN`, else from
-/// `PATH`, else `/usr/sbin/nats-server`.
+/// The project's own tools folder (`.local/venv/bin`), where `scripts/test`
+/// installs a current `nats-server` and a Python with aiosmtpd.
+fn local_tool(name: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.local/venv/bin").join(name);
+    path.is_file().then_some(path)
+}
+
+/// The `nats-server` binary the tests start: `NATS_SERVER_BIN`, else the
+/// project's own (`.local/venv/bin/nats-server`, a current release), else
+/// from `PATH`, else `/usr/sbin/nats-server`. The system needs 2.10 or later.
 pub fn nats_server_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
         return bin.into();
+    }
+    if let Some(bin) = local_tool("nats-server") {
+        return bin;
     }
     let on_path = std::env::var_os("PATH")
         .into_iter()
@@ -115,26 +127,71 @@ pub fn nats_server_bin() -> PathBuf {
 }
 
 /// A real SMTP server (Python's aiosmtpd) that stores what it receives in a
-/// maildir. `SIGNUP_TEST_PYTHON` names a Python with aiosmtpd installed
-/// (`scripts/test` prepares one); default `python3`.
+/// maildir. `SIGNUP_TEST_PYTHON` names a Python with aiosmtpd installed;
+/// default the project's own (`.local/venv/bin/python`, which `scripts/test`
+/// prepares), else `python3`. It refuses some
+/// recipients as real servers do (`python/signup_smtp.py`): `refused…@` with
+/// a permanent 550, `later-N…@` with a transient 451 on its first N tries.
 pub struct SmtpServer {
     port: u16,
     maildir: tempfile::TempDir,
     child: Option<Child>,
 }
 
+/// How an [`SmtpServer`] takes connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain SMTP.
+    Plain,
+    /// Plain first, then TLS after `STARTTLS` (required before mail).
+    StartTls,
+    /// TLS from the first byte (SMTPS).
+    Implicit,
+}
+
 impl SmtpServer {
-    /// Starts a server on a free port.
+    /// Starts a plain server on a free port.
     pub async fn start() -> anyhow::Result<Self> {
         Self::start_on(free_port()?).await
     }
 
-    /// Starts a server on `port`.
+    /// Starts a plain server on `port`.
     pub async fn start_on(port: u16) -> anyhow::Result<Self> {
+        Self::launch(port, SmtpTls::Plain).await
+    }
+
+    /// Starts a server on a free port speaking `tls`, with a self-signed
+    /// certificate for `localhost` and `127.0.0.1` ([`SmtpServer::certificate`]).
+    pub async fn start_tls(tls: SmtpTls) -> anyhow::Result<Self> {
+        Self::launch(free_port()?, tls).await
+    }
+
+    async fn launch(port: u16, tls: SmtpTls) -> anyhow::Result<Self> {
         let maildir = tempfile::tempdir()?;
-        let python = std::env::var_os("SIGNUP_TEST_PYTHON").unwrap_or_else(|| "python3".into());
-        let child = Command::new(python)
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+        let python = std::env::var_os("SIGNUP_TEST_PYTHON")
+            .map(PathBuf::from)
+            .or_else(|| local_tool("python"))
+            .unwrap_or_else(|| "python3".into());
+        let mut command = Command::new(python);
+        command.env("PYTHONPATH", concat!(env!("CARGO_MANIFEST_DIR"), "/python")).args([
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            "-c",
+            "signup_smtp.Maildir",
+        ]);
+        if tls != SmtpTls::Plain {
+            let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+            let (cert, key) = (maildir.path().join("cert.pem"), maildir.path().join("key.pem"));
+            std::fs::write(&cert, certified.cert.pem())?;
+            std::fs::write(&key, certified.signing_key.serialize_pem())?;
+            let (cert_flag, key_flag) =
+                if tls == SmtpTls::StartTls { ("--tlscert", "--tlskey") } else { ("--smtpscert", "--smtpskey") };
+            command.arg(cert_flag).arg(&cert).arg(key_flag).arg(&key);
+        }
+        let child = command
             .arg(maildir.path().join("mail"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -151,6 +208,11 @@ impl SmtpServer {
         self.port
     }
 
+    /// The PEM file of its certificate (a TLS server's only), to trust it.
+    pub fn certificate(&self) -> PathBuf {
+        self.maildir.path().join("cert.pem")
+    }
+
     /// The raw messages received so far.
     pub fn messages(&self) -> Vec<String> {
         let dir = self.maildir.path().join("mail").join("new");
@@ -158,6 +220,20 @@ impl SmtpServer {
             std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
         files.sort();
         files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).collect()
+    }
+
+    /// The raw messages received so far for `address` (a `To:` header that
+    /// names it, in any case).
+    pub fn messages_to(&self, address: &str) -> Vec<String> {
+        let address = address.to_lowercase();
+        self.messages()
+            .into_iter()
+            .filter(|m| {
+                m.lines().any(|l| {
+                    l.get(..3).is_some_and(|h| h.eq_ignore_ascii_case("to:")) && l.to_lowercase().contains(&address)
+                })
+            })
+            .collect()
     }
 
     /// Stops the server.

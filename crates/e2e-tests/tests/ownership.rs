@@ -1,0 +1,356 @@
+//! Who a sign-up belongs to, end to end: double opt-in with signup-web,
+//! save-prospect, the mailer and an SMTP server, on real NATS and Postgres.
+//! The links come from the mails the SMTP server received.
+
+use std::time::Duration;
+
+use bus::async_nats::jetstream;
+use bus::async_nats::{self, HeaderMap};
+use chrono::Utc;
+use e2e_tests::{Mail, System, id_from_location, links, location};
+use links::{LinkSettings, Links, Purpose};
+use messages::{Event, ProspectConfirmed, ProspectDeleted, ProspectSignedUp, cloudevents as ce};
+use secrecy::SecretString;
+use test_support::eventually;
+use uuid::Uuid;
+
+fn form(first: &str, last: &str, email: &str, company: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("firstName", first.into()),
+        ("lastName", last.into()),
+        ("email", email.into()),
+        ("companyName", company.into()),
+        ("country", "GB".into()),
+        ("role", "EN".into()),
+    ]
+}
+
+async fn stored_events(client: &async_nats::Client) -> u64 {
+    let mut stream = jetstream::new(client.clone()).get_stream("PROSPECTS").await.expect("stream");
+    stream.info().await.expect("info").state.messages
+}
+
+async fn post(system: &System, path: &str) -> reqwest::Response {
+    system.http.post(system.web_url(path)).send().await.expect("post")
+}
+
+async fn get(system: &System, path: &str) -> (u16, String) {
+    let response = system.http.get(system.web_url(path)).send().await.expect("get");
+    (response.status().as_u16(), response.text().await.expect("body"))
+}
+
+/// Signs up and follows the confirmation link of the mail that arrives as the
+/// address's `nth` mail; returns the prospect id and that mail.
+async fn sign_up_and_confirm(system: &System, fields: &[(&'static str, String)], nth: usize) -> (Uuid, Mail) {
+    let email = &fields.iter().find(|(k, _)| *k == "email").expect("email").1;
+    let id = id_from_location(&system.post_form(fields).await.expect("post")).expect("id");
+    let mail = system.mails_to(email, nth).await.expect("mail").remove(nth - 1);
+    let confirm = mail.link("/prospects/confirm/").expect("confirmation link").to_owned();
+    assert_eq!(post(system, &confirm).await.status(), 303);
+    eventually(Duration::from_secs(20), "the confirmation", || async {
+        system.prospect(id).await.ok().flatten()?.confirmed_at.map(drop)
+    })
+    .await
+    .expect("confirmed");
+    (id, mail)
+}
+
+/// The thank-you page with the prospect id taken out, to compare two.
+async fn thanks_page(system: &System, response: &reqwest::Response) -> String {
+    let id = id_from_location(response).expect("id");
+    let (status, page) = get(system, &location(response).expect("location")).await;
+    assert_eq!(status, 200);
+    page.replace(&id.to_string(), "ID")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_up_with_a_taken_address_changes_nothing_until_the_owner_confirms_it() {
+    let mut system = System::start().await.expect("system");
+    system.start_mailer().await.expect("mailer");
+    let (owner, first_mail) =
+        sign_up_and_confirm(&system, &form("Ada", "Byron", "owner@example.com", "Owner Ltd"), 1).await;
+    assert_eq!(first_mail.subject, "Please confirm your sign-up");
+    let before = system.prospect(owner).await.expect("row").expect("saved");
+
+    let intruder =
+        system.post_form(&form("Mallory", "Intruder", "OWNER@example.com", "Takeover Inc")).await.expect("intruder");
+    assert_eq!(intruder.status(), 303);
+    let stranger = system.post_form(&form("Grace", "Hopper", "grace@example.com", "Navy")).await.expect("stranger");
+    assert_eq!(
+        thanks_page(&system, &intruder).await,
+        thanks_page(&system, &stranger).await,
+        "the page does not tell whether the address was known"
+    );
+    let api = system
+        .http
+        .post(system.web_url("/api/prospects"))
+        .json(&serde_json::json!({"firstName": "Eve", "lastName": "Api", "email": "owner@EXAMPLE.com",
+            "country": "GB", "role": "EN"}))
+        .send()
+        .await
+        .expect("api");
+    assert_eq!(api.status(), 202, "the JSON API answers as for any sign-up");
+
+    // The owner is told, and asked; nothing changed yet.
+    let mails = system.mails_to("owner@example.com", 3).await.expect("mails");
+    let claim = mails.iter().find(|m| m.text.contains("Mallory")).expect("the mail about the second sign-up");
+    assert_eq!(claim.subject, "Someone signed up with your address");
+    assert!(claim.text.contains("Takeover Inc") && claim.text.contains("If it was you, confirm these details"));
+    assert_eq!(system.prospect(owner).await.expect("row"), Some(before), "the owner's row is unchanged");
+
+    // Following that mail's link applies the second sign-up's details.
+    let confirm = claim.link("/prospects/confirm/").expect("link").to_owned();
+    let (status, page) = get(&system, &confirm).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Confirm my sign-up"), "a button, so that opening the link changes nothing");
+    assert_eq!(post(&system, &confirm).await.status(), 303);
+    let row = eventually(Duration::from_secs(20), "the confirmed details", || async {
+        let row = system.prospect(owner).await.ok().flatten()?;
+        (row.company_name.as_deref() == Some("Takeover Inc")).then_some(row)
+    })
+    .await
+    .expect("applied");
+    assert_eq!((row.first_name.as_deref(), row.email.as_deref()), (Some("Mallory"), Some("OWNER@example.com")));
+    assert!(row.confirmed_at.is_some());
+    let intruder_id = id_from_location(&intruder).expect("id");
+    let (_, status) = get(&system, &format!("/api/prospects/{intruder_id}")).await;
+    assert!(status.contains("\"confirmed\""), "{status}");
+    system.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_genuine_confirmation_link_confirms() {
+    let mut system = System::start().await.expect("system");
+    system.start_mailer().await.expect("mailer");
+    let response = system.post_form(&form("Ada", "Lovelace", "ada@example.com", "Engines")).await.expect("post");
+    let id = id_from_location(&response).expect("id");
+    let mail = system.mails_to("ada@example.com", 1).await.expect("mail").remove(0);
+    let confirm = mail.link("/prospects/confirm/").expect("link").to_owned();
+    let token = confirm.strip_prefix("/prospects/confirm/").expect("token");
+    let other =
+        id_from_location(&system.post_form(&form("Bo", "B", "bo@example.com", "")).await.expect("post")).expect("id");
+    system.mails_to("bo@example.com", 1).await.expect("mail");
+    system.saved(id).await.expect("saved");
+
+    let mut altered = token.to_owned();
+    let last = altered.pop().expect("non-empty");
+    altered.push(if last == 'A' { 'B' } else { 'A' });
+    let links = links();
+    let wrong_secret =
+        Links::with_secret(&LinkSettings::default(), &SecretString::from("someone else's secret")).expect("links");
+    let expired = links.confirm_token(id, Utc::now() - chrono::Duration::days(8));
+    let before = stored_events(&system.client).await;
+    for (name, bad) in [
+        ("altered", altered),
+        ("for another prospect", token.replacen(&id.to_string(), &other.to_string(), 1)),
+        ("expired", expired),
+        ("forged with another secret", wrong_secret.confirm_token(id, Utc::now())),
+        ("a manage link", links.manage_token(id, Utc::now())),
+        ("garbage", "not-a-token".to_owned()),
+    ] {
+        let path = Purpose::Confirm.path(&bad);
+        assert_eq!(get(&system, &path).await.0, 404, "{name}");
+        assert_eq!(post(&system, &path).await.status(), 404, "{name}");
+    }
+    assert_eq!(stored_events(&system.client).await, before, "nothing was published");
+    assert!(system.prospect(id).await.expect("row").expect("row").confirmed_at.is_none());
+
+    assert_eq!(post(&system, &confirm).await.status(), 303);
+    eventually(Duration::from_secs(20), "confirmed_at", || async {
+        system.prospect(id).await.ok().flatten()?.confirmed_at.map(drop)
+    })
+    .await
+    .expect("confirmed");
+    let stream = jetstream::new(system.client.clone()).get_stream("PROSPECTS").await.expect("stream");
+    let event = stream.get_last_raw_message_by_subject(ProspectConfirmed::SUBJECT).await.expect("the event");
+    let event: ProspectConfirmed = serde_json::from_slice(&event.payload).expect("payload");
+    assert_eq!(event.prospect_id, id);
+    let (_, page) = get(&system, "/prospects/confirmed").await;
+    assert!(page.contains("Your sign-up is confirmed"));
+    system.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_or_replayed_sign_up_sends_no_second_mail() {
+    let mut system = System::start().await.expect("system");
+    let smtp = test_support::SmtpServer::start().await.expect("smtp");
+    let mut settings = system.mailer_settings(smtp.port());
+    settings.mailer.consumer.from_start = true;
+    system.smtp = Some(smtp);
+    system.start_mailer_with(settings).await.expect("mailer");
+    system.post_form(&form("Ada", "Lovelace", "once@example.com", "")).await.expect("post");
+    system.mails_to("once@example.com", 1).await.expect("mail");
+
+    let js = jetstream::new(system.client.clone());
+    let stream = js.get_stream("PROSPECTS").await.expect("stream");
+    let settled = |seq: u64| {
+        let stream = stream.clone();
+        async move {
+            eventually(Duration::from_secs(30), "the mailer to settle", || async {
+                let info = stream.consumer_info(mailer::CONSUMER_NAME).await.ok()?;
+                (info.ack_floor.stream_sequence >= seq && info.num_ack_pending == 0).then_some(())
+            })
+            .await
+            .expect("settled")
+        }
+    };
+
+    // Replayed: the same event (same ce-id) stored again, as `signup dlq replay` does.
+    let original = stream.get_raw_message(1).await.expect("the sign-up");
+    assert_eq!(original.subject.as_str(), ProspectSignedUp::SUBJECT);
+    let mut headers: HeaderMap = original.headers.clone();
+    headers.insert(ce::NATS_MSG_ID, "replayed-sign-up");
+    let replay = js.publish_with_headers(ProspectSignedUp::SUBJECT, headers, original.payload.clone()).await;
+    settled(replay.expect("publish").await.expect("stored").sequence).await;
+    // Redelivered: the consumer starts over from the first event.
+    stream.delete_consumer(mailer::CONSUMER_NAME).await.expect("reset the consumer");
+    system.post_form(&form("Grace", "Hopper", "later@example.com", "")).await.expect("post");
+    system.mails_to("later@example.com", 1).await.expect("mail");
+    settled(stored_events(&system.client).await).await;
+
+    let smtp = system.smtp.as_ref().expect("smtp");
+    assert_eq!(smtp.messages_to("once@example.com").len(), 1, "one mail, however often the event came");
+    system.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_sign_up_is_erased_when_its_time_is_up() {
+    let mut system = System::start_without_saver().await.expect("system");
+    let mut settings = system.saver_settings();
+    settings.links.confirm_within_secs = 3;
+    settings.save_prospect.expiry_check_secs = 1;
+    system.start_saver_with(settings).await.expect("saver");
+    let unconfirmed = id_from_location(
+        &system.post_form(&form("Ada", "Waits", "waits@example.com", "Never Ltd")).await.expect("post"),
+    )
+    .expect("id");
+    let confirmed =
+        id_from_location(&system.post_form(&form("Bo", "Confirms", "confirms@example.com", "")).await.expect("post"))
+            .expect("id");
+    system.saved(confirmed).await.expect("saved");
+    let link = Purpose::Confirm.path(&links().confirm_token(confirmed, Utc::now()));
+    assert_eq!(post(&system, &link).await.status(), 303);
+
+    let row = eventually(Duration::from_secs(30), "the expired sign-up to be erased", || async {
+        let row = system.prospect(unconfirmed).await.ok().flatten()?;
+        row.deleted_at.is_some().then_some(row)
+    })
+    .await
+    .expect("erased");
+    assert_eq!((row.email, row.first_name, row.company_name), (None, None, None), "no personal data left");
+    let stream = jetstream::new(system.client.clone()).get_stream("PROSPECTS").await.expect("stream");
+    let erasure = stream.get_last_raw_message_by_subject(ProspectDeleted::SUBJECT).await.expect("the erasure event");
+    assert_eq!(erasure.headers.get(ce::SOURCE).map(|v| v.as_str().to_owned()).as_deref(), Some("/save-prospect"));
+    let kept = system.prospect(confirmed).await.expect("row").expect("row");
+    assert!(kept.deleted_at.is_none() && kept.confirmed_at.is_some(), "a confirmed sign-up stays");
+    let (_, status) = get(&system, &format!("/api/prospects/{unconfirmed}")).await;
+    assert!(status.contains("\"deleted\""), "{status}");
+    system.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_address_takes_effect_only_once_confirmed_and_the_old_one_is_told() {
+    let mut system = System::start().await.expect("system");
+    system.start_mailer().await.expect("mailer");
+    let (id, mail) = sign_up_and_confirm(&system, &form("Ada", "Lovelace", "old@example.com", "Old Ltd"), 1).await;
+    let manage = mail.link("/prospects/manage/").expect("manage link").to_owned();
+    let (status, page) = get(&system, &manage).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("value=\"old@example.com\"") && page.contains("Status: confirmed"));
+
+    let changed = system
+        .http
+        .post(system.web_url(&manage))
+        .form(&form("Ada", "Lovelace", "new@example.com", "New Ltd"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(changed.status(), 303);
+    let (_, page) = get(&system, &location(&changed).expect("location")).await;
+    assert!(page.contains("We have sent a link to your new address"), "{page}");
+    eventually(Duration::from_secs(20), "the manage page to show the waiting change", || async {
+        get(&system, &manage).await.1.contains("A change to <strong>new@example.com</strong> waits").then_some(())
+    })
+    .await
+    .expect("shown");
+    let told = system.mails_to("old@example.com", 2).await.expect("mails").remove(1);
+    assert_eq!(told.subject, "Your sign-up's address is being changed");
+    assert!(told.text.contains("new@example.com"));
+    told.link("/prospects/manage/").expect("a way to keep the details");
+    let ask = system.mails_to("new@example.com", 1).await.expect("mail").remove(0);
+    assert_eq!(ask.subject, "Please confirm your new address");
+    assert!(ask.link("/prospects/manage/").is_err(), "the new address is not proven yet: no access");
+    let confirm = ask.link("/prospects/confirm-email/").expect("link").to_owned();
+    let row = system.prospect(id).await.expect("row").expect("row");
+    assert_eq!((row.email.as_deref(), row.company_name.as_deref()), (Some("old@example.com"), Some("Old Ltd")));
+
+    assert_eq!(get(&system, &confirm).await.0, 200);
+    let confirmed = post(&system, &confirm).await;
+    assert_eq!(confirmed.status(), 303);
+    assert_eq!(location(&confirmed).expect("location"), "/prospects/email-confirmed");
+    eventually(Duration::from_secs(20), "the new address", || async {
+        let row = system.prospect(id).await.ok().flatten()?;
+        (row.email.as_deref() == Some("new@example.com") && row.company_name.as_deref() == Some("New Ltd"))
+            .then_some(())
+    })
+    .await
+    .expect("changed");
+    assert_eq!(post(&system, &confirm).await.status(), 404, "a used link does nothing more");
+
+    // An address that belongs to another confirmed prospect is refused, and
+    // the page says so.
+    sign_up_and_confirm(&system, &form("Bo", "Taken", "taken@example.com", ""), 1).await;
+    let request = system
+        .http
+        .post(system.web_url(&manage))
+        .form(&form("Ada", "Lovelace", "taken@example.com", "New Ltd"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(request.status(), 303);
+    let ask = system.mails_to("taken@example.com", 2).await.expect("mails").remove(1);
+    let confirm = ask.link("/prospects/confirm-email/").expect("link").to_owned();
+    let before = stored_events(&system.client).await;
+    let refused = post(&system, &confirm).await;
+    assert_eq!(refused.status(), 409);
+    assert!(refused.text().await.expect("body").contains("already belongs to another sign-up"));
+    assert_eq!(stored_events(&system.client).await, before, "nothing published");
+    system.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_manage_link_is_mailed_to_its_address_only() {
+    let mut system = System::start().await.expect("system");
+    system.start_mailer().await.expect("mailer");
+    let id = id_from_location(&system.post_form(&form("Ada", "Known", "known@example.com", "")).await.expect("post"))
+        .expect("id");
+    system.mails_to("known@example.com", 1).await.expect("the confirmation");
+    system.saved(id).await.expect("saved");
+    assert_eq!(get(&system, "/prospects/new-link").await.0, 200);
+
+    let ask = |email: &str| {
+        let request = system.http.post(system.web_url("/prospects/new-link")).form(&[("email", email)]);
+        async move { request.send().await.expect("post") }
+    };
+    let bad = ask("not an address").await;
+    assert_eq!(bad.status(), 422);
+    assert!(bad.text().await.expect("body").contains("E-mail is not a valid e-mail address"));
+    let before = stored_events(&system.client).await;
+    let unknown = ask("nobody@example.com").await;
+    assert_eq!(unknown.status(), 303);
+    assert_eq!(stored_events(&system.client).await, before, "nothing to mail for an unknown address");
+    let known = ask("KNOWN@example.com").await;
+    assert_eq!(
+        location(&known).expect("location"),
+        location(&unknown).expect("location"),
+        "the same answer either way"
+    );
+    let mail = system.mails_to("known@example.com", 2).await.expect("mails").remove(1);
+    assert_eq!(mail.subject, "Your link to change or erase your details");
+    let (status, page) = get(&system, mail.link("/prospects/manage/").expect("link")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("value=\"known@example.com\""));
+    assert!(page.contains("Confirm my sign-up"), "still pending, and the link proves the address");
+    assert!(system.smtp.as_ref().expect("smtp").messages_to("nobody@example.com").is_empty());
+    system.stop().await.expect("stop");
+}

@@ -1,0 +1,218 @@
+//! The handler: which mails an event sends, each at most once.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bus::request::{RequestError, request};
+use bus::{Delivery, Handler, HandlerError, async_nats};
+use chrono::Utc;
+use lettre::AsyncTransport as _;
+use lettre::message::Mailbox;
+use links::{Links, Purpose};
+use messages::service::{self as contract, AddressRef, FoundProspect};
+use messages::{ProspectDetails, ProspectEvent};
+use uuid::Uuid;
+
+use crate::Settings;
+use crate::ledger::Ledger;
+use crate::letters::{Kind, Letter};
+use crate::smtp::{self, Transport};
+
+/// The handler behind the `mailer` durable consumer.
+pub struct Mailer {
+    transport: Transport,
+    from: Mailbox,
+    links: Links,
+    ledger: Ledger,
+    client: async_nats::Client,
+    service_timeout: Duration,
+    per_address_limit: u32,
+    max_age: chrono::Duration,
+    confirm_days: i64,
+}
+
+/// Where a mail goes among those of one event: the key of its sent record
+/// is `<event id>.<slot>`.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// The one mail of a sign-up or a manage-link request.
+    Only,
+    /// An e-mail change's mail to the new address.
+    NewAddress,
+    /// An e-mail change's notice to the address in use.
+    CurrentAddress,
+}
+
+impl Slot {
+    fn name(self) -> &'static str {
+        match self {
+            Slot::Only => "mail",
+            Slot::NewAddress => "new-address",
+            Slot::CurrentAddress => "current-address",
+        }
+    }
+}
+
+impl Mailer {
+    /// A mailer for `settings`, asking the `prospects` service over `client`.
+    /// Checks the SMTP settings, the sender and the link secret; the SMTP
+    /// server itself is first contacted with the first mail.
+    pub fn new(settings: &Settings, client: async_nats::Client) -> anyhow::Result<Self> {
+        let mailer = &settings.mailer;
+        let links = Links::new(&settings.links)?;
+        let from: Mailbox =
+            mailer.from.parse().with_context(|| format!("mailer.from {:?} is not an e-mail address", mailer.from))?;
+        let secret =
+            settings.links.secret.as_ref().map(|s| secrecy::ExposeSecret::expose_secret(s).as_bytes().to_vec());
+        let max_age = settings.links.confirm_within();
+        let keep_sent = (max_age + chrono::Duration::days(1)).to_std().unwrap_or(Duration::from_secs(8 * 86_400));
+        let ledger = Ledger::new(
+            bus::async_nats::jetstream::new(client.clone()),
+            settings.nats.stream.replicas,
+            keep_sent,
+            Duration::from_secs(mailer.per_address_window_secs.max(1)),
+            &secret.unwrap_or_default(),
+        );
+        Ok(Self {
+            transport: smtp::transport(&mailer.smtp)?,
+            from,
+            links,
+            ledger,
+            client,
+            service_timeout: Duration::from_millis(mailer.service_timeout_ms),
+            per_address_limit: mailer.per_address_limit,
+            max_age,
+            confirm_days: settings.links.confirm_within_days(),
+        })
+    }
+
+    /// Whether the SMTP server answers (for `check`).
+    pub async fn smtp_reachable(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.transport.test_connection().await?, "the SMTP server did not accept a NOOP");
+        Ok(())
+    }
+
+    fn letter<'a>(&self, kind: Kind, to: &'a str, details: Option<&'a ProspectDetails>) -> Letter<'a> {
+        Letter {
+            kind,
+            to,
+            name: details.map(|d| format!("{} {}", d.first_name, d.last_name)),
+            details,
+            confirm_url: None,
+            manage_url: None,
+            new_email: None,
+            confirm_days: self.confirm_days,
+            manage_days: self.links.manage_days(),
+        }
+    }
+
+    /// The live prospect other than `me` that holds `email`, if any.
+    async fn holder_other_than(&self, me: Uuid, email: &str) -> Result<Option<FoundProspect>, HandlerError> {
+        let asked = request::<_, FoundProspect>(
+            &self.client,
+            contract::FIND,
+            &AddressRef { email: email.to_owned() },
+            self.service_timeout,
+        )
+        .await;
+        match asked {
+            Ok(found) => Ok((found.prospect_id != me).then_some(found)),
+            Err(RequestError::Service { code: contract::NOT_FOUND, .. }) => Ok(None),
+            Err(error) => Err(HandlerError::Unavailable(
+                anyhow::Error::new(error).context("asking the prospects service who holds the address"),
+            )),
+        }
+    }
+
+    /// The mails of one event, in the order they go out.
+    async fn letters<'a>(
+        &self,
+        delivery: &'a Delivery<ProspectEvent>,
+    ) -> Result<Vec<(Slot, Letter<'a>)>, HandlerError> {
+        let now = Utc::now();
+        Ok(match &delivery.event {
+            ProspectEvent::SignedUp(event) => {
+                let d = &event.details;
+                let known = self.holder_other_than(event.prospect_id, &d.email).await?.is_some();
+                let kind = if known { Kind::Claim } else { Kind::Confirm };
+                let mut letter = self.letter(kind, &d.email, Some(d));
+                if known {
+                    letter.name = None;
+                }
+                let confirm = self.links.confirm_token(event.prospect_id, event.signed_up_at);
+                letter.confirm_url = Some(self.links.url(Purpose::Confirm, &confirm));
+                let manage = self.links.manage_token(event.prospect_id, now);
+                letter.manage_url = Some(self.links.url(Purpose::Manage, &manage));
+                vec![(Slot::Only, letter)]
+            }
+            ProspectEvent::EmailChangeRequested(event) => {
+                let d = &event.details;
+                let mut to_new = self.letter(Kind::NewAddress, &d.email, Some(d));
+                let token = self.links.email_token(event.prospect_id, delivery.meta.event_id, event.requested_at);
+                to_new.confirm_url = Some(self.links.url(Purpose::ConfirmEmail, &token));
+                let mut to_current = self.letter(Kind::AddressChanging, &event.previous_email, None);
+                to_current.name = to_new.name.clone();
+                to_current.new_email = Some(&d.email);
+                let manage = self.links.manage_token(event.prospect_id, now);
+                to_current.manage_url = Some(self.links.url(Purpose::Manage, &manage));
+                vec![(Slot::NewAddress, to_new), (Slot::CurrentAddress, to_current)]
+            }
+            ProspectEvent::ManageLinkRequested(event) => {
+                let mut letter = self.letter(Kind::ManageLink, &event.email, None);
+                let manage = self.links.manage_token(event.prospect_id, now);
+                letter.manage_url = Some(self.links.url(Purpose::Manage, &manage));
+                vec![(Slot::Only, letter)]
+            }
+            ProspectEvent::Updated(_) | ProspectEvent::Deleted(_) | ProspectEvent::Confirmed(_) => Vec::new(),
+        })
+    }
+
+    /// Sends `letter` unless its record says it went out already, or its
+    /// address had its share of mails for now.
+    async fn send_once(&self, event_id: Uuid, slot: Slot, letter: &Letter<'_>) -> Result<(), HandlerError> {
+        let key = format!("{event_id}.{}", slot.name());
+        let unavailable = |e: anyhow::Error| HandlerError::Unavailable(e.context("the mailer's key-value store"));
+        if self.ledger.done(&key).await.map_err(unavailable)? {
+            count(letter.kind, "already_sent");
+            return Ok(());
+        }
+        if !self.ledger.take(letter.to, self.per_address_limit, Utc::now()).await.map_err(unavailable)? {
+            tracing::warn!(%event_id, kind = letter.kind.name(), "not sent: the address had its share of mails for now");
+            count(letter.kind, "rate_limited");
+            return self.ledger.record(&key, "rate-limited").await.map_err(unavailable);
+        }
+        let message = letter.message(&self.from).map_err(|e| {
+            HandlerError::Permanent(e.context("the mail could not be written (the address is unusable)"))
+        })?;
+        self.transport.send(message).await.map_err(smtp::classify)?;
+        // A crash right here would send it again: at least once, never lost.
+        self.ledger.record(&key, "sent").await.map_err(unavailable)?;
+        tracing::info!(%event_id, kind = letter.kind.name(), "mail sent");
+        count(letter.kind, "sent");
+        Ok(())
+    }
+}
+
+fn count(kind: Kind, outcome: &'static str) {
+    bus::metrics::counter!("signup_mails_total", "kind" => kind.name(), "outcome" => outcome).increment(1);
+}
+
+impl Handler for Mailer {
+    type Event = ProspectEvent;
+
+    #[tracing::instrument(name = "mail_batch", skip_all, fields(size = batch.len()))]
+    async fn handle(&self, batch: &[Delivery<ProspectEvent>]) -> Result<(), HandlerError> {
+        for delivery in batch {
+            // Its links would not work any more: a replay of old history
+            // mails nothing.
+            if Utc::now() - delivery.event.occurred_at() > self.max_age {
+                tracing::debug!(event_id = %delivery.meta.event_id, "too old to mail");
+                continue;
+            }
+            for (slot, letter) in self.letters(delivery).await? {
+                self.send_once(delivery.meta.event_id, slot, &letter).await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,122 @@
+//! What the mailer remembers, in two NATS key-value buckets of its own:
+//!
+//! - `MAILER_SENT`: one key per mail sent (`<event id>.<slot>`), so a
+//!   redelivered or replayed event sends nothing twice. Kept as long as a link
+//!   in such a mail could still be used (`[links] confirm_within_secs`) plus a
+//!   day; the mailer never sends a mail for an event older than that.
+//! - `MAILER_RATE`: per address, when it was last mailed, for the per-address
+//!   limit. The key is an HMAC of the address, not the address, and entries
+//!   live only as long as the window.
+//!
+//! The mailer creates (or updates) both buckets itself, as its NATS user may
+//! for its own buckets only.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bus::async_nats::jetstream::{self, kv};
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use tokio::sync::OnceCell;
+
+/// Bucket of the mails sent, by event id and slot.
+pub const SENT_BUCKET: &str = "MAILER_SENT";
+/// Bucket of the per-address send times.
+pub const RATE_BUCKET: &str = "MAILER_RATE";
+
+/// The two buckets, opened on first use.
+pub struct Ledger {
+    js: jetstream::Context,
+    replicas: usize,
+    keep_sent: Duration,
+    window: Duration,
+    address_key: Hmac<Sha256>,
+    sent: OnceCell<kv::Store>,
+    rate: OnceCell<kv::Store>,
+}
+
+impl Ledger {
+    /// A ledger on `js`, keeping sent records for `keep_sent` and send times
+    /// for `window`; `secret` keys the HMAC of addresses.
+    pub fn new(js: jetstream::Context, replicas: usize, keep_sent: Duration, window: Duration, secret: &[u8]) -> Self {
+        let address_key = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+        Self { js, replicas, keep_sent, window, address_key, sent: OnceCell::new(), rate: OnceCell::new() }
+    }
+
+    async fn bucket<'a>(
+        &self,
+        cell: &'a OnceCell<kv::Store>,
+        name: &str,
+        max_age: Duration,
+    ) -> anyhow::Result<&'a kv::Store> {
+        cell.get_or_try_init(|| async {
+            self.js
+                .create_or_update_key_value(kv::Config {
+                    bucket: name.to_owned(),
+                    description: "the mailer's memory".to_owned(),
+                    history: 1,
+                    max_age,
+                    num_replicas: self.replicas.max(1),
+                    storage: jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("opening the key-value bucket {name}"))
+        })
+        .await
+    }
+
+    /// Whether the mail `key` was sent (or deliberately skipped) already.
+    pub async fn done(&self, key: &str) -> anyhow::Result<bool> {
+        let sent = self.bucket(&self.sent, SENT_BUCKET, self.keep_sent).await?;
+        Ok(sent.get(key).await.context("reading a sent record")?.is_some())
+    }
+
+    /// Records that the mail `key` is done: `outcome` says how.
+    pub async fn record(&self, key: &str, outcome: &str) -> anyhow::Result<()> {
+        let sent = self.bucket(&self.sent, SENT_BUCKET, self.keep_sent).await?;
+        sent.put(key, outcome.to_owned().into()).await.context("writing a sent record")?;
+        Ok(())
+    }
+
+    /// Takes one of `limit` mails that `address` may get per window, at
+    /// `now`; `false` when none is left. Safe with several instances: the
+    /// entry is replaced only if nobody changed it meanwhile.
+    pub async fn take(&self, address: &str, limit: u32, now: DateTime<Utc>) -> anyhow::Result<bool> {
+        let rate = self.bucket(&self.rate, RATE_BUCKET, self.window).await?;
+        let key = self.rate_key(address);
+        let window_start = now.timestamp() - i64::try_from(self.window.as_secs()).unwrap_or(i64::MAX);
+        for _ in 0..10 {
+            let entry = rate.entry(&key).await.context("reading the address's sends")?;
+            let entry = entry.filter(|e| e.operation == kv::Operation::Put);
+            let mut times: Vec<i64> =
+                entry.as_ref().and_then(|e| serde_json::from_slice::<Vec<i64>>(&e.value).ok()).unwrap_or_default();
+            times.retain(|t| *t > window_start);
+            if times.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
+                return Ok(false);
+            }
+            times.push(now.timestamp());
+            let value = serde_json::to_vec(&times)?.into();
+            let written = match &entry {
+                Some(entry) => rate.update(&key, value, entry.revision).await.map(drop).map_err(|e| e.to_string()),
+                None => rate.create(&key, value).await.map(drop).map_err(|e| e.to_string()),
+            };
+            match written {
+                Ok(()) => return Ok(true),
+                // Another instance wrote first: read again.
+                Err(error) => tracing::debug!(%error, "the address's sends changed meanwhile; reading again"),
+            }
+        }
+        anyhow::bail!("the address's sends kept changing; giving up for now")
+    }
+
+    /// The bucket key of an address: an HMAC, so the bucket holds no
+    /// addresses.
+    fn rate_key(&self, address: &str) -> String {
+        let mut mac = self.address_key.clone();
+        mac.update(b"rate-limit|");
+        mac.update(address.trim().to_lowercase().as_bytes());
+        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}

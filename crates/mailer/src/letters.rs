@@ -1,0 +1,159 @@
+//! The mails: what each event sends to whom, written with the project's
+//! compile-time templates (askama), each as a plain-text and an HTML part.
+
+use askama::Template;
+use lettre::Message;
+use lettre::message::{Mailbox, MultiPart};
+use messages::ProspectDetails;
+
+/// What a mail is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A new sign-up: "confirm your sign-up", with its confirmation and
+    /// manage links.
+    Confirm,
+    /// A sign-up with an address another prospect holds: "someone signed up
+    /// with your address; if it was you, confirm these details".
+    Claim,
+    /// A requested e-mail change, to the new address: "confirm this address".
+    NewAddress,
+    /// The same request, to the address in use: "your address is being
+    /// changed".
+    AddressChanging,
+    /// A new manage link, asked for on the "lost your link?" page.
+    ManageLink,
+}
+
+impl Kind {
+    /// The name used in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Confirm => "confirm",
+            Kind::Claim => "claim",
+            Kind::NewAddress => "new-address",
+            Kind::AddressChanging => "address-changing",
+            Kind::ManageLink => "manage-link",
+        }
+    }
+
+    fn subject(self) -> &'static str {
+        match self {
+            Kind::Confirm => "Please confirm your sign-up",
+            Kind::Claim => "Someone signed up with your address",
+            Kind::NewAddress => "Please confirm your new address",
+            Kind::AddressChanging => "Your sign-up's address is being changed",
+            Kind::ManageLink => "Your link to change or erase your details",
+        }
+    }
+}
+
+/// One mail, before it is written out.
+#[derive(Debug, Clone)]
+pub struct Letter<'a> {
+    /// What it is for.
+    pub kind: Kind,
+    /// The recipient's address.
+    pub to: &'a str,
+    /// The recipient's name, when known.
+    pub name: Option<String>,
+    /// The details to show (those entered, or those to be applied).
+    pub details: Option<&'a ProspectDetails>,
+    /// The link that confirms (a sign-up or a new address).
+    pub confirm_url: Option<String>,
+    /// The link to the manage page.
+    pub manage_url: Option<String>,
+    /// For [`Kind::AddressChanging`]: the address asked for.
+    pub new_email: Option<&'a str>,
+    /// How long a confirmation link works, in days.
+    pub confirm_days: i64,
+    /// How long a manage link works, in days.
+    pub manage_days: i64,
+}
+
+#[derive(Template)]
+#[template(path = "letter.txt")]
+struct Text<'a> {
+    l: &'a Letter<'a>,
+}
+
+#[derive(Template)]
+#[template(path = "letter.html")]
+struct Html<'a> {
+    l: &'a Letter<'a>,
+}
+
+impl Letter<'_> {
+    /// The kind's name, for the templates.
+    fn kind_name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    /// The message from `from`: `multipart/alternative` with the text and the
+    /// HTML. Fails only for an address the mail library cannot use.
+    pub fn message(&self, from: &Mailbox) -> anyhow::Result<Message> {
+        let to = Mailbox::new(self.name.clone(), self.to.parse()?);
+        let text = Text { l: self }.render()?;
+        let html = Html { l: self }.render()?;
+        Ok(Message::builder()
+            .from(from.clone())
+            .to(to)
+            .subject(self.kind.subject())
+            .multipart(MultiPart::alternative_plain_html(text, html))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use messages::{Country, Role};
+
+    fn details() -> ProspectDetails {
+        ProspectDetails {
+            first_name: "Ada <b>".into(),
+            last_name: "Lovelace".into(),
+            email: "ada@example.com".into(),
+            company_name: Some("Analytical & Engines".into()),
+            country: Country { code: "GB".into(), name: "United Kingdom".into() },
+            role: Role { code: "EN".into(), name: "Engineer".into() },
+        }
+    }
+
+    #[test]
+    fn each_mail_has_a_text_and_an_html_part_with_its_links() {
+        let details = details();
+        let from: Mailbox = "Signup <signup@example.com>".parse().expect("from");
+        for kind in [Kind::Confirm, Kind::Claim, Kind::NewAddress, Kind::AddressChanging, Kind::ManageLink] {
+            let letter = Letter {
+                kind,
+                to: "ada@example.com",
+                name: Some("Ada <b>".into()),
+                details: Some(&details),
+                confirm_url: Some("https://signup.example/prospects/confirm/t1".into()),
+                manage_url: Some("https://signup.example/prospects/manage/t2".into()),
+                new_email: Some("ada@new.example"),
+                confirm_days: 7,
+                manage_days: 30,
+            };
+            let text = Text { l: &letter }.render().expect("text");
+            let html = Html { l: &letter }.render().expect("html");
+            assert!(!html.contains("<b>"), "what people typed is escaped in HTML: {html}");
+            if kind == Kind::Confirm {
+                assert!(html.contains("Ada &#60;b&#62;") || html.contains("Ada &lt;b&gt;"), "{html}");
+                assert!(text.contains("Ada <b>") && text.contains("Analytical & Engines"), "text is not escaped");
+            }
+            for part in [&text, &html] {
+                // The new address is not proven yet: its mail opens nothing.
+                let manage = part.contains("https://signup.example/prospects/manage/t2");
+                assert_eq!(manage, kind != Kind::NewAddress, "{kind:?}: {part}");
+                if matches!(kind, Kind::Confirm | Kind::Claim | Kind::NewAddress) {
+                    assert!(part.contains("https://signup.example/prospects/confirm/t1"), "{kind:?}: {part}");
+                }
+            }
+            let message = letter.message(&from).expect("message");
+            let raw = String::from_utf8(message.formatted()).expect("utf-8");
+            assert!(raw.contains("multipart/alternative"), "{raw}");
+            assert!(raw.contains("text/plain") && raw.contains("text/html"));
+            assert!(raw.contains(&format!("Subject: {}", kind.subject())));
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The mailer's settings (see `bus::settings` for how they are layered).
+
+use std::path::PathBuf;
+
+use bus::ops::OpsSettings;
+use bus::settings::{ConsumerSettings, NatsSettings, ShutdownSettings};
+use bus::telemetry::LogSettings;
+use links::LinkSettings;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Everything the mailer reads from configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// `[nats]`: where the events are.
+    pub nats: NatsSettings,
+    /// `[mailer]`: the SMTP server, the sender and the limits.
+    pub mailer: MailerSettings,
+    /// `[links]`: the secret the links are signed with (the web's), the public
+    /// address of the web, and how long links last.
+    pub links: LinkSettings,
+    /// `[log]`.
+    pub log: LogSettings,
+    /// `[shutdown]`: how long stopping may take.
+    pub shutdown: ShutdownSettings,
+}
+
+/// `[mailer]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct MailerSettings {
+    /// The sender, `Name <address>` or a bare address.
+    pub from: String,
+    /// `[mailer.smtp]`: the server that takes the mail.
+    pub smtp: SmtpSettings,
+    /// Most mails one address receives per `per_address_window_secs`; the
+    /// rest are not sent (so nobody can use the form to flood an inbox).
+    pub per_address_limit: u32,
+    /// The window of `per_address_limit`, in seconds.
+    pub per_address_window_secs: u64,
+    /// How long to wait for the `prospects` service (who holds an address),
+    /// in milliseconds.
+    pub service_timeout_ms: u64,
+    /// Batch size, waits, the retry schedule and the retry budget; a new
+    /// consumer starts at new events unless `from_start` (or
+    /// `run --from-start`) asks for the history — which would mail it.
+    pub consumer: ConsumerSettings,
+    /// `[mailer.http]`: where `/healthz`, `/readyz` and `/metrics` are
+    /// served (port [`crate::HTTP_PORT`] unless set).
+    pub http: OpsSettings,
+}
+
+impl Default for MailerSettings {
+    fn default() -> Self {
+        Self {
+            from: "Signup <signup@localhost>".to_owned(),
+            smtp: SmtpSettings::default(),
+            per_address_limit: 5,
+            per_address_window_secs: 3_600,
+            service_timeout_ms: 2_000,
+            consumer: ConsumerSettings {
+                // Mails go out one at a time: a batch stays well inside the
+                // ack wait even when the server is slow.
+                batch_size: 20,
+                ack_wait_secs: 60,
+                // A mail server that refuses for now (4xx) usually takes the
+                // mail minutes later: 5 s doubling to 10 min, ten attempts
+                // (about 40 minutes) before dead-lettering.
+                retry_base_ms: 5_000,
+                retry_max_ms: 600_000,
+                max_deliver: 10,
+                from_start: false,
+                ..ConsumerSettings::default()
+            },
+            http: OpsSettings::default(),
+        }
+    }
+}
+
+/// `[mailer.smtp]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SmtpSettings {
+    /// Host name of the server (checked against its certificate).
+    pub host: String,
+    /// Port: 587 for STARTTLS, 465 for implicit TLS, 25 or a local relay's
+    /// for plain SMTP.
+    pub port: u16,
+    /// `starttls` (upgrade, required), `tls` (implicit TLS) or `none` (plain:
+    /// only to a relay on this machine).
+    pub tls: SmtpTls,
+    /// User name, when the server wants one (with `password`).
+    pub user: Option<String>,
+    /// Password (`SIGNUP__MAILER__SMTP__PASSWORD`, or a file with
+    /// `SIGNUP_FILE__MAILER__SMTP__PASSWORD`).
+    pub password: Option<SecretString>,
+    /// PEM file of the certificate authorities to trust instead of the
+    /// system's roots (a private relay).
+    pub ca_file: Option<PathBuf>,
+    /// How long one SMTP exchange may take, in milliseconds.
+    pub timeout_ms: u64,
+    /// Connections kept open to the server.
+    pub pool_size: u32,
+}
+
+impl Default for SmtpSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port: 587,
+            tls: SmtpTls::Starttls,
+            user: None,
+            password: None,
+            ca_file: None,
+            timeout_ms: 10_000,
+            pool_size: 4,
+        }
+    }
+}
+
+/// How the connection to the SMTP server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain SMTP; refused unless the server is on this machine.
+    None,
+    /// Plain connection upgraded with `STARTTLS`, which the server must offer.
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+}

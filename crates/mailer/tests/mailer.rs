@@ -1,0 +1,216 @@
+//! The mailer against a real nats-server and a real SMTP server (aiosmtpd,
+//! plain, STARTTLS or implicit TLS): mails arrive once, carry working links,
+//! respect the per-address limit, and SMTP failures follow the runner's
+//! policy. Events are published the way signup-web publishes them.
+
+use std::time::Duration;
+
+use bus::async_nats::jetstream;
+use bus::async_nats::{self, HeaderMap};
+use bus::settings::{NatsSettings, StreamSettings};
+use bus::{Delivery, EventContext, EventMeta, Handler, HandlerError, Publisher};
+use chrono::Utc;
+use links::{Links, Purpose};
+use mailer::settings::SmtpTls as Tls;
+use mailer::{Mailer, Settings};
+use messages::{Event, ManageLinkRequested, ProspectEvent, cloudevents as ce, dlq};
+use secrecy::SecretString;
+use test_support::{NatsServer, SmtpServer, SmtpTls, eventually};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const SECRET: &str = "mailer-test-secret-of-enough-length";
+
+struct Bed {
+    _nats: NatsServer,
+    smtp: SmtpServer,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    settings: Settings,
+}
+
+impl Bed {
+    async fn start(tls: SmtpTls) -> Self {
+        let nats = NatsServer::start().await.expect("nats-server");
+        let smtp = SmtpServer::start_tls(tls).await.expect("smtp server");
+        let mut settings =
+            Settings { nats: NatsSettings { url: nats.url(), ..NatsSettings::default() }, ..Settings::default() };
+        settings.links.secret = Some(SecretString::from(SECRET));
+        settings.links.base_url = "https://signup.example".into();
+        settings.mailer.smtp.port = smtp.port();
+        settings.mailer.smtp.tls = match tls {
+            SmtpTls::Plain => Tls::None,
+            SmtpTls::StartTls => Tls::Starttls,
+            SmtpTls::Implicit => Tls::Tls,
+        };
+        settings.mailer.consumer.idle_wait_ms = 300;
+        settings.mailer.consumer.retry_base_ms = 100;
+        settings.mailer.consumer.from_start = true;
+        settings.mailer.http.port = Some(0);
+        let client = bus::connect(&settings.nats, mailer::CONSUMER_NAME).await.expect("connect");
+        let js = jetstream::new(client.clone());
+        bus::ensure_stream(&js, &StreamSettings::default()).await.expect("stream");
+        bus::stream::ensure_dlq_stream(&js, &StreamSettings::default()).await.expect("dead-letter stream");
+        Self { _nats: nats, smtp, client, js, settings }
+    }
+
+    /// Runs the mailer until the returned token is cancelled.
+    fn run(&self) -> (CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
+        let handler = Mailer::new(&self.settings, self.client.clone()).expect("mailer");
+        let shutdown = CancellationToken::new();
+        (shutdown.clone(), tokio::spawn(mailer::run(self.settings.clone(), self.client.clone(), handler, shutdown)))
+    }
+
+    /// Publishes a request for a new manage link to `email`; returns the
+    /// stream sequence.
+    async fn request_link(&self, email: &str) -> (ManageLinkRequested, u64) {
+        let event = ManageLinkRequested { prospect_id: Uuid::now_v7(), email: email.into(), requested_at: Utc::now() };
+        let publisher = Publisher::new(self.client.clone(), "/test", Duration::from_secs(2));
+        let published = publisher.publish(&event, &EventContext::new()).await.expect("published");
+        (event, published.stream_sequence)
+    }
+
+    /// Waits until the mailer's consumer has settled everything up to `seq`.
+    async fn settled(&self, seq: u64) {
+        let stream = self.js.get_stream("PROSPECTS").await.expect("stream");
+        eventually(Duration::from_secs(30), "the mailer to settle the events", || async {
+            let info = stream.consumer_info(mailer::CONSUMER_NAME).await.ok()?;
+            (info.ack_floor.stream_sequence >= seq && info.num_ack_pending == 0).then_some(())
+        })
+        .await
+        .expect("settled");
+    }
+
+    async fn mails_to(&self, address: &str, count: usize) -> Vec<String> {
+        eventually(Duration::from_secs(20), "the mail", || async {
+            let mails = self.smtp.messages_to(address);
+            (mails.len() >= count).then_some(mails)
+        })
+        .await
+        .expect("mail")
+    }
+}
+
+/// The text part of a raw mail.
+fn text_of(raw: &str) -> String {
+    let mail = mailparse::parse_mail(raw.as_bytes()).expect("a mail");
+    let text = mail.subparts.iter().find(|p| p.ctype.mimetype == "text/plain").expect("a text part");
+    assert!(mail.subparts.iter().any(|p| p.ctype.mimetype == "text/html"), "an HTML part too");
+    text.get_body().expect("text")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_request_is_mailed_once_even_when_replayed_or_redelivered() {
+    let bed = Bed::start(SmtpTls::Plain).await;
+    let (shutdown, task) = bed.run();
+    let (event, seq) = bed.request_link("ada@example.com").await;
+    let mails = bed.mails_to("ada@example.com", 1).await;
+    let text = text_of(&mails[0]);
+    assert!(mails[0].contains("Subject: Your link to change or erase your details"), "{}", mails[0]);
+    let url = text.split_whitespace().find(|w| w.starts_with("https://signup.example/")).expect("a link");
+    let token = url.strip_prefix("https://signup.example/prospects/manage/").expect("a manage link");
+    let links = Links::new(&bed.settings.links).expect("links");
+    assert_eq!(links.verify(Purpose::Manage, token, Utc::now()).map(|c| c.prospect_id), Some(event.prospect_id));
+    bed.settled(seq).await;
+
+    // A dead-letter replay publishes the same event (same ce-id) again.
+    let stored = bed.js.get_stream("PROSPECTS").await.expect("stream").get_raw_message(seq).await.expect("stored");
+    let mut headers: HeaderMap = stored.headers.clone();
+    headers.insert(ce::NATS_MSG_ID, format!("replay:{seq}").as_str());
+    headers.insert(dlq::REPLAY_OF_SEQ, seq.to_string().as_str());
+    let ack = bed.js.publish_with_headers(ManageLinkRequested::SUBJECT, headers, stored.payload.clone()).await;
+    let replayed = ack.expect("publish").await.expect("stored").sequence;
+    bed.settled(replayed).await;
+    assert_eq!(bed.smtp.messages().len(), 1, "the replay sent nothing");
+
+    // Every event delivered again (a new consumer starting at the beginning).
+    bed.js.get_stream("PROSPECTS").await.expect("stream").delete_consumer(mailer::CONSUMER_NAME).await.expect("reset");
+    let (_, last) = bed.request_link("grace@example.com").await;
+    bed.mails_to("grace@example.com", 1).await;
+    bed.settled(last).await;
+    assert_eq!(bed.smtp.messages_to("ada@example.com").len(), 1, "the redelivery sent nothing");
+
+    shutdown.cancel();
+    task.await.expect("join").expect("stops cleanly");
+}
+
+fn delivery(event: ManageLinkRequested) -> Delivery<ProspectEvent> {
+    Delivery {
+        meta: EventMeta {
+            event_id: Uuid::now_v7(),
+            ce_type: ManageLinkRequested::TYPE.into(),
+            source: "/test".into(),
+            time: None,
+            traceparent: None,
+            stream_sequence: 1,
+            delivered: 1,
+        },
+        event: ProspectEvent::ManageLinkRequested(event),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_and_implicit_tls_check_the_servers_certificate() {
+    for tls in [SmtpTls::StartTls, SmtpTls::Implicit] {
+        let mut bed = Bed::start(tls).await;
+        bed.settings.mailer.smtp.host = "localhost".into();
+        let event = ManageLinkRequested {
+            prospect_id: Uuid::now_v7(),
+            email: "ada@example.com".into(),
+            requested_at: Utc::now(),
+        };
+
+        // Its certificate is signed by nobody the system trusts.
+        let untrusted = Mailer::new(&bed.settings, bed.client.clone()).expect("mailer");
+        let error = untrusted.handle(&[delivery(event.clone())]).await.expect_err("refused");
+        assert!(matches!(error, HandlerError::Unavailable(_)), "{tls:?}: held, not dead-lettered: {error}");
+        assert!(bed.smtp.messages().is_empty(), "{tls:?}: nothing sent without a trusted certificate");
+
+        bed.settings.mailer.smtp.ca_file = Some(bed.smtp.certificate());
+        let trusting = Mailer::new(&bed.settings, bed.client.clone()).expect("mailer");
+        trusting.handle(&[delivery(event)]).await.expect("sent over TLS");
+        assert_eq!(bed.smtp.messages_to("ada@example.com").len(), 1, "{tls:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_address_is_dead_lettered_and_a_busy_one_retried() {
+    let bed = Bed::start(SmtpTls::Plain).await;
+    let (shutdown, task) = bed.run();
+    let (_, refused_seq) = bed.request_link("refused@example.com").await;
+    let (_, busy_seq) = bed.request_link("later-2@example.com").await;
+
+    let mail = bed.mails_to("later-2@example.com", 1).await;
+    assert_eq!(mail.len(), 1, "retried until the server took it, once");
+    let dlq = bed.js.get_stream("PROSPECTS_DLQ").await.expect("dead-letter stream");
+    let letter = eventually(Duration::from_secs(30), "the dead letter", || async {
+        dlq.get_last_raw_message_by_subject("dlq.prospect.mailer.linkrequested").await.ok()
+    })
+    .await
+    .expect("letter");
+    let reason = letter.headers.get(dlq::REASON).map(|v| v.as_str().to_owned()).unwrap_or_default();
+    assert!(reason.contains("permanent") && reason.contains("550"), "{reason}");
+    assert_eq!(letter.headers.get(dlq::STREAM_SEQ).map(|v| v.as_str().to_owned()), Some(refused_seq.to_string()));
+    bed.settled(busy_seq).await;
+    assert!(bed.smtp.messages_to("refused@example.com").is_empty());
+
+    shutdown.cancel();
+    task.await.expect("join").expect("stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_gets_at_most_its_share_of_mails() {
+    let mut bed = Bed::start(SmtpTls::Plain).await;
+    bed.settings.mailer.per_address_limit = 2;
+    let (shutdown, task) = bed.run();
+    for _ in 0..4 {
+        bed.request_link("Flooded@Example.com").await;
+    }
+    let (_, last) = bed.request_link("someone.else@example.com").await;
+    bed.mails_to("someone.else@example.com", 1).await;
+    bed.settled(last).await;
+    assert_eq!(bed.smtp.messages_to("flooded@example.com").len(), 2, "two of four, in any case of the address");
+
+    shutdown.cancel();
+    task.await.expect("join").expect("stops cleanly");
+}
