@@ -158,6 +158,27 @@ require_smtp_server() {
   export SIGNUP_TEST_PYTHON="$venv/bin/python"
 }
 
+# MailDev (npm), the development mail catcher: its SMTP server takes every
+# mail, its web page shows them. Installed into .local/maildev; started on
+# 127.0.0.1 ($MAIL_SMTP_PORT, 1025 unless taken; web $MAIL_WEB_PORT, 1080).
+MAILDEV_VERSION="2.2.1"
+start_mail_catcher() {
+  local dir="$LOCAL/maildev"
+  if [ ! -x "$dir/node_modules/.bin/maildev" ]; then
+    command -v npm >/dev/null || apt_install nodejs npm
+    say "installing MailDev $MAILDEV_VERSION (development mail catcher) into .local/maildev"
+    mkdir -p "$dir"
+    npm install --silent --no-audit --no-fund --prefix "$dir" "maildev@$MAILDEV_VERSION" >/dev/null
+  fi
+  MAIL_SMTP_PORT=1025 MAIL_WEB_PORT=1080
+  while port_open "$MAIL_SMTP_PORT"; do MAIL_SMTP_PORT=$((MAIL_SMTP_PORT + 1)); done
+  while port_open "$MAIL_WEB_PORT"; do MAIL_WEB_PORT=$((MAIL_WEB_PORT + 1)); done
+  "$dir/node_modules/.bin/maildev" --ip 127.0.0.1 --web-ip 127.0.0.1 --smtp "$MAIL_SMTP_PORT" --web "$MAIL_WEB_PORT" \
+    >"$LOCAL/maildev.log" 2>&1 &
+  STARTED_PIDS+=("$!")
+  wait_for_port "$MAIL_SMTP_PORT" 20 MailDev
+}
+
 # Debian's Chromium and its ChromeDriver, for the browser tests
 # (crates/e2e-tests/tests/browser.rs); SIGNUP_CHROMIUM / SIGNUP_CHROMEDRIVER
 # point at others.

@@ -239,7 +239,7 @@ async fn machine(layout: &Layout) -> HashMap<&'static str, String> {
 fn web_env(backends: &Backends, port: u16) -> Vec<(&'static str, String)> {
     let mut env = backends.env();
     env.push(("SIGNUP__WEB__PORT", port.to_string()));
-    env.push(("SIGNUP__WEB__TOKEN_SECRET", TOKEN_SECRET.to_owned()));
+    env.push(("SIGNUP__LINKS__SECRET", TOKEN_SECRET.to_owned()));
     env
 }
 

@@ -1,4 +1,4 @@
-//! crm-webhook: forwards every new, changed and erased prospect to a CRM's
+//! crm-webhook: forwards every new, confirmed, changed and erased prospect to a CRM's
 //! HTTPS endpoint as a signed webhook. Built with `scripts/new-handler`.
 //!
 //! Its durable consumer `crm-webhook` receives [`ProspectEvent`]s (signed up,

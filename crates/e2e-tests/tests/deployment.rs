@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use bus::async_nats::{self, ConnectOptions, Event};
 use e2e_tests::processes::{Service, binary};
-use e2e_tests::test_support::{NatsServer, TestDatabase, eventually, free_port};
+use e2e_tests::test_support::{NatsServer, SmtpServer, TestDatabase, eventually, free_port};
 use tokio::sync::mpsc;
 
-const USERS: [&str; 5] = ["web", "save-prospect", "analytics-indexer", "dead-letter-notifier", "admin"];
+const USERS: [&str; 6] = ["web", "save-prospect", "analytics-indexer", "dead-letter-notifier", "mailer", "admin"];
+const LINKS_SECRET: &str = "deployment-test-links-secret";
 const ANALYTICS_TOKEN: &str = "deployment-test-analytics-token";
 
 fn repo_file(path: &str) -> PathBuf {
@@ -37,6 +38,8 @@ struct Deployment {
     saver_port: u16,
     indexer_port: u16,
     notifier_port: u16,
+    mailer_port: u16,
+    smtp: SmtpServer,
     services: Vec<Service>,
 }
 
@@ -65,6 +68,8 @@ impl Deployment {
             saver_port: free_port().expect("port"),
             indexer_port: free_port().expect("port"),
             notifier_port: free_port().expect("port"),
+            mailer_port: free_port().expect("port"),
+            smtp: SmtpServer::start().await.expect("smtp server"),
             services: Vec::new(),
         };
         deployment.set_up_streams().await;
@@ -101,7 +106,7 @@ impl Deployment {
         let mut web = self.env("web");
         web.extend([
             ("SIGNUP__WEB__PORT".into(), self.web_port.to_string()),
-            ("SIGNUP__WEB__TOKEN_SECRET".into(), "deployment-test-secret".into()),
+            ("SIGNUP__LINKS__SECRET".into(), LINKS_SECRET.into()),
         ]);
         let mut saver = self.env("save-prospect");
         saver.extend([
@@ -120,11 +125,21 @@ impl Deployment {
         ]);
         let mut notifier = self.env("dead-letter-notifier");
         notifier.push(("SIGNUP__NOTIFIER__HTTP__PORT".into(), self.notifier_port.to_string()));
+        let mut mailer = self.env("mailer");
+        mailer.extend([
+            ("SIGNUP__MAILER__HTTP__PORT".into(), self.mailer_port.to_string()),
+            ("SIGNUP__MAILER__SMTP__PORT".into(), self.smtp.port().to_string()),
+            ("SIGNUP__MAILER__SMTP__TLS".into(), "none".into()),
+            ("SIGNUP__MAILER__CONSUMER__IDLE_WAIT_MS".into(), "300".into()),
+            ("SIGNUP__LINKS__SECRET".into(), LINKS_SECRET.into()),
+            ("SIGNUP__LINKS__BASE_URL".into(), Self::url(self.web_port, "")),
+        ]);
         self.services = vec![
             Service::spawn("signup-web", &["serve"], &web).expect("signup-web"),
             Service::spawn("save-prospect", &["run"], &saver).expect("save-prospect"),
             Service::spawn("analytics-indexer", &["run"], &indexer).expect("analytics-indexer"),
             Service::spawn("dead-letter-notifier", &["run"], &notifier).expect("dead-letter-notifier"),
+            Service::spawn("mailer", &["run"], &mailer).expect("mailer"),
         ];
     }
 
@@ -135,7 +150,7 @@ impl Deployment {
     /// Ready means each service's durable consumer exists (or, for the web,
     /// the stream was found): each did that with its own user.
     async fn all_ready(&self) {
-        for port in [self.web_port, self.saver_port, self.indexer_port, self.notifier_port] {
+        for port in [self.web_port, self.saver_port, self.indexer_port, self.notifier_port, self.mailer_port] {
             let url = Self::url(port, "/readyz");
             eventually(Duration::from_secs(30), &format!("{url} to be ready"), || async {
                 (reqwest::get(&url).await.ok()?.status() == 200).then_some(())
@@ -229,6 +244,18 @@ async fn each_service_works_with_its_own_user_and_is_refused_outside_its_permiss
     let id = deployment.sign_up(email).await;
     deployment.saved(id).await;
     deployment.indexed().await;
+    // The mailer, with its own user: asks who holds the address, keeps its
+    // record in its own buckets, mails the link; the link confirms.
+    let mail = eventually(Duration::from_secs(20), "the confirmation mail", || async {
+        deployment.smtp.messages_to(email).pop()
+    })
+    .await
+    .expect("mailed by the mailer with its own user");
+    let mail = e2e_tests::Mail::parse(&mail, &Deployment::url(deployment.web_port, "")).expect("a mail");
+    let confirm = mail.link("/prospects/confirm/").expect("confirmation link");
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("http");
+    let confirmed = http.post(Deployment::url(deployment.web_port, confirm)).send().await.expect("confirm");
+    assert_eq!(confirmed.status(), 303);
 
     // A poison event: each handler dead-letters it under its own name, and
     // the notifier fetches both letters (its mail server is absent, so it
@@ -288,6 +315,15 @@ async fn each_service_works_with_its_own_user_and_is_refused_outside_its_permiss
     violation(&mut errors, "$JS.API.CONSUMER.INFO.PROSPECTS.analytics-indexer").await;
     saver.publish("events.prospect.signedup", "forged".into()).await.expect("sent");
     violation(&mut errors, "events.prospect.signedup").await;
+    // ... except the erasure of sign-ups never confirmed.
+    let erasure = messages::ProspectDeleted { prospect_id: uuid::Uuid::now_v7(), deleted_at: chrono::Utc::now() };
+    let stored = js.publish("events.prospect.deleted", serde_json::to_vec(&erasure).expect("json").into()).await;
+    stored.expect("sent").await.expect("save-prospect may publish erasures");
+
+    // The mailer may ask who holds an address, but not publish events.
+    let (mailer, mut errors) = deployment.client_as("mailer").await;
+    mailer.publish("events.prospect.confirmed", "forged".into()).await.expect("sent");
+    violation(&mut errors, "events.prospect.confirmed").await;
 
     // The notifier reads dead letters only.
     let (notifier, mut errors) = deployment.client_as("dead-letter-notifier").await;
@@ -328,6 +364,11 @@ async fn metrics_count_a_sign_up_in_every_service() {
     let id = deployment.sign_up(email).await;
     deployment.saved(id).await;
     deployment.indexed().await;
+    eventually(Duration::from_secs(20), "the confirmation mail", || async { deployment.smtp.messages_to(email).pop() })
+        .await
+        .expect("mailed");
+    let sent = ["kind=\"confirm\"", "outcome=\"sent\""];
+    assert_eq!(sample(&metrics(deployment.mailer_port).await, "signup_mails_total", &sent), Some(1.0));
 
     let web = metrics(deployment.web_port).await;
     let proxied = reqwest::Client::new()

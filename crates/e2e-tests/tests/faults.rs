@@ -42,7 +42,7 @@ impl FaultBed {
                 ("SIGNUP__WEB__PORT".into(), port.to_string()),
                 ("SIGNUP__NATS__URL".into(), nats.url()),
                 ("SIGNUP__NATS__REQUEST_TIMEOUT_MS".into(), "1000".into()),
-                ("SIGNUP__WEB__TOKEN_SECRET".into(), "fault-test-secret".into()),
+                ("SIGNUP__LINKS__SECRET".into(), "fault-test-secret".into()),
                 // The bursts all come from one address.
                 ("SIGNUP__WEB__RATE_LIMIT__PER_MINUTE".into(), "0".into()),
             ],

@@ -87,7 +87,7 @@ async fn a_scaffolded_handler_builds_and_receives_what_the_unchanged_web_publish
         &[
             ("SIGNUP__WEB__PORT".into(), web_port.to_string()),
             ("SIGNUP__NATS__URL".into(), nats.url()),
-            ("SIGNUP__WEB__TOKEN_SECRET".into(), "scaffold-test-secret".into()),
+            ("SIGNUP__LINKS__SECRET".into(), "scaffold-test-secret-long-enough".into()),
         ],
     )
     .expect("signup-web");

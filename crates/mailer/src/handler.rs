@@ -44,13 +44,19 @@ enum Slot {
 }
 
 impl Slot {
-    fn name(self) -> &'static str {
-        match self {
+    /// The key of its sent record.
+    fn key(self, event_id: Uuid) -> String {
+        let slot = match self {
             Slot::Only => "mail",
             Slot::NewAddress => "new-address",
             Slot::CurrentAddress => "current-address",
-        }
+        };
+        format!("{event_id}.{slot}")
     }
+}
+
+fn store_unavailable(error: anyhow::Error) -> HandlerError {
+    HandlerError::Unavailable(error.context("the mailer's key-value store"))
 }
 
 impl Mailer {
@@ -132,6 +138,11 @@ impl Mailer {
         let now = Utc::now();
         Ok(match &delivery.event {
             ProspectEvent::SignedUp(event) => {
+                // Sent already: no need to ask who holds the address.
+                if self.done(delivery.meta.event_id, Slot::Only).await? {
+                    count(Kind::Confirm, "already_sent");
+                    return Ok(Vec::new());
+                }
                 let d = &event.details;
                 let known = self.holder_other_than(event.prospect_id, &d.email).await?.is_some();
                 let kind = if known { Kind::Claim } else { Kind::Confirm };
@@ -167,26 +178,31 @@ impl Mailer {
         })
     }
 
+    /// Whether the mail of `slot` for this event went out (or was skipped)
+    /// already.
+    async fn done(&self, event_id: Uuid, slot: Slot) -> Result<bool, HandlerError> {
+        self.ledger.done(&slot.key(event_id)).await.map_err(store_unavailable)
+    }
+
     /// Sends `letter` unless its record says it went out already, or its
     /// address had its share of mails for now.
     async fn send_once(&self, event_id: Uuid, slot: Slot, letter: &Letter<'_>) -> Result<(), HandlerError> {
-        let key = format!("{event_id}.{}", slot.name());
-        let unavailable = |e: anyhow::Error| HandlerError::Unavailable(e.context("the mailer's key-value store"));
-        if self.ledger.done(&key).await.map_err(unavailable)? {
+        let key = slot.key(event_id);
+        if self.done(event_id, slot).await? {
             count(letter.kind, "already_sent");
             return Ok(());
         }
-        if !self.ledger.take(letter.to, self.per_address_limit, Utc::now()).await.map_err(unavailable)? {
+        if !self.ledger.take(letter.to, self.per_address_limit, Utc::now()).await.map_err(store_unavailable)? {
             tracing::warn!(%event_id, kind = letter.kind.name(), "not sent: the address had its share of mails for now");
             count(letter.kind, "rate_limited");
-            return self.ledger.record(&key, "rate-limited").await.map_err(unavailable);
+            return self.ledger.record(&key, "rate-limited").await.map_err(store_unavailable);
         }
         let message = letter.message(&self.from).map_err(|e| {
             HandlerError::Permanent(e.context("the mail could not be written (the address is unusable)"))
         })?;
         self.transport.send(message).await.map_err(smtp::classify)?;
         // A crash right here would send it again: at least once, never lost.
-        self.ledger.record(&key, "sent").await.map_err(unavailable)?;
+        self.ledger.record(&key, "sent").await.map_err(store_unavailable)?;
         tracing::info!(%event_id, kind = letter.kind.name(), "mail sent");
         count(letter.kind, "sent");
         Ok(())

@@ -323,20 +323,32 @@ fn claims(state: &AppState, purpose: Purpose, token: &str) -> Result<Claims, Pag
     state.links.verify(purpose, token, Utc::now()).ok_or(PageError::NotFound)
 }
 
+/// The page a mailed link of `purpose` opens: what it is for and one button
+/// that does it; 404 for a link that is not genuine.
+fn button_page(
+    state: &AppState,
+    purpose: Purpose,
+    token: &str,
+    title: &str,
+    text: &str,
+    button: &str,
+) -> Result<HttpResponse, PageError> {
+    claims(state, purpose, token)?;
+    let action = purpose.path(token);
+    Ok(html(StatusCode::OK, &ConfirmPage { title, text, action: &action, button }))
+}
+
 /// `GET /prospects/confirm/{token}`: the confirmation link's page.
 pub async fn confirm_page(state: web::Data<AppState>, token: web::Path<String>) -> Result<HttpResponse, PageError> {
-    claims(&state, Purpose::Confirm, &token)?;
-    let action = Purpose::Confirm.path(&token);
-    Ok(html(
-        StatusCode::OK,
-        &ConfirmPage {
-            title: "Confirm your sign-up",
-            text: "Press the button to confirm that you signed up with this address. \
-                   If it was not you, close this page: nothing changes.",
-            action: &action,
-            button: "Confirm my sign-up",
-        },
-    ))
+    button_page(
+        &state,
+        Purpose::Confirm,
+        &token,
+        "Confirm your sign-up",
+        "Press the button to confirm that you signed up with this address. \
+         If it was not you, close this page: nothing changes.",
+        "Confirm my sign-up",
+    )
 }
 
 /// `POST /prospects/confirm/{token}`: publishes `ProspectConfirmed`, then 303
@@ -360,18 +372,15 @@ pub async fn confirm_email_page(
     state: web::Data<AppState>,
     token: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
-    claims(&state, Purpose::ConfirmEmail, &token)?;
-    let action = Purpose::ConfirmEmail.path(&token);
-    Ok(html(
-        StatusCode::OK,
-        &ConfirmPage {
-            title: "Confirm your new address",
-            text: "Press the button to confirm that this address is yours and that your sign-up should use it. \
-                   If you did not ask for this, close this page: nothing changes.",
-            action: &action,
-            button: "Use this address",
-        },
-    ))
+    button_page(
+        &state,
+        Purpose::ConfirmEmail,
+        &token,
+        "Confirm your new address",
+        "Press the button to confirm that this address is yours and that your sign-up should use it. \
+         If you did not ask for this, close this page: nothing changes.",
+        "Use this address",
+    )
 }
 
 /// `POST /prospects/confirm-email/{token}`: applies the e-mail change the
