@@ -188,6 +188,31 @@ fn apply(index: &ProspectIndex, writer: &mut IndexWriter, batch: &[Delivery<Pros
         commit.commit()?;
         index.reader().reload()?;
     }
+    if batch.iter().any(|d| matches!(d.event, ProspectEvent::Deleted(_))) {
+        purge_deleted_documents(index, writer)?;
+    }
+    Ok(())
+}
+
+/// A replaced or erased document is only marked deleted: its stored fields
+/// stay in its segment's files until the segment is merged. After an erasure
+/// the segments with deleted documents are merged now, and the files they
+/// leave are removed, so the erased details are gone from the disk as well.
+fn purge_deleted_documents(index: &ProspectIndex, writer: &mut IndexWriter) -> anyhow::Result<()> {
+    let segments: Vec<tantivy::index::SegmentId> = index
+        .reader()
+        .searcher()
+        .segment_readers()
+        .iter()
+        .filter(|segment| segment.has_deletes())
+        .map(|segment| segment.segment_id())
+        .collect();
+    if segments.is_empty() {
+        return Ok(());
+    }
+    writer.merge(&segments).wait()?;
+    writer.garbage_collect_files().wait()?;
+    index.reader().reload()?;
     Ok(())
 }
 

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::middleware::{Logger, from_fn};
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use bus::ConsumerRunner;
@@ -45,6 +45,9 @@ pub use crate::settings::Settings;
 /// only here; nothing may frame it.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; base-uri 'none'; \
      frame-ancestors 'none'";
+
+/// The shortest access token accepted.
+pub const MIN_TOKEN_LENGTH: usize = 16;
 
 /// The durable consumer's name: this crate's name.
 pub const CONSUMER_NAME: &str = "analytics-indexer";
@@ -68,9 +71,14 @@ impl Application {
         let index = Arc::new(ProspectIndex::open(&analytics.index_dir)?);
         let replay = index.last_sequence()?.is_none();
         let handler = IndexHandler::new(Arc::clone(&index), analytics.writer_memory_mb * 1024 * 1024)?;
-        if analytics.token.is_none() {
-            tracing::warn!("analytics.token is not set: the search and the dashboard refuse everyone");
-        }
+        // A short token is guessed; none would leave the personal data behind
+        // a door nobody can open, which is a misconfiguration too.
+        let token_length = analytics.token.as_ref().map_or(0, |t| secrecy::ExposeSecret::expose_secret(t).trim().len());
+        anyhow::ensure!(
+            token_length >= MIN_TOKEN_LENGTH,
+            "analytics.token must be set to at least {MIN_TOKEN_LENGTH} characters (SIGNUP__ANALYTICS__TOKEN): \
+             it guards the personal data of the dashboard and the search"
+        );
         let state = web::Data::new(HttpState { index, token: analytics.token.clone() });
         let listener = TcpListener::bind((analytics.host.as_str(), analytics.port))
             .with_context(|| format!("binding {}:{}", analytics.host, analytics.port))?;
@@ -83,7 +91,7 @@ impl Application {
             App::new()
                 .wrap(bus::ops::security_headers(CONTENT_SECURITY_POLICY))
                 .wrap(from_fn(bus::ops::record_http))
-                .wrap(Logger::new("%s %r %Dms"))
+                .wrap(bus::ops::access_log())
                 .app_data(state.clone())
                 .app_data(readiness.clone())
                 .route("/analytics", web::get().to(http::dashboard))

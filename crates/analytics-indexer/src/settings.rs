@@ -31,8 +31,8 @@ pub struct AnalyticsSettings {
     pub port: u16,
     /// Folder of the Tantivy index.
     pub index_dir: PathBuf,
-    /// Bearer token for personal data (`SIGNUP__ANALYTICS__TOKEN`); without
-    /// one, the search and the dashboard answer 401 to everyone.
+    /// Bearer token for personal data (`SIGNUP__ANALYTICS__TOKEN`), at least
+    /// 16 characters: the indexer refuses to start without one.
     pub token: Option<SecretString>,
     /// Indexing memory, in megabytes.
     pub writer_memory_mb: usize,

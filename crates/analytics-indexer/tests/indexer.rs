@@ -277,15 +277,11 @@ async fn updates_replace_and_deletes_stay_deleted() {
     headers.insert(ce::ID, Uuid::now_v7().to_string().as_str());
     headers.insert(ce::TYPE, <ProspectSignedUp as messages::Event>::TYPE);
     let js = jetstream::new(bed.client.clone());
-    js.publish_with_headers(
-        <ProspectSignedUp as messages::Event>::SUBJECT,
-        headers,
-        serde_json::to_vec(ada).expect("json").into(),
-    )
-    .await
-    .expect("publish")
-    .await
-    .expect("ack");
+    js.publish_with_headers(messages::Event::subject(ada), headers, serde_json::to_vec(ada).expect("json").into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
     // A marker behind it proves the old sign-up was processed.
     bed.publish(&ProspectSignedUp {
         prospect_id: Uuid::now_v7(),
@@ -415,4 +411,77 @@ async fn the_dashboard_shows_the_figures() {
     let filtered = bed.get("/analytics?country=FR").await.text().await.expect("html");
     assert_eq!(filtered.matches("<tr data-prospect=").count(), 1);
     assert!(filtered.contains("Institut du Radium"));
+}
+
+/// Every text stored in the index's files, live documents and deleted ones
+/// alike (a deleted document stays in its segment until a merge).
+fn stored_texts(dir: &std::path::Path) -> String {
+    use tantivy::schema::Value as _;
+    let index = analytics_indexer::index::ProspectIndex::open(dir).expect("index");
+    let searcher = index.reader().searcher();
+    let mut texts = String::new();
+    for segment in searcher.segment_readers() {
+        let store = segment.get_store_reader(0).expect("store");
+        for doc in 0..segment.max_doc() {
+            let doc: tantivy::TantivyDocument = store.get(doc).expect("stored document");
+            for (_, value) in doc.field_values() {
+                if let Some(text) = value.as_str() {
+                    texts.push_str(text);
+                    texts.push('\n');
+                }
+            }
+        }
+    }
+    texts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_prospect_is_gone_from_the_index_files() {
+    let mut bed = Bed::start().await;
+    let events = three_sign_ups(&bed).await;
+    let ada = &events[0];
+    bed.publish(&ProspectUpdated {
+        prospect_id: ada.prospect_id,
+        details: details("Ada", "King", "Difference Engines", FR, DV),
+        updated_at: Utc::now(),
+    })
+    .await;
+    eventually(Duration::from_secs(20), "the update", || async {
+        (names(&bed.json("/api/analytics/search?q=difference").await) == vec!["King"]).then_some(())
+    })
+    .await
+    .expect("replaced");
+    let dir = bed.index_dir.path().join("index");
+    bed.stop_indexer().await;
+    let before = stored_texts(&dir);
+    assert!(
+        before.lines().any(|t| t == "ada@example.com") && before.lines().any(|t| t == "Lovelace"),
+        "the scan works"
+    );
+
+    bed.start_indexer().await;
+    bed.publish(&ProspectDeleted { prospect_id: ada.prospect_id, deleted_at: Utc::now() }).await;
+    bed.total_becomes(2).await;
+    bed.stop_indexer().await;
+    let after = stored_texts(&dir);
+    for gone in ["ada@example.com", "Lovelace", "King", "Analytical Engines", "Difference Engines"] {
+        assert!(!after.lines().any(|text| text == gone), "{gone:?} is still in the index files: {after}");
+    }
+    assert!(after.contains("alan@example.com"), "the others stay");
+}
+
+#[tokio::test]
+async fn the_indexer_refuses_to_start_without_a_real_token() {
+    let nats = NatsServer::start().await.expect("nats-server");
+    let index_dir = tempfile::tempdir().expect("tempdir");
+    for token in [None, Some(""), Some("short")] {
+        let mut settings =
+            Settings { nats: NatsSettings { url: nats.url(), ..NatsSettings::default() }, ..Settings::default() };
+        settings.analytics.port = 0;
+        settings.analytics.index_dir = index_dir.path().join("index");
+        settings.analytics.token = token.map(SecretString::from);
+        let client = bus::connect(&settings.nats, "token-test").await.expect("connect");
+        let error = Application::build(&settings, client).err().expect("refused");
+        assert!(error.to_string().contains("analytics.token"), "{token:?}: {error}");
+    }
 }

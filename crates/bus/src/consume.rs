@@ -529,8 +529,29 @@ impl ConsumerRunner {
 
     /// Copies the message to the dead-letter stream with the reason, waits for
     /// that to be stored, then terminates the original. If the copy cannot be
-    /// stored the original is redelivered later instead: never dropped.
+    /// stored the original is redelivered later instead: never dropped. An
+    /// event holding personal data of a prospect that has been erased
+    /// meanwhile is not kept at all: erasure purges such letters, and one
+    /// made later must not bring the data back.
     async fn dead_letter(&self, letter: &Held, reason: &str) {
+        let subject = letter.message.subject.as_str();
+        if let Some(prospect) = messages::streams::prospect_of(subject)
+            && messages::streams::carries_personal_data(subject)
+        {
+            match crate::erasure::is_erased(&self.js, &self.stream.name, prospect).await {
+                Ok(true) => {
+                    tracing::info!(stream_sequence = letter.stream_sequence, %prospect,
+                        "the event's prospect was erased: not kept as a dead letter");
+                    ack(&letter.acker, AckKind::Term).await;
+                    return;
+                }
+                Ok(false) => {}
+                // Keep the letter: better than losing an event.
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "cannot tell whether the prospect was erased")
+                }
+            }
+        }
         let mut headers = letter.message.headers.clone().unwrap_or_default();
         let event_id = headers.get(ce::ID).map(|v| v.as_str().to_owned()).unwrap_or_else(|| "-".to_owned());
         let reason: String = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).take(1_000).collect();

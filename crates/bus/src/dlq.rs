@@ -7,6 +7,11 @@
 //! in the stream's order. Its `Nats-Msg-Id` is `replay:<dlq stream>:<letter
 //! sequence>`: replaying the same letter twice within the duplicate window
 //! stores it once.
+//!
+//! Erasure wins over dead letters: a letter that holds personal data of a
+//! prospect erased since is shown without its payload and is never replayed
+//! (replaying removes it instead). Erasure itself purges such letters; this
+//! covers one made in the moment between.
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage, stream::Stream};
@@ -39,8 +44,11 @@ pub struct DeadLetter {
     pub event_type: String,
     /// The original headers, with the dead-letter ones.
     pub headers: HeaderMap,
-    /// The original payload.
+    /// The original payload (empty when withheld).
     pub payload: Bytes,
+    /// The payload is withheld: it holds personal data of a prospect that
+    /// has been erased.
+    pub withheld: bool,
 }
 
 impl DeadLetter {
@@ -58,6 +66,7 @@ impl DeadLetter {
             event_type: get(ce::TYPE),
             headers: message.headers,
             payload: message.payload,
+            withheld: false,
         }
     }
 }
@@ -78,12 +87,13 @@ pub struct Replayed {
 pub struct DeadLetters {
     js: jetstream::Context,
     name: String,
+    events: String,
 }
 
 impl DeadLetters {
     /// The dead letters of the event stream described by `events`.
     pub fn new(client: async_nats::Client, events: &StreamSettings) -> Self {
-        Self { js: jetstream::new(client), name: dlq_stream_name(events) }
+        Self { js: jetstream::new(client), name: dlq_stream_name(events), events: events.name.clone() }
     }
 
     async fn stream(&self) -> anyhow::Result<Option<Stream>> {
@@ -128,18 +138,36 @@ impl DeadLetters {
         Ok(self.list(usize::MAX).await?.into_iter().map(|l| l.sequence).collect())
     }
 
-    /// One letter.
+    /// One letter; its payload withheld when its prospect has been erased.
     pub async fn get(&self, sequence: u64) -> anyhow::Result<DeadLetter> {
         let stream = self.stream().await?.ok_or_else(|| anyhow::anyhow!("there are no dead letters"))?;
         let message =
             stream.get_raw_message(sequence).await.map_err(|e| anyhow::anyhow!("no dead letter {sequence}: {e}"))?;
-        Ok(DeadLetter::from_stream(message))
+        let mut letter = DeadLetter::from_stream(message);
+        let subject = letter.original_subject.as_str();
+        if let Some(prospect) = messages::streams::prospect_of(subject)
+            && messages::streams::carries_personal_data(subject)
+            && crate::erasure::is_erased(&self.js, &self.events, prospect).await?
+        {
+            letter.payload = Bytes::new();
+            letter.withheld = true;
+        }
+        Ok(letter)
     }
 
     /// Republishes a letter to its original subject and, unless `dry_run`,
     /// removes it from the dead-letter stream once the event stream stored it.
     pub async fn replay(&self, sequence: u64, dry_run: bool) -> anyhow::Result<Replayed> {
         let letter = self.get(sequence).await?;
+        if letter.withheld {
+            if !dry_run {
+                self.delete(sequence).await?;
+            }
+            anyhow::bail!(
+                "dead letter {sequence} belongs to an erased prospect: not replayed{}",
+                if dry_run { "" } else { ", removed" }
+            );
+        }
         anyhow::ensure!(!letter.original_subject.is_empty(), "dead letter {sequence} does not say where it came from");
         let mut headers = HeaderMap::new();
         for (name, values) in letter.headers.iter() {

@@ -18,6 +18,7 @@
 //! - [`consume`]: the batch consumer runner (ack after success, nak with
 //!   delay on failure, graceful stop).
 //! - [`dlq`]: listing, replaying and purging dead letters.
+//! - [`erasure`]: purging an erased prospect's history from the streams.
 //! - [`ops`]: Prometheus metrics, `/healthz` and `/readyz`, and the small
 //!   health/metrics server a handler runs beside its consumer.
 //! - [`telemetry`], [`shutdown`]: logging set-up and SIGTERM/Ctrl-C handling.
@@ -27,6 +28,7 @@
 pub mod connection;
 pub mod consume;
 pub mod dlq;
+pub mod erasure;
 pub mod ops;
 pub mod publish;
 pub mod request;

@@ -90,6 +90,23 @@ pub fn security_headers(content_security_policy: &'static str) -> DefaultHeaders
         .add((header::REFERRER_POLICY, "strict-origin-when-cross-origin"))
 }
 
+/// The access log: status, method, path and time — never bodies (they hold
+/// personal data), never the query string (the analytics token, search
+/// words), and never a link's token: a path segment that looks like a signed
+/// token (dotted and long) is replaced by `[redacted]`.
+pub fn access_log() -> actix_web::middleware::Logger {
+    actix_web::middleware::Logger::new("%s %{request}xi %Dms")
+        .custom_request_replace("request", |request| format!("{} {}", request.method(), redacted_path(request.path())))
+}
+
+/// `path` with every segment that looks like a signed token replaced.
+pub fn redacted_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| if segment.len() > 40 && segment.contains('.') { "[redacted]" } else { segment })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// Middleware: counts requests by method, matched route pattern (not the raw
 /// path, which would make a series per prospect) and status, and records
 /// their latency. Use with `actix_web::middleware::from_fn(record_http)`.
@@ -253,5 +270,21 @@ impl OpsServer {
     /// Waits until the server has stopped.
     pub async fn stopped(self) -> std::io::Result<()> {
         self.task.await.map_err(std::io::Error::other)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_access_log_holds_no_link_token() {
+        let token = "01a22dd3-6402-766d-a694-bba56ed6c187.1798657158.4ZNpzYkrUZvzd5neaI16yv7t9SFpYZBqIEt64ijIwfg";
+        assert_eq!(super::redacted_path(&format!("/prospects/manage/{token}")), "/prospects/manage/[redacted]");
+        assert_eq!(
+            super::redacted_path(&format!("/prospects/manage/{token}/erase")),
+            "/prospects/manage/[redacted]/erase"
+        );
+        let id = "01a22dd3-6402-766d-a694-bba56ed6c187";
+        assert_eq!(super::redacted_path(&format!("/signup/thanks/{id}")), format!("/signup/thanks/{id}"));
+        assert_eq!(super::redacted_path("/static/site.css"), "/static/site.css");
     }
 }

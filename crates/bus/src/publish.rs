@@ -110,7 +110,7 @@ impl Publisher {
             .payload(payload.into());
         let ack = self
             .js
-            .send_publish(E::SUBJECT, publish)
+            .send_publish(event.subject(), publish)
             .await
             .map_err(|e| classify(&e.to_string(), matches!(e.kind(), jetstream::context::PublishErrorKind::TimedOut)))?
             .await

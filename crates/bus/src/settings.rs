@@ -148,6 +148,15 @@ pub struct StreamSettings {
     pub max_age_days: u64,
     /// Window in which a repeated `Nats-Msg-Id` is dropped, in seconds (≥ 120).
     pub duplicate_window_secs: u64,
+    /// Largest size of the event stream, in MiB (-1: no limit). When it is
+    /// full, new events are refused — a sign-up gets a 503 — rather than
+    /// old ones dropped.
+    pub max_bytes_mb: i64,
+    /// How long a dead letter is kept, in days (0: forever).
+    pub dead_letter_max_age_days: u64,
+    /// Largest size of the dead-letter stream, in MiB (-1: no limit); when it
+    /// is full, a failing event is retried instead of dead-lettered.
+    pub dead_letter_max_bytes_mb: i64,
     /// Keep the stream in memory instead of on disk (tests only).
     pub memory: bool,
     /// Create the stream, or update it to these settings, at start-up. Turn
@@ -165,6 +174,9 @@ impl Default for StreamSettings {
             replicas: 1,
             max_age_days: 0,
             duplicate_window_secs: 120,
+            max_bytes_mb: 4_096,
+            dead_letter_max_age_days: 30,
+            dead_letter_max_bytes_mb: 512,
             memory: false,
             manage: true,
         }

@@ -8,7 +8,11 @@ use crate::settings::StreamSettings;
 
 /// The JetStream stream configuration that [`StreamSettings`] describe:
 /// file storage (unless `memory`), limits retention so history stays
-/// available for replay, and a de-duplication window for `Nats-Msg-Id`.
+/// available for replay, a de-duplication window for `Nats-Msg-Id`, and a
+/// size limit past which new messages are refused (`DiscardPolicy::New`:
+/// never silently dropping old ones). Direct gets are allowed, so that a
+/// handler may ask whether a prospect was erased (its permissions name only
+/// those subjects).
 pub fn stream_config(settings: &StreamSettings) -> stream::Config {
     stream::Config {
         name: settings.name.clone(),
@@ -17,10 +21,11 @@ pub fn stream_config(settings: &StreamSettings) -> stream::Config {
         storage: if settings.memory { stream::StorageType::Memory } else { stream::StorageType::File },
         num_replicas: settings.replicas,
         max_age: Duration::from_secs(settings.max_age_days * 24 * 3600),
-        max_bytes: -1,
+        max_bytes: megabytes(settings.max_bytes_mb),
         max_messages: -1,
         max_messages_per_subject: -1,
-        discard: stream::DiscardPolicy::Old,
+        discard: stream::DiscardPolicy::New,
+        allow_direct: true,
         duplicate_window: Duration::from_secs(settings.duplicate_window_secs.max(1)),
         description: Some(format!("Signup: {}", settings.subjects)),
         ..Default::default()
@@ -51,15 +56,61 @@ pub async fn ensure_stream(js: &jetstream::Context, settings: &StreamSettings) -
 }
 
 /// Creates or updates the dead-letter stream (`PROSPECTS_DLQ`, `dlq.prospect.>`):
-/// file storage, limits retention, the same replicas as the event stream.
+/// file storage, limits retention, the same replicas as the event stream,
+/// kept `dead_letter_max_age_days` (30) and at most
+/// `dead_letter_max_bytes_mb` (512 MiB).
 pub async fn ensure_dlq_stream(js: &jetstream::Context, events: &StreamSettings) -> anyhow::Result<stream::Stream> {
-    let settings = StreamSettings {
+    ensure_stream(js, &dlq_settings(events)).await
+}
+
+/// The dead-letter stream's settings: those of the event stream, with the
+/// dead letters' own age and size limits.
+pub fn dlq_settings(events: &StreamSettings) -> StreamSettings {
+    StreamSettings {
         name: dlq_stream_name(events),
         subjects: messages::streams::DLQ_SUBJECTS.to_owned(),
-        max_age_days: 0,
+        max_age_days: events.dead_letter_max_age_days,
+        max_bytes_mb: events.dead_letter_max_bytes_mb,
         ..events.clone()
-    };
-    ensure_stream(js, &settings).await
+    }
+}
+
+fn megabytes(mb: i64) -> i64 {
+    if mb < 0 { -1 } else { mb.saturating_mul(1024 * 1024) }
+}
+
+/// Reports the fill of the streams as gauges, every `every` until
+/// `shutdown`: `signup_stream_bytes{stream}`, `signup_stream_messages{stream}`
+/// and `signup_stream_max_bytes{stream}` (-1 without a limit). A full event
+/// stream refuses sign-ups, so this is what an alert watches.
+pub async fn report_usage(
+    js: jetstream::Context,
+    streams: Vec<String>,
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        for name in &streams {
+            match js.get_stream(name).await {
+                Ok(mut stream) => match stream.info().await {
+                    Ok(info) => {
+                        let stream = name.clone();
+                        metrics::gauge!("signup_stream_bytes", "stream" => stream.clone()).set(info.state.bytes as f64);
+                        metrics::gauge!("signup_stream_messages", "stream" => stream.clone())
+                            .set(info.state.messages as f64);
+                        metrics::gauge!("signup_stream_max_bytes", "stream" => stream)
+                            .set(info.config.max_bytes as f64);
+                    }
+                    Err(error) => tracing::debug!(%error, stream = %name, "cannot read the stream's usage"),
+                },
+                Err(error) => tracing::debug!(%error, stream = %name, "cannot read the stream's usage"),
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 /// The dead-letter stream's name for an event stream (`PROSPECTS_DLQ`).

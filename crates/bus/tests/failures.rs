@@ -176,7 +176,8 @@ async fn a_failing_event_is_retried_alone_while_the_others_are_applied() {
 async fn poison_and_permanent_failures_are_dead_lettered_at_once_and_the_rest_applied() {
     let bed = bed().await;
     let good = bed.publish(3).await;
-    bed.js.publish(ProspectDeleted::SUBJECT, "not json at all".into()).await.expect("raw").await.expect("ack");
+    let poison_subject = messages::streams::event_subject(uuid::Uuid::now_v7(), ProspectDeleted::KIND);
+    bed.js.publish(poison_subject.clone(), "not json at all".into()).await.expect("raw").await.expect("ack");
     let rejected = bed.publish(1).await[0];
     let more = bed.publish(3).await;
     let handler = Scripted { scripts: Arc::new(HashMap::from([(rejected.0, Script::Reject)])), ..Scripted::default() };
@@ -191,8 +192,9 @@ async fn poison_and_permanent_failures_are_dead_lettered_at_once_and_the_rest_ap
     let poison = letters.iter().find(|l| l.payload.as_ref() == b"not json at all").expect("poison letter");
     assert!(header(poison, dlq::REASON).contains("cannot be decoded"), "{}", header(poison, dlq::REASON));
     assert_eq!(header(poison, dlq::STREAM_SEQ), "4");
-    assert_eq!(header(poison, dlq::SUBJECT), ProspectDeleted::SUBJECT);
-    assert_eq!(poison.subject.as_str(), "dlq.prospect.failures-test.deleted");
+    assert_eq!(header(poison, dlq::SUBJECT), poison_subject);
+    assert_eq!(poison.subject.as_str(), messages::dlq::subject("failures-test", &poison_subject));
+    assert!(poison.subject.as_str().starts_with("dlq.prospect.failures-test.") && poison.subject.ends_with(".deleted"));
     let refused =
         letters.iter().find(|l| header(l, messages::cloudevents::ID) == rejected.1.to_string()).expect("rejected");
     assert!(header(refused, dlq::REASON).contains("value not acceptable"));

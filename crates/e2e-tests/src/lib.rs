@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub mod browser;
+pub mod logs;
 pub mod processes;
 
 pub use test_support;
@@ -71,6 +72,7 @@ impl System {
     /// Like [`System::start_without_saver`], with signup-web's settings
     /// adjusted by `configure` (which sees the test defaults).
     pub async fn start_web_with(configure: impl FnOnce(&mut signup_web::Settings)) -> anyhow::Result<Self> {
+        logs::capture();
         let nats = NatsServer::start().await?;
         let db = TestDatabase::new();
         let client = bus::connect(&nats_settings(&nats), "e2e-test").await?;

@@ -2,13 +2,15 @@
 //! SIGKILL, stopped with SIGTERM, and restarted.
 //!
 //! The binaries are the workspace's debug builds next to the running test
-//! (`scripts/test` builds them first).
+//! (`scripts/test` builds them first). Their logs (at `info`) go to files in
+//! a folder of this test process ([`logs`] reads them all), or to the
+//! terminal with `FAULT_LOGS=1`.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -30,6 +32,20 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The folder the service processes of this test process log into.
+fn log_dir() -> &'static tempfile::TempDir {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("a folder for the services' logs"))
+}
+
+/// Everything the service processes of this test process have logged.
+pub fn logs() -> String {
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(log_dir().path()).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    files.sort();
+    files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).collect()
+}
+
 /// A service process.
 pub struct Service {
     name: String,
@@ -41,13 +57,21 @@ impl Service {
     /// configuration files). `FAULT_LOGS=1` shows its logs.
     pub fn spawn(name: &str, args: &[&str], env: &[(String, String)]) -> anyhow::Result<Self> {
         let show_logs = std::env::var_os("FAULT_LOGS").is_some();
+        let output = || -> anyhow::Result<Stdio> {
+            if show_logs {
+                return Ok(Stdio::inherit());
+            }
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let file = log_dir().path().join(format!("{name}-{}.log", NEXT.fetch_add(1, Ordering::Relaxed)));
+            Ok(std::fs::File::create(file)?.into())
+        };
         let child = Command::new(binary(name)?)
             .args(args)
             .env("SIGNUP_CONFIG_DIR", "/nonexistent")
-            .env("SIGNUP__LOG__FILTER", if show_logs { "info" } else { "error" })
+            .env("SIGNUP__LOG__FILTER", "info")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(if show_logs { Stdio::inherit() } else { Stdio::null() })
-            .stderr(if show_logs { Stdio::inherit() } else { Stdio::null() })
+            .stdout(output()?)
+            .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {name}"))?;

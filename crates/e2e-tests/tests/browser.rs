@@ -214,6 +214,18 @@ async fn a_visitor_signs_up_in_a_browser_and_the_dashboard_counts_it() {
     assert_eq!(netherlands.expect("NL bar").attr("data-count").await.expect("count").as_deref(), Some("1"));
     b.assert_clean_console("the analytics dashboard").await.expect("console");
     b.screenshot("4-analytics-dashboard").await.expect("screenshot");
+    // Signing in with the link scripts/run prints puts the token in a URL.
+    b.open(&site.analytics(&format!("/analytics?token={ANALYTICS_TOKEN}"))).await.expect("dashboard by link");
+    wait_for_dashboard_total(b, 1).await;
+
+    // No log line of any service holds a token used here.
+    let tokens: Vec<&str> = ["/prospects/confirm/", "/prospects/manage/"]
+        .iter()
+        .map(|prefix| mail.link(prefix).expect("link").rsplit('/').next().expect("token"))
+        .chain([ANALYTICS_TOKEN])
+        .collect();
+    e2e_tests::logs::assert_free_of(&e2e_tests::logs::captured(), &tokens, "the in-process services' logs");
+    e2e_tests::logs::assert_free_of(&e2e_tests::processes::logs(), &tokens, "analytics-indexer's logs");
 
     site.stop().await;
 }

@@ -250,6 +250,20 @@ fn proxy_and_prometheus_point_at_compose_services() {
             "{service} scraped on {port}: {text}"
         );
     }
+    // The alert rules are loaded, mounted, and watch metrics the services export.
+    let mounted = &compose.services["prometheus"].volumes;
+    for rules in prometheus["rule_files"].as_sequence().expect("rule_files") {
+        let path = rules.as_str().expect("a path");
+        let file = path.strip_prefix("/etc/prometheus/").expect("in the prometheus folder");
+        assert!(mounted.contains(&format!("./prometheus/{file}:{path}:ro")), "{path} is mounted: {mounted:?}");
+        let text = read(&format!("deploy/prometheus/{file}"));
+        let groups: Value = documents(&text, file).remove(0);
+        assert!(!groups["groups"].as_sequence().expect("groups").is_empty(), "{file} has rules");
+        for metric in ["signup_stream_bytes", "signup_stream_max_bytes"] {
+            assert!(text.contains(metric), "{file} watches {metric}");
+            assert!(read("crates/bus/src/stream.rs").contains(&format!("\"{metric}\"")), "{metric} is exported");
+        }
+    }
 }
 
 // ---- Kubernetes ----

@@ -100,6 +100,9 @@ impl Deployment {
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "signup streams: {stdout} {}", String::from_utf8_lossy(&output.stderr));
         assert!(stdout.contains("stream PROSPECTS ready") && stdout.contains("stream PROSPECTS_DLQ ready"), "{stdout}");
+        // The limits are visible where the streams are set up.
+        assert!(stdout.contains("at most 4096 MiB, kept forever, when full: refuse new messages"), "{stdout}");
+        assert!(stdout.contains("at most 512 MiB, kept 30 days"), "{stdout}");
     }
 
     fn start_services(&mut self) {
@@ -279,6 +282,26 @@ async fn each_service_works_with_its_own_user_and_is_refused_outside_its_permiss
     .await
     .expect("fetched with the notifier's own user");
 
+    // An erasure: save-prospect, with its own user, purges the prospect's
+    // events and dead letters that hold personal data.
+    let links = links::Links::new(&links::LinkSettings {
+        secret: Some(secrecy::SecretString::from(LINKS_SECRET)),
+        ..links::LinkSettings::default()
+    })
+    .expect("links");
+    let erase = links::Purpose::Manage.path(&links.manage_token(id, chrono::Utc::now())) + "/erase";
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("http");
+    let erased = http.post(Deployment::url(deployment.web_port, &erase)).send().await.expect("erase");
+    assert_eq!(erased.status(), 303);
+    let (admin, _) = deployment.client_as("admin").await;
+    let events = async_nats::jetstream::new(admin).get_stream("PROSPECTS").await.expect("stream");
+    let signed_up = messages::streams::event_subject(id, "signedup");
+    eventually(Duration::from_secs(20), "the sign-up to be purged", || async {
+        events.get_last_raw_message_by_subject(&signed_up).await.is_err().then_some(())
+    })
+    .await
+    .expect("purged by save-prospect with its own user");
+
     // The web user may publish events but not read them, nor touch dead letters.
     let (web, mut errors) = deployment.client_as("web").await;
     let _events = web.subscribe("events.>").await.expect("the subscribe is sent");
@@ -317,7 +340,8 @@ async fn each_service_works_with_its_own_user_and_is_refused_outside_its_permiss
     violation(&mut errors, "events.prospect.signedup").await;
     // ... except the erasure of sign-ups never confirmed.
     let erasure = messages::ProspectDeleted { prospect_id: uuid::Uuid::now_v7(), deleted_at: chrono::Utc::now() };
-    let stored = js.publish("events.prospect.deleted", serde_json::to_vec(&erasure).expect("json").into()).await;
+    let subject = messages::Event::subject(&erasure);
+    let stored = js.publish(subject, serde_json::to_vec(&erasure).expect("json").into()).await;
     stored.expect("sent").await.expect("save-prospect may publish erasures");
 
     // The mailer may ask who holds an address, but not publish events.
@@ -400,4 +424,13 @@ async fn metrics_count_a_sign_up_in_every_service() {
         assert_eq!(sample(&page, "signup_handler_events_dead_lettered_total", &[&label]), None, "{page}");
         assert!(sample(&page, "signup_handler_pending", &[&label]).is_some(), "the lag gauge: {page}");
     }
+    // The fill of both streams, reported by save-prospect.
+    let page = eventually(Duration::from_secs(30), "the stream gauges", || async {
+        let page = metrics(deployment.saver_port).await;
+        sample(&page, "signup_stream_bytes", &["stream=\"PROSPECTS\""]).is_some().then_some(page)
+    })
+    .await
+    .expect("reported");
+    assert_eq!(sample(&page, "signup_stream_max_bytes", &["stream=\"PROSPECTS\""]), Some(4096.0 * 1024.0 * 1024.0));
+    assert!(sample(&page, "signup_stream_max_bytes", &["stream=\"PROSPECTS_DLQ\""]).is_some(), "{page}");
 }

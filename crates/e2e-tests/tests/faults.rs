@@ -30,6 +30,9 @@ struct FaultBed {
     client: async_nats::Client,
 }
 
+/// The web's link secret here: it must never be logged.
+const LINKS_SECRET: &str = "fault-test-links-secret";
+
 impl FaultBed {
     async fn start() -> Self {
         let nats = NatsServer::start().await.expect("nats-server");
@@ -42,7 +45,7 @@ impl FaultBed {
                 ("SIGNUP__WEB__PORT".into(), port.to_string()),
                 ("SIGNUP__NATS__URL".into(), nats.url()),
                 ("SIGNUP__NATS__REQUEST_TIMEOUT_MS".into(), "1000".into()),
-                ("SIGNUP__LINKS__SECRET".into(), "fault-test-secret".into()),
+                ("SIGNUP__LINKS__SECRET".into(), LINKS_SECRET.into()),
                 // The bursts all come from one address.
                 ("SIGNUP__WEB__RATE_LIMIT__PER_MINUTE".into(), "0".into()),
             ],
@@ -140,6 +143,12 @@ impl FaultBed {
         );
         assert_eq!(lost, 0, "{fault}: lost sign-ups");
         assert_eq!(duplicated, 0, "{fault}: duplicated sign-ups");
+        // Nothing secret or personal reached the services' logs (with
+        // FAULT_LOGS=1 they went to the terminal instead).
+        if std::env::var_os("FAULT_LOGS").is_none() {
+            let logs = e2e_tests::processes::logs();
+            e2e_tests::logs::assert_free_of(&logs, &[LINKS_SECRET, "@example.com"], "the services' logs");
+        }
     }
 }
 

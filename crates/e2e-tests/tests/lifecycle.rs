@@ -242,6 +242,8 @@ async fn manage_page_updates_then_erases_and_the_tombstone_survives_a_replay() {
     let row = system.prospect(id).await.expect("row").expect("tombstone");
     assert!(row.deleted_at.is_some());
     assert_eq!((row.email, row.first_name, row.company_name), (None, None, None), "no data came back");
+    let token = manage_url.rsplit('/').next().expect("token").to_owned();
+    e2e_tests::logs::assert_free_of(&e2e_tests::logs::captured(), &[&token], "the services' logs");
     system.stop().await.expect("stop");
 }
 
@@ -298,8 +300,9 @@ async fn bad_manage_tokens_are_404_and_reveal_nothing() {
         let thanks = system.http.get(system.web_url(&format!("/signup/thanks/{bad}"))).send().await.expect("thanks");
         assert_eq!(thanks.status(), 404, "{name}: no thank-you page");
     }
-    assert_eq!(answer(token).await.0, 200, "the genuine token still works");
+    assert_eq!(answer(token.clone()).await.0, 200, "the genuine token still works");
     assert!(system.prospect(id).await.expect("row").expect("row").deleted_at.is_none(), "nothing was erased");
+    e2e_tests::logs::assert_free_of(&e2e_tests::logs::captured(), &[&token], "the services' logs");
     system.stop().await.expect("stop");
 }
 

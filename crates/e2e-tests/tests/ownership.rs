@@ -162,7 +162,8 @@ async fn only_a_genuine_confirmation_link_confirms() {
     .await
     .expect("confirmed");
     let stream = jetstream::new(system.client.clone()).get_stream("PROSPECTS").await.expect("stream");
-    let event = stream.get_last_raw_message_by_subject(ProspectConfirmed::SUBJECT).await.expect("the event");
+    let subject = messages::streams::event_subject(id, ProspectConfirmed::KIND);
+    let event = stream.get_last_raw_message_by_subject(&subject).await.expect("the event");
     let event: ProspectConfirmed = serde_json::from_slice(&event.payload).expect("payload");
     assert_eq!(event.prospect_id, id);
     let (_, page) = get(&system, "/prospects/confirmed").await;
@@ -197,10 +198,10 @@ async fn a_redelivered_or_replayed_sign_up_sends_no_second_mail() {
 
     // Replayed: the same event (same ce-id) stored again, as `signup dlq replay` does.
     let original = stream.get_raw_message(1).await.expect("the sign-up");
-    assert_eq!(original.subject.as_str(), ProspectSignedUp::SUBJECT);
+    assert!(original.subject.ends_with(ProspectSignedUp::KIND), "{}", original.subject);
     let mut headers: HeaderMap = original.headers.clone();
     headers.insert(ce::NATS_MSG_ID, "replayed-sign-up");
-    let replay = js.publish_with_headers(ProspectSignedUp::SUBJECT, headers, original.payload.clone()).await;
+    let replay = js.publish_with_headers(original.subject.clone(), headers, original.payload.clone()).await;
     settled(replay.expect("publish").await.expect("stored").sequence).await;
     // Redelivered: the consumer starts over from the first event.
     stream.delete_consumer(mailer::CONSUMER_NAME).await.expect("reset the consumer");
@@ -239,7 +240,8 @@ async fn an_unconfirmed_sign_up_is_erased_when_its_time_is_up() {
     .expect("erased");
     assert_eq!((row.email, row.first_name, row.company_name), (None, None, None), "no personal data left");
     let stream = jetstream::new(system.client.clone()).get_stream("PROSPECTS").await.expect("stream");
-    let erasure = stream.get_last_raw_message_by_subject(ProspectDeleted::SUBJECT).await.expect("the erasure event");
+    let subject = messages::streams::event_subject(unconfirmed, ProspectDeleted::KIND);
+    let erasure = stream.get_last_raw_message_by_subject(&subject).await.expect("the erasure event");
     assert_eq!(erasure.headers.get(ce::SOURCE).map(|v| v.as_str().to_owned()).as_deref(), Some("/save-prospect"));
     let kept = system.prospect(confirmed).await.expect("row").expect("row");
     assert!(kept.deleted_at.is_none() && kept.confirmed_at.is_some(), "a confirmed sign-up stays");
@@ -296,6 +298,7 @@ async fn a_new_address_takes_effect_only_once_confirmed_and_the_old_one_is_told(
     .await
     .expect("changed");
     assert_eq!(post(&system, &confirm).await.status(), 404, "a used link does nothing more");
+    let tokens = [&manage, &confirm].map(|link| link.rsplit('/').next().expect("token").to_owned());
 
     // An address that belongs to another confirmed prospect is refused, and
     // the page says so.
@@ -315,6 +318,8 @@ async fn a_new_address_takes_effect_only_once_confirmed_and_the_old_one_is_told(
     assert_eq!(refused.status(), 409);
     assert!(refused.text().await.expect("body").contains("already belongs to another sign-up"));
     assert_eq!(stored_events(&system.client).await, before, "nothing published");
+    let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    e2e_tests::logs::assert_free_of(&e2e_tests::logs::captured(), &tokens, "the services' logs");
     system.stop().await.expect("stop");
 }
 

@@ -50,7 +50,7 @@ async fn a_form_post_becomes_an_event_and_exactly_that_row() {
     // The event on the stream: CloudEvents headers and the golden JSON shape.
     let js = jetstream::new(system.client.clone());
     let stored = js.get_stream("PROSPECTS").await.expect("stream").get_raw_message(1).await.expect("message 1");
-    assert_eq!(stored.subject.as_str(), ProspectSignedUp::SUBJECT);
+    assert_eq!(stored.subject.as_str(), messages::streams::event_subject(id, ProspectSignedUp::KIND));
     let header = |name: &str| stored.headers.get(name).map(|v| v.as_str().to_owned());
     assert_eq!(header(ce::SPECVERSION).as_deref(), Some("1.0"));
     assert_eq!(header(ce::TYPE).as_deref(), Some(ProspectSignedUp::TYPE));
@@ -127,7 +127,7 @@ async fn duplicates_and_redeliveries_leave_one_row() {
     headers.insert(ce::SOURCE, "/e2e-test");
     headers.insert(ce::TYPE, ProspectSignedUp::TYPE);
     let js = jetstream::new(system.client.clone());
-    js.publish_with_headers(ProspectSignedUp::SUBJECT, headers, serde_json::to_vec(&event).expect("json").into())
+    js.publish_with_headers(event.subject(), headers, serde_json::to_vec(&event).expect("json").into())
         .await
         .expect("publish")
         .await

@@ -262,15 +262,52 @@ async fn a_nats_outage_is_a_503_and_recovery_needs_no_restart() {
     system.stop().await.expect("stop");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_event_stream_refuses_sign_ups_with_a_503_and_keeps_every_accepted_one() {
+    let system = System::start_web_with(|settings| {
+        settings.web.rate_limit.per_minute = 0;
+        settings.nats.stream.max_bytes_mb = 1;
+    })
+    .await
+    .expect("system");
+    let js = jetstream::new(system.client.clone());
+    let limit = js.get_stream("PROSPECTS").await.expect("stream").cached_info().config.max_bytes;
+    assert_eq!(limit, 1024 * 1024, "the limit is on the stream");
+    let (mut accepted, mut refused) = (0u64, None);
+    let company = "x".repeat(200);
+    for i in 0..10_000 {
+        let fields = with("email", &format!("full{i}@example.com"));
+        let fields: Vec<_> =
+            fields.into_iter().map(|(k, v)| (k, if k == "companyName" { company.clone() } else { v })).collect();
+        let response = system.http.post(system.web_url("/signup")).form(&fields).send().await.expect("post");
+        match response.status().as_u16() {
+            303 => accepted += 1,
+            503 => {
+                assert!(response.headers().contains_key("retry-after"));
+                refused = Some(response.text().await.expect("body"));
+                break;
+            }
+            other => panic!("sign-up {i}: {other}"),
+        }
+    }
+    let page = refused.expect("the full stream refused a sign-up");
+    assert!(page.contains("please try again") && page.contains("value=\"full"), "the form is kept: {page}");
+    assert!(accepted > 100, "it took a while to fill ({accepted})");
+    assert_eq!(stored_events(&system).await, accepted, "every sign-up answered 303 is stored, no old one dropped");
+    system.stop().await.expect("stop");
+}
+
 #[tokio::test]
-async fn a_short_link_secret_is_refused_at_start_up() {
+async fn a_missing_or_short_link_secret_is_refused_at_start_up() {
     let nats = test_support::NatsServer::start().await.expect("nats-server");
     let mut settings = signup_web::Settings::default();
     settings.web.port = 0;
     settings.nats = e2e_tests::nats_settings(&nats);
-    settings.links.secret = Some(secrecy::SecretString::from("short"));
     let client = bus::connect(&settings.nats, "signup-web").await.expect("client");
     let shutdown = tokio_util::sync::CancellationToken::new();
+    let error = signup_web::Application::build(&settings, client.clone(), &shutdown).err().expect("refused");
+    assert!(error.to_string().contains("links.secret is not set"), "{error}");
+    settings.links.secret = Some(secrecy::SecretString::from("short"));
     let error = signup_web::Application::build(&settings, client, &shutdown).err().expect("refused");
     assert!(error.to_string().contains("at least 16 characters"), "{error}");
     shutdown.cancel();

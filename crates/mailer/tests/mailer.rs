@@ -118,7 +118,7 @@ async fn a_link_request_is_mailed_once_even_when_replayed_or_redelivered() {
     let mut headers: HeaderMap = stored.headers.clone();
     headers.insert(ce::NATS_MSG_ID, format!("replay:{seq}").as_str());
     headers.insert(dlq::REPLAY_OF_SEQ, seq.to_string().as_str());
-    let ack = bed.js.publish_with_headers(ManageLinkRequested::SUBJECT, headers, stored.payload.clone()).await;
+    let ack = bed.js.publish_with_headers(stored.subject.clone(), headers, stored.payload.clone()).await;
     let replayed = ack.expect("publish").await.expect("stored").sequence;
     bed.settled(replayed).await;
     assert_eq!(bed.smtp.messages().len(), 1, "the replay sent nothing");

@@ -39,7 +39,7 @@ fn decode_as<E: Event>(ce_type: &str, data: &[u8]) -> Result<E, DecodeError> {
 }
 
 impl<E: Event> EventSet for E {
-    const FILTER_SUBJECT: &'static str = E::SUBJECT;
+    const FILTER_SUBJECT: &'static str = E::SUBJECTS;
     fn decode(ce_type: &str, data: &[u8]) -> Result<Self, DecodeError> {
         if ce_type != E::TYPE {
             return Err(DecodeError::UnknownType(ce_type.to_owned()));

@@ -18,8 +18,14 @@ pub const SUBJECT: &str = "x-dlq-subject";
 pub const REPLAY_OF_SEQ: &str = "x-replay-of-seq";
 
 /// The dead-letter subject for an event of `subject` given up by `consumer`:
-/// `dlq.prospect.<consumer>.<last token of the subject>`.
+/// `dlq.prospect.<consumer>.<prospect id>.<kind>` for an event subject of
+/// the contract, so that an erasure can purge a prospect's letters;
+/// `dlq.prospect.<consumer>.<last token>` for anything else.
 pub fn subject(consumer: &str, subject: &str) -> String {
+    if let Some(id) = crate::streams::prospect_of(subject) {
+        let kind = subject.rsplit('.').next().unwrap_or("unknown");
+        return format!("dlq.prospect.{consumer}.{id}.{kind}");
+    }
     let kind = subject.rsplit('.').next().filter(|k| !k.is_empty()).unwrap_or("unknown");
     format!("dlq.prospect.{consumer}.{kind}")
 }
@@ -27,7 +33,12 @@ pub fn subject(consumer: &str, subject: &str) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn dead_letter_subjects_name_the_consumer_and_the_kind() {
+    fn dead_letter_subjects_name_the_consumer_the_prospect_and_the_kind() {
+        let id = uuid::Uuid::now_v7();
+        assert_eq!(
+            super::subject("save-prospect", &format!("events.prospect.{id}.signedup")),
+            format!("dlq.prospect.save-prospect.{id}.signedup")
+        );
         assert_eq!(super::subject("save-prospect", "events.prospect.signedup"), "dlq.prospect.save-prospect.signedup");
         assert_eq!(super::subject("x", ""), "dlq.prospect.x.unknown");
     }

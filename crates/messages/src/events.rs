@@ -10,14 +10,26 @@ use uuid::Uuid;
 
 use crate::reference::{Country, Role};
 
-/// A message of the contract: plain data with its subject and type attached.
+/// A message of the contract: plain data with its kind and type attached.
+///
+/// Every event is published on a subject of its prospect's own,
+/// `events.prospect.<prospect id>.<kind>` ([`Event::subject`]), so that an
+/// erasure can purge that prospect's history from the stream and nothing
+/// else (see `streams`).
 pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
-    /// The NATS subject the event is published on.
-    const SUBJECT: &'static str;
+    /// The last token of its subjects, e.g. `signedup`.
+    const KIND: &'static str;
+    /// The subjects of every event of this kind, `events.prospect.*.<kind>`:
+    /// what a consumer of this event alone filters on.
+    const SUBJECTS: &'static str;
     /// The CloudEvents `ce-type`, including its version.
     const TYPE: &'static str;
     /// The prospect the event is about; handlers order and de-duplicate by it.
     fn prospect_id(&self) -> Uuid;
+    /// The subject this event is published on.
+    fn subject(&self) -> String {
+        crate::streams::event_subject(self.prospect_id(), Self::KIND)
+    }
 }
 
 /// The details a prospect gives about themselves, as they travel in events.
@@ -53,7 +65,8 @@ pub struct ProspectSignedUp {
 }
 
 impl Event for ProspectSignedUp {
-    const SUBJECT: &'static str = "events.prospect.signedup";
+    const KIND: &'static str = "signedup";
+    const SUBJECTS: &'static str = "events.prospect.*.signedup";
     const TYPE: &'static str = "io.signup.prospect.signedup.v1";
     fn prospect_id(&self) -> Uuid {
         self.prospect_id
@@ -75,7 +88,8 @@ pub struct ProspectUpdated {
 }
 
 impl Event for ProspectUpdated {
-    const SUBJECT: &'static str = "events.prospect.updated";
+    const KIND: &'static str = "updated";
+    const SUBJECTS: &'static str = "events.prospect.*.updated";
     const TYPE: &'static str = "io.signup.prospect.updated.v1";
     fn prospect_id(&self) -> Uuid {
         self.prospect_id
@@ -93,7 +107,8 @@ pub struct ProspectDeleted {
 }
 
 impl Event for ProspectDeleted {
-    const SUBJECT: &'static str = "events.prospect.deleted";
+    const KIND: &'static str = "deleted";
+    const SUBJECTS: &'static str = "events.prospect.*.deleted";
     const TYPE: &'static str = "io.signup.prospect.deleted.v1";
     fn prospect_id(&self) -> Uuid {
         self.prospect_id
@@ -114,7 +129,8 @@ pub struct ProspectConfirmed {
 }
 
 impl Event for ProspectConfirmed {
-    const SUBJECT: &'static str = "events.prospect.confirmed";
+    const KIND: &'static str = "confirmed";
+    const SUBJECTS: &'static str = "events.prospect.*.confirmed";
     const TYPE: &'static str = "io.signup.prospect.confirmed.v1";
     fn prospect_id(&self) -> Uuid {
         self.prospect_id
@@ -141,7 +157,8 @@ pub struct ProspectEmailChangeRequested {
 }
 
 impl Event for ProspectEmailChangeRequested {
-    const SUBJECT: &'static str = "events.prospect.emailchange";
+    const KIND: &'static str = "emailchange";
+    const SUBJECTS: &'static str = "events.prospect.*.emailchange";
     const TYPE: &'static str = "io.signup.prospect.emailchange.v1";
     fn prospect_id(&self) -> Uuid {
         self.prospect_id
@@ -163,7 +180,8 @@ pub struct ManageLinkRequested {
 }
 
 impl Event for ManageLinkRequested {
-    const SUBJECT: &'static str = "events.prospect.linkrequested";
+    const KIND: &'static str = "linkrequested";
+    const SUBJECTS: &'static str = "events.prospect.*.linkrequested";
     const TYPE: &'static str = "io.signup.prospect.linkrequested.v1";
     fn prospect_id(&self) -> Uuid {
         self.prospect_id

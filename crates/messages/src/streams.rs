@@ -1,4 +1,13 @@
 //! Stream and subject names shared by publishers and consumers.
+//!
+//! Every event has a subject of its prospect's own:
+//! `events.prospect.<prospect id>.<kind>`. Consumers filter on
+//! `events.prospect.>` (or `events.prospect.*.<kind>`), so the per-prospect
+//! token costs them nothing, and an erasure can purge exactly one prospect's
+//! events that hold personal data ([`PERSONAL_KINDS`]), and its dead letters
+//! (`dlq.prospect.<handler>.<prospect id>.<kind>`).
+
+use uuid::Uuid;
 
 /// The JetStream stream holding every prospect event.
 pub const PROSPECTS_STREAM: &str = "PROSPECTS";
@@ -11,3 +20,42 @@ pub const DLQ_STREAM: &str = "PROSPECTS_DLQ";
 
 /// The subjects captured by [`DLQ_STREAM`].
 pub const DLQ_SUBJECTS: &str = "dlq.prospect.>";
+
+/// The subject of an event of `kind` about `prospect_id`.
+pub fn event_subject(prospect_id: Uuid, kind: &str) -> String {
+    format!("events.prospect.{prospect_id}.{kind}")
+}
+
+/// The kinds of event whose payload holds personal data (a name, an
+/// address, a company). Only these are purged from the dead letters at an
+/// erasure: the erasure itself (`deleted`) and a confirmation hold none, and
+/// an erasure's dead letter must stay until it is applied.
+pub const PERSONAL_KINDS: [&str; 4] = ["signedup", "updated", "emailchange", "linkrequested"];
+
+/// Whether the event on `subject` holds personal data (see [`PERSONAL_KINDS`]).
+pub fn carries_personal_data(subject: &str) -> bool {
+    subject.rsplit('.').next().is_some_and(|kind| PERSONAL_KINDS.contains(&kind))
+}
+
+/// The prospect an event subject is about, when it names one.
+pub fn prospect_of(subject: &str) -> Option<Uuid> {
+    let mut tokens = subject.strip_prefix("events.prospect.")?.split('.');
+    let id = tokens.next()?.parse().ok()?;
+    (tokens.next().is_some() && tokens.next().is_none()).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prospect_has_subjects_of_its_own() {
+        let id = Uuid::now_v7();
+        assert_eq!(event_subject(id, "signedup"), format!("events.prospect.{id}.signedup"));
+        assert_eq!(prospect_of(&event_subject(id, "deleted")), Some(id));
+        assert_eq!(prospect_of("events.prospect.signedup"), None, "an old-style subject names no prospect");
+        assert_eq!(prospect_of(&format!("events.prospect.{id}.a.b")), None);
+        assert!(carries_personal_data(&event_subject(id, "signedup")));
+        assert!(!carries_personal_data(&event_subject(id, "deleted")));
+    }
+}

@@ -116,18 +116,49 @@ fn manage_link_requested_matches_schema_and_golden_json() {
 #[test]
 fn subjects_are_under_the_stream_and_types_are_versioned() {
     let all = [
-        (ProspectSignedUp::SUBJECT, ProspectSignedUp::TYPE),
-        (ProspectUpdated::SUBJECT, ProspectUpdated::TYPE),
-        (ProspectDeleted::SUBJECT, ProspectDeleted::TYPE),
-        (ProspectConfirmed::SUBJECT, ProspectConfirmed::TYPE),
-        (ProspectEmailChangeRequested::SUBJECT, ProspectEmailChangeRequested::TYPE),
-        (ManageLinkRequested::SUBJECT, ManageLinkRequested::TYPE),
+        (ProspectSignedUp::KIND, ProspectSignedUp::SUBJECTS, ProspectSignedUp::TYPE),
+        (ProspectUpdated::KIND, ProspectUpdated::SUBJECTS, ProspectUpdated::TYPE),
+        (ProspectDeleted::KIND, ProspectDeleted::SUBJECTS, ProspectDeleted::TYPE),
+        (ProspectConfirmed::KIND, ProspectConfirmed::SUBJECTS, ProspectConfirmed::TYPE),
+        (
+            ProspectEmailChangeRequested::KIND,
+            ProspectEmailChangeRequested::SUBJECTS,
+            ProspectEmailChangeRequested::TYPE,
+        ),
+        (ManageLinkRequested::KIND, ManageLinkRequested::SUBJECTS, ManageLinkRequested::TYPE),
     ];
-    let subjects: std::collections::BTreeSet<_> = all.iter().map(|(s, _)| s).collect();
-    assert_eq!(subjects.len(), all.len(), "one subject per event");
-    for (subject, ce_type) in all {
-        assert!(subject.starts_with("events.prospect."), "{subject}");
+    let kinds: std::collections::BTreeSet<_> = all.iter().map(|(k, _, _)| k).collect();
+    assert_eq!(kinds.len(), all.len(), "one kind per event");
+    for (kind, subjects, ce_type) in all {
+        assert_eq!(subjects, format!("events.prospect.*.{kind}"), "{kind}");
+        assert!(!kind.contains('.') && !kind.is_empty(), "{kind}");
         assert!(ce_type.starts_with("io.signup.prospect.") && ce_type.ends_with(".v1"), "{ce_type}");
+    }
+}
+
+#[test]
+fn each_event_is_published_on_its_prospects_own_subject() {
+    let event = ProspectDeleted { prospect_id: prospect_id(), deleted_at: at(12) };
+    assert_eq!(event.subject(), "events.prospect.0192f0c1-7a3b-7cde-8f01-23456789abcd.deleted");
+    assert_eq!(messages::streams::prospect_of(&event.subject()), Some(prospect_id()));
+}
+
+#[test]
+fn only_the_events_named_personal_hold_personal_data() {
+    use messages::streams::PERSONAL_KINDS;
+    let golden = std::fs::read_dir(crate_file("tests/golden")).expect("golden files");
+    assert_eq!(golden.count(), 6, "one golden file per event");
+    for (kind, file) in [
+        (ProspectSignedUp::KIND, "prospect-signed-up"),
+        (ProspectUpdated::KIND, "prospect-updated"),
+        (ProspectDeleted::KIND, "prospect-deleted"),
+        (ProspectConfirmed::KIND, "prospect-confirmed"),
+        (ProspectEmailChangeRequested::KIND, "prospect-email-change-requested"),
+        (ManageLinkRequested::KIND, "manage-link-requested"),
+    ] {
+        let json = std::fs::read_to_string(crate_file(&format!("tests/golden/{file}.json"))).expect("golden");
+        let personal = ["email", "firstName", "lastName", "companyName"].iter().any(|f| json.contains(f));
+        assert_eq!(personal, PERSONAL_KINDS.contains(&kind), "{kind}: {json}");
     }
 }
 

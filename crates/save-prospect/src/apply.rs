@@ -13,6 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use bus::erasure::StreamEraser;
 use bus::{Delivery, Handler, HandlerError};
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
@@ -28,12 +29,22 @@ use crate::db::Pool;
 #[derive(Clone)]
 pub struct SaveProspect {
     pool: Pool,
+    eraser: Option<StreamEraser>,
 }
 
 impl SaveProspect {
     /// A handler writing through `pool`.
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        Self { pool, eraser: None }
+    }
+
+    /// Also purges an erased prospect's history from the streams, after the
+    /// erasure is committed (the service does; tests of the database alone
+    /// need not).
+    #[must_use]
+    pub fn with_stream_eraser(mut self, eraser: StreamEraser) -> Self {
+        self.eraser = Some(eraser);
+        self
     }
 }
 
@@ -48,7 +59,7 @@ impl Handler for SaveProspect {
             .await
             .map_err(|e| HandlerError::Unavailable(anyhow::anyhow!(e).context("getting a database connection")))?;
         match conn.transaction(async |conn| apply_batch(conn, batch).await).await {
-            Ok(()) => Ok(()),
+            Ok(()) => self.erase_from_streams(&mut conn, batch).await,
             Err(ApplyError::NotYet(reason)) => Err(HandlerError::Transient(anyhow::anyhow!(reason))),
             Err(ApplyError::Database(error)) => {
                 drop(conn);
@@ -66,6 +77,39 @@ impl Handler for SaveProspect {
 }
 
 impl SaveProspect {
+    /// After the batch is committed: for each erasure in it (applied now or
+    /// before, so a redelivery finishes an interrupted purge), purges the
+    /// events and dead letters holding the prospect's personal data from the
+    /// streams, and those of the sign-ups merged into it.
+    async fn erase_from_streams(
+        &self,
+        conn: &mut AsyncPgConnection,
+        batch: &[Delivery<ProspectEvent>],
+    ) -> Result<(), HandlerError> {
+        let Some(eraser) = &self.eraser else { return Ok(()) };
+        let erasures: Vec<Uuid> = batch
+            .iter()
+            .filter(|d| matches!(d.event, ProspectEvent::Deleted(_)))
+            .map(|d| d.event.prospect_id())
+            .collect();
+        if erasures.is_empty() {
+            return Ok(());
+        }
+        let failed =
+            |e: anyhow::Error| HandlerError::Transient(e.context("purging an erased prospect from the streams"));
+        let merged: Vec<Written> =
+            diesel::sql_query("SELECT alias_id AS id FROM prospect_aliases WHERE prospect_id = ANY($1)")
+                .bind::<Array<SqlUuid>, _>(&erasures)
+                .load(conn)
+                .await
+                .map_err(|e| failed(e.into()))?;
+        for prospect in erasures.iter().copied().chain(merged.iter().map(|w| w.id)) {
+            let purged = eraser.erase(prospect).await.map_err(failed)?;
+            tracing::debug!(%prospect, purged, "erased prospect's history purged from the streams");
+        }
+        Ok(())
+    }
+
     /// Whether a fresh connection can run a query within two seconds.
     async fn database_reachable(&self) -> bool {
         let probe = async {

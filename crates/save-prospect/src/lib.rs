@@ -7,8 +7,10 @@
 //! the batch only after the commit. It owns the database: it creates it when
 //! missing and runs the embedded migrations (`save-prospect migrate`, and at
 //! start-up unless disabled). It holds the ownership rules of double opt-in
-//! (see [`apply`]) and erases sign-ups never confirmed in time
-//! ([`expiry`]).
+//! (see [`apply`]), erases sign-ups never confirmed in time ([`expiry`]),
+//! purges an erased prospect's personal data from the event and dead-letter
+//! streams once the erasure is committed (`bus::erasure`), and reports how
+//! full the streams are (`signup_stream_bytes`).
 //!
 //! # Layout
 //! - [`settings`]: configuration (`[database]`, `[nats]`, `[save_prospect]`).
@@ -100,6 +102,14 @@ pub async fn run(
         Duration::from_secs(settings.save_prospect.expiry_check_secs.max(1)),
         shutdown.clone(),
     ));
+    let eraser = bus::erasure::StreamEraser::new(client.clone(), &settings.nats.stream);
+    let streams = vec![settings.nats.stream.name.clone(), bus::stream::dlq_stream_name(&settings.nats.stream)];
+    let reporting = tokio::spawn(bus::stream::report_usage(
+        bus::async_nats::jetstream::new(client.clone()),
+        streams,
+        Duration::from_secs(15),
+        shutdown.clone(),
+    ));
     let consumed = ConsumerRunner::new(
         client,
         settings.nats.stream.clone(),
@@ -107,8 +117,9 @@ pub async fn run(
         settings.save_prospect.consumer.clone(),
     )
     .with_ready_flag(consumer_ready)
-    .run(SaveProspect::new(pool), shutdown)
+    .run(SaveProspect::new(pool).with_stream_eraser(eraser), shutdown)
     .await;
+    reporting.abort();
     if let Err(error) = expiring.await {
         tracing::warn!(%error, "the expiry of unconfirmed sign-ups ended abnormally");
     }

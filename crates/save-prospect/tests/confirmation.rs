@@ -164,7 +164,8 @@ async fn unconfirmed_sign_ups_expire_and_their_erasure_is_published_once() {
     assert_eq!(expiry::sweep(&pool, &publisher, cutoff).await.expect("sweep again"), 1, "not applied yet");
     let mut stream = js.get_stream("PROSPECTS").await.expect("stream");
     assert_eq!(stream.info().await.expect("info").state.messages, 1, "the repeated erasure is stored once");
-    let stored = stream.get_last_raw_message_by_subject(ProspectDeleted::SUBJECT).await.expect("erasure");
+    let subject = messages::streams::event_subject(stale, ProspectDeleted::KIND);
+    let stored = stream.get_last_raw_message_by_subject(&subject).await.expect("erasure");
     assert_eq!(
         stored.headers.get(ce::ID).map(|v| v.as_str().to_owned()),
         Some(expiry::expiry_event_id(stale).to_string())

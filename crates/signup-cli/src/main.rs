@@ -86,8 +86,18 @@ async fn main() -> anyhow::Result<()> {
                 let config = &info.cached_info().config;
                 writeln!(
                     out,
-                    "stream {} ready: subjects {:?}, replicas {}",
-                    config.name, config.subjects, config.num_replicas
+                    "stream {} ready: subjects {:?}, replicas {}, at most {}, kept {}, when full: refuse new messages",
+                    config.name,
+                    config.subjects,
+                    config.num_replicas,
+                    match config.max_bytes {
+                        bytes if bytes < 0 => "unlimited in size".to_owned(),
+                        bytes => format!("{} MiB", bytes / (1024 * 1024)),
+                    },
+                    match config.max_age.as_secs() {
+                        0 => "forever".to_owned(),
+                        secs => format!("{} days", secs / 86_400),
+                    },
                 )?;
             }
         }
@@ -113,12 +123,24 @@ async fn main() -> anyhow::Result<()> {
                     writeln!(out, "{}: {}", AsRef::<str>::as_ref(name), value.as_str())?;
                 }
             }
-            writeln!(out, "\n{}", String::from_utf8_lossy(&letter.payload))?;
+            if letter.withheld {
+                writeln!(out, "\n(payload withheld: the prospect was erased)")?;
+            } else {
+                writeln!(out, "\n{}", String::from_utf8_lossy(&letter.payload))?;
+            }
         }
         Command::Dlq(Dlq::Replay(selection)) => {
             let sequences = selected(&letters, &selection).await?;
+            let mut refused = 0;
             for sequence in &sequences {
-                let replayed = letters.replay(*sequence, selection.dry_run).await?;
+                let replayed = match letters.replay(*sequence, selection.dry_run).await {
+                    Ok(replayed) => replayed,
+                    Err(error) => {
+                        writeln!(out, "{sequence}: {error:#}")?;
+                        refused += 1;
+                        continue;
+                    }
+                };
                 let what = match (selection.dry_run, replayed.new_stream_sequence) {
                     (true, _) => "would be replayed".to_owned(),
                     (false, Some(seq)) => format!("replayed as stream sequence {seq}"),
@@ -127,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
                 writeln!(out, "{sequence}: {what} to {}", replayed.subject)?;
             }
             writeln!(out, "{} letter(s){}", sequences.len(), if selection.dry_run { " (dry run)" } else { "" })?;
+            anyhow::ensure!(refused == 0, "{refused} letter(s) not replayed");
         }
         Command::Dlq(Dlq::Purge(selection)) => {
             let sequences = selected(&letters, &selection).await?;

@@ -5,15 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::middleware::{Logger, from_fn};
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use bus::Publisher;
 use bus::async_nats::{self, jetstream};
 use links::{Links, Purpose};
-use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::limits::{self, RateLimiter};
 use crate::reference::ReferenceData;
@@ -43,17 +41,9 @@ impl Application {
         let jetstream = jetstream::ContextBuilder::new().timeout(settings.nats.request_timeout()).build(client.clone());
         let service_timeout = Duration::from_millis(settings.web.service_timeout_ms);
         let reference = Arc::new(ReferenceData::builtin());
-        let links = match &settings.links.secret {
-            Some(_) => Links::new(&settings.links)?,
-            None => {
-                tracing::warn!(
-                    "links.secret is not set: using a random one, so no link mailed by the mailer works here \
-                     (set SIGNUP__LINKS__SECRET for both)"
-                );
-                let random = SecretString::from(format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()));
-                Links::with_secret(&settings.links, &random)?
-            }
-        };
+        // The mailer signs with the same secret: without one, no mailed link
+        // could ever work here.
+        let links = Links::new(&settings.links)?;
         let state = web::Data::new(AppState {
             publisher: Publisher::new(client.clone(), "/signup-web", settings.nats.request_timeout()),
             reference: Arc::clone(&reference),
@@ -84,8 +74,7 @@ impl Application {
                 .wrap(from_fn(limits::limit_posts))
                 .wrap(limits::security_headers())
                 .wrap(from_fn(bus::ops::record_http))
-                // Status, request line and time; never bodies (they hold personal data).
-                .wrap(Logger::new("%s %r %Dms"))
+                .wrap(bus::ops::access_log())
                 .app_data(state.clone())
                 .app_data(rate_limiter.clone())
                 .app_data(web::PayloadConfig::new(limit))

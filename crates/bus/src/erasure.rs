@@ -1,0 +1,64 @@
+//! Erasure in the streams: every event of an erased prospect that holds
+//! personal data (`messages::streams::PERSONAL_KINDS`), and every such dead
+//! letter, is purged, so that a handler replaying the stream (a new one, a
+//! reindex, a dead-letter replay) sees the erasure and never the data.
+//!
+//! Every event has a subject of its prospect's own
+//! (`events.prospect.<id>.<kind>`, see `messages::streams`), so a purge with
+//! that subject as filter touches nobody else. The erasure event itself (and
+//! a confirmation: neither holds personal data) stays: it is what replaying
+//! handlers must see. So do the dead letters of erasures, until they are
+//! replayed and applied.
+
+use async_nats::jetstream::{self, stream};
+use messages::streams::{PERSONAL_KINDS, event_subject};
+use messages::{Event, ProspectDeleted};
+use uuid::Uuid;
+
+use crate::settings::StreamSettings;
+use crate::stream::dlq_stream_name;
+
+/// Purges one prospect's personal data from the event and dead-letter
+/// streams.
+#[derive(Clone)]
+pub struct StreamEraser {
+    js: jetstream::Context,
+    events: String,
+    dead_letters: String,
+}
+
+impl StreamEraser {
+    /// An eraser for the streams `events` describes.
+    pub fn new(client: async_nats::Client, events: &StreamSettings) -> Self {
+        Self { js: jetstream::new(client), events: events.name.clone(), dead_letters: dlq_stream_name(events) }
+    }
+
+    /// Purges the events and dead letters of `prospect_id` that hold personal
+    /// data. Returns how many messages went. Purging again finds nothing
+    /// more: safe to repeat after a redelivery.
+    pub async fn erase(&self, prospect_id: Uuid) -> anyhow::Result<u64> {
+        use anyhow::Context as _;
+        let events = self.js.get_stream_no_info(&self.events).await?;
+        let letters = self.js.get_stream_no_info(&self.dead_letters).await?;
+        let mut purged = 0;
+        for kind in PERSONAL_KINDS {
+            let history = events.purge().filter(event_subject(prospect_id, kind)).await;
+            purged += history.with_context(|| format!("purging the {kind} events of {prospect_id}"))?.purged;
+            let dead = letters.purge().filter(format!("dlq.prospect.*.{prospect_id}.{kind}")).await;
+            purged += dead.with_context(|| format!("purging the {kind} dead letters of {prospect_id}"))?.purged;
+        }
+        Ok(purged)
+    }
+}
+
+/// Whether `prospect_id` was erased: the event stream holds its erasure.
+/// Uses a direct get of the last message on `events.prospect.<id>.deleted`,
+/// which a handler's NATS user may do for those subjects only.
+pub async fn is_erased(js: &jetstream::Context, events: &str, prospect_id: Uuid) -> anyhow::Result<bool> {
+    let stream = js.get_stream_no_info(events).await?;
+    match stream.direct_get_last_for_subject(event_subject(prospect_id, ProspectDeleted::KIND)).await {
+        Ok(_) => Ok(true),
+        Err(error) if error.kind() == stream::DirectGetErrorKind::NotFound => Ok(false),
+        Err(error) => Err(error.into()),
+    }
+}
