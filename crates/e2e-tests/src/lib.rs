@@ -193,6 +193,19 @@ impl System {
         .await
     }
 
+    /// Waits until `address` has received a mail with this subject, and
+    /// returns the first such.
+    pub async fn mail_to(&self, address: &str, subject: &str) -> anyhow::Result<Mail> {
+        let smtp = self.smtp.as_ref().context("the mailer was not started")?;
+        eventually(Duration::from_secs(20), &format!("a mail {subject:?} to {address}"), || async {
+            smtp.messages_to(address)
+                .iter()
+                .filter_map(|m| Mail::parse(m, &self.web_url).ok())
+                .find(|m| m.subject == subject)
+        })
+        .await
+    }
+
     /// Waits until `address` has received `count` mails, and returns them.
     pub async fn mails_to(&self, address: &str, count: usize) -> anyhow::Result<Vec<Mail>> {
         let smtp = self.smtp.as_ref().context("the mailer was not started")?;

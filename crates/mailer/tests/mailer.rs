@@ -177,14 +177,14 @@ async fn starttls_and_implicit_tls_check_the_servers_certificate() {
 async fn a_refused_address_is_dead_lettered_and_a_busy_one_retried() {
     let bed = Bed::start(SmtpTls::Plain).await;
     let (shutdown, task) = bed.run();
-    let (_, refused_seq) = bed.request_link("refused@example.com").await;
+    let (refused, refused_seq) = bed.request_link("refused@example.com").await;
     let (_, busy_seq) = bed.request_link("later-2@example.com").await;
 
     let mail = bed.mails_to("later-2@example.com", 1).await;
     assert_eq!(mail.len(), 1, "retried until the server took it, once");
     let dlq = bed.js.get_stream("PROSPECTS_DLQ").await.expect("dead-letter stream");
     let letter = eventually(Duration::from_secs(30), "the dead letter", || async {
-        dlq.get_last_raw_message_by_subject("dlq.prospect.mailer.linkrequested").await.ok()
+        dlq.get_last_raw_message_by_subject(&dlq::subject(mailer::CONSUMER_NAME, &refused.subject())).await.ok()
     })
     .await
     .expect("letter");
