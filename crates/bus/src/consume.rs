@@ -29,6 +29,7 @@
 //! returning.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
@@ -117,6 +118,9 @@ pub struct ConsumerRunner {
     durable_name: String,
     settings: ConsumerSettings,
     ready: ReadyFlag,
+    /// The durable consumer's own `ack_wait` (in milliseconds), as the server
+    /// has it: what progress acks are timed by.
+    ack_wait_ms: AtomicU64,
 }
 
 impl ConsumerRunner {
@@ -128,12 +132,14 @@ impl ConsumerRunner {
         durable_name: impl Into<String>,
         settings: ConsumerSettings,
     ) -> Self {
+        let ack_wait_ms = AtomicU64::new(settings.ack_wait_secs.saturating_mul(1_000));
         Self {
             js: jetstream::new(client),
             stream,
             durable_name: durable_name.into(),
             settings,
             ready: ReadyFlag::default(),
+            ack_wait_ms,
         }
     }
 
@@ -145,13 +151,16 @@ impl ConsumerRunner {
         self
     }
 
-    /// Makes sure the stream and this durable consumer exist.
+    /// Makes sure the stream and this durable consumer exist. A consumer
+    /// that exists already keeps what it was created with, except its ack
+    /// wait, which follows the settings (it is updated when they differ):
+    /// progress acks are timed by the consumer's real ack wait either way.
     pub async fn ensure_consumer<E: EventSet>(&self) -> anyhow::Result<PullConsumer> {
         use anyhow::Context as _;
         let stream = ensure_stream(&self.js, &self.stream).await?;
         crate::stream::ensure_dlq_stream(&self.js, &self.stream).await?;
         let name = &self.durable_name;
-        stream
+        let mut consumer = stream
             .get_or_create_consumer(
                 name,
                 pull::Config {
@@ -175,7 +184,26 @@ impl ConsumerRunner {
                 },
             )
             .await
-            .with_context(|| format!("creating durable consumer {name}"))
+            .with_context(|| format!("creating durable consumer {name}"))?;
+        let wanted = Duration::from_secs(self.settings.ack_wait_secs);
+        let actual = consumer.cached_info().config.ack_wait;
+        if actual != wanted {
+            let config = jetstream::consumer::Config { ack_wait: wanted, ..consumer.cached_info().config.clone() };
+            match stream.update_consumer(config).await {
+                Ok(_) => {
+                    tracing::info!(consumer = %name, from = ?actual, to = ?wanted, "updated the consumer's ack wait");
+                    consumer = stream
+                        .get_consumer(name)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("looking up consumer {name}: {e}"))?;
+                }
+                Err(error) => tracing::warn!(consumer = %name, %error, ack_wait = ?actual,
+                    "cannot update the consumer's ack wait; progress acks follow the one it has"),
+            }
+        }
+        let ack_wait = consumer.cached_info().config.ack_wait;
+        self.ack_wait_ms.store(u64::try_from(ack_wait.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        Ok(consumer)
     }
 
     /// Consumes until `shutdown` is cancelled, then finishes the batch in
@@ -400,11 +428,10 @@ impl ConsumerRunner {
         let mut start = 0;
         'batch: loop {
             let (pending, letters) = (&deliveries[start..], &held[start..]);
-            let result = if outage.active() {
-                self.handle_holding(handler, pending, letters).await
-            } else {
-                handler.handle(pending).await
-            };
+            // Progress acks from the first attempt on: a batch that takes
+            // longer than the ack wait must not be handed out again while it
+            // is still being applied.
+            let result = self.handle_holding(handler, pending, letters).await;
             match result {
                 Ok(()) => {
                     for letter in letters {
@@ -476,8 +503,9 @@ impl ConsumerRunner {
             .increment(events as u64);
     }
 
+    /// A third of the consumer's real ack wait (at least 100 ms).
     fn progress_interval(&self) -> Duration {
-        Duration::from_secs(self.settings.ack_wait_secs.max(3)) / 3
+        (Duration::from_millis(self.ack_wait_ms.load(Ordering::Relaxed)) / 3).max(Duration::from_millis(100))
     }
 
     /// A dependency is down: keep the messages (progress acks), pause, and

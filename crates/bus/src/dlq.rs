@@ -1,12 +1,22 @@
 //! Dead-letter tooling: list, show, replay and purge the letters in the
 //! dead-letter stream (what `signup dlq` runs).
 //!
-//! Replaying republishes a letter to its original subject with its original
-//! headers — the same `ce-id`, so handlers recognise what they already
-//! applied — plus `x-replay-of-seq`, so it takes effect where it first stood
-//! in the stream's order. Its `Nats-Msg-Id` is `replay:<dlq stream>:<letter
-//! sequence>`: replaying the same letter twice within the duplicate window
-//! stores it once.
+//! A letter is only a pointer: any handler may write letters under its own
+//! name, so replay trusts none of what a letter says. It replays a letter
+//! only when the letter's subject names the handler its `x-dlq-consumer`
+//! header names, its `x-dlq-subject` is an event subject of the stream, and
+//! the stream still holds, at the letter's `x-dlq-stream-seq`, that very
+//! event (same subject, same `ce-id`). It then republishes the event as the
+//! stream holds it — its payload and headers, not the letter's — with the
+//! same `ce-id` (handlers recognise what they already applied) and
+//! `x-replay-of-seq` (it takes effect where it first stood in the stream's
+//! order). A refused letter is reported and kept.
+//!
+//! The replay's `Nats-Msg-Id` is `replay:<dlq stream>:<letter sequence>`,
+//! unique per letter: replaying one letter twice within the duplicate window
+//! stores it once, while a letter made when the replayed event failed again
+//! is a new letter and is stored again. A letter is removed only after its
+//! event was stored (or recognised as stored by that same letter's replay).
 //!
 //! Erasure wins over dead letters: a letter that holds personal data of a
 //! prospect erased since is shown without its payload and is never replayed
@@ -26,6 +36,8 @@ use crate::stream::dlq_stream_name;
 pub struct DeadLetter {
     /// Its sequence in the dead-letter stream (what the commands take).
     pub sequence: u64,
+    /// The letter's own subject, `dlq.prospect.<consumer>.…`.
+    pub subject: String,
     /// When it was dead-lettered.
     pub time: String,
     /// The handler that gave up on it.
@@ -56,6 +68,7 @@ impl DeadLetter {
         let get = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default();
         Self {
             sequence: message.sequence,
+            subject: message.subject.to_string(),
             time: message.time.to_string(),
             consumer: get(dlq::CONSUMER),
             reason: get(dlq::REASON),
@@ -155,8 +168,10 @@ impl DeadLetters {
         Ok(letter)
     }
 
-    /// Republishes a letter to its original subject and, unless `dry_run`,
-    /// removes it from the dead-letter stream once the event stream stored it.
+    /// Republishes the event a letter points at and, unless `dry_run`,
+    /// removes the letter once the event stream stored it. Refuses (and keeps)
+    /// a letter that does not point at an event the stream holds (see the
+    /// module docs).
     pub async fn replay(&self, sequence: u64, dry_run: bool) -> anyhow::Result<Replayed> {
         let letter = self.get(sequence).await?;
         if letter.withheld {
@@ -168,37 +183,72 @@ impl DeadLetters {
                 if dry_run { "" } else { ", removed" }
             );
         }
-        anyhow::ensure!(!letter.original_subject.is_empty(), "dead letter {sequence} does not say where it came from");
+        let (stream_sequence, original) = self
+            .original(&letter)
+            .await
+            .map_err(|reason| anyhow::anyhow!("dead letter {sequence} refused, kept: {reason}"))?;
         let mut headers = HeaderMap::new();
-        for (name, values) in letter.headers.iter() {
+        for (name, values) in original.headers.iter() {
             let name: &str = name.as_ref();
-            if name.starts_with("x-dlq-") || name == ce::NATS_MSG_ID {
+            if name.starts_with("x-dlq-") || name == ce::NATS_MSG_ID || name == dlq::REPLAY_OF_SEQ {
                 continue;
             }
             for value in values {
                 headers.append(name, value.as_str());
             }
         }
-        if !letter.stream_sequence.is_empty() {
-            headers.insert(dlq::REPLAY_OF_SEQ, letter.stream_sequence.as_str());
-        }
-        let dedupe = if letter.event_id.is_empty() {
-            format!("replay:dlq:{sequence}")
-        } else {
-            format!("replay:{}", letter.event_id)
-        };
-        headers.insert(ce::NATS_MSG_ID, dedupe.as_str());
+        headers.insert(dlq::REPLAY_OF_SEQ, stream_sequence.to_string().as_str());
+        headers.insert(ce::NATS_MSG_ID, format!("replay:{}:{sequence}", self.name).as_str());
+        let subject = original.subject.to_string();
         if dry_run {
-            return Ok(Replayed { sequence, subject: letter.original_subject, new_stream_sequence: None });
+            return Ok(Replayed { sequence, subject, new_stream_sequence: None });
         }
-        let publish = PublishMessage::build().headers(headers).payload(letter.payload.clone());
-        let ack = self.js.send_publish(letter.original_subject.clone(), publish).await?.await?;
+        let publish = PublishMessage::build().headers(headers).payload(original.payload.clone());
+        let ack = self.js.send_publish(subject.clone(), publish).await?.await?;
+        // Stored now, or (a duplicate of this very letter's id) by an earlier
+        // replay of it: either way the event is in the stream.
         self.delete(sequence).await?;
-        Ok(Replayed {
-            sequence,
-            subject: letter.original_subject,
-            new_stream_sequence: (!ack.duplicate).then_some(ack.sequence),
-        })
+        Ok(Replayed { sequence, subject, new_stream_sequence: (!ack.duplicate).then_some(ack.sequence) })
+    }
+
+    /// The event a letter points at, as the event stream holds it, with its
+    /// sequence; or why the letter cannot be trusted.
+    async fn original(&self, letter: &DeadLetter) -> Result<(u64, jetstream::message::StreamMessage), String> {
+        let consumer = letter.subject.strip_prefix("dlq.prospect.").and_then(|rest| rest.split('.').next());
+        if consumer != Some(letter.consumer.as_str()) || letter.consumer.is_empty() {
+            return Err(format!(
+                "its {} header ({:?}) is not the handler of its subject {}",
+                dlq::CONSUMER,
+                letter.consumer,
+                letter.subject
+            ));
+        }
+        let kind = letter.original_subject.rsplit('.').next().unwrap_or_default();
+        if messages::streams::prospect_of(&letter.original_subject).is_none()
+            || !messages::streams::KINDS.contains(&kind)
+        {
+            return Err(format!("{:?} is not an event subject of the stream", letter.original_subject));
+        }
+        if letter.event_id.parse::<uuid::Uuid>().is_err() {
+            return Err(format!("its {} header ({:?}) names no event", ce::ID, letter.event_id));
+        }
+        let stream_sequence: u64 = letter
+            .stream_sequence
+            .parse()
+            .map_err(|_| format!("its {} header ({:?}) is not a sequence", dlq::STREAM_SEQ, letter.stream_sequence))?;
+        let events =
+            self.js.get_stream(&self.events).await.map_err(|e| format!("cannot read the event stream: {e}"))?;
+        let original = events.get_raw_message(stream_sequence).await.map_err(|_| {
+            format!("the event stream no longer holds sequence {stream_sequence} (expired, purged or never there)")
+        })?;
+        let original_id = original.headers.get(ce::ID).map(|v| v.as_str().to_owned()).unwrap_or_default();
+        if original.subject.as_str() != letter.original_subject || original_id != letter.event_id {
+            return Err(format!(
+                "the event stream holds another event at sequence {stream_sequence} ({} {original_id})",
+                original.subject
+            ));
+        }
+        Ok((stream_sequence, original))
     }
 
     /// Removes a letter, unless `dry_run`; returns whether it existed.

@@ -24,6 +24,9 @@ enum Script {
     AlwaysFail,
     /// Fails permanently.
     Reject,
+    /// Fails permanently on its first `n` attempts (across redeliveries and
+    /// replays), then succeeds.
+    RejectTimes(usize),
 }
 
 /// Applies events, following a script per prospect; records what it applied
@@ -35,6 +38,11 @@ struct Scripted {
     applied: Arc<Mutex<Vec<(Uuid, i64)>>>,
     calls: Arc<Mutex<usize>>,
     outage_calls: usize,
+    /// Every event the handler was given: (event id, delivery count).
+    seen: Arc<Mutex<Vec<(Uuid, i64)>>>,
+    attempts: Arc<Mutex<HashMap<Uuid, usize>>>,
+    /// The first call takes this long (a lock, a slow dependency).
+    first_call_takes: Option<Duration>,
 }
 
 impl Handler for Scripted {
@@ -45,11 +53,26 @@ impl Handler for Scripted {
             *calls += 1;
             *calls
         };
+        self.seen.lock().expect("lock").extend(batch.iter().map(|d| (d.meta.event_id, d.meta.delivered)));
+        if call == 1
+            && let Some(slow) = self.first_call_takes
+        {
+            tokio::time::sleep(slow).await;
+        }
         if call <= self.outage_calls {
             return Err(HandlerError::Unavailable(anyhow::anyhow!("database unreachable")));
         }
         for delivery in batch {
+            let attempt = {
+                let mut attempts = self.attempts.lock().expect("lock");
+                let attempt = attempts.entry(delivery.event.prospect_id()).or_default();
+                *attempt += 1;
+                *attempt
+            };
             match self.scripts.get(&delivery.event.prospect_id()) {
+                Some(Script::RejectTimes(n)) if attempt <= *n => {
+                    return Err(HandlerError::Permanent(anyhow::anyhow!("rejected for now")));
+                }
                 Some(Script::FailUntilDelivery(n)) if delivery.meta.delivered < *n => {
                     return Err(HandlerError::Transient(anyhow::anyhow!("flaky")));
                 }
@@ -243,4 +266,139 @@ async fn an_outage_holds_the_batch_without_using_up_deliveries() {
     assert!(applied.iter().all(|(_, delivered)| *delivered == 1), "no redeliveries: {applied:?}");
     assert!(*handler.calls.lock().expect("lock") > 8);
     assert!(bed.dead_letters().await.is_empty(), "nothing dead-lettered");
+}
+
+#[tokio::test]
+async fn a_replayed_event_that_fails_again_and_is_replayed_again_is_applied() {
+    let bed = bed().await;
+    let ids = bed.publish(1).await;
+    let (prospect, event) = ids[0];
+    let handler =
+        Scripted { scripts: Arc::new(HashMap::from([(prospect, Script::RejectTimes(2))])), ..Scripted::default() };
+    let (shutdown, task) = bed.run(handler.clone(), quick());
+    let letters = bus::dlq::DeadLetters::new(bed.client.clone(), &StreamSettings::default());
+    let letter = |n: usize| {
+        let letters = &letters;
+        async move {
+            eventually(Duration::from_secs(20), "a dead letter", || async {
+                let list = letters.list(100).await.ok()?;
+                (list.len() == 1 && list[0].sequence as usize == n).then(|| list[0].sequence)
+            })
+            .await
+            .expect("letter")
+        }
+    };
+    // Dead-lettered, replayed, fails again (a new letter), replayed again:
+    // all inside the duplicate window.
+    let first = letter(1).await;
+    letters.replay(first, false).await.expect("first replay");
+    let second = letter(2).await;
+    let replayed = letters.replay(second, false).await.expect("second replay");
+    assert!(replayed.new_stream_sequence.is_some(), "the second replay is stored, not taken for a duplicate");
+    eventually(Duration::from_secs(20), "the event to be applied", || async {
+        handler.applied.lock().ok()?.iter().any(|(id, _)| *id == event).then_some(())
+    })
+    .await
+    .expect("applied on its third attempt");
+    assert!(letters.list(100).await.expect("list").is_empty(), "no letter left");
+    shutdown.cancel();
+    task.await.expect("join").expect("runner");
+}
+
+/// Writes a dead letter by hand, as any handler's NATS user could: under
+/// `letter_subject`, saying it was `consumer`'s, of the event with `event_id`
+/// on `subject` at stream sequence `sequence`.
+async fn forge(bed: &Bed, letter_subject: &str, letter: [&str; 4], payload: &str) -> u64 {
+    let [consumer, subject, sequence, event_id] = letter;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(dlq::CONSUMER, consumer);
+    headers.insert(dlq::SUBJECT, subject);
+    headers.insert(dlq::STREAM_SEQ, sequence);
+    headers.insert(messages::cloudevents::ID, event_id);
+    let ack = bed.js.publish_with_headers(letter_subject.to_owned(), headers, payload.to_owned().into()).await;
+    ack.expect("sent").await.expect("stored").sequence
+}
+
+#[tokio::test]
+async fn replay_refuses_letters_that_point_at_no_event_of_the_stream() {
+    let bed = bed().await;
+    bus::stream::ensure_dlq_stream(&bed.js, &StreamSettings::default()).await.expect("dlq");
+    let (victim, event) = bed.publish(1).await[0];
+    let subject = messages::streams::event_subject(victim, ProspectDeleted::KIND);
+    let letter_subject = dlq::subject("crm-webhook", &subject);
+    let event_id = event.to_string();
+    let letters = bus::dlq::DeadLetters::new(bed.client.clone(), &StreamSettings::default());
+    let cases = [
+        ("a consumer header that is not the letter's handler", ["save-prospect", &subject, "1", &event_id]),
+        ("a subject outside the stream", ["crm-webhook", "$JS.API.STREAM.DELETE.PROSPECTS", "1", &event_id]),
+        ("another event's id at that sequence", ["crm-webhook", &subject, "1", "0192f0c1-7a3b-7cde-8f01-23456789abcd"]),
+        ("a sequence the stream never had", ["crm-webhook", &subject, "999999", &event_id]),
+    ];
+    let stored =
+        || async { bed.js.get_stream("PROSPECTS").await.expect("stream").info().await.expect("info").state.messages };
+    let before = stored().await;
+    for (what, letter) in cases {
+        let sequence = forge(&bed, &letter_subject, letter, "{}").await;
+        let error = letters.replay(sequence, false).await.expect_err(what);
+        assert!(error.to_string().contains("refused, kept"), "{what}: {error}");
+        assert!(letters.get(sequence).await.is_ok(), "{what}: the letter is kept");
+    }
+    assert_eq!(stored().await, before, "nothing was published");
+
+    // A letter that points at the real event but carries another payload:
+    // what is replayed is the event as the stream holds it.
+    let forged = format!(r#"{{"prospectId":"{}","deletedAt":"2001-01-01T00:00:00Z"}}"#, Uuid::now_v7());
+    let pointer = forge(&bed, &letter_subject, ["crm-webhook", &subject, "1", &event_id], &forged).await;
+    let replayed = letters.replay(pointer, false).await.expect("replayed");
+    let stream = bed.js.get_stream("PROSPECTS").await.expect("stream");
+    let copy = stream.get_raw_message(replayed.new_stream_sequence.expect("stored")).await.expect("copy");
+    let original = stream.get_raw_message(1).await.expect("original");
+    assert_eq!(copy.payload, original.payload, "the stream's own payload, not the letter's");
+    assert_eq!(copy.subject, original.subject);
+}
+
+#[tokio::test]
+async fn a_batch_that_outlasts_the_ack_wait_is_not_handed_out_again() {
+    let bed = bed().await;
+    let ids = bed.publish(3).await;
+    let handler = Scripted { first_call_takes: Some(Duration::from_secs(5)), ..Scripted::default() };
+    let settings = ConsumerSettings { ack_wait_secs: 3, concurrency: 2, ..quick() };
+    let (shutdown, task) = bed.run(handler.clone(), settings);
+    bed.settled().await;
+    shutdown.cancel();
+    task.await.expect("join").expect("runner");
+    let seen = handler.seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), ids.len(), "each event was given to the handler once: {seen:?}");
+    assert!(seen.iter().all(|(_, delivered)| *delivered == 1), "none was redelivered: {seen:?}");
+}
+
+#[tokio::test]
+async fn progress_acks_follow_the_consumers_own_ack_wait() {
+    let bed = bed().await;
+    // The consumer as an older deployment created it: a 3 s ack wait.
+    let stream = bed.js.get_stream("PROSPECTS").await.expect("stream");
+    stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("failures-test".into()),
+            filter_subject: messages::streams::PROSPECTS_SUBJECTS.into(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(3),
+            max_deliver: -1,
+            ..Default::default()
+        })
+        .await
+        .expect("old consumer");
+    let ids = bed.publish(2).await;
+    // The settings now say 30 s; the first batch takes 6.
+    let handler = Scripted { first_call_takes: Some(Duration::from_secs(6)), ..Scripted::default() };
+    let settings = ConsumerSettings { ack_wait_secs: 30, concurrency: 2, ..quick() };
+    let (shutdown, task) = bed.run(handler.clone(), settings);
+    bed.settled().await;
+    shutdown.cancel();
+    task.await.expect("join").expect("runner");
+    let seen = handler.seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), ids.len(), "each event was given to the handler once: {seen:?}");
+    assert!(seen.iter().all(|(_, delivered)| *delivered == 1), "none was redelivered: {seen:?}");
+    let info = stream.consumer_info("failures-test").await.expect("info");
+    assert_eq!(info.config.ack_wait, Duration::from_secs(30), "the consumer follows the settings");
 }

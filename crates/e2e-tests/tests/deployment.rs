@@ -355,6 +355,37 @@ async fn each_service_works_with_its_own_user_and_is_refused_outside_its_permiss
     assert!(js.get_stream("PROSPECTS").await.is_err(), "the notifier cannot see the event stream");
     violation(&mut errors, "$JS.API.STREAM.INFO.PROSPECTS").await;
     assert!(js.get_stream("PROSPECTS_DLQ").await.is_ok(), "but can see the dead letters");
+
+    // A compromised handler may write letters under its own name: forged
+    // ones (an erasure of someone else; a JetStream API subject) are refused
+    // by the operator's replay, and nothing is published.
+    let (crm, _) = deployment.client_as("crm-webhook").await;
+    let crm = quick_jetstream(&crm);
+    let victim = messages::streams::event_subject(id, "deleted");
+    for (subject, sequence) in [(victim.as_str(), "2"), ("$JS.API.STREAM.DELETE.PROSPECTS", "1")] {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(messages::dlq::CONSUMER, "crm-webhook");
+        headers.insert(messages::dlq::SUBJECT, subject);
+        headers.insert(messages::dlq::STREAM_SEQ, sequence);
+        headers.insert(messages::cloudevents::ID, uuid::Uuid::now_v7().to_string().as_str());
+        let letter = messages::dlq::subject("crm-webhook", &victim);
+        let stored = crm.publish_with_headers(letter, headers, "{}".into()).await.expect("sent").await;
+        stored.expect("a handler may write letters under its own name");
+    }
+    let (admin, _) = deployment.client_as("admin").await;
+    let mut events = async_nats::jetstream::new(admin).get_stream("PROSPECTS").await.expect("stream");
+    let before = events.info().await.expect("info").state.messages;
+    let output = tokio::process::Command::new(binary("signup").expect("signup binary"))
+        .args(["dlq", "replay", "--all"])
+        .env("SIGNUP_CONFIG_DIR", "/nonexistent")
+        .envs(deployment.env("admin"))
+        .output()
+        .await
+        .expect("signup dlq replay");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "the command fails: {stdout}");
+    assert!(stdout.matches("refused, kept").count() >= 2, "{stdout}");
+    assert_eq!(events.info().await.expect("info").state.messages, before, "nothing was published: {stdout}");
 }
 
 /// The value of the first sample of `name` whose labels include every one of

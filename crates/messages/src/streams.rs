@@ -26,6 +26,9 @@ pub fn event_subject(prospect_id: Uuid, kind: &str) -> String {
     format!("events.prospect.{prospect_id}.{kind}")
 }
 
+/// The kinds of event the stream carries (the last token of their subjects).
+pub const KINDS: [&str; 6] = ["signedup", "updated", "deleted", "confirmed", "emailchange", "linkrequested"];
+
 /// The kinds of event whose payload holds personal data (a name, an
 /// address, a company). Only these are purged from the dead letters at an
 /// erasure: the erasure itself (`deleted`) and a confirmation hold none, and

@@ -127,8 +127,9 @@ fn subjects_are_under_the_stream_and_types_are_versioned() {
         ),
         (ManageLinkRequested::KIND, ManageLinkRequested::SUBJECTS, ManageLinkRequested::TYPE),
     ];
-    let kinds: std::collections::BTreeSet<_> = all.iter().map(|(k, _, _)| k).collect();
+    let kinds: std::collections::BTreeSet<_> = all.iter().map(|(k, _, _)| *k).collect();
     assert_eq!(kinds.len(), all.len(), "one kind per event");
+    assert_eq!(kinds, messages::streams::KINDS.into_iter().collect(), "streams::KINDS lists every event");
     for (kind, subjects, ce_type) in all {
         assert_eq!(subjects, format!("events.prospect.*.{kind}"), "{kind}");
         assert!(!kind.contains('.') && !kind.is_empty(), "{kind}");

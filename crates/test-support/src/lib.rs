@@ -245,10 +245,19 @@ impl SmtpServer {
     }
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, and that this test process has not
+/// handed out before: tests running side by side each start several servers,
+/// and a port given twice would let one test talk to another's service.
 pub fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(listener.local_addr()?.port())
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let port = listener.local_addr()?.port();
+        if GIVEN.lock().map_err(|_| anyhow::anyhow!("port registry poisoned"))?.insert(port) {
+            return Ok(port);
+        }
+    }
 }
 
 async fn wait_for_port(port: u16, limit: Duration) -> anyhow::Result<()> {
