@@ -1,7 +1,7 @@
 //! The `analytics-indexer` handler: applies a batch of events to the index
 //! and commits it before the runner acks the batch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bus::{Delivery, Handler, HandlerError};
@@ -53,6 +53,10 @@ impl Handler for IndexHandler {
 struct Known {
     by_id: HashMap<Uuid, DocState>,
     holders: HashMap<String, Uuid>,
+    /// Events applied before, or earlier in this batch.
+    applied: HashSet<Uuid>,
+    /// The event being applied: the documents it writes record it.
+    event: Option<Uuid>,
 }
 
 impl Known {
@@ -62,7 +66,8 @@ impl Known {
         let mut emails: Vec<String> =
             batch.iter().filter_map(|d| d.event.details()).map(|d| d.email.to_lowercase()).collect();
         emails.extend(by_id.values().filter_map(|s| s.email_key.clone()));
-        let mut known = Self { by_id, holders: HashMap::new() };
+        let applied = index.applied_events(batch.iter().map(|d| d.meta.event_id))?;
+        let mut known = Self { by_id, holders: HashMap::new(), applied, event: None };
         for state in index.holders_of(emails.iter().map(String::as_str))? {
             known.remember(state);
         }
@@ -85,6 +90,20 @@ impl Known {
         self.by_id.insert(state.id, state);
     }
 
+    /// Whether `event` is new (and from now on, applied).
+    fn first_time(&mut self, event: Uuid) -> bool {
+        self.event = Some(event);
+        self.applied.insert(event)
+    }
+
+    /// The event ids a new version of document `id` records: its earlier
+    /// ones and the event being applied.
+    fn event_ids(&self, id: Uuid) -> Vec<Uuid> {
+        let mut ids = self.by_id.get(&id).map(|s| s.event_ids.clone()).unwrap_or_default();
+        ids.extend(self.event);
+        ids
+    }
+
     /// The confirmed prospect other than `id` holding `key`.
     fn holder_other_than(&self, id: Uuid, key: Option<&String>) -> Option<DocState> {
         let holder = self.holders.get(key?).filter(|h| **h != id)?;
@@ -103,6 +122,12 @@ fn apply(index: &ProspectIndex, writer: &mut IndexWriter, batch: &[Delivery<Pros
     for delivery in batch {
         let seq = delivery.meta.stream_sequence;
         let id = delivery.event.prospect_id();
+        // By event id, not by sequence: a stream restored or recreated
+        // numbers its events anew.
+        if !known.first_time(delivery.meta.event_id) {
+            tracing::debug!(event_id = %delivery.meta.event_id, "event already indexed; skipping it");
+            continue;
+        }
         let outcome = match &delivery.event {
             ProspectEvent::SignedUp(event) => {
                 if known.by_id.contains_key(&id) {
@@ -227,14 +252,25 @@ fn replace(writer: &IndexWriter, index: &ProspectIndex, id: Uuid, doc: TantivyDo
     Ok(())
 }
 
-/// The fields every document has: id, state, sequence, sign-up time.
-fn document(index: &ProspectIndex, id: Uuid, state: &str, seq: u64, signed_up_at: DateTime) -> TantivyDocument {
+/// The fields every document has: id, state, sequence, sign-up time, and
+/// the events applied to it.
+fn document(
+    index: &ProspectIndex,
+    event_ids: &[Uuid],
+    id: Uuid,
+    state: &str,
+    seq: u64,
+    signed_up_at: DateTime,
+) -> TantivyDocument {
     let f = index.fields();
     let mut doc = TantivyDocument::new();
     doc.add_text(f.id, id.to_string());
     doc.add_text(f.state, state);
     doc.add_u64(f.seq, seq);
     doc.add_date(f.signed_up_at, signed_up_at);
+    for event in event_ids {
+        doc.add_text(f.event_ids, event.to_string());
+    }
     doc
 }
 
@@ -250,7 +286,8 @@ fn write_live(
     confirmed: bool,
 ) -> anyhow::Result<()> {
     let f = index.fields();
-    let mut doc = document(index, id, LIVE, seq, signed_up_at);
+    let event_ids = known.event_ids(id);
+    let mut doc = document(index, &event_ids, id, LIVE, seq, signed_up_at);
     doc.add_text(f.confirmed, if confirmed { YES } else { NO });
     doc.add_text(f.full_name, format!("{} {}", details.first_name, details.last_name));
     doc.add_text(f.first_name, &details.first_name);
@@ -275,6 +312,7 @@ fn write_live(
         email_key: Some(details.email.to_lowercase()),
         confirmed,
         details: Some(details.clone()),
+        event_ids,
     });
     Ok(())
 }
@@ -287,7 +325,17 @@ fn write_tombstone(
     signed_up_at: DateTime,
     seq: u64,
 ) -> anyhow::Result<()> {
-    replace(writer, index, id, document(index, id, DELETED, seq, signed_up_at))?;
-    known.remember(DocState { id, live: false, seq, signed_up_at, email_key: None, confirmed: false, details: None });
+    let event_ids = known.event_ids(id);
+    replace(writer, index, id, document(index, &event_ids, id, DELETED, seq, signed_up_at))?;
+    known.remember(DocState {
+        id,
+        live: false,
+        seq,
+        signed_up_at,
+        email_key: None,
+        confirmed: false,
+        details: None,
+        event_ids,
+    });
     Ok(())
 }

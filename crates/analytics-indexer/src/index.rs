@@ -8,6 +8,7 @@
 //! The stream sequence of the last applied batch is stored as the commit
 //! payload: an index without one is new and must be filled by a replay.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -71,6 +72,9 @@ pub struct Fields {
     pub signed_up_at: Field,
     /// [`YES`] once the owner of the address confirmed it, else [`NO`].
     pub confirmed: Field,
+    /// The `ce-id`s of the events applied to it (exact, several): an event
+    /// is applied once, whatever sequence it arrives with.
+    pub event_ids: Field,
 }
 
 /// The schema and its fields.
@@ -100,6 +104,7 @@ pub fn schema() -> (Schema, Fields) {
         role_key: builder.add_text_field("role_key", group_key),
         signed_up_at: builder.add_date_field("signed_up_at", time),
         confirmed: builder.add_text_field("confirmed", STRING | STORED),
+        event_ids: builder.add_text_field("event_ids", STRING | STORED),
     };
     (builder.build(), fields)
 }
@@ -164,6 +169,14 @@ impl ProspectIndex {
         self.states(TermSetQuery::new(terms))
     }
 
+    /// Which of these events were applied already.
+    pub fn applied_events(&self, ids: impl IntoIterator<Item = Uuid>) -> anyhow::Result<HashSet<Uuid>> {
+        let ids: HashSet<Uuid> = ids.into_iter().collect();
+        let terms = ids.iter().map(|id| Term::from_field_text(self.fields.event_ids, &id.to_string()));
+        let states = self.states(TermSetQuery::new(terms))?;
+        Ok(states.iter().flat_map(|s| &s.event_ids).filter(|id| ids.contains(id)).copied().collect())
+    }
+
     /// The confirmed, live prospects holding these (lower-cased) e-mail
     /// addresses.
     pub fn holders_of<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> anyhow::Result<Vec<DocState>> {
@@ -199,6 +212,8 @@ pub struct DocState {
     pub confirmed: bool,
     /// A live prospect's details.
     pub details: Option<ProspectDetails>,
+    /// The events applied to it.
+    pub event_ids: Vec<Uuid>,
 }
 
 impl DocState {
@@ -231,6 +246,11 @@ impl DocState {
             email_key: text(fields.email).filter(|_| live).map(|e| e.to_lowercase()),
             confirmed: text(fields.confirmed).as_deref() == Some(YES),
             details,
+            event_ids: doc
+                .get_all(fields.event_ids)
+                .filter_map(|v| v.as_str())
+                .filter_map(|id| id.parse().ok())
+                .collect(),
         })
     }
 }

@@ -485,3 +485,55 @@ async fn the_indexer_refuses_to_start_without_a_real_token() {
         assert!(error.to_string().contains("analytics.token"), "{token:?}: {error}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_is_applied_once_whatever_sequence_it_comes_back_with() {
+    let bed = Bed::start().await;
+    let events = three_sign_ups(&bed).await;
+    let ada = events[0].prospect_id;
+    let older = ProspectUpdated {
+        prospect_id: ada,
+        details: details("Ada", "Older", "First Change", GB, EN),
+        updated_at: Utc::now(),
+    };
+    let context = EventContext::new();
+    bed.publisher.publish(&older, &context).await.expect("publish");
+    bed.publish(&ProspectUpdated {
+        prospect_id: ada,
+        details: details("Ada", "Newer", "Second Change", GB, EN),
+        updated_at: Utc::now(),
+    })
+    .await;
+    eventually(Duration::from_secs(20), "the newer change", || async {
+        (names(&bed.json("/api/analytics/search?q=second").await) == vec!["Newer"]).then_some(())
+    })
+    .await
+    .expect("indexed");
+
+    // The older change again, same ce-id, at a later sequence and without a
+    // replay header: as after a restore into another stream.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(ce::SPECVERSION, "1.0");
+    headers.insert(ce::ID, context.id.to_string().as_str());
+    headers.insert(ce::TYPE, <ProspectUpdated as messages::Event>::TYPE);
+    let js = jetstream::new(bed.client.clone());
+    let body = serde_json::to_vec(&older).expect("json").into();
+    js.publish_with_headers(messages::Event::subject(&older), headers, body)
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    // A marker behind it proves it was processed.
+    let marker = ProspectSignedUp {
+        prospect_id: Uuid::now_v7(),
+        details: details("Marker", "Last", "Behind", FR, DV),
+        signed_up_at: Utc::now(),
+    };
+    bed.publish(&marker).await;
+    bed.total_becomes(4).await;
+    assert_eq!(
+        names(&bed.json("/api/analytics/search?q=ada").await),
+        vec!["Newer"],
+        "the older change is not applied again"
+    );
+}

@@ -64,9 +64,14 @@ impl System {
     }
 
     /// Starts NATS, the database and signup-web, but not save-prospect.
-    /// The web's rate limit is off: the tests post from one address.
+    /// The web's rate limits are off: the tests post and poll from one
+    /// address.
     pub async fn start_without_saver() -> anyhow::Result<Self> {
-        Self::start_web_with(|settings| settings.web.rate_limit.per_minute = 0).await
+        Self::start_web_with(|settings| {
+            settings.web.rate_limit.per_minute = 0;
+            settings.web.rate_limit.lookups_per_minute = 0;
+        })
+        .await
     }
 
     /// Like [`System::start_without_saver`], with signup-web's settings

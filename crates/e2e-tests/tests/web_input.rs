@@ -343,7 +343,17 @@ async fn posts_beyond_a_clients_rate_limit_get_429_with_retry_after() {
     assert!(form.headers().contains_key("retry-after"));
     assert!(form.text().await.expect("body").contains("try again in"));
 
-    // Reading is never limited, and another client has its own allowance.
+    // Status look-ups have an allowance of their own (each one asks the
+    // prospects service, so a flood must stop here).
+    let status = system.web_url(&format!("/api/prospects/{}", uuid::Uuid::now_v7()));
+    let mut answers = Vec::new();
+    for _ in 0..40 {
+        answers.push(system.http.get(&status).send().await.expect("get").status().as_u16());
+    }
+    assert!(answers[..30].iter().all(|s| *s != 429), "the burst passes: {answers:?}");
+    assert!(answers.contains(&429), "a flood of look-ups is refused: {answers:?}");
+
+    // Reading pages is never limited, and another client has its own allowance.
     assert_eq!(system.http.get(system.web_url("/signup")).send().await.expect("get").status(), 200);
     let other = system.http.post(&url).header("x-forwarded-for", "203.0.113.7").json(&sign_up(3)).send().await;
     assert_eq!(other.expect("post").status(), 202, "a different client address");

@@ -1,5 +1,7 @@
 //! The database: connection pool, creation when missing, embedded migrations.
 
+use std::time::Duration;
+
 use anyhow::Context as _;
 use diesel::{ConnectionError, ConnectionResult};
 use diesel_async::pooled_connection::deadpool::Pool as DeadPool;
@@ -29,26 +31,56 @@ const MIGRATION_LOCK: i64 = 0x5349_474e_5550; // "SIGNUP"
 #[derive(Clone)]
 pub struct Connector {
     tls: Option<MakeRustlsConnect>,
+    connect_timeout: Duration,
+    statement_timeout: Duration,
 }
 
 impl Connector {
-    /// Plain connections only (a URL asking for `sslmode=require` fails).
+    /// Plain connections only (a URL asking for `sslmode=require` fails),
+    /// with the default timeouts.
     pub fn plain() -> Self {
-        Self { tls: None }
+        let defaults = DatabaseSettings::default();
+        Self {
+            tls: None,
+            connect_timeout: Duration::from_millis(defaults.connect_timeout_ms),
+            statement_timeout: Duration::from_millis(defaults.statement_timeout_ms),
+        }
+    }
+
+    /// The same, with other timeouts: opening a connection (and waiting for
+    /// one from a pool), and running one statement.
+    #[must_use]
+    pub fn with_timeouts(mut self, connect: Duration, statement: Duration) -> Self {
+        (self.connect_timeout, self.statement_timeout) = (connect, statement);
+        self
     }
 
     /// From `[database]`: TLS when `tls` is on; `ca_file` replaces the
     /// system's roots.
     pub fn from_settings(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let plain = Self::plain().with_timeouts(
+            Duration::from_millis(settings.connect_timeout_ms),
+            Duration::from_millis(settings.statement_timeout_ms),
+        );
         if !settings.tls {
-            return Ok(Self::plain());
+            return Ok(plain);
         }
         let config = bus::tls::client_config(settings.ca_file.as_deref(), "database.ca_file")?;
-        Ok(Self { tls: Some(MakeRustlsConnect::new(config)) })
+        Ok(Self { tls: Some(MakeRustlsConnect::new(config)), ..plain })
     }
 
-    /// Opens one connection.
+    /// Opens one connection, within the connect timeout, and bounds its
+    /// statements by the statement timeout.
     pub async fn connect(&self, url: &str) -> ConnectionResult<AsyncPgConnection> {
+        let mut conn = tokio::time::timeout(self.connect_timeout, self.open(url)).await.map_err(|_| {
+            ConnectionError::BadConnection(format!("no connection to Postgres within {:?}", self.connect_timeout))
+        })??;
+        let timeout = format!("SET statement_timeout = {}", self.statement_timeout.as_millis().max(1));
+        diesel::sql_query(timeout).execute(&mut conn).await.map_err(ConnectionError::CouldntSetupConfiguration)?;
+        Ok(conn)
+    }
+
+    async fn open(&self, url: &str) -> ConnectionResult<AsyncPgConnection> {
         let Some(tls) = &self.tls else { return AsyncPgConnection::establish(url).await };
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e: tokio_postgres::Error| ConnectionError::InvalidConnectionUrl(e.to_string()))?;
@@ -61,22 +93,26 @@ impl Connector {
     }
 }
 
-/// Builds a pool of at most `size` connections. Connections are opened
-/// lazily, so this succeeds while Postgres is down.
+/// Builds a pool of at most `size` connections, opened through `connector`
+/// (its TLS and timeouts). Waiting for a connection is bounded by the
+/// connect timeout too. Connections are opened lazily, so this succeeds
+/// while Postgres is down.
 pub fn pool(url: &str, size: usize, connector: &Connector) -> anyhow::Result<Pool> {
-    let manager = if connector.tls.is_none() {
-        AsyncDieselConnectionManager::<AsyncPgConnection>::new(url)
-    } else {
-        let mut config = ManagerConfig::default();
-        let connector = connector.clone();
-        config.custom_setup = Box::new(move |url| {
-            let connector = connector.clone();
-            let url = url.to_owned();
-            Box::pin(async move { connector.connect(&url).await })
-        });
-        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config)
-    };
-    DeadPool::builder(manager).max_size(size.max(1)).build().context("building the connection pool")
+    let mut config = ManagerConfig::default();
+    let setup = connector.clone();
+    config.custom_setup = Box::new(move |url| {
+        let connector = setup.clone();
+        let url = url.to_owned();
+        Box::pin(async move { connector.connect(&url).await })
+    });
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
+    DeadPool::builder(manager)
+        .max_size(size.max(1))
+        .wait_timeout(Some(connector.connect_timeout))
+        .create_timeout(Some(connector.connect_timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .context("building the connection pool")
 }
 
 /// Creates the database named in `url` unless it exists, connecting to the
@@ -124,6 +160,8 @@ async fn database_exists(admin: &mut AsyncPgConnection, name: &str) -> anyhow::R
 /// Needs the multi-threaded Tokio runtime (diesel's migrations are blocking).
 pub async fn migrate(pool: &Pool) -> anyhow::Result<Vec<String>> {
     let mut conn = pool.get().await.context("connecting to run migrations")?;
+    // A migration may rewrite a large table: no statement timeout here.
+    diesel::sql_query("SET statement_timeout = 0").execute(&mut conn).await?;
     diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")).execute(&mut conn).await?;
     let mut harness = AsyncMigrationHarness::new(conn);
     let result = harness
@@ -132,5 +170,7 @@ pub async fn migrate(pool: &Pool) -> anyhow::Result<Vec<String>> {
         .map_err(|e| anyhow::anyhow!(e).context("running migrations"));
     let mut conn = harness.into_inner();
     diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).execute(&mut conn).await?;
+    // Not back into the pool: it has no statement timeout.
+    drop(deadpool::managed::Object::take(conn));
     result
 }

@@ -94,7 +94,14 @@ pub async fn run(
     let ops = OpsServer::start(&settings.save_prospect.http, HTTP_PORT, readiness, &shutdown)?;
     let pool = prepare_database(&settings, &shutdown).await.context("preparing the database")?;
     database_ready.set(true);
-    let service = service::start(&client, pool.clone()).await?;
+    // The request-reply service has connections of its own: a flood of
+    // status requests waits for those, never for the writers'.
+    let service_pool = db::pool(
+        settings.database.url.expose_secret(),
+        settings.database.service_pool_size,
+        &db::Connector::from_settings(&settings.database)?,
+    )?;
+    let service = service::start(&client, service_pool).await?;
     let expiring = tokio::spawn(expiry::run(
         pool.clone(),
         bus::Publisher::new(client.clone(), "/save-prospect", settings.nats.request_timeout()),

@@ -32,8 +32,17 @@ pub struct DatabaseSettings {
     /// Postgres URL (`SIGNUP__DATABASE__URL`); may hold a password, so it is
     /// never logged.
     pub url: SecretString,
-    /// Most connections in the pool.
+    /// Most connections in the pool the handler writes through.
     pub pool_size: usize,
+    /// Connections of the `prospects` request-reply service, a pool of its
+    /// own: a flood of status requests cannot starve the writes.
+    pub service_pool_size: usize,
+    /// Longest wait for a connection (opening one, or a free one from the
+    /// pool), in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Longest a statement may run, in milliseconds (Postgres cancels it
+    /// then); migrations are not bounded.
+    pub statement_timeout_ms: u64,
     /// Create the database when it does not exist (needs the CREATEDB right).
     pub create_if_missing: bool,
     /// Connect over TLS only (unless the URL says `sslmode=disable`); the
@@ -49,6 +58,9 @@ impl Default for DatabaseSettings {
         Self {
             url: SecretString::from("postgres://postgres@127.0.0.1:5432/signup"),
             pool_size: 8,
+            service_pool_size: 2,
+            connect_timeout_ms: 5_000,
+            statement_timeout_ms: 15_000,
             create_if_missing: true,
             tls: false,
             ca_file: None,

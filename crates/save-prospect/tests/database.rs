@@ -1,6 +1,8 @@
 //! The database save-prospect owns, against the machine's real Postgres (a
 //! database of the test's own).
 
+use std::time::Duration;
+
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use save_prospect::db;
@@ -51,4 +53,33 @@ async fn seeded_reference_data_equals_the_built_in_lists() {
     stored.sort();
     builtin.sort();
     assert_eq!(stored, builtin, "migration seed and messages/data/roles.tsv differ");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_never_answers_is_given_up_on_in_time() {
+    // Accepts connections and then says nothing, like a hung server.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("postgres://postgres@{}/signup", silent.local_addr().expect("addr"));
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let connector = db::Connector::plain().with_timeouts(Duration::from_millis(500), Duration::from_secs(15));
+    let pool = db::pool(&url, 1, &connector).expect("pool");
+    let attempt = tokio::time::timeout(Duration::from_secs(10), pool.get()).await;
+    assert!(matches!(attempt, Ok(Err(_))), "an error within the connect timeout, not a wait without end");
+    held.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_that_runs_too_long_is_cancelled() {
+    let database = TestDatabase::new();
+    let connector = db::Connector::plain().with_timeouts(Duration::from_secs(5), Duration::from_millis(300));
+    db::create_database_if_missing(&database.url(), &connector).await.expect("create");
+    let pool = db::pool(&database.url(), 1, &connector).expect("pool");
+    let mut conn = pool.get().await.expect("connection");
+    let error = diesel::sql_query("SELECT pg_sleep(3)").execute(&mut conn).await.expect_err("cancelled");
+    assert!(error.to_string().contains("statement timeout"), "{error}");
 }

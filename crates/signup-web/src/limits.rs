@@ -1,6 +1,7 @@
 //! What every answer carries and what every client may send: security
-//! headers on all responses, and a per-client rate limit on POST requests
-//! (429 with `Retry-After`).
+//! headers on all responses, and per-client rate limits (429 with
+//! `Retry-After`) on POST requests and, apart, on status look-ups (each asks
+//! the `prospects` service, so a flood of them must not reach it).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -29,7 +30,7 @@ pub fn security_headers() -> DefaultHeaders {
     bus::ops::security_headers(CONTENT_SECURITY_POLICY)
 }
 
-/// `[web.rate_limit]`: how many POST requests one client may send.
+/// `[web.rate_limit]`: how many requests one client may send.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct RateLimitSettings {
@@ -38,21 +39,35 @@ pub struct RateLimitSettings {
     pub per_minute: u32,
     /// Requests a client may send at once before the sustained rate applies.
     pub burst: u32,
+    /// Sustained status look-ups (`GET /api/prospects/{id}`, the thank-you
+    /// page) per minute per client address; 0 turns the limit off.
+    pub lookups_per_minute: u32,
+    /// Look-ups at once before the sustained rate applies.
+    pub lookups_burst: u32,
 }
 
 impl Default for RateLimitSettings {
     fn default() -> Self {
         // A person signs up once and edits a few times; an office behind one
-        // address still fits.
-        Self { per_minute: 60, burst: 20 }
+        // address still fits. The thank-you page asks for the status once a
+        // second for a minute, then every five.
+        Self { per_minute: 60, burst: 20, lookups_per_minute: 120, lookups_burst: 30 }
     }
 }
 
-/// The per-client limiter, shared by all workers.
+/// The per-client limiters, shared by all workers.
 #[derive(Clone)]
 pub struct RateLimiter {
-    limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    posts: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    lookups: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
     trust_forwarded_for: bool,
+}
+
+fn keyed(per_minute: u32, burst: u32) -> Option<Arc<DefaultKeyedRateLimiter<IpAddr>>> {
+    NonZeroU32::new(per_minute).map(|per_minute| {
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        Arc::new(DefaultKeyedRateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)))
+    })
 }
 
 impl RateLimiter {
@@ -60,24 +75,29 @@ impl RateLimiter {
     /// last address in `X-Forwarded-For`, the one the proxy added (only
     /// behind a proxy that sets it: anyone else could pick their own address).
     pub fn new(settings: &RateLimitSettings, trust_forwarded_for: bool) -> Self {
-        let limiter = NonZeroU32::new(settings.per_minute).map(|per_minute| {
-            let burst = NonZeroU32::new(settings.burst).unwrap_or(NonZeroU32::MIN);
-            Arc::new(DefaultKeyedRateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)))
-        });
-        Self { limiter, trust_forwarded_for }
+        Self {
+            posts: keyed(settings.per_minute, settings.burst),
+            lookups: keyed(settings.lookups_per_minute, settings.lookups_burst),
+            trust_forwarded_for,
+        }
     }
 
     /// Forgets clients whose allowance is full again, every minute until
     /// `shutdown`, so the table does not grow with every address ever seen.
     pub async fn keep_small(self, shutdown: CancellationToken) {
-        let Some(limiter) = self.limiter else { return };
+        let limiters: Vec<_> = [self.posts, self.lookups].into_iter().flatten().collect();
+        if limiters.is_empty() {
+            return;
+        }
         let mut every = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = every.tick() => {
-                    limiter.retain_recent();
-                    limiter.shrink_to_fit();
+                    for limiter in &limiters {
+                        limiter.retain_recent();
+                        limiter.shrink_to_fit();
+                    }
                 }
             }
         }
@@ -85,10 +105,16 @@ impl RateLimiter {
 
     /// How long the client of `request` must wait, if it is over its limit.
     fn wait(&self, request: &ServiceRequest) -> Option<Duration> {
-        let limiter = self.limiter.as_ref()?;
-        if request.method() != Method::POST {
+        let path = request.path();
+        let limiter = if request.method() == Method::POST {
+            self.posts.as_ref()?
+        } else if request.method() == Method::GET
+            && (path.starts_with("/api/prospects/") || path.starts_with("/signup/thanks/"))
+        {
+            self.lookups.as_ref()?
+        } else {
             return None;
-        }
+        };
         let forwarded = if self.trust_forwarded_for { last_forwarded_for(request) } else { None };
         let client = client_key(forwarded.or_else(|| request.peer_addr().map(|addr| addr.ip()))?);
         limiter.check_key(&client).err().map(|not_until| not_until.wait_time_from(limiter.clock().now()))
@@ -117,7 +143,7 @@ fn client_key(address: IpAddr) -> IpAddr {
 
 /// Middleware: answers 429 with `Retry-After` (whole seconds, rounded up)
 /// when the client is over its limit; `application/problem+json` for the API.
-pub async fn limit_posts(
+pub async fn limit_requests(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {

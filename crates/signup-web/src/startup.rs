@@ -71,7 +71,7 @@ impl Application {
             App::new()
                 // Innermost first: the limit, the headers (429s get them too),
                 // then metrics and the access log see every answer.
-                .wrap(from_fn(limits::limit_posts))
+                .wrap(from_fn(limits::limit_requests))
                 .wrap(limits::security_headers())
                 .wrap(from_fn(bus::ops::record_http))
                 .wrap(bus::ops::access_log())
