@@ -25,6 +25,21 @@ impl IndexHandler {
         let writer = index.writer(heap_bytes)?;
         Ok(Self { index, writer: Arc::new(Mutex::new(writer)) })
     }
+
+    /// Empties the index (a commit without documents and without a last
+    /// sequence), for a rebuild from the stream.
+    pub async fn empty(&self) -> anyhow::Result<()> {
+        let mut writer = self.writer.lock().await;
+        tokio::task::block_in_place(|| {
+            writer.delete_all_documents()?;
+            let mut commit = writer.prepare_commit()?;
+            commit.set_payload("");
+            commit.commit()?;
+            writer.garbage_collect_files().wait()?;
+            self.index.reader().reload()?;
+            anyhow::Ok(())
+        })
+    }
 }
 
 impl Handler for IndexHandler {

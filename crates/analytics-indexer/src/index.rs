@@ -114,7 +114,11 @@ pub struct ProspectIndex {
     index: Index,
     reader: IndexReader,
     fields: Fields,
+    dir: std::path::PathBuf,
 }
+
+/// The file beside the index that names the stream it was built from.
+const ORIGIN_FILE: &str = "stream-origin";
 
 impl ProspectIndex {
     /// Opens the index in `dir`, creating the folder and the index if needed.
@@ -133,7 +137,7 @@ impl ProspectIndex {
         let index =
             Index::open_or_create(open()?, schema).context("opening the index (delete the folder to rebuild it)")?;
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
-        Ok(Self { index, reader, fields })
+        Ok(Self { index, reader, fields, dir: dir.to_owned() })
     }
 
     /// A writer with `heap_bytes` of indexing memory. Only one may exist.
@@ -154,6 +158,17 @@ impl ProspectIndex {
     /// The Tantivy index, for its tokenizers.
     pub fn tantivy(&self) -> &Index {
         &self.index
+    }
+
+    /// The stream (`bus::stream::identity`) the index was built from, as
+    /// recorded beside it; `None` when nothing is recorded.
+    pub fn stream_origin(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.join(ORIGIN_FILE)).ok().map(|s| s.trim().to_owned())
+    }
+
+    /// Records the stream the index is built from.
+    pub fn record_stream_origin(&self, identity: &str) -> anyhow::Result<()> {
+        std::fs::write(self.dir.join(ORIGIN_FILE), format!("{identity}\n")).context("recording the stream's identity")
     }
 
     /// The stream sequence of the last committed batch; `None` for an index

@@ -5,7 +5,10 @@
 //! index (added, replaced, or turned into a tombstone), commits the index
 //! before the batch is acked, and serves the analytics API and dashboard. It
 //! never reads Postgres: everything it knows comes from the events, so a new
-//! or wiped index is rebuilt by replaying the stream from its first message.
+//! or wiped index is rebuilt by replaying the stream from its first message —
+//! and so is an index built from another stream (one recreated, restored or
+//! on another server numbers its events anew: `stream-origin` beside the
+//! index names the stream it was built from).
 //!
 //! # Layout
 //! - [`settings`]: configuration (`[analytics]`, `[nats]`, `[log]`).
@@ -58,9 +61,10 @@ pub struct Application {
     server: Server,
     consumer: ConsumerRunner,
     handler: IndexHandler,
+    index: Arc<ProspectIndex>,
     replay: bool,
     client: async_nats::Client,
-    stream: String,
+    stream: bus::settings::StreamSettings,
 }
 
 impl Application {
@@ -71,6 +75,7 @@ impl Application {
         let index = Arc::new(ProspectIndex::open(&analytics.index_dir)?);
         let replay = index.last_sequence()?.is_none();
         let handler = IndexHandler::new(Arc::clone(&index), analytics.writer_memory_mb * 1024 * 1024)?;
+        let index_for_origin = Arc::clone(&index);
         // A short token is guessed; none would leave the personal data behind
         // a door nobody can open, which is a misconfiguration too.
         let token_length = analytics.token.as_ref().map_or(0, |t| secrecy::ExposeSecret::expose_secret(t).trim().len());
@@ -114,7 +119,16 @@ impl Application {
             analytics.consumer.clone(),
         )
         .with_ready_flag(consumer_ready);
-        Ok(Self { port, server, consumer, handler, replay, client, stream: settings.nats.stream.name.clone() })
+        Ok(Self {
+            port,
+            server,
+            consumer,
+            handler,
+            index: index_for_origin,
+            replay,
+            client,
+            stream: settings.nats.stream.clone(),
+        })
     }
 
     /// The HTTP port.
@@ -123,14 +137,28 @@ impl Application {
     }
 
     /// Consumes and serves until `shutdown`. A new or wiped index first drops
-    /// its durable consumer, so that the stream is replayed from the start.
+    /// its durable consumer, so that the stream is replayed from the start;
+    /// an index built from another stream is emptied first.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let consume = async {
-            if self.replay {
-                tracing::info!("the index is new or empty: replaying the stream from its first message");
-                drop_consumer_when_reachable(&self.client, &self.stream, &shutdown).await;
+            let js = jetstream::new(self.client.clone());
+            let Some(mut stream) = bus::stream::wait_for_stream(&js, &self.stream, &shutdown).await else {
+                return Ok(());
+            };
+            let identity = bus::stream::identity(stream.info().await?);
+            let mut replay = self.replay;
+            if !replay && self.index.stream_origin().as_deref() != Some(identity.as_str()) {
+                tracing::warn!(built_from = ?self.index.stream_origin(), stream = %identity,
+                    "the index was built from another stream: rebuilding it from this one");
+                self.handler.empty().await?;
+                replay = true;
             }
+            if replay {
+                tracing::info!("the index is new or empty: replaying the stream from its first message");
+                drop_consumer_when_reachable(&self.client, &self.stream.name, &shutdown).await;
+            }
+            self.index.record_stream_origin(&identity)?;
             self.consumer.run(self.handler, shutdown.clone()).await
         };
         let stop_http = async {

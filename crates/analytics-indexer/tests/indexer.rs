@@ -537,3 +537,27 @@ async fn an_event_is_applied_once_whatever_sequence_it_comes_back_with() {
         "the older change is not applied again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_built_from_another_stream_is_rebuilt_from_this_one() {
+    let mut bed = Bed::start().await;
+    three_sign_ups(&bed).await;
+    bed.total_becomes(3).await;
+    bed.stop_indexer().await;
+
+    // The stream is recreated (a restore, a move to a cluster): it numbers its
+    // events from 1 again, and holds one sign-up.
+    let js = jetstream::new(bed.client.clone());
+    js.delete_stream("PROSPECTS").await.expect("delete the stream");
+    bus::ensure_stream(&js, &StreamSettings::default()).await.expect("a new stream");
+    bed.publish(&ProspectSignedUp {
+        prospect_id: Uuid::now_v7(),
+        details: details("Grace", "Hopper", "Navy", GB, EN),
+        signed_up_at: Utc::now(),
+    })
+    .await;
+    bed.start_indexer().await;
+    let summary = bed.total_becomes(1).await;
+    assert_eq!(names(&bed.json("/api/analytics/search").await), vec!["Hopper"], "only this stream's prospects");
+    assert_eq!(summary["total"], 1);
+}

@@ -79,6 +79,38 @@ fn megabytes(mb: i64) -> i64 {
     if mb < 0 { -1 } else { mb.saturating_mul(1024 * 1024) }
 }
 
+/// What tells one stream from another of the same name: a stream that is
+/// recreated, restored elsewhere or served by another server numbers its
+/// events from 1 again, so state built from one (positions, "the last event
+/// applied") means nothing against the other. Its name and creation time.
+pub fn identity(info: &stream::Info) -> String {
+    format!("{} created {}", info.config.name, info.created)
+}
+
+/// The event stream, once it exists: created or updated when `settings.manage`
+/// is on, else looked up; retried with a growing pause until NATS has it.
+/// `None` once `shutdown` is cancelled first.
+pub async fn wait_for_stream(
+    js: &jetstream::Context,
+    settings: &StreamSettings,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Option<stream::Stream> {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match ensure_stream(js, settings).await {
+            Ok(stream) => return Some(stream),
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), stream = %settings.name, "the stream is not there yet; retrying")
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Reports the fill of the streams as gauges, every `every` until
 /// `shutdown`: `signup_stream_bytes{stream}`, `signup_stream_messages{stream}`
 /// and `signup_stream_max_bytes{stream}` (-1 without a limit). A full event

@@ -9,7 +9,9 @@
 //! next try.
 //!
 //! # Layout
-//! - [`Settings`]: `[notifier]` (SMTP server, addresses, interval), `[nats]`, `[log]`.
+//! - [`Settings`]: `[notifier]` (addresses, interval, `[notifier.smtp]`: the
+//!   SMTP server, over STARTTLS or TLS with its certificate checked; plain
+//!   only to this machine — the digests hold personal data), `[nats]`, `[log]`.
 //! - [`digest`]: the mail's text.
 //! - [`run`]: the loop, beside a health/metrics server (`[notifier.http]`, port 8083).
 
@@ -26,9 +28,7 @@ use bus::settings::NatsSettings;
 use bus::telemetry::LogSettings;
 use futures::StreamExt;
 use lettre::message::header::ContentType;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use secrecy::{ExposeSecret, SecretString};
+use lettre::{AsyncTransport, Message};
 use serde::Deserialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -57,14 +57,8 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct NotifierSettings {
-    /// SMTP server host.
-    pub smtp_host: String,
-    /// SMTP server port.
-    pub smtp_port: u16,
-    /// SMTP user, when the server wants one (with `smtp_password`).
-    pub smtp_user: Option<String>,
-    /// SMTP password.
-    pub smtp_password: Option<SecretString>,
+    /// `[notifier.smtp]`: the server that takes the digests.
+    pub smtp: smtp::SmtpSettings,
     /// Sender address.
     pub from: String,
     /// The operator's address.
@@ -84,10 +78,7 @@ pub struct NotifierSettings {
 impl Default for NotifierSettings {
     fn default() -> Self {
         Self {
-            smtp_host: "127.0.0.1".to_owned(),
-            smtp_port: 25,
-            smtp_user: None,
-            smtp_password: None,
+            smtp: smtp::SmtpSettings::default(),
             from: "signup@localhost".to_owned(),
             to: "operator@localhost".to_owned(),
             interval_secs: 300,
@@ -105,7 +96,7 @@ pub async fn run(settings: Settings, client: async_nats::Client, shutdown: Cance
     let mut readiness = Readiness::new(client.clone());
     let consumer_ready = readiness.part("consumer");
     let ops = OpsServer::start(&notifier.http, HTTP_PORT, readiness, &shutdown)?;
-    let mailer = mailer(notifier);
+    let mailer = smtp::transport(&notifier.smtp, "notifier.smtp")?;
     let js = jetstream::new(client.clone());
     let consumer = loop {
         match ensure_consumer(&js, &settings.nats).await {
@@ -206,19 +197,9 @@ async fn fetch(consumer: &PullConsumer, wait: Duration) -> anyhow::Result<Vec<je
     Ok(out)
 }
 
-fn mailer(settings: &NotifierSettings) -> AsyncSmtpTransport<Tokio1Executor> {
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.smtp_host)
-        .port(settings.smtp_port)
-        .timeout(Some(Duration::from_secs(10)));
-    if let (Some(user), Some(password)) = (&settings.smtp_user, &settings.smtp_password) {
-        builder = builder.credentials(Credentials::new(user.clone(), password.expose_secret().to_owned()));
-    }
-    builder.build()
-}
-
 /// Sends the digest of `held`, retrying three times with doubling delays.
 async fn send_with_retries(
-    mailer: &AsyncSmtpTransport<Tokio1Executor>,
+    mailer: &smtp::Transport,
     settings: &NotifierSettings,
     held: &[jetstream::Message],
     shutdown: &CancellationToken,

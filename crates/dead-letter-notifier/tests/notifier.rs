@@ -7,7 +7,7 @@ use bus::settings::{NatsSettings, StreamSettings};
 use dead_letter_notifier::{NotifierSettings, Settings};
 use futures::StreamExt;
 use messages::{cloudevents as ce, dlq};
-use test_support::{NatsServer, SmtpServer, eventually, free_port};
+use test_support::{NatsServer, SmtpServer, SmtpTls, eventually, free_port};
 use tokio_util::sync::CancellationToken;
 
 async fn nats() -> (NatsServer, async_nats::Client, jetstream::Context) {
@@ -52,7 +52,7 @@ fn settings(nats: &NatsServer, smtp_port: u16, interval_secs: u64) -> Settings {
     Settings {
         nats: NatsSettings { url: nats.url(), ..NatsSettings::default() },
         notifier: NotifierSettings {
-            smtp_port,
+            smtp: smtp::SmtpSettings { port: smtp_port, tls: smtp::SmtpTls::None, ..smtp::SmtpSettings::default() },
             from: "signup@example.com".into(),
             to: "ops@example.com".into(),
             interval_secs,
@@ -131,4 +131,34 @@ async fn letters_wait_while_smtp_fails_and_are_mailed_when_it_is_back() {
     shutdown.cancel();
     task.await.expect("join").expect("notifier");
     assert!(mails[0].contains("Subject: Signup: 3 dead letters"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digests_go_over_starttls_to_a_server_whose_certificate_is_checked() {
+    let (nats, client, js) = nats().await;
+    let smtp = SmtpServer::start_tls(SmtpTls::StartTls).await.expect("smtp server that requires STARTTLS");
+    dead_letters(&js, 2).await;
+    let mut settings = settings(&nats, smtp.port(), 1);
+    settings.notifier.smtp.host = "localhost".into();
+    settings.notifier.smtp.tls = smtp::SmtpTls::Starttls;
+    settings.notifier.smtp.ca_file = Some(smtp.certificate());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(dead_letter_notifier::run(settings, client, shutdown.clone()));
+    let mails = eventually(Duration::from_secs(60), "the digest over TLS", || async {
+        let mails = smtp.messages();
+        (!mails.is_empty()).then_some(mails)
+    })
+    .await
+    .expect("mail");
+    all_acked(&js).await;
+    shutdown.cancel();
+    task.await.expect("join").expect("notifier");
+    assert!(mails[0].contains("Subject: Signup: 2 dead letters"));
+
+    // Plain SMTP to another machine is refused before anything is sent.
+    let mut plain = self::settings(&nats, smtp.port(), 1);
+    plain.notifier.smtp.host = "smtp.example.com".into();
+    let client = bus::connect(&plain.nats, "notifier-test").await.expect("connect");
+    let error = dead_letter_notifier::run(plain, client, CancellationToken::new()).await.expect_err("refused");
+    assert!(error.to_string().contains("notifier.smtp.tls"), "{error}");
 }

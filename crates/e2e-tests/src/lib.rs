@@ -167,7 +167,7 @@ impl System {
         settings.links.secret = Some(SecretString::from(TOKEN_SECRET));
         settings.links.base_url = self.web_url.clone();
         settings.mailer.smtp.port = smtp_port;
-        settings.mailer.smtp.tls = mailer::settings::SmtpTls::None;
+        settings.mailer.smtp.tls = smtp::SmtpTls::None;
         settings.mailer.consumer.idle_wait_ms = 500;
         settings.mailer.consumer.retry_base_ms = 200;
         settings.mailer.http.port = Some(0);

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::Settings;
 use crate::ledger::Ledger;
 use crate::letters::{Kind, Letter};
-use crate::smtp::{self, Transport};
+use smtp::Transport;
 
 /// The handler behind the `mailer` durable consumer.
 pub struct Mailer {
@@ -80,7 +80,7 @@ impl Mailer {
             &secret.unwrap_or_default(),
         );
         Ok(Self {
-            transport: smtp::transport(&mailer.smtp)?,
+            transport: smtp::transport(&mailer.smtp, "mailer.smtp")?,
             from,
             links,
             ledger,

@@ -21,7 +21,7 @@
 //! mailer's own ([`ledger`]), and an event older than its links is never
 //! mailed. A per-address limit (5 an hour by default) keeps anyone from using
 //! the form to flood an inbox. SMTP failures follow the consumer runner's
-//! policy ([`smtp::classify`]): a refused address (5xx) is dead-lettered with
+//! policy (`smtp::classify`): a refused address (5xx) is dead-lettered with
 //! the server's answer, a "try later" (4xx) is retried with growing delays,
 //! and an unreachable or misconfigured server holds the mails until it is
 //! back. The connection is STARTTLS or TLS with certificate checks; plain
@@ -30,7 +30,6 @@
 //! # Layout
 //! - [`settings`]: `[mailer]` (sender, `[mailer.smtp]`, limits), `[links]`,
 //!   `[nats]`, `[log]`, `[shutdown]`.
-//! - [`smtp`]: the transport and what its failures mean.
 //! - [`letters`]: the mails, from `templates/` (text and HTML).
 //! - [`ledger`]: the sent records and the per-address counts.
 //! - [`handler`]: [`Mailer`], which mails each event once.
@@ -40,7 +39,6 @@ pub mod handler;
 pub mod ledger;
 pub mod letters;
 pub mod settings;
-pub mod smtp;
 
 use bus::ConsumerRunner;
 use bus::ops::{OpsServer, Readiness};

@@ -1,12 +1,9 @@
 //! The mailer's settings (see `bus::settings` for how they are layered).
 
-use std::path::PathBuf;
-
 use bus::ops::OpsSettings;
 use bus::settings::{ConsumerSettings, NatsSettings, ShutdownSettings};
 use bus::telemetry::LogSettings;
 use links::LinkSettings;
-use secrecy::SecretString;
 use serde::Deserialize;
 
 /// Everything the mailer reads from configuration.
@@ -33,7 +30,7 @@ pub struct MailerSettings {
     /// The sender, `Name <address>` or a bare address.
     pub from: String,
     /// `[mailer.smtp]`: the server that takes the mail.
-    pub smtp: SmtpSettings,
+    pub smtp: smtp::SmtpSettings,
     /// Most mails one address receives per `per_address_window_secs`; the
     /// rest are not sent (so nobody can use the form to flood an inbox).
     pub per_address_limit: u32,
@@ -55,7 +52,7 @@ impl Default for MailerSettings {
     fn default() -> Self {
         Self {
             from: "Signup <signup@localhost>".to_owned(),
-            smtp: SmtpSettings::default(),
+            smtp: smtp::SmtpSettings::default(),
             per_address_limit: 5,
             per_address_window_secs: 3_600,
             service_timeout_ms: 2_000,
@@ -76,57 +73,4 @@ impl Default for MailerSettings {
             http: OpsSettings::default(),
         }
     }
-}
-
-/// `[mailer.smtp]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct SmtpSettings {
-    /// Host name of the server (checked against its certificate).
-    pub host: String,
-    /// Port: 587 for STARTTLS, 465 for implicit TLS, 25 or a local relay's
-    /// for plain SMTP.
-    pub port: u16,
-    /// `starttls` (upgrade, required), `tls` (implicit TLS) or `none` (plain:
-    /// only to a relay on this machine).
-    pub tls: SmtpTls,
-    /// User name, when the server wants one (with `password`).
-    pub user: Option<String>,
-    /// Password (`SIGNUP__MAILER__SMTP__PASSWORD`, or a file with
-    /// `SIGNUP_FILE__MAILER__SMTP__PASSWORD`).
-    pub password: Option<SecretString>,
-    /// PEM file of the certificate authorities to trust instead of the
-    /// system's roots (a private relay).
-    pub ca_file: Option<PathBuf>,
-    /// How long one SMTP exchange may take, in milliseconds.
-    pub timeout_ms: u64,
-    /// Connections kept open to the server.
-    pub pool_size: u32,
-}
-
-impl Default for SmtpSettings {
-    fn default() -> Self {
-        Self {
-            host: "127.0.0.1".to_owned(),
-            port: 587,
-            tls: SmtpTls::Starttls,
-            user: None,
-            password: None,
-            ca_file: None,
-            timeout_ms: 10_000,
-            pool_size: 4,
-        }
-    }
-}
-
-/// How the connection to the SMTP server is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SmtpTls {
-    /// Plain SMTP; refused unless the server is on this machine.
-    None,
-    /// Plain connection upgraded with `STARTTLS`, which the server must offer.
-    Starttls,
-    /// TLS from the first byte (SMTPS).
-    Tls,
 }

@@ -156,6 +156,34 @@ async fn database_exists(admin: &mut AsyncPgConnection, name: &str) -> anyhow::R
     Ok(!found.is_empty())
 }
 
+/// Checks that the database was built from the stream `identity` names
+/// (`bus::stream::identity`), recording it the first time. Against another
+/// stream — recreated, restored, another server's — the answer is an error
+/// that says what to do: its sequences start again, so every newer event
+/// would look older than what the database holds and be ignored.
+pub async fn check_stream_origin(pool: &Pool, identity: &str) -> anyhow::Result<()> {
+    #[derive(diesel::QueryableByName)]
+    struct Origin {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        identity: String,
+    }
+    let mut conn = pool.get().await.context("connecting to check the stream's origin")?;
+    diesel::sql_query("INSERT INTO stream_origin (identity) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind::<diesel::sql_types::Text, _>(identity)
+        .execute(&mut conn)
+        .await?;
+    let recorded: Origin = diesel::sql_query("SELECT identity FROM stream_origin").get_result(&mut conn).await?;
+    anyhow::ensure!(
+        recorded.identity == identity,
+        "this database was built from the events of stream {:?}, but NATS now has {identity:?}: the stream was \
+         recreated, restored, or belongs to another server, and its sequences start again, so newer events would \
+         look older and be ignored. Point SIGNUP__NATS__URL at the stream this database was built from, or rebuild: \
+         drop the database (save-prospect creates it again) and let it replay the stream",
+        recorded.identity
+    );
+    Ok(())
+}
+
 /// Runs pending migrations under an advisory lock; returns the versions run.
 /// Needs the multi-threaded Tokio runtime (diesel's migrations are blocking).
 pub async fn migrate(pool: &Pool) -> anyhow::Result<Vec<String>> {

@@ -93,6 +93,11 @@ pub async fn run(
     let (database_ready, consumer_ready) = (readiness.part("database"), readiness.part("consumer"));
     let ops = OpsServer::start(&settings.save_prospect.http, HTTP_PORT, readiness, &shutdown)?;
     let pool = prepare_database(&settings, &shutdown).await.context("preparing the database")?;
+    let js = bus::async_nats::jetstream::new(client.clone());
+    let Some(mut stream) = bus::stream::wait_for_stream(&js, &settings.nats.stream, &shutdown).await else {
+        return ops.stopped().await.context("stopping the health/metrics server");
+    };
+    db::check_stream_origin(&pool, &bus::stream::identity(stream.info().await?)).await?;
     database_ready.set(true);
     // The request-reply service has connections of its own: a flood of
     // status requests waits for those, never for the writers'.

@@ -107,3 +107,15 @@ diesel::table! {
 diesel::joinable!(prospect_aliases -> prospects (prospect_id));
 diesel::joinable!(pending_changes -> prospects (prospect_id));
 diesel::allow_tables_to_appear_in_same_query!(prospects, prospect_aliases, pending_changes, countries, roles);
+
+diesel::table! {
+    /// The event stream the database was built from (one row).
+    stream_origin (one) {
+        /// Always true: there is one row.
+        one -> Bool,
+        /// `bus::stream::identity` of the stream.
+        identity -> Text,
+        /// When it was recorded.
+        recorded_at -> Timestamptz,
+    }
+}

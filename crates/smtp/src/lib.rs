@@ -1,0 +1,169 @@
+//! Sending mail over SMTP the way every Signup service that mails does:
+//! STARTTLS or implicit TLS with the certificate checked (against the
+//! system's roots, or one CA file), plain SMTP only to a relay on this
+//! machine; and what a failure means for the event that caused the mail.
+//!
+//! # Layout
+//! - [`SmtpSettings`], [`SmtpTls`]: a service's `[….smtp]` section.
+//! - [`transport`]: the transport those settings describe.
+//! - [`classify`]: a failed send as the consumer runner's `HandlerError`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bus::HandlerError;
+use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, Tokio1Executor};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
+
+/// A service's SMTP server (`[mailer.smtp]`, `[notifier.smtp]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SmtpSettings {
+    /// Host name of the server (checked against its certificate).
+    pub host: String,
+    /// Port: 587 for STARTTLS, 465 for implicit TLS, 25 or a local relay's
+    /// for plain SMTP.
+    pub port: u16,
+    /// `starttls` (upgrade, required), `tls` (implicit TLS) or `none` (plain:
+    /// only to a relay on this machine).
+    pub tls: SmtpTls,
+    /// User name, when the server wants one (with `password`).
+    pub user: Option<String>,
+    /// Password (`SIGNUP__<SECTION>__SMTP__PASSWORD`, or a file with
+    /// `SIGNUP_FILE__<SECTION>__SMTP__PASSWORD`).
+    pub password: Option<SecretString>,
+    /// PEM file of the certificate authorities to trust instead of the
+    /// system's roots (a private relay).
+    pub ca_file: Option<PathBuf>,
+    /// How long one SMTP exchange may take, in milliseconds.
+    pub timeout_ms: u64,
+    /// Connections kept open to the server.
+    pub pool_size: u32,
+}
+
+impl Default for SmtpSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port: 587,
+            tls: SmtpTls::Starttls,
+            user: None,
+            password: None,
+            ca_file: None,
+            timeout_ms: 10_000,
+            pool_size: 4,
+        }
+    }
+}
+
+/// How the connection to the SMTP server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain SMTP; refused unless the server is on this machine.
+    None,
+    /// Plain connection upgraded with `STARTTLS`, which the server must offer.
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+}
+
+/// The transport every mail goes through.
+pub type Transport = AsyncSmtpTransport<Tokio1Executor>;
+
+/// Whether `host` is this machine.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Builds the transport from the settings of `section` (e.g.
+/// `"mailer.smtp"`, which every error names), inside the Tokio runtime: the
+/// connection pool runs on it. Certificates are always checked: against the
+/// system's roots, or only against `ca_file` when it is set.
+pub fn transport(settings: &SmtpSettings, section: &str) -> anyhow::Result<Transport> {
+    let host = settings.host.as_str();
+    let tls = match settings.tls {
+        SmtpTls::None => {
+            anyhow::ensure!(
+                is_loopback(host),
+                "{section}.tls = \"none\" sends mail in clear text, so it is only allowed to a relay on this \
+                 machine (localhost, 127.0.0.1, ::1), not to {host}; use \"starttls\" or \"tls\""
+            );
+            Tls::None
+        }
+        SmtpTls::Starttls => Tls::Required(tls_parameters(settings, section)?),
+        SmtpTls::Tls => Tls::Wrapper(tls_parameters(settings, section)?),
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(settings.port)
+        .tls(tls)
+        .timeout(Some(Duration::from_millis(settings.timeout_ms)))
+        .pool_config(PoolConfig::new().max_size(settings.pool_size.max(1)));
+    match (&settings.user, &settings.password) {
+        (Some(user), Some(password)) => {
+            builder = builder.credentials(Credentials::new(user.clone(), password.expose_secret().to_owned()));
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("{section}.user and {section}.password go together"),
+    }
+    Ok(builder.build())
+}
+
+fn tls_parameters(settings: &SmtpSettings, section: &str) -> anyhow::Result<TlsParameters> {
+    let mut builder = TlsParameters::builder(settings.host.clone());
+    if let Some(path) = &settings.ca_file {
+        let pem = std::fs::read(path).with_context(|| format!("reading {section}.ca_file {}", path.display()))?;
+        let certificate = Certificate::from_pem(&pem)
+            .with_context(|| format!("{section}.ca_file {} is not a PEM certificate", path.display()))?;
+        builder = builder.certificate_store(CertificateStore::None).add_root_certificate(certificate);
+    }
+    builder.build_rustls().with_context(|| format!("setting up TLS for {section}"))
+}
+
+/// What a failed send means for its event:
+/// - the server refused the recipient or the mail for good (5xx, such as
+///   550 "no such mailbox"): [`HandlerError::Permanent`], dead-lettered with
+///   the server's answer;
+/// - it refused for now (4xx): [`HandlerError::Transient`], retried later;
+/// - it refused our credentials (530, 534, 535, 538), or could not be
+///   reached, or the TLS handshake or certificate check failed:
+///   [`HandlerError::Unavailable`] — nothing is wrong with the mail, so the
+///   runner holds it (without using up deliveries) until the server is back
+///   or fixed.
+pub fn classify(error: lettre::transport::smtp::Error) -> HandlerError {
+    let code = error.status().map(u16::from);
+    let error = anyhow::Error::new(error).context("sending the mail");
+    match code {
+        Some(530 | 534 | 535 | 538) => HandlerError::Unavailable(error),
+        Some(500..=599) => HandlerError::Permanent(error),
+        Some(400..=499) => HandlerError::Transient(error),
+        _ => HandlerError::Unavailable(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The pooled transport starts its clean-up task on the runtime.
+    #[tokio::test]
+    async fn plain_smtp_only_to_this_machine() {
+        for host in ["127.0.0.1", "::1", "localhost"] {
+            let settings = SmtpSettings { host: host.into(), tls: SmtpTls::None, ..SmtpSettings::default() };
+            assert!(transport(&settings, "test.smtp").is_ok(), "{host}");
+        }
+        let remote = SmtpSettings { host: "smtp.example.com".into(), tls: SmtpTls::None, ..SmtpSettings::default() };
+        let error = transport(&remote, "test.smtp").expect_err("refused").to_string();
+        assert!(error.contains("test.smtp.tls") && error.contains("smtp.example.com"), "{error}");
+        let secure = SmtpSettings { host: "smtp.example.com".into(), ..SmtpSettings::default() };
+        assert!(transport(&secure, "test.smtp").is_ok(), "STARTTLS to a remote server is fine");
+        let missing = SmtpSettings { ca_file: Some("/nonexistent/ca.pem".into()), ..SmtpSettings::default() };
+        let error = transport(&missing, "test.smtp").expect_err("refused").to_string();
+        assert!(error.contains("test.smtp.ca_file"), "{error}");
+    }
+}
