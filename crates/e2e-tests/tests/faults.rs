@@ -233,6 +233,66 @@ async fn postgres_refuses_connections_for_20_seconds() {
     bed.report("Postgres refused connections for 20 s", &burst.accepted, burst.refused).await;
 }
 
+/// Holds an exclusive lock on the `prospects` table for `hold` while a
+/// 2,000 sign-up burst goes on, then lets go.
+async fn burst_with_the_table_locked(bed: &FaultBed, hold: Duration) -> Burst {
+    let mut locker = bed.connect().await.expect("db");
+    let (_, task) = locker
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            diesel::sql_query("LOCK TABLE prospects IN ACCESS EXCLUSIVE MODE").execute(conn).await?;
+            let (progress, task) = spawn_burst(bed, 2_000, 16);
+            reached(&progress, 200).await;
+            // The fault: the lock is held this long whatever happens meanwhile.
+            tokio::time::sleep(hold).await;
+            Ok((progress, task))
+        })
+        .await
+        .expect("lock held, then released");
+    task.await.expect("burst")
+}
+
+/// The consumer's redelivery count: events handed out again before the
+/// first delivery was acknowledged.
+async fn redelivered(bed: &FaultBed) -> usize {
+    let js = jetstream::new(bed.client.clone());
+    let stream = js.get_stream("PROSPECTS").await.expect("stream");
+    stream.consumer_info("save-prospect").await.expect("consumer").num_redelivered
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_locked_past_ack_wait_redelivers_nothing() {
+    let bed = FaultBed::start().await;
+    let settings = [("SIGNUP__SAVE_PROSPECT__CONSUMER__ACK_WAIT_SECS", "3")];
+    // Two replicas: a batch redelivered while still being applied would go
+    // to the other one.
+    let (_one, _two) = (bed.saver(&settings), bed.saver(&settings));
+    let first = burst(bed.web_url.clone(), 1, 1, Arc::default()).await;
+    bed.all_saved(&first.accepted).await;
+    let burst = burst_with_the_table_locked(&bed, Duration::from_secs(9)).await;
+    assert_eq!(burst.accepted.len(), 2_000);
+    bed.all_saved(&burst.accepted).await;
+    let redelivered = redelivered(&bed).await;
+    println!("fault: table locked 9 s, ack_wait 3 s, two replicas | redelivered {redelivered}");
+    assert_eq!(redelivered, 0, "nothing redelivered while it was being applied");
+    assert_eq!(bed.dead_letters().await, 0);
+    bed.report("table locked 9 s past a 3 s ack_wait, two replicas", &burst.accepted, burst.refused).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_locked_past_the_statement_timeout_dead_letters_nothing() {
+    let bed = FaultBed::start().await;
+    let _saver = bed.saver(&[
+        ("SIGNUP__DATABASE__STATEMENT_TIMEOUT_MS", "1000"),
+        ("SIGNUP__SAVE_PROSPECT__CONSUMER__MAX_DELIVER", "2"),
+    ]);
+    let first = burst(bed.web_url.clone(), 1, 1, Arc::default()).await;
+    bed.all_saved(&first.accepted).await;
+    let burst = burst_with_the_table_locked(&bed, Duration::from_secs(10)).await;
+    bed.all_saved(&burst.accepted).await;
+    assert_eq!(bed.dead_letters().await, 0, "a database that does not answer in time is an outage");
+    bed.report("table locked 10 s past a 1 s statement timeout, 2 deliveries", &burst.accepted, burst.refused).await;
+}
+
 fn sign_up(i: usize, company: &str) -> ProspectSignedUp {
     ProspectSignedUp {
         prospect_id: Uuid::now_v7(),
@@ -318,7 +378,7 @@ async fn sigterm_during_processing_exits_0_and_leaves_nothing_half_applied() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letters_replayed_after_the_fix_are_saved_exactly_once() {
+async fn dead_letters_replayed_too_early_then_after_the_fix_are_saved_exactly_once() {
     let bed = FaultBed::start().await;
     let _saver = bed.saver(&[]);
     let first = burst(bed.web_url.clone(), 1, 1, Arc::default()).await;
@@ -351,10 +411,21 @@ async fn dead_letters_replayed_after_the_fix_are_saved_exactly_once() {
     .expect("dead letters");
     assert!(bed.saved_ids().await.is_disjoint(&broken));
 
-    // The fix, then the replay.
-    diesel::sql_query("ALTER TABLE prospects DROP CONSTRAINT fault_test").execute(&mut conn).await.expect("fix");
+    // A replay before the fix: the events fail and are dead-lettered again.
     let letters = DeadLetters::new(bed.client.clone(), &StreamSettings::default());
-    let sequences = letters.all_sequences().await.expect("letters");
+    let too_early = letters.all_sequences().await.expect("letters");
+    for &sequence in &too_early {
+        letters.replay(sequence, false).await.expect("replay");
+    }
+    let sequences = eventually(Duration::from_secs(60), "dead-lettered again", || async {
+        let sequences = letters.all_sequences().await.ok()?;
+        (sequences.len() == broken.len() && sequences.iter().all(|s| !too_early.contains(s))).then_some(sequences)
+    })
+    .await
+    .expect("new letters");
+
+    // The fix, then the replay again, within the duplicate window.
+    diesel::sql_query("ALTER TABLE prospects DROP CONSTRAINT fault_test").execute(&mut conn).await.expect("fix");
     let dry = letters.replay(sequences[0], true).await.expect("dry run");
     assert_eq!(dry.new_stream_sequence, None);
     assert_eq!(bed.dead_letters().await, broken.len() as u64, "a dry run changes nothing");
@@ -366,5 +437,5 @@ async fn dead_letters_replayed_after_the_fix_are_saved_exactly_once() {
     let everything: BTreeSet<Uuid> = good.union(&broken).copied().chain(first.accepted.iter().copied()).collect();
     let applied: i64 = applied_events::table.count().get_result(&mut conn).await.expect("applied");
     assert_eq!(applied, everything.len() as i64, "each event applied exactly once");
-    bed.report("dead letters replayed after the fix", &everything, 0).await;
+    bed.report("dead letters replayed before the fix (failed again), then after it", &everything, 0).await;
 }

@@ -63,10 +63,12 @@ impl Handler for SaveProspect {
             Err(ApplyError::NotYet(reason)) => Err(HandlerError::Transient(anyhow::anyhow!(reason))),
             Err(ApplyError::Database(error)) => {
                 drop(conn);
+                let timed_out = is_statement_timeout(&error);
                 let error = anyhow::Error::new(error).context("applying the batch");
-                // A failure because the database went away is not the events'
-                // fault: the runner then waits instead of using up retries.
-                Err(if self.database_reachable().await {
+                // A failure because the database went away, or did not answer
+                // in time (a lock, an overload), is not the events' fault: the
+                // runner then waits instead of using up retries.
+                Err(if !timed_out && self.database_reachable().await {
                     HandlerError::Transient(error)
                 } else {
                     HandlerError::Unavailable(error)
@@ -118,6 +120,14 @@ impl SaveProspect {
         };
         matches!(tokio::time::timeout(std::time::Duration::from_secs(2), probe).await, Ok(Some(_)))
     }
+}
+
+/// Whether Postgres cancelled a statement because it ran past the
+/// connection's `statement_timeout`. diesel-async keeps the SQLSTATE (57014)
+/// to itself, so this reads Postgres' message (the server's `lc_messages`
+/// must be English, the default).
+fn is_statement_timeout(error: &diesel::result::Error) -> bool {
+    matches!(error, diesel::result::Error::DatabaseError(_, info) if info.message().contains("statement timeout"))
 }
 
 /// Why a batch was not applied.
