@@ -90,7 +90,48 @@ async fn options(settings: &NatsSettings, name: &str) -> anyhow::Result<ConnectO
     Ok(options)
 }
 
+/// The oldest nats-server release Signup supports: key-value buckets with
+/// direct gets, consumer settings and metadata of 2.10. Features of later
+/// releases (consumer pause, 2.11) are used when the server has them.
+pub const MIN_SERVER_VERSION: &str = "2.10.0";
+
+/// Refuses a server older than [`MIN_SERVER_VERSION`], saying which it is
+/// (the server the client is connected to, so only once connected).
+pub fn require_supported_server(client: &Client) -> anyhow::Result<()> {
+    let Some(info) = client.try_server_info() else { anyhow::bail!("not connected to NATS yet") };
+    supported(&info.version)
+}
+
+fn supported(version: &str) -> anyhow::Result<()> {
+    let minimum = semver::Version::parse(MIN_SERVER_VERSION).expect("a valid minimum");
+    let found = semver::Version::parse(version.trim_start_matches('v'))
+        .with_context(|| format!("the NATS server announces an unreadable version {version:?}"))?;
+    // A pre-release of the minimum (2.10.0-RC.1) is older than it.
+    anyhow::ensure!(
+        found >= minimum,
+        "the NATS server is nats-server {version}; Signup needs {MIN_SERVER_VERSION} or later (see \"NATS support \
+         policy\" in the README): upgrade it, or point SIGNUP__NATS__URL at a current one"
+    );
+    Ok(())
+}
+
 /// Whether the client is connected right now.
 pub fn is_connected(client: &Client) -> bool {
     client.connection_state() == State::Connected
+}
+
+#[cfg(test)]
+mod tests {
+    use super::supported;
+
+    #[test]
+    fn servers_older_than_2_10_are_refused_by_name() {
+        let refused = supported("2.9.10").expect_err("2.9 is too old").to_string();
+        assert!(refused.contains("nats-server 2.9.10") && refused.contains("2.10.0 or later"), "{refused}");
+        assert!(supported("2.10.0-RC.3").is_err(), "a release candidate of 2.10 is older than 2.10.0");
+        assert!(supported("not a version").is_err());
+        for version in ["2.10.0", "2.10.26", "2.11.0", "2.15.1", "3.0.0"] {
+            supported(version).unwrap_or_else(|e| panic!("{version}: {e}"));
+        }
+    }
 }

@@ -61,7 +61,12 @@ pub enum PublishError {
     /// No PubAck arrived within the timeout.
     #[error("no PubAck from JetStream in time")]
     Timeout,
-    /// JetStream refused the event (no stream for the subject, limits, …).
+    /// JetStream could not take the event for now: no stream answered (its
+    /// leader is being elected, or it is not created yet), or the
+    /// connection broke while publishing.
+    #[error("JetStream is not taking events right now: {0}")]
+    Unavailable(String),
+    /// JetStream refused the event (limits, …).
     #[error("JetStream did not store the event: {0}")]
     Rejected(String),
     /// The event could not be serialised (a bug, never the visitor's fault).
@@ -75,6 +80,7 @@ pub struct Publisher {
     client: Client,
     js: jetstream::Context,
     source: String,
+    retry_for: std::time::Duration,
 }
 
 impl Publisher {
@@ -82,13 +88,36 @@ impl Publisher {
     pub fn new(client: Client, source: impl Into<String>, ack_timeout: std::time::Duration) -> Self {
         let js =
             jetstream::ContextBuilder::new().timeout(ack_timeout).backpressure_on_inflight(true).build(client.clone());
-        Self { client, js, source: source.into() }
+        Self { client, js, source: source.into(), retry_for: std::time::Duration::ZERO }
+    }
+
+    /// Keeps trying a publish that failed for a passing reason (not
+    /// connected, no PubAck in time, no stream leader) for up to `retry_for`,
+    /// with the same de-duplication id: the event is stored once however
+    /// many attempts reached the server.
+    #[must_use]
+    pub fn with_retry(mut self, retry_for: std::time::Duration) -> Self {
+        self.retry_for = retry_for;
+        self
     }
 
     /// Publishes `event` on its subject and waits for the PubAck.
     #[tracing::instrument(name = "publish", level = "debug", skip_all, fields(event_id = %context.id, ce_type = E::TYPE))]
     pub async fn publish<E: Event>(&self, event: &E, context: &EventContext) -> Result<Published, PublishError> {
-        let result = self.publish_once(event, context).await;
+        let deadline = tokio::time::Instant::now() + self.retry_for;
+        let mut pause = std::time::Duration::from_millis(50);
+        let result = loop {
+            let result = self.publish_once(event, context).await;
+            match &result {
+                Err(error) if error.is_passing() && tokio::time::Instant::now() + pause < deadline => {
+                    tracing::debug!(%error, "publish failed for now; trying again");
+                    metrics::counter!("signup_publish_retries_total", "type" => E::TYPE).increment(1);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(500));
+                }
+                _ => break result,
+            }
+        };
         match &result {
             Ok(_) => metrics::counter!("signup_events_published_total", "type" => E::TYPE).increment(1),
             Err(_) => metrics::counter!("signup_publish_failures_total", "type" => E::TYPE).increment(1),
@@ -112,11 +141,9 @@ impl Publisher {
             .js
             .send_publish(event.subject(), publish)
             .await
-            .map_err(|e| classify(&e.to_string(), matches!(e.kind(), jetstream::context::PublishErrorKind::TimedOut)))?
+            .map_err(|e| classify(e.kind(), &e.to_string()))?
             .await
-            .map_err(|e| {
-                classify(&e.to_string(), matches!(e.kind(), jetstream::context::PublishErrorKind::TimedOut))
-            })?;
+            .map_err(|e| classify(e.kind(), &e.to_string()))?;
         tracing::debug!(stream_sequence = ack.sequence, duplicate = ack.duplicate, "event stored");
         Ok(Published { event_id: context.id, stream_sequence: ack.sequence, duplicate: ack.duplicate })
     }
@@ -141,6 +168,22 @@ impl Publisher {
     }
 }
 
-fn classify(message: &str, timed_out: bool) -> PublishError {
-    if timed_out { PublishError::Timeout } else { PublishError::Rejected(message.to_owned()) }
+fn classify(kind: jetstream::context::PublishErrorKind, message: &str) -> PublishError {
+    use jetstream::context::PublishErrorKind as Kind;
+    match kind {
+        Kind::TimedOut => PublishError::Timeout,
+        Kind::StreamNotFound | Kind::BrokenPipe => PublishError::Unavailable(message.to_owned()),
+        // "JetStream system temporarily unavailable" and the like.
+        _ if message.contains("503") || message.contains("temporarily unavailable") => {
+            PublishError::Unavailable(message.to_owned())
+        }
+        _ => PublishError::Rejected(message.to_owned()),
+    }
+}
+
+impl PublishError {
+    /// Whether the same publish may well work in a moment.
+    pub fn is_passing(&self) -> bool {
+        matches!(self, Self::NotConnected | Self::Timeout | Self::Unavailable(_))
+    }
 }

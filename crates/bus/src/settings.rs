@@ -80,6 +80,11 @@ pub struct NatsSettings {
     /// How long to wait for a JetStream answer (API request or PubAck), in
     /// milliseconds. A publish without a PubAck in this time fails.
     pub request_timeout_ms: u64,
+    /// How long a publish keeps trying (with the same de-duplication id, so
+    /// an event is stored once) while JetStream cannot take it for a moment:
+    /// a reconnect, a stream leader being elected, a PubAck lost. Past it the
+    /// caller hears "not stored" (signup-web answers 503). 0: one attempt.
+    pub publish_retry_ms: u64,
     /// The event stream.
     pub stream: StreamSettings,
 }
@@ -96,6 +101,7 @@ impl Default for NatsSettings {
             inbox_prefix: None,
             connect_timeout_ms: 2_000,
             request_timeout_ms: 2_000,
+            publish_retry_ms: 3_000,
             stream: StreamSettings::default(),
         }
     }
@@ -109,6 +115,11 @@ impl NatsSettings {
             (None, Some(user)) => format!("_INBOX_{user}"),
             (None, None) => "_INBOX".to_owned(),
         }
+    }
+
+    /// How long a publish keeps trying (see `publish_retry_ms`).
+    pub fn publish_retry(&self) -> Duration {
+        Duration::from_millis(self.publish_retry_ms)
     }
 
     /// The JetStream request and PubAck timeout.

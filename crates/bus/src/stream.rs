@@ -33,18 +33,21 @@ pub fn stream_config(settings: &StreamSettings) -> stream::Config {
 }
 
 /// Creates the stream, or updates it to the configured settings when it
-/// exists; only looks it up when `settings.manage` is off. Safe to call from several services starting at once: creating a
+/// exists; only looks it up when `settings.manage` is off. Refuses a NATS
+/// server older than [`crate::connection::MIN_SERVER_VERSION`]. Safe to call
+/// from several services starting at once: creating a
 /// stream that another service has just created with the same settings
 /// succeeds, and a lost race is retried once as an update.
 pub async fn ensure_stream(js: &jetstream::Context, settings: &StreamSettings) -> anyhow::Result<stream::Stream> {
     use anyhow::Context as _;
 
     let config = stream_config(settings);
+    let found = js.get_stream(&config.name).await;
+    if crate::is_connected(&js.client()) {
+        crate::connection::require_supported_server(&js.client())?;
+    }
     if !settings.manage {
-        return js
-            .get_stream(&config.name)
-            .await
-            .with_context(|| format!("looking up stream {} (not managed here)", config.name));
+        return found.with_context(|| format!("looking up stream {} (not managed here)", config.name));
     }
     if let Err(first) = js.create_or_update_stream(config.clone()).await {
         tracing::debug!(error = %first, stream = %config.name, "stream create raced; retrying as update");

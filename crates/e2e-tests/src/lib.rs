@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub mod browser;
+pub mod faults;
 pub mod logs;
 pub mod processes;
 

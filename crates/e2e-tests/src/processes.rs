@@ -109,13 +109,35 @@ pub struct Burst {
 /// Posts `count` distinct sign-ups to `/signup`, `concurrency` at a time;
 /// `progress` counts the answers so far.
 pub async fn burst(web_url: String, count: usize, concurrency: usize, progress: Arc<AtomicUsize>) -> Burst {
+    sign_ups(web_url, futures::stream::iter(0..count).boxed(), concurrency, progress).await
+}
+
+/// Posts distinct sign-ups to `/signup`, `concurrency` at a time, until
+/// `stop` is cancelled (the ones in flight then still get their answer): a
+/// steady load for faults that take a while.
+pub async fn steady_load(
+    web_url: String,
+    concurrency: usize,
+    stop: tokio_util::sync::CancellationToken,
+    progress: Arc<AtomicUsize>,
+) -> Burst {
+    let until = futures::stream::iter(0..).take_until(stop.cancelled_owned()).boxed();
+    sign_ups(web_url, until, concurrency, progress).await
+}
+
+async fn sign_ups(
+    web_url: String,
+    numbers: futures::stream::BoxStream<'static, usize>,
+    concurrency: usize,
+    progress: Arc<AtomicUsize>,
+) -> Burst {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(15))
         .build()
         .expect("http client");
     let run = Uuid::now_v7().simple().to_string();
-    let answers: Vec<(u16, Option<Uuid>)> = futures::stream::iter(0..count)
+    let answers: Vec<(u16, Option<Uuid>)> = numbers
         .map(|i| {
             let (http, url, run, progress) =
                 (http.clone(), format!("{web_url}/signup"), run.clone(), Arc::clone(&progress));

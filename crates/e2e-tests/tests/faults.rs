@@ -11,164 +11,22 @@ use std::time::Duration;
 
 use bus::async_nats::{self, jetstream};
 use bus::dlq::DeadLetters;
-use bus::settings::{NatsSettings, StreamSettings};
+use bus::settings::StreamSettings;
 use bus::{EventContext, Publisher};
 use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use e2e_tests::processes::{Burst, Service, burst};
+use e2e_tests::faults::{FaultBed, reached, spawn_burst};
+use e2e_tests::processes::{Burst, burst};
 use messages::{Country, ProspectDetails, ProspectSignedUp, Role};
 use save_prospect::schema::{applied_events, prospects};
-use test_support::{NatsServer, TestDatabase, eventually, free_port};
+use test_support::{NatsServer, eventually};
 use uuid::Uuid;
-
-struct FaultBed {
-    nats: NatsServer,
-    db: TestDatabase,
-    web_url: String,
-    _web: Service,
-    client: async_nats::Client,
-}
-
-/// The web's link secret here: it must never be logged.
-const LINKS_SECRET: &str = "fault-test-links-secret";
-
-impl FaultBed {
-    async fn start() -> Self {
-        let nats = NatsServer::start().await.expect("nats-server");
-        let db = TestDatabase::new();
-        let port = free_port().expect("port");
-        let web = Service::spawn(
-            "signup-web",
-            &["serve"],
-            &[
-                ("SIGNUP__WEB__PORT".into(), port.to_string()),
-                ("SIGNUP__NATS__URL".into(), nats.url()),
-                ("SIGNUP__NATS__REQUEST_TIMEOUT_MS".into(), "1000".into()),
-                ("SIGNUP__LINKS__SECRET".into(), LINKS_SECRET.into()),
-                // The bursts all come from one address.
-                ("SIGNUP__WEB__RATE_LIMIT__PER_MINUTE".into(), "0".into()),
-            ],
-        )
-        .expect("signup-web");
-        let web_url = format!("http://127.0.0.1:{port}");
-        let client = bus::connect(&NatsSettings { url: nats.url(), ..NatsSettings::default() }, "fault-test")
-            .await
-            .expect("connect");
-        let bed = Self { nats, db, web_url, _web: web, client };
-        bed.web_ready().await;
-        bed
-    }
-
-    async fn web_ready(&self) {
-        let url = format!("{}/readyz", self.web_url);
-        eventually(Duration::from_secs(30), "signup-web ready", || async {
-            (reqwest::get(&url).await.ok()?.status() == 200).then_some(())
-        })
-        .await
-        .expect("ready");
-    }
-
-    fn saver(&self, extra: &[(&str, &str)]) -> Service {
-        let mut env = vec![
-            ("SIGNUP__DATABASE__URL".to_owned(), self.db.url()),
-            ("SIGNUP__NATS__URL".to_owned(), self.nats.url()),
-            ("SIGNUP__SAVE_PROSPECT__CONSUMER__IDLE_WAIT_MS".to_owned(), "300".to_owned()),
-            ("SIGNUP__SAVE_PROSPECT__CONSUMER__RETRY_BASE_MS".to_owned(), "50".to_owned()),
-            ("SIGNUP__SAVE_PROSPECT__CONSUMER__RETRY_MAX_MS".to_owned(), "400".to_owned()),
-            ("SIGNUP__SAVE_PROSPECT__CONSUMER__OUTAGE_BACKOFF_MAX_MS".to_owned(), "1000".to_owned()),
-            // Several instances run at once.
-            ("SIGNUP__SAVE_PROSPECT__HTTP__PORT".to_owned(), "0".to_owned()),
-        ];
-        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        Service::spawn("save-prospect", &["run"], &env).expect("save-prospect")
-    }
-
-    async fn connect(&self) -> Option<AsyncPgConnection> {
-        AsyncPgConnection::establish(&self.db.url()).await.ok()
-    }
-
-    async fn saved_ids(&self) -> BTreeSet<Uuid> {
-        let Some(mut conn) = self.connect().await else { return BTreeSet::new() };
-        prospects::table
-            .filter(prospects::deleted_at.is_null())
-            .select(prospects::id)
-            .load(&mut conn)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .collect()
-    }
-
-    /// Waits until every id in `expected` is saved.
-    async fn all_saved(&self, expected: &BTreeSet<Uuid>) -> BTreeSet<Uuid> {
-        eventually(Duration::from_secs(120), "every accepted sign-up saved", || async {
-            let saved = self.saved_ids().await;
-            expected.is_subset(&saved).then_some(saved)
-        })
-        .await
-        .unwrap_or_else(|_| panic!("not every accepted sign-up was saved ({} expected)", expected.len()))
-    }
-
-    /// Rows that share an e-mail address, or an event applied twice.
-    async fn duplicated(&self) -> i64 {
-        let mut conn = self.connect().await.expect("db");
-        let rows: i64 =
-            prospects::table.filter(prospects::email.is_not_null()).count().get_result(&mut conn).await.expect("rows");
-        let emails: i64 = prospects::table
-            .filter(prospects::email.is_not_null())
-            .select(diesel::dsl::sql::<diesel::sql_types::BigInt>("count(DISTINCT email_key)"))
-            .get_result(&mut conn)
-            .await
-            .expect("emails");
-        rows - emails
-    }
-
-    async fn dead_letters(&self) -> u64 {
-        let js = jetstream::new(self.client.clone());
-        match js.get_stream("PROSPECTS_DLQ").await {
-            Ok(mut stream) => stream.info().await.expect("info").state.messages,
-            Err(_) => 0,
-        }
-    }
-
-    async fn report(&self, fault: &str, accepted: &BTreeSet<Uuid>, refused: usize) {
-        let saved = self.saved_ids().await;
-        let lost = accepted.difference(&saved).count();
-        let duplicated = self.duplicated().await;
-        println!(
-            "fault: {fault} | accepted {} | refused (503) {refused} | saved {} | lost {lost} | duplicated {duplicated}",
-            accepted.len(),
-            accepted.intersection(&saved).count()
-        );
-        assert_eq!(lost, 0, "{fault}: lost sign-ups");
-        assert_eq!(duplicated, 0, "{fault}: duplicated sign-ups");
-        // Nothing secret or personal reached the services' logs (with
-        // FAULT_LOGS=1 they went to the terminal instead).
-        if std::env::var_os("FAULT_LOGS").is_none() {
-            let logs = e2e_tests::processes::logs();
-            e2e_tests::logs::assert_free_of(&logs, &[LINKS_SECRET, "@example.com"], "the services' logs");
-        }
-    }
-}
-
-fn spawn_burst(bed: &FaultBed, count: usize, concurrency: usize) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<Burst>) {
-    let progress = Arc::new(AtomicUsize::new(0));
-    let task = tokio::spawn(burst(bed.web_url.clone(), count, concurrency, Arc::clone(&progress)));
-    (progress, task)
-}
-
-async fn reached(progress: &AtomicUsize, n: usize) {
-    eventually(Duration::from_secs(60), "burst progress", || async {
-        (AtomicUsize::load(progress, Ordering::Relaxed) >= n).then_some(())
-    })
-    .await
-    .expect("progress");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_save_prospect_mid_burst() {
-    let bed = FaultBed::start().await;
+    let nats = NatsServer::start().await.expect("nats-server");
+    let bed = FaultBed::start(nats.url(), &[]).await;
     let saver = bed.saver(&[]);
     let (progress, task) = spawn_burst(&bed, 10_000, 32);
     reached(&progress, 3_000).await;
@@ -184,14 +42,15 @@ async fn kill_9_save_prospect_mid_burst() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restarts_mid_burst() {
-    let mut bed = FaultBed::start().await;
+    let mut nats = NatsServer::start().await.expect("nats-server");
+    let bed = FaultBed::start(nats.url(), &[]).await;
     let _saver = bed.saver(&[]);
     let (progress, task) = spawn_burst(&bed, 4_000, 16);
     reached(&progress, 1_000).await;
-    bed.nats.stop().await.expect("stop nats");
+    nats.stop().await.expect("stop nats");
     let at_stop = AtomicUsize::load(&progress, Ordering::Relaxed);
     reached(&progress, at_stop + 50).await;
-    bed.nats.restart().await.expect("restart nats");
+    nats.restart().await.expect("restart nats");
     let burst = task.await.expect("burst");
     assert!(burst.other.is_empty(), "never a 500 or no answer: {:?}", &burst.other[..burst.other.len().min(10)]);
     assert!(burst.refused > 0, "some sign-ups met the outage");
@@ -202,7 +61,8 @@ async fn nats_restarts_mid_burst() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_refuses_connections_for_20_seconds() {
-    let bed = FaultBed::start().await;
+    let nats = NatsServer::start().await.expect("nats-server");
+    let bed = FaultBed::start(nats.url(), &[]).await;
     let _saver = bed.saver(&[("SIGNUP__SAVE_PROSPECT__CONSUMER__MAX_DELIVER", "3")]);
     // Let save-prospect create and migrate its database first.
     let first = burst(bed.web_url.clone(), 1, 1, Arc::default()).await;
@@ -251,17 +111,10 @@ async fn burst_with_the_table_locked(bed: &FaultBed, hold: Duration) -> Burst {
     task.await.expect("burst")
 }
 
-/// The consumer's redelivery count: events handed out again before the
-/// first delivery was acknowledged.
-async fn redelivered(bed: &FaultBed) -> usize {
-    let js = jetstream::new(bed.client.clone());
-    let stream = js.get_stream("PROSPECTS").await.expect("stream");
-    stream.consumer_info("save-prospect").await.expect("consumer").num_redelivered
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_locked_past_ack_wait_redelivers_nothing() {
-    let bed = FaultBed::start().await;
+    let nats = NatsServer::start().await.expect("nats-server");
+    let bed = FaultBed::start(nats.url(), &[]).await;
     let settings = [("SIGNUP__SAVE_PROSPECT__CONSUMER__ACK_WAIT_SECS", "3")];
     // Two replicas: a batch redelivered while still being applied would go
     // to the other one.
@@ -271,7 +124,7 @@ async fn a_table_locked_past_ack_wait_redelivers_nothing() {
     let burst = burst_with_the_table_locked(&bed, Duration::from_secs(9)).await;
     assert_eq!(burst.accepted.len(), 2_000);
     bed.all_saved(&burst.accepted).await;
-    let redelivered = redelivered(&bed).await;
+    let redelivered = e2e_tests::faults::redelivered(&bed.client, "save-prospect").await;
     println!("fault: table locked 9 s, ack_wait 3 s, two replicas | redelivered {redelivered}");
     assert_eq!(redelivered, 0, "nothing redelivered while it was being applied");
     assert_eq!(bed.dead_letters().await, 0);
@@ -280,7 +133,8 @@ async fn a_table_locked_past_ack_wait_redelivers_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_locked_past_the_statement_timeout_dead_letters_nothing() {
-    let bed = FaultBed::start().await;
+    let nats = NatsServer::start().await.expect("nats-server");
+    let bed = FaultBed::start(nats.url(), &[]).await;
     let _saver = bed.saver(&[
         ("SIGNUP__DATABASE__STATEMENT_TIMEOUT_MS", "1000"),
         ("SIGNUP__SAVE_PROSPECT__CONSUMER__MAX_DELIVER", "2"),
@@ -310,7 +164,8 @@ fn sign_up(i: usize, company: &str) -> ProspectSignedUp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_among_good_events_is_dead_lettered_alone() {
-    let bed = FaultBed::start().await;
+    let nats = NatsServer::start().await.expect("nats-server");
+    let bed = FaultBed::start(nats.url(), &[]).await;
     let js = jetstream::new(bed.client.clone());
     bus::ensure_stream(&js, &StreamSettings::default()).await.expect("stream");
     let publisher = Publisher::new(bed.client.clone(), "/fault-test", Duration::from_secs(5));
@@ -353,7 +208,8 @@ async fn poison_among_good_events_is_dead_lettered_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_processing_exits_0_and_leaves_nothing_half_applied() {
-    let bed = FaultBed::start().await;
+    let nats = NatsServer::start().await.expect("nats-server");
+    let bed = FaultBed::start(nats.url(), &[]).await;
     let (_, task) = spawn_burst(&bed, 5_000, 32);
     let burst = task.await.expect("burst");
     assert_eq!(burst.accepted.len(), 5_000);
@@ -379,7 +235,8 @@ async fn sigterm_during_processing_exits_0_and_leaves_nothing_half_applied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_replayed_too_early_then_after_the_fix_are_saved_exactly_once() {
-    let bed = FaultBed::start().await;
+    let nats = NatsServer::start().await.expect("nats-server");
+    let bed = FaultBed::start(nats.url(), &[]).await;
     let _saver = bed.saver(&[]);
     let first = burst(bed.web_url.clone(), 1, 1, Arc::default()).await;
     bed.all_saved(&first.accepted).await;

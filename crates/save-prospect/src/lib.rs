@@ -109,7 +109,8 @@ pub async fn run(
     let service = service::start(&client, service_pool).await?;
     let expiring = tokio::spawn(expiry::run(
         pool.clone(),
-        bus::Publisher::new(client.clone(), "/save-prospect", settings.nats.request_timeout()),
+        bus::Publisher::new(client.clone(), "/save-prospect", settings.nats.request_timeout())
+            .with_retry(settings.nats.publish_retry()),
         settings.links.confirm_within(),
         Duration::from_secs(settings.save_prospect.expiry_check_secs.max(1)),
         shutdown.clone(),

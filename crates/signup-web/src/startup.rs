@@ -45,7 +45,8 @@ impl Application {
         // could ever work here.
         let links = Links::new(&settings.links)?;
         let state = web::Data::new(AppState {
-            publisher: Publisher::new(client.clone(), "/signup-web", settings.nats.request_timeout()),
+            publisher: Publisher::new(client.clone(), "/signup-web", settings.nats.request_timeout())
+                .with_retry(settings.nats.publish_retry()),
             reference: Arc::clone(&reference),
             links,
             confirm_days: settings.links.confirm_within_days(),
