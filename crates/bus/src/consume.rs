@@ -14,7 +14,10 @@
 //!   dead-lettered once it failed `max_deliver` times or permanently;
 //! - while a dependency is down ([`HandlerError::Unavailable`]) the batch is
 //!   held and retried after pauses and nothing new is fetched, so an outage
-//!   never burns through the deliveries of the backlog.
+//!   never burns through the deliveries of the backlog; on NATS 2.11 and
+//!   later the durable consumer itself is paused on the server meanwhile,
+//!   so no other lane or replica fetches either, and resumed once the
+//!   dependency answers.
 //!
 //! While a batch is being applied the next one is already fetched, so the
 //! handler never waits for the server between batches. Batch size adapts to
@@ -29,7 +32,7 @@
 //! returning.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
@@ -121,6 +124,8 @@ pub struct ConsumerRunner {
     /// The durable consumer's own `ack_wait` (in milliseconds), as the server
     /// has it: what progress acks are timed by.
     ack_wait_ms: AtomicU64,
+    /// Whether the server can pause a consumer (2.11 and later).
+    pausable: AtomicBool,
 }
 
 impl ConsumerRunner {
@@ -140,6 +145,7 @@ impl ConsumerRunner {
             settings,
             ready: ReadyFlag::default(),
             ack_wait_ms,
+            pausable: AtomicBool::new(false),
         }
     }
 
@@ -180,6 +186,14 @@ impl ConsumerRunner {
                     max_deliver: -1,
                     // Generous and fixed: instances with other batch sizes share this consumer.
                     max_ack_pending: MAX_ACK_PENDING.max(i64::try_from(self.settings.batch_size).unwrap_or(i64::MAX)),
+                    // Who uses this consumer, for `nats consumer info` and the
+                    // operator's `signup` command (NATS 2.10 metadata).
+                    metadata: [
+                        ("signup.handler".to_owned(), name.clone()),
+                        ("signup.events".to_owned(), E::FILTER_SUBJECT.to_owned()),
+                        ("signup.created_by".to_owned(), format!("bus {}", env!("CARGO_PKG_VERSION"))),
+                    ]
+                    .into(),
                     ..Default::default()
                 },
             )
@@ -203,6 +217,14 @@ impl ConsumerRunner {
         }
         let ack_wait = consumer.cached_info().config.ack_wait;
         self.ack_wait_ms.store(u64::try_from(ack_wait.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        let version = self.js.client().server_info().version;
+        let pausable = semver::Version::parse(&version).is_ok_and(|v| v >= semver::Version::new(2, 11, 0));
+        self.pausable.store(pausable, Ordering::Relaxed);
+        if consumer.cached_info().paused {
+            // Left paused by an instance that stopped during an outage: try
+            // the dependency now rather than wait for the pause to run out.
+            self.resume_consumer().await;
+        }
         Ok(consumer)
     }
 
@@ -440,6 +462,7 @@ impl ConsumerRunner {
                     self.count_applied(letters.len());
                     if outage.active() {
                         tracing::info!(applied = letters.len(), "dependency back; held events applied");
+                        self.resume_consumer().await;
                     }
                     return;
                 }
@@ -457,6 +480,10 @@ impl ConsumerRunner {
                             Ok(()) => {
                                 ack(&held[index].acker, AckKind::Ack).await;
                                 self.count_applied(1);
+                                if outage.active() {
+                                    self.resume_consumer().await;
+                                    outage = Outage::new(&self.settings);
+                                }
                             }
                             Err(HandlerError::Unavailable(error)) => {
                                 start = index;
@@ -528,6 +555,11 @@ impl ConsumerRunner {
         }
         // Never pause longer than the server waits for a sign of life.
         let pause = outage.next_pause().min(self.progress_interval());
+        // Every instance stops fetching, not only this lane: the consumer is
+        // paused on the server until a little after the next try, which
+        // renews the pause while the dependency stays down (and a pause
+        // left by an instance that died runs out by itself).
+        self.pause_consumer(pause + Duration::from_secs(2)).await;
         tokio::select! {
             () = shutdown.cancelled() => {
                 for letter in held {
@@ -536,6 +568,45 @@ impl ConsumerRunner {
                 false
             }
             () = tokio::time::sleep(pause) => true,
+        }
+    }
+
+    /// Pauses the durable consumer on the server for `length` (NATS 2.11 and
+    /// later; on older servers only this lane holds back).
+    async fn pause_consumer(&self, length: Duration) {
+        if !self.pausable.load(Ordering::Relaxed) {
+            return;
+        }
+        let until = time::OffsetDateTime::now_utc() + length;
+        let paused = match self.js.get_stream_no_info(&self.stream.name).await {
+            Ok(stream) => stream.pause_consumer(&self.durable_name, until).await.map(drop).map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match paused {
+            Ok(()) => {
+                metrics::gauge!("signup_consumer_paused", "consumer" => self.durable_name.clone()).set(1.0);
+                tracing::debug!(consumer = %self.durable_name, ?length, "consumer paused on the server");
+            }
+            Err(error) => tracing::warn!(consumer = %self.durable_name, %error, "cannot pause the consumer"),
+        }
+    }
+
+    /// Lets every instance fetch again.
+    async fn resume_consumer(&self) {
+        if !self.pausable.load(Ordering::Relaxed) {
+            return;
+        }
+        let resumed = match self.js.get_stream_no_info(&self.stream.name).await {
+            Ok(stream) => stream.resume_consumer(&self.durable_name).await.map(drop).map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match resumed {
+            Ok(()) => {
+                metrics::gauge!("signup_consumer_paused", "consumer" => self.durable_name.clone()).set(0.0);
+                tracing::info!(consumer = %self.durable_name, "consumer resumed");
+            }
+            Err(error) => tracing::warn!(consumer = %self.durable_name, %error,
+                "cannot resume the consumer; its pause runs out by itself"),
         }
     }
 

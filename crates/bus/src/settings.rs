@@ -101,7 +101,7 @@ impl Default for NatsSettings {
             inbox_prefix: None,
             connect_timeout_ms: 2_000,
             request_timeout_ms: 2_000,
-            publish_retry_ms: 3_000,
+            publish_retry_ms: 5_000,
             stream: StreamSettings::default(),
         }
     }

@@ -28,6 +28,15 @@ pub fn stream_config(settings: &StreamSettings) -> stream::Config {
         allow_direct: true,
         duplicate_window: Duration::from_secs(settings.duplicate_window_secs.max(1)),
         description: Some(format!("Signup: {}", settings.subjects)),
+        // What the stream holds, for operators' tools (NATS 2.10 metadata).
+        metadata: [
+            ("signup.subjects".to_owned(), settings.subjects.clone()),
+            (
+                "signup.contract".to_owned(),
+                "CloudEvents 1.0 in NATS headers, JSON payloads (crate messages)".to_owned(),
+            ),
+        ]
+        .into(),
         ..Default::default()
     }
 }

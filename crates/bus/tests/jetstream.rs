@@ -87,6 +87,8 @@ async fn ensuring_the_stream_twice_at_once_is_safe_and_keeps_settings() {
     assert_eq!(info.config.duplicate_window, Duration::from_secs(300));
     assert_eq!(info.config.storage, jetstream::stream::StorageType::File);
     assert_eq!(info.config.retention, jetstream::stream::RetentionPolicy::Limits);
+    // Metadata the server keeps (2.10 and later) says what the stream holds.
+    assert_eq!(info.config.metadata.get("signup.subjects").map(String::as_str), Some("events.prospect.>"));
 }
 
 #[tokio::test]

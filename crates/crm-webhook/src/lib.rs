@@ -42,6 +42,7 @@ use bus::telemetry::LogSettings;
 use bus::{ConsumerRunner, Delivery, Handler, HandlerError};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderValue, USER_AGENT};
 use http_body_util::{BodyExt as _, Full};
 use hyper_rustls::HttpsConnector;
@@ -188,19 +189,21 @@ impl CrmWebhook {
 
     /// Sends one event (if it is one a CRM gets); `Err` says why it did not
     /// arrive.
-    async fn send(&self, delivery: &Delivery<ProspectEvent>) -> anyhow::Result<()> {
+    async fn send(&self, delivery: &Delivery<ProspectEvent>) -> Result<(), NotDelivered> {
         let Some(payload) = Payload::of(delivery) else { return Ok(()) };
-        let body = serde_json::to_vec(&payload)?;
+        let refused = |e: anyhow::Error| NotDelivered::Refused(e);
+        let body = serde_json::to_vec(&payload).map_err(|e| refused(e.into()))?;
         let id = delivery.meta.event_id.to_string();
         let now = Utc::now().timestamp();
-        let signature = self.signer.sign(&id, now, &body).map_err(|e| anyhow::anyhow!("signing: {e:?}"))?;
+        let signature = self.signer.sign(&id, now, &body).map_err(|e| refused(anyhow::anyhow!("signing: {e:?}")))?;
         let request = http::Request::post(self.url.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(USER_AGENT, HeaderValue::from_static(AGENT))
             .header(HEADER_WEBHOOK_ID, id)
             .header(HEADER_WEBHOOK_TIMESTAMP, now.to_string())
             .header(HEADER_WEBHOOK_SIGNATURE, signature)
-            .body(Full::new(Bytes::from(body)))?;
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| refused(e.into()))?;
         let answered = tokio::time::timeout(self.timeout, async {
             let response = self.http.request(request).await?;
             let status = response.status();
@@ -221,12 +224,54 @@ impl CrmWebhook {
         };
         bus::metrics::counter!("signup_webhook_requests_total", "outcome" => outcome).increment(1);
         match answered {
-            Err(_) => anyhow::bail!("request failed: no answer within {:?}", self.timeout),
-            Ok(Err(error)) => anyhow::bail!("request failed: {error:#}"),
-            Ok(Ok(status)) => anyhow::ensure!(status.is_success(), "the endpoint answered {status}"),
+            Err(_) => Err(NotDelivered::Down(anyhow::anyhow!("request failed: no answer within {:?}", self.timeout))),
+            Ok(Err(error)) if unreachable(&error) => {
+                Err(NotDelivered::Down(anyhow::anyhow!("request failed: {error:#}")))
+            }
+            // TLS refused (an untrusted certificate), a malformed answer, …
+            Ok(Err(error)) => Err(NotDelivered::Refused(anyhow::anyhow!("request failed: {error:#}"))),
+            Ok(Ok(status)) if status.is_success() => Ok(()),
+            // Overloaded, or a gateway in front of a receiver that is away.
+            Ok(Ok(
+                status @ (StatusCode::TOO_MANY_REQUESTS
+                | StatusCode::BAD_GATEWAY
+                | StatusCode::SERVICE_UNAVAILABLE
+                | StatusCode::GATEWAY_TIMEOUT),
+            )) => Err(NotDelivered::Down(anyhow::anyhow!("the endpoint answered {status}"))),
+            Ok(Ok(status)) => Err(NotDelivered::Refused(anyhow::anyhow!("the endpoint answered {status}"))),
         }
-        Ok(())
     }
+}
+
+/// Whether a failed request means the receiver is away: the connection
+/// was refused, reset or timed out (and not, say, a TLS handshake that
+/// found a certificate it cannot trust).
+fn unreachable(error: &anyhow::Error) -> bool {
+    use std::io::ErrorKind as Kind;
+    error.chain().filter_map(|cause| cause.downcast_ref::<std::io::Error>()).any(|io| {
+        matches!(
+            io.kind(),
+            Kind::ConnectionRefused
+                | Kind::ConnectionReset
+                | Kind::ConnectionAborted
+                | Kind::TimedOut
+                | Kind::NotConnected
+                | Kind::HostUnreachable
+                | Kind::NetworkUnreachable
+                | Kind::BrokenPipe
+        )
+    })
+}
+
+/// Why a webhook did not arrive.
+enum NotDelivered {
+    /// The receiver is away: no answer, or 429/502/503/504. Nothing is wrong
+    /// with the event; the runner holds the batch and pauses the consumer
+    /// until the receiver answers again, without using up deliveries.
+    Down(anyhow::Error),
+    /// The receiver answered and did not take it (another status), or the
+    /// request could not be made: retried, then dead-lettered.
+    Refused(anyhow::Error),
 }
 
 /// The JSON body of a webhook.
@@ -273,10 +318,14 @@ impl Handler for CrmWebhook {
         // In stream order, one at a time, so a receiver sees a prospect's
         // events in the order they happened (retries aside; see `sequence`).
         for delivery in batch {
-            if let Err(error) = self.send(delivery).await {
-                tracing::warn!(event_id = %delivery.meta.event_id, prospect_id = %delivery.event.prospect_id(),
-                    error = %format!("{error:#}"), "webhook not delivered; it will be retried");
-                return Err(HandlerError::Transient(error));
+            match self.send(delivery).await {
+                Ok(()) => {}
+                Err(NotDelivered::Down(error)) => return Err(HandlerError::Unavailable(error)),
+                Err(NotDelivered::Refused(error)) => {
+                    tracing::warn!(event_id = %delivery.meta.event_id, prospect_id = %delivery.event.prospect_id(),
+                        error = %format!("{error:#}"), "webhook not delivered; it will be retried");
+                    return Err(HandlerError::Transient(error));
+                }
             }
             tracing::debug!(event_id = %delivery.meta.event_id, "webhook delivered");
         }

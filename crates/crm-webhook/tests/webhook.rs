@@ -127,6 +127,11 @@ impl Endpoint {
         Self { url, ca_file, log, stop }
     }
 
+    /// From now on, answers `status` (after any plan left).
+    fn answer(&self, status: u16) {
+        self.log.lock().expect("log").otherwise = status;
+    }
+
     fn received(&self) -> Vec<Received> {
         self.log.lock().expect("log").received.clone()
     }
@@ -275,7 +280,8 @@ async fn new_changed_and_erased_prospects_reach_the_endpoint_signed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_endpoint_is_retried_with_growing_delays_until_it_answers() {
     let nats = NatsServer::start().await.expect("nats-server");
-    let endpoint = Endpoint::start(&[503, 500, 429], 200).await;
+    // Answers that refuse the event (not "away": see the pause test below).
+    let endpoint = Endpoint::start(&[500, 400, 500], 200).await;
     let running = Running::start(&nats, &endpoint, true, 5).await;
     let published = running.publish(&signed_up()).await;
 
@@ -324,5 +330,49 @@ async fn an_endpoint_whose_certificate_is_not_trusted_gets_nothing() {
     assert_eq!(letters.len(), 1);
     assert!(letters[0].reason.contains("request failed"), "{}", letters[0].reason);
     assert!(endpoint.received().is_empty(), "no request got through TLS: {:?}", endpoint.received());
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_is_away_pauses_the_consumer_and_uses_up_no_delivery() {
+    let nats = NatsServer::start().await.expect("nats-server");
+    // A CRM behind a gateway that says it is unavailable.
+    let endpoint = Endpoint::start(&[], 503).await;
+    // Two deliveries would dead-letter an event that failed twice.
+    let running = Running::start(&nats, &endpoint, true, 2).await;
+    let mut published = Vec::new();
+    for _ in 0..3 {
+        published.push(running.publish(&signed_up()).await.event_id.to_string());
+    }
+    let js = bus::async_nats::jetstream::new(running.client.clone());
+    let stream = js.get_stream(&running.settings.nats.stream.name).await.expect("stream");
+    let consumer_info = || async { stream.consumer_info(crm_webhook::CONSUMER_NAME).await.ok() };
+    // Every replica stops fetching: the consumer is paused on the server.
+    eventually(Duration::from_secs(30), "the consumer paused", || async {
+        consumer_info().await?.paused.then_some(())
+    })
+    .await
+    .expect("paused while the endpoint is away");
+    endpoint.wait_for(3).await;
+
+    // The CRM is back: everything arrives, nothing was dead-lettered or
+    // redelivered, and the consumer runs again.
+    endpoint.answer(200);
+    let delivered = eventually(Duration::from_secs(30), "every event delivered", || async {
+        let received = endpoint.received();
+        let last = received.len().checked_sub(3)?;
+        let ids: Vec<String> = received[last..].iter().map(|r| r.header("webhook-id").to_owned()).collect();
+        (ids == published).then_some(received.len())
+    })
+    .await
+    .expect("delivered in order once the endpoint answers");
+    assert!(running.dead_letters().list(10).await.expect("list").is_empty(), "an absent CRM dead-letters nothing");
+    let info = eventually(Duration::from_secs(10), "the consumer resumed", || async {
+        consumer_info().await.filter(|info| !info.paused && info.num_ack_pending == 0)
+    })
+    .await
+    .expect("resumed");
+    assert_eq!(info.num_redelivered, 0, "held by the runner, never handed out again");
+    println!("endpoint away: {delivered} requests, 3 events delivered once it answered, 0 dead letters");
     running.stop().await;
 }

@@ -538,3 +538,37 @@ fn every_secret_key_a_manifest_reads_is_in_the_documented_secret() {
         assert!(kustomization.contains(&option), "deploy/k8s/kustomization.yaml's header sets {key}");
     }
 }
+
+/// The NATS the deployments run is the release line the tests run on, and
+/// at least the oldest one supported; Kubernetes describes the same
+/// three-node cluster the cluster tests use, with the streams at three
+/// replicas.
+#[test]
+fn deployments_run_a_current_nats_and_kubernetes_a_three_node_cluster() {
+    let compose = read("deploy/compose.yaml");
+    let compose_tag = compose
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("image: docker.io/library/nats:"))
+        .expect("compose names the nats image")
+        .to_owned();
+    let values = documents(&read("deploy/k8s/nats/values.yaml"), "nats values").remove(0);
+    let helm_tag = values["container"]["image"]["tag"].as_str().expect("the chart's image tag").to_owned();
+    assert_eq!(compose_tag, helm_tag, "compose and Kubernetes run the same NATS");
+    let version = compose_tag.trim_end_matches("-alpine");
+    let parse = |v: &str| -> Vec<u64> { v.split('.').map(|n| n.parse().expect("a number")).collect() };
+    let minimum = bus::connection::MIN_SERVER_VERSION;
+    assert!(parse(version) >= parse(minimum), "{version} is older than the supported {minimum}");
+    // The tests' server is the same release line (major.minor).
+    let tested =
+        std::process::Command::new(test_support::nats_server_bin()).arg("--version").output().expect("version");
+    let tested = String::from_utf8_lossy(&tested.stdout);
+    let line = |v: &str| parse(v)[..2].to_vec();
+    let tested_version = tested.split_whitespace().find_map(|w| w.strip_prefix('v')).expect("nats-server: vX.Y.Z");
+    assert_eq!(line(tested_version), line(version), "the deployments run {version}, the tests {tested_version}");
+
+    assert_eq!(values["config"]["cluster"]["enabled"], Value::Bool(true));
+    assert_eq!(values["config"]["cluster"]["replicas"].as_u64(), Some(3), "three NATS nodes");
+    assert_eq!(values["config"]["jetstream"]["enabled"], Value::Bool(true));
+    let config = read("deploy/k8s/config.yaml");
+    assert!(config.contains("SIGNUP__NATS__STREAM__REPLICAS: \"3\""), "the streams at three replicas: {config}");
+}

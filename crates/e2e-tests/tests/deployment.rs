@@ -356,9 +356,65 @@ async fn each_service_works_with_its_own_user_and_is_refused_outside_its_permiss
     violation(&mut errors, "$JS.API.STREAM.INFO.PROSPECTS").await;
     assert!(js.get_stream("PROSPECTS_DLQ").await.is_ok(), "but can see the dead letters");
 
+    // Every handler user is refused what is not its own: another user's
+    // inbox, another handler's consumer, publishing sign-ups, deleting a
+    // stream.
+    let forged_subject = messages::streams::event_subject(uuid::Uuid::now_v7(), "signedup");
+    for user in ["save-prospect", "analytics-indexer", "mailer", "crm-webhook", "dead-letter-notifier"] {
+        let (client, mut errors) = deployment.client_as(user).await;
+        let _replies = client.subscribe("_INBOX_web.>").await.expect("the subscribe is sent");
+        violation(&mut errors, "_INBOX_web.>").await;
+        client.publish(forged_subject.clone(), "forged".into()).await.expect("sent");
+        violation(&mut errors, &forged_subject).await;
+        let js = quick_jetstream(&client);
+        assert!(js.delete_stream("PROSPECTS_DLQ").await.is_err(), "{user} cannot delete a stream");
+        violation(&mut errors, "$JS.API.STREAM.DELETE.PROSPECTS_DLQ").await;
+        let other = if user == "save-prospect" { "analytics-indexer" } else { "save-prospect" };
+        let next = format!("$JS.API.CONSUMER.MSG.NEXT.PROSPECTS.{other}");
+        client.publish(next.clone(), "1".into()).await.expect("sent");
+        violation(&mut errors, &next).await;
+    }
+    // ... and may pause (and resume) its own consumer, as the runner does
+    // while a dependency is away.
+    let (saver, _) = deployment.client_as("save-prospect").await;
+    let stream = quick_jetstream(&saver).get_stream("PROSPECTS").await.expect("lookup");
+    let until = time::OffsetDateTime::now_utc() + Duration::from_secs(1);
+    assert!(stream.pause_consumer("save-prospect", until).await.expect("may pause its own").paused);
+    assert!(!stream.resume_consumer("save-prospect").await.expect("may resume its own").paused);
+
+    // Acks work in the reply-subject form this server uses: after the work
+    // above, no consumer waits for an ack and none redelivered anything.
+    let (admin, _) = deployment.client_as("admin").await;
+    let events = async_nats::jetstream::new(admin).get_stream("PROSPECTS").await.expect("stream");
+    for consumer in ["save-prospect", "analytics-indexer", "mailer"] {
+        let info = eventually(Duration::from_secs(20), &format!("{consumer} acked everything"), || async {
+            let info = events.consumer_info(consumer).await.ok()?.clone();
+            (info.num_ack_pending == 0 && info.num_pending == 0).then_some(info)
+        })
+        .await
+        .expect("acked with the handler's own user");
+        assert_eq!(info.num_redelivered, 0, "{consumer}: no ack was refused, so nothing came back");
+    }
+
+    // A real dead letter (a handler's copy of an event the stream holds)
+    // is replayed by the operator.
+    let genuine = deployment.sign_up("grace.deployment@example.com").await;
+    deployment.saved(genuine).await;
+    let genuine_subject = messages::streams::event_subject(genuine, "signedup");
+    let original = events.get_last_raw_message_by_subject(&genuine_subject).await.expect("the sign-up event");
+    let ce_id = original.headers.get(messages::cloudevents::ID).expect("ce-id").as_str().to_owned();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(messages::dlq::CONSUMER, "save-prospect");
+    headers.insert(messages::dlq::SUBJECT, genuine_subject.as_str());
+    headers.insert(messages::dlq::STREAM_SEQ, original.sequence.to_string().as_str());
+    headers.insert(messages::cloudevents::ID, ce_id.as_str());
+    let letter = messages::dlq::subject("save-prospect", &genuine_subject);
+    let stored = quick_jetstream(&saver).publish_with_headers(letter, headers, original.payload.clone()).await;
+    stored.expect("sent").await.expect("a handler may write letters under its own name");
+
     // A compromised handler may write letters under its own name: forged
     // ones (an erasure of someone else; a JetStream API subject) are refused
-    // by the operator's replay, and nothing is published.
+    // by the operator's replay, and nothing of theirs is published.
     let (crm, _) = deployment.client_as("crm-webhook").await;
     let crm = quick_jetstream(&crm);
     let victim = messages::streams::event_subject(id, "deleted");
@@ -372,9 +428,9 @@ async fn each_service_works_with_its_own_user_and_is_refused_outside_its_permiss
         let stored = crm.publish_with_headers(letter, headers, "{}".into()).await.expect("sent").await;
         stored.expect("a handler may write letters under its own name");
     }
-    let (admin, _) = deployment.client_as("admin").await;
-    let mut events = async_nats::jetstream::new(admin).get_stream("PROSPECTS").await.expect("stream");
-    let before = events.info().await.expect("info").state.messages;
+    let mut events = events;
+    // Sequences, not counts: erasures have purged messages meanwhile.
+    let before = events.info().await.expect("info").state.last_sequence;
     let output = tokio::process::Command::new(binary("signup").expect("signup binary"))
         .args(["dlq", "replay", "--all"])
         .env("SIGNUP_CONFIG_DIR", "/nonexistent")
@@ -385,7 +441,11 @@ async fn each_service_works_with_its_own_user_and_is_refused_outside_its_permiss
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "the command fails: {stdout}");
     assert!(stdout.matches("refused, kept").count() >= 2, "{stdout}");
-    assert_eq!(events.info().await.expect("info").state.messages, before, "nothing was published: {stdout}");
+    assert!(stdout.contains(&format!("replayed as stream sequence {} to {genuine_subject}", before + 1)), "{stdout}");
+    let after = events.info().await.expect("info").state.last_sequence;
+    assert_eq!(after, before + 1, "the genuine letter's event only: {stdout}");
+    let replayed = events.get_last_raw_message_by_subject(&genuine_subject).await.expect("replayed");
+    assert_eq!(replayed.headers.get(messages::cloudevents::ID).map(|v| v.as_str()), Some(ce_id.as_str()));
 }
 
 /// The value of the first sample of `name` whose labels include every one of
