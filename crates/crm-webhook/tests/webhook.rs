@@ -172,6 +172,7 @@ impl Running {
         webhook.consumer = ConsumerSettings {
             idle_wait_ms: 300,
             retry_base_ms: 300,
+            outage_backoff_max_ms: 1_000,
             max_deliver,
             // The stream is the test's own: no need to wait for the consumer
             // before publishing.
@@ -347,13 +348,18 @@ async fn an_endpoint_that_is_away_pauses_the_consumer_and_uses_up_no_delivery() 
     let js = bus::async_nats::jetstream::new(running.client.clone());
     let stream = js.get_stream(&running.settings.nats.stream.name).await.expect("stream");
     let consumer_info = || async { stream.consumer_info(crm_webhook::CONSUMER_NAME).await.ok() };
-    // Every replica stops fetching: the consumer is paused on the server.
-    eventually(Duration::from_secs(30), "the consumer paused", || async {
-        consumer_info().await?.paused.then_some(())
-    })
-    .await
-    .expect("paused while the endpoint is away");
-    endpoint.wait_for(3).await;
+    // The runner keeps trying, past what two deliveries per event would allow...
+    endpoint.wait_for(7).await;
+    // ... and on NATS 2.11 and later every replica stops fetching meanwhile:
+    // the consumer is paused on the server. (On 2.10 only the runner holds.)
+    let version = running.client.server_info().version;
+    let pausable = !version.starts_with("2.10.");
+    if pausable {
+        let paused = || async { consumer_info().await?.paused.then_some(()) };
+        eventually(Duration::from_secs(30), "the consumer paused", paused)
+            .await
+            .expect("paused while the endpoint is away");
+    }
 
     // The CRM is back: everything arrives, nothing was dead-lettered or
     // redelivered, and the consumer runs again.
@@ -373,6 +379,9 @@ async fn an_endpoint_that_is_away_pauses_the_consumer_and_uses_up_no_delivery() 
     .await
     .expect("resumed");
     assert_eq!(info.num_redelivered, 0, "held by the runner, never handed out again");
-    println!("endpoint away: {delivered} requests, 3 events delivered once it answered, 0 dead letters");
+    println!(
+        "endpoint away (nats-server {version}, paused: {pausable}): {delivered} requests, \
+         3 events delivered once it answered, 0 dead letters"
+    );
     running.stop().await;
 }

@@ -66,6 +66,11 @@ impl NatsServer {
         Ok(server)
     }
 
+    /// The server's process id while it runs (to read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// The client URL, e.g. `nats://127.0.0.1:41234`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
