@@ -198,7 +198,7 @@ start_cluster() {
 ensure_postgres() {
   if pg_answers; then say "using PostgreSQL at 127.0.0.1:$PG_PORT"; return; fi
   pg_bin_dir >/dev/null || apt_install postgresql
-  local bin data="$LOCAL/postgres" run=()
+  local bin data="${SIGNUP_PG_DATA:-$LOCAL/postgres}" run=()
   bin="$(pg_bin_dir)"
   # Postgres refuses to run as root: use the postgres account the package made.
   if [ "$(id -u)" -eq 0 ]; then run=(runuser -u postgres --); fi
@@ -217,19 +217,56 @@ ensure_postgres() {
 
 stop_started() {
   local pid
+  # Stopping must finish even when the terminal or the pipe reading our
+  # output is gone already (a SIGTERM to the whole process group takes
+  # `| tee` with it): a failed message must not end the clean-up.
+  trap '' PIPE
+  set +e
   # In order: the services first (they finish their work and drain NATS), then
   # the servers they use.
   for pid in "${STARTED_PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
   done
   if [ -n "$STARTED_PG_DIR" ]; then
-    say "stopping the project-local PostgreSQL"
+    # pg_ctl starts PostgreSQL in a session of its own: a signal to our
+    # process group never reaches it, so it is always stopped here.
     local bin run=()
     bin="$(pg_bin_dir)"
     if [ "$(id -u)" -eq 0 ]; then run=(runuser -u postgres --); fi
-    "${run[@]}" "$bin/pg_ctl" -D "$STARTED_PG_DIR" -m fast stop >/dev/null || true
+    "${run[@]}" "$bin/pg_ctl" -D "$STARTED_PG_DIR" -m fast -w stop >/dev/null 2>&1
+    say "stopped the project-local PostgreSQL" || true
   fi
+  return 0
+}
+
+# Runs a service in the background and restarts it whenever it exits before
+# it is asked to stop, with a log line and a growing pause (1 s doubling to
+# 30 s; back to 1 s once it has run for a minute). TERM or INT to the
+# supervisor (stop_started sends TERM) stops the service and the supervisor.
+supervise() { # name command...
+  local name="$1"; shift
+  (
+    child="" sleeper="" stopping=0 delay=1
+    trap 'stopping=1; kill -TERM $child $sleeper 2>/dev/null' TERM INT
+    while [ "$stopping" -eq 0 ]; do
+      started=$SECONDS
+      "$@" &
+      child=$!
+      status=0
+      # `wait` returns early when a signal is trapped: wait for the real end.
+      while kill -0 "$child" 2>/dev/null; do wait "$child" || status=$?; done
+      [ "$stopping" -eq 0 ] || break
+      [ $((SECONDS - started)) -lt 60 ] || delay=1
+      say "$name exited unexpectedly (status $status); restarting it in ${delay}s" || true
+      sleep "$delay" &
+      sleeper=$!
+      wait "$sleeper" 2>/dev/null || true
+      sleeper=""
+      delay=$((delay * 2 > 30 ? 30 : delay * 2))
+    done
+  ) &
+  STARTED_PIDS=("$!" "${STARTED_PIDS[@]}")
 }
 
 # A Python with aiosmtpd (a real SMTP server for the mail tests), in .local/venv.

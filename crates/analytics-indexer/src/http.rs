@@ -7,9 +7,10 @@ use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use askama::Template;
+use bus::ops::Problem;
 use chrono::NaiveDate;
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::dashboard::html;
@@ -61,15 +62,6 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    title: &'a str,
-    status: u16,
-    detail: String,
-}
-
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -84,16 +76,12 @@ impl ResponseError for ApiError {
             tracing::error!(error = %format!("{error:#}"), "index query failed");
         }
         let status = self.status_code();
-        let mut response = HttpResponse::build(status);
-        if status == StatusCode::UNAUTHORIZED {
-            response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"signup-analytics\""));
-        }
-        response.content_type("application/problem+json").json(Problem {
-            kind: "about:blank",
-            title: status.canonical_reason().unwrap_or("Error"),
-            status: status.as_u16(),
-            detail: self.to_string(),
-        })
+        let headers = if status == StatusCode::UNAUTHORIZED {
+            vec![(header::WWW_AUTHENTICATE, "Bearer realm=\"signup-analytics\"".to_owned())]
+        } else {
+            Vec::new()
+        };
+        Problem::<()>::new(status, self.to_string()).response(&headers)
     }
 }
 

@@ -17,7 +17,7 @@
 //! - [`query`]: the summary and the search.
 //! - [`http`], [`dashboard`]: the API, the dashboard, access control.
 //! - [`Application`]: opens the index, binds the port, consumes and serves
-//!   until shutdown.
+//!   until shutdown; its [`Service`] is the binary (`run`, `reindex`, `check`).
 
 pub mod dashboard;
 pub mod handler;
@@ -37,6 +37,7 @@ use anyhow::Context as _;
 use bus::ConsumerRunner;
 use bus::async_nats::{self, jetstream};
 use bus::ops::Readiness;
+use bus::runtime::{Context, Service, Then};
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::IndexHandler;
@@ -203,6 +204,35 @@ async fn drop_consumer(js: &jetstream::Context, stream: &str) -> anyhow::Result<
             Ok(())
         }
         Err(error) => Err(error.into()),
+    }
+}
+
+/// The subcommands beside `run` and `check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Drop the index and its durable consumer, then rebuild by replaying the stream (and keep running).
+    Reindex,
+}
+
+impl Service for Application {
+    const NAME: &'static str = CONSUMER_NAME;
+    const ABOUT: &'static str = "Indexes prospect events for search and analytics, and serves the dashboard";
+    type Settings = Settings;
+    type Command = Command;
+
+    async fn run(settings: Settings, context: Context) -> anyhow::Result<()> {
+        let app = Application::build(&settings, context.client)?;
+        tracing::info!(port = app.port(), "analytics-indexer listening; the dashboard is at /analytics");
+        app.run_until_stopped(context.shutdown).await
+    }
+
+    async fn command(settings: &Settings, Command::Reindex: Command) -> anyhow::Result<Then> {
+        bus::connection::check(&settings.nats).await.context("reindexing needs NATS")?;
+        let client = bus::connect(&settings.nats, CONSUMER_NAME).await?;
+        drop_index(settings, &client).await?;
+        client.drain().await.context("draining NATS")?;
+        tracing::info!("index and consumer dropped; replaying the stream");
+        Ok(Then::Run)
     }
 }
 

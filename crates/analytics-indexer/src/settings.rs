@@ -20,6 +20,7 @@ pub struct Settings {
     /// `[shutdown]`: how long stopping may take.
     pub shutdown: ShutdownSettings,
 }
+bus::service_settings!(Settings);
 
 /// The index and the dashboard.
 #[derive(Debug, Clone, Deserialize)]
@@ -52,5 +53,14 @@ impl Default for AnalyticsSettings {
             // Each batch is an index commit: gather for longer than save-prospect.
             consumer: ConsumerSettings { batch_size: 2_000, linger_ms: 250, ..ConsumerSettings::default() },
         }
+    }
+}
+
+#[cfg(test)]
+mod documented_defaults {
+    #[test]
+    fn config_default_toml_documents_the_built_in_defaults() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/default.toml");
+        bus::settings::check_documented_defaults::<super::Settings>(&file).unwrap_or_else(|error| panic!("{error}"));
     }
 }

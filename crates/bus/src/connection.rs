@@ -8,7 +8,12 @@ use async_nats::connection::State;
 use async_nats::{Client, ConnectOptions, Event};
 use secrecy::ExposeSecret;
 
+use crate::runtime::Backoff;
 use crate::settings::NatsSettings;
+
+/// The pause before the second and later reconnect attempts.
+static RECONNECT: std::sync::LazyLock<Backoff> =
+    std::sync::LazyLock::new(|| Backoff::new(Duration::from_millis(100), Duration::from_secs(2)));
 
 /// Connects to NATS as `name` (shown in the server's connection list).
 ///
@@ -47,11 +52,9 @@ async fn options(settings: &NatsSettings, name: &str) -> anyhow::Result<ConnectO
         .request_timeout(Some(settings.request_timeout()))
         .reconnect_delay_callback(|attempts| {
             // 0 ms, then 100 ms doubling up to 2 s: quick to recover, gentle when down for long.
-            let exp = u32::try_from(attempts).unwrap_or(u32::MAX).min(5);
-            if attempts == 0 {
-                Duration::ZERO
-            } else {
-                Duration::from_millis(100 * 2u64.pow(exp - 1)).min(Duration::from_secs(2))
+            match u32::try_from(attempts) {
+                Ok(0) => Duration::ZERO,
+                attempts => RECONNECT.delay_after(attempts.unwrap_or(u32::MAX) - 1),
             }
         })
         .event_callback(|event| async move {

@@ -3,13 +3,14 @@
 //! A service connects once ([`connect`]), makes sure the `PROSPECTS` stream
 //! exists ([`ensure_stream`]), and then either publishes typed events
 //! ([`Publisher`]) or consumes them through a durable pull consumer
-//! ([`ConsumerRunner`] with a [`Handler`]). The shared start-up pieces every
-//! binary needs — layered [`settings`], [`telemetry`] and the [`shutdown`]
-//! signal — live here too, so a new handler crate needs only `messages` and
-//! `bus`.
+//! ([`ConsumerRunner`] with a [`Handler`]). The service runtime every
+//! binary runs in — command line, settings, telemetry, ops server, shutdown
+//! and drain — is the separate part [`runtime`], so a new handler crate needs
+//! only `messages` and `bus`: its `Handler`, its settings and a `main` of a
+//! few lines.
 //!
 //! # Layout
-//! - [`settings`]: the `config`-crate loader and the NATS/consumer settings.
+//! NATS plumbing:
 //! - [`connection`]: connecting with retry, reconnecting forever, logging
 //!   connection events.
 //! - [`stream`]: idempotent creation/update of the event stream.
@@ -19,24 +20,31 @@
 //!   delay on failure, graceful stop).
 //! - [`dlq`]: listing, replaying and purging dead letters.
 //! - [`erasure`]: purging an erased prospect's history from the streams.
-//! - [`ops`]: Prometheus metrics, `/healthz` and `/readyz`, and the small
-//!   health/metrics server a handler runs beside its consumer.
-//! - [`telemetry`], [`shutdown`]: logging set-up and SIGTERM/Ctrl-C handling.
 //! - [`tls`]: the rustls client configuration for a service's own TLS
 //!   connections (system roots or one CA file).
+//!
+//! The service runtime ([`runtime`]):
+//! - [`runtime::main`] and [`runtime::Service`]: a binary's whole life;
+//!   [`runtime::cli`] its command line; [`runtime::Backoff`] the one retry
+//!   pause.
+//! - [`settings`]: the strict layered loader and the NATS/consumer settings.
+//! - [`ops`]: Prometheus metrics, `/healthz` and `/readyz`, the small
+//!   health/metrics server a handler runs beside its consumer, and the HTTP
+//!   pieces every server shares (problem bodies, security headers, access log).
+//! - [`telemetry`], [`shutdown`]: logging set-up, SIGTERM/Ctrl-C handling and
+//!   the bounded stop.
 
 pub mod connection;
 pub mod consume;
 pub mod dlq;
 pub mod erasure;
-pub mod ops;
 pub mod publish;
 pub mod request;
-pub mod settings;
-pub mod shutdown;
+pub mod runtime;
 pub mod stream;
-pub mod telemetry;
 pub mod tls;
+
+pub use runtime::{ops, settings, shutdown, telemetry};
 
 pub use async_nats;
 pub use connection::{connect, is_connected};

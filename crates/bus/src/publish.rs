@@ -7,6 +7,7 @@ use messages::{Event, cloudevents as ce};
 use uuid::Uuid;
 
 use crate::connection::is_connected;
+use crate::runtime::Backoff;
 
 /// The CloudEvents attributes of one publish that are not the event itself.
 #[derive(Debug, Clone)]
@@ -105,15 +106,14 @@ impl Publisher {
     #[tracing::instrument(name = "publish", level = "debug", skip_all, fields(event_id = %context.id, ce_type = E::TYPE))]
     pub async fn publish<E: Event>(&self, event: &E, context: &EventContext) -> Result<Published, PublishError> {
         let deadline = tokio::time::Instant::now() + self.retry_for;
-        let mut pause = std::time::Duration::from_millis(50);
+        let mut pause = Backoff::new(std::time::Duration::from_millis(50), std::time::Duration::from_millis(500));
         let result = loop {
             let result = self.publish_once(event, context).await;
             match &result {
-                Err(error) if error.is_passing() && tokio::time::Instant::now() + pause < deadline => {
+                Err(error) if error.is_passing() && tokio::time::Instant::now() + pause.upcoming() < deadline => {
                     tracing::debug!(%error, "publish failed for now; trying again");
                     metrics::counter!("signup_publish_retries_total", "type" => E::TYPE).increment(1);
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(std::time::Duration::from_millis(500));
+                    tokio::time::sleep(pause.next_delay()).await;
                 }
                 _ => break result,
             }

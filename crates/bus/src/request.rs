@@ -1,11 +1,16 @@
 //! Request-reply over NATS with typed JSON payloads: the asking side
-//! ([`request`]) and helpers for the answering side of a NATS micro-service
-//! ([`parse`], [`respond`], [`service_error`]).
+//! ([`ask`] for an [`Endpoint`] of the contract, [`request`] for any
+//! subject) and the answering side of a NATS micro-service ([`serve`] for an
+//! [`Endpoint`]; [`parse`], [`respond`], [`service_error`]).
 
 use std::time::Duration;
 
+use std::future::Future;
+
 use async_nats::Client;
 use async_nats::service::{self, NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE};
+use futures::StreamExt as _;
+use messages::service::Endpoint;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -46,6 +51,39 @@ impl RequestError {
     pub fn is_unavailable(&self) -> bool {
         !matches!(self, RequestError::Service { code, .. } if *code < 500)
     }
+}
+
+/// Asks endpoint `E`, waiting at most `timeout` for its reply.
+pub async fn ask<E: Endpoint>(client: &Client, body: &E::Request, timeout: Duration) -> Result<E::Reply, RequestError> {
+    request(client, E::SUBJECT, body, timeout).await
+}
+
+/// Adds endpoint `E` to `service` and answers its requests with `answer`,
+/// up to `concurrency` at once, until the service stops. A request that is
+/// not `E::Request` gets a 400 naming what is wrong.
+pub async fn serve<E, F, Fut>(service: &service::Service, concurrency: usize, answer: F) -> anyhow::Result<()>
+where
+    E: Endpoint,
+    F: Fn(E::Request) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<E::Reply, service::error::Error>> + Send,
+{
+    let endpoint = service
+        .endpoint_builder()
+        .name(E::NAME)
+        .add(E::SUBJECT)
+        .await
+        .map_err(|e| anyhow::anyhow!(e).context(format!("adding endpoint {}", E::SUBJECT)))?;
+    tokio::spawn(endpoint.for_each_concurrent(concurrency, move |request| {
+        let answer = answer.clone();
+        async move {
+            let result = match parse::<E::Request>(&request) {
+                Ok(body) => answer(body).await,
+                Err(error) => Err(error),
+            };
+            respond(&request, result).await;
+        }
+    }));
+    Ok(())
 }
 
 /// Sends `body` as JSON to `subject` and decodes the JSON reply, waiting at
@@ -92,7 +130,9 @@ pub fn service_error(code: usize, description: impl Into<String>) -> service::er
 /// Decodes a service request's JSON payload; a bad payload is a 400 error
 /// naming what is wrong.
 pub fn parse<T: DeserializeOwned>(request: &service::Request) -> Result<T, service::error::Error> {
-    serde_json::from_slice(&request.message.payload).map_err(|e| service_error(400, format!("invalid request: {e}")))
+    // No payload at all is JSON `null`: what an empty request (`()`) is.
+    let payload: &[u8] = if request.message.payload.is_empty() { b"null" } else { &request.message.payload };
+    serde_json::from_slice(payload).map_err(|e| service_error(400, format!("invalid request: {e}")))
 }
 
 /// Answers a service request with `result` as JSON, or with its error headers.

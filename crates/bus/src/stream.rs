@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
+use crate::runtime::Backoff;
 use crate::settings::StreamSettings;
 
 /// The JetStream stream configuration that [`StreamSettings`] describe:
@@ -107,7 +108,7 @@ pub async fn wait_for_stream(
     settings: &StreamSettings,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Option<stream::Stream> {
-    let mut pause = Duration::from_millis(100);
+    let mut pause = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match ensure_stream(js, settings).await {
             Ok(stream) => return Some(stream),
@@ -115,11 +116,9 @@ pub async fn wait_for_stream(
                 tracing::warn!(error = %format!("{error:#}"), stream = %settings.name, "the stream is not there yet; retrying")
             }
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return None,
-            () = tokio::time::sleep(pause) => {}
+        if !pause.wait(shutdown).await {
+            return None;
         }
-        pause = (pause * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -30,16 +30,17 @@
 //! # Layout
 //! - [`Settings`]: `[nats]`, `[log]`, `[shutdown]` and `[crm_webhook]`.
 //! - [`CrmWebhook`]: the handler.
-//! - [`run`]: health/metrics server and consumer, until shutdown.
+//! - its [`Service`]: the binary (`run [--from-start]`, `check`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bus::ops::{OpsServer, OpsSettings, Readiness};
+use bus::ops::OpsSettings;
+use bus::runtime::{Context, NoCommands, Service};
 use bus::settings::{ConsumerSettings, NatsSettings, ShutdownSettings};
 use bus::telemetry::LogSettings;
-use bus::{ConsumerRunner, Delivery, Handler, HandlerError};
+use bus::{Delivery, Handler, HandlerError};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::StatusCode;
@@ -53,7 +54,6 @@ use messages::ProspectEvent;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use standardwebhooks::{HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP, Webhook};
-use tokio_util::sync::CancellationToken;
 
 /// The durable consumer's name: this crate's name.
 pub const CONSUMER_NAME: &str = "crm-webhook";
@@ -74,6 +74,7 @@ pub struct Settings {
     /// `[shutdown]`: how long stopping may take.
     pub shutdown: ShutdownSettings,
 }
+bus::service_settings!(Settings);
 
 /// `[crm_webhook]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -122,7 +123,7 @@ impl Default for WebhookSettings {
                 from_start: false,
                 ..ConsumerSettings::default()
             },
-            http: OpsSettings::default(),
+            http: OpsSettings::local(HTTP_PORT),
         }
     }
 }
@@ -333,24 +334,22 @@ impl Handler for CrmWebhook {
     }
 }
 
-/// Serves health and metrics and consumes events with `handler` until
-/// `shutdown`. The caller owns the NATS client and drains it afterwards.
-pub async fn run(
-    settings: Settings,
-    client: bus::async_nats::Client,
-    handler: CrmWebhook,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let mut readiness = Readiness::new(client.clone());
-    let consumer_ready = readiness.part("consumer");
-    let ops = OpsServer::start(&settings.crm_webhook.http, HTTP_PORT, readiness, &shutdown)?;
-    let consumed =
-        ConsumerRunner::new(client, settings.nats.stream.clone(), CONSUMER_NAME, settings.crm_webhook.consumer)
-            .with_ready_flag(consumer_ready)
-            .run(handler, shutdown)
-            .await;
-    ops.stopped().await?;
-    consumed
+impl Service for CrmWebhook {
+    const NAME: &'static str = CONSUMER_NAME;
+    const ABOUT: &'static str = "Forwards new, changed and erased prospects to a CRM webhook";
+    const CONSUMES: bool = true;
+    type Settings = Settings;
+    type Command = NoCommands;
+
+    async fn run(settings: Settings, context: Context) -> anyhow::Result<()> {
+        let webhook = &settings.crm_webhook;
+        let handler = CrmWebhook::new(webhook)?;
+        context.consume(&settings.nats.stream, &webhook.consumer, &webhook.http, HTTP_PORT, handler).await
+    }
+
+    async fn check(settings: &Settings) -> anyhow::Result<()> {
+        CrmWebhook::new(&settings.crm_webhook).map(drop)
+    }
 }
 
 #[cfg(test)]
@@ -389,5 +388,14 @@ mod tests {
         settings.secret = Some(SecretString::from("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
         let handler = CrmWebhook::new(&settings).expect("valid settings");
         assert!(!format!("{handler:?}").contains("MfKQ9r8"), "Debug shows no secret");
+    }
+}
+
+#[cfg(test)]
+mod documented_defaults {
+    #[test]
+    fn config_default_toml_documents_the_built_in_defaults() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/default.toml");
+        bus::settings::check_documented_defaults::<super::Settings>(&file).unwrap_or_else(|error| panic!("{error}"));
     }
 }

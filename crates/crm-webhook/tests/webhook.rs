@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use bus::dlq::DeadLetters;
+use bus::runtime::{Context, Service as _};
 use bus::settings::{ConsumerSettings, NatsSettings};
 use bus::{EventContext, Published, Publisher};
 use chrono::Utc;
@@ -184,9 +185,10 @@ impl Running {
         bus::ensure_stream(&bus::async_nats::jetstream::new(client.clone()), &settings.nats.stream)
             .await
             .expect("stream");
-        let handler = CrmWebhook::new(&settings.crm_webhook).expect("handler");
+        CrmWebhook::new(&settings.crm_webhook).expect("handler");
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(crm_webhook::run(settings.clone(), client.clone(), handler, shutdown.clone()));
+        let context = Context::new(crm_webhook::CONSUMER_NAME, client.clone(), shutdown.clone());
+        let task = tokio::spawn(CrmWebhook::run(settings.clone(), context));
         Self { client, settings, shutdown, task }
     }
 

@@ -3,16 +3,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use bus::async_nats::Message;
-use messages::{cloudevents as ce, dlq};
+use messages::dlq::DeadLetter;
 use serde_json::Value;
 
 /// Subject and body for these letters; the first `max_listed` are described
 /// one by one, and all are counted by handler and reason.
-pub fn compose(letters: &[&Message], max_listed: usize) -> (String, String) {
-    let header = |m: &Message, name: &str| {
-        m.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned()).unwrap_or_else(|| "-".to_owned())
-    };
+pub fn compose(letters: &[&DeadLetter], max_listed: usize) -> (String, String) {
     let subject = format!("Signup: {} dead letter{}", letters.len(), if letters.len() == 1 { "" } else { "s" });
     let mut body = format!(
         "{} event(s) could not be applied and were moved to the dead-letter stream.\n\
@@ -21,7 +17,7 @@ pub fn compose(letters: &[&Message], max_listed: usize) -> (String, String) {
     );
     let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
     for letter in letters {
-        *counts.entry((header(letter, dlq::CONSUMER), header(letter, dlq::REASON))).or_default() += 1;
+        *counts.entry((letter.consumer.clone(), letter.reason.clone())).or_default() += 1;
     }
     body.push_str("By handler and reason:\n");
     for ((consumer, reason), count) in &counts {
@@ -32,12 +28,12 @@ pub fn compose(letters: &[&Message], max_listed: usize) -> (String, String) {
         let _ = writeln!(
             body,
             "- event {} ({}), handler {}, {} deliveries, stream sequence {}\n  reason: {}\n  prospect: {}",
-            header(letter, ce::ID),
-            header(letter, ce::TYPE),
-            header(letter, dlq::CONSUMER),
-            header(letter, dlq::DELIVERIES),
-            header(letter, dlq::STREAM_SEQ),
-            header(letter, dlq::REASON),
+            letter.event_id,
+            letter.ce_type,
+            letter.consumer,
+            letter.deliveries,
+            letter.stream_sequence,
+            letter.reason,
             prospect(&letter.payload),
         );
     }

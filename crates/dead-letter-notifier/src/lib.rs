@@ -13,25 +13,25 @@
 //!   SMTP server, over STARTTLS or TLS with its certificate checked; plain
 //!   only to this machine — the digests hold personal data), `[nats]`, `[log]`.
 //! - [`digest`]: the mail's text.
-//! - [`run`]: the loop, beside a health/metrics server (`[notifier.http]`, port 8083).
+//! - [`Notifier`]: the handler of the dead-letter stream (one digest per
+//!   batch), and its `Service`: the binary (`run`, `check`), with a
+//!   health/metrics server (`[notifier.http]`, port 8083).
 
 pub mod digest;
 
 use std::time::Duration;
 
-use anyhow::Context as _;
-use bus::async_nats::jetstream::{self, consumer::PullConsumer, consumer::pull, message::AckKind};
-use bus::async_nats::{self};
 use bus::metrics;
-use bus::ops::{OpsServer, OpsSettings, Readiness};
-use bus::settings::NatsSettings;
+use bus::ops::OpsSettings;
+use bus::runtime::{Backoff, Context, NoCommands, Service};
+use bus::settings::{ConsumerSettings, NatsSettings};
 use bus::telemetry::LogSettings;
-use futures::StreamExt;
+use bus::{Delivery, Handler, HandlerError};
 use lettre::message::header::ContentType;
 use lettre::{AsyncTransport, Message};
+use messages::dlq::DeadLetter;
 use serde::Deserialize;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// The durable consumer's name: this crate's name.
 pub const CONSUMER_NAME: &str = "dead-letter-notifier";
@@ -52,6 +52,7 @@ pub struct Settings {
     /// `[shutdown]`: how long stopping may take.
     pub shutdown: bus::settings::ShutdownSettings,
 }
+bus::service_settings!(Settings);
 
 /// Whom to tell, how and how often.
 #[derive(Debug, Clone, Deserialize)]
@@ -85,127 +86,89 @@ impl Default for NotifierSettings {
             gather_secs: 10,
             max_listed: 50,
             retry_base_ms: 1_000,
-            http: OpsSettings::default(),
+            http: OpsSettings::local(HTTP_PORT),
         }
     }
 }
 
-/// Reads dead letters and mails digests until `shutdown`.
-pub async fn run(settings: Settings, client: async_nats::Client, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let notifier = &settings.notifier;
-    let mut readiness = Readiness::new(client.clone());
-    let consumer_ready = readiness.part("consumer");
-    let ops = OpsServer::start(&notifier.http, HTTP_PORT, readiness, &shutdown)?;
-    let mailer = smtp::transport(&notifier.smtp, "notifier.smtp")?;
-    let js = jetstream::new(client.clone());
-    let consumer = loop {
-        match ensure_consumer(&js, &settings.nats).await {
-            Ok(consumer) => {
-                consumer_ready.set(true);
-                break consumer;
-            }
-            Err(error) => tracing::warn!(error = %format!("{error:#}"), "dead-letter consumer not ready; retrying"),
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    };
-    tracing::info!(to = %notifier.to, "dead-letter notifier started");
-    let interval = Duration::from_secs(notifier.interval_secs);
-    let gather = Duration::from_secs(notifier.gather_secs);
-    let mut held: Vec<jetstream::Message> = Vec::new();
-    let mut first_held: Option<Instant> = None;
-    let mut last_attempt: Option<Instant> = None;
-    let mut last_progress = Instant::now();
-    while !shutdown.is_cancelled() {
-        let due = first_held.map(|t| {
-            let gathered = t + gather;
-            last_attempt.map_or(gathered, |last| gathered.max(last + interval))
-        });
-        if let Some(due) = due
-            && Instant::now() >= due
-        {
-            let sent = send_with_retries(&mailer, notifier, &held, &shutdown).await;
-            last_attempt = Some(Instant::now());
-            if sent {
-                for message in held.drain(..) {
-                    if let Err(error) = message.ack().await {
-                        tracing::warn!(%error, "could not ack a mailed dead letter; it may be mailed again");
-                    }
-                }
-                first_held = None;
-            }
-            continue;
-        }
-        let wait = due
-            .map_or(Duration::from_secs(1), |d| d.saturating_duration_since(Instant::now()))
-            .clamp(Duration::from_millis(50), Duration::from_secs(1));
-        match fetch(&consumer, wait).await {
-            Ok(messages) if !messages.is_empty() => {
-                metrics::counter!("signup_notifier_letters_total").increment(messages.len() as u64);
-                first_held.get_or_insert_with(Instant::now);
-                held.extend(messages);
-            }
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(error = %format!("{error:#}"), "fetching dead letters failed");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-        // Letters waiting for the next mail must not be redelivered meanwhile.
-        if last_progress.elapsed() > Duration::from_secs(10) {
-            for message in &held {
-                let _ = message.ack_with(AckKind::Progress).await;
-            }
-            last_progress = Instant::now();
-        }
-    }
-    // Unsent letters go back for the next start.
-    for message in &held {
-        let _ = message.ack_with(AckKind::Nak(None)).await;
-    }
-    client.flush().await.ok();
-    ops.stopped().await.context("stopping the health/metrics server")?;
-    Ok(())
+/// The handler: one digest mail per batch of letters, at most one per
+/// `interval_secs`.
+pub struct Notifier {
+    transport: smtp::Transport,
+    settings: NotifierSettings,
+    /// When a digest was last tried.
+    last_attempt: tokio::sync::Mutex<Option<Instant>>,
 }
 
-async fn ensure_consumer(js: &jetstream::Context, events: &NatsSettings) -> anyhow::Result<PullConsumer> {
-    let stream = bus::stream::ensure_dlq_stream(js, &events.stream).await?;
-    stream
-        .get_or_create_consumer(
-            CONSUMER_NAME,
-            pull::Config {
-                durable_name: Some(CONSUMER_NAME.to_owned()),
-                description: Some("mails dead letters to an operator".to_owned()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(60),
-                max_ack_pending: -1,
-                ..Default::default()
-            },
-        )
-        .await
-        .context("creating the dead-letter consumer")
-}
-
-async fn fetch(consumer: &PullConsumer, wait: Duration) -> anyhow::Result<Vec<jetstream::Message>> {
-    let mut batch = consumer.batch().max_messages(1_000).expires(wait).messages().await?;
-    let mut out = Vec::new();
-    while let Ok(Some(message)) = tokio::time::timeout(wait + Duration::from_secs(2), batch.next()).await {
-        out.push(message.map_err(|e| anyhow::anyhow!(e))?);
+impl Notifier {
+    /// Checks the SMTP settings and makes the transport.
+    pub fn new(settings: &NotifierSettings) -> anyhow::Result<Self> {
+        let transport = smtp::transport(&settings.smtp, "notifier.smtp")?;
+        Ok(Self { transport, settings: settings.clone(), last_attempt: tokio::sync::Mutex::new(None) })
     }
-    Ok(out)
+
+    /// How the durable consumer fetches: everything waiting at once, up to
+    /// a storm's worth; `gather_secs` after a first letter; never giving up
+    /// on a letter (a digest that cannot be sent is held, as in an outage).
+    pub fn consumer_settings(settings: &NotifierSettings) -> ConsumerSettings {
+        ConsumerSettings {
+            batch_size: 10_000,
+            gather_ms: settings.gather_secs.saturating_mul(1_000),
+            ack_wait_secs: 60,
+            retry_base_ms: settings.retry_base_ms,
+            max_deliver: 0,
+            from_start: true,
+            ..ConsumerSettings::default()
+        }
+    }
 }
 
-/// Sends the digest of `held`, retrying three times with doubling delays.
-async fn send_with_retries(
-    mailer: &smtp::Transport,
-    settings: &NotifierSettings,
-    held: &[jetstream::Message],
-    shutdown: &CancellationToken,
-) -> bool {
-    let letters: Vec<&async_nats::Message> = held.iter().map(|m| &m.message).collect();
-    let (subject, body) = digest::compose(&letters, settings.max_listed);
+impl Handler for Notifier {
+    type Event = DeadLetter;
+
+    /// Mails the batch as one digest once `interval_secs` have passed since
+    /// the last try; acked only once the SMTP server took it, held (and
+    /// tried again) while it does not.
+    async fn handle(&self, batch: &[Delivery<DeadLetter>]) -> Result<(), HandlerError> {
+        let mut last = self.last_attempt.lock().await;
+        if let Some(at) = *last {
+            tokio::time::sleep_until(at + Duration::from_secs(self.settings.interval_secs)).await;
+        }
+        let letters: Vec<&DeadLetter> = batch.iter().map(|delivery| &delivery.event).collect();
+        let sent = send_with_retries(&self.transport, &self.settings, &letters).await;
+        *last = Some(Instant::now());
+        if sent {
+            metrics::counter!("signup_notifier_letters_total").increment(letters.len() as u64);
+            Ok(())
+        } else {
+            Err(HandlerError::Unavailable(anyhow::anyhow!("the digest could not be sent; the letters wait")))
+        }
+    }
+}
+
+impl Service for Notifier {
+    const NAME: &'static str = CONSUMER_NAME;
+    const ABOUT: &'static str = "E-mails an operator a digest of new dead letters";
+    type Settings = Settings;
+    type Command = NoCommands;
+
+    async fn run(settings: Settings, context: Context) -> anyhow::Result<()> {
+        let notifier = &settings.notifier;
+        let handler = Notifier::new(notifier)?;
+        tracing::info!(to = %notifier.to, "dead-letter notifier started");
+        let consumer = Notifier::consumer_settings(notifier);
+        context.consume(&settings.nats.stream, &consumer, &notifier.http, HTTP_PORT, handler).await
+    }
+
+    /// The SMTP settings can work.
+    async fn check(settings: &Settings) -> anyhow::Result<()> {
+        Notifier::new(&settings.notifier).map(drop)
+    }
+}
+
+/// Sends the digest of `letters`, retrying three times with doubling delays.
+async fn send_with_retries(mailer: &smtp::Transport, settings: &NotifierSettings, letters: &[&DeadLetter]) -> bool {
+    let (subject, body) = digest::compose(letters, settings.max_listed);
     let message = match Message::builder()
         .from(settings.from.parse().unwrap_or_else(|_| "signup@localhost".parse().expect("valid address")))
         .to(match settings.to.parse() {
@@ -225,22 +188,19 @@ async fn send_with_retries(
             return false;
         }
     };
-    let mut delay = Duration::from_millis(settings.retry_base_ms);
+    let mut pause = Backoff::new(Duration::from_millis(settings.retry_base_ms), Duration::from_secs(60));
     for attempt in 1..=4 {
         match mailer.send(message.clone()).await {
             Ok(_) => {
                 metrics::counter!("signup_notifier_mails_sent_total").increment(1);
-                tracing::info!(letters = held.len(), to = %settings.to, "dead-letter digest sent");
+                tracing::info!(letters = letters.len(), to = %settings.to, "dead-letter digest sent");
                 return true;
             }
             Err(error) if attempt < 4 => {
                 metrics::counter!("signup_notifier_mail_failures_total").increment(1);
+                let delay = pause.next_delay();
                 tracing::warn!(%error, attempt, ?delay, "sending the digest failed; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return false,
-                    () = tokio::time::sleep(delay) => {}
-                }
-                delay *= 2;
+                tokio::time::sleep(delay).await;
             }
             Err(error) => {
                 metrics::counter!("signup_notifier_mail_failures_total").increment(1);
@@ -249,4 +209,13 @@ async fn send_with_retries(
         }
     }
     false
+}
+
+#[cfg(test)]
+mod documented_defaults {
+    #[test]
+    fn config_default_toml_documents_the_built_in_defaults() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/default.toml");
+        bus::settings::check_documented_defaults::<super::Settings>(&file).unwrap_or_else(|error| panic!("{error}"));
+    }
 }

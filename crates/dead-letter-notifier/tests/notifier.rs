@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use bus::async_nats::{self, jetstream};
+use bus::runtime::{Context, Service as _};
 use bus::settings::{NatsSettings, StreamSettings};
-use dead_letter_notifier::{NotifierSettings, Settings};
+use dead_letter_notifier::{CONSUMER_NAME, Notifier, NotifierSettings, Settings};
 use futures::StreamExt;
 use messages::{cloudevents as ce, dlq};
 use test_support::{NatsServer, SmtpServer, SmtpTls, eventually, free_port};
@@ -82,7 +83,10 @@ async fn a_storm_of_dead_letters_is_one_digest() {
     dead_letters(&js, 10_000).await;
 
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(dead_letter_notifier::run(settings(&nats, smtp.port(), 3_600), client, shutdown.clone()));
+    let task = tokio::spawn(Notifier::run(
+        settings(&nats, smtp.port(), 3_600),
+        Context::new(CONSUMER_NAME, client, shutdown.clone()),
+    ));
     let mails = eventually(Duration::from_secs(60), "the digest", || async {
         let mails = smtp.messages();
         (!mails.is_empty()).then_some(mails)
@@ -109,7 +113,8 @@ async fn letters_wait_while_smtp_fails_and_are_mailed_when_it_is_back() {
     let port = free_port().expect("port");
     dead_letters(&js, 3).await;
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(dead_letter_notifier::run(settings(&nats, port, 1), client, shutdown.clone()));
+    let task =
+        tokio::spawn(Notifier::run(settings(&nats, port, 1), Context::new(CONSUMER_NAME, client, shutdown.clone())));
 
     // No SMTP server: the send fails (after its retries) and the letters stay.
     let stream = js.get_stream("PROSPECTS_DLQ").await.expect("stream");
@@ -143,7 +148,7 @@ async fn digests_go_over_starttls_to_a_server_whose_certificate_is_checked() {
     settings.notifier.smtp.tls = smtp::SmtpTls::Starttls;
     settings.notifier.smtp.ca_file = Some(smtp.certificate());
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(dead_letter_notifier::run(settings, client, shutdown.clone()));
+    let task = tokio::spawn(Notifier::run(settings, Context::new(CONSUMER_NAME, client, shutdown.clone())));
     let mails = eventually(Duration::from_secs(60), "the digest over TLS", || async {
         let mails = smtp.messages();
         (!mails.is_empty()).then_some(mails)
@@ -159,6 +164,7 @@ async fn digests_go_over_starttls_to_a_server_whose_certificate_is_checked() {
     let mut plain = self::settings(&nats, smtp.port(), 1);
     plain.notifier.smtp.host = "smtp.example.com".into();
     let client = bus::connect(&plain.nats, "notifier-test").await.expect("connect");
-    let error = dead_letter_notifier::run(plain, client, CancellationToken::new()).await.expect_err("refused");
+    let error =
+        Notifier::run(plain, Context::new(CONSUMER_NAME, client, CancellationToken::new())).await.expect_err("refused");
     assert!(error.to_string().contains("notifier.smtp.tls"), "{error}");
 }

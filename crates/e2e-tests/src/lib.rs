@@ -3,6 +3,7 @@
 //! each stoppable on its own, and on demand the mailer with an SMTP server of
 //! its own. The tests are in `tests/`.
 
+use bus::runtime::{Context, Service as _};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -148,7 +149,8 @@ impl System {
     pub async fn start_saver_with(&mut self, settings: save_prospect::Settings) -> anyhow::Result<()> {
         let client = bus::connect(&settings.nats, save_prospect::CONSUMER_NAME).await?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(save_prospect::run(settings, client, shutdown.clone()));
+        let context = Context::new(save_prospect::CONSUMER_NAME, client, shutdown.clone());
+        let task = tokio::spawn(save_prospect::SaveProspect::run(settings, context));
         self.savers.push(Running { shutdown, task });
         Ok(())
     }
@@ -188,9 +190,10 @@ impl System {
     /// after this returns is mailed).
     pub async fn start_mailer_with(&mut self, settings: mailer::Settings) -> anyhow::Result<()> {
         let client = bus::connect(&settings.nats, mailer::CONSUMER_NAME).await?;
-        let handler = mailer::Mailer::new(&settings, client.clone())?;
+        mailer::Mailer::new(&settings, client.clone())?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(mailer::run(settings, client, handler, shutdown.clone()));
+        let context = Context::new(mailer::CONSUMER_NAME, client, shutdown.clone());
+        let task = tokio::spawn(mailer::Mailer::run(settings, context));
         self.mailer = Some(Running { shutdown, task });
         let js = async_nats::jetstream::new(self.client.clone());
         eventually(Duration::from_secs(20), "the mailer's consumer", || async {

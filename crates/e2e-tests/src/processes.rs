@@ -67,7 +67,7 @@ impl Service {
         };
         let child = Command::new(binary(name)?)
             .args(args)
-            .env("SIGNUP_CONFIG_DIR", "/nonexistent")
+            .env("SIGNUP_CONFIG_DIR", "")
             .env("SIGNUP__LOG__FILTER", "info")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(output()?)

@@ -92,7 +92,7 @@ impl Deployment {
     async fn set_up_streams(&self) {
         let output = tokio::process::Command::new(binary("signup").expect("signup binary"))
             .arg("streams")
-            .env("SIGNUP_CONFIG_DIR", "/nonexistent")
+            .env("SIGNUP_CONFIG_DIR", "")
             .envs(self.env("admin"))
             .output()
             .await
@@ -433,7 +433,7 @@ async fn each_service_works_with_its_own_user_and_is_refused_outside_its_permiss
     let before = events.info().await.expect("info").state.last_sequence;
     let output = tokio::process::Command::new(binary("signup").expect("signup binary"))
         .args(["dlq", "replay", "--all"])
-        .env("SIGNUP_CONFIG_DIR", "/nonexistent")
+        .env("SIGNUP_CONFIG_DIR", "")
         .envs(deployment.env("admin"))
         .output()
         .await

@@ -136,7 +136,7 @@ async fn status_moves_from_pending_to_confirmed() {
     let pool = save_prospect::prepare_database(&settings, &tokio_util::sync::CancellationToken::new())
         .await
         .expect("database");
-    let service = save_prospect::service::start(&system.client, pool).await.expect("service");
+    let service = save_prospect::prospects_service::start(&system.client, pool).await.expect("service");
 
     let response = system.post_form(&form("pending@example.com", "Waiting Ltd")).await.expect("post");
     assert_eq!(response.status(), 303);

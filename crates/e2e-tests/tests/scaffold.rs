@@ -94,7 +94,7 @@ async fn a_scaffolded_handler_builds_and_receives_what_the_unchanged_web_publish
     let handler_binary = target.join("debug").join(HANDLER);
     let _handler = tokio::process::Command::new(&handler_binary)
         .args(["run", "--from-start"])
-        .env("SIGNUP_CONFIG_DIR", "/nonexistent")
+        .env("SIGNUP_CONFIG_DIR", "")
         .env("SIGNUP__LOG__FILTER", "error")
         .env("SIGNUP__NATS__URL", nats.url())
         .env("SIGNUP__PROBE_HANDLER__HTTP__PORT", handler_port.to_string())

@@ -3,13 +3,13 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bus::request::{RequestError, request};
+use bus::request::{RequestError, ask};
 use bus::{Delivery, Handler, HandlerError, async_nats};
 use chrono::Utc;
 use lettre::AsyncTransport as _;
 use lettre::message::Mailbox;
 use links::{Links, Purpose};
-use messages::service::{self as contract, AddressRef, FoundProspect};
+use messages::service::{self as contract, AddressRef, FindByAddress, FoundProspect};
 use messages::{ProspectDetails, ProspectEvent};
 use uuid::Uuid;
 
@@ -114,13 +114,8 @@ impl Mailer {
 
     /// The live prospect other than `me` that holds `email`, if any.
     async fn holder_other_than(&self, me: Uuid, email: &str) -> Result<Option<FoundProspect>, HandlerError> {
-        let asked = request::<_, FoundProspect>(
-            &self.client,
-            contract::FIND,
-            &AddressRef { email: email.to_owned() },
-            self.service_timeout,
-        )
-        .await;
+        let asked =
+            ask::<FindByAddress>(&self.client, &AddressRef { email: email.to_owned() }, self.service_timeout).await;
         match asked {
             Ok(found) => Ok((found.prospect_id != me).then_some(found)),
             Err(RequestError::Service { code: contract::NOT_FOUND, .. }) => Ok(None),

@@ -33,16 +33,14 @@
 //! - [`letters`]: the mails, from `templates/` (text and HTML).
 //! - [`ledger`]: the sent records and the per-address counts.
 //! - [`handler`]: [`Mailer`], which mails each event once.
-//! - [`run`]: health/metrics server and consumer, until shutdown.
+//! - the [`Service`] of [`Mailer`]: the binary (`run [--from-start]`, `check`).
 
 pub mod handler;
 pub mod ledger;
 pub mod letters;
 pub mod settings;
 
-use bus::ConsumerRunner;
-use bus::ops::{OpsServer, Readiness};
-use tokio_util::sync::CancellationToken;
+use bus::runtime::{Context, NoCommands, Service};
 
 pub use handler::Mailer;
 pub use settings::Settings;
@@ -53,21 +51,22 @@ pub const CONSUMER_NAME: &str = "mailer";
 /// Default port of the health and metrics server.
 pub const HTTP_PORT: u16 = 8085;
 
-/// Serves health and metrics and consumes events with `handler` until
-/// `shutdown`. The caller owns the NATS client and drains it afterwards.
-pub async fn run(
-    settings: Settings,
-    client: bus::async_nats::Client,
-    handler: Mailer,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let mut readiness = Readiness::new(client.clone());
-    let consumer_ready = readiness.part("consumer");
-    let ops = OpsServer::start(&settings.mailer.http, HTTP_PORT, readiness, &shutdown)?;
-    let consumed = ConsumerRunner::new(client, settings.nats.stream.clone(), CONSUMER_NAME, settings.mailer.consumer)
-        .with_ready_flag(consumer_ready)
-        .run(handler, shutdown)
-        .await;
-    ops.stopped().await?;
-    consumed
+impl Service for Mailer {
+    const NAME: &'static str = CONSUMER_NAME;
+    const ABOUT: &'static str = "Mails confirmation and manage links for Signup (double opt-in)";
+    const CONSUMES: bool = true;
+    type Settings = Settings;
+    type Command = NoCommands;
+
+    async fn run(settings: Settings, context: Context) -> anyhow::Result<()> {
+        let handler = Mailer::new(&settings, context.client.clone())?;
+        let mailer = &settings.mailer;
+        context.consume(&settings.nats.stream, &mailer.consumer, &mailer.http, HTTP_PORT, handler).await
+    }
+
+    /// The settings are valid and the SMTP server answers.
+    async fn check(settings: &Settings) -> anyhow::Result<()> {
+        let client = bus::connect(&settings.nats, CONSUMER_NAME).await?;
+        Mailer::new(settings, client)?.smtp_reachable().await
+    }
 }

@@ -22,6 +22,7 @@ pub struct Settings {
     /// `[shutdown]`: how long stopping may take.
     pub shutdown: ShutdownSettings,
 }
+bus::service_settings!(Settings);
 
 /// `[mailer]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -70,7 +71,16 @@ impl Default for MailerSettings {
                 from_start: false,
                 ..ConsumerSettings::default()
             },
-            http: OpsSettings::default(),
+            http: OpsSettings::local(crate::HTTP_PORT),
         }
+    }
+}
+
+#[cfg(test)]
+mod documented_defaults {
+    #[test]
+    fn config_default_toml_documents_the_built_in_defaults() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/default.toml");
+        bus::settings::check_documented_defaults::<super::Settings>(&file).unwrap_or_else(|error| panic!("{error}"));
     }
 }

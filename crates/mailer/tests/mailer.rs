@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bus::async_nats::jetstream;
 use bus::async_nats::{self, HeaderMap};
+use bus::runtime::{Context, Service as _};
 use bus::settings::{NatsSettings, StreamSettings};
 use bus::{Delivery, EventContext, EventMeta, Handler, HandlerError, Publisher};
 use chrono::Utc;
@@ -56,9 +57,10 @@ impl Bed {
 
     /// Runs the mailer until the returned token is cancelled.
     fn run(&self) -> (CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
-        let handler = Mailer::new(&self.settings, self.client.clone()).expect("mailer");
+        Mailer::new(&self.settings, self.client.clone()).expect("mailer");
         let shutdown = CancellationToken::new();
-        (shutdown.clone(), tokio::spawn(mailer::run(self.settings.clone(), self.client.clone(), handler, shutdown)))
+        let context = Context::new(mailer::CONSUMER_NAME, self.client.clone(), shutdown.clone());
+        (shutdown, tokio::spawn(Mailer::run(self.settings.clone(), context)))
     }
 
     /// Publishes a request for a new manage link to `email`; returns the

@@ -30,8 +30,23 @@ pub enum DecodeError {
 pub trait EventSet: Sized + Send + Sync + 'static {
     /// The subject filter that selects exactly these events in the stream.
     const FILTER_SUBJECT: &'static str;
+    /// Whether these are dead letters, kept in the dead-letter stream
+    /// ([`DLQ_STREAM`](crate::streams::DLQ_STREAM)) rather than the event stream.
+    const DEAD_LETTERS: bool = false;
     /// Decodes one message given its CloudEvents type and JSON data.
     fn decode(ce_type: &str, data: &[u8]) -> Result<Self, DecodeError>;
+    /// Decodes one message with its headers at hand; by default from its
+    /// `ce-type` and data alone ([`decode`](Self::decode)).
+    fn decode_message(ce_type: &str, data: &[u8], headers: &dyn Headers) -> Result<Self, DecodeError> {
+        let _ = headers;
+        Self::decode(ce_type, data)
+    }
+}
+
+/// A message's headers, as [`EventSet::decode_message`] reads them.
+pub trait Headers {
+    /// The value of header `name`, if the message has it.
+    fn get(&self, name: &str) -> Option<&str>;
 }
 
 fn decode_as<E: Event>(ce_type: &str, data: &[u8]) -> Result<E, DecodeError> {

@@ -30,6 +30,78 @@ pub fn subject(consumer: &str, subject: &str) -> String {
     format!("dlq.prospect.{consumer}.{kind}")
 }
 
+/// A dead letter as a handler of the dead-letter stream receives it (the
+/// dead-letter notifier): what the headers above say, and the original
+/// event's type, id and payload. Its `Debug` leaves the payload out: it may
+/// hold personal data.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The handler that gave up on the event ([`CONSUMER`]).
+    pub consumer: String,
+    /// Why ([`REASON`]).
+    pub reason: String,
+    /// Deliveries before it gave up ([`DELIVERIES`]), as written.
+    pub deliveries: String,
+    /// The event's sequence in the event stream ([`STREAM_SEQ`]), as written.
+    pub stream_sequence: String,
+    /// The event's own subject ([`SUBJECT`]).
+    pub subject: String,
+    /// The event's `ce-id`.
+    pub event_id: String,
+    /// The event's `ce-type`.
+    pub ce_type: String,
+    /// The event's payload, as it was.
+    pub payload: Vec<u8>,
+}
+
+impl std::fmt::Debug for DeadLetter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetter")
+            .field("consumer", &self.consumer)
+            .field("reason", &self.reason)
+            .field("event_id", &self.event_id)
+            .field("ce_type", &self.ce_type)
+            .field("payload_bytes", &self.payload.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl crate::EventSet for DeadLetter {
+    const FILTER_SUBJECT: &'static str = crate::streams::DLQ_SUBJECTS;
+    const DEAD_LETTERS: bool = true;
+
+    /// Never fails: a letter is worth reporting whatever it holds.
+    fn decode(ce_type: &str, data: &[u8]) -> Result<Self, crate::DecodeError> {
+        Ok(Self {
+            consumer: "-".to_owned(),
+            reason: "-".to_owned(),
+            deliveries: "-".to_owned(),
+            stream_sequence: "-".to_owned(),
+            subject: "-".to_owned(),
+            event_id: "-".to_owned(),
+            ce_type: ce_type.to_owned(),
+            payload: data.to_vec(),
+        })
+    }
+
+    fn decode_message(
+        ce_type: &str,
+        data: &[u8],
+        headers: &dyn crate::decode::Headers,
+    ) -> Result<Self, crate::DecodeError> {
+        let header = |name: &str| headers.get(name).unwrap_or("-").to_owned();
+        Ok(Self {
+            consumer: header(CONSUMER),
+            reason: header(REASON),
+            deliveries: header(DELIVERIES),
+            stream_sequence: header(STREAM_SEQ),
+            subject: header(SUBJECT),
+            event_id: header(crate::cloudevents::ID),
+            ..Self::decode(ce_type, data)?
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -34,7 +34,7 @@ pub mod reference;
 pub mod service;
 pub mod streams;
 
-pub use decode::{DecodeError, EventSet, ProspectEvent};
+pub use decode::{DecodeError, EventSet, Headers, ProspectEvent};
 pub use events::{
     Event, ManageLinkRequested, ProspectConfirmed, ProspectDeleted, ProspectDetails, ProspectEmailChangeRequested,
     ProspectSignedUp, ProspectUpdated,

@@ -1,14 +1,19 @@
 //! The `prospects` request-reply service (NATS micro-services API): its
-//! subjects and the JSON of its requests and replies. `save-prospect`
-//! answers; anyone (the web tier) asks. Errors come back as the service API's
-//! `Nats-Service-Error` / `Nats-Service-Error-Code` headers with the codes
-//! below.
+//! endpoints, each a subject paired with the JSON of its request and reply
+//! ([`Endpoint`]: [`ReferenceCountries`], [`ReferenceRoles`],
+//! [`StatusOf`], [`GetProspect`], [`FindByAddress`]). `save-prospect`
+//! answers (its `prospects_service` module); anyone (the web tier, the
+//! mailer) asks, with `bus::request::ask`. Errors come back as the service
+//! API's `Nats-Service-Error` / `Nats-Service-Error-Code` headers with the
+//! codes below.
 
 use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::events::ProspectDetails;
+use crate::reference::{Country, Role};
 
 /// The service's name, as `$SRV.PING` reports it.
 pub const SERVICE_NAME: &str = "prospects";
@@ -29,6 +34,54 @@ pub const GET: &str = "prospects.get";
 /// tier's "lost my link" and the mailer): its answer must never reach the
 /// person who typed the address.
 pub const FIND: &str = "prospects.find";
+
+/// One endpoint of the service: its subject, with what it is asked and what
+/// it answers, as events pair a subject with a payload.
+pub trait Endpoint: Send + Sync + 'static {
+    /// The subject requests are sent to.
+    const SUBJECT: &'static str;
+    /// The endpoint's name in `$SRV.INFO` (the subject after `prospects.`).
+    const NAME: &'static str;
+    /// The request's JSON.
+    type Request: Serialize + DeserializeOwned + Send + Sync;
+    /// The reply's JSON.
+    type Reply: Serialize + DeserializeOwned + Send + Sync;
+}
+
+macro_rules! endpoint {
+    ($(#[$doc:meta])* $name:ident, $subject:expr, $endpoint:literal, $request:ty => $reply:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name;
+        impl Endpoint for $name {
+            const SUBJECT: &'static str = $subject;
+            const NAME: &'static str = $endpoint;
+            type Request = $request;
+            type Reply = $reply;
+        }
+    };
+}
+
+endpoint!(
+    /// [`REFERENCE_COUNTRIES`]: the countries of the form, in form order.
+    ReferenceCountries, REFERENCE_COUNTRIES, "reference-countries", () => Vec<Country>
+);
+endpoint!(
+    /// [`REFERENCE_ROLES`]: the roles of the form, in form order.
+    ReferenceRoles, REFERENCE_ROLES, "reference-roles", () => Vec<Role>
+);
+endpoint!(
+    /// [`STATUS`]: where a sign-up is.
+    StatusOf, STATUS, "status", ProspectRef => StatusReply
+);
+endpoint!(
+    /// [`GET`]: a live prospect's details.
+    GetProspect, GET, "get", ProspectRef => ProspectView
+);
+endpoint!(
+    /// [`FIND`]: the live prospect holding an address.
+    FindByAddress, FIND, "find", AddressRef => FoundProspect
+);
 
 /// Error code: the request is not valid JSON of the expected shape.
 pub const BAD_REQUEST: usize = 400;
@@ -80,6 +133,26 @@ pub enum Status {
     Deleted,
 }
 
+impl Status {
+    /// The status as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Confirmed => "confirmed",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    /// What the status means, as a visitor's page says it.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::Pending => "Waiting for you to confirm it from your inbox.",
+            Self::Confirmed => "Your sign-up is confirmed. Thank you!",
+            Self::Deleted => "These details have been erased.",
+        }
+    }
+}
+
 /// The reply of [`STATUS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReply {
@@ -124,4 +197,18 @@ pub struct PendingChange {
     /// The new address belongs to another confirmed prospect now, so the
     /// change cannot be applied.
     pub address_taken: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_reads_as_its_json() {
+        for status in [Status::Pending, Status::Confirmed, Status::Deleted] {
+            let json = serde_json::to_string(&status).expect("json");
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+            assert!(!status.description().is_empty());
+        }
+    }
 }

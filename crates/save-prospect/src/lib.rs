@@ -17,25 +17,28 @@
 //! - [`db`]: pool, database creation, migrations.
 //! - [`schema`]: diesel tables, mirroring `migrations/`.
 //! - [`apply`]: the [`SaveProspect`] handler.
-//! - [`service`]: the `prospects` request-reply service (reference data,
+//! - [`prospects_service`]: the query side, the `prospects.*` request-reply
+//!   service (reference data,
 //!   status, details, the holder of an address).
 //! - [`expiry`]: publishes the erasure of sign-ups never confirmed.
-//! - [`run`]: the service — serve health and metrics (`[save_prospect.http]`,
+//! - the [`Service`] of [`SaveProspect`]: the binary (`run [--from-start]`,
+//!   `migrate`, `check`) — serve health and metrics (`[save_prospect.http]`,
 //!   port 8082), prepare the database, then answer requests and consume
 //!   events until shutdown.
 
 pub mod apply;
 pub mod db;
 pub mod expiry;
+pub mod prospects_service;
 pub mod schema;
-pub mod service;
 pub mod settings;
 
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bus::ConsumerRunner;
 use bus::ops::{OpsServer, Readiness};
+use bus::runtime::{Backoff, Context, Service, Then};
+use bus::{ConsumerRunner, ConsumerSettings};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
@@ -54,7 +57,7 @@ pub async fn prepare_database(settings: &Settings, shutdown: &CancellationToken)
     let url = settings.database.url.expose_secret();
     let connector = db::Connector::from_settings(&settings.database)?;
     let pool = db::pool(url, settings.database.pool_size, &connector)?;
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         let attempt = async {
             if settings.database.create_if_missing {
@@ -72,23 +75,53 @@ pub async fn prepare_database(settings: &Settings, shutdown: &CancellationToken)
             Ok(()) => return Ok(pool),
             Err(error) => {
                 tracing::warn!(error = %format!("{error:#}"), "database not ready; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => anyhow::bail!("stopped before the database was ready"),
-                    () = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
+                anyhow::ensure!(backoff.wait(shutdown).await, "stopped before the database was ready");
             }
         }
     }
 }
 
-/// Runs the service until `shutdown`: prepares the database, then consumes
-/// events. The caller owns the NATS client and drains it afterwards.
-pub async fn run(
-    settings: Settings,
-    client: bus::async_nats::Client,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+/// The subcommands beside `run` and `check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Create the database if missing and run pending migrations, then exit.
+    Migrate,
+}
+
+impl Service for SaveProspect {
+    const NAME: &'static str = CONSUMER_NAME;
+    const ABOUT: &'static str =
+        "Saves prospects from NATS JetStream to PostgreSQL and answers the prospects.* requests";
+    const CONSUMES: bool = true;
+    type Settings = Settings;
+    type Command = Command;
+
+    async fn run(settings: Settings, context: Context) -> anyhow::Result<()> {
+        run(settings, context).await
+    }
+
+    /// Postgres answers.
+    async fn check(settings: &Settings) -> anyhow::Result<()> {
+        let connector = db::Connector::from_settings(&settings.database)?;
+        let _conn =
+            connector.connect(settings.database.url.expose_secret()).await.context("Postgres is not reachable")?;
+        Ok(())
+    }
+
+    async fn command(settings: &Settings, Command::Migrate: Command) -> anyhow::Result<Then> {
+        let url = settings.database.url.expose_secret();
+        let connector = db::Connector::from_settings(&settings.database)?;
+        db::create_database_if_missing(url, &connector).await?;
+        let ran = db::migrate(&db::pool(url, 1, &connector)?).await?;
+        tracing::info!(migrations = ?ran, "database is up to date");
+        Ok(Then::Exit)
+    }
+}
+
+/// The service until shutdown: prepares the database, then answers requests
+/// and consumes events.
+async fn run(settings: Settings, context: Context) -> anyhow::Result<()> {
+    let Context { client, shutdown, from_start, .. } = context;
     let mut readiness = Readiness::new(client.clone());
     let (database_ready, consumer_ready) = (readiness.part("database"), readiness.part("consumer"));
     let ops = OpsServer::start(&settings.save_prospect.http, HTTP_PORT, readiness, &shutdown)?;
@@ -106,7 +139,7 @@ pub async fn run(
         settings.database.service_pool_size,
         &db::Connector::from_settings(&settings.database)?,
     )?;
-    let service = service::start(&client, service_pool).await?;
+    let service = prospects_service::start(&client, service_pool).await?;
     let expiring = tokio::spawn(expiry::run(
         pool.clone(),
         bus::Publisher::new(client.clone(), "/save-prospect", settings.nats.request_timeout())
@@ -123,15 +156,14 @@ pub async fn run(
         Duration::from_secs(15),
         shutdown.clone(),
     ));
-    let consumed = ConsumerRunner::new(
-        client,
-        settings.nats.stream.clone(),
-        CONSUMER_NAME,
-        settings.save_prospect.consumer.clone(),
-    )
-    .with_ready_flag(consumer_ready)
-    .run(SaveProspect::new(pool).with_stream_eraser(eraser), shutdown)
-    .await;
+    let consumer = ConsumerSettings {
+        from_start: settings.save_prospect.consumer.from_start || from_start,
+        ..settings.save_prospect.consumer.clone()
+    };
+    let consumed = ConsumerRunner::new(client, settings.nats.stream.clone(), CONSUMER_NAME, consumer)
+        .with_ready_flag(consumer_ready)
+        .run(SaveProspect::new(pool).with_stream_eraser(eraser), shutdown)
+        .await;
     reporting.abort();
     if let Err(error) = expiring.await {
         tracing::warn!(%error, "the expiry of unconfirmed sign-ups ended abnormally");

@@ -24,6 +24,7 @@ pub struct Settings {
     /// unconfirmed before it is erased.
     pub links: links::LinkSettings,
 }
+bus::service_settings!(Settings);
 
 /// The database connection.
 #[derive(Debug, Clone, Deserialize)]
@@ -92,7 +93,16 @@ impl Default for SaveProspectSettings {
             migrate_on_start: true,
             expiry_check_secs: 60,
             consumer: ConsumerSettings { concurrency: 2, ..ConsumerSettings::default() },
-            http: OpsSettings::default(),
+            http: OpsSettings::local(crate::HTTP_PORT),
         }
+    }
+}
+
+#[cfg(test)]
+mod documented_defaults {
+    #[test]
+    fn config_default_toml_documents_the_built_in_defaults() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/default.toml");
+        bus::settings::check_documented_defaults::<super::Settings>(&file).unwrap_or_else(|error| panic!("{error}"));
     }
 }

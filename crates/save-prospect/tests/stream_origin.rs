@@ -6,9 +6,11 @@
 use std::time::Duration;
 
 use bus::async_nats::jetstream;
+use bus::runtime::{Context, Service as _};
 use bus::settings::{ConsumerSettings, NatsSettings, StreamSettings};
 use bus::{EventContext, Publisher};
 use messages::{Country, ProspectDetails, ProspectSignedUp, Role};
+use save_prospect::SaveProspect;
 use secrecy::SecretString;
 use test_support::{NatsServer, TestDatabase, eventually};
 use tokio_util::sync::CancellationToken;
@@ -48,7 +50,10 @@ async fn a_database_built_from_another_stream_is_refused_with_what_to_do() {
     publisher.publish(&sign_up, &EventContext::new()).await.expect("published");
 
     let shutdown = CancellationToken::new();
-    let saver = tokio::spawn(save_prospect::run(settings(&nats, &database), client.clone(), shutdown.clone()));
+    let saver = tokio::spawn(SaveProspect::run(
+        settings(&nats, &database),
+        Context::new("save-prospect", client.clone(), shutdown.clone()),
+    ));
     eventually(Duration::from_secs(20), "the sign-up saved", || async {
         use diesel::prelude::*;
         use diesel_async::RunQueryDsl;
@@ -66,7 +71,7 @@ async fn a_database_built_from_another_stream_is_refused_with_what_to_do() {
     bus::ensure_stream(&js, &StreamSettings::default()).await.expect("recreated");
     let refused = tokio::time::timeout(
         Duration::from_secs(30),
-        save_prospect::run(settings(&nats, &database), client, CancellationToken::new()),
+        SaveProspect::run(settings(&nats, &database), Context::new("save-prospect", client, CancellationToken::new())),
     )
     .await
     .expect("it stops by itself")

@@ -3,6 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use bus::ops::Problem;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -38,17 +39,6 @@ pub enum ApiError {
 }
 
 #[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    title: &'a str,
-    status: u16,
-    detail: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    errors: Vec<ProblemField<'a>>,
-}
-
-#[derive(Serialize)]
 struct ProblemField<'a> {
     field: &'a str,
     detail: &'a str,
@@ -81,23 +71,12 @@ impl ResponseError for ApiError {
                 .collect(),
             _ => Vec::new(),
         };
-        let problem = Problem {
-            kind: "about:blank",
-            title: status.canonical_reason().unwrap_or("Error"),
-            status: status.as_u16(),
-            detail: self.to_string(),
-            errors,
+        let headers = match self {
+            ApiError::Unavailable => vec![(header::RETRY_AFTER, "5".to_owned())],
+            ApiError::TooManyRequests(seconds) => vec![(header::RETRY_AFTER, seconds.to_string())],
+            _ => Vec::new(),
         };
-        let mut response = HttpResponse::build(status);
-        response.content_type("application/problem+json");
-        match self {
-            ApiError::Unavailable => _ = response.insert_header((header::RETRY_AFTER, "5")),
-            ApiError::TooManyRequests(seconds) => {
-                _ = response.insert_header((header::RETRY_AFTER, seconds.to_string()))
-            }
-            _ => {}
-        }
-        response.json(problem)
+        Problem::new(status, self.to_string()).with_errors(errors).response(&headers)
     }
 }
 

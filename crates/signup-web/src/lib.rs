@@ -10,7 +10,7 @@
 //! knows nothing of the handlers that consume its events.
 //!
 //! # Layout
-//! - [`settings`]: configuration (`[web]`, `[nats]`, `[log]`).
+//! - [`settings`]: configuration (`[web]`, `[nats]`, `[links]`, `[log]`, `[shutdown]`).
 //! - [`domain`]: input parsing into valid newtypes.
 //! - [`catalog`]: countries and roles offered; [`reference`] keeps them fresh
 //!   from the `prospects` service (request-reply), falling back on the last
@@ -19,7 +19,8 @@
 //! - [`pages`], [`api`], [`health`]: the HTTP handlers; `/metrics` and
 //!   request metrics come from `bus::ops`.
 //! - [`limits`]: security headers on every answer, per-client rate limit on POSTs.
-//! - [`startup`]: [`Application`], which binds, runs and stops the server.
+//! - [`startup`]: [`Application`], which binds, runs and stops the server;
+//!   its `Service` is the binary (`run`, alias `serve`, and `check`).
 
 pub mod api;
 pub mod catalog;

@@ -40,6 +40,14 @@ struct ThanksPage<'a> {
     confirm_days: i64,
 }
 
+impl ThanksPage<'_> {
+    /// What each status says, for the page's script (one text per status,
+    /// defined in the contract).
+    fn text_of(&self, status: Status) -> &'static str {
+        status.description()
+    }
+}
+
 #[derive(Template)]
 #[template(path = "manage.html")]
 struct ManagePage<'a> {
@@ -298,24 +306,18 @@ pub async fn signup_submit(
     })
 }
 
-/// The text of a status on the thank-you page (the page's script has the
-/// same texts).
-fn status_text(status: &Result<Status, bus::RequestError>) -> (&'static str, &'static str) {
-    match status {
-        Ok(Status::Confirmed) => ("confirmed", "Your sign-up is confirmed. Thank you!"),
-        Ok(Status::Deleted) => ("deleted", "These details have been erased."),
-        Ok(Status::Pending) | Err(_) => ("pending", "Waiting for you to confirm it from your inbox."),
-    }
-}
-
 /// `GET /signup/thanks/{id}`: "check your inbox", and where the sign-up is.
 /// The id grants nothing: the page shows no details and no link to them, the
 /// same for every sign-up (whether or not the address was known).
 pub async fn thanks(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, PageError> {
     let prospect_id: Uuid = id.parse().map_err(|_| PageError::NotFound)?;
-    let (status, status_text) = status_text(&state.status(prospect_id).await);
+    // Not known yet (or not answered now) reads as pending.
+    let status = state.status(prospect_id).await.unwrap_or(Status::Pending);
     let confirm_days = state.confirm_days;
-    Ok(html(StatusCode::OK, &ThanksPage { prospect_id, status, status_text, confirm_days }))
+    Ok(html(
+        StatusCode::OK,
+        &ThanksPage { prospect_id, status: status.as_str(), status_text: status.description(), confirm_days },
+    ))
 }
 
 /// The claims of a mailed link of `purpose`, or 404.

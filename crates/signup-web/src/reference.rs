@@ -9,9 +9,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bus::async_nats::Client;
-use bus::request::{RequestError, request};
-use messages::service as contract;
-use messages::{Country, Role};
+use bus::request::{RequestError, ask};
+use messages::service::{ReferenceCountries, ReferenceRoles};
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
@@ -87,8 +86,8 @@ impl ReferenceData {
 
 async fn fetch(client: &Client, timeout: Duration) -> Result<Catalog, RequestError> {
     let (countries, roles) = tokio::try_join!(
-        request::<_, Vec<Country>>(client, contract::REFERENCE_COUNTRIES, &(), timeout),
-        request::<_, Vec<Role>>(client, contract::REFERENCE_ROLES, &(), timeout),
+        ask::<ReferenceCountries>(client, &(), timeout),
+        ask::<ReferenceRoles>(client, &(), timeout),
     )?;
     if countries.is_empty() || roles.is_empty() {
         return Err(RequestError::Other("the service sent empty reference lists".into()));

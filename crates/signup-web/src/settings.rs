@@ -1,6 +1,6 @@
 //! signup-web's settings (see `bus::settings` for how they are layered).
 
-use bus::settings::NatsSettings;
+use bus::settings::{NatsSettings, ShutdownSettings};
 use bus::telemetry::LogSettings;
 use links::LinkSettings;
 use serde::Deserialize;
@@ -20,7 +20,11 @@ pub struct Settings {
     /// `[links]`: the secret that signs the links mailed to prospects, and
     /// how long they last.
     pub links: LinkSettings,
+    /// `[shutdown]`: how long in-flight requests may take to finish once
+    /// stopping.
+    pub shutdown: ShutdownSettings,
 }
+bus::service_settings!(Settings);
 
 /// The HTTP server.
 #[derive(Debug, Clone, Deserialize)]
@@ -34,8 +38,6 @@ pub struct WebSettings {
     pub body_limit_bytes: usize,
     /// HTTP worker threads; 0 means one per CPU core.
     pub workers: usize,
-    /// Seconds to let in-flight requests finish on shutdown.
-    pub shutdown_timeout_secs: u64,
     /// How long to wait for the `prospects` service, in milliseconds.
     pub service_timeout_ms: u64,
     /// How often reference data is refreshed from the service, in seconds.
@@ -54,11 +56,19 @@ impl Default for WebSettings {
             port: 8080,
             body_limit_bytes: 32 * 1024,
             workers: 0,
-            shutdown_timeout_secs: 10,
             service_timeout_ms: 1_000,
             reference_ttl_secs: 300,
             rate_limit: RateLimitSettings::default(),
             trust_forwarded_for: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod documented_defaults {
+    #[test]
+    fn config_default_toml_documents_the_built_in_defaults() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/default.toml");
+        bus::settings::check_documented_defaults::<super::Settings>(&file).unwrap_or_else(|error| panic!("{error}"));
     }
 }

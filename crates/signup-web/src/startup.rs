@@ -10,6 +10,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use bus::Publisher;
 use bus::async_nats::{self, jetstream};
+use bus::runtime::{Backoff, Context, NoCommands, Service};
 use links::{Links, Purpose};
 use tokio_util::sync::CancellationToken;
 
@@ -110,7 +111,7 @@ impl Application {
                 .default_service(web::to(pages::not_found))
         })
         .disable_signals()
-        .shutdown_timeout(settings.web.shutdown_timeout_secs);
+        .shutdown_timeout(settings.shutdown.timeout_secs);
         if settings.web.workers > 0 {
             server = server.workers(settings.web.workers);
         }
@@ -135,8 +136,21 @@ impl Application {
     }
 }
 
+impl Service for Application {
+    const NAME: &'static str = "signup-web";
+    const ABOUT: &'static str = "The Signup web tier: sign-up form and JSON API";
+    type Settings = Settings;
+    type Command = NoCommands;
+
+    async fn run(settings: Settings, context: Context) -> anyhow::Result<()> {
+        let app = Application::build(&settings, context.client, &context.shutdown)?;
+        tracing::info!(port = app.port(), "signup-web listening; the form is at /signup");
+        app.run_until_stopped(context.shutdown).await.context("serving HTTP")
+    }
+}
+
 async fn ensure_stream_in_background(js: jetstream::Context, stream: bus::StreamSettings, shutdown: CancellationToken) {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match bus::ensure_stream(&js, &stream).await {
             Ok(_) => {
@@ -147,10 +161,8 @@ async fn ensure_stream_in_background(js: jetstream::Context, stream: bus::Stream
                 tracing::warn!(error = %format!("{error:#}"), "event stream not ready yet; retrying")
             }
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
+        if !backoff.wait(&shutdown).await {
+            return;
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }

@@ -5,10 +5,13 @@ use std::time::Duration;
 
 use bus::Publisher;
 use bus::async_nats::{Client, jetstream};
-use bus::request::{RequestError, request};
+use bus::request::{RequestError, ask};
 use bus::settings::StreamSettings;
 use links::Links;
-use messages::service::{self as contract, AddressRef, FoundProspect, ProspectRef, ProspectView, Status, StatusReply};
+use messages::service::{
+    self as contract, AddressRef, FindByAddress, FoundProspect, GetProspect, ProspectRef, ProspectView, Status,
+    StatusOf,
+};
 use uuid::Uuid;
 
 use crate::catalog::Catalog;
@@ -46,21 +49,18 @@ impl AppState {
 
     /// Where a sign-up is, from the `prospects` service.
     pub async fn status(&self, prospect_id: Uuid) -> Result<Status, RequestError> {
-        let reply: StatusReply =
-            request(self.client(), contract::STATUS, &ProspectRef { prospect_id }, self.service_timeout).await?;
+        let reply = ask::<StatusOf>(self.client(), &ProspectRef { prospect_id }, self.service_timeout).await?;
         Ok(reply.status)
     }
 
     /// A live prospect's details, from the `prospects` service.
     pub async fn prospect(&self, prospect_id: Uuid) -> Result<ProspectView, RequestError> {
-        request(self.client(), contract::GET, &ProspectRef { prospect_id }, self.service_timeout).await
+        ask::<GetProspect>(self.client(), &ProspectRef { prospect_id }, self.service_timeout).await
     }
 
     /// The live prospect holding `email`, if any (`None` for "not found").
     pub async fn holder(&self, email: &str) -> Result<Option<FoundProspect>, RequestError> {
-        match request(self.client(), contract::FIND, &AddressRef { email: email.to_owned() }, self.service_timeout)
-            .await
-        {
+        match ask::<FindByAddress>(self.client(), &AddressRef { email: email.to_owned() }, self.service_timeout).await {
             Ok(found) => Ok(Some(found)),
             Err(RequestError::Service { code: contract::NOT_FOUND, .. }) => Ok(None),
             Err(error) => Err(error),

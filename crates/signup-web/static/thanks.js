@@ -5,11 +5,12 @@
   "use strict";
   var el = document.getElementById("status");
   if (!el) return;
+  // The texts come with the page (data-text-*), from the same place as its own.
   var texts = {
-    pending: "Waiting for you to confirm it from your inbox.",
-    unknown: "Waiting for you to confirm it from your inbox.",
-    confirmed: "Your sign-up is confirmed. Thank you!",
-    deleted: "These details have been erased."
+    pending: el.dataset.textPending,
+    unknown: el.dataset.textPending,
+    confirmed: el.dataset.textConfirmed,
+    deleted: el.dataset.textDeleted
   };
   var tries = 0;
   function poll() {

@@ -10,18 +10,19 @@
 //! # Layout
 //! - [`Settings`]: `[nats]`, `[log]`, `[shutdown]` and `[__SECTION__]`.
 //! - [`__TYPE__`]: the handler.
-//! - [`run`]: health/metrics server and consumer, until shutdown.
+//! - its [`Service`]: the binary (`run [--from-start]`, `check`), run by
+//!   the service runtime (`bus::runtime`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bus::ops::{OpsServer, OpsSettings, Readiness};
+use bus::ops::OpsSettings;
+use bus::runtime::{Context, NoCommands, Service};
 use bus::settings::{ConsumerSettings, NatsSettings, ShutdownSettings};
 use bus::telemetry::LogSettings;
-use bus::{ConsumerRunner, Delivery, Handler, HandlerError};
+use bus::{Delivery, Handler, HandlerError};
 use messages::ProspectSignedUp;
 use serde::Deserialize;
-use tokio_util::sync::CancellationToken;
 
 /// The durable consumer's name: this crate's name.
 pub const CONSUMER_NAME: &str = "__NAME__";
@@ -42,6 +43,7 @@ pub struct Settings {
     /// `[shutdown]`: how long stopping may take.
     pub shutdown: ShutdownSettings,
 }
+bus::service_settings!(Settings);
 
 /// This handler's settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -58,7 +60,7 @@ pub struct HandlerSettings {
 
 impl Default for HandlerSettings {
     fn default() -> Self {
-        Self { consumer: ConsumerSettings { from_start: false, ..ConsumerSettings::default() }, http: OpsSettings::default() }
+        Self { consumer: ConsumerSettings { from_start: false, ..ConsumerSettings::default() }, http: OpsSettings::local(HTTP_PORT) }
     }
 }
 
@@ -91,21 +93,24 @@ impl Handler for __TYPE__ {
     }
 }
 
-/// Serves health and metrics and consumes events with `handler` until
-/// `shutdown`. The caller owns the NATS client and drains it afterwards.
-pub async fn run(
-    settings: Settings,
-    client: bus::async_nats::Client,
-    handler: __TYPE__,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let mut readiness = Readiness::new(client.clone());
-    let consumer_ready = readiness.part("consumer");
-    let ops = OpsServer::start(&settings.__SECTION__.http, HTTP_PORT, readiness, &shutdown)?;
-    let consumed = ConsumerRunner::new(client, settings.nats.stream.clone(), CONSUMER_NAME, settings.__SECTION__.consumer)
-        .with_ready_flag(consumer_ready)
-        .run(handler, shutdown)
-        .await;
-    ops.stopped().await?;
-    consumed
+impl Service for __TYPE__ {
+    const NAME: &'static str = CONSUMER_NAME;
+    const ABOUT: &'static str = "A Signup event handler";
+    const CONSUMES: bool = true;
+    type Settings = Settings;
+    type Command = NoCommands;
+
+    async fn run(settings: Settings, context: Context) -> anyhow::Result<()> {
+        let own = &settings.__SECTION__;
+        context.consume(&settings.nats.stream, &own.consumer, &own.http, HTTP_PORT, __TYPE__::default()).await
+    }
+}
+
+#[cfg(test)]
+mod documented_defaults {
+    #[test]
+    fn config_default_toml_documents_the_built_in_defaults() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/default.toml");
+        bus::settings::check_documented_defaults::<super::Settings>(&file).unwrap_or_else(|error| panic!("{error}"));
+    }
 }

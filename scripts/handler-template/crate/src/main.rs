@@ -1,47 +1,5 @@
-//! The __NAME__ binary: `run` (default) and `check`.
+//! The __NAME__ binary: `run [--from-start]` (the default) and `check`.
 
-use anyhow::Context as _;
-use clap::{Parser, Subcommand};
-use __CRATE__::{__TYPE__, Settings};
-
-#[derive(Parser)]
-#[command(version, about = "A Signup event handler")]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Consume events until SIGTERM or Ctrl-C (the default).
-    Run {
-        /// When the durable consumer is created, start at the first event of
-        /// the stream (replay the history) instead of at new events.
-        #[arg(long)]
-        from_start: bool,
-    },
-    /// Exit 0 when NATS is reachable, 1 otherwise.
-    Check,
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let mut settings: Settings = bus::settings::load().context("loading settings")?;
-    bus::telemetry::init(&settings.log);
-    match cli.command.unwrap_or(Command::Run { from_start: false }) {
-        Command::Run { from_start } => {
-            settings.__SECTION__.consumer.from_start |= from_start;
-            let shutdown = bus::shutdown::on_signal();
-            let client = bus::connect(&settings.nats, __CRATE__::CONSUMER_NAME).await?;
-            let bound = settings.shutdown.timeout();
-            let work = __CRATE__::run(settings, client.clone(), __TYPE__::default(), shutdown.clone());
-            if let Some(result) = bus::shutdown::bounded(work, &shutdown, bound).await {
-                result?;
-            }
-            client.drain().await.context("draining NATS")?;
-        }
-        Command::Check => bus::connection::check(&settings.nats).await?,
-    }
-    Ok(())
+fn main() -> anyhow::Result<()> {
+    bus::runtime::main::<__CRATE__::__TYPE__>()
 }

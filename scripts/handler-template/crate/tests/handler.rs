@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bus::runtime::Context;
 use bus::settings::{ConsumerSettings, NatsSettings};
 use bus::{EventContext, Publisher};
 use messages::{Country, ProspectDetails, ProspectSignedUp, Role};
@@ -19,7 +20,13 @@ async fn a_published_sign_up_reaches_the_handler() {
     let client = bus::connect(&settings.nats, __CRATE__::CONSUMER_NAME).await.expect("connect");
     let handler = __TYPE__::default();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(__CRATE__::run(settings.clone(), client.clone(), handler.clone(), shutdown.clone()));
+    // What `run` does, with a handler the test can look at.
+    let context = Context::new(__CRATE__::CONSUMER_NAME, client.clone(), shutdown.clone());
+    let own = settings.__SECTION__.clone();
+    let consuming = handler.clone();
+    let task = tokio::spawn(async move {
+        context.consume(&settings.nats.stream, &own.consumer, &own.http, __CRATE__::HTTP_PORT, consuming).await
+    });
 
     let event = ProspectSignedUp {
         prospect_id: uuid::Uuid::now_v7(),
@@ -33,7 +40,7 @@ async fn a_published_sign_up_reaches_the_handler() {
         },
         signed_up_at: chrono::Utc::now(),
     };
-    bus::ensure_stream(&bus::async_nats::jetstream::new(client.clone()), &settings.nats.stream).await.expect("stream");
+    bus::ensure_stream(&bus::async_nats::jetstream::new(client.clone()), &bus::StreamSettings::default()).await.expect("stream");
     let publisher = Publisher::new(client.clone(), "/test", Duration::from_secs(2));
     publisher.publish(&event, &EventContext::new()).await.expect("published");
 

@@ -1,20 +1,21 @@
-//! The `prospects` NATS micro-service: reference data, status, details and
-//! the holder of an address,
-//! answered from the database so that the web tier never reads it.
+//! The query side of save-prospect: the `prospects` NATS micro-service
+//! (`prospects.*`, typed in `messages::service`) — reference data, status,
+//! details and the holder of an address, answered from the database so that
+//! the web tier and the mailer never read it.
 //!
 //! Every instance joins the same queue group, so each request is answered by
 //! one of them; `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS` reach all of them.
 
-use async_nats::service::{self, Service, ServiceExt};
+use async_nats::service::{self, Service, ServiceExt as _};
 use bus::async_nats;
-use bus::request::{parse, respond, service_error};
+use bus::request::{serve, service_error};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
-use futures::StreamExt;
 use messages::service::{
-    self as contract, AddressRef, FoundProspect, PendingChange, ProspectRef, ProspectView, Status, StatusReply,
+    self as contract, AddressRef, FindByAddress, FoundProspect, GetProspect, PendingChange, ProspectRef, ProspectView,
+    ReferenceCountries, ReferenceRoles, Status, StatusOf, StatusReply,
 };
 use messages::{Country, ProspectDetails, Role};
 use uuid::Uuid;
@@ -24,15 +25,6 @@ use crate::schema::{countries, roles};
 
 /// Requests one instance works on at once, per endpoint.
 const CONCURRENCY: usize = 32;
-
-#[derive(Clone, Copy, Debug)]
-enum Endpoint {
-    Countries,
-    Roles,
-    Status,
-    Get,
-    Find,
-}
 
 /// Registers the service and starts answering; stop it with
 /// [`Service::stop`].
@@ -44,55 +36,17 @@ pub async fn start(client: &async_nats::Client, pool: Pool) -> anyhow::Result<Se
         .start(contract::SERVICE_NAME, env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| anyhow::anyhow!(e).context("registering the prospects service"))?;
-    for (subject, kind) in [
-        (contract::REFERENCE_COUNTRIES, Endpoint::Countries),
-        (contract::REFERENCE_ROLES, Endpoint::Roles),
-        (contract::STATUS, Endpoint::Status),
-        (contract::GET, Endpoint::Get),
-        (contract::FIND, Endpoint::Find),
-    ] {
-        let endpoint = service
-            .endpoint_builder()
-            .name(subject.trim_start_matches("prospects.").replace('.', "-"))
-            .add(subject)
-            .await
-            .map_err(|e| anyhow::anyhow!(e).context(format!("adding endpoint {subject}")))?;
-        let pool = pool.clone();
-        tokio::spawn(endpoint.for_each_concurrent(CONCURRENCY, move |request| {
-            let pool = pool.clone();
-            async move { answer(kind, &pool, &request).await }
-        }));
-    }
+    let p = pool.clone();
+    serve::<ReferenceCountries, _, _>(&service, CONCURRENCY, move |()| countries(p.clone())).await?;
+    let p = pool.clone();
+    serve::<ReferenceRoles, _, _>(&service, CONCURRENCY, move |()| roles(p.clone())).await?;
+    let p = pool.clone();
+    serve::<StatusOf, _, _>(&service, CONCURRENCY, move |r: ProspectRef| status(p.clone(), r.prospect_id)).await?;
+    let p = pool.clone();
+    serve::<GetProspect, _, _>(&service, CONCURRENCY, move |r: ProspectRef| get(p.clone(), r.prospect_id)).await?;
+    serve::<FindByAddress, _, _>(&service, CONCURRENCY, move |r: AddressRef| find(pool.clone(), r.email)).await?;
     tracing::info!(service = contract::SERVICE_NAME, "request-reply service started");
     Ok(service)
-}
-
-async fn answer(kind: Endpoint, pool: &Pool, request: &service::Request) {
-    match kind {
-        Endpoint::Countries => respond(request, countries(pool).await).await,
-        Endpoint::Roles => respond(request, roles(pool).await).await,
-        Endpoint::Status => {
-            let result = match parse::<ProspectRef>(request) {
-                Ok(r) => status(pool, r.prospect_id).await,
-                Err(e) => Err(e),
-            };
-            respond(request, result).await;
-        }
-        Endpoint::Get => {
-            let result = match parse::<ProspectRef>(request) {
-                Ok(r) => get(pool, r.prospect_id).await,
-                Err(e) => Err(e),
-            };
-            respond(request, result).await;
-        }
-        Endpoint::Find => {
-            let result = match parse::<AddressRef>(request) {
-                Ok(r) => find(pool, &r.email).await,
-                Err(e) => Err(e),
-            };
-            respond(request, result).await;
-        }
-    }
 }
 
 type Reply<T> = Result<T, service::error::Error>;
@@ -108,8 +62,8 @@ async fn connection(
     pool.get().await.map_err(unavailable)
 }
 
-async fn countries(pool: &Pool) -> Reply<Vec<Country>> {
-    let mut conn = connection(pool).await?;
+async fn countries(pool: Pool) -> Reply<Vec<Country>> {
+    let mut conn = connection(&pool).await?;
     let rows: Vec<(String, String)> =
         countries::table.select((countries::code, countries::name)).load(&mut conn).await.map_err(unavailable)?;
     let mut list: Vec<Country> = rows.into_iter().map(|(code, name)| Country { code, name }).collect();
@@ -117,8 +71,8 @@ async fn countries(pool: &Pool) -> Reply<Vec<Country>> {
     Ok(list)
 }
 
-async fn roles(pool: &Pool) -> Reply<Vec<Role>> {
-    let mut conn = connection(pool).await?;
+async fn roles(pool: Pool) -> Reply<Vec<Role>> {
+    let mut conn = connection(&pool).await?;
     let rows: Vec<(String, String)> =
         roles::table.select((roles::code, roles::name)).load(&mut conn).await.map_err(unavailable)?;
     let mut list: Vec<Role> = rows.into_iter().map(|(code, name)| Role { code, name }).collect();
@@ -130,7 +84,7 @@ async fn roles(pool: &Pool) -> Reply<Vec<Role>> {
 /// sign-up was merged into (`$1` the id asked about).
 const HOLDING_ROW: &str = "p.id = coalesce((SELECT a.prospect_id FROM prospect_aliases a WHERE a.alias_id = $1), $1)";
 
-async fn status(pool: &Pool, id: Uuid) -> Reply<StatusReply> {
+async fn status(pool: Pool, id: Uuid) -> Reply<StatusReply> {
     #[derive(QueryableByName)]
     struct Row {
         #[diesel(sql_type = Nullable<Timestamptz>)]
@@ -138,7 +92,7 @@ async fn status(pool: &Pool, id: Uuid) -> Reply<StatusReply> {
         #[diesel(sql_type = Nullable<Timestamptz>)]
         confirmed_at: Option<DateTime<Utc>>,
     }
-    let mut conn = connection(pool).await?;
+    let mut conn = connection(&pool).await?;
     let row: Option<Row> =
         diesel::sql_query(format!("SELECT p.deleted_at, p.confirmed_at FROM prospects p WHERE {HOLDING_ROW}"))
             .bind::<SqlUuid, _>(id)
@@ -242,8 +196,8 @@ fn details(
     }
 }
 
-async fn get(pool: &Pool, id: Uuid) -> Reply<ProspectView> {
-    let mut conn = connection(pool).await?;
+async fn get(pool: Pool, id: Uuid) -> Reply<ProspectView> {
+    let mut conn = connection(&pool).await?;
     let row: Option<ViewRow> = diesel::sql_query(VIEW.replace("{holding}", HOLDING_ROW))
         .bind::<SqlUuid, _>(id)
         .get_result(&mut conn)
@@ -282,7 +236,7 @@ async fn get(pool: &Pool, id: Uuid) -> Reply<ProspectView> {
 
 /// The live prospect holding an address: the confirmed one, else the
 /// earliest sign-up with it.
-async fn find(pool: &Pool, email: &str) -> Reply<FoundProspect> {
+async fn find(pool: Pool, email: String) -> Reply<FoundProspect> {
     #[derive(QueryableByName)]
     struct Row {
         #[diesel(sql_type = SqlUuid)]
@@ -292,7 +246,7 @@ async fn find(pool: &Pool, email: &str) -> Reply<FoundProspect> {
         #[diesel(sql_type = Bool)]
         confirmed: bool,
     }
-    let mut conn = connection(pool).await?;
+    let mut conn = connection(&pool).await?;
     let row: Option<Row> = diesel::sql_query(
         "SELECT id, email, confirmed_at IS NOT NULL AS confirmed FROM prospects \
          WHERE email_key = lower($1) AND deleted_at IS NULL ORDER BY confirmed_at IS NULL, signed_up_at LIMIT 1",

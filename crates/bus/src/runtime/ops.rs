@@ -4,7 +4,8 @@
 //!
 //! Metrics go through the [`metrics`] facade into one process-wide Prometheus
 //! recorder ([`prometheus`]); `/metrics` renders it. HTTP services wrap their
-//! app in [`record_http`] for request counts and latency by route.
+//! app in [`record_http`] for request counts and latency by route, and answer
+//! API errors with one body, [`Problem`] (RFC 9457).
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -77,6 +78,51 @@ pub async fn metrics_endpoint(request: HttpRequest) -> HttpResponse {
 /// `GET /healthz`: the process is up and serving.
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// An RFC 9457 problem body, `application/problem+json`: what every API
+/// error answers. `F` is the type of the per-field errors (`()` when none).
+#[derive(Debug, serde::Serialize)]
+pub struct Problem<F: serde::Serialize = ()> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<F>,
+}
+
+impl<F: serde::Serialize> Problem<F> {
+    /// A problem of `status` (its reason is the title), saying `detail`.
+    pub fn new(status: actix_web::http::StatusCode, detail: impl Into<String>) -> Self {
+        Self {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// With per-field errors (`errors` in the body, left out when empty).
+    pub fn with_errors(mut self, errors: Vec<F>) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    /// The response: this body, its status, and `headers` (such as
+    /// `Retry-After`).
+    pub fn response(&self, headers: &[(header::HeaderName, String)]) -> HttpResponse {
+        let status = actix_web::http::StatusCode::from_u16(self.status)
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = HttpResponse::build(status);
+        response.content_type("application/problem+json");
+        for (name, value) in headers {
+            response.insert_header((name.clone(), value.as_str()));
+        }
+        response.json(self)
+    }
 }
 
 /// Security headers for every answer of a service that serves pages: the

@@ -1,0 +1,148 @@
+//! One batch, from fetched messages to settled ones: decode, apply, fall
+//! back to one event at a time when the batch fails, hold everything while a
+//! dependency is down.
+
+use async_nats::jetstream::{self, message::AckKind};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::decode::decode;
+use super::settle::{Held, Outage, ack};
+use super::{ConsumerRunner, Delivery, Handler, HandlerError};
+
+impl ConsumerRunner {
+    /// Decodes, applies and settles one fetched batch. Poison goes straight to
+    /// the dead-letter stream; a failing batch is re-applied message by
+    /// message so that one bad event cannot hold back the good ones; while a
+    /// dependency is down the whole batch is held and retried (fetching
+    /// pauses) without using up deliveries.
+    pub(super) async fn process<H: Handler>(
+        &self,
+        handler: &H,
+        messages: Vec<jetstream::Message>,
+        shutdown: &CancellationToken,
+    ) {
+        let consumer = self.durable_name.clone();
+        metrics::counter!("signup_handler_events_received_total", "consumer" => consumer.clone())
+            .increment(messages.len() as u64);
+        // The last message knows how many more wait behind it: the lag.
+        if let Some(info) = messages.last().and_then(|m| m.info().ok()) {
+            metrics::gauge!("signup_handler_pending", "consumer" => consumer.clone()).set(info.pending as f64);
+        }
+        let mut deliveries = Vec::with_capacity(messages.len());
+        let mut held = Vec::with_capacity(messages.len());
+        for message in messages {
+            let (stream_sequence, delivered) =
+                message.info().map(|info| (info.stream_sequence, info.delivered)).unwrap_or_default();
+            let (message, acker) = message.split();
+            match decode::<H::Event>(&message, stream_sequence, delivered) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    held.push(Held { message, acker, stream_sequence, delivered });
+                }
+                Err(reason) => {
+                    let letter = Held { message, acker, stream_sequence, delivered };
+                    self.dead_letter(&letter, &format!("cannot be decoded: {reason}")).await;
+                }
+            }
+        }
+        if deliveries.is_empty() {
+            return;
+        }
+        let first = deliveries.first().map(|d| d.meta.stream_sequence).unwrap_or_default();
+        let span = tracing::info_span!("batch", consumer = %self.durable_name, size = deliveries.len(), first_sequence = first);
+        let started = std::time::Instant::now();
+        self.apply(handler, &deliveries, &held, shutdown).instrument(span).await;
+        metrics::histogram!("signup_handler_batch_size", "consumer" => consumer.clone())
+            .record(deliveries.len() as f64);
+        metrics::histogram!("signup_handler_apply_seconds", "consumer" => consumer)
+            .record(started.elapsed().as_secs_f64());
+        tracing::debug!(consumer = %self.durable_name, size = deliveries.len(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "batch settled");
+    }
+
+    /// Applies `deliveries`, settling each: acked when applied, retried or
+    /// dead-lettered when it fails, held while a dependency is down.
+    ///
+    /// The batch is tried whole; when it fails (not for an outage), its
+    /// events are tried one at a time, so one bad event cannot hold back the
+    /// others. During an outage what is left is held and tried again, whole,
+    /// once the pause is over.
+    pub(super) async fn apply<H: Handler>(
+        &self,
+        handler: &H,
+        deliveries: &[Delivery<H::Event>],
+        held: &[Held],
+        shutdown: &CancellationToken,
+    ) {
+        let mut outage = Outage::new(&self.settings);
+        // Everything before `start` is settled.
+        let mut start = 0;
+        let mut one_by_one = false;
+        while start < deliveries.len() {
+            let end = if one_by_one { start + 1 } else { deliveries.len() };
+            let (pending, letters) = (&deliveries[start..end], &held[start..end]);
+            // Progress acks from the first attempt on: a batch that takes
+            // longer than the ack wait must not be handed out again while it
+            // is still being applied.
+            match self.handle_holding(handler, pending, letters).await {
+                Ok(()) => {
+                    for letter in letters {
+                        ack(&letter.acker, AckKind::Ack).await;
+                    }
+                    self.count_applied(letters.len());
+                    if outage.active() {
+                        tracing::info!(applied = letters.len(), "dependency back; held events applied");
+                        self.resume_consumer().await;
+                        outage = Outage::new(&self.settings);
+                    }
+                    start = end;
+                }
+                Err(HandlerError::Unavailable(error)) => {
+                    if !self.hold(&held[start..], &mut outage, &error, shutdown).await {
+                        return;
+                    }
+                    // Once the dependency is back, what is left goes whole again.
+                    one_by_one = false;
+                }
+                Err(error) if pending.len() == 1 => {
+                    self.settle_failure(&pending[0], &letters[0], &error).await;
+                    start = end;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "batch failed; applying its events one by one");
+                    one_by_one = true;
+                }
+            }
+        }
+    }
+
+    /// Runs the handler while telling the server, every third of the ack
+    /// wait, that the messages are still being worked on.
+    pub(super) async fn handle_holding<H: Handler>(
+        &self,
+        handler: &H,
+        deliveries: &[Delivery<H::Event>],
+        held: &[Held],
+    ) -> Result<(), HandlerError> {
+        let attempt = handler.handle(deliveries);
+        tokio::pin!(attempt);
+        let mut ticker = tokio::time::interval(self.progress_interval());
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                result = &mut attempt => return result,
+                _ = ticker.tick() => {
+                    for letter in held {
+                        ack(&letter.acker, AckKind::Progress).await;
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn count_applied(&self, events: usize) {
+        metrics::counter!("signup_handler_events_applied_total", "consumer" => self.durable_name.clone())
+            .increment(events as u64);
+    }
+}

@@ -1,0 +1,74 @@
+//! Dead-lettering: a copy of the failed event, with why, in the dead-letter
+//! stream, stored before the original is terminated.
+
+use async_nats::jetstream::message::{AckKind, PublishMessage};
+use messages::{cloudevents as ce, dlq};
+
+use super::ConsumerRunner;
+use super::settle::{Held, ack};
+
+impl ConsumerRunner {
+    /// Copies the message to the dead-letter stream with the reason, waits for
+    /// that to be stored, then terminates the original. If the copy cannot be
+    /// stored the original is redelivered later instead: never dropped. An
+    /// event holding personal data of a prospect that has been erased
+    /// meanwhile is not kept at all: erasure purges such letters, and one
+    /// made later must not bring the data back.
+    pub(super) async fn dead_letter(&self, letter: &Held, reason: &str) {
+        if self.dead_letters.load(std::sync::atomic::Ordering::Relaxed) {
+            // A dead letter is not dead-lettered again: it stays where it is,
+            // in the dead-letter stream, for `signup dlq`.
+            tracing::error!(stream_sequence = letter.stream_sequence, %reason,
+                "a dead letter cannot be handled; it stays in the dead-letter stream");
+            ack(&letter.acker, AckKind::Term).await;
+            return;
+        }
+        let subject = letter.message.subject.as_str();
+        if let Some(prospect) = messages::streams::prospect_of(subject)
+            && messages::streams::carries_personal_data(subject)
+        {
+            match crate::erasure::is_erased(&self.js, &self.stream.name, prospect).await {
+                Ok(true) => {
+                    tracing::info!(stream_sequence = letter.stream_sequence, %prospect,
+                        "the event's prospect was erased: not kept as a dead letter");
+                    ack(&letter.acker, AckKind::Term).await;
+                    return;
+                }
+                Ok(false) => {}
+                // Keep the letter: better than losing an event.
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "cannot tell whether the prospect was erased")
+                }
+            }
+        }
+        let mut headers = letter.message.headers.clone().unwrap_or_default();
+        let event_id = headers.get(ce::ID).map(|v| v.as_str().to_owned()).unwrap_or_else(|| "-".to_owned());
+        let reason: String = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).take(1_000).collect();
+        // One letter per consumer and position, however often this is retried.
+        headers.insert(ce::NATS_MSG_ID, format!("{}:{}", self.durable_name, letter.stream_sequence).as_str());
+        headers.insert(dlq::REASON, reason.as_str());
+        headers.insert(dlq::CONSUMER, self.durable_name.as_str());
+        headers.insert(dlq::DELIVERIES, letter.delivered.to_string().as_str());
+        headers.insert(dlq::STREAM_SEQ, letter.logical_sequence().to_string().as_str());
+        headers.insert(dlq::SUBJECT, letter.message.subject.as_str());
+        let subject = dlq::subject(&self.durable_name, &letter.message.subject);
+        let publish = PublishMessage::build().headers(headers).payload(letter.message.payload.clone());
+        let stored = match self.js.send_publish(subject, publish).await {
+            Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match stored {
+            Ok(()) => {
+                tracing::error!(event_id, stream_sequence = letter.stream_sequence, delivered = letter.delivered,
+                    %reason, "event dead-lettered");
+                ack(&letter.acker, AckKind::Term).await;
+                metrics::counter!("signup_handler_events_dead_lettered_total", "consumer" => self.durable_name.clone())
+                    .increment(1);
+            }
+            Err(error) => {
+                tracing::warn!(event_id, %error, "could not store the dead letter; the event will be redelivered");
+                ack(&letter.acker, AckKind::Nak(Some(self.settings.retry_delay(letter.delivered)))).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,640 @@
+//! Layered configuration and the settings every NATS-speaking service shares.
+//!
+//! Layers, later ones winning: built-in defaults (each struct's `Default`) →
+//! `config/default.toml` → `config/{SIGNUP_ENV}.toml` (`development` unless
+//! set) → environment variables prefixed `SIGNUP__` with `__` between levels
+//! (`SIGNUP__NATS__URL`). `SIGNUP_CONFIG_DIR` moves the folder; set to an
+//! empty value, no file is read (built-in defaults and variables only).
+//!
+//! Loading is strict, so a mistake is never silently ignored: a missing
+//! folder or `default.toml`, an unknown profile, a key no setting has (in a
+//! file or as a `SIGNUP__` variable) are errors that name it. A whole
+//! section this service does not read is accepted when it belongs to another
+//! service (one of [`SERVICE_SECTIONS`], or a table of `default.toml`): the
+//! files and the environment are shared by every service.
+//!
+//! Secrets can come from files instead (container secrets): a variable
+//! `SIGNUP_FILE__NATS__PASSWORD=/run/secrets/nats-password` sets
+//! `nats.password` to that file's contents, without a trailing newline.
+//!
+//! The defaults are the structs' `Default`s, and only there:
+//! `config/default.toml` documents them in commented `key = value` lines,
+//! which each service's tests check with [`check_documented_defaults`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::ConfigError;
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::Backoff;
+
+/// The top-level sections of the Signup services' settings. A service reads
+/// some of them; the others are other services' and accepted as such.
+pub const SERVICE_SECTIONS: &[&str] = &[
+    "nats",
+    "log",
+    "shutdown",
+    "links",
+    "web",
+    "database",
+    "save_prospect",
+    "analytics",
+    "notifier",
+    "mailer",
+    "crm_webhook",
+];
+
+/// Loads a service's settings from the layers described in the module docs.
+pub fn load<T: DeserializeOwned>() -> Result<T, ConfigError> {
+    let vars: HashMap<String, String> = std::env::vars().collect();
+    let dir = vars.get("SIGNUP_CONFIG_DIR").map_or_else(|| PathBuf::from("config"), PathBuf::from);
+    let profile = vars.get("SIGNUP_ENV").cloned().unwrap_or_else(|| "development".to_owned());
+    load_from(&dir, &profile, vars)
+}
+
+/// [`load`] with the folder (empty: no files), profile and environment
+/// given explicitly.
+pub fn load_from<T: DeserializeOwned>(
+    dir: &Path,
+    profile: &str,
+    environment: HashMap<String, String>,
+) -> Result<T, ConfigError> {
+    let files = if dir.as_os_str().is_empty() { Vec::new() } else { layer_files(dir, profile)? };
+    let mut builder = config::Config::builder();
+    for file in &files {
+        builder = builder.add_source(config::File::from(file.as_path()));
+    }
+    strict(builder, &files, environment)
+}
+
+/// `default.toml` and the profile's file, both required.
+fn layer_files(dir: &Path, profile: &str) -> Result<Vec<PathBuf>, ConfigError> {
+    let default = dir.join("default.toml");
+    if !default.is_file() {
+        return Err(message(format!(
+            "{} does not exist: set SIGNUP_CONFIG_DIR to the folder that holds default.toml \
+             (or to an empty value to use only the built-in defaults and SIGNUP__ variables)",
+            default.display()
+        )));
+    }
+    let chosen = dir.join(format!("{profile}.toml"));
+    if profile.is_empty() || profile == "default" || !chosen.is_file() {
+        let known: BTreeSet<String> = std::fs::read_dir(dir)
+            .map_err(|e| message(format!("reading {}: {e}", dir.display())))?
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.strip_suffix(".toml").map(str::to_owned))
+            .filter(|name| name != "default")
+            .collect();
+        return Err(message(format!(
+            "unknown profile SIGNUP_ENV={profile:?}: there is no {}; the profiles in {} are {}",
+            chosen.display(),
+            dir.display(),
+            known.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(vec![default, chosen])
+}
+
+/// Adds the environment to `builder`, deserializes, and refuses any key the
+/// settings do not have.
+fn strict<T: DeserializeOwned>(
+    builder: config::ConfigBuilder<config::builder::DefaultState>,
+    files: &[PathBuf],
+    mut environment: HashMap<String, String>,
+) -> Result<T, ConfigError> {
+    let from_files: Vec<(String, String)> = environment
+        .iter()
+        .filter_map(|(key, path)| Some((key.strip_prefix("SIGNUP_FILE__")?, path)))
+        .map(|(key, path)| {
+            let value = std::fs::read_to_string(path)
+                .map_err(|e| message(format!("reading SIGNUP_FILE__{key} ({path}): {e}")))?;
+            Ok((format!("SIGNUP__{key}"), value.trim_end_matches(['\r', '\n']).to_owned()))
+        })
+        .collect::<Result<_, ConfigError>>()?;
+    let file_variables: BTreeSet<String> =
+        environment.keys().filter_map(|key| key.strip_prefix("SIGNUP_FILE__")).map(str::to_owned).collect();
+    environment.extend(from_files);
+    let config = builder
+        .add_source(
+            config::Environment::with_prefix("SIGNUP")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(environment.clone())),
+        )
+        .build()?;
+    let mut ignored = Vec::new();
+    let settings: T = serde_ignored::deserialize(config, |path| ignored.push(path.to_string()))?;
+    let mut foreign: BTreeSet<String> = SERVICE_SECTIONS.iter().map(|s| (*s).to_owned()).collect();
+    for file in files {
+        let tables = config::Config::builder().add_source(config::File::from(file.as_path())).build()?;
+        if let Ok(table) = tables.try_deserialize::<HashMap<String, config::Value>>() {
+            foreign.extend(table.into_keys());
+        }
+    }
+    let unknown: Vec<String> = ignored
+        .into_iter()
+        .map(|path| path.split('.').filter(|part| *part != "?").collect::<Vec<_>>().join("."))
+        .filter(|path| path.contains('.') || !foreign.contains(path))
+        .map(|path| {
+            let variable: String = path.split('.').map(str::to_uppercase).collect::<Vec<_>>().join("__");
+            let source = if file_variables.contains(&variable) {
+                format!("SIGNUP_FILE__{variable}")
+            } else if let Some(name) = environment.keys().find(|name| {
+                name.strip_prefix("SIGNUP__")
+                    .is_some_and(|key| key == variable || key.starts_with(&format!("{variable}__")))
+            }) {
+                name.clone()
+            } else {
+                files
+                    .iter()
+                    .filter(|file| {
+                        config::Config::builder()
+                            .add_source(config::File::from(file.as_path()))
+                            .build()
+                            .is_ok_and(|c| c.get::<config::Value>(&path).is_ok())
+                    })
+                    .map(|file| file.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            format!("`{path}` (from {source})")
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return Err(message(format!("unknown setting {}: no such key; check its spelling", unknown.join(", "))));
+    }
+    Ok(settings)
+}
+
+/// Checks the defaults `file` (a `config/default.toml`) documents in its
+/// commented `key = value` lines against `T`'s `Default`: every documented
+/// value must be the default, and every documented key a setting (of `T`, or
+/// in a section of another service). Empty strings stand for "not set" and
+/// are skipped. For each service's tests.
+pub fn check_documented_defaults<T: DeserializeOwned + Default + std::fmt::Debug>(file: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+    let documented = documented_defaults(&text);
+    let builder = config::Config::builder().add_source(config::File::from_str(&documented, config::FileFormat::Toml));
+    let loaded: T = strict(builder, &[], HashMap::new()).map_err(|e| format!("{}: {e}", file.display()))?;
+    let (loaded, built_in) = (format!("{loaded:#?}"), format!("{:#?}", T::default()));
+    if loaded == built_in {
+        return Ok(());
+    }
+    let (loaded, built_in): (Vec<&str>, Vec<&str>) = (loaded.lines().collect(), built_in.lines().collect());
+    let first = loaded.iter().zip(&built_in).position(|(a, b)| a != b).unwrap_or(loaded.len().min(built_in.len()));
+    let around = |lines: &[&str]| lines[first.saturating_sub(3)..(first + 2).min(lines.len())].join("\n");
+    Err(format!(
+        "{} disagrees with the built-in defaults:\ndocumented:\n{}\n\nbuilt in:\n{}",
+        file.display(),
+        around(&loaded),
+        around(&built_in)
+    ))
+}
+
+/// The commented `key = value` lines and `[section]` headers of a
+/// `default.toml`, uncommented, as TOML.
+fn documented_defaults(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        let (commented, body) = match line.strip_prefix('#') {
+            Some(rest) => (true, rest.trim_start()),
+            None => (false, line),
+        };
+        // Drop a trailing comment (values hold no `#`).
+        let body = body.split(" #").next().unwrap_or_default().trim();
+        if body.starts_with('[') && body.ends_with(']') && !body.contains(' ') {
+            out.push_str(body);
+            out.push('\n');
+        } else if commented
+            && let Some((key, value)) = body.split_once(" = ")
+            && key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && value != "\"\""
+        {
+            out.push_str(&format!("{key} = {value}\n"));
+        }
+    }
+    out
+}
+
+fn message(text: String) -> ConfigError {
+    ConfigError::Message(text)
+}
+
+/// How to reach NATS and how long to wait for it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct NatsSettings {
+    /// Server URL, or several separated by commas.
+    pub url: String,
+    /// User name, for user/password authentication.
+    pub user: Option<String>,
+    /// Password, for user/password authentication.
+    pub password: Option<SecretString>,
+    /// Token, for token authentication.
+    pub token: Option<SecretString>,
+    /// Path of a `.creds` file (JWT + NKey), for decentralised authentication.
+    pub creds_file: Option<PathBuf>,
+    /// `[nats.tls]`: TLS to the server.
+    pub tls: NatsTlsSettings,
+    /// Subject prefix of this client's reply inboxes. Unset: `_INBOX_<user>`
+    /// when `user` is set (so a server can let each user read only its own
+    /// replies), else `_INBOX`.
+    pub inbox_prefix: Option<String>,
+    /// How long one connection attempt may take, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// How long to wait for a JetStream answer (API request or PubAck), in
+    /// milliseconds. A publish without a PubAck in this time fails.
+    pub request_timeout_ms: u64,
+    /// How long a publish keeps trying (with the same de-duplication id, so
+    /// an event is stored once) while JetStream cannot take it for a moment:
+    /// a reconnect, a stream leader being elected, a PubAck lost. Past it the
+    /// caller hears "not stored" (signup-web answers 503). 0: one attempt.
+    pub publish_retry_ms: u64,
+    /// The event stream.
+    pub stream: StreamSettings,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            user: None,
+            password: None,
+            token: None,
+            creds_file: None,
+            tls: NatsTlsSettings::default(),
+            inbox_prefix: None,
+            connect_timeout_ms: 2_000,
+            request_timeout_ms: 2_000,
+            publish_retry_ms: 5_000,
+            stream: StreamSettings::default(),
+        }
+    }
+}
+
+impl NatsSettings {
+    /// The inbox prefix in use (see `inbox_prefix`).
+    pub fn inbox_prefix(&self) -> String {
+        match (&self.inbox_prefix, &self.user) {
+            (Some(prefix), _) => prefix.clone(),
+            (None, Some(user)) => format!("_INBOX_{user}"),
+            (None, None) => "_INBOX".to_owned(),
+        }
+    }
+
+    /// How long a publish keeps trying (see `publish_retry_ms`).
+    pub fn publish_retry(&self) -> Duration {
+        Duration::from_millis(self.publish_retry_ms)
+    }
+
+    /// The JetStream request and PubAck timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// TLS to the NATS server. A `tls://` URL turns it on as well; the system's
+/// root certificates are trusted unless `ca_file` names others.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct NatsTlsSettings {
+    /// Refuse to talk to the server without TLS.
+    pub required: bool,
+    /// PEM file of the certificate authorities to trust instead.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for servers that verify clients (with `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub key_file: Option<PathBuf>,
+}
+
+/// The `PROSPECTS` stream's settings. Every service applies them, so they
+/// must agree across services.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct StreamSettings {
+    /// Stream name; change it only to isolate test runs.
+    pub name: String,
+    /// Subjects the stream captures.
+    pub subjects: String,
+    /// Copies kept by a JetStream cluster (1 on a single server, 3 in production).
+    pub replicas: usize,
+    /// How long events are kept, in days; 0 keeps them forever so a new
+    /// handler can replay the whole history.
+    pub max_age_days: u64,
+    /// Window in which a repeated `Nats-Msg-Id` is dropped, in seconds (≥ 120).
+    pub duplicate_window_secs: u64,
+    /// Largest size of the event stream, in MiB (-1: no limit). When it is
+    /// full, new events are refused — a sign-up gets a 503 — rather than
+    /// old ones dropped.
+    pub max_bytes_mb: i64,
+    /// How long a dead letter is kept, in days (0: forever).
+    pub dead_letter_max_age_days: u64,
+    /// Largest size of the dead-letter stream, in MiB (-1: no limit); when it
+    /// is full, a failing event is retried instead of dead-lettered.
+    pub dead_letter_max_bytes_mb: i64,
+    /// Keep the stream in memory instead of on disk (tests only).
+    pub memory: bool,
+    /// Create the stream, or update it to these settings, at start-up. Turn
+    /// it off where the service's NATS user may only look streams up (the
+    /// deployments: `signup streams` sets them up once with an admin user);
+    /// the service then waits until the stream exists.
+    pub manage: bool,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            name: messages::streams::PROSPECTS_STREAM.to_owned(),
+            subjects: messages::streams::PROSPECTS_SUBJECTS.to_owned(),
+            replicas: 1,
+            max_age_days: 0,
+            duplicate_window_secs: 120,
+            max_bytes_mb: 4_096,
+            dead_letter_max_age_days: 30,
+            dead_letter_max_bytes_mb: 512,
+            memory: false,
+            manage: true,
+        }
+    }
+}
+
+/// How long a service may take to stop (`[shutdown]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ShutdownSettings {
+    /// Seconds to finish the work in hand after SIGTERM or Ctrl-C.
+    pub timeout_secs: u64,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self { timeout_secs: 20 }
+    }
+}
+
+impl ShutdownSettings {
+    /// The bound as a duration.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+}
+
+/// How a durable pull consumer fetches and retries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ConsumerSettings {
+    /// Most messages handed to the handler at once.
+    pub batch_size: usize,
+    /// Batches applied at the same time by one instance (each fetches and
+    /// settles its own, as separate instances would). 1 keeps one batch in
+    /// flight; more lets a database overlap one batch's commit with the next.
+    pub concurrency: usize,
+    /// How long an idle fetch waits for the first message, in milliseconds.
+    pub idle_wait_ms: u64,
+    /// Under load (a fetch found messages waiting but not a full batch), how
+    /// long to keep collecting before applying, in milliseconds: fewer,
+    /// larger batches instead of many tiny ones. An event arriving at an idle
+    /// consumer is applied at once. 0 turns it off.
+    pub linger_ms: u64,
+    /// After the first event reaches an idle consumer, how long to keep
+    /// collecting before applying, in milliseconds: for handlers that
+    /// summarise what arrives together (the dead-letter digest). 0 (the
+    /// default) applies it at once.
+    pub gather_ms: u64,
+    /// How long the server waits for an ack before redelivering, in seconds.
+    pub ack_wait_secs: u64,
+    /// First retry delay after a failure, in milliseconds; it doubles with
+    /// every delivery (with ±20% jitter) up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    pub retry_max_ms: u64,
+    /// Deliveries before a failing message is dead-lettered; 0 or less
+    /// retries forever.
+    pub max_deliver: i64,
+    /// Longest pause between retries while a dependency (the database) is
+    /// down, in milliseconds. Such waits do not use up deliveries.
+    pub outage_backoff_max_ms: u64,
+    /// A new consumer starts at the first message of the stream (replay
+    /// history) rather than at new messages.
+    pub from_start: bool,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            idle_wait_ms: 5_000,
+            ack_wait_secs: 30,
+            retry_base_ms: 1_000,
+            retry_max_ms: 60_000,
+            max_deliver: 5,
+            outage_backoff_max_ms: 30_000,
+            from_start: true,
+            concurrency: 1,
+            linger_ms: 20,
+            gather_ms: 0,
+        }
+    }
+}
+
+impl ConsumerSettings {
+    /// The delay before redelivering a message that failed on its
+    /// `delivered`-th delivery: doubling from `retry_base_ms`, capped, ±20%.
+    pub fn retry_delay(&self, delivered: i64) -> Duration {
+        let attempt = u32::try_from(delivered.saturating_sub(1).max(0)).unwrap_or(u32::MAX);
+        let (first, max) = (self.retry_base_ms, self.retry_max_ms.max(self.retry_base_ms));
+        Backoff::new(Duration::from_millis(first), Duration::from_millis(max)).with_jitter().delay_after(attempt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default)]
+    struct Sample {
+        nats: NatsSettings,
+    }
+
+    #[test]
+    fn retry_delays_grow_with_jitter_up_to_the_cap() {
+        let settings = ConsumerSettings { retry_base_ms: 100, retry_max_ms: 1_000, ..ConsumerSettings::default() };
+        for (delivered, nominal) in [(1, 100u64), (2, 200), (3, 400), (4, 800), (5, 1_000), (50, 1_000)] {
+            let delay = settings.retry_delay(delivered).as_millis() as u64;
+            assert!((nominal * 8 / 10..=nominal * 12 / 10).contains(&delay), "delivery {delivered}: {delay} ms");
+        }
+    }
+
+    #[test]
+    fn defaults_then_files_then_environment() {
+        let dir = std::env::temp_dir().join(format!("signup-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(
+            dir.join("default.toml"),
+            "[nats]\nurl = \"nats://from-default:4222\"\nrequest_timeout_ms = 7\n",
+        )
+        .expect("default.toml");
+        std::fs::write(dir.join("staging.toml"), "[nats.stream]\nreplicas = 3\n").expect("staging.toml");
+        std::fs::write(dir.join("development.toml"), "").expect("development.toml");
+
+        let none: Sample = load_from(&dir, "development", HashMap::new()).expect("load");
+        assert_eq!(none.nats.url, "nats://from-default:4222");
+        assert_eq!(none.nats.request_timeout_ms, 7);
+        assert_eq!(none.nats.connect_timeout_ms, 2_000, "built-in default");
+        assert_eq!(none.nats.stream.replicas, 1);
+
+        let env = HashMap::from([
+            ("SIGNUP__NATS__URL".to_owned(), "nats://from-env:4222".to_owned()),
+            ("SIGNUP__NATS__PASSWORD".to_owned(), "1234".to_owned()),
+            ("SIGNUP__NATS__STREAM__DUPLICATE_WINDOW_SECS".to_owned(), "300".to_owned()),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ]);
+        let layered: Sample = load_from(&dir, "staging", env).expect("load");
+        assert_eq!(layered.nats.url, "nats://from-env:4222");
+        assert_eq!(layered.nats.stream.replicas, 3, "profile file");
+        assert_eq!(layered.nats.stream.duplicate_window_secs, 300);
+        let password = layered.nats.password.as_ref().expect("password");
+        assert_eq!(password.expose_secret(), "1234", "numeric-looking secrets stay strings");
+        assert!(!format!("{:?}", layered.nats).contains("1234"), "secrets are never printed");
+
+        let secret = dir.join("nats-password");
+        std::fs::write(&secret, "from-a-file\n").expect("secret file");
+        let env = HashMap::from([("SIGNUP_FILE__NATS__PASSWORD".to_owned(), secret.display().to_string())]);
+        let from_file: Sample = load_from(&dir, "development", env).expect("load");
+        assert_eq!(from_file.nats.password.expect("password").expose_secret(), "from-a-file");
+        let missing = HashMap::from([("SIGNUP_FILE__NATS__TOKEN".to_owned(), "/nonexistent/token".to_owned())]);
+        let error = load_from::<Sample>(&dir, "development", missing).expect_err("a missing secret file is an error");
+        assert!(error.to_string().contains("SIGNUP_FILE__NATS__TOKEN"), "{error}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn config_dir(name: &str, default: &str, profiles: &[(&str, &str)]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("signup-settings-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("default.toml"), default).expect("default.toml");
+        for (profile, text) in profiles {
+            std::fs::write(dir.join(format!("{profile}.toml")), text).expect("profile");
+        }
+        dir
+    }
+
+    fn error_of(result: Result<Sample, ConfigError>) -> String {
+        result.expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name_wherever_it_comes_from() {
+        let dir = config_dir("unknown-key", "[nats]\nurll = \"nats://typo:4222\"\n", &[("development", "")]);
+        let error = error_of(load_from(&dir, "development", HashMap::new()));
+        assert!(error.contains("`nats.urll`") && error.contains("default.toml"), "{error}");
+
+        let dir = config_dir("unknown-var", "", &[("development", "")]);
+        let env = HashMap::from([("SIGNUP__NATS__STREAM__REPLICAZ".to_owned(), "3".to_owned())]);
+        let error = error_of(load_from(&dir, "development", env));
+        assert!(
+            error.contains("`nats.stream.replicaz`") && error.contains("SIGNUP__NATS__STREAM__REPLICAZ"),
+            "{error}"
+        );
+
+        let env = HashMap::from([("SIGNUP__NATZ__URL".to_owned(), "nats://x:4222".to_owned())]);
+        let error = error_of(load_from(Path::new(""), "development", env));
+        assert!(error.contains("`natz`") && error.contains("SIGNUP__NATZ__URL"), "{error}");
+    }
+
+    #[test]
+    fn another_services_section_is_not_an_error() {
+        let dir =
+            config_dir("foreign", "[mailer]\nfrom = \"a@b.c\"\n[my_new_handler]\nx = 1\n", &[("development", "")]);
+        let env = HashMap::from([("SIGNUP__WEB__PORT".to_owned(), "9000".to_owned())]);
+        let loaded: Sample = load_from(&dir, "development", env).expect("other services' sections are theirs");
+        assert_eq!(loaded.nats.url, NatsSettings::default().url);
+    }
+
+    #[test]
+    fn an_unknown_profile_or_a_missing_folder_is_refused() {
+        let dir = config_dir("profiles", "", &[("development", ""), ("production", "")]);
+        let error = error_of(load_from(&dir, "prod", HashMap::new()));
+        assert!(error.contains("SIGNUP_ENV=\"prod\"") && error.contains("development, production"), "{error}");
+        let error = error_of(load_from(&dir.join("missing"), "development", HashMap::new()));
+        assert!(error.contains("default.toml does not exist"), "{error}");
+        let none: Sample = load_from(Path::new(""), "anything", HashMap::new()).expect("no files: built-in defaults");
+        assert_eq!(none.nats.connect_timeout_ms, 2_000);
+    }
+
+    #[test]
+    fn documented_defaults_are_checked_against_the_built_in_ones() {
+        let dir = config_dir("documented", "", &[]);
+        let file = dir.join("default.toml");
+        std::fs::write(
+            &file,
+            "[nats]\n# url = \"nats://127.0.0.1:4222\" # a comment\n# user = \"\"\n# [nats.stream]\n# replicas = 1\n",
+        )
+        .expect("write");
+        check_documented_defaults::<Sample>(&file).expect("in step");
+        std::fs::write(&file, "[nats]\n# connect_timeout_ms = 2500\n").expect("write");
+        let error = check_documented_defaults::<Sample>(&file).expect_err("drifted");
+        assert!(error.contains("2500") && error.contains("2000"), "{error}");
+        std::fs::write(&file, "[nats]\n# shutdown_timeout_secs = 10\n").expect("write");
+        let error = check_documented_defaults::<Sample>(&file).expect_err("no such key");
+        assert!(error.contains("`nats.shutdown_timeout_secs`"), "{error}");
+    }
+
+    /// The README's configuration table gives the same defaults as
+    /// `config/default.toml` (which each service checks against its own).
+    #[test]
+    fn the_readme_table_gives_the_documented_defaults() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+        let documented = std::fs::read_to_string(root.join("config/default.toml")).expect("default.toml");
+        let documented: HashMap<String, config::Value> = config::Config::builder()
+            .add_source(config::File::from_str(&documented_defaults(&documented), config::FileFormat::Toml))
+            .build()
+            .expect("documented defaults")
+            .try_deserialize::<HashMap<String, config::Value>>()
+            .expect("a table");
+        let lookup = |path: &str| -> Option<String> {
+            let mut parts = path.split('.');
+            let mut value = documented.get(parts.next()?)?.clone();
+            for part in parts {
+                value = value.into_table().ok()?.remove(part)?;
+            }
+            value.into_string().ok()
+        };
+        let mut checked = 0;
+        let mut wrong = Vec::new();
+        for row in readme.lines().filter(|line| line.starts_with("| `SIGNUP__")) {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let keys: Vec<&str> = cells[0].trim_start_matches("| ").split(" / ").map(|k| k.trim_matches('`')).collect();
+            let defaults: Vec<&str> =
+                cells[1].split(" (").next().unwrap_or_default().split(" / ").map(str::trim).collect();
+            let plain = |d: &&str| d.starts_with('`') && d.ends_with('`') && d.matches('`').count() == 2;
+            if keys.len() != defaults.len() || !defaults.iter().all(plain) {
+                continue;
+            }
+            let Some(first) = keys[0].strip_prefix("SIGNUP__") else { continue };
+            let section: Vec<&str> = first.split("__").collect();
+            for (key, default) in keys.iter().zip(&defaults) {
+                let path = match key.strip_prefix("__") {
+                    Some(last) => [&section[..section.len() - 1], &[last]].concat(),
+                    None => section.clone(),
+                };
+                let path = path.join(".").to_lowercase();
+                let default = default.trim_matches('`');
+                match lookup(&path) {
+                    Some(value) if value == default => checked += 1,
+                    other => wrong.push(format!("{path}: README says {default:?}, default.toml {other:?}")),
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "the README table and config/default.toml disagree:\n{}", wrong.join("\n"));
+        assert!(checked > 40, "only {checked} defaults checked: has the table's format changed?");
+    }
+}
