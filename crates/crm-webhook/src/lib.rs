@@ -391,11 +391,5 @@ mod tests {
     }
 }
 
-#[cfg(test)]
-mod documented_defaults {
-    #[test]
-    fn config_default_toml_documents_the_built_in_defaults() {
-        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/default.toml");
-        bus::settings::check_documented_defaults::<super::Settings>(&file).unwrap_or_else(|error| panic!("{error}"));
-    }
-}
+// `config/default.toml` documents the built-in defaults (a test).
+bus::documented_defaults_test!(Settings);

@@ -2,8 +2,8 @@
 //! workspace, build it there, and watch it receive a sign-up posted to the
 //! unchanged signup-web (this workspace's own binary).
 //!
-//! The copy builds in `target/scaffold/` (kept between runs, so only the
-//! first run compiles the dependencies; its lock file gains the new crate,
+//! The copy builds in `target/scaffold/` (or `SIGNUP_SCAFFOLD_TARGET`; kept
+//! between runs, so only the first run compiles the dependencies; its lock file gains the new crate,
 //! with every dependency already locked, so no network is needed).
 
 use std::path::{Path, PathBuf};
@@ -68,7 +68,11 @@ async fn a_scaffolded_handler_builds_and_receives_what_the_unchanged_web_publish
     let web_after = std::fs::read_to_string(copy.path().join("crates/signup-web/Cargo.toml")).expect("web manifest");
     assert_eq!(web_before, web_after);
 
-    let target = repo().join("target/scaffold");
+    // Its own build folder (kept between runs); SIGNUP_SCAFFOLD_TARGET moves
+    // it, as CI does to a cache that outlives a fresh clone.
+    let target = std::env::var_os("SIGNUP_SCAFFOLD_TARGET")
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| repo().join("target/scaffold"), PathBuf::from);
     for step in ["build", "test"] {
         run(
             Command::new(env!("CARGO"))

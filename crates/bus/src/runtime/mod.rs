@@ -130,6 +130,21 @@ macro_rules! service_settings {
     };
 }
 
+/// A test that `config/default.toml` (beside the calling crate, two folders
+/// up) documents `$settings`' built-in defaults: see
+/// [`check_documented_defaults`](crate::settings::check_documented_defaults).
+#[macro_export]
+macro_rules! documented_defaults_test {
+    ($settings:ty) => {
+        #[cfg(test)]
+        #[test]
+        fn config_default_toml_documents_the_built_in_defaults() {
+            let file = ::std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/default.toml");
+            $crate::settings::check_documented_defaults::<$settings>(&file).unwrap_or_else(|error| panic!("{error}"));
+        }
+    };
+}
+
 /// What a running service is given.
 #[derive(Clone)]
 pub struct Context {
