@@ -8,7 +8,7 @@ use async_nats::connection::State;
 use async_nats::{Client, ConnectOptions, Event};
 use secrecy::ExposeSecret;
 
-use crate::runtime::Backoff;
+use crate::backoff::Backoff;
 use crate::settings::NatsSettings;
 
 /// The pause before the second and later reconnect attempts.

@@ -20,13 +20,14 @@
 //!   delay on failure, graceful stop).
 //! - [`dlq`]: listing, replaying and purging dead letters.
 //! - [`erasure`]: purging an erased prospect's history from the streams.
+//! - [`backoff`]: the one retry pause (doubling, capped, jitter, cut short
+//!   by shutdown), for the plumbing and the runtime alike.
 //! - [`tls`]: the rustls client configuration for a service's own TLS
 //!   connections (system roots or one CA file).
 //!
 //! The service runtime ([`runtime`]):
 //! - [`runtime::main`] and [`runtime::Service`]: a binary's whole life;
-//!   [`runtime::cli`] its command line; [`runtime::Backoff`] the one retry
-//!   pause.
+//!   [`runtime::cli`] its command line.
 //! - [`settings`]: the strict layered loader and the NATS/consumer settings.
 //! - [`ops`]: Prometheus metrics, `/healthz` and `/readyz`, the small
 //!   health/metrics server a handler runs beside its consumer, and the HTTP
@@ -34,6 +35,7 @@
 //! - [`telemetry`], [`shutdown`]: logging set-up, SIGTERM/Ctrl-C handling and
 //!   the bounded stop.
 
+pub mod backoff;
 pub mod connection;
 pub mod consume;
 pub mod dlq;

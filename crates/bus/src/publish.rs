@@ -6,8 +6,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use messages::{Event, cloudevents as ce};
 use uuid::Uuid;
 
+use crate::backoff::Backoff;
 use crate::connection::is_connected;
-use crate::runtime::Backoff;
 
 /// The CloudEvents attributes of one publish that are not the event itself.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
-use crate::runtime::Backoff;
+use crate::backoff::Backoff;
 use crate::settings::StreamSettings;
 
 /// The JetStream stream configuration that [`StreamSettings`] describe:

@@ -63,8 +63,8 @@ use messages::EventSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::backoff::Backoff;
 use crate::ops::ReadyFlag;
-use crate::runtime::Backoff;
 use crate::settings::{ConsumerSettings, StreamSettings};
 
 /// What a handler does with a batch of events.

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::decode::header;
 use super::{ConsumerRunner, Delivery, HandlerError};
-use crate::runtime::Backoff;
+use crate::backoff::Backoff;
 use crate::settings::ConsumerSettings;
 
 impl ConsumerRunner {

@@ -38,7 +38,6 @@
 //! }
 //! ```
 
-pub mod backoff;
 pub mod cli;
 pub mod ops;
 pub mod settings;
@@ -50,7 +49,7 @@ use std::future::Future;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-pub use backoff::Backoff;
+pub use crate::backoff::Backoff;
 pub use cli::{Invocation, NoCommands};
 
 use crate::consume::{ConsumerRunner, Handler};

@@ -30,7 +30,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::Backoff;
+use crate::backoff::Backoff;
 
 /// The top-level sections of the Signup services' settings. A service reads
 /// some of them; the others are other services' and accepted as such.
