@@ -33,19 +33,11 @@ struct SignupPage<'a> {
 
 #[derive(Template)]
 #[template(path = "thanks.html")]
-struct ThanksPage<'a> {
+struct ThanksPage {
     prospect_id: Uuid,
-    status: &'a str,
-    status_text: &'a str,
+    /// Shown as its text; the page's script gets every status's text too.
+    status: Status,
     confirm_days: i64,
-}
-
-impl ThanksPage<'_> {
-    /// What each status says, for the page's script (one text per status,
-    /// defined in the contract).
-    fn text_of(&self, status: Status) -> &'static str {
-        status.description()
-    }
 }
 
 #[derive(Template)]
@@ -314,10 +306,7 @@ pub async fn thanks(state: web::Data<AppState>, id: web::Path<String>) -> Result
     // Not known yet (or not answered now) reads as pending.
     let status = state.status(prospect_id).await.unwrap_or(Status::Pending);
     let confirm_days = state.confirm_days;
-    Ok(html(
-        StatusCode::OK,
-        &ThanksPage { prospect_id, status: status.as_str(), status_text: status.description(), confirm_days },
-    ))
+    Ok(html(StatusCode::OK, &ThanksPage { prospect_id, status, confirm_days }))
 }
 
 /// The claims of a mailed link of `purpose`, or 404.

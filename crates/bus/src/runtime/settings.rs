@@ -129,10 +129,14 @@ fn strict<T: DeserializeOwned>(
     let mut ignored = Vec::new();
     let settings: T = serde_ignored::deserialize(config, |path| ignored.push(path.to_string()))?;
     let mut foreign: BTreeSet<String> = SERVICE_SECTIONS.iter().map(|s| (*s).to_owned()).collect();
-    for file in files {
-        let tables = config::Config::builder().add_source(config::File::from(file.as_path())).build()?;
-        if let Ok(table) = tables.try_deserialize::<HashMap<String, config::Value>>() {
-            foreign.extend(table.into_keys());
+    // The files are read again for their sections only when a section is
+    // neither this service's nor a known service's (a handler added later).
+    if ignored.iter().any(|path| !path.contains('.') && !foreign.contains(path)) {
+        for file in files {
+            let tables = config::Config::builder().add_source(config::File::from(file.as_path())).build()?;
+            if let Ok(table) = tables.try_deserialize::<HashMap<String, config::Value>>() {
+                foreign.extend(table.into_keys());
+            }
         }
     }
     let unknown: Vec<String> = ignored
