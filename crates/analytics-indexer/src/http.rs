@@ -26,6 +26,10 @@ pub struct HttpState {
     pub index: Arc<ProspectIndex>,
     /// The access token, if configured.
     pub token: Option<SecretString>,
+    /// JetStream, for the delivery ledger.
+    pub js: bus::async_nats::jetstream::Context,
+    /// The event stream the ledger reads.
+    pub stream: bus::settings::StreamSettings,
 }
 
 impl HttpState {
@@ -147,6 +151,24 @@ pub async fn summary(state: web::Data<HttpState>, request: HttpRequest) -> Resul
     let index = Arc::clone(&state.index);
     let summary = web::block(move || index.summary(search.range)).await.map_err(|e| anyhow::anyhow!("{e}"))??;
     Ok(HttpResponse::Ok().json(summary))
+}
+
+/// `GET /api/analytics/delivery/{prospect_id}`: where each of the
+/// prospect's events stands with each handler (the `signup trace` ledger,
+/// see `bus::ledger`), for operators with the token.
+pub async fn delivery(
+    state: web::Data<HttpState>,
+    request: HttpRequest,
+    prospect_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.authorized(&request) {
+        return Err(ApiError::Unauthorized);
+    }
+    let prospect_id: uuid::Uuid = prospect_id
+        .parse()
+        .map_err(|_| ApiError::BadRequest("prospect_id: must be a prospect id (a UUID)".to_owned()))?;
+    let ledger = bus::ledger::Ledger::read(&state.js, &state.stream, prospect_id).await?;
+    Ok(HttpResponse::Ok().json(ledger))
 }
 
 /// `GET /api/analytics/search?q=&country=&role=&from=&to=&page=`

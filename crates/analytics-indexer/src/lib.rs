@@ -15,7 +15,8 @@
 //! - [`index`]: the Tantivy schema and the index on disk.
 //! - [`handler`]: [`handler::IndexHandler`], applying events in order.
 //! - [`query`]: the summary and the search.
-//! - [`http`], [`dashboard`]: the API, the dashboard, access control.
+//! - [`http`], [`dashboard`]: the API, the dashboard, access control, and
+//!   the operators' delivery ledger of a prospect (`bus::ledger`).
 //! - [`Application`]: opens the index, binds the port, consumes and serves
 //!   until shutdown; its [`Service`] is the binary (`run`, `reindex`, `check`).
 
@@ -85,7 +86,12 @@ impl Application {
             "analytics.token must be set to at least {MIN_TOKEN_LENGTH} characters (SIGNUP__ANALYTICS__TOKEN): \
              it guards the personal data of the dashboard and the search"
         );
-        let state = web::Data::new(HttpState { index, token: analytics.token.clone() });
+        let state = web::Data::new(HttpState {
+            index,
+            token: analytics.token.clone(),
+            js: async_nats::jetstream::new(client.clone()),
+            stream: settings.nats.stream.clone(),
+        });
         let listener = TcpListener::bind((analytics.host.as_str(), analytics.port))
             .with_context(|| format!("binding {}:{}", analytics.host, analytics.port))?;
         let port = listener.local_addr()?.port();
@@ -96,14 +102,14 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(bus::ops::security_headers(CONTENT_SECURITY_POLICY))
-                .wrap(from_fn(bus::ops::record_http))
-                .wrap(bus::ops::access_log())
+                .wrap(from_fn(bus::ops::observe_http))
                 .app_data(state.clone())
                 .app_data(readiness.clone())
                 .route("/analytics", web::get().to(http::dashboard))
                 .route("/analytics/login", web::post().to(http::login))
                 .route("/api/analytics/summary", web::get().to(http::summary))
                 .route("/api/analytics/search", web::get().to(http::search))
+                .route("/api/analytics/delivery/{prospect_id}", web::get().to(http::delivery))
                 .route("/healthz", web::get().to(bus::ops::healthz))
                 .route("/readyz", web::get().to(bus::ops::readyz))
                 .route("/metrics", web::get().to(bus::ops::metrics_endpoint))

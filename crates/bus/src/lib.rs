@@ -19,9 +19,13 @@
 //! - [`consume`]: the batch consumer runner (ack after success, nak with
 //!   delay on failure, graceful stop).
 //! - [`dlq`]: listing, replaying and purging dead letters.
+//! - [`ledger`]: where one prospect's events stand with each handler
+//!   (applied, pending, in flight, dead-lettered), from NATS's own state.
 //! - [`erasure`]: purging an erased prospect's history from the streams.
 //! - [`backoff`]: the one retry pause (doubling, capped, jitter, cut short
 //!   by shutdown), for the plumbing and the runtime alike.
+//! - [`trace`]: the W3C trace context a sign-up carries across every hop,
+//!   and the spans' messaging attributes.
 //! - [`tls`]: the rustls client configuration for a service's own TLS
 //!   connections (system roots or one CA file).
 //!
@@ -31,8 +35,9 @@
 //! - [`settings`]: the strict layered loader and the NATS/consumer settings.
 //! - [`ops`]: Prometheus metrics, `/healthz` and `/readyz`, the small
 //!   health/metrics server a handler runs beside its consumer, and the HTTP
-//!   pieces every server shares (problem bodies, security headers, access log).
-//! - [`telemetry`], [`shutdown`]: logging set-up, SIGTERM/Ctrl-C handling and
+//!   pieces every server shares (problem bodies, security headers, a span,
+//!   metrics and the access log per request).
+//! - [`telemetry`], [`shutdown`]: logging and trace export set-up, SIGTERM/Ctrl-C handling and
 //!   the bounded stop.
 
 pub mod backoff;
@@ -40,11 +45,13 @@ pub mod connection;
 pub mod consume;
 pub mod dlq;
 pub mod erasure;
+pub mod ledger;
 pub mod publish;
 pub mod request;
 pub mod runtime;
 pub mod stream;
 pub mod tls;
+pub mod trace;
 
 pub use runtime::{ops, settings, shutdown, telemetry};
 

@@ -8,6 +8,30 @@ use uuid::Uuid;
 
 use crate::backoff::Backoff;
 use crate::connection::is_connected;
+use crate::telemetry;
+use crate::trace::{EVENT_DESTINATION_TEMPLATE, MESSAGING_SYSTEM, TraceParent};
+
+/// The `producer` span of one publish, with the messaging attributes.
+fn publish_span<E: Event>(event: &E, context: &EventContext) -> tracing::Span {
+    let subject = event.subject();
+    tracing::info_span!(
+        "publish",
+        otel.name = %format_args!("send {}", EVENT_DESTINATION_TEMPLATE.replace("{kind}", E::KIND)),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+        messaging.system = MESSAGING_SYSTEM,
+        messaging.operation.type = "send",
+        messaging.operation.name = "publish",
+        messaging.destination.name = %subject,
+        messaging.destination.template = EVENT_DESTINATION_TEMPLATE,
+        messaging.message.id = %context.id,
+        cloudevents.event_id = %context.id,
+        cloudevents.event_type = E::TYPE,
+        messaging.nats.stream_sequence = tracing::field::Empty,
+        messaging.nats.duplicate = tracing::field::Empty,
+    )
+}
 
 /// The CloudEvents attributes of one publish that are not the event itself.
 #[derive(Debug, Clone)]
@@ -102,12 +126,34 @@ impl Publisher {
         self
     }
 
-    /// Publishes `event` on its subject and waits for the PubAck.
-    #[tracing::instrument(name = "publish", level = "debug", skip_all, fields(event_id = %context.id, ce_type = E::TYPE))]
+    /// Publishes `event` on its subject and waits for the PubAck. With
+    /// traces exported this is a `producer` span (a child of the current
+    /// one, the HTTP request's), and the event carries its context;
+    /// otherwise the event carries `context.traceparent`.
     pub async fn publish<E: Event>(&self, event: &E, context: &EventContext) -> Result<Published, PublishError> {
+        use tracing::Instrument as _;
+
+        let span = if telemetry::exporting() { publish_span(event, context) } else { tracing::Span::none() };
+        let result = self.publish_retrying(event, context).instrument(span.clone()).await;
+        match &result {
+            Ok(published) => {
+                metrics::counter!("signup_events_published_total", "type" => E::TYPE).increment(1);
+                span.record("messaging.nats.stream_sequence", published.stream_sequence);
+                span.record("messaging.nats.duplicate", published.duplicate);
+            }
+            Err(error) => {
+                metrics::counter!("signup_publish_failures_total", "type" => E::TYPE).increment(1);
+                span.record("otel.status_code", "error");
+                span.record("otel.status_description", error.to_string());
+            }
+        }
+        result
+    }
+
+    async fn publish_retrying<E: Event>(&self, event: &E, context: &EventContext) -> Result<Published, PublishError> {
         let deadline = tokio::time::Instant::now() + self.retry_for;
         let mut pause = Backoff::new(std::time::Duration::from_millis(50), std::time::Duration::from_millis(500));
-        let result = loop {
+        loop {
             let result = self.publish_once(event, context).await;
             match &result {
                 Err(error) if error.is_passing() && tokio::time::Instant::now() + pause.upcoming() < deadline => {
@@ -117,12 +163,7 @@ impl Publisher {
                 }
                 _ => break result,
             }
-        };
-        match &result {
-            Ok(_) => metrics::counter!("signup_events_published_total", "type" => E::TYPE).increment(1),
-            Err(_) => metrics::counter!("signup_publish_failures_total", "type" => E::TYPE).increment(1),
         }
-        result
     }
 
     async fn publish_once<E: Event>(&self, event: &E, context: &EventContext) -> Result<Published, PublishError> {
@@ -156,8 +197,14 @@ impl Publisher {
         headers.insert(ce::TYPE, E::TYPE);
         headers.insert(ce::TIME, context.time.to_rfc3339_opts(SecondsFormat::Millis, true).as_str());
         headers.insert(ce::CONTENT_TYPE, ce::JSON_CONTENT_TYPE);
-        if let Some(traceparent) = &context.traceparent {
-            headers.insert(ce::TRACEPARENT, traceparent.as_str());
+        // The publish span's own context when traces are exported.
+        match TraceParent::of(&tracing::Span::current()) {
+            Some(own) => headers.insert(ce::TRACEPARENT, own.header().as_str()),
+            None => {
+                if let Some(traceparent) = &context.traceparent {
+                    headers.insert(ce::TRACEPARENT, traceparent.as_str());
+                }
+            }
         }
         headers
     }

@@ -1,4 +1,5 @@
-//! The fault-test bed: signup-web and save-prospect as real processes
+//! The fault-test bed: signup-web, save-prospect (and, for some tests, the
+//! analytics indexer and the mailer) as real processes
 //! against a NATS the test owns (one server, or a cluster) and a database of
 //! their own, with the counts every fault test reports: accepted, refused
 //! (503), saved, lost, duplicated. Used by `tests/faults.rs` and
@@ -34,6 +35,9 @@ pub struct FaultBed {
 
 /// The web's link secret here: it must never be logged.
 pub const LINKS_SECRET: &str = "fault-test-links-secret";
+
+/// The analytics indexer's access token here.
+pub const ANALYTICS_TOKEN: &str = "fault-test-analytics-token-0123456789";
 
 impl FaultBed {
     /// Starts signup-web against `nats_url` (one URL or a seed list) and
@@ -87,6 +91,72 @@ impl FaultBed {
         env.extend(self.common.iter().cloned());
         env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         Service::spawn("save-prospect", &["run"], &env).expect("save-prospect")
+    }
+
+    /// Starts an analytics-indexer process (index in `index_dir`, API on
+    /// `port` with [`ANALYTICS_TOKEN`]), with `extra` settings.
+    pub fn indexer(&self, index_dir: &std::path::Path, port: u16, extra: &[(&str, &str)]) -> Service {
+        let mut env = vec![
+            ("SIGNUP__NATS__URL".to_owned(), self.nats_url.clone()),
+            ("SIGNUP__ANALYTICS__PORT".to_owned(), port.to_string()),
+            ("SIGNUP__ANALYTICS__INDEX_DIR".to_owned(), index_dir.display().to_string()),
+            ("SIGNUP__ANALYTICS__TOKEN".to_owned(), ANALYTICS_TOKEN.to_owned()),
+            ("SIGNUP__ANALYTICS__CONSUMER__IDLE_WAIT_MS".to_owned(), "300".to_owned()),
+        ];
+        env.extend(self.common.iter().cloned());
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        Service::spawn("analytics-indexer", &["run"], &env).expect("analytics-indexer")
+    }
+
+    /// Starts a mailer process sending over plain SMTP to `smtp_port` on
+    /// this machine, with `extra` settings.
+    pub fn mailer(&self, smtp_port: u16, extra: &[(&str, &str)]) -> Service {
+        let mut env = vec![
+            ("SIGNUP__NATS__URL".to_owned(), self.nats_url.clone()),
+            ("SIGNUP__LINKS__SECRET".to_owned(), LINKS_SECRET.to_owned()),
+            ("SIGNUP__LINKS__BASE_URL".to_owned(), self.web_url.clone()),
+            ("SIGNUP__MAILER__SMTP__HOST".to_owned(), "127.0.0.1".to_owned()),
+            ("SIGNUP__MAILER__SMTP__PORT".to_owned(), smtp_port.to_string()),
+            ("SIGNUP__MAILER__SMTP__TLS".to_owned(), "none".to_owned()),
+            ("SIGNUP__MAILER__CONSUMER__IDLE_WAIT_MS".to_owned(), "300".to_owned()),
+            ("SIGNUP__MAILER__HTTP__PORT".to_owned(), "0".to_owned()),
+        ];
+        env.extend(self.common.iter().cloned());
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        Service::spawn("mailer", &["run"], &env).expect("mailer")
+    }
+
+    /// Waits until these handlers' durable consumers exist (a new one
+    /// starts at new events: what is published afterwards reaches them).
+    pub async fn consumers_ready(&self, names: &[&str]) {
+        let js = jetstream::new(self.client.clone());
+        for name in names {
+            eventually(Duration::from_secs(60), &format!("the consumer {name}"), || async {
+                js.get_stream("PROSPECTS").await.ok()?.consumer_info(*name).await.ok().map(drop)
+            })
+            .await
+            .expect("consumer");
+        }
+    }
+
+    /// Runs the operator CLI (`signup …`) against this bed's NATS and
+    /// returns what it printed; fails when it fails.
+    pub async fn signup(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = tokio::process::Command::new(crate::processes::binary("signup")?)
+            .args(args)
+            .env("SIGNUP_CONFIG_DIR", "")
+            .env("SIGNUP__NATS__URL", &self.nats_url)
+            .output()
+            .await?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        anyhow::ensure!(
+            output.status.success(),
+            "signup {}: {}\n{stdout}{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(stdout)
     }
 
     /// A connection to the services' database, once it exists.

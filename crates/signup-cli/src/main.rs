@@ -1,14 +1,17 @@
 //! `signup`: operator commands. `signup streams` creates or updates the
 //! event and dead-letter streams (a deployment's set-up step, run with a NATS
 //! user allowed to manage streams); `signup dlq …` lists, shows, replays and
-//! purges dead letters (see `bus::dlq`); `signup check` tells whether NATS
-//! answers. NATS settings come from the same
+//! purges dead letters (see `bus::dlq`); `signup trace <prospect id or
+//! e-mail>` shows where each of a prospect's events stands with each handler
+//! (see `bus::ledger`); `signup check` tells whether NATS answers. NATS settings come from the same
 //! configuration as the services (`SIGNUP__NATS__URL`, …).
 
 use std::io::Write as _;
 
 use anyhow::Context as _;
 use bus::dlq::{DeadLetter, DeadLetters};
+use bus::ledger::Ledger;
+use messages::service::{AddressRef, FindByAddress};
 use bus::settings::{NatsSettings, StreamSettings};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
@@ -30,6 +33,16 @@ enum Command {
     /// Dead letters: events a handler gave up on.
     #[command(subcommand)]
     Dlq(Dlq),
+    /// Where is a sign-up? Each event of one prospect and, for each
+    /// handler, applied, pending, in flight or dead-lettered.
+    Trace {
+        /// The prospect id, or the e-mail address it signed up with (asked
+        /// of the prospects service, so only for a saved prospect).
+        prospect: String,
+        /// The ledger as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -76,6 +89,8 @@ async fn main() -> anyhow::Result<()> {
     let settings: Settings = bus::settings::load().context("loading settings")?;
     bus::connection::check(&settings.nats).await?;
     let client = bus::connect(&settings.nats, "signup-cli").await?;
+    // Connected, not only connecting: a request would otherwise be refused.
+    client.flush().await.context("NATS did not answer")?;
     let letters = DeadLetters::new(client.clone(), &settings.nats.stream);
     let mut out = std::io::stdout().lock();
     match cli.command {
@@ -103,6 +118,25 @@ async fn main() -> anyhow::Result<()> {
         }
         // Connecting above already checked it.
         Command::Check => writeln!(out, "NATS is reachable")?,
+        Command::Trace { prospect, json } => {
+            let prospect_id = match prospect.trim().parse::<uuid::Uuid>() {
+                Ok(id) => id,
+                Err(_) => {
+                    let address = AddressRef { email: prospect.trim().to_owned() };
+                    bus::request::ask::<FindByAddress>(&client, &address, settings.nats.request_timeout())
+                        .await
+                        .context("no saved prospect holds that address; give the prospect id (the thank-you page's, or a dead letter's subject)")?
+                        .prospect_id
+                }
+            };
+            let js = bus::async_nats::jetstream::new(client.clone());
+            let ledger = Ledger::read(&js, &settings.nats.stream, prospect_id).await?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&ledger)?)?;
+            } else {
+                write!(out, "{}", ledger.render())?;
+            }
+        }
         Command::Dlq(Dlq::List { limit }) => {
             let list = letters.list(limit).await?;
             writeln!(out, "{:>6}  {:<20}  {:<18}  {:>4}  {:<24}  REASON", "SEQ", "CONSUMER", "EVENT", "TRY", "TYPE")?;

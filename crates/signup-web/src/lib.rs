@@ -51,11 +51,8 @@ fn body_too_large(error: &actix_web::Error) -> bool {
     error.as_response_error().status_code() == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE
 }
 
-/// The request's W3C `traceparent`, when it has a valid one.
+/// The trace context the request's events carry: the caller's trace
+/// continued, or a new one (set by `bus::ops::observe_http`).
 fn traceparent(request: &HttpRequest) -> Option<String> {
-    request
-        .headers()
-        .get(messages::cloudevents::TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(submit::valid_traceparent)
+    request.extensions().get::<bus::trace::TraceParent>().map(bus::trace::TraceParent::header)
 }

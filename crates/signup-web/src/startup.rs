@@ -75,8 +75,7 @@ impl Application {
                 // then metrics and the access log see every answer.
                 .wrap(from_fn(limits::limit_requests))
                 .wrap(limits::security_headers())
-                .wrap(from_fn(bus::ops::record_http))
-                .wrap(bus::ops::access_log())
+                .wrap(from_fn(bus::ops::observe_http))
                 .app_data(state.clone())
                 .app_data(rate_limiter.clone())
                 .app_data(web::PayloadConfig::new(limit))

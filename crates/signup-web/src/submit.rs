@@ -123,11 +123,3 @@ async fn publish<E: Event>(publisher: &Publisher, event: &E, traceparent: Option
         }
     }
 }
-
-/// A `traceparent` header worth passing on (W3C: version-traceid-spanid-flags).
-pub fn valid_traceparent(value: &str) -> Option<String> {
-    let parts: Vec<&str> = value.trim().split('-').collect();
-    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
-    (parts.len() == 4 && hex(parts[0], 2) && hex(parts[1], 32) && hex(parts[2], 16) && hex(parts[3], 2))
-        .then(|| value.trim().to_ascii_lowercase())
-}

@@ -5,11 +5,15 @@
 //!   store) to exercise outages.
 //! - [`TestDatabase`]: a uniquely named Postgres database on the machine's
 //!   server, dropped when the test ends.
+//! - [`otlp::OtlpReceiver`]: an OTLP/HTTP trace receiver the services export
+//!   their spans to, as to a collector.
 //!
 //! `NATS_SERVER_BIN` picks the `nats-server` binary (default: the project's
 //! own in `.local/venv/bin`, then from `PATH`, then `/usr/sbin/nats-server`);
 //! `SIGNUP_TEST_POSTGRES_URL` the Postgres server (default
 //! `postgres://postgres@127.0.0.1:5432`).
+
+pub mod otlp;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -8,7 +8,8 @@ use tracing::Instrument;
 
 use super::decode::decode;
 use super::settle::{Held, Outage, ack};
-use super::{ConsumerRunner, Delivery, Handler, HandlerError};
+use super::{ConsumerRunner, Delivery, EventMeta, Handler, HandlerError};
+use crate::trace::{EVENT_DESTINATION_TEMPLATE, MESSAGING_SYSTEM, TraceParent};
 
 impl ConsumerRunner {
     /// Decodes, applies and settles one fetched batch. Poison goes straight to
@@ -29,6 +30,7 @@ impl ConsumerRunner {
         if let Some(info) = messages.last().and_then(|m| m.info().ok()) {
             metrics::gauge!("signup_handler_pending", "consumer" => consumer.clone()).set(info.pending as f64);
         }
+        let exporting = crate::telemetry::exporting();
         let mut deliveries = Vec::with_capacity(messages.len());
         let mut held = Vec::with_capacity(messages.len());
         for message in messages {
@@ -37,11 +39,17 @@ impl ConsumerRunner {
             let (message, acker) = message.split();
             match decode::<H::Event>(&message, stream_sequence, delivered) {
                 Ok(delivery) => {
+                    let span = if exporting {
+                        self.event_span(&message.subject, &delivery.meta)
+                    } else {
+                        tracing::Span::none()
+                    };
                     deliveries.push(delivery);
-                    held.push(Held { message, acker, stream_sequence, delivered });
+                    held.push(Held { message, acker, stream_sequence, delivered, span });
                 }
                 Err(reason) => {
-                    let letter = Held { message, acker, stream_sequence, delivered };
+                    let span = tracing::Span::none();
+                    let letter = Held { message, acker, stream_sequence, delivered, span };
                     self.dead_letter(&letter, &format!("cannot be decoded: {reason}")).await;
                 }
             }
@@ -50,7 +58,27 @@ impl ConsumerRunner {
             return;
         }
         let first = deliveries.first().map(|d| d.meta.stream_sequence).unwrap_or_default();
-        let span = tracing::info_span!("batch", consumer = %self.durable_name, size = deliveries.len(), first_sequence = first);
+        let span = tracing::info_span!(
+            "batch",
+            otel.name = %format_args!("process {}", self.stream.name),
+            otel.kind = "consumer",
+            messaging.system = MESSAGING_SYSTEM,
+            messaging.operation.type = "process",
+            messaging.destination.name = %self.stream.name,
+            messaging.consumer.group.name = %self.durable_name,
+            messaging.batch.message_count = deliveries.len(),
+            consumer = %self.durable_name,
+            size = deliveries.len(),
+            first_sequence = first,
+        );
+        if exporting {
+            // The batch is its own trace, linked to each of its events'.
+            for delivery in &deliveries {
+                if let Some(parent) = delivery.meta.traceparent.as_deref().and_then(TraceParent::parse) {
+                    parent.link_from(&span);
+                }
+            }
+        }
         let started = std::time::Instant::now();
         self.apply(handler, &deliveries, &held, shutdown).instrument(span).await;
         metrics::histogram!("signup_handler_batch_size", "consumer" => consumer.clone())
@@ -59,6 +87,35 @@ impl ConsumerRunner {
             .record(started.elapsed().as_secs_f64());
         tracing::debug!(consumer = %self.durable_name, size = deliveries.len(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "batch settled");
+    }
+
+    /// The `process` span of one event, a child of the span that published
+    /// it (when the event carries its context), with the messaging
+    /// attributes. It ends when the event is settled.
+    fn event_span(&self, subject: &str, meta: &EventMeta) -> tracing::Span {
+        let kind = subject.rsplit('.').next().unwrap_or_default();
+        let span = tracing::info_span!(
+            "process",
+            otel.name = %format_args!("process {}", EVENT_DESTINATION_TEMPLATE.replace("{kind}", kind)),
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+            messaging.system = MESSAGING_SYSTEM,
+            messaging.operation.type = "process",
+            messaging.destination.name = %subject,
+            messaging.destination.template = EVENT_DESTINATION_TEMPLATE,
+            messaging.consumer.group.name = %self.durable_name,
+            messaging.message.id = %meta.event_id,
+            cloudevents.event_id = %meta.event_id,
+            cloudevents.event_type = %meta.ce_type,
+            messaging.nats.stream_sequence = meta.stream_sequence,
+            messaging.nats.delivered = meta.delivered,
+            trace_id = tracing::field::Empty,
+        );
+        if let Some(parent) = meta.traceparent.as_deref().and_then(TraceParent::parse) {
+            parent.adopt(&span);
+        }
+        span
     }
 
     /// Applies `deliveries`, settling each: acked when applied, retried or
@@ -90,7 +147,7 @@ impl ConsumerRunner {
                     for letter in letters {
                         ack(&letter.acker, AckKind::Ack).await;
                     }
-                    self.count_applied(letters.len());
+                    self.count_applied(pending);
                     if outage.active() {
                         tracing::info!(applied = letters.len(), "dependency back; held events applied");
                         self.resume_consumer().await;
@@ -141,8 +198,15 @@ impl ConsumerRunner {
         }
     }
 
-    pub(super) fn count_applied(&self, events: usize) {
+    /// Counts applied events, and records each one's critical time: from
+    /// the event's time (`ce-time`) to now, when it is applied and acked.
+    pub(super) fn count_applied<E>(&self, applied: &[Delivery<E>]) {
         metrics::counter!("signup_handler_events_applied_total", "consumer" => self.durable_name.clone())
-            .increment(events as u64);
+            .increment(applied.len() as u64);
+        let now = chrono::Utc::now();
+        let critical = metrics::histogram!("signup_handler_critical_time_seconds", "consumer" => self.durable_name.clone());
+        for time in applied.iter().filter_map(|delivery| delivery.meta.time) {
+            critical.record((now - time).to_std().unwrap_or_default().as_secs_f64());
+        }
     }
 }

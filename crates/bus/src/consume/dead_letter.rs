@@ -59,14 +59,17 @@ impl ConsumerRunner {
         };
         match stored {
             Ok(()) => {
-                tracing::error!(event_id, stream_sequence = letter.stream_sequence, delivered = letter.delivered,
-                    %reason, "event dead-lettered");
+                tracing::error!(event_id, trace_id = letter.trace_id(), stream_sequence = letter.stream_sequence,
+                    delivered = letter.delivered, %reason, "event dead-lettered");
+                letter.span.record("otel.status_code", "error");
+                letter.span.record("otel.status_description", format!("dead-lettered: {reason}"));
                 ack(&letter.acker, AckKind::Term).await;
                 metrics::counter!("signup_handler_events_dead_lettered_total", "consumer" => self.durable_name.clone())
                     .increment(1);
             }
             Err(error) => {
-                tracing::warn!(event_id, %error, "could not store the dead letter; the event will be redelivered");
+                tracing::warn!(event_id, trace_id = letter.trace_id(), %error,
+                    "could not store the dead letter; the event will be redelivered");
                 ack(&letter.acker, AckKind::Nak(Some(self.settings.retry_delay(letter.delivered)))).await;
             }
         }

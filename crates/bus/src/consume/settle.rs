@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use async_nats::jetstream::message::{AckKind, Acker};
-use messages::dlq;
+use messages::{cloudevents as ce, dlq};
 use tokio_util::sync::CancellationToken;
 
 use super::decode::header;
 use super::{ConsumerRunner, Delivery, HandlerError};
 use crate::backoff::Backoff;
 use crate::settings::ConsumerSettings;
+use crate::trace::TraceParent;
 
 impl ConsumerRunner {
     /// A dependency is down: keep the messages (progress acks), pause, and
@@ -57,8 +58,8 @@ impl ConsumerRunner {
             self.dead_letter(letter, &error.to_string()).await;
         } else {
             let delay = self.settings.retry_delay(delivery.meta.delivered);
-            tracing::warn!(event_id = %delivery.meta.event_id, delivered = delivery.meta.delivered, ?delay,
-                error = %error, "event not applied; will be redelivered");
+            tracing::warn!(event_id = %delivery.meta.event_id, trace_id = letter.trace_id(),
+                delivered = delivery.meta.delivered, ?delay, error = %error, "event not applied; will be redelivered");
             ack(&letter.acker, AckKind::Nak(Some(delay))).await;
             metrics::counter!("signup_handler_events_retried_total", "consumer" => self.durable_name.clone())
                 .increment(1);
@@ -93,9 +94,16 @@ pub(super) struct Held {
     pub(super) acker: Acker,
     pub(super) stream_sequence: u64,
     pub(super) delivered: i64,
+    /// The event's `process` span while traces are exported (else none).
+    pub(super) span: tracing::Span,
 }
 
 impl Held {
+    /// The trace the event belongs to, for log lines about it.
+    pub(super) fn trace_id(&self) -> String {
+        header(&self.message, ce::TRACEPARENT).and_then(TraceParent::parse).map(|t| t.trace_id()).unwrap_or_default()
+    }
+
     /// Where the event stands in the order: its first position when it is a
     /// replay, else its own.
     pub(super) fn logical_sequence(&self) -> u64 {

@@ -6,12 +6,13 @@
 //! [`main`] does the rest, the same way for every binary:
 //! 1. the command line: `run` (the default; `--from-start` for a handler),
 //!    `check`, and the service's own subcommands ([`cli`]);
-//! 2. the settings, layered and strict ([`settings`]), and logging
-//!    ([`telemetry`]);
+//! 2. the settings, layered and strict ([`settings`]), logging and, when
+//!    the OTLP variables ask for it, trace export ([`telemetry`]);
 //! 3. the NATS connection, made once;
 //! 4. the shutdown signal, and a stop bounded by `[shutdown] timeout_secs`
 //!    ([`shutdown`]);
-//! 5. at the end, pending messages flushed and the connection drained.
+//! 5. at the end, pending messages flushed, the connection drained and the
+//!    last spans sent.
 //!
 //! A handler's `run` is usually one call to [`Context::consume`]: readiness,
 //! the health/metrics server ([`ops`]) and the consumer runner. [`Backoff`]
@@ -194,12 +195,14 @@ impl Context {
 pub fn main<S: Service>() -> anyhow::Result<()> {
     let invocation = cli::parse::<S>(std::env::args_os());
     let settings: S::Settings = settings::load().context("loading settings")?;
-    telemetry::init(settings.log());
-    tokio::runtime::Builder::new_multi_thread()
+    telemetry::init(settings.log(), S::NAME).context("setting up logs and traces")?;
+    let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the Tokio runtime")?
-        .block_on(start::<S>(invocation, settings))
+        .block_on(start::<S>(invocation, settings));
+    telemetry::shutdown();
+    outcome
 }
 
 async fn start<S: Service>(invocation: Invocation<S::Command>, settings: S::Settings) -> anyhow::Result<()> {

@@ -4,7 +4,8 @@
 //!
 //! Metrics go through the [`metrics`] facade into one process-wide Prometheus
 //! recorder ([`prometheus`]); `/metrics` renders it. HTTP services wrap their
-//! app in [`record_http`] for request counts and latency by route, and answer
+//! app in [`observe_http`] for a span per request, request counts and latency
+//! by route, and the access log, and answer
 //! API errors with one body, [`Problem`] (RFC 9457).
 
 use std::collections::BTreeMap;
@@ -25,9 +26,14 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::is_connected;
+use crate::trace::TraceParent;
 
 /// Latency buckets, in seconds: 1 ms to 10 s.
 const SECONDS_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Critical-time buckets (event time to applied), in seconds: 5 ms to an
+/// hour, since an outage holds events for minutes.
+const CRITICAL_TIME_BUCKETS: &[f64] =
+    &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
 /// Batch-size buckets: 1 to 5,000 events.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0];
 
@@ -40,6 +46,13 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
             .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_batch_size".to_owned()), BATCH_BUCKETS))
+            // A full name wins over a suffix.
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("signup_handler_critical_time_seconds".to_owned()),
+                    CRITICAL_TIME_BUCKETS,
+                )
+            })
             .expect("bucket lists are not empty");
         let handle = match builder.install_recorder() {
             Ok(handle) => handle,
@@ -136,15 +149,6 @@ pub fn security_headers(content_security_policy: &'static str) -> DefaultHeaders
         .add((header::REFERRER_POLICY, "strict-origin-when-cross-origin"))
 }
 
-/// The access log: status, method, path and time — never bodies (they hold
-/// personal data), never the query string (the analytics token, search
-/// words), and never a link's token: a path segment that looks like a signed
-/// token (dotted and long) is replaced by `[redacted]`.
-pub fn access_log() -> actix_web::middleware::Logger {
-    actix_web::middleware::Logger::new("%s %{request}xi %Dms")
-        .custom_request_replace("request", |request| format!("{} {}", request.method(), redacted_path(request.path())))
-}
-
 /// `path` with every segment that looks like a signed token replaced.
 pub fn redacted_path(path: &str) -> String {
     path.split('/')
@@ -153,13 +157,27 @@ pub fn redacted_path(path: &str) -> String {
         .join("/")
 }
 
-/// Middleware: counts requests by method, matched route pattern (not the raw
-/// path, which would make a series per prospect) and status, and records
-/// their latency. Use with `actix_web::middleware::from_fn(record_http)`.
-pub async fn record_http(
+/// Middleware for every HTTP server: one span per request, request metrics
+/// and the access log line. Use with
+/// `actix_web::middleware::from_fn(observe_http)`.
+///
+/// - The span (`HTTP request`, kind `server`, named `<method> <route>`)
+///   continues the caller's `traceparent` or starts a trace; the request's
+///   [`TraceParent`] is in its extensions, for the events it publishes, and
+///   its `trace_id` is on every log line written while it is served.
+/// - Requests are counted by method, matched route pattern (not the raw
+///   path, which would make a series per prospect) and status, and timed.
+/// - The access log line: status, method, path and time — never bodies
+///   (they hold personal data), never the query string (the analytics token,
+///   search words), and never a link's token: a path segment that looks like
+///   a signed token (dotted and long) is replaced by `[redacted]`.
+pub async fn observe_http(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    use actix_web::HttpMessage as _;
+    use tracing::Instrument as _;
+
     let started = Instant::now();
     // Any token is a valid method: only the standard ones get their own series.
     let method: &'static str = match request.method().as_str() {
@@ -172,17 +190,46 @@ pub async fn record_http(
         "OPTIONS" => "OPTIONS",
         _ => "OTHER",
     };
-    let result = next.call(request).await;
+    let span = tracing::info_span!(
+        "HTTP request",
+        otel.name = method,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    let incoming = request
+        .headers()
+        .get(messages::cloudevents::TRACEPARENT)
+        .and_then(|value| value.to_str().ok())
+        .and_then(TraceParent::parse);
+    request.extensions_mut().insert(TraceParent::for_request(&span, incoming));
+    let path = redacted_path(request.path());
+    let result = next.call(request).instrument(span.clone()).await;
     let (route, status) = match &result {
         Ok(response) => {
             (response.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned()), response.status().as_u16())
         }
         Err(error) => ("unmatched".to_owned(), error.as_response_error().status_code().as_u16()),
     };
+    let elapsed = started.elapsed();
+    if crate::telemetry::exporting() {
+        // The span has started (its context made the request's trace), so
+        // a recorded `otel.name` would no longer reach it.
+        TraceParent::rename(&span, format!("{method} {route}"));
+        span.record("http.route", route.as_str());
+        span.record("http.response.status_code", status);
+        if status >= 500 {
+            span.record("otel.status_code", "error");
+        }
+    }
+    span.in_scope(|| tracing::info!("{status} {method} {path} {:.3}ms", elapsed.as_secs_f64() * 1e3));
     metrics::counter!("http_requests_total", "method" => method, "route" => route.clone(), "status" => status.to_string())
         .increment(1);
     metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+        .record(elapsed.as_secs_f64());
     result
 }
 
