@@ -67,6 +67,8 @@ async fn main() -> anyhow::Result<()> {
     let mut indexer_settings = Settings { nats: settings.clone(), ..Settings::default() };
     indexer_settings.analytics.port = 0;
     indexer_settings.analytics.index_dir = index_dir.path().join("index");
+    // The indexer refuses to start without a token (its API is closed).
+    indexer_settings.analytics.token = Some(secrecy::SecretString::from("index-throughput-example-token"));
     let indexer_client = bus::connect(&settings, analytics_indexer::CONSUMER_NAME).await?;
     let app = Application::build(&indexer_settings, indexer_client)?;
     let shutdown = CancellationToken::new();

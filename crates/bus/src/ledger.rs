@@ -156,7 +156,9 @@ impl Ledger {
         for event in &self.events {
             let replays = match event.replays.as_slice() {
                 [] => String::new(),
-                copies => format!(" (replayed as #{})", copies.iter().map(u64::to_string).collect::<Vec<_>>().join(", #")),
+                copies => {
+                    format!(" (replayed as #{})", copies.iter().map(u64::to_string).collect::<Vec<_>>().join(", #"))
+                }
             };
             let _ = writeln!(
                 out,
@@ -204,7 +206,9 @@ async fn messages_on(stream: &Stream, filter: &str) -> anyhow::Result<Vec<Stored
         found.push(Stored {
             sequence: message.sequence,
             subject: message.subject.to_string(),
-            time: DateTime::from_timestamp_nanos(i64::try_from(message.time.unix_timestamp_nanos()).unwrap_or_default()),
+            time: DateTime::from_timestamp_nanos(
+                i64::try_from(message.time.unix_timestamp_nanos()).unwrap_or_default(),
+            ),
             headers: message.headers,
         });
     }
@@ -305,7 +309,8 @@ fn state(info: &consumer::Info, first: u64, latest: u64, stored: DateTime<Utc>, 
         };
     }
     let started_new = !matches!(info.config.deliver_policy, consumer::DeliverPolicy::All);
-    let created = DateTime::from_timestamp_nanos(i64::try_from(info.created.unix_timestamp_nanos()).unwrap_or_default());
+    let created =
+        DateTime::from_timestamp_nanos(i64::try_from(info.created.unix_timestamp_nanos()).unwrap_or_default());
     if started_new && stored < created && latest == first {
         return State::NotDelivered;
     }

@@ -400,6 +400,14 @@ async fn each_service_works_with_its_own_user_and_is_refused_outside_its_permiss
     // is replayed by the operator.
     let genuine = deployment.sign_up("grace.deployment@example.com").await;
     deployment.saved(genuine).await;
+    // The indexer's user may read the delivery ledger (its operator side).
+    let (indexer, _) = deployment.client_as("analytics-indexer").await;
+    let ledger =
+        bus::ledger::Ledger::read(&quick_jetstream(&indexer), &bus::settings::StreamSettings::default(), genuine)
+            .await
+            .expect("the indexer's user reads the ledger");
+    let handlers: Vec<&str> = ledger.events[0].handlers.iter().map(|h| h.handler.as_str()).collect();
+    assert!(handlers.contains(&"save-prospect") && handlers.contains(&"analytics-indexer"), "{handlers:?}");
     let genuine_subject = messages::streams::event_subject(genuine, "signedup");
     let original = events.get_last_raw_message_by_subject(&genuine_subject).await.expect("the sign-up event");
     let ce_id = original.headers.get(messages::cloudevents::ID).expect("ce-id").as_str().to_owned();

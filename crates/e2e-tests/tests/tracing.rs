@@ -71,8 +71,9 @@ async fn one_form_sign_up_is_one_trace_from_the_request_to_every_handler() {
     let (request, publish, applied, batches) =
         eventually(Duration::from_secs(30), "the sign-up's spans from all three services", || async {
             let spans = receiver.spans();
-            let publish =
-                spans.iter().find(|s| s.attribute("messaging.destination.name") == Some(&subject) && s.kind == "producer")?;
+            let publish = spans
+                .iter()
+                .find(|s| s.attribute("messaging.destination.name") == Some(&subject) && s.kind == "producer")?;
             let request = spans.iter().find(|s| s.span_id == publish.parent_span_id)?;
             let applied: BTreeMap<String, ReceivedSpan> = spans
                 .iter()
@@ -148,7 +149,8 @@ async fn events_carry_the_requests_trace_even_with_traces_off() {
 
     // The caller's trace is continued, under a span of the web's own.
     let caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-    let prospect = sign_up_by_form(&bed, &format!("caller.{}@example.com", Uuid::now_v7().simple()), Some(caller)).await;
+    let prospect =
+        sign_up_by_form(&bed, &format!("caller.{}@example.com", Uuid::now_v7().simple()), Some(caller)).await;
     let headers = stored_headers(&bed, &format!("events.prospect.{prospect}.signedup")).await;
     let carried = bus::trace::TraceParent::parse(header(&headers, "traceparent")).expect("a valid traceparent");
     assert_eq!(carried.trace_id(), "0af7651916cd43dd8448eb211c80319c");
@@ -220,7 +222,9 @@ async fn the_ledger_shows_a_dead_letter_beside_the_handlers_that_applied_it_unti
         let ledger = ledger_json(&bed, &prospect).await?;
         let states = states(&ledger);
         let state = |h: &str| states.get(h).and_then(|s| s["state"].as_str()).unwrap_or_default().to_owned();
-        (state("analytics-indexer") == "applied" && state("mailer") == "applied" && state("save-prospect") == "deadLettered")
+        (state("analytics-indexer") == "applied"
+            && state("mailer") == "applied"
+            && state("save-prospect") == "deadLettered")
             .then_some(states)
     })
     .await
@@ -237,8 +241,7 @@ async fn the_ledger_shows_a_dead_letter_beside_the_handlers_that_applied_it_unti
     let after = eventually(Duration::from_secs(60), "applied everywhere after the replay", || async {
         let ledger = ledger_json(&bed, &prospect).await?;
         let states = states(&ledger);
-        (states.len() == handlers.len() && states.values().all(|s| s["state"] == "applied"))
-            .then_some(ledger)
+        (states.len() == handlers.len() && states.values().all(|s| s["state"] == "applied")).then_some(ledger)
     })
     .await
     .expect("applied everywhere");

@@ -11,9 +11,9 @@ use std::io::Write as _;
 use anyhow::Context as _;
 use bus::dlq::{DeadLetter, DeadLetters};
 use bus::ledger::Ledger;
-use messages::service::{AddressRef, FindByAddress};
 use bus::settings::{NatsSettings, StreamSettings};
 use clap::{Args, Parser, Subcommand};
+use messages::service::{AddressRef, FindByAddress};
 use serde::Deserialize;
 
 #[derive(Parser)]

@@ -58,19 +58,23 @@ impl ConsumerRunner {
             return;
         }
         let first = deliveries.first().map(|d| d.meta.stream_sequence).unwrap_or_default();
-        let span = tracing::info_span!(
-            "batch",
-            otel.name = %format_args!("process {}", self.stream.name),
-            otel.kind = "consumer",
-            messaging.system = MESSAGING_SYSTEM,
-            messaging.operation.type = "process",
-            messaging.destination.name = %self.stream.name,
-            messaging.consumer.group.name = %self.durable_name,
-            messaging.batch.message_count = deliveries.len(),
-            consumer = %self.durable_name,
-            size = deliveries.len(),
-            first_sequence = first,
-        );
+        let span = if exporting {
+            tracing::info_span!(
+                "batch",
+                otel.name = %format_args!("process {}", self.stream.name),
+                otel.kind = "consumer",
+                messaging.system = MESSAGING_SYSTEM,
+                messaging.operation.type = "process",
+                messaging.destination.name = %self.stream.name,
+                messaging.consumer.group.name = %self.durable_name,
+                messaging.batch.message_count = deliveries.len(),
+                consumer = %self.durable_name,
+                size = deliveries.len(),
+                first_sequence = first,
+            )
+        } else {
+            tracing::info_span!("batch", consumer = %self.durable_name, size = deliveries.len(), first_sequence = first)
+        };
         if exporting {
             // The batch is its own trace, linked to each of its events'.
             for delivery in &deliveries {
@@ -204,7 +208,8 @@ impl ConsumerRunner {
         metrics::counter!("signup_handler_events_applied_total", "consumer" => self.durable_name.clone())
             .increment(applied.len() as u64);
         let now = chrono::Utc::now();
-        let critical = metrics::histogram!("signup_handler_critical_time_seconds", "consumer" => self.durable_name.clone());
+        let critical =
+            metrics::histogram!("signup_handler_critical_time_seconds", "consumer" => self.durable_name.clone());
         for time in applied.iter().filter_map(|delivery| delivery.meta.time) {
             critical.record((now - time).to_std().unwrap_or_default().as_secs_f64());
         }

@@ -190,16 +190,22 @@ pub async fn observe_http(
         "OPTIONS" => "OPTIONS",
         _ => "OTHER",
     };
-    let span = tracing::info_span!(
-        "HTTP request",
-        otel.name = method,
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = method,
-        http.route = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-    );
+    let exporting = crate::telemetry::exporting();
+    // Without export the span only carries the trace id to the log lines.
+    let span = if exporting {
+        tracing::info_span!(
+            "HTTP request",
+            otel.name = method,
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = method,
+            http.route = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        )
+    } else {
+        tracing::info_span!("HTTP request", trace_id = tracing::field::Empty)
+    };
     let incoming = request
         .headers()
         .get(messages::cloudevents::TRACEPARENT)
@@ -215,7 +221,7 @@ pub async fn observe_http(
         Err(error) => ("unmatched".to_owned(), error.as_response_error().status_code().as_u16()),
     };
     let elapsed = started.elapsed();
-    if crate::telemetry::exporting() {
+    if exporting {
         // The span has started (its context made the request's trace), so
         // a recorded `otel.name` would no longer reach it.
         TraceParent::rename(&span, format!("{method} {route}"));
