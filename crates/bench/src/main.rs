@@ -19,14 +19,18 @@
 //!   second of the accepted load;
 //! - **latency**: at a steady 2,000 sign-ups/s, the time from each 303 to its
 //!   row being visible in Postgres (polled every 2 ms);
-//! - **memory**: each service's resident memory at rest and its peak under load.
+//! - **memory**: each service's resident memory at rest and its peak under load;
+//! - **cpu**: web + save-prospect + analytics-indexer under wrk (64
+//!   connections, distinct sign-ups) until the handlers caught up: CPU time
+//!   per accepted sign-up of each service, of nats-server and of the Postgres
+//!   processes, read from `/proc`.
 //!
 //! It prints a table with the targets and writes every figure as JSON.
 
 mod load;
 mod system;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -84,7 +88,7 @@ struct Cli {
     #[arg(long, default_value_t = 15)]
     latency_secs: u64,
     /// Phases to run.
-    #[arg(long, value_delimiter = ',', default_value = "accept,drain,sustained")]
+    #[arg(long, value_delimiter = ',', default_value = "accept,drain,sustained,cpu")]
     phases: Vec<String>,
 }
 
@@ -96,6 +100,7 @@ struct Results {
     sustained: Option<Sustained>,
     latency: Option<Latency>,
     memory: Option<HashMap<String, MemoryFigures>>,
+    cpu: Option<CpuPerSignUp>,
 }
 
 #[derive(Serialize)]
@@ -203,9 +208,18 @@ async fn main() -> anyhow::Result<()> {
         let (sustained, latency, memory) = sustained(&layout, &cli).await.context("sustained phase")?;
         (results.sustained, results.latency, results.memory) = (Some(sustained), Some(latency), Some(memory));
     }
+    if cli.phases.iter().any(|p| p == "cpu") {
+        say(
+            "cpu: web + save-prospect + analytics-indexer under wrk (64 connections, distinct sign-ups), CPU per process",
+        );
+        results.cpu = Some(cpu(&layout, &cli).await.context("cpu phase")?);
+    }
     let path = cli.out.join("results.json");
     std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
     println!("\n{}", table(&results));
+    if let Some(cpu) = &results.cpu {
+        println!("{}", cpu_table(cpu));
+    }
     say(&format!("figures written to {} ({:.0} s)", path.display(), started.elapsed().as_secs_f64()));
     Ok(())
 }
@@ -381,23 +395,44 @@ async fn raw_insert(conn: &mut AsyncPgConnection, chunk: &[ProspectSignedUp]) ->
     .await
 }
 
+/// web, save-prospect and analytics-indexer as `scripts/run` starts them,
+/// consuming, on `backends`.
+struct System {
+    services: Vec<Service>,
+    url: String,
+    _index_dir: tempfile::TempDir,
+}
+
+impl System {
+    async fn start(layout: &Layout, backends: &Backends, label: &str) -> anyhow::Result<Self> {
+        let index_dir = tempfile::tempdir()?;
+        let (port, analytics_port) = (test_support::free_port()?, test_support::free_port()?);
+        let mut env = web_env(backends, port);
+        env.push(("SIGNUP__ANALYTICS__PORT", analytics_port.to_string()));
+        env.push(("SIGNUP__ANALYTICS__INDEX_DIR", index_dir.path().display().to_string()));
+        env.push(("SIGNUP__ANALYTICS__TOKEN", "bench-analytics-token".to_owned()));
+        let services = vec![
+            Service::spawn(layout, SAVE, &format!("{label}-save-prospect"), &["run"], &env)?,
+            Service::spawn(layout, INDEX, &format!("{label}-analytics-indexer"), &["run"], &env)?,
+            Service::spawn(layout, "signup-web", &format!("{label}-signup-web"), &["serve"], &env)?,
+        ];
+        let url = format!("http://127.0.0.1:{port}");
+        wait_for_http(&format!("{url}/readyz"), Duration::from_secs(30)).await?;
+        backends.wait_for_consumer(SAVE, Duration::from_secs(60)).await?;
+        backends.wait_for_consumer(INDEX, Duration::from_secs(60)).await?;
+        Ok(Self { services, url, _index_dir: index_dir })
+    }
+
+    async fn stop(self) {
+        for service in self.services {
+            service.stop().await;
+        }
+    }
+}
+
 async fn sustained(layout: &Layout, cli: &Cli) -> anyhow::Result<(Sustained, Latency, HashMap<String, MemoryFigures>)> {
     let backends = Backends::start().await?;
-    let index_dir = tempfile::tempdir()?;
-    let (port, analytics_port) = (test_support::free_port()?, test_support::free_port()?);
-    let mut env = web_env(&backends, port);
-    env.push(("SIGNUP__ANALYTICS__PORT", analytics_port.to_string()));
-    env.push(("SIGNUP__ANALYTICS__INDEX_DIR", index_dir.path().display().to_string()));
-    env.push(("SIGNUP__ANALYTICS__TOKEN", "bench-analytics-token".to_owned()));
-    let mut services = vec![
-        Service::spawn(layout, "save-prospect", "sustained-save-prospect", &["run"], &env)?,
-        Service::spawn(layout, "analytics-indexer", "sustained-analytics-indexer", &["run"], &env)?,
-        Service::spawn(layout, "signup-web", "sustained-signup-web", &["serve"], &env)?,
-    ];
-    let url = format!("http://127.0.0.1:{port}");
-    wait_for_http(&format!("{url}/readyz"), Duration::from_secs(30)).await?;
-    backends.wait_for_consumer(SAVE, Duration::from_secs(60)).await?;
-    backends.wait_for_consumer(INDEX, Duration::from_secs(60)).await?;
+    let System { mut services, url, _index_dir } = System::start(layout, &backends, "sustained").await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let at_rest: Vec<Memory> = services.iter().map(Service::memory).collect::<anyhow::Result<_>>()?;
 
@@ -447,6 +482,102 @@ async fn sustained(layout: &Layout, cli: &Cli) -> anyhow::Result<(Sustained, Lat
         service.stop().await;
     }
     Ok((Sustained { step_secs: cli.step_secs, steps, highest_holding_per_sec: highest }, latency, memory))
+}
+
+/// CPU per accepted sign-up, by process: the whole system as `scripts/run`
+/// starts it (web, save-prospect, analytics-indexer), its nats-server and
+/// the Postgres processes, over a load of distinct sign-ups and until both
+/// handlers caught up.
+#[derive(Serialize)]
+struct CpuPerSignUp {
+    seconds: u64,
+    connections: u32,
+    accepted: u64,
+    accepted_per_sec: f64,
+    drained_after_secs: f64,
+    /// Microseconds of CPU (user + system) per accepted sign-up.
+    micros: BTreeMap<String, f64>,
+    /// The three services.
+    services_micros: f64,
+    /// Everything above, with nats-server and Postgres.
+    total_micros: f64,
+}
+
+async fn cpu(layout: &Layout, cli: &Cli) -> anyhow::Result<CpuPerSignUp> {
+    let backends = Backends::start().await?;
+    let system = System::start(layout, &backends, "cpu").await?;
+    let run_id = Uuid::now_v7().simple().to_string();
+    load::wrk(&cli.wrk_script, &system.url, 2, cli.connections, &format!("warm{run_id}"), &[]).await?;
+    backends.wait_drained(&[SAVE, INDEX], Duration::from_secs(120)).await?;
+    let mut processes: Vec<(String, u32)> =
+        system.services.iter().map(|s| s.pid().map(|pid| (s.name.clone(), pid))).collect::<anyhow::Result<_>>()?;
+    processes.push(("nats-server".to_owned(), backends.nats.pid().context("nats-server has exited")?));
+    let before = cpu_ticks(&processes)?;
+    let run = load::wrk(&cli.wrk_script, &system.url, cli.accept_secs, cli.connections, &run_id, &[]).await?;
+    let drained = backends.wait_drained(&[SAVE, INDEX], Duration::from_secs(300)).await?;
+    let after = cpu_ticks(&processes)?;
+    system.stop().await;
+    let accepted = run.requests - run.error_count();
+    anyhow::ensure!(accepted > 0, "no sign-up was accepted");
+    let per_tick = 1e6 / clock_ticks_per_sec() / accepted as f64;
+    let micros: BTreeMap<String, f64> = after
+        .iter()
+        .map(|(name, ticks)| {
+            (name.clone(), ticks.saturating_sub(before.get(name).copied().unwrap_or(0)) as f64 * per_tick)
+        })
+        .collect();
+    let services_micros = [SAVE, INDEX, "signup-web"].iter().filter_map(|n| micros.get(*n)).sum();
+    Ok(CpuPerSignUp {
+        seconds: cli.accept_secs,
+        connections: cli.connections,
+        accepted,
+        accepted_per_sec: run.rate(),
+        drained_after_secs: drained.as_secs_f64(),
+        total_micros: micros.values().sum(),
+        services_micros,
+        micros,
+    })
+}
+
+/// User + system clock ticks used so far by each named process, and by all
+/// the machine's Postgres processes together (`postgres`).
+fn cpu_ticks(processes: &[(String, u32)]) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut ticks = BTreeMap::new();
+    for (name, pid) in processes {
+        ticks.insert(name.clone(), process_ticks(*pid).with_context(|| format!("reading {name}'s CPU time"))?);
+    }
+    let mut postgres = 0;
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let is_postgres = std::fs::read_to_string(entry.path().join("comm")).is_ok_and(|c| c.trim() == "postgres");
+        // A backend may end between the two reads: it is counted as far as it was read.
+        if is_postgres && let Ok(used) = process_ticks(pid) {
+            postgres += used;
+        }
+    }
+    ticks.insert("postgres".to_owned(), postgres);
+    Ok(ticks)
+}
+
+/// Fields 14 to 17 of `/proc/<pid>/stat` (utime, stime, cutime, cstime), in clock ticks.
+fn process_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name is in parentheses and may hold spaces: count after it.
+    let fields: Vec<&str> = stat.rsplit_once(')').context("malformed stat")?.1.split_whitespace().collect();
+    let field = |i: usize| -> anyhow::Result<u64> { Ok(fields.get(i).context("short stat")?.parse()?) };
+    // utime + stime, and the time of children it waited for (the
+    // postmaster's ended backends).
+    Ok(field(11)? + field(12)? + field(13)? + field(14)?)
+}
+
+/// `getconf CLK_TCK` (100 on Linux).
+fn clock_ticks_per_sec() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 fn step(offered: u64, run: &WrkRun, save: u64, index: u64, caught_up: Duration) -> Step {
@@ -541,6 +672,21 @@ async fn watch_rows(
     Ok(histogram)
 }
 
+/// The "CPU per sign-up by process" table.
+fn cpu_table(c: &CpuPerSignUp) -> String {
+    let mut out = format!(
+        "CPU per sign-up by process ({} accepted in {} s, {:.0}/s, handlers caught up {:.1} s later)\n\n| process | CPU per sign-up |\n|---|---|\n",
+        c.accepted, c.seconds, c.accepted_per_sec, c.drained_after_secs
+    );
+    let mut by_cost: Vec<(&String, &f64)> = c.micros.iter().collect();
+    by_cost.sort_by(|a, b| b.1.total_cmp(a.1));
+    for (name, micros) in by_cost {
+        out.push_str(&format!("| {name} | {micros:.0} µs |\n"));
+    }
+    out.push_str(&format!("| **total** | **{:.0} µs** |\n", c.total_micros));
+    out
+}
+
 fn table(r: &Results) -> String {
     let mut rows: Vec<[String; 4]> = Vec::new();
     let yes = |ok: bool| if ok { "yes" } else { "NO" }.to_owned();
@@ -607,6 +753,27 @@ fn table(r: &Results) -> String {
                 ]);
             }
         }
+    }
+    if let Some(c) = &r.cpu {
+        let micros = |name: &str| c.micros.get(name).copied().unwrap_or_default();
+        rows.push([
+            "CPU per sign-up: web + save-prospect + analytics-indexer".into(),
+            format!("{:.0} µs ({:.0} µs with nats-server and Postgres)", c.services_micros, c.total_micros),
+            "≤ 125 µs".into(),
+            yes(c.services_micros <= 125.0),
+        ]);
+        rows.push([
+            "CPU per event: analytics-indexer".into(),
+            format!("{:.0} µs", micros(INDEX)),
+            "≤ 25 µs".into(),
+            yes(micros(INDEX) <= 25.0),
+        ]);
+        rows.push([
+            "CPU per accepted sign-up: signup-web".into(),
+            format!("{:.0} µs", micros("signup-web")),
+            "≤ 30 µs".into(),
+            yes(micros("signup-web") <= 30.0),
+        ]);
     }
     let header = ["figure".to_owned(), "measured".to_owned(), "target".to_owned(), "met".to_owned()];
     let mut out = String::new();

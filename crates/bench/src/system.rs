@@ -60,7 +60,7 @@ impl Service {
         Ok(Self { name: name.to_owned(), child })
     }
 
-    fn pid(&self) -> anyhow::Result<u32> {
+    pub fn pid(&self) -> anyhow::Result<u32> {
         self.child.id().with_context(|| format!("{} has exited", self.name))
     }
 

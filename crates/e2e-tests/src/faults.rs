@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use bus::async_nats::{self, jetstream};
 use bus::settings::NatsSettings;
+use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use messages::{Country, ProspectDetails, ProspectSignedUp, Role};
 use save_prospect::schema::prospects;
 use test_support::{TestDatabase, eventually, free_port};
 use uuid::Uuid;
@@ -259,4 +261,20 @@ pub async fn reached(progress: &AtomicUsize, n: usize) {
 pub async fn redelivered(client: &async_nats::Client, consumer: &str) -> usize {
     let stream = jetstream::new(client.clone()).get_stream("PROSPECTS").await.expect("stream");
     stream.consumer_info(consumer).await.expect("consumer").num_redelivered
+}
+
+/// A sign-up event (number `i`, with this company) as the web would publish it.
+pub fn sign_up(i: usize, company: &str) -> ProspectSignedUp {
+    ProspectSignedUp {
+        prospect_id: Uuid::now_v7(),
+        details: ProspectDetails {
+            first_name: "Good".into(),
+            last_name: format!("Event{i}"),
+            email: format!("good{i}.{}@example.com", Uuid::now_v7().simple()),
+            company_name: Some(company.into()),
+            country: Country { code: "GB".into(), name: "United Kingdom".into() },
+            role: Role { code: "EN".into(), name: "Engineer".into() },
+        },
+        signed_up_at: Utc::now(),
+    }
 }

@@ -13,12 +13,10 @@ use bus::async_nats::{self, jetstream};
 use bus::dlq::DeadLetters;
 use bus::settings::StreamSettings;
 use bus::{EventContext, Publisher};
-use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use e2e_tests::faults::{FaultBed, reached, spawn_burst};
+use e2e_tests::faults::{FaultBed, reached, sign_up, spawn_burst};
 use e2e_tests::processes::{Burst, burst};
-use messages::{Country, ProspectDetails, ProspectSignedUp, Role};
 use save_prospect::schema::{applied_events, prospects};
 use test_support::{NatsServer, eventually};
 use uuid::Uuid;
@@ -145,21 +143,6 @@ async fn a_table_locked_past_the_statement_timeout_dead_letters_nothing() {
     bed.all_saved(&burst.accepted).await;
     assert_eq!(bed.dead_letters().await, 0, "a database that does not answer in time is an outage");
     bed.report("table locked 10 s past a 1 s statement timeout, 2 deliveries", &burst.accepted, burst.refused).await;
-}
-
-fn sign_up(i: usize, company: &str) -> ProspectSignedUp {
-    ProspectSignedUp {
-        prospect_id: Uuid::now_v7(),
-        details: ProspectDetails {
-            first_name: "Good".into(),
-            last_name: format!("Event{i}"),
-            email: format!("good{i}.{}@example.com", Uuid::now_v7().simple()),
-            company_name: Some(company.into()),
-            country: Country { code: "GB".into(), name: "United Kingdom".into() },
-            role: Role { code: "EN".into(), name: "Engineer".into() },
-        },
-        signed_up_at: Utc::now(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

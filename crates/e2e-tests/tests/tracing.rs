@@ -9,11 +9,9 @@ use std::time::Duration;
 
 use bus::async_nats::jetstream;
 use bus::{EventContext, Publisher};
-use chrono::Utc;
 use diesel_async::RunQueryDsl;
-use e2e_tests::faults::{ANALYTICS_TOKEN, FaultBed};
+use e2e_tests::faults::{ANALYTICS_TOKEN, FaultBed, sign_up};
 use e2e_tests::processes::{burst, logs};
-use messages::{Country, ProspectDetails, ProspectSignedUp, Role};
 use test_support::otlp::{OtlpReceiver, ReceivedSpan};
 use test_support::{NatsServer, SmtpServer, eventually, free_port};
 use uuid::Uuid;
@@ -194,18 +192,7 @@ async fn the_ledger_shows_a_dead_letter_beside_the_handlers_that_applied_it_unti
     .execute(&mut conn)
     .await
     .expect("constraint");
-    let event = ProspectSignedUp {
-        prospect_id: Uuid::now_v7(),
-        details: ProspectDetails {
-            first_name: "Ledger".into(),
-            last_name: "Visitor".into(),
-            email: format!("ledger.{}@example.com", Uuid::now_v7().simple()),
-            company_name: Some("Broken Ltd".into()),
-            country: Country { code: "GB".into(), name: "United Kingdom".into() },
-            role: Role { code: "EN".into(), name: "Engineer".into() },
-        },
-        signed_up_at: Utc::now(),
-    };
+    let event = sign_up(0, "Broken Ltd");
     let prospect = event.prospect_id.to_string();
     let publisher = Publisher::new(bed.client.clone(), "/ledger-test", Duration::from_secs(5));
     publisher.publish(&event, &EventContext::new()).await.expect("publish");
