@@ -267,6 +267,11 @@ fn entries(copies: &[Stored], consumers: &[consumer::Info], letters: &[Stored]) 
         .collect()
 }
 
+/// A time as the server gives it (async-nats's), in UTC.
+fn utc(time: time::OffsetDateTime) -> DateTime<Utc> {
+    DateTime::from_timestamp_nanos(i64::try_from(time.unix_timestamp_nanos()).unwrap_or_default())
+}
+
 /// Whether the consumer's filter takes `subject`.
 fn takes(info: &consumer::Info, subject: &str) -> bool {
     let config = &info.config;
@@ -315,12 +320,7 @@ fn state(info: &consumer::Info, first: u64, latest: u64, stored: DateTime<Utc>, 
         return State::NotDelivered;
     }
     if latest <= info.ack_floor.stream_sequence {
-        let by = info
-            .ack_floor
-            .last_active
-            .and_then(|t| i64::try_from(t.unix_timestamp_nanos()).ok())
-            .map(DateTime::from_timestamp_nanos);
-        State::Applied { by }
+        State::Applied { by: info.ack_floor.last_active.map(utc) }
     } else if latest <= info.delivered.stream_sequence {
         State::InFlight { unacked: info.num_ack_pending as u64, redelivered: info.num_redelivered as u64 }
     } else {

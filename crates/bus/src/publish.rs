@@ -9,14 +9,14 @@ use uuid::Uuid;
 use crate::backoff::Backoff;
 use crate::connection::is_connected;
 use crate::telemetry;
-use crate::trace::{EVENT_DESTINATION_TEMPLATE, MESSAGING_SYSTEM, TraceParent};
+use crate::trace::{self, EVENT_DESTINATION_TEMPLATE, MESSAGING_SYSTEM, TraceParent};
 
 /// The `producer` span of one publish, with the messaging attributes.
 fn publish_span<E: Event>(event: &E, context: &EventContext) -> tracing::Span {
     let subject = event.subject();
     tracing::info_span!(
         "publish",
-        otel.name = %format_args!("send {}", EVENT_DESTINATION_TEMPLATE.replace("{kind}", E::KIND)),
+        otel.name = trace::event_span_name("send", E::KIND),
         otel.kind = "producer",
         otel.status_code = tracing::field::Empty,
         otel.status_description = tracing::field::Empty,

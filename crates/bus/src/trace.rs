@@ -32,6 +32,12 @@ pub const MESSAGING_SYSTEM: &str = "nats";
 /// conventions want a low-cardinality name, not one per prospect).
 pub const EVENT_DESTINATION_TEMPLATE: &str = "events.prospect.{prospect_id}.{kind}";
 
+/// The span name of `operation` (`send`, `process`) on events of `kind`:
+/// the destination template, not the subject with its prospect id.
+pub fn event_span_name(operation: &str, kind: &str) -> String {
+    format!("{operation} {}", EVENT_DESTINATION_TEMPLATE.replace("{kind}", kind))
+}
+
 /// A W3C trace context: which trace, which span is the parent, sampled or not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceParent(SpanContext);

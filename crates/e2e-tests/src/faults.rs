@@ -161,6 +161,20 @@ impl FaultBed {
         Ok(stdout)
     }
 
+    /// The fault of a bad migration: from now on the database refuses rows
+    /// of `company` (a check constraint named `constraint`). Returns the
+    /// connection that fixes it later (`DROP CONSTRAINT`).
+    pub async fn refuse_company(&self, constraint: &str, company: &str) -> AsyncPgConnection {
+        let mut conn = self.connect().await.expect("db");
+        diesel::sql_query(format!(
+            "ALTER TABLE prospects ADD CONSTRAINT {constraint} CHECK (company_name IS DISTINCT FROM '{company}')"
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("constraint");
+        conn
+    }
+
     /// A connection to the services' database, once it exists.
     pub async fn connect(&self) -> Option<AsyncPgConnection> {
         AsyncPgConnection::establish(&self.db.url()).await.ok()

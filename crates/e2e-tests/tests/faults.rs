@@ -224,13 +224,7 @@ async fn dead_letters_replayed_too_early_then_after_the_fix_are_saved_exactly_on
     let first = burst(bed.web_url.clone(), 1, 1, Arc::default()).await;
     bed.all_saved(&first.accepted).await;
     // The fault: the database rejects some rows (as a bad migration might).
-    let mut conn = bed.connect().await.expect("db");
-    diesel::sql_query(
-        "ALTER TABLE prospects ADD CONSTRAINT fault_test CHECK (company_name IS DISTINCT FROM 'Broken Ltd')",
-    )
-    .execute(&mut conn)
-    .await
-    .expect("constraint");
+    let mut conn = bed.refuse_company("fault_test", "Broken Ltd").await;
     let publisher = Publisher::new(bed.client.clone(), "/fault-test", Duration::from_secs(5));
     let mut good = BTreeSet::new();
     let mut broken = BTreeSet::new();

@@ -185,13 +185,7 @@ async fn the_ledger_shows_a_dead_letter_beside_the_handlers_that_applied_it_unti
     bed.all_saved(&first.accepted).await;
 
     // The fault: save-prospect's database refuses the row; the others apply it.
-    let mut conn = bed.connect().await.expect("db");
-    diesel::sql_query(
-        "ALTER TABLE prospects ADD CONSTRAINT ledger_test CHECK (company_name IS DISTINCT FROM 'Broken Ltd')",
-    )
-    .execute(&mut conn)
-    .await
-    .expect("constraint");
+    let mut conn = bed.refuse_company("ledger_test", "Broken Ltd").await;
     let event = sign_up(0, "Broken Ltd");
     let prospect = event.prospect_id.to_string();
     let publisher = Publisher::new(bed.client.clone(), "/ledger-test", Duration::from_secs(5));

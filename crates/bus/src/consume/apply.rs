@@ -9,7 +9,7 @@ use tracing::Instrument;
 use super::decode::decode;
 use super::settle::{Held, Outage, ack};
 use super::{ConsumerRunner, Delivery, EventMeta, Handler, HandlerError};
-use crate::trace::{EVENT_DESTINATION_TEMPLATE, MESSAGING_SYSTEM, TraceParent};
+use crate::trace::{self, EVENT_DESTINATION_TEMPLATE, MESSAGING_SYSTEM, TraceParent};
 
 impl ConsumerRunner {
     /// Decodes, applies and settles one fetched batch. Poison goes straight to
@@ -100,7 +100,7 @@ impl ConsumerRunner {
         let kind = subject.rsplit('.').next().unwrap_or_default();
         let span = tracing::info_span!(
             "process",
-            otel.name = %format_args!("process {}", EVENT_DESTINATION_TEMPLATE.replace("{kind}", kind)),
+            otel.name = trace::event_span_name("process", kind),
             otel.kind = "consumer",
             otel.status_code = tracing::field::Empty,
             otel.status_description = tracing::field::Empty,

@@ -121,6 +121,7 @@ pub fn init(settings: &LogSettings, service: &str) -> anyhow::Result<()> {
         LogFormat::Json => fmt.json().flatten_event(true).with_current_span(true).boxed(),
         LogFormat::Pretty => fmt.boxed(),
     };
+    let mut exporting_to = None;
     let traces = match Traces::from_env(|name| std::env::var(name).ok())? {
         Traces::Off => None,
         Traces::Otlp(_) if PROVIDER.get().is_some() => None,
@@ -131,21 +132,15 @@ pub fn init(settings: &LogSettings, service: &str) -> anyhow::Result<()> {
             opentelemetry::global::set_text_map_propagator(
                 opentelemetry_sdk::propagation::TraceContextPropagator::new(),
             );
+            exporting_to = Some(endpoint);
             Some(tracing_opentelemetry::layer().with_tracer(tracer))
         }
     };
     let _already_set = tracing_subscriber::registry().with(filter).with(logs).with(traces).try_init();
-    if let Some(endpoint) = traces_endpoint() {
+    if let Some(endpoint) = exporting_to {
         tracing::info!(%endpoint, "exporting traces over OTLP");
     }
     Ok(())
-}
-
-fn traces_endpoint() -> Option<String> {
-    match Traces::from_env(|name| std::env::var(name).ok()) {
-        Ok(Traces::Otlp(endpoint)) if exporting() => Some(endpoint),
-        _ => None,
-    }
 }
 
 fn provider(service: &str) -> anyhow::Result<SdkTracerProvider> {
