@@ -81,7 +81,8 @@ impl Known {
         let mut emails: Vec<String> =
             batch.iter().filter_map(|d| d.event.details()).map(|d| d.email.to_lowercase()).collect();
         emails.extend(by_id.values().filter_map(|s| s.email_key.clone()));
-        let applied = index.applied_events(batch.iter().map(|d| d.meta.event_id))?;
+        // Every event that wrote is recorded on its own prospect's document.
+        let applied = by_id.values().flat_map(|s| &s.event_ids).copied().collect();
         let mut known = Self { by_id, holders: HashMap::new(), applied, event: None };
         for state in index.holders_of(emails.iter().map(String::as_str))? {
             known.remember(state);
@@ -260,9 +261,20 @@ fn to_tantivy(at: chrono::DateTime<chrono::Utc>) -> DateTime {
     DateTime::from_timestamp_micros(at.timestamp_micros())
 }
 
-fn replace(writer: &IndexWriter, index: &ProspectIndex, id: Uuid, doc: TantivyDocument) -> anyhow::Result<()> {
-    // A delete only affects documents added before it: delete, then add.
-    writer.delete_term(Term::from_field_text(index.fields().id, &id.to_string()));
+/// Writes `doc` as the document of `id`, replacing the one `known` has.
+/// A document the index has never had (a new sign-up, most of them) is just
+/// added: a delete would cost a look-up in every segment at the commit.
+fn replace(
+    writer: &IndexWriter,
+    index: &ProspectIndex,
+    known: &Known,
+    id: Uuid,
+    doc: TantivyDocument,
+) -> anyhow::Result<()> {
+    if known.by_id.contains_key(&id) {
+        // A delete only affects documents added before it: delete, then add.
+        writer.delete_term(Term::from_field_text(index.fields().id, &id.to_string()));
+    }
     writer.add_document(doc)?;
     Ok(())
 }
@@ -318,7 +330,7 @@ fn write_live(
     doc.add_text(f.role_code, &details.role.code);
     doc.add_text(f.role_name, &details.role.name);
     doc.add_text(f.role_key, format!("{}{KEY_SEPARATOR}{}", details.role.code, details.role.name));
-    replace(writer, index, id, doc)?;
+    replace(writer, index, known, id, doc)?;
     known.remember(DocState {
         id,
         live: true,
@@ -341,7 +353,7 @@ fn write_tombstone(
     seq: u64,
 ) -> anyhow::Result<()> {
     let event_ids = known.event_ids(id);
-    replace(writer, index, id, document(index, &event_ids, id, DELETED, seq, signed_up_at))?;
+    replace(writer, index, known, id, document(index, &event_ids, id, DELETED, seq, signed_up_at))?;
     known.remember(DocState {
         id,
         live: false,

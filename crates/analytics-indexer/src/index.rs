@@ -8,19 +8,18 @@
 //! The stream sequence of the last applied batch is stored as the commit
 //! payload: an index without one is new and must be filled by a replay.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::Context as _;
 use messages::{Country, ProspectDetails, Role};
-use tantivy::collector::DocSetCollector;
 use tantivy::directory::MmapDirectory;
-use tantivy::query::TermSetQuery;
+use tantivy::indexer::LogMergePolicy;
 use tantivy::schema::{
     DateOptions, DateTimePrecision, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, TextFieldIndexing,
     TextOptions, Value,
 };
-use tantivy::{DateTime, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{DateTime, DocAddress, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, TERMINATED, TantivyDocument, Term};
 use uuid::Uuid;
 
 /// `state` of a live prospect's document.
@@ -72,8 +71,10 @@ pub struct Fields {
     pub signed_up_at: Field,
     /// [`YES`] once the owner of the address confirmed it, else [`NO`].
     pub confirmed: Field,
-    /// The `ce-id`s of the events applied to it (exact, several): an event
-    /// is applied once, whatever sequence it arrives with.
+    /// The `ce-id`s of the events applied to it (stored, several): an event
+    /// is applied once, whatever sequence it arrives with. Every event that
+    /// writes is recorded on its own prospect's document, so reading that
+    /// document tells whether an event was applied; no term index needed.
     pub event_ids: Field,
 }
 
@@ -104,7 +105,7 @@ pub fn schema() -> (Schema, Fields) {
         role_key: builder.add_text_field("role_key", group_key),
         signed_up_at: builder.add_date_field("signed_up_at", time),
         confirmed: builder.add_text_field("confirmed", STRING | STORED),
-        event_ids: builder.add_text_field("event_ids", STRING | STORED),
+        event_ids: builder.add_text_field("event_ids", STORED),
     };
     (builder.build(), fields)
 }
@@ -116,6 +117,11 @@ pub struct ProspectIndex {
     fields: Fields,
     dir: std::path::PathBuf,
 }
+
+/// How many segments of a size are merged into one.
+const MERGE_AT: usize = 12;
+/// Segments smaller than this are all of the smallest size.
+const MERGE_LAYER_DOCS: u32 = 20_000;
 
 /// The file beside the index that names the stream it was built from.
 const ORIGIN_FILE: &str = "stream-origin";
@@ -141,8 +147,18 @@ impl ProspectIndex {
     }
 
     /// A writer with `heap_bytes` of indexing memory. Only one may exist.
+    ///
+    /// One indexing thread: each commit then makes one segment, not one per
+    /// thread, and the handler's batches are what bounds the work anyway.
+    /// Segments are merged only once [`MERGE_AT`] of a size have gathered,
+    /// so a steady stream of commits is merged a few times, not at every turn.
     pub fn writer(&self, heap_bytes: usize) -> anyhow::Result<IndexWriter> {
-        Ok(self.index.writer(heap_bytes.max(15_000_000))?)
+        let writer = self.index.writer_with_num_threads(1, heap_bytes.max(15_000_000))?;
+        let mut policy = LogMergePolicy::default();
+        policy.set_min_num_segments(MERGE_AT);
+        policy.set_min_layer_size(MERGE_LAYER_DOCS);
+        writer.set_merge_policy(Box::new(policy));
+        Ok(writer)
     }
 
     /// The fields.
@@ -180,29 +196,40 @@ impl ProspectIndex {
 
     /// What the index holds about these prospects (live or tombstone).
     pub fn states_by_id(&self, ids: impl IntoIterator<Item = Uuid>) -> anyhow::Result<Vec<DocState>> {
-        let terms = ids.into_iter().map(|id| Term::from_field_text(self.fields.id, &id.to_string()));
-        self.states(TermSetQuery::new(terms))
-    }
-
-    /// Which of these events were applied already.
-    pub fn applied_events(&self, ids: impl IntoIterator<Item = Uuid>) -> anyhow::Result<HashSet<Uuid>> {
-        let ids: HashSet<Uuid> = ids.into_iter().collect();
-        let terms = ids.iter().map(|id| Term::from_field_text(self.fields.event_ids, &id.to_string()));
-        let states = self.states(TermSetQuery::new(terms))?;
-        Ok(states.iter().flat_map(|s| &s.event_ids).filter(|id| ids.contains(id)).copied().collect())
+        let terms: Vec<Term> = ids.into_iter().map(|id| Term::from_field_text(self.fields.id, &id.to_string())).collect();
+        self.states(self.fields.id, &terms)
     }
 
     /// The confirmed, live prospects holding these (lower-cased) e-mail
     /// addresses.
     pub fn holders_of<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> anyhow::Result<Vec<DocState>> {
-        let terms = keys.into_iter().map(|key| Term::from_field_text(self.fields.email_key, key));
-        Ok(self.states(TermSetQuery::new(terms))?.into_iter().filter(|s| s.live && s.confirmed).collect())
+        let terms: Vec<Term> = keys.into_iter().map(|key| Term::from_field_text(self.fields.email_key, key)).collect();
+        Ok(self.states(self.fields.email_key, &terms)?.into_iter().filter(|s| s.live && s.confirmed).collect())
     }
 
-    fn states(&self, query: TermSetQuery) -> anyhow::Result<Vec<DocState>> {
+    /// The live documents with any of `terms` (all of `field`), each once.
+    /// Each term is looked up in each segment's term dictionary: a batch's
+    /// few hundred exact keys cost that many look-ups, without building a
+    /// query automaton for them.
+    fn states(&self, field: Field, terms: &[Term]) -> anyhow::Result<Vec<DocState>> {
         let searcher = self.reader.searcher();
-        let mut states = Vec::new();
-        for address in searcher.search(&query, &DocSetCollector)? {
+        let mut addresses = BTreeSet::new();
+        for (ordinal, segment) in searcher.segment_readers().iter().enumerate() {
+            let inverted = segment.inverted_index(field)?;
+            let segment_ord = u32::try_from(ordinal)?;
+            for term in terms {
+                let Some(mut postings) = inverted.read_postings(term, IndexRecordOption::Basic)? else { continue };
+                let mut doc = postings.doc();
+                while doc != TERMINATED {
+                    if !segment.is_deleted(doc) {
+                        addresses.insert(DocAddress::new(segment_ord, doc));
+                    }
+                    doc = postings.advance();
+                }
+            }
+        }
+        let mut states = Vec::with_capacity(addresses.len());
+        for address in addresses {
             let doc: TantivyDocument = searcher.doc(address)?;
             states.push(DocState::read(&doc, &self.fields)?);
         }

@@ -49,9 +49,9 @@ impl Default for AnalyticsSettings {
             index_dir: PathBuf::from("data/analytics-index"),
             token: None,
             writer_memory_mb: 64,
-            // Each batch ends in an index commit: larger batches under load.
-            // Each batch is an index commit: gather for longer than save-prospect.
-            consumer: ConsumerSettings { batch_size: 2_000, linger_ms: 250, ..ConsumerSettings::default() },
+            // Each batch is an index commit, and each commit a segment that
+            // is merged later: under load, gather for half a second.
+            consumer: ConsumerSettings { batch_size: 8_000, linger_ms: 500, ..ConsumerSettings::default() },
         }
     }
 }

@@ -87,9 +87,14 @@ struct Cli {
     /// Seconds of the latency phase.
     #[arg(long, default_value_t = 15)]
     latency_secs: u64,
-    /// Phases to run.
-    #[arg(long, value_delimiter = ',', default_value = "accept,drain,sustained,cpu")]
+    /// Phases to run (`first-run` is measured by scripts/bench, which
+    /// passes its figure with `--first-run-secs`).
+    #[arg(long, value_delimiter = ',', default_value = "first-run,accept,drain,sustained,cpu")]
     phases: Vec<String>,
+    /// Seconds from `scripts/run` on a fresh clone to the form answering,
+    /// as scripts/bench measured it.
+    #[arg(long)]
+    first_run_secs: Option<f64>,
 }
 
 #[derive(Serialize, Default)]
@@ -101,6 +106,7 @@ struct Results {
     latency: Option<Latency>,
     memory: Option<HashMap<String, MemoryFigures>>,
     cpu: Option<CpuPerSignUp>,
+    first_run_secs: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -193,7 +199,8 @@ async fn main() -> anyhow::Result<()> {
     let bin_dir = std::env::current_exe()?.parent().context("no binary folder")?.to_owned();
     let layout = Layout { bin_dir, config_dir: cli.config_dir.clone(), log_dir: cli.out.join("logs") };
     std::fs::create_dir_all(&cli.out)?;
-    let mut results = Results { machine: machine(&layout).await, ..Results::default() };
+    let mut results =
+        Results { machine: machine(&layout).await, first_run_secs: cli.first_run_secs, ..Results::default() };
     let started = Instant::now();
     if cli.phases.iter().any(|p| p == "accept") {
         say("accept: synchronous baseline, then signup-web (wrk, 64 connections)");
@@ -710,8 +717,8 @@ fn table(r: &Results) -> String {
         rows.push([
             format!("drain: save-prospect, {} events", d.events),
             format!("{:.0} events/s ({:.2} s)", d.drain_per_sec, d.drain_secs),
-            "≥ 40,000/s".into(),
-            yes(d.drain_per_sec >= 40_000.0),
+            "—".into(),
+            "—".into(),
         ]);
         rows.push([
             "drain: raw batched insert, same rows".into(),
@@ -722,24 +729,24 @@ fn table(r: &Results) -> String {
         rows.push([
             "drain: handler / raw".into(),
             format!("{:.0}%", d.ratio * 100.0),
-            "≥ 50%".into(),
-            yes(d.ratio >= 0.5),
+            "≥ 60%".into(),
+            yes(d.ratio >= 0.6),
         ]);
     }
     if let Some(s) = &r.sustained {
         rows.push([
             "sustained: all three services".into(),
             format!("{:.0}/s", s.highest_holding_per_sec),
-            "≥ 20,000/s".into(),
-            yes(s.highest_holding_per_sec >= 20_000.0),
+            "≥ 14,000/s".into(),
+            yes(s.highest_holding_per_sec >= 14_000.0),
         ]);
     }
     if let Some(l) = &r.latency {
         rows.push([
             format!("latency: 303 → row, at {}/s", l.rate),
             format!("p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", l.visible_p50_ms, l.visible_p99_ms, l.visible_max_ms),
-            "p99 ≤ 250 ms".into(),
-            yes(l.visible_p99_ms <= 250.0),
+            "p99 ≤ 100 ms".into(),
+            yes(l.visible_p99_ms <= 100.0),
         ]);
     }
     if let Some(m) = &r.memory {
@@ -773,6 +780,14 @@ fn table(r: &Results) -> String {
             format!("{:.0} µs", micros("signup-web")),
             "≤ 30 µs".into(),
             yes(micros("signup-web") <= 30.0),
+        ]);
+    }
+    if let Some(secs) = r.first_run_secs {
+        rows.push([
+            "first scripts/run on a fresh clone, to the form answering".into(),
+            format!("{}:{:02} min", secs.round() as u64 / 60, secs.round() as u64 % 60),
+            "≤ 6 min".into(),
+            yes(secs <= 360.0),
         ]);
     }
     let header = ["figure".to_owned(), "measured".to_owned(), "target".to_owned(), "met".to_owned()];

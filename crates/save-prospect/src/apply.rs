@@ -150,7 +150,11 @@ enum ApplyError {
 /// per prospect (in a fixed order, so two instances cannot deadlock on them),
 /// so no other instance changes those prospects until this commits. Each event
 /// then compares its stream sequence with the row's `last_event_seq`: older
-/// events change nothing, and a deleted prospect stays deleted.
+/// events change nothing, and a deleted prospect stays deleted. (Sign-ups need
+/// the lock too: without it, an erasure applied at the same time by another
+/// instance could find no row yet, write its tombstone after the sign-up's
+/// row, and leave the data.) A segment of sign-ups is one upsert, without
+/// reading the rows first.
 ///
 /// Set-based: the new events are cut into [`segments`] — runs of one event
 /// kind in which no prospect and no e-mail address appears twice — and each
@@ -200,9 +204,13 @@ async fn apply_batch(conn: &mut AsyncPgConnection, batch: &[Delivery<ProspectEve
         let segment = segment.as_slice();
         // (`<[_]>::first`: diesel's `first` is in scope too.)
         let Some(first) = <[_]>::first(segment) else { continue };
+        if let ProspectEvent::SignedUp(_) = first.event {
+            sign_up(conn, segment).await?;
+            continue;
+        }
         let states = RowState::load(conn, ids(segment)).await?;
         match first.event {
-            ProspectEvent::SignedUp(_) => sign_up(conn, segment, &states).await?,
+            ProspectEvent::SignedUp(_) => unreachable!("applied above"),
             ProspectEvent::Confirmed(_) => confirm(conn, segment, &states, &mut merged).await?,
             ProspectEvent::EmailChangeRequested(_) => request_change(conn, segment, &states).await?,
             ProspectEvent::ManageLinkRequested(_) => segment.iter().for_each(|d| outcome(d, "nothing to save")),
@@ -357,29 +365,9 @@ fn ids(events: &[&Delivery<ProspectEvent>]) -> Vec<Uuid> {
 /// prospect holds their address: that prospect is not touched. A prospect
 /// that already has a row (an update or a delete got there first, or this is
 /// a replay) keeps it: only its sign-up time is corrected.
-async fn sign_up(
-    conn: &mut AsyncPgConnection,
-    segment: &[&Delivery<ProspectEvent>],
-    states: &HashMap<Uuid, RowState>,
-) -> QueryResult<()> {
-    let (known, new): (Vec<_>, Vec<_>) =
-        segment.iter().copied().partition(|d| states.contains_key(&d.event.prospect_id()));
-    if !known.is_empty() {
-        let times: Vec<DateTime<Utc>> = known.iter().map(|d| d.event.occurred_at()).collect();
-        diesel::sql_query(
-            "UPDATE prospects p SET signed_up_at = LEAST(p.signed_up_at, u.at) \
-             FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at) WHERE p.id = u.id",
-        )
-        .bind::<Array<SqlUuid>, _>(ids(&known))
-        .bind::<Array<Timestamptz>, _>(times)
-        .execute(conn)
-        .await?;
-        known.iter().for_each(|d| outcome(d, "prospect already known"));
-    }
-    if !new.is_empty() {
-        write_details(SIGN_UP, &new).execute(conn).await?;
-        new.iter().for_each(|d| outcome(d, "inserted, pending confirmation"));
-    }
+async fn sign_up(conn: &mut AsyncPgConnection, segment: &[&Delivery<ProspectEvent>]) -> QueryResult<()> {
+    write_details(SIGN_UP, segment).execute(conn).await?;
+    segment.iter().for_each(|d| outcome(d, "inserted pending confirmation, or sign-up time corrected"));
     Ok(())
 }
 
@@ -590,12 +578,13 @@ const ROWS: &str = "unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::t
     $8::timestamptz[], $9::bigint[]) AS u(id, email, first_name, last_name, company_name, country_code, role_code, \
     at, seq)";
 
-/// Inserts new prospects, pending confirmation.
+/// Inserts new prospects, pending confirmation; of a prospect that has a row
+/// already, only the sign-up time is corrected (the earlier one stands).
 const SIGN_UP: &str = "\
     INSERT INTO prospects (id, email, first_name, last_name, company_name, country_code, role_code, \
                            signed_up_at, updated_at, last_event_seq) \
     SELECT id, email, first_name, last_name, company_name, country_code, role_code, at, at, seq FROM {rows} \
-    ON CONFLICT (id) DO NOTHING";
+    ON CONFLICT (id) DO UPDATE SET signed_up_at = LEAST(prospects.signed_up_at, excluded.signed_up_at)";
 
 /// Applies a confirmed sign-up (`$1`) to the prospect holding its address
 /// (`$2`) at `$3` (stream sequence `$4`): the holder takes its details, the
