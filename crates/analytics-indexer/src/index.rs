@@ -19,7 +19,9 @@ use tantivy::schema::{
     DateOptions, DateTimePrecision, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, TextFieldIndexing,
     TextOptions, Value,
 };
-use tantivy::{DateTime, DocAddress, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, TERMINATED, TantivyDocument, Term};
+use tantivy::{
+    DateTime, DocAddress, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, TERMINATED, TantivyDocument, Term,
+};
 use uuid::Uuid;
 
 /// `state` of a live prospect's document.
@@ -196,7 +198,8 @@ impl ProspectIndex {
 
     /// What the index holds about these prospects (live or tombstone).
     pub fn states_by_id(&self, ids: impl IntoIterator<Item = Uuid>) -> anyhow::Result<Vec<DocState>> {
-        let terms: Vec<Term> = ids.into_iter().map(|id| Term::from_field_text(self.fields.id, &id.to_string())).collect();
+        let terms: Vec<Term> =
+            ids.into_iter().map(|id| Term::from_field_text(self.fields.id, &id.to_string())).collect();
         self.states(self.fields.id, &terms)
     }
 
