@@ -53,8 +53,9 @@ impl Handler for IndexHandler {
             let result = apply(&self.index, &mut writer, batch);
             if result.is_err() {
                 // Nothing of a failed batch may ride along with the next commit.
-                if let Err(error) = writer.rollback() {
-                    tracing::error!(%error, "could not roll back the index writer");
+                match writer.rollback() {
+                    Ok(_) => crate::index::set_merge_policy(&writer),
+                    Err(error) => tracing::error!(%error, "could not roll back the index writer"),
                 }
             }
             result
@@ -134,6 +135,10 @@ impl Known {
 /// confirmed prospect holds the address, moves its details there (the
 /// sign-up's document becomes a tombstone).
 fn apply(index: &ProspectIndex, writer: &mut IndexWriter, batch: &[Delivery<ProspectEvent>]) -> anyhow::Result<()> {
+    // The reader must see every commit before deciding: a reload that failed
+    // after the last commit would hide its documents, and a sign-up's
+    // document would then be added again beside the one committed.
+    index.reader().reload()?;
     let mut known = Known::load(index, batch)?;
     for delivery in batch {
         let seq = delivery.meta.stream_sequence;

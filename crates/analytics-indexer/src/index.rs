@@ -125,6 +125,15 @@ const MERGE_AT: usize = 12;
 /// Segments smaller than this are all of the smallest size.
 const MERGE_LAYER_DOCS: u32 = 20_000;
 
+/// Sets the indexer's merge policy on `writer` (a rollback gives the writer
+/// Tantivy's default one back, so the handler sets it again then).
+pub fn set_merge_policy(writer: &IndexWriter) {
+    let mut policy = LogMergePolicy::default();
+    policy.set_min_num_segments(MERGE_AT);
+    policy.set_min_layer_size(MERGE_LAYER_DOCS);
+    writer.set_merge_policy(Box::new(policy));
+}
+
 /// The file beside the index that names the stream it was built from.
 const ORIGIN_FILE: &str = "stream-origin";
 
@@ -156,10 +165,7 @@ impl ProspectIndex {
     /// so a steady stream of commits is merged a few times, not at every turn.
     pub fn writer(&self, heap_bytes: usize) -> anyhow::Result<IndexWriter> {
         let writer = self.index.writer_with_num_threads(1, heap_bytes.max(15_000_000))?;
-        let mut policy = LogMergePolicy::default();
-        policy.set_min_num_segments(MERGE_AT);
-        policy.set_min_layer_size(MERGE_LAYER_DOCS);
-        writer.set_merge_policy(Box::new(policy));
+        set_merge_policy(&writer);
         Ok(writer)
     }
 

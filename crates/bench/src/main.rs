@@ -1,7 +1,7 @@
 //! signup-bench: the benchmark behind `scripts/bench`.
 //!
-//! It measures the system as `scripts/run` starts it (release builds, the
-//! repository's `config/`), against a private nats-server (JetStream, file
+//! It measures the system as `scripts/run --release` starts it (the fully
+//! optimised build the images hold, the repository's `config/`), against a private nats-server (JetStream, file
 //! store) and databases of its own on the machine's Postgres, in phases:
 //!
 //! - **accept**: wrk POSTs distinct valid forms to `/signup` on 64

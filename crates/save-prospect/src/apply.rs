@@ -366,6 +366,12 @@ fn ids(events: &[&Delivery<ProspectEvent>]) -> Vec<Uuid> {
 /// that already has a row (an update or a delete got there first, or this is
 /// a replay) keeps it: only its sign-up time is corrected.
 async fn sign_up(conn: &mut AsyncPgConnection, segment: &[&Delivery<ProspectEvent>]) -> QueryResult<()> {
+    // One upsert may not touch a row twice: `segments` never puts a prospect
+    // twice in one segment.
+    debug_assert!(
+        segment.iter().map(|d| d.event.prospect_id()).collect::<HashSet<_>>().len() == segment.len(),
+        "a segment holds each prospect once"
+    );
     write_details(SIGN_UP, segment).execute(conn).await?;
     segment.iter().for_each(|d| outcome(d, "inserted pending confirmation, or sign-up time corrected"));
     Ok(())
