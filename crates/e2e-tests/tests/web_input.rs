@@ -143,6 +143,57 @@ async fn markup_comes_back_as_text() {
     system.stop().await.expect("stop");
 }
 
+/// Bytes that are not UTF-8 in a field (`firstName=%ff%fe`) were taken with a
+/// 303 and stored as two U+FFFD: they are refused with a 422 naming the field,
+/// on the form and the JSON API alike, and nothing is published.
+#[tokio::test]
+async fn text_that_is_not_utf8_is_refused_by_field_never_repaired() {
+    let system = System::start_without_saver().await.expect("system");
+    let form = |body: &'static str| {
+        system
+            .http
+            .post(system.web_url("/signup"))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    for (body, message) in [
+        (
+            "firstName=%ff%fe&lastName=Lovelace&email=ada%40example.com&country=GB&role=EN",
+            "First name must be valid UTF-8 text",
+        ),
+        (
+            "firstName=Ada&lastName=Lovelace&email=ada%40example.com&companyName=Caf%e9&country=GB&role=EN",
+            "Company must be valid UTF-8 text",
+        ),
+        (
+            "firstName=Ada&lastName=Lovelace&email=ad%c3%28a%40example.com&country=GB&role=EN",
+            "E-mail must be valid UTF-8 text",
+        ),
+    ] {
+        let response = form(body).await.expect("post");
+        assert_eq!(response.status(), 422, "{body}");
+        let page = response.text().await.expect("page");
+        assert!(page.contains(message), "{message} missing from the page for {body}");
+        assert!(page.contains("aria-invalid=\"true\""), "the field is marked: {message}");
+    }
+
+    let url = system.web_url("/api/prospects");
+    let mut body = br#"{"firstName":""#.to_vec();
+    body.extend_from_slice(b"\xff\xfe");
+    body.extend_from_slice(br#"","lastName":"Lovelace","email":"ada@example.com","country":"GB","role":"EN"}"#);
+    let response =
+        system.http.post(&url).header(CONTENT_TYPE, "application/json").body(body).send().await.expect("post");
+    assert_eq!(response.status(), 422);
+    assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
+    let problem: Value = response.json().await.expect("problem");
+    assert_eq!(problem["errors"][0]["field"], "firstName", "{problem}");
+    assert_eq!(problem["errors"].as_array().map(Vec::len), Some(1), "{problem}");
+
+    assert_eq!(stored_events(&system).await, 0, "nothing was published");
+    system.stop().await.expect("stop");
+}
+
 #[tokio::test]
 async fn wrong_content_type_and_oversized_bodies_are_refused() {
     let system = System::start_without_saver().await.expect("system");

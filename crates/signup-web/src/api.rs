@@ -122,7 +122,11 @@ pub struct BodyLimit(pub usize);
 /// Reads the sign-up fields from a JSON object; a field of the wrong type is
 /// reported against that field rather than failing the whole body.
 fn parse_json_input(body: &[u8]) -> Result<SignupInput, ApiError> {
-    let object: Map<String, Value> = match serde_json::from_slice(body) {
+    // Bytes that are not UTF-8 inside a string become U+FFFD here, which the
+    // field's own check refuses by name (422); anywhere else the body is
+    // not JSON (400).
+    let text = String::from_utf8_lossy(body);
+    let object: Map<String, Value> = match serde_json::from_str(&text) {
         Ok(Value::Object(object)) => object,
         Ok(_) => {
             return Err(ApiError::BadRequest("the request body must be a JSON object".into()));

@@ -111,6 +111,7 @@ impl EmailAddress {
     /// Parses a submitted address.
     pub fn parse(raw: Option<&str>) -> Result<Self, String> {
         let value = required(raw)?;
+        check_decoded(value)?;
         if value.chars().count() > Self::MAX_CHARS {
             return Err(format!("must be at most {} characters", Self::MAX_CHARS));
         }
@@ -220,7 +221,18 @@ fn required(raw: Option<&str>) -> Result<&str, String> {
     }
 }
 
+/// Bytes that were not UTF-8 reach the parsers as U+FFFD (the form and JSON
+/// decoders put one in their place): such text is refused, never stored
+/// repaired. A U+FFFD typed as such is refused too: it stands for text lost.
+fn check_decoded(value: &str) -> Result<(), String> {
+    if value.contains(char::REPLACEMENT_CHARACTER) {
+        return Err("must be valid UTF-8 text".to_owned());
+    }
+    Ok(())
+}
+
 fn check_text(value: &str, max_chars: usize) -> Result<(), String> {
+    check_decoded(value)?;
     if value.chars().count() > max_chars {
         return Err(format!("must be at most {max_chars} characters"));
     }
@@ -264,6 +276,18 @@ mod tests {
         let errors = NewProspect::parse(&SignupInput::default(), &Catalog::builtin()).expect_err("empty");
         assert_eq!(fields(&errors), vec![Field::FirstName, Field::LastName, Field::Email, Field::Country, Field::Role]);
         assert!(errors.iter().all(|e| e.message == "is required"));
+    }
+
+    #[test]
+    fn text_decoded_from_bytes_that_were_not_utf8_is_refused_by_field() {
+        let lost = String::from_utf8_lossy(b"\xff\xfe").into_owned();
+        let mut bad = input();
+        bad.first_name = Some(lost.clone());
+        bad.email = Some(format!("ad{lost}a@example.com"));
+        bad.company_name = Some(format!("Caf{lost}"));
+        let errors = NewProspect::parse(&bad, &Catalog::builtin()).expect_err("refused");
+        assert_eq!(fields(&errors), vec![Field::FirstName, Field::Email, Field::CompanyName]);
+        assert!(errors.iter().all(|e| e.message == "must be valid UTF-8 text"), "{errors:?}");
     }
 
     #[test]
@@ -323,10 +347,11 @@ mod tests {
                 prop_assert!(!value.is_empty());
                 prop_assert!(value.chars().count() <= PersonName::MAX_CHARS);
                 prop_assert!(!value.chars().any(char::is_control));
+                prop_assert!(!value.contains(char::REPLACEMENT_CHARACTER));
             } else {
                 let trimmed = raw.trim();
                 prop_assert!(trimmed.is_empty() || trimmed.chars().count() > PersonName::MAX_CHARS
-                    || trimmed.chars().any(char::is_control));
+                    || trimmed.chars().any(char::is_control) || trimmed.contains(char::REPLACEMENT_CHARACTER));
             }
         }
 
