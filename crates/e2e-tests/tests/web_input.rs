@@ -237,6 +237,17 @@ async fn the_json_api_accepts_and_explains() {
     let body: Value = response.json().await.expect("json");
     assert_eq!(body, json!({ "prospectId": id.to_string() }));
 
+    // The served OpenAPI document describes what was just answered.
+    let doc: Value =
+        system.http.get(system.web_url("/api/openapi.json")).send().await.expect("doc").json().await.expect("json");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let accepted = &doc["components"]["schemas"]["Accepted"];
+    assert_eq!(
+        accepted["properties"].as_object().map(|p| p.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["prospectId".to_owned()])
+    );
+    assert!(doc["paths"]["/api/prospects"]["post"]["responses"]["202"]["headers"]["Location"].is_object());
+
     let bad = json!({ "firstName": "", "lastName": 42, "email": "nope", "country": "ZZ", "role": "EN" });
     let response = system.http.post(&url).json(&bad).send().await.expect("post");
     assert_eq!(response.status(), 422);

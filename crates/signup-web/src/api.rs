@@ -88,6 +88,30 @@ struct Accepted {
 }
 
 /// `POST /api/prospects`: 202 with `Location` once the event is stored.
+#[utoipa::path(
+    post,
+    path = "/api/prospects",
+    request_body(content = crate::openapi::SignUp, content_type = "application/json"),
+    responses(
+        (status = 202, description = "The sign-up is stored as an event; a confirmation mail follows",
+            body = crate::openapi::Accepted,
+            headers(("Location" = String, description = "Where the sign-up's status is: /api/prospects/{id}"))),
+        (status = 400, description = "The body is not a JSON object", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than the limit", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
+        (status = 422, description = "Some fields are invalid: each is named in `errors`",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this client", body = crate::openapi::Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Sign-ups cannot be stored now; nothing was saved", body = crate::openapi::Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
 pub async fn create_prospect(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -162,11 +186,21 @@ fn parse_json_input(body: &[u8]) -> Result<SignupInput, ApiError> {
 }
 
 /// `GET /api/countries`: the countries the form offers, in form order.
+#[utoipa::path(
+    get,
+    path = "/api/countries",
+    responses((status = 200, description = "The countries, in form order", body = Vec<crate::openapi::Reference>))
+)]
 pub async fn countries(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(state.catalog().countries())
 }
 
 /// `GET /api/roles`: the roles the form offers, in form order.
+#[utoipa::path(
+    get,
+    path = "/api/roles",
+    responses((status = 200, description = "The roles, in form order", body = Vec<crate::openapi::Reference>))
+)]
 pub async fn roles(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(state.catalog().roles())
 }
@@ -186,6 +220,19 @@ struct StatusBody<'a> {
 /// `GET /api/prospects/{id}`: where a sign-up is. An id that was never
 /// signed up reads as `pending`, like one not saved yet. When the service
 /// does not answer in time: 503 with status `unknown`.
+#[utoipa::path(
+    get,
+    path = "/api/prospects/{id}",
+    params(("id" = String, Path, description = "The prospect id from the 202's body or Location")),
+    responses(
+        (status = 200, description = "The status: never personal data", body = crate::openapi::ProspectStatus),
+        (status = 404, description = "The id is not a UUID", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "The status cannot be checked now (`unknown`)",
+            body = crate::openapi::ProspectStatus,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
 pub async fn prospect_status(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let prospect_id: uuid::Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     Ok(match state.status(prospect_id).await {

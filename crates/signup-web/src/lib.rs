@@ -18,6 +18,8 @@
 //! - [`submit`]: parse + publish, shared by the form and the API.
 //! - [`pages`], [`api`], [`health`]: the HTTP handlers; `/metrics` and
 //!   request metrics come from `bus::ops`.
+//! - [`openapi`]: the JSON API's OpenAPI 3.1 document (`/api/openapi.json`),
+//!   generated from the handlers' annotations.
 //! - [`limits`]: security headers on every answer, per-client rate limit on POSTs.
 //! - [`startup`]: [`Application`], which binds, runs and stops the server;
 //!   its `Service` is the binary (`run`, alias `serve`, and `check`).
@@ -27,6 +29,7 @@ pub mod catalog;
 pub mod domain;
 pub mod health;
 pub mod limits;
+pub mod openapi;
 pub mod pages;
 pub mod reference;
 pub mod settings;

@@ -18,7 +18,7 @@ use crate::limits::{self, RateLimiter};
 use crate::reference::ReferenceData;
 use crate::settings::Settings;
 use crate::state::AppState;
-use crate::{api, health, pages};
+use crate::{api, health, openapi, pages};
 
 /// A bound, not yet running, signup-web server.
 pub struct Application {
@@ -104,6 +104,7 @@ impl Application {
                 .route("/api/prospects/{id}", web::get().to(api::prospect_status))
                 .route("/api/countries", web::get().to(api::countries))
                 .route("/api/roles", web::get().to(api::roles))
+                .route("/api/openapi.json", web::get().to(openapi::openapi_json))
                 .route("/healthz", web::get().to(bus::ops::healthz))
                 .route("/readyz", web::get().to(health::readyz))
                 .route("/metrics", web::get().to(bus::ops::metrics_endpoint))
