@@ -1,8 +1,9 @@
 //! signup-bench: the benchmark behind `scripts/bench`.
 //!
 //! It measures the system as `scripts/run --release` starts it (the fully
-//! optimised build the images hold, the repository's `config/`), against a private nats-server (JetStream, file
-//! store) and databases of its own on the machine's Postgres, in phases:
+//! optimised build the images hold, the repository's `config/`), against a
+//! private nats-server (JetStream, file store) and databases of its own on
+//! the machine's Postgres, in phases:
 //!
 //! - **accept**: wrk POSTs distinct valid forms to `/signup` on 64
 //!   connections — first to `sync-baseline` (validates the same way, inserts

@@ -204,13 +204,14 @@ async fn apply_batch(conn: &mut AsyncPgConnection, batch: &[Delivery<ProspectEve
         let segment = segment.as_slice();
         // (`<[_]>::first`: diesel's `first` is in scope too.)
         let Some(first) = <[_]>::first(segment) else { continue };
-        if let ProspectEvent::SignedUp(_) = first.event {
-            sign_up(conn, segment).await?;
-            continue;
-        }
-        let states = RowState::load(conn, ids(segment)).await?;
+        // Sign-ups are one upsert, and a link request saves nothing: neither
+        // reads the rows.
+        let states = match first.event {
+            ProspectEvent::SignedUp(_) | ProspectEvent::ManageLinkRequested(_) => HashMap::new(),
+            _ => RowState::load(conn, ids(segment)).await?,
+        };
         match first.event {
-            ProspectEvent::SignedUp(_) => unreachable!("applied above"),
+            ProspectEvent::SignedUp(_) => sign_up(conn, segment).await?,
             ProspectEvent::Confirmed(_) => confirm(conn, segment, &states, &mut merged).await?,
             ProspectEvent::EmailChangeRequested(_) => request_change(conn, segment, &states).await?,
             ProspectEvent::ManageLinkRequested(_) => segment.iter().for_each(|d| outcome(d, "nothing to save")),

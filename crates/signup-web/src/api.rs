@@ -38,10 +38,14 @@ pub enum ApiError {
     TooManyRequests(u64),
 }
 
-#[derive(Serialize)]
-struct ProblemField<'a> {
+/// One invalid field of a 422.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ProblemField<'a> {
+    /// The field's name, as sent.
     field: &'a str,
+    /// What is wrong with it.
     detail: &'a str,
+    /// JSON Pointer to the field in the request body.
     pointer: String,
 }
 
@@ -80,10 +84,11 @@ impl ResponseError for ApiError {
     }
 }
 
-/// The body of a 202.
-#[derive(Serialize)]
+/// The body of a 202: the event is stored.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Accepted {
+pub(crate) struct Accepted {
+    /// The new prospect.
     prospect_id: uuid::Uuid,
 }
 
@@ -94,7 +99,7 @@ struct Accepted {
     request_body(content = crate::openapi::SignUp, content_type = "application/json"),
     responses(
         (status = 202, description = "The sign-up is stored as an event; a confirmation mail follows",
-            body = crate::openapi::Accepted,
+            body = Accepted,
             headers(("Location" = String, description = "Where the sign-up's status is: /api/prospects/{id}"))),
         (status = 400, description = "The body is not a JSON object", body = crate::openapi::Problem,
             content_type = "application/problem+json"),
@@ -206,14 +211,19 @@ pub async fn roles(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// The body of `GET /api/prospects/{id}`: a status, never personal data.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct StatusBody<'a> {
+#[schema(as = ProspectStatus)]
+pub(crate) struct StatusBody<'a> {
+    /// The prospect.
     prospect_id: uuid::Uuid,
-    /// `pending`, `confirmed`, `deleted`, or `unknown` when it cannot be
-    /// checked now.
+    /// `pending` (not confirmed yet, or not saved yet), `confirmed`,
+    /// `deleted`, or `unknown` when it cannot be checked now (503).
+    #[schema(pattern = "^(pending|confirmed|deleted|unknown)$")]
     status: &'a str,
+    /// Why the status is unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     detail: Option<&'a str>,
 }
 
@@ -225,11 +235,11 @@ struct StatusBody<'a> {
     path = "/api/prospects/{id}",
     params(("id" = String, Path, description = "The prospect id from the 202's body or Location")),
     responses(
-        (status = 200, description = "The status: never personal data", body = crate::openapi::ProspectStatus),
+        (status = 200, description = "The status: never personal data", body = StatusBody),
         (status = 404, description = "The id is not a UUID", body = crate::openapi::Problem,
             content_type = "application/problem+json"),
         (status = 503, description = "The status cannot be checked now (`unknown`)",
-            body = crate::openapi::ProspectStatus,
+            body = StatusBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]

@@ -5,7 +5,10 @@
 //! The request body of `POST /api/prospects` is read field by field (a field
 //! of the wrong type is reported against that field), so its schema is the
 //! [`SignUp`] type here rather than a type the handler deserialises; the
-//! limits in it are the domain's (`crate::domain`).
+//! limits in it are the domain's (`crate::domain`). The answers' schemas are
+//! the handlers' own body types (`crate::api`); the problem body is
+//! `bus::ops::Problem`'s shape, described here because `bus` stays free of
+//! the OpenAPI generator.
 
 use actix_web::HttpResponse;
 use serde::Serialize;
@@ -33,30 +36,6 @@ pub struct SignUp {
     role: String,
 }
 
-/// The answer to an accepted sign-up: the event is stored.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Accepted {
-    /// The new prospect.
-    prospect_id: uuid::Uuid,
-}
-
-/// Where a sign-up stands.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ProspectStatus {
-    /// The prospect.
-    prospect_id: uuid::Uuid,
-    /// `pending` (not confirmed yet, or not saved yet), `confirmed`,
-    /// `deleted`, or `unknown` when it cannot be checked now (503).
-    #[schema(pattern = "^(pending|confirmed|deleted|unknown)$")]
-    status: String,
-    /// Why the status is unknown.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    detail: Option<String>,
-}
-
 /// A country or role the form offers.
 #[derive(Serialize, ToSchema)]
 pub struct Reference {
@@ -81,18 +60,7 @@ pub struct Problem {
     /// One entry per invalid field (422 only).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
-    errors: Option<Vec<ProblemField>>,
-}
-
-/// One invalid field of a 422.
-#[derive(Serialize, ToSchema)]
-pub struct ProblemField {
-    /// The field's name, as sent.
-    field: String,
-    /// What is wrong with it.
-    detail: String,
-    /// JSON Pointer to the field in the request body.
-    pointer: String,
+    errors: Option<Vec<crate::api::ProblemField<'static>>>,
 }
 
 /// The document.
@@ -110,7 +78,7 @@ pub struct ProblemField {
         crate::api::roles,
         openapi_json
     ),
-    components(schemas(SignUp, Accepted, ProspectStatus, Reference, Problem, ProblemField))
+    components(schemas(SignUp, Reference, Problem))
 )]
 pub struct ApiDoc;
 
