@@ -5,7 +5,7 @@ use std::sync::Arc;
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::StatusCode;
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, get, web};
 use askama::Template;
 use bus::ops::Problem;
 use chrono::NaiveDate;
@@ -101,39 +101,70 @@ pub struct RawParams {
     token: Option<String>,
 }
 
-fn parse_params(request: &HttpRequest) -> Result<(RawParams, Search), ApiError> {
+/// `YYYY-MM-DD`, digits and dashes where RFC 3339 puts them.
+fn is_full_date(value: &str) -> bool {
+    value.len() == 10
+        && value.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() })
+}
+
+/// Who asks: the dashboard's form sends every field, empty ones included, as
+/// typed; the API takes exactly what its OpenAPI document says (a parameter
+/// is absent or a value of its format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Form,
+    Api,
+}
+
+fn parse_params(request: &HttpRequest, caller: Caller) -> Result<(RawParams, Search), ApiError> {
     let raw: RawParams = serde_urlencoded::from_str(request.query_string())
         .map_err(|e| ApiError::BadRequest(format!("the query string cannot be read: {e}")))?;
+    // The form's blank fields mean "any"; the API's parameters are left out
+    // for that, so a blank or padded one is refused as malformed.
+    let given = |value: &Option<String>| -> Option<String> {
+        match caller {
+            Caller::Form => value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned),
+            Caller::Api => value.clone(),
+        }
+    };
     let date = |name: &str, value: &Option<String>| -> Result<Option<NaiveDate>, ApiError> {
-        match value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+        match given(value).as_deref() {
             None => Ok(None),
-            Some(v) => NaiveDate::parse_from_str(v, "%Y-%m-%d")
+            // RFC 3339's full-date exactly (the parser alone would take
+            // "2026-1-5" or "+2026-01-05").
+            Some(v) if is_full_date(v) => NaiveDate::parse_from_str(v, "%Y-%m-%d")
                 .map(Some)
                 .map_err(|_| ApiError::BadRequest(format!("{name} must be a date like 2026-11-21, not {v:?}"))),
+            Some(v) => Err(ApiError::BadRequest(format!("{name} must be a date like 2026-11-21, not {v:?}"))),
         }
     };
     let code = |name: &str, value: &Option<String>| -> Result<Option<String>, ApiError> {
-        match value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+        match given(value).as_deref() {
             None => Ok(None),
-            Some(v) if v.len() <= 3 && (v == "-" || v.chars().all(|c| c.is_ascii_alphanumeric())) => {
+            Some(v) if (1..=3).contains(&v.len()) && (v == "-" || v.chars().all(|c| c.is_ascii_alphanumeric())) => {
                 Ok(Some(v.to_owned()))
             }
             Some(v) => Err(ApiError::BadRequest(format!("{name} must be a code like GB, not {v:?}"))),
         }
     };
     let range = DateRange { from: date("from", &raw.from)?, to: date("to", &raw.to)? };
-    if let (Some(from), Some(to)) = (range.from, range.to)
+    // A reversed range holds no day: the API answers it (with nothing), the
+    // dashboard points out the slip.
+    if let (Caller::Form, Some(from), Some(to)) = (caller, range.from, range.to)
         && from > to
     {
         return Err(ApiError::BadRequest(format!("from ({from}) must not be after to ({to})")));
     }
-    let page =
-        match raw.page.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
-            None => 1,
-            Some(v) => v.parse::<usize>().ok().filter(|p| (1..=10_000).contains(p)).ok_or_else(|| {
-                ApiError::BadRequest(format!("page must be a whole number from 1 to 10000, not {v:?}"))
-            })?,
-        };
+    let page = match given(&raw.page).as_deref() {
+        None => 1,
+        Some(v) => v
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| v.parse::<usize>().ok())
+            .flatten()
+            .filter(|p| (1..=10_000).contains(p))
+            .ok_or_else(|| ApiError::BadRequest(format!("page must be a whole number from 1 to 10000, not {v:?}")))?,
+    };
     let text = raw.q.clone().unwrap_or_default();
     if text.chars().count() > 200 {
         return Err(ApiError::BadRequest("q must be at most 200 characters".into()));
@@ -143,11 +174,31 @@ fn parse_params(request: &HttpRequest) -> Result<(RawParams, Search), ApiError> 
 }
 
 /// `GET /api/analytics/summary?from=&to=`
-pub async fn summary(state: web::Data<HttpState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    operation_id = "summary",
+    params(
+        ("from" = Option<String>, Query, format = Date, description = "First sign-up day counted (UTC)"),
+        ("to" = Option<String>, Query, format = Date,
+            description = "Last sign-up day counted (UTC); before `from`, no day is"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Counts of live prospects signed up in the range", body = Summary),
+        (status = 400, description = "A parameter is malformed; the detail names it", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = crate::openapi::Problem,
+            content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "Bearer realm=\"signup-analytics\""))),
+        (status = 503, description = "The index cannot answer now", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
+    )
+)]
+#[get("/api/analytics/summary")]
+pub async fn api_summary(state: web::Data<HttpState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
     if !state.authorized(&request) {
         return Err(ApiError::Unauthorized);
     }
-    let (_, search) = parse_params(&request)?;
+    let (_, search) = parse_params(&request, Caller::Api)?;
     let index = Arc::clone(&state.index);
     let summary = web::block(move || index.summary(search.range)).await.map_err(|e| anyhow::anyhow!("{e}"))??;
     Ok(HttpResponse::Ok().json(summary))
@@ -156,7 +207,24 @@ pub async fn summary(state: web::Data<HttpState>, request: HttpRequest) -> Resul
 /// `GET /api/analytics/delivery/{prospect_id}`: where each of the
 /// prospect's events stands with each handler (the `signup trace` ledger,
 /// see `bus::ledger`), for operators with the token.
-pub async fn delivery(
+#[utoipa::path(
+    operation_id = "delivery",
+    params(("prospect_id" = uuid::Uuid, Path, description = "The prospect")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Each of the prospect's events and where it stands with each handler \
+            (the JSON of `signup trace --json`)", body = Object),
+        (status = 400, description = "The id is not a UUID", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = crate::openapi::Problem,
+            content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "Bearer realm=\"signup-analytics\""))),
+        (status = 503, description = "NATS cannot answer now", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
+    )
+)]
+#[get("/api/analytics/delivery/{prospect_id}")]
+pub async fn api_delivery(
     state: web::Data<HttpState>,
     request: HttpRequest,
     prospect_id: web::Path<String>,
@@ -172,11 +240,35 @@ pub async fn delivery(
 }
 
 /// `GET /api/analytics/search?q=&country=&role=&from=&to=&page=`
-pub async fn search(state: web::Data<HttpState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    operation_id = "search",
+    params(
+        ("q" = Option<String>, Query, max_length = 200,
+            description = "Words matched as prefixes (and loosely) against names, address and company"),
+        ("country" = Option<String>, Query, pattern = "^(-|[A-Za-z0-9]{1,3})$", description = "A country code"),
+        ("role" = Option<String>, Query, pattern = "^(-|[A-Za-z0-9]{1,3})$", description = "A role code"),
+        ("from" = Option<String>, Query, format = Date, description = "First sign-up day (UTC)"),
+        ("to" = Option<String>, Query, format = Date, description = "Last sign-up day (UTC); before `from`, no day is"),
+        ("page" = Option<u16>, Query, minimum = 1, maximum = 10000, description = "1-based page of 20"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of live prospects", body = SearchPage),
+        (status = 400, description = "A parameter is malformed; the detail names it", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = crate::openapi::Problem,
+            content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "Bearer realm=\"signup-analytics\""))),
+        (status = 503, description = "The index cannot answer now", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
+    )
+)]
+#[get("/api/analytics/search")]
+pub async fn api_search(state: web::Data<HttpState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
     if !state.authorized(&request) {
         return Err(ApiError::Unauthorized);
     }
-    let (_, search) = parse_params(&request)?;
+    let (_, search) = parse_params(&request, Caller::Api)?;
     let index = Arc::clone(&state.index);
     let page = web::block(move || index.search(&search)).await.map_err(|e| anyhow::anyhow!("{e}"))??;
     Ok(HttpResponse::Ok().json(page))
@@ -219,7 +311,7 @@ pub async fn login(state: web::Data<HttpState>, form: web::Form<LoginForm>) -> H
 /// `GET /analytics`: the dashboard. `?token=` logs a browser in (the link
 /// `scripts/run` prints) and redirects to a clean URL.
 pub async fn dashboard(state: web::Data<HttpState>, request: HttpRequest) -> HttpResponse {
-    let (raw, search) = match parse_params(&request) {
+    let (raw, search) = match parse_params(&request, Caller::Form) {
         Ok(parsed) => parsed,
         Err(error) => {
             return crate::dashboard::error_page(StatusCode::BAD_REQUEST, &error.to_string());

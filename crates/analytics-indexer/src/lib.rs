@@ -17,6 +17,8 @@
 //! - [`query`]: the summary and the search.
 //! - [`http`], [`dashboard`]: the API, the dashboard, access control, and
 //!   the operators' delivery ledger of a prospect (`bus::ledger`).
+//! - [`openapi`]: the API's OpenAPI 3.1 document (bearer auth), built from
+//!   the routes it serves.
 //! - [`Application`]: opens the index, binds the port, consumes and serves
 //!   until shutdown; its [`Service`] is the binary (`run`, `reindex`, `check`).
 
@@ -24,6 +26,7 @@ pub mod dashboard;
 pub mod handler;
 pub mod http;
 pub mod index;
+pub mod openapi;
 pub mod query;
 pub mod settings;
 
@@ -40,6 +43,7 @@ use bus::async_nats::{self, jetstream};
 use bus::ops::Readiness;
 use bus::runtime::{Context, Service, Then};
 use tokio_util::sync::CancellationToken;
+use utoipa_actix_web::AppExt as _;
 
 use crate::handler::IndexHandler;
 use crate::http::HttpState;
@@ -107,12 +111,14 @@ impl Application {
                 .app_data(readiness.clone())
                 .route("/analytics", web::get().to(http::dashboard))
                 .route("/analytics/login", web::post().to(http::login))
-                .route("/api/analytics/summary", web::get().to(http::summary))
-                .route("/api/analytics/search", web::get().to(http::search))
-                .route("/api/analytics/delivery/{prospect_id}", web::get().to(http::delivery))
                 .route("/healthz", web::get().to(bus::ops::healthz))
                 .route("/readyz", web::get().to(bus::ops::readyz))
                 .route("/metrics", web::get().to(bus::ops::metrics_endpoint))
+                // The analytics API, as its OpenAPI document describes it.
+                .into_utoipa_app()
+                .configure(openapi::routes)
+                .into_app()
+                .configure(|config| bus::ops::undeclared_methods(config, openapi::document()))
         })
         .disable_signals()
         .shutdown_timeout(10)

@@ -25,7 +25,7 @@ pub struct DateRange {
 }
 
 /// `GET /api/analytics/summary`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
     /// Live prospects in the range, confirmed or not.
@@ -43,7 +43,7 @@ pub struct Summary {
 }
 
 /// One country or role and its count.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Group {
     /// Code.
     pub code: String,
@@ -54,7 +54,7 @@ pub struct Group {
 }
 
 /// One day and its count.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Day {
     /// `YYYY-MM-DD` (UTC).
     pub date: String,
@@ -81,7 +81,7 @@ pub struct Search {
 pub const PAGE_SIZE: usize = 20;
 
 /// One page of results.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SearchPage {
     /// Matches in all pages.
@@ -95,7 +95,7 @@ pub struct SearchPage {
 }
 
 /// One prospect found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Hit {
     /// Id.
@@ -109,8 +109,10 @@ pub struct Hit {
     /// Company, if given.
     pub company_name: Option<String>,
     /// Country.
+    #[schema(value_type = crate::openapi::Reference)]
     pub country: messages::Country,
     /// Role.
+    #[schema(value_type = crate::openapi::Reference)]
     pub role: messages::Role,
     /// Sign-up time, RFC 3339.
     pub signed_up_at: String,
@@ -126,9 +128,13 @@ impl ProspectIndex {
             Box::new(TermQuery::new(Term::from_field_text(f.state, LIVE), IndexRecordOption::Basic)),
         )];
         if range.from.is_some() || range.to.is_some() {
+            // The index keeps nanoseconds in an i64 (years 1677 to 2262): a
+            // day outside them bounds nothing, so it is taken as the nearest
+            // representable instant (multiplying would overflow).
             let day = |d: NaiveDate| {
                 let start = Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default());
-                Term::from_field_date(f.signed_up_at, DateTime::from_timestamp_secs(start.timestamp()))
+                let nanos = start.timestamp().saturating_mul(1_000_000_000);
+                Term::from_field_date(f.signed_up_at, DateTime::from_timestamp_nanos(nanos))
             };
             let lower = range.from.map_or(Bound::Unbounded, |d| Bound::Included(day(d)));
             let upper = range.to.and_then(|d| d.succ_opt()).map_or(Bound::Unbounded, |d| Bound::Excluded(day(d)));

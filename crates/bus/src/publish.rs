@@ -106,6 +106,8 @@ pub struct Publisher {
     js: jetstream::Context,
     source: String,
     retry_for: std::time::Duration,
+    /// The public URL of signup-web, which serves the payloads' schemas.
+    schema_base_url: Option<String>,
 }
 
 impl Publisher {
@@ -113,7 +115,7 @@ impl Publisher {
     pub fn new(client: Client, source: impl Into<String>, ack_timeout: std::time::Duration) -> Self {
         let js =
             jetstream::ContextBuilder::new().timeout(ack_timeout).backpressure_on_inflight(true).build(client.clone());
-        Self { client, js, source: source.into(), retry_for: std::time::Duration::ZERO }
+        Self { client, js, source: source.into(), retry_for: std::time::Duration::ZERO, schema_base_url: None }
     }
 
     /// Keeps trying a publish that failed for a passing reason (not
@@ -123,6 +125,15 @@ impl Publisher {
     #[must_use]
     pub fn with_retry(mut self, retry_for: std::time::Duration) -> Self {
         self.retry_for = retry_for;
+        self
+    }
+
+    /// Gives every event a `ce-dataschema`: the URL where signup-web,
+    /// answering at `base_url` (its public URL), serves the event type's
+    /// JSON Schema.
+    #[must_use]
+    pub fn with_dataschema(mut self, base_url: &str) -> Self {
+        self.schema_base_url = Some(base_url.to_owned());
         self
     }
 
@@ -197,6 +208,9 @@ impl Publisher {
         headers.insert(ce::TYPE, E::TYPE);
         headers.insert(ce::TIME, context.time.to_rfc3339_opts(SecondsFormat::Millis, true).as_str());
         headers.insert(ce::CONTENT_TYPE, ce::JSON_CONTENT_TYPE);
+        if let Some(base_url) = &self.schema_base_url {
+            headers.insert(ce::DATASCHEMA, ce::dataschema_url(base_url, E::TYPE).as_str());
+        }
         // The publish span's own context when traces are exported.
         match TraceParent::of(&tracing::Span::current()) {
             Some(own) => headers.insert(ce::TRACEPARENT, own.header().as_str()),

@@ -12,6 +12,8 @@ pub const SOURCE: &str = "ce-source";
 pub const TYPE: &str = "ce-type";
 /// When the event happened, RFC 3339.
 pub const TIME: &str = "ce-time";
+/// The URI of the payload's JSON Schema ([`dataschema_url`]).
+pub const DATASCHEMA: &str = "ce-dataschema";
 /// Payload media type; always [`JSON_CONTENT_TYPE`].
 pub const CONTENT_TYPE: &str = "Content-Type";
 /// W3C trace context, when the event was caused by a traced request.
@@ -23,3 +25,9 @@ pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
 pub const SPEC_VERSION: &str = "1.0";
 /// The payload's media type.
 pub const JSON_CONTENT_TYPE: &str = "application/json";
+
+/// Where signup-web, answering at `base_url` (its public URL), serves the
+/// JSON Schema of events of `ce_type`: the events' `ce-dataschema`.
+pub fn dataschema_url(base_url: &str, ce_type: &str) -> String {
+    format!("{}/api/schemas/{ce_type}.json", base_url.trim_end_matches('/'))
+}

@@ -82,6 +82,16 @@ pub enum ProspectEvent {
 }
 
 impl ProspectEvent {
+    /// Every `ce-type` this set decodes.
+    pub const TYPES: [&'static str; 6] = [
+        ProspectSignedUp::TYPE,
+        ProspectUpdated::TYPE,
+        ProspectDeleted::TYPE,
+        ProspectConfirmed::TYPE,
+        ProspectEmailChangeRequested::TYPE,
+        ManageLinkRequested::TYPE,
+    ];
+
     /// The prospect the event is about.
     pub fn prospect_id(&self) -> uuid::Uuid {
         match self {

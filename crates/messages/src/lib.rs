@@ -20,17 +20,24 @@
 //! - [`cloudevents`]: header names of the CloudEvents 1.0 NATS binding.
 //! - [`streams`]: stream and subject names.
 //! - [`dlq`]: dead-letter headers and subjects.
+//! - [`asyncapi`]: the AsyncAPI 3.0 document of all the above (events,
+//!   dead letters, request-reply), generated from these types.
+//! - [`schemas`]: each event's JSON Schema by `ce-type`, as served at the
+//!   events' `ce-dataschema`.
 //!
 //! The JSON Schema of each event is checked in under `schemas/` and the exact
 //! JSON of an example of each under `tests/golden/`; `cargo test -p messages`
-//! fails when the structs drift from either (`UPDATE_CONTRACT=1` rewrites them
+//! fails when the structs drift from either, or from the AsyncAPI
+//! document checked in as `asyncapi.json` (`UPDATE_CONTRACT=1` rewrites them
 //! after a deliberate, compatible change).
 
+pub mod asyncapi;
 pub mod cloudevents;
 pub mod decode;
 pub mod dlq;
 pub mod events;
 pub mod reference;
+pub mod schemas;
 pub mod service;
 pub mod streams;
 

@@ -8,6 +8,7 @@
 //! codes below.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -43,17 +44,20 @@ pub trait Endpoint: Send + Sync + 'static {
     /// The endpoint's name in `$SRV.INFO` (the subject after `prospects.`).
     const NAME: &'static str;
     /// The request's JSON.
-    type Request: Serialize + DeserializeOwned + Send + Sync;
+    type Request: Serialize + DeserializeOwned + JsonSchema + Send + Sync;
     /// The reply's JSON.
-    type Reply: Serialize + DeserializeOwned + Send + Sync;
+    type Reply: Serialize + DeserializeOwned + JsonSchema + Send + Sync;
+    /// What the endpoint answers, as the AsyncAPI document says it.
+    const SUMMARY: &'static str;
 }
 
 macro_rules! endpoint {
-    ($(#[$doc:meta])* $name:ident, $subject:expr, $endpoint:literal, $request:ty => $reply:ty) => {
+    ($(#[$doc:meta])* $name:ident, $subject:expr, $endpoint:literal, $summary:literal, $request:ty => $reply:ty) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy)]
         pub struct $name;
         impl Endpoint for $name {
+            const SUMMARY: &'static str = $summary;
             const SUBJECT: &'static str = $subject;
             const NAME: &'static str = $endpoint;
             type Request = $request;
@@ -64,23 +68,23 @@ macro_rules! endpoint {
 
 endpoint!(
     /// [`REFERENCE_COUNTRIES`]: the countries of the form, in form order.
-    ReferenceCountries, REFERENCE_COUNTRIES, "reference-countries", () => Vec<Country>
+    ReferenceCountries, REFERENCE_COUNTRIES, "reference-countries", "The countries of the form, in form order.", () => Vec<Country>
 );
 endpoint!(
     /// [`REFERENCE_ROLES`]: the roles of the form, in form order.
-    ReferenceRoles, REFERENCE_ROLES, "reference-roles", () => Vec<Role>
+    ReferenceRoles, REFERENCE_ROLES, "reference-roles", "The roles of the form, in form order.", () => Vec<Role>
 );
 endpoint!(
     /// [`STATUS`]: where a sign-up is.
-    StatusOf, STATUS, "status", ProspectRef => StatusReply
+    StatusOf, STATUS, "status", "Where a sign-up is (an id never signed up reads as pending).", ProspectRef => StatusReply
 );
 endpoint!(
     /// [`GET`]: a live prospect's details.
-    GetProspect, GET, "get", ProspectRef => ProspectView
+    GetProspect, GET, "get", "A live prospect's details; error 404 when unknown or erased.", ProspectRef => ProspectView
 );
 endpoint!(
     /// [`FIND`]: the live prospect holding an address.
-    FindByAddress, FIND, "find", AddressRef => FoundProspect
+    FindByAddress, FIND, "find", "The live prospect holding an address (the confirmed one, else the earliest); error 404 when none. Only for services that mail the address itself.", AddressRef => FoundProspect
 );
 
 /// Error code: the request is not valid JSON of the expected shape.
@@ -91,7 +95,7 @@ pub const NOT_FOUND: usize = 404;
 pub const UNAVAILABLE: usize = 503;
 
 /// Names one prospect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProspectRef {
     /// The prospect id given at sign-up.
@@ -99,7 +103,7 @@ pub struct ProspectRef {
 }
 
 /// Names an e-mail address (compared case-insensitively).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AddressRef {
     /// The address as typed.
@@ -107,7 +111,7 @@ pub struct AddressRef {
 }
 
 /// The reply of [`FIND`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FoundProspect {
     /// The prospect holding the address.
@@ -119,7 +123,7 @@ pub struct FoundProspect {
 }
 
 /// Where a sign-up is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Waiting for the owner of the address to confirm it (saved or not yet);
@@ -154,14 +158,14 @@ impl Status {
 }
 
 /// The reply of [`STATUS`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StatusReply {
     /// The status.
     pub status: Status,
 }
 
 /// The reply of [`GET`]: a prospect's current details.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProspectView {
     /// The prospect's id (when a second sign-up with the same e-mail was merged
@@ -184,7 +188,7 @@ pub struct ProspectView {
 }
 
 /// A requested e-mail change, as [`ProspectView`] shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PendingChange {
     /// The `ce-id` of the `ProspectEmailChangeRequested` event: the link

@@ -177,3 +177,9 @@ fn a_missing_required_field_is_rejected() {
     let err = serde_json::from_str::<ProspectSignedUp>(json).expect_err("lastName and others are required");
     assert!(err.to_string().contains("missing field"), "{err}");
 }
+
+#[test]
+fn the_asyncapi_document_matches_the_types() {
+    let doc = serde_json::to_string_pretty(&messages::asyncapi::document()).expect("the document serialises") + "\n";
+    assert_matches_file("asyncapi.json", &doc);
+}

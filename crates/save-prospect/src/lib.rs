@@ -143,7 +143,8 @@ async fn run(settings: Settings, context: Context) -> anyhow::Result<()> {
     let expiring = tokio::spawn(expiry::run(
         pool.clone(),
         bus::Publisher::new(client.clone(), "/save-prospect", settings.nats.request_timeout())
-            .with_retry(settings.nats.publish_retry()),
+            .with_retry(settings.nats.publish_retry())
+            .with_dataschema(&settings.links.base_url),
         settings.links.confirm_within(),
         Duration::from_secs(settings.save_prospect.expiry_check_secs.max(1)),
         shutdown.clone(),

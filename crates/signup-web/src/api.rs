@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, get, post, web};
 use bus::ops::Problem;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -94,8 +94,6 @@ pub(crate) struct Accepted {
 
 /// `POST /api/prospects`: 202 with `Location` once the event is stored.
 #[utoipa::path(
-    post,
-    path = "/api/prospects",
     request_body(content = crate::openapi::SignUp, content_type = "application/json"),
     responses(
         (status = 202, description = "The sign-up is stored as an event; a confirmation mail follows",
@@ -117,6 +115,7 @@ pub(crate) struct Accepted {
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
+#[post("/api/prospects")]
 pub async fn create_prospect(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -192,20 +191,18 @@ fn parse_json_input(body: &[u8]) -> Result<SignupInput, ApiError> {
 
 /// `GET /api/countries`: the countries the form offers, in form order.
 #[utoipa::path(
-    get,
-    path = "/api/countries",
     responses((status = 200, description = "The countries, in form order", body = Vec<crate::openapi::Reference>))
 )]
+#[get("/api/countries")]
 pub async fn countries(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(state.catalog().countries())
 }
 
 /// `GET /api/roles`: the roles the form offers, in form order.
 #[utoipa::path(
-    get,
-    path = "/api/roles",
     responses((status = 200, description = "The roles, in form order", body = Vec<crate::openapi::Reference>))
 )]
+#[get("/api/roles")]
 pub async fn roles(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(state.catalog().roles())
 }
@@ -231,9 +228,7 @@ pub(crate) struct StatusBody<'a> {
 /// signed up reads as `pending`, like one not saved yet. When the service
 /// does not answer in time: 503 with status `unknown`.
 #[utoipa::path(
-    get,
-    path = "/api/prospects/{id}",
-    params(("id" = String, Path, description = "The prospect id from the 202's body or Location")),
+    params(("id" = uuid::Uuid, Path, description = "The prospect id from the 202's body or Location")),
     responses(
         (status = 200, description = "The status: never personal data", body = StatusBody),
         (status = 404, description = "The id is not a UUID", body = crate::openapi::Problem,
@@ -243,6 +238,7 @@ pub(crate) struct StatusBody<'a> {
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
+#[get("/api/prospects/{id}")]
 pub async fn prospect_status(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let prospect_id: uuid::Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     Ok(match state.status(prospect_id).await {

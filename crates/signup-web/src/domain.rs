@@ -78,7 +78,8 @@ pub struct FieldError {
     pub message: String,
 }
 
-/// A name: trimmed, 1–100 characters, no control characters.
+/// A name: 1–100 characters as sent, no control characters, not blank;
+/// stored trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PersonName(String);
 
@@ -89,7 +90,7 @@ impl PersonName {
     /// Parses a submitted name.
     pub fn parse(raw: Option<&str>) -> Result<Self, String> {
         let value = required(raw)?;
-        check_text(value, Self::MAX_CHARS)?;
+        check_text(raw.unwrap_or_default(), Self::MAX_CHARS)?;
         Ok(Self(value.to_owned()))
     }
 
@@ -99,7 +100,7 @@ impl PersonName {
     }
 }
 
-/// An e-mail address: trimmed, at most 254 characters, a plain
+/// An e-mail address: at most 254 characters as sent, stored trimmed, a plain
 /// `local@domain.tld` address as an RFC 5322 parser accepts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmailAddress(String);
@@ -112,7 +113,7 @@ impl EmailAddress {
     pub fn parse(raw: Option<&str>) -> Result<Self, String> {
         let value = required(raw)?;
         check_decoded(value)?;
-        if value.chars().count() > Self::MAX_CHARS {
+        if raw.unwrap_or_default().chars().count() > Self::MAX_CHARS {
             return Err(format!("must be at most {} characters", Self::MAX_CHARS));
         }
         let options = Options::default().without_display_text().without_domain_literal().with_required_tld();
@@ -127,8 +128,8 @@ impl EmailAddress {
     }
 }
 
-/// An optional company name: trimmed, at most 200 characters, no control
-/// characters; empty means none.
+/// An optional company name: at most 200 characters as sent, no control
+/// characters, stored trimmed; blank means none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompanyName(Option<String>);
 
@@ -138,12 +139,12 @@ impl CompanyName {
 
     /// Parses a submitted company name.
     pub fn parse(raw: Option<&str>) -> Result<Self, String> {
-        match raw.map(str::trim).filter(|v| !v.is_empty()) {
+        if let Some(raw) = raw {
+            check_text(raw, Self::MAX_CHARS)?;
+        }
+        match raw.map(|v| v.trim_matches(is_blank)).filter(|v| !v.is_empty()) {
             None => Ok(Self(None)),
-            Some(value) => {
-                check_text(value, Self::MAX_CHARS)?;
-                Ok(Self(Some(value.to_owned())))
-            }
+            Some(value) => Ok(Self(Some(value.to_owned()))),
         }
     }
 
@@ -214,8 +215,16 @@ impl Checker<'_> {
     }
 }
 
+/// What is trimmed around a value and does not count as one: Unicode white
+/// space and the byte-order mark, as JSON Schema's `\s` (the OpenAPI
+/// document's patterns) reads them.
+fn is_blank(c: char) -> bool {
+    c.is_whitespace() || c == '\u{feff}'
+}
+
+/// The value, trimmed, unless it is missing or blank.
 fn required(raw: Option<&str>) -> Result<&str, String> {
-    match raw.map(str::trim) {
+    match raw.map(|v| v.trim_matches(is_blank)) {
         Some(value) if !value.is_empty() => Ok(value),
         _ => Err("is required".to_owned()),
     }
@@ -231,6 +240,8 @@ fn check_decoded(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The checks of a text field, on the value as sent (the limits the
+/// OpenAPI document states are on what a client sends).
 fn check_text(value: &str, max_chars: usize) -> Result<(), String> {
     check_decoded(value)?;
     if value.chars().count() > max_chars {
@@ -338,6 +349,22 @@ mod tests {
         assert!(CompanyName::parse(Some(&"x".repeat(201))).is_err());
     }
 
+    /// Found by schemathesis against the OpenAPI document: the limits
+    /// were counted after trimming, so 100 characters plus a space (over
+    /// the document's maxLength) were accepted; a tab around a company name
+    /// (a control character, refused by the document) was trimmed away.
+    #[test]
+    fn limits_and_characters_are_checked_on_the_value_as_sent() {
+        let name = format!(" {}", "a".repeat(PersonName::MAX_CHARS));
+        assert_eq!(PersonName::parse(Some(&name)).expect_err("101 as sent"), "must be at most 100 characters");
+        assert!(PersonName::parse(Some(&name[1..])).is_ok(), "100 is the limit");
+        assert_eq!(CompanyName::parse(Some("Acme\t")).expect_err("a tab"), "must not contain control characters");
+        assert_eq!(CompanyName::parse(Some("  ")), Ok(CompanyName(None)), "blank means none");
+        assert_eq!(PersonName::parse(Some("\u{feff}")).expect_err("a byte-order mark alone"), "is required");
+        let email = format!("{}@example.com ", "a".repeat(EmailAddress::MAX_CHARS - 12));
+        assert_eq!(EmailAddress::parse(Some(&email)).expect_err("255 as sent"), "must be at most 254 characters");
+    }
+
     proptest! {
         #[test]
         fn parsed_names_are_trimmed_bounded_and_clean(raw in "\\PC{0,120}") {
@@ -349,9 +376,9 @@ mod tests {
                 prop_assert!(!value.chars().any(char::is_control));
                 prop_assert!(!value.contains(char::REPLACEMENT_CHARACTER));
             } else {
-                let trimmed = raw.trim();
-                prop_assert!(trimmed.is_empty() || trimmed.chars().count() > PersonName::MAX_CHARS
-                    || trimmed.chars().any(char::is_control) || trimmed.contains(char::REPLACEMENT_CHARACTER));
+                let trimmed = raw.trim_matches(is_blank);
+                prop_assert!(trimmed.is_empty() || raw.chars().count() > PersonName::MAX_CHARS
+                    || raw.chars().any(char::is_control) || raw.contains(char::REPLACEMENT_CHARACTER));
             }
         }
 

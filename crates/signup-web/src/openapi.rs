@@ -1,6 +1,11 @@
 //! The OpenAPI 3.1 document of the JSON API, generated with utoipa from the
 //! handlers' annotations and the types below, served at
-//! `GET /api/openapi.json`.
+//! `GET /api/openapi.json`; the routes that serve the contract documents
+//! (this one, the events' AsyncAPI document, the events' JSON Schemas).
+//!
+//! [`routes`] registers every `/api` route, for the app and for the document
+//! alike (utoipa-actix-web collects each handler's path as it registers it),
+//! so the document cannot name a route that is not served nor miss one.
 //!
 //! The request body of `POST /api/prospects` is read field by field (a field
 //! of the wrong type is reported against that field), so its schema is the
@@ -10,30 +15,67 @@
 //! `bus::ops::Problem`'s shape, described here because `bus` stays free of
 //! the OpenAPI generator.
 
-use actix_web::HttpResponse;
+use std::sync::OnceLock;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::{OpenApi, ToSchema};
+use utoipa_actix_web::AppExt as _;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 /// The sign-up fields (`POST /api/prospects`). Unknown fields are ignored.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignUp {
-    /// Given name: 1–100 characters after trimming, no control characters.
-    #[schema(min_length = 1, max_length = 100)]
+    /// Given name: 1–100 characters as sent, not blank, no control characters (stored trimmed).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\ufffd]*[^\\s\\x00-\\x1f\\x7f-\\x9f\\ufffd][^\\x00-\\x1f\\x7f-\\x9f\\ufffd]*$"
+    )]
     first_name: String,
-    /// Family name: 1–100 characters after trimming, no control characters.
-    #[schema(min_length = 1, max_length = 100)]
+    /// Family name: 1–100 characters as sent, not blank, no control characters (stored trimmed).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\ufffd]*[^\\s\\x00-\\x1f\\x7f-\\x9f\\ufffd][^\\x00-\\x1f\\x7f-\\x9f\\ufffd]*$"
+    )]
     last_name: String,
     /// E-mail address, at most 254 characters.
     #[schema(format = Email, max_length = 254)]
     email: String,
-    /// Company, optional: at most 200 characters.
-    #[schema(max_length = 200)]
+    /// Company, optional: at most 200 characters, no control characters.
+    #[schema(max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\ufffd]*$")]
     company_name: Option<String>,
     /// A country code from `GET /api/countries` (`-`: not telling).
+    #[schema(schema_with = country_codes)]
     country: String,
     /// A role code from `GET /api/roles` (`-`: not telling).
+    #[schema(schema_with = role_codes)]
     role: String,
+}
+
+/// The codes `GET /api/countries` lists out of the box (the service's own
+/// table may add some).
+fn country_codes() -> Object {
+    codes(
+        "A country code from GET /api/countries (`-`: not telling)",
+        messages::reference::builtin_countries().iter().map(|c| c.code.as_str()),
+    )
+}
+
+/// The codes `GET /api/roles` lists out of the box.
+fn role_codes() -> Object {
+    codes(
+        "A role code from GET /api/roles (`-`: not telling)",
+        messages::reference::builtin_roles().iter().map(|r| r.code.as_str()),
+    )
+}
+
+fn codes<'a>(description: &str, codes: impl Iterator<Item = &'a str>) -> Object {
+    ObjectBuilder::new().schema_type(Type::String).description(Some(description)).enum_values(Some(codes)).build()
 }
 
 /// A country or role the form offers.
@@ -63,38 +105,83 @@ pub struct Problem {
     errors: Option<Vec<crate::api::ProblemField<'static>>>,
 }
 
-/// The document.
+/// The document's parts that are not routes: its title and the shared
+/// schemas. The paths come from the routes themselves ([`routes`]).
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Signup",
-        description = "Sign up, and follow where a sign-up is. Every error is an RFC 9457 problem.",
+        description = "Sign up, and follow where a sign-up is. Every error is an RFC 9457 problem. \
+                       The events a sign-up becomes are described by the AsyncAPI document at /api/asyncapi.json.",
         license(name = "MIT OR Apache-2.0")
-    ),
-    paths(
-        crate::api::create_prospect,
-        crate::api::prospect_status,
-        crate::api::countries,
-        crate::api::roles,
-        openapi_json
     ),
     components(schemas(SignUp, Reference, Problem))
 )]
 pub struct ApiDoc;
 
-/// The document as JSON.
-pub fn document() -> serde_json::Value {
-    serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| unreachable!("the document is plain JSON"))
+/// Registers every `/api` route. The served app and the document are both
+/// built from this one list, so a route is documented exactly when it is
+/// served.
+pub fn routes(config: &mut ServiceConfig) {
+    config
+        .service(crate::api::create_prospect)
+        .service(crate::api::prospect_status)
+        .service(crate::api::countries)
+        .service(crate::api::roles)
+        .service(openapi_json)
+        .service(asyncapi_json)
+        .service(event_schema);
+}
+
+/// The document as JSON, built once from [`routes`].
+pub fn document() -> &'static serde_json::Value {
+    static DOCUMENT: OnceLock<serde_json::Value> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let (_, api) =
+            actix_web::App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes).split_for_parts();
+        serde_json::to_value(api).unwrap_or_else(|_| unreachable!("the document is plain JSON"))
+    })
 }
 
 /// `GET /api/openapi.json`: this API's OpenAPI 3.1 document.
 #[utoipa::path(
-    get,
-    path = "/api/openapi.json",
-    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json"))
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json",
+        body = Object))
 )]
+#[get("/api/openapi.json")]
 pub async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok().json(document())
+}
+
+/// `GET /api/asyncapi.json`: the AsyncAPI 3.0 document of the events,
+/// generated from the `messages` crate.
+#[utoipa::path(
+    responses((status = 200, description = "The AsyncAPI 3.0 document of the events, their dead letters and the \
+        prospects request-reply service", content_type = "application/json", body = Object))
+)]
+#[get("/api/asyncapi.json")]
+pub async fn asyncapi_json() -> HttpResponse {
+    static DOCUMENT: OnceLock<serde_json::Value> = OnceLock::new();
+    HttpResponse::Ok().json(DOCUMENT.get_or_init(messages::asyncapi::document))
+}
+
+/// `GET /api/schemas/{ce_type}.json`: the JSON Schema of an event type's
+/// payload: where the events' `ce-dataschema` points.
+#[utoipa::path(
+    params(("ce_type" = String, Path, description = "An event type (its ce-type)",
+        example = "io.signup.prospect.signedup.v1")),
+    responses(
+        (status = 200, description = "The payload's JSON Schema (draft 2020-12)", content_type = "application/schema+json",
+            body = Object),
+        (status = 404, description = "No event has this type", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/api/schemas/{ce_type}.json")]
+pub async fn event_schema(ce_type: web::Path<String>) -> HttpResponse {
+    match messages::schemas::of(&ce_type) {
+        Some(schema) => HttpResponse::Ok().content_type("application/schema+json").body(schema),
+        None => bus::ops::Problem::<()>::new(StatusCode::NOT_FOUND, "no event has this type").response(&[]),
+    }
 }
 
 #[cfg(test)]
@@ -109,8 +196,17 @@ mod tests {
         paths.sort_unstable();
         assert_eq!(
             paths,
-            vec!["/api/countries", "/api/openapi.json", "/api/prospects", "/api/prospects/{id}", "/api/roles"]
+            vec![
+                "/api/asyncapi.json",
+                "/api/countries",
+                "/api/openapi.json",
+                "/api/prospects",
+                "/api/prospects/{id}",
+                "/api/roles",
+                "/api/schemas/{ce_type}.json"
+            ]
         );
+        assert!(doc["paths"]["/api/prospects"]["post"].is_object(), "the method comes from the route");
         let post = &doc["paths"]["/api/prospects"]["post"];
         for status in ["202", "400", "413", "415", "422", "429", "503"] {
             assert!(post["responses"][status].is_object(), "POST /api/prospects documents {status}");

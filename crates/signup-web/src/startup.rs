@@ -13,6 +13,7 @@ use bus::async_nats::{self, jetstream};
 use bus::runtime::{Backoff, Context, NoCommands, Service};
 use links::{Links, Purpose};
 use tokio_util::sync::CancellationToken;
+use utoipa_actix_web::AppExt as _;
 
 use crate::limits::{self, RateLimiter};
 use crate::reference::ReferenceData;
@@ -47,7 +48,8 @@ impl Application {
         let links = Links::new(&settings.links)?;
         let state = web::Data::new(AppState {
             publisher: Publisher::new(client.clone(), "/signup-web", settings.nats.request_timeout())
-                .with_retry(settings.nats.publish_retry()),
+                .with_retry(settings.nats.publish_retry())
+                .with_dataschema(&settings.links.base_url),
             reference: Arc::clone(&reference),
             links,
             confirm_days: settings.links.confirm_within_days(),
@@ -100,14 +102,14 @@ impl Application {
                 .route("/prospects/erased", web::get().to(pages::erased))
                 .route("/static/thanks.js", web::get().to(pages::thanks_js))
                 .route("/static/site.css", web::get().to(pages::site_css))
-                .route("/api/prospects", web::post().to(api::create_prospect))
-                .route("/api/prospects/{id}", web::get().to(api::prospect_status))
-                .route("/api/countries", web::get().to(api::countries))
-                .route("/api/roles", web::get().to(api::roles))
-                .route("/api/openapi.json", web::get().to(openapi::openapi_json))
                 .route("/healthz", web::get().to(bus::ops::healthz))
                 .route("/readyz", web::get().to(health::readyz))
                 .route("/metrics", web::get().to(bus::ops::metrics_endpoint))
+                // The JSON API, as its OpenAPI document describes it.
+                .into_utoipa_app()
+                .configure(openapi::routes)
+                .into_app()
+                .configure(|config| bus::ops::undeclared_methods(config, openapi::document()))
                 .default_service(web::to(pages::not_found))
         })
         .disable_signals()

@@ -138,6 +138,30 @@ impl<F: serde::Serialize> Problem<F> {
     }
 }
 
+/// Answers every method an OpenAPI document does not give a path with a
+/// 405 problem naming the ones it does (`Allow`). Register it after the
+/// documented routes: those match first (their method guards sit on their
+/// resources, so without this an undeclared method would fall through to
+/// the app's 404).
+pub fn undeclared_methods(config: &mut web::ServiceConfig, openapi: &serde_json::Value) {
+    let Some(paths) = openapi["paths"].as_object() else { return };
+    for (path, operations) in paths {
+        let allowed: Vec<String> =
+            operations.as_object().into_iter().flat_map(|o| o.keys()).map(|m| m.to_ascii_uppercase()).collect();
+        let allow = allowed.join(", ");
+        config.service(web::resource(path.as_str()).to(move || {
+            let allow = allow.clone();
+            async move {
+                Problem::<()>::new(
+                    actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+                    format!("this resource answers {allow} only"),
+                )
+                .response(&[(header::ALLOW, allow)])
+            }
+        }));
+    }
+}
+
 /// Security headers for every answer of a service that serves pages: the
 /// given Content-Security-Policy, no MIME sniffing, no framing (also for
 /// browsers that predate `frame-ancestors`), and no full URLs in referrers.
