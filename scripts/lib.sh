@@ -280,6 +280,27 @@ require_smtp_server() {
   export SIGNUP_TEST_PYTHON="$venv/bin/python"
 }
 
+# The official tools the contract tests run (crates/e2e-tests/tests/contracts.rs):
+# schemathesis, openapi-spec-validator, the CloudEvents SDK and a NATS client
+# (PyPI, into .local/venv), and @asyncapi/parser (npm, into .local/asyncapi).
+CONTRACT_PYTHON_TOOLS=(schemathesis==4.32.5 openapi-spec-validator==0.9.0 cloudevents==2.2.0 nats-py==2.16.0)
+ASYNCAPI_PARSER_VERSION="3.6.6"
+require_contract_tools() {
+  local venv="$LOCAL/venv" node_dir="$LOCAL/asyncapi"
+  require_venv
+  if ! "$venv/bin/python" -c 'import schemathesis, openapi_spec_validator, cloudevents.core, nats' 2>/dev/null; then
+    say "installing ${CONTRACT_PYTHON_TOOLS[*]} into .local/venv"
+    "$venv/bin/pip" install -q "${CONTRACT_PYTHON_TOOLS[@]}"
+  fi
+  if [ ! -f "$node_dir/node_modules/@asyncapi/parser/package.json" ]; then
+    command -v npm >/dev/null || apt_install nodejs npm
+    say "installing @asyncapi/parser $ASYNCAPI_PARSER_VERSION into .local/asyncapi"
+    mkdir -p "$node_dir"
+    npm install --silent --no-audit --no-fund --prefix "$node_dir" "@asyncapi/parser@$ASYNCAPI_PARSER_VERSION" >/dev/null
+  fi
+  export SIGNUP_TEST_PYTHON="$venv/bin/python" SIGNUP_TEST_NODE_PATH="$node_dir/node_modules"
+}
+
 # MailDev (npm), the development mail catcher: its SMTP server takes every
 # mail, its web page shows them. Installed into .local/maildev; started on
 # 127.0.0.1 ($MAIL_SMTP_PORT, 1025 unless taken; web $MAIL_WEB_PORT, 1080).
