@@ -184,13 +184,7 @@ fn parse_params(request: &HttpRequest, caller: Caller) -> Result<(RawParams, Sea
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Counts of live prospects signed up in the range", body = Summary),
-        (status = 400, description = "A parameter is malformed; the detail names it", body = crate::openapi::Problem,
-            content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = crate::openapi::Problem,
-            content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "Bearer realm=\"signup-analytics\""))),
-        (status = 503, description = "The index cannot answer now", body = crate::openapi::Problem,
-            content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     )
 )]
 #[get("/api/analytics/summary")]
@@ -214,13 +208,7 @@ pub async fn api_summary(state: web::Data<HttpState>, request: HttpRequest) -> R
     responses(
         (status = 200, description = "Each of the prospect's events and where it stands with each handler \
             (the JSON of `signup trace --json`)", body = Object),
-        (status = 400, description = "The id is not a UUID", body = crate::openapi::Problem,
-            content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = crate::openapi::Problem,
-            content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "Bearer realm=\"signup-analytics\""))),
-        (status = 503, description = "NATS cannot answer now", body = crate::openapi::Problem,
-            content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     )
 )]
 #[get("/api/analytics/delivery/{prospect_id}")]
@@ -254,13 +242,7 @@ pub async fn api_delivery(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "One page of live prospects", body = SearchPage),
-        (status = 400, description = "A parameter is malformed; the detail names it", body = crate::openapi::Problem,
-            content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = crate::openapi::Problem,
-            content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "Bearer realm=\"signup-analytics\""))),
-        (status = 503, description = "The index cannot answer now", body = crate::openapi::Problem,
-            content_type = "application/problem+json"),
+        crate::openapi::Refusals,
     )
 )]
 #[get("/api/analytics/search")]

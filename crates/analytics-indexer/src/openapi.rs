@@ -39,6 +39,25 @@ pub struct Problem {
     detail: String,
 }
 
+/// What every analytics route may answer besides its own 200, each an RFC
+/// 9457 problem ([`crate::http::ApiError`]).
+#[derive(utoipa::IntoResponses)]
+pub enum Refusals {
+    /// A parameter is malformed; the detail names it
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// No valid token
+    #[response(
+        status = 401,
+        content_type = "application/problem+json",
+        headers(("WWW-Authenticate" = String, description = "Bearer realm=\"signup-analytics\""))
+    )]
+    Unauthorized(Problem),
+    /// The index or NATS cannot answer now
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
 /// The `bearer` security scheme: `Authorization: Bearer <[analytics] token>`.
 struct BearerToken;
 

@@ -38,6 +38,18 @@ fn node_path() -> PathBuf {
     std::env::var_os("SIGNUP_TEST_NODE_PATH").map_or_else(|| root().join(".local/asyncapi/node_modules"), PathBuf::from)
 }
 
+/// Adds a line to `target/contract-report.txt`, which `scripts/test` prints
+/// after the suite (a passing test's own output is not shown).
+fn report(line: &str) {
+    use std::io::Write as _;
+    println!("{line}");
+    let path = root().join("target/contract-report.txt");
+    let written = std::fs::create_dir_all(root().join("target"))
+        .and_then(|()| std::fs::OpenOptions::new().create(true).append(true).open(&path))
+        .and_then(|mut file| writeln!(file, "{line}"));
+    written.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
 /// Runs a tool to its end; its output is printed (cargo shows it for a
 /// failed test, `--nocapture` always) and returned with whether it succeeded.
 async fn run(what: &str, command: &mut Command) -> (bool, String) {
@@ -83,7 +95,7 @@ async fn schemathesis(name: &str, document: &str, headers: &[String]) -> (usize,
     }
     let (ok, output) = run(&format!("schemathesis {name}"), &mut command).await;
     let counts = schemathesis_counts(&output);
-    println!("schemathesis {name}: {} operations, {} cases, {} failures", counts.0, counts.1, counts.2);
+    report(&format!("schemathesis {name}: {} operations, {} cases, {} failures", counts.0, counts.1, counts.2));
     assert!(ok, "schemathesis found problems in {name}'s API (see its report above)");
     counts
 }
@@ -228,5 +240,6 @@ async fn every_event_type_is_a_cloudevent_the_official_sdk_reads() {
         assert!(output.contains(&format!("{ce_type}: ")), "{ce_type} was read");
     }
     assert!(output.contains(" 0 failures"), "{output}");
+    report(output.lines().find(|l| l.starts_with("cloudevents:")).expect("the SDK check's summary"));
     system.stop().await.expect("stop");
 }

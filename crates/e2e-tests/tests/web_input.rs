@@ -247,6 +247,14 @@ async fn the_json_api_accepts_and_explains() {
         Some(vec!["prospectId".to_owned()])
     );
     assert!(doc["paths"]["/api/prospects"]["post"]["responses"]["202"]["headers"]["Location"].is_object());
+    // A method the document does not give a path (found by schemathesis:
+    // it was the HTML 404 page).
+    let response = system.http.delete(&url).send().await.expect("delete");
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "POST");
+    assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
+    let response = system.http.put(system.web_url(&format!("/api/prospects/{id}"))).send().await.expect("put");
+    assert_eq!((response.status().as_u16(), response.headers()["allow"].to_str().ok()), (405, Some("GET")));
 
     let bad = json!({ "firstName": "", "lastName": 42, "email": "nope", "country": "ZZ", "role": "EN" });
     let response = system.http.post(&url).json(&bad).send().await.expect("post");

@@ -115,28 +115,26 @@ impl Document {
         );
         self.operations.insert(
             format!("publish{name}"),
-            json!({
-                "action": "send",
-                "title": format!("Publish {}", E::TYPE),
-                "summary": format!(
+            operation(
+                "send",
+                format!("Publish {}", E::TYPE),
+                &format!(
                     "Published by {publishers} with an awaited PubAck; the stream de-duplicates by Nats-Msg-Id (= ce-id)."
                 ),
-                "channel": channel_ref(&name),
-                "messages": [channel_message_ref(&name, &name)],
-                "bindings": { "nats": { "bindingVersion": NATS_BINDING } },
-            }),
+                &name,
+                &name,
+            ),
         );
         self.operations.insert(
             format!("consume{name}"),
-            json!({
-                "action": "receive",
-                "title": format!("Consume {}", E::TYPE),
-                "summary": "Each handler reads through a durable JetStream pull consumer of its own, named after it, \
-                            acks after its effect is durable, and may see an event more than once (idempotency key: ce-id).",
-                "channel": channel_ref(&name),
-                "messages": [channel_message_ref(&name, &name)],
-                "bindings": { "nats": { "bindingVersion": NATS_BINDING } },
-            }),
+            operation(
+                "receive",
+                format!("Consume {}", E::TYPE),
+                "Each handler reads through a durable JetStream pull consumer of its own, named after it, acks after \
+                 its effect is durable, and may see an event more than once (idempotency key: ce-id).",
+                &name,
+                &name,
+            ),
         );
     }
 
@@ -207,25 +205,23 @@ impl Document {
         );
         self.operations.insert(
             "deadLetter".to_owned(),
-            json!({
-                "action": "send",
-                "title": "Dead-letter an event",
-                "summary": "The consumer runner of any handler, before it acks the event it gives up on.",
-                "channel": channel_ref("DeadLetters"),
-                "messages": [channel_message_ref("DeadLetters", name)],
-                "bindings": { "nats": { "bindingVersion": NATS_BINDING } },
-            }),
+            operation(
+                "send",
+                "Dead-letter an event".to_owned(),
+                "The consumer runner of any handler, before it acks the event it gives up on.",
+                "DeadLetters",
+                name,
+            ),
         );
         self.operations.insert(
             "notifyDeadLetter".to_owned(),
-            json!({
-                "action": "receive",
-                "title": "Report dead letters",
-                "summary": "dead-letter-notifier reads the stream through its own durable consumer and reports each letter.",
-                "channel": channel_ref("DeadLetters"),
-                "messages": [channel_message_ref("DeadLetters", name)],
-                "bindings": { "nats": { "bindingVersion": NATS_BINDING } },
-            }),
+            operation(
+                "receive",
+                "Report dead letters".to_owned(),
+                "dead-letter-notifier reads the stream through its own durable consumer and reports each letter.",
+                "DeadLetters",
+                name,
+            ),
         );
     }
 
@@ -368,6 +364,18 @@ fn event_headers(ce_type: Option<&str>) -> Value {
                 "description": "On a replayed dead letter: the original's stream sequence, where handlers order it.",
             },
         },
+    })
+}
+
+/// An operation on `channel` with its one `message`, bound to NATS.
+fn operation(action: &str, title: String, summary: &str, channel: &str, message: &str) -> Value {
+    json!({
+        "action": action,
+        "title": title,
+        "summary": summary,
+        "channel": channel_ref(channel),
+        "messages": [channel_message_ref(channel, message)],
+        "bindings": { "nats": { "bindingVersion": NATS_BINDING } },
     })
 }
 
