@@ -116,19 +116,24 @@ enum Caller {
     Api,
 }
 
-fn parse_params(request: &HttpRequest, caller: Caller) -> Result<(RawParams, Search), ApiError> {
-    let raw: RawParams = serde_urlencoded::from_str(request.query_string())
-        .map_err(|e| ApiError::BadRequest(format!("the query string cannot be read: {e}")))?;
-    // The form's blank fields mean "any"; the API's parameters are left out
-    // for that, so a blank or padded one is refused as malformed.
-    let given = |value: &Option<String>| -> Option<String> {
-        match caller {
-            Caller::Form => value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned),
-            Caller::Api => value.clone(),
-        }
-    };
+/// The form's blank fields mean "any"; the API's parameters are left out
+/// for that, so a blank or padded one is refused as malformed.
+fn given(caller: Caller, value: &Option<String>) -> Option<String> {
+    match caller {
+        Caller::Form => value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned),
+        Caller::Api => value.clone(),
+    }
+}
+
+fn read_query(request: &HttpRequest) -> Result<RawParams, ApiError> {
+    serde_urlencoded::from_str(request.query_string())
+        .map_err(|e| ApiError::BadRequest(format!("the query string cannot be read: {e}")))
+}
+
+/// `from` and `to`.
+fn parse_range(raw: &RawParams, caller: Caller) -> Result<DateRange, ApiError> {
     let date = |name: &str, value: &Option<String>| -> Result<Option<NaiveDate>, ApiError> {
-        match given(value).as_deref() {
+        match given(caller, value).as_deref() {
             None => Ok(None),
             // RFC 3339's full-date exactly (the parser alone would take
             // "2026-1-5" or "+2026-01-05").
@@ -136,15 +141,6 @@ fn parse_params(request: &HttpRequest, caller: Caller) -> Result<(RawParams, Sea
                 .map(Some)
                 .map_err(|_| ApiError::BadRequest(format!("{name} must be a date like 2026-11-21, not {v:?}"))),
             Some(v) => Err(ApiError::BadRequest(format!("{name} must be a date like 2026-11-21, not {v:?}"))),
-        }
-    };
-    let code = |name: &str, value: &Option<String>| -> Result<Option<String>, ApiError> {
-        match given(value).as_deref() {
-            None => Ok(None),
-            Some(v) if (1..=3).contains(&v.len()) && (v == "-" || v.chars().all(|c| c.is_ascii_alphanumeric())) => {
-                Ok(Some(v.to_owned()))
-            }
-            Some(v) => Err(ApiError::BadRequest(format!("{name} must be a code like GB, not {v:?}"))),
         }
     };
     let range = DateRange { from: date("from", &raw.from)?, to: date("to", &raw.to)? };
@@ -155,7 +151,23 @@ fn parse_params(request: &HttpRequest, caller: Caller) -> Result<(RawParams, Sea
     {
         return Err(ApiError::BadRequest(format!("from ({from}) must not be after to ({to})")));
     }
-    let page = match given(&raw.page).as_deref() {
+    Ok(range)
+}
+
+/// Every parameter of a search (the range, the words, the codes, the page).
+fn parse_params(request: &HttpRequest, caller: Caller) -> Result<(RawParams, Search), ApiError> {
+    let raw = read_query(request)?;
+    let range = parse_range(&raw, caller)?;
+    let code = |name: &str, value: &Option<String>| -> Result<Option<String>, ApiError> {
+        match given(caller, value).as_deref() {
+            None => Ok(None),
+            Some(v) if (1..=3).contains(&v.len()) && (v == "-" || v.chars().all(|c| c.is_ascii_alphanumeric())) => {
+                Ok(Some(v.to_owned()))
+            }
+            Some(v) => Err(ApiError::BadRequest(format!("{name} must be a code like GB, not {v:?}"))),
+        }
+    };
+    let page = match given(caller, &raw.page).as_deref() {
         None => 1,
         Some(v) => v
             .bytes()
@@ -192,9 +204,10 @@ pub async fn api_summary(state: web::Data<HttpState>, request: HttpRequest) -> R
     if !state.authorized(&request) {
         return Err(ApiError::Unauthorized);
     }
-    let (_, search) = parse_params(&request, Caller::Api)?;
+    // Only the range: the search's parameters are not the summary's.
+    let range = parse_range(&read_query(&request)?, Caller::Api)?;
     let index = Arc::clone(&state.index);
-    let summary = web::block(move || index.summary(search.range)).await.map_err(|e| anyhow::anyhow!("{e}"))??;
+    let summary = web::block(move || index.summary(range)).await.map_err(|e| anyhow::anyhow!("{e}"))??;
     Ok(HttpResponse::Ok().json(summary))
 }
 

@@ -1,6 +1,7 @@
 //! The analytics API's OpenAPI 3.1 document, generated with utoipa from the
-//! handlers' annotations and served at `GET /api/openapi.json` on the
-//! indexer's own port. Every analytics route needs the bearer token
+//! handlers' annotations and served at `GET /api/analytics/openapi.json`
+//! (beside the routes it describes, so a proxy that sends `/api/analytics`
+//! to the indexer serves it too). Every analytics route needs the bearer token
 //! (`[analytics] token`); the document itself is open.
 //!
 //! [`routes`] registers the `/api` routes for the app and for the document
@@ -109,12 +110,12 @@ pub fn document() -> &'static serde_json::Value {
     })
 }
 
-/// `GET /api/openapi.json`: this API's OpenAPI 3.1 document.
+/// `GET /api/analytics/openapi.json`: this API's OpenAPI 3.1 document.
 #[utoipa::path(
     responses((status = 200, description = "The OpenAPI 3.1 document of the analytics API",
         content_type = "application/json", body = Object))
 )]
-#[get("/api/openapi.json")]
+#[get("/api/analytics/openapi.json")]
 pub async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok().json(document())
 }
@@ -132,15 +133,16 @@ mod tests {
             paths,
             [
                 "/api/analytics/delivery/{prospect_id}",
+                "/api/analytics/openapi.json",
                 "/api/analytics/search",
-                "/api/analytics/summary",
-                "/api/openapi.json"
+                "/api/analytics/summary"
             ]
         );
-        for path in &paths[..3] {
+        for path in paths.iter().filter(|p| !p.ends_with("openapi.json")) {
             let get = &doc["paths"][path]["get"];
             assert_eq!(get["security"][0]["bearer"], serde_json::json!([]), "{path} needs the token");
             assert!(get["responses"]["401"]["headers"]["WWW-Authenticate"].is_object(), "{path} says how to log in");
         }
+        assert!(doc["paths"]["/api/analytics/openapi.json"]["get"]["security"].is_null(), "the document is open");
     }
 }

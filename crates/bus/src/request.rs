@@ -138,7 +138,9 @@ pub fn parse<T: DeserializeOwned>(request: &service::Request) -> Result<T, servi
 /// Answers a service request with `result` as JSON, or with its error headers.
 pub async fn respond<T: Serialize>(request: &service::Request, result: Result<T, service::error::Error>) {
     let reply = result.and_then(|value| {
-        serde_json::to_vec(&value).map(Into::into).map_err(|e| service_error(500, format!("cannot encode reply: {e}")))
+        serde_json::to_vec(&value)
+            .map(Into::into)
+            .map_err(|e| service_error(messages::service::INTERNAL, format!("cannot encode reply: {e}")))
     });
     if let Err(error) = request.respond(reply).await {
         tracing::warn!(%error, subject = %request.message.subject, "could not send a service reply");

@@ -54,8 +54,10 @@ impl FaultBed {
             ("SIGNUP__NATS__URL".to_owned(), nats_url.clone()),
             ("SIGNUP__NATS__REQUEST_TIMEOUT_MS".to_owned(), "1000".to_owned()),
             ("SIGNUP__LINKS__SECRET".to_owned(), LINKS_SECRET.to_owned()),
-            // The bursts all come from one address.
+            // The bursts (and the contract tests' look-ups) all come from one
+            // address.
             ("SIGNUP__WEB__RATE_LIMIT__PER_MINUTE".to_owned(), "0".to_owned()),
+            ("SIGNUP__WEB__RATE_LIMIT__LOOKUPS_PER_MINUTE".to_owned(), "0".to_owned()),
         ];
         env.extend(common.iter().cloned());
         let web = Service::spawn("signup-web", &["serve"], &env).expect("signup-web");

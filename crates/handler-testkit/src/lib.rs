@@ -19,7 +19,7 @@
 //!     let bus = TestBus::start().await?; // a private nats-server and the event stream
 //!     let handler = Counter::default();
 //!     let running = bus.run("counter", handler.clone()).await?; // the real consumer runner
-//!     bus.publish(&sample::signed_up()).await?; // as signup-web publishes it
+//!     bus.publish(&sample::signed_up()).await?; // through signup-web's publisher
 //!     bus.settled("counter").await?; // every event it takes is acked (or dead-lettered)
 //!     assert_eq!(handler.handled(), 1);
 //!     running.stop().await
@@ -77,7 +77,10 @@ impl TestBus {
         let js = jetstream::new(client.clone());
         bus::ensure_stream(&js, &stream).await?;
         bus::stream::ensure_dlq_stream(&js, &stream).await?;
-        let publisher = Publisher::new(client.clone(), "/handler-testkit", Duration::from_secs(5));
+        // signup-web's publisher (source /handler-testkit, no ce-dataschema:
+        // no web serves the schemas here), retrying through a restart.
+        let publisher = Publisher::new(client.clone(), "/handler-testkit", Duration::from_secs(5))
+            .with_retry(Duration::from_secs(10));
         Ok(Self { server, client, stream, publisher })
     }
 
@@ -101,8 +104,10 @@ impl TestBus {
         &self.stream
     }
 
-    /// Publishes `event` on its subject with its CloudEvents headers, as
-    /// signup-web does, and waits until the stream has stored it.
+    /// Publishes `event` on its subject with the CloudEvents headers
+    /// signup-web's publisher (`bus::Publisher`) writes, and waits until the
+    /// stream has stored it; a publish that fails for a passing reason (the
+    /// server restarting) is tried again for up to 10 s.
     pub async fn publish<E: Event>(&self, event: &E) -> anyhow::Result<Published> {
         self.publisher.publish(event, &EventContext::new()).await.context("publishing")
     }

@@ -53,8 +53,6 @@ struct Document {
     channels: Map<String, Value>,
     operations: Map<String, Value>,
     messages: Map<String, Value>,
-    /// The events' payload references, for the dead letters' payload.
-    event_payloads: Vec<Value>,
     /// The events' `ce-type`s, for the dead letters' headers.
     event_types: Vec<&'static str>,
 }
@@ -70,7 +68,6 @@ impl Document {
             channels: Map::new(),
             operations: Map::new(),
             messages: Map::new(),
-            event_payloads: Vec::new(),
             event_types: Vec::new(),
         }
     }
@@ -96,7 +93,6 @@ impl Document {
                 "payload": payload,
             }),
         );
-        self.event_payloads.push(payload);
         self.event_types.push(E::TYPE);
         self.channels.insert(
             name.clone(),
@@ -141,12 +137,15 @@ impl Document {
     /// The dead-letter channel: an event a handler gave up on, with why.
     fn dead_letters(&mut self) {
         let name = "DeadLetter";
+        // The original message's headers as they were: an event that could
+        // not be decoded (no ce-type, an unknown one, a bad id) is
+        // dead-lettered too, so only the letter's own headers are required.
         let mut headers = event_headers(None);
+        headers["required"] = json!([ce::NATS_MSG_ID]);
         let properties = headers["properties"].as_object_mut().unwrap_or_else(|| unreachable!("built above"));
         properties["ce-type"] = json!({
             "type": "string",
-            "description": "The original event's type.",
-            "enum": self.event_types,
+            "description": format!("The original event's type, as it was (normally one of: {}).", self.event_types.join(", ")),
         });
         properties[ce::NATS_MSG_ID] = json!({
             "type": "string",
@@ -177,9 +176,9 @@ impl Document {
                 "contentType": ce::JSON_CONTENT_TYPE,
                 "headers": headers,
                 "payload": {
-                    "description": "The original event's payload, byte for byte (normally one of the events' payloads; \
-                                    an event that could not be decoded is kept as it was).",
-                    "anyOf": self.event_payloads,
+                    "description": "The original event's payload, byte for byte: normally the payload of its ce-type \
+                                    (see the events' messages); an event that could not be decoded is kept as it was, \
+                                    whatever it holds.",
                 },
             }),
         );
@@ -191,7 +190,8 @@ impl Document {
                 "description": format!(
                     "The {} stream (subjects {}): what a handler gave up on after its deliveries ran out, or at once \
                      for a permanent failure. `signup dlq` lists, replays and purges them; an erasure purges the \
-                     prospect's letters of the kinds that hold personal data ({}).",
+                     prospect's letters of the kinds that hold personal data ({}). A message whose subject names no \
+                     prospect is dead-lettered on dlq.prospect.{{consumer}}.{{kind}} (four tokens).",
                     streams::DLQ_STREAM, streams::DLQ_SUBJECTS, streams::PERSONAL_KINDS.join(", ")
                 ),
                 "parameters": {
@@ -232,7 +232,8 @@ impl Document {
         let (request, reply) = (format!("{words}Request"), format!("{words}Reply"));
         let request_payload = self.schema::<E::Request>();
         let reply_payload = self.schema::<E::Reply>();
-        let error_codes = [service::BAD_REQUEST, service::NOT_FOUND, service::UNAVAILABLE].map(|c| c.to_string());
+        let error_codes =
+            [service::BAD_REQUEST, service::NOT_FOUND, service::INTERNAL, service::UNAVAILABLE].map(|c| c.to_string());
         self.messages.insert(
             request.clone(),
             json!({
@@ -254,7 +255,8 @@ impl Document {
                     "properties": {
                         "Nats-Service-Error-Code": {
                             "type": "string",
-                            "description": "Set on an error: 400 (not a request of this shape), 404 (no such live prospect), 503 (cannot answer now).",
+                            "description": "Set on an error: 400 (not a request of this shape), 404 (no such live prospect), \
+                                            500 (the reply could not be encoded), 503 (cannot answer now).",
                             "enum": error_codes,
                         },
                         "Nats-Service-Error": { "type": "string", "description": "Set on an error: what went wrong." },
@@ -352,7 +354,11 @@ fn event_headers(ce_type: Option<&str>) -> Value {
                 "description": "The payload's JSON Schema, as signup-web serves it: <public URL>/api/schemas/<ce-type>.json.",
             },
             ce::CONTENT_TYPE: { "const": ce::JSON_CONTENT_TYPE },
-            ce::NATS_MSG_ID: { "type": "string", "description": "JetStream's de-duplication id: the same value as ce-id." },
+            ce::NATS_MSG_ID: {
+                "type": "string",
+                "description": "JetStream's de-duplication id: the same value as ce-id; on a replayed dead letter, \
+                                replay:<dead-letter stream>:<letter sequence> (one replay per letter).",
+            },
             ce::TRACEPARENT: {
                 "type": "string",
                 "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",

@@ -159,6 +159,53 @@ impl EventSet for ProspectEvent {
 mod tests {
     use super::*;
 
+    /// `TYPES` is what the AsyncAPI document, the served schemas and the
+    /// CloudEvents test go by: a new variant must be in it. The match below
+    /// stops compiling when a variant is added, and the loop checks the
+    /// positions against the list.
+    #[test]
+    fn types_lists_every_variant() {
+        let position = |event: &ProspectEvent| match event {
+            ProspectEvent::SignedUp(_) => 0,
+            ProspectEvent::Updated(_) => 1,
+            ProspectEvent::Deleted(_) => 2,
+            ProspectEvent::Confirmed(_) => 3,
+            ProspectEvent::EmailChangeRequested(_) => 4,
+            ProspectEvent::ManageLinkRequested(_) => 5,
+        };
+        let id = uuid::Uuid::now_v7();
+        let at = Utc::now();
+        let details = ProspectDetails {
+            first_name: "Ada".into(),
+            last_name: "Lovelace".into(),
+            email: "ada@example.com".into(),
+            company_name: None,
+            country: crate::Country { code: "GB".into(), name: "United Kingdom".into() },
+            role: crate::Role { code: "EN".into(), name: "Engineer".into() },
+        };
+        let every = [
+            ProspectEvent::SignedUp(ProspectSignedUp { prospect_id: id, details: details.clone(), signed_up_at: at }),
+            ProspectEvent::Updated(ProspectUpdated { prospect_id: id, details: details.clone(), updated_at: at }),
+            ProspectEvent::Deleted(ProspectDeleted { prospect_id: id, deleted_at: at }),
+            ProspectEvent::Confirmed(ProspectConfirmed { prospect_id: id, confirmed_at: at }),
+            ProspectEvent::EmailChangeRequested(ProspectEmailChangeRequested {
+                prospect_id: id,
+                details,
+                previous_email: "old@example.com".into(),
+                requested_at: at,
+            }),
+            ProspectEvent::ManageLinkRequested(ManageLinkRequested {
+                prospect_id: id,
+                email: "a@b.co".into(),
+                requested_at: at,
+            }),
+        ];
+        assert_eq!(every.len(), ProspectEvent::TYPES.len());
+        for event in &every {
+            assert_eq!(ProspectEvent::TYPES[position(event)], event.ce_type());
+        }
+    }
+
     #[test]
     fn decodes_by_type_and_rejects_the_rest() {
         let json = br#"{"prospectId":"0192f0c1-7a3b-7cde-8f01-23456789abcd","deletedAt":"2026-11-21T12:00:00Z"}"#;

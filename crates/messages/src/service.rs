@@ -91,6 +91,8 @@ endpoint!(
 pub const BAD_REQUEST: usize = 400;
 /// Error code: no such (live) prospect.
 pub const NOT_FOUND: usize = 404;
+/// Error code: the reply could not be encoded (a bug).
+pub const INTERNAL: usize = 500;
 /// Error code: the service cannot answer now (its database is down).
 pub const UNAVAILABLE: usize = 503;
 

@@ -100,7 +100,8 @@ impl PersonName {
     }
 }
 
-/// An e-mail address: at most 254 characters as sent, stored trimmed, a plain
+/// An e-mail address: at most 254 characters as sent, no control characters,
+/// stored trimmed, a plain
 /// `local@domain.tld` address as an RFC 5322 parser accepts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmailAddress(String);
@@ -112,9 +113,13 @@ impl EmailAddress {
     /// Parses a submitted address.
     pub fn parse(raw: Option<&str>) -> Result<Self, String> {
         let value = required(raw)?;
-        check_decoded(value)?;
-        if raw.unwrap_or_default().chars().count() > Self::MAX_CHARS {
+        let sent = raw.unwrap_or_default();
+        check_decoded(sent)?;
+        if sent.chars().count() > Self::MAX_CHARS {
             return Err(format!("must be at most {} characters", Self::MAX_CHARS));
+        }
+        if sent.chars().any(char::is_control) {
+            return Err("must not contain control characters".to_owned());
         }
         let options = Options::default().without_display_text().without_domain_literal().with_required_tld();
         Parsed::parse_with_options(value, options)
@@ -174,16 +179,20 @@ impl NewProspect {
         let last_name = check.field(Field::LastName, PersonName::parse(input.last_name.as_deref()));
         let email = check.field(Field::Email, EmailAddress::parse(input.email.as_deref()));
         let company_name = check.field(Field::CompanyName, CompanyName::parse(input.company_name.as_deref()));
+        // A code is one of the list's, exactly as listed.
         let country = check.field(
             Field::Country,
-            required(input.country.as_deref()).and_then(|code| {
-                catalog.country(code).cloned().ok_or_else(|| "is not a known country code".to_owned())
+            required(input.country.as_deref()).and_then(|_| {
+                let sent = input.country.as_deref().unwrap_or_default();
+                catalog.country(sent).cloned().ok_or_else(|| "is not a known country code".to_owned())
             }),
         );
         let role = check.field(
             Field::Role,
-            required(input.role.as_deref())
-                .and_then(|code| catalog.role(code).cloned().ok_or_else(|| "is not a known role code".to_owned())),
+            required(input.role.as_deref()).and_then(|_| {
+                let sent = input.role.as_deref().unwrap_or_default();
+                catalog.role(sent).cloned().ok_or_else(|| "is not a known role code".to_owned())
+            }),
         );
         match (first_name, last_name, email, company_name, country, role) {
             (Some(first_name), Some(last_name), Some(email), Some(company_name), Some(country), Some(role)) => {
@@ -363,6 +372,14 @@ mod tests {
         assert_eq!(PersonName::parse(Some("\u{feff}")).expect_err("a byte-order mark alone"), "is required");
         let email = format!("{}@example.com ", "a".repeat(EmailAddress::MAX_CHARS - 12));
         assert_eq!(EmailAddress::parse(Some(&email)).expect_err("255 as sent"), "must be at most 254 characters");
+        assert_eq!(
+            EmailAddress::parse(Some("ada@example.com\t")).expect_err("a tab"),
+            "must not contain control characters"
+        );
+        assert!(EmailAddress::parse(Some(" ada@example.com ")).is_ok(), "spaces around are trimmed");
+        let padded = SignupInput { country: Some(" GB".into()), role: Some("EN\n".into()), ..input() };
+        let errors = NewProspect::parse(&padded, &Catalog::builtin()).expect_err("codes as listed only");
+        assert_eq!(fields(&errors), vec![Field::Country, Field::Role]);
     }
 
     proptest! {

@@ -25,6 +25,9 @@ use utoipa::{OpenApi, ToSchema};
 use utoipa_actix_web::AppExt as _;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use crate::catalog::Catalog;
+use crate::state::AppState;
+
 /// The sign-up fields (`POST /api/prospects`). Unknown fields are ignored.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -57,8 +60,9 @@ pub struct SignUp {
     role: String,
 }
 
-/// The codes `GET /api/countries` lists out of the box (the service's own
-/// table may add some).
+/// The country codes: the built-in list in the generated document; the
+/// served document lists the codes `GET /api/countries` offers now
+/// ([`with_current_codes`]).
 fn country_codes() -> Object {
     codes(
         "A country code from GET /api/countries (`-`: not telling)",
@@ -66,7 +70,7 @@ fn country_codes() -> Object {
     )
 }
 
-/// The codes `GET /api/roles` lists out of the box.
+/// The role codes, as [`country_codes`].
 fn role_codes() -> Object {
     codes(
         "A role code from GET /api/roles (`-`: not telling)",
@@ -76,6 +80,16 @@ fn role_codes() -> Object {
 
 fn codes<'a>(description: &str, codes: impl Iterator<Item = &'a str>) -> Object {
     ObjectBuilder::new().schema_type(Type::String).description(Some(description)).enum_values(Some(codes)).build()
+}
+
+/// The document with the codes the reference lists hold now (the service's
+/// tables can differ from the built-in lists): what the API accepts.
+fn with_current_codes(catalog: &Catalog) -> serde_json::Value {
+    let mut doc = document().clone();
+    let fields = &mut doc["components"]["schemas"]["SignUp"]["properties"];
+    fields["country"]["enum"] = catalog.countries().iter().map(|c| c.code.as_str()).collect();
+    fields["role"]["enum"] = catalog.roles().iter().map(|r| r.code.as_str()).collect();
+    doc
 }
 
 /// A country or role the form offers.
@@ -149,8 +163,8 @@ pub fn document() -> &'static serde_json::Value {
         body = Object))
 )]
 #[get("/api/openapi.json")]
-pub async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(document())
+pub async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(with_current_codes(&state.catalog()))
 }
 
 /// `GET /api/asyncapi.json`: the AsyncAPI 3.0 document of the events,
@@ -213,5 +227,19 @@ mod tests {
         }
         assert!(post["responses"]["422"]["content"]["application/problem+json"].is_object());
         assert!(post["responses"]["503"]["headers"]["Retry-After"].is_object());
+    }
+
+    #[test]
+    fn the_served_document_lists_the_codes_the_lists_hold_now() {
+        let generated = &document()["components"]["schemas"]["SignUp"]["properties"];
+        assert!(generated["country"]["enum"].as_array().is_some_and(|codes| codes.contains(&"GB".into())));
+        let catalog = Catalog::new(
+            vec![messages::Country { code: "XK".into(), name: "Kosovo".into() }],
+            vec![messages::Role { code: "-".into(), name: "Not telling".into() }],
+        );
+        let served = with_current_codes(&catalog);
+        let fields = &served["components"]["schemas"]["SignUp"]["properties"];
+        assert_eq!(fields["country"]["enum"], serde_json::json!(["XK"]));
+        assert_eq!(fields["role"]["enum"], serde_json::json!(["-"]));
     }
 }
