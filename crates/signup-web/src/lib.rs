@@ -19,7 +19,9 @@
 //! - [`pages`], [`api`], [`health`]: the HTTP handlers; `/metrics` and
 //!   request metrics come from `bus::ops`.
 //! - [`openapi`]: the JSON API's OpenAPI 3.1 document (`/api/openapi.json`),
-//!   generated from the handlers' annotations.
+//!   generated from the handlers' annotations and built from the same
+//!   route list the app serves; the contract documents' routes (the events'
+//!   AsyncAPI document, each event's JSON Schema).
 //! - [`limits`]: security headers on every answer, per-client rate limit on POSTs.
 //! - [`startup`]: [`Application`], which binds, runs and stops the server;
 //!   its `Service` is the binary (`run`, alias `serve`, and `check`).

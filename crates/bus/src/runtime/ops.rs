@@ -6,7 +6,8 @@
 //! recorder ([`prometheus`]); `/metrics` renders it. HTTP services wrap their
 //! app in [`observe_http`] for a span per request, request counts and latency
 //! by route, and the access log, and answer
-//! API errors with one body, [`Problem`] (RFC 9457).
+//! API errors with one body, [`Problem`] (RFC 9457); [`undeclared_methods`]
+//! answers a method an OpenAPI document does not list with a 405.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
