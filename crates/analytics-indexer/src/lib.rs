@@ -105,6 +105,7 @@ impl Application {
         bus::ops::prometheus();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(bus::ops::head_as_get))
                 .wrap(bus::ops::security_headers(CONTENT_SECURITY_POLICY))
                 .wrap(from_fn(bus::ops::observe_http))
                 .app_data(state.clone())

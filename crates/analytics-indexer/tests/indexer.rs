@@ -353,6 +353,7 @@ async fn personal_data_needs_the_token() {
     let link = bed.http.get(bed.url(&format!("/analytics?token={TOKEN}"))).send().await.expect("link");
     assert_eq!(link.status(), 303, "the printed dashboard link logs in");
     assert_eq!(bed.http.get(bed.url("/healthz")).send().await.expect("healthz").status(), 200);
+    assert_eq!(bed.http.head(bed.url("/healthz")).send().await.expect("HEAD healthz").status(), 200, "HEAD as GET");
     eventually(Duration::from_secs(10), "readyz", || async {
         (bed.http.get(bed.url("/readyz")).send().await.ok()?.status() == 200).then_some(())
     })

@@ -254,7 +254,12 @@ async fn the_json_api_accepts_and_explains() {
     assert_eq!(response.headers()["allow"], "POST");
     assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
     let response = system.http.put(system.web_url(&format!("/api/prospects/{id}"))).send().await.expect("put");
-    assert_eq!((response.status().as_u16(), response.headers()["allow"].to_str().ok()), (405, Some("GET")));
+    assert_eq!((response.status().as_u16(), response.headers()["allow"].to_str().ok()), (405, Some("GET, HEAD")));
+    // HEAD is a GET without the body (it was a 404 page, then a 405).
+    let response = system.http.head(system.web_url("/api/countries")).send().await.expect("head");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+    assert!(response.bytes().await.expect("body").is_empty());
 
     let bad = json!({ "firstName": "", "lastName": 42, "email": "nope", "country": "ZZ", "role": "EN" });
     let response = system.http.post(&url).json(&bad).send().await.expect("post");

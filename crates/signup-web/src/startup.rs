@@ -74,9 +74,11 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 // Innermost first: the limit, the headers (429s get them too),
-                // then metrics and the access log see every answer.
+                // HEAD as GET (limited as GET), then metrics and the access
+                // log see every answer.
                 .wrap(from_fn(limits::limit_requests))
                 .wrap(limits::security_headers())
+                .wrap(from_fn(bus::ops::head_as_get))
                 .wrap(from_fn(bus::ops::observe_http))
                 .app_data(state.clone())
                 .app_data(rate_limiter.clone())

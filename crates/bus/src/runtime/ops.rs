@@ -147,8 +147,12 @@ impl<F: serde::Serialize> Problem<F> {
 pub fn undeclared_methods(config: &mut web::ServiceConfig, openapi: &serde_json::Value) {
     let Some(paths) = openapi["paths"].as_object() else { return };
     for (path, operations) in paths {
-        let allowed: Vec<String> =
+        let mut allowed: Vec<String> =
             operations.as_object().into_iter().flat_map(|o| o.keys()).map(|m| m.to_ascii_uppercase()).collect();
+        // A GET route answers HEAD too (head_as_get).
+        if allowed.iter().any(|m| m == "GET") {
+            allowed.push("HEAD".to_owned());
+        }
         let allow = allowed.join(", ");
         config.service(web::resource(path.as_str()).to(move || {
             let allow = allow.clone();
@@ -180,6 +184,20 @@ pub fn redacted_path(path: &str) -> String {
         .map(|segment| if segment.len() > 40 && segment.contains('.') { "[redacted]" } else { segment })
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// Middleware for every HTTP server: a HEAD request is routed as the GET it
+/// stands for (RFC 9110 §9.3.2), so every GET route answers HEAD with the
+/// same status and headers; the HTTP codec sends no body for a HEAD request.
+/// Wrap it inside [`observe_http`], which then logs and counts it as HEAD.
+pub async fn head_as_get(
+    mut request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if request.method() == actix_web::http::Method::HEAD {
+        request.head_mut().method = actix_web::http::Method::GET;
+    }
+    next.call(request).await
 }
 
 /// Middleware for every HTTP server: one span per request, request metrics
@@ -367,6 +385,7 @@ impl OpsServer {
         let readiness = web::Data::new(readiness);
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(head_as_get))
                 .app_data(readiness.clone())
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
