@@ -288,7 +288,7 @@ ASYNCAPI_PARSER_VERSION="3.6.6"
 require_contract_tools() {
   local venv="$LOCAL/venv" node_dir="$LOCAL/asyncapi"
   require_venv
-  if ! "$venv/bin/python" -c 'import schemathesis, openapi_spec_validator, cloudevents.core, nats' 2>/dev/null; then
+  if ! "$venv/bin/python" -c 'import schemathesis, openapi_spec_validator, cloudevents.core, nats, jsonschema' 2>/dev/null; then
     say "installing ${CONTRACT_PYTHON_TOOLS[*]} into .local/venv"
     "$venv/bin/pip" install -q "${CONTRACT_PYTHON_TOOLS[@]}"
   fi

@@ -118,10 +118,10 @@ enum Caller {
 
 /// The form's blank fields mean "any"; the API's parameters are left out
 /// for that, so a blank or padded one is refused as malformed.
-fn given(caller: Caller, value: &Option<String>) -> Option<String> {
+fn given(caller: Caller, value: &Option<String>) -> Option<&str> {
     match caller {
-        Caller::Form => value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned),
-        Caller::Api => value.clone(),
+        Caller::Form => value.as_deref().map(str::trim).filter(|v| !v.is_empty()),
+        Caller::Api => value.as_deref(),
     }
 }
 
@@ -133,7 +133,7 @@ fn read_query(request: &HttpRequest) -> Result<RawParams, ApiError> {
 /// `from` and `to`.
 fn parse_range(raw: &RawParams, caller: Caller) -> Result<DateRange, ApiError> {
     let date = |name: &str, value: &Option<String>| -> Result<Option<NaiveDate>, ApiError> {
-        match given(caller, value).as_deref() {
+        match given(caller, value) {
             None => Ok(None),
             // RFC 3339's full-date exactly (the parser alone would take
             // "2026-1-5" or "+2026-01-05").
@@ -159,7 +159,7 @@ fn parse_params(request: &HttpRequest, caller: Caller) -> Result<(RawParams, Sea
     let raw = read_query(request)?;
     let range = parse_range(&raw, caller)?;
     let code = |name: &str, value: &Option<String>| -> Result<Option<String>, ApiError> {
-        match given(caller, value).as_deref() {
+        match given(caller, value) {
             None => Ok(None),
             Some(v) if (1..=3).contains(&v.len()) && (v == "-" || v.chars().all(|c| c.is_ascii_alphanumeric())) => {
                 Ok(Some(v.to_owned()))
@@ -167,13 +167,12 @@ fn parse_params(request: &HttpRequest, caller: Caller) -> Result<(RawParams, Sea
             Some(v) => Err(ApiError::BadRequest(format!("{name} must be a code like GB, not {v:?}"))),
         }
     };
-    let page = match given(caller, &raw.page).as_deref() {
+    let page = match given(caller, &raw.page) {
         None => 1,
-        Some(v) => v
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| v.parse::<usize>().ok())
-            .flatten()
+        // Digits only (`parse` alone would take "+2").
+        Some(v) => Some(v)
+            .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse::<usize>().ok())
             .filter(|p| (1..=10_000).contains(p))
             .ok_or_else(|| ApiError::BadRequest(format!("page must be a whole number from 1 to 10000, not {v:?}")))?,
     };
@@ -188,11 +187,7 @@ fn parse_params(request: &HttpRequest, caller: Caller) -> Result<(RawParams, Sea
 /// `GET /api/analytics/summary?from=&to=`
 #[utoipa::path(
     operation_id = "summary",
-    params(
-        ("from" = Option<String>, Query, format = Date, description = "First sign-up day counted (UTC)"),
-        ("to" = Option<String>, Query, format = Date,
-            description = "Last sign-up day counted (UTC); before `from`, no day is"),
-    ),
+    params(crate::openapi::RangeParams),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Counts of live prospects signed up in the range", body = Summary),
@@ -244,12 +239,11 @@ pub async fn api_delivery(
 #[utoipa::path(
     operation_id = "search",
     params(
+        crate::openapi::RangeParams,
         ("q" = Option<String>, Query, max_length = 200,
             description = "Words matched as prefixes (and loosely) against names, address and company"),
         ("country" = Option<String>, Query, pattern = "^(-|[A-Za-z0-9]{1,3})$", description = "A country code"),
         ("role" = Option<String>, Query, pattern = "^(-|[A-Za-z0-9]{1,3})$", description = "A role code"),
-        ("from" = Option<String>, Query, format = Date, description = "First sign-up day (UTC)"),
-        ("to" = Option<String>, Query, format = Date, description = "Last sign-up day (UTC); before `from`, no day is"),
         ("page" = Option<u16>, Query, minimum = 1, maximum = 10000, description = "1-based page of 20"),
     ),
     security(("bearer" = [])),

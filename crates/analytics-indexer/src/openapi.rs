@@ -40,6 +40,18 @@ pub struct Problem {
     detail: String,
 }
 
+/// The sign-up days a summary or a search covers (UTC, both ends included).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RangeParams {
+    /// First sign-up day
+    #[param(format = Date)]
+    pub from: Option<String>,
+    /// Last sign-up day; before `from`, no day is
+    #[param(format = Date)]
+    pub to: Option<String>,
+}
+
 /// What every analytics route may answer besides its own 200, each an RFC
 /// 9457 problem ([`crate::http::ApiError`]).
 #[derive(utoipa::IntoResponses)]

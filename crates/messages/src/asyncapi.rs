@@ -141,7 +141,8 @@ impl Document {
         // not be decoded (no ce-type, an unknown one, a bad id) is
         // dead-lettered too, so only the letter's own headers are required.
         let mut headers = event_headers(None);
-        headers["required"] = json!([ce::NATS_MSG_ID]);
+        headers["required"] =
+            json!([ce::NATS_MSG_ID, dlq::REASON, dlq::CONSUMER, dlq::DELIVERIES, dlq::STREAM_SEQ, dlq::SUBJECT]);
         let properties = headers["properties"].as_object_mut().unwrap_or_else(|| unreachable!("built above"));
         properties["ce-type"] = json!({
             "type": "string",
@@ -165,8 +166,6 @@ impl Document {
             }
             properties.insert(header.to_owned(), schema);
         }
-        let required = headers["required"].as_array_mut().unwrap_or_else(|| unreachable!("built above"));
-        required.extend([dlq::REASON, dlq::CONSUMER, dlq::DELIVERIES, dlq::STREAM_SEQ, dlq::SUBJECT].map(|h| json!(h)));
         self.messages.insert(
             name.to_owned(),
             json!({

@@ -101,8 +101,8 @@ impl PersonName {
 }
 
 /// An e-mail address: at most 254 characters as sent, no control characters,
-/// stored trimmed, a plain
-/// `local@domain.tld` address as an RFC 5322 parser accepts it.
+/// stored trimmed, a plain `local@domain.tld` address as an RFC 5322 parser
+/// accepts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmailAddress(String);
 
@@ -113,14 +113,7 @@ impl EmailAddress {
     /// Parses a submitted address.
     pub fn parse(raw: Option<&str>) -> Result<Self, String> {
         let value = required(raw)?;
-        let sent = raw.unwrap_or_default();
-        check_decoded(sent)?;
-        if sent.chars().count() > Self::MAX_CHARS {
-            return Err(format!("must be at most {} characters", Self::MAX_CHARS));
-        }
-        if sent.chars().any(char::is_control) {
-            return Err("must not contain control characters".to_owned());
-        }
+        check_text(raw.unwrap_or_default(), Self::MAX_CHARS)?;
         let options = Options::default().without_display_text().without_domain_literal().with_required_tld();
         Parsed::parse_with_options(value, options)
             .map(|_| Self(value.to_owned()))
