@@ -52,13 +52,30 @@ impl StreamEraser {
 }
 
 /// Whether `prospect_id` was erased: the event stream holds its erasure.
-/// Uses a direct get of the last message on `events.prospect.<id>.deleted`,
-/// which a handler's NATS user may do for those subjects only.
+/// Uses direct gets of the first and the last message on
+/// `events.prospect.<id>.deleted`, which a handler's NATS user may do for
+/// those subjects only. A message there counts only when it is that
+/// prospect's erasure (its `ce-type` and payload say so): whoever may
+/// publish on an erasure's subject could otherwise make anyone look erased.
 pub async fn is_erased(js: &jetstream::Context, events: &str, prospect_id: Uuid) -> anyhow::Result<bool> {
     let stream = js.get_stream_no_info(events).await?;
-    match stream.direct_get_last_for_subject(event_subject(prospect_id, ProspectDeleted::KIND)).await {
-        Ok(_) => Ok(true),
-        Err(error) if error.kind() == stream::DirectGetErrorKind::NotFound => Ok(false),
-        Err(error) => Err(error.into()),
+    let subject = event_subject(prospect_id, ProspectDeleted::KIND);
+    let last = match stream.direct_get_last_for_subject(subject.as_str()).await {
+        Ok(message) => message,
+        Err(error) if error.kind() == stream::DirectGetErrorKind::NotFound => return Ok(false),
+        Err(error) => return Err(error.into()),
+    };
+    if is_erasure_of(&last, prospect_id) {
+        return Ok(true);
     }
+    // A genuine erasure comes first; whatever came after it changes nothing.
+    let first = stream.direct_get_first_for_subject(subject).await?;
+    Ok(is_erasure_of(&first, prospect_id))
+}
+
+/// Whether a stored message is `prospect_id`'s erasure.
+fn is_erasure_of(message: &jetstream::message::StreamMessage, prospect_id: Uuid) -> bool {
+    use messages::EventSet as _;
+    let ce_type = message.headers.get(messages::cloudevents::TYPE).map(|v| v.as_str()).unwrap_or_default();
+    ProspectDeleted::decode(ce_type, &message.payload).is_ok_and(|erasure| erasure.prospect_id == prospect_id)
 }

@@ -22,6 +22,7 @@
 //! - [`ledger`]: where one prospect's events stand with each handler
 //!   (applied, pending, in flight, dead-lettered), from NATS's own state.
 //! - [`erasure`]: purging an erased prospect's history from the streams.
+//! - [`redact`]: e-mail addresses out of reasons, log lines and spans.
 //! - [`backoff`]: the one retry pause (doubling, capped, jitter, cut short
 //!   by shutdown), for the plumbing and the runtime alike.
 //! - [`trace`]: the W3C trace context a sign-up carries across every hop,
@@ -47,6 +48,7 @@ pub mod dlq;
 pub mod erasure;
 pub mod ledger;
 pub mod publish;
+pub mod redact;
 pub mod request;
 pub mod runtime;
 pub mod stream;

@@ -76,6 +76,13 @@ where
     tokio::spawn(endpoint.for_each_concurrent(concurrency, move |request| {
         let answer = answer.clone();
         async move {
+            if !answers_an_inbox(request.message.reply.as_deref()) {
+                // The requester chooses the reply subject: answering anywhere
+                // else would publish the answer with this service's rights.
+                tracing::warn!(endpoint = E::SUBJECT, "request refused: its reply subject is not an inbox");
+                metrics::counter!("signup_service_requests_refused_total", "endpoint" => E::NAME).increment(1);
+                return;
+            }
             let result = match parse::<E::Request>(&request) {
                 Ok(body) => answer(body).await,
                 Err(error) => Err(error),
@@ -84,6 +91,15 @@ where
         }
     }));
     Ok(())
+}
+
+/// Whether a request's reply subject is a requester's inbox (`_INBOX.…`, or
+/// `_INBOX_<user>.…` as the services name theirs): the only place a service
+/// answers. Nothing the system stores or acts on lives there.
+pub fn answers_an_inbox(reply: Option<&str>) -> bool {
+    reply
+        .and_then(|r| r.split('.').next())
+        .is_some_and(|first| first == "_INBOX" || first.strip_prefix("_INBOX_").is_some_and(|user| !user.is_empty()))
 }
 
 /// Sends `body` as JSON to `subject` and decodes the JSON reply, waiting at
@@ -144,5 +160,29 @@ pub async fn respond<T: Serialize>(request: &service::Request, result: Result<T,
     });
     if let Err(error) = request.respond(reply).await {
         tracing::warn!(%error, subject = %request.message.subject, "could not send a service reply");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answers_an_inbox;
+
+    #[test]
+    fn a_service_answers_inboxes_only() {
+        for inbox in ["_INBOX.abc.def", "_INBOX_web.abc", "_INBOX_mailer.x.y"] {
+            assert!(answers_an_inbox(Some(inbox)), "{inbox}");
+        }
+        for other in [
+            None,
+            Some(""),
+            Some("events.prospect.0192f0c1-7a3b-7cde-8f01-23456789abcd.deleted"),
+            Some("$JS.API.STREAM.PURGE.PROSPECTS"),
+            Some("_INBOX_"),
+            Some("_INBOX_.x"),
+            Some("_INBOXES.x"),
+            Some("dlq.prospect.save-prospect.x"),
+        ] {
+            assert!(!answers_an_inbox(other), "{other:?}");
+        }
     }
 }

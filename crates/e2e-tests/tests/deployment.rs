@@ -12,7 +12,8 @@ use e2e_tests::processes::{Service, binary};
 use e2e_tests::test_support::{NatsServer, SmtpServer, TestDatabase, eventually, free_port};
 use tokio::sync::mpsc;
 
-const USERS: [&str; 6] = ["web", "save-prospect", "analytics-indexer", "dead-letter-notifier", "mailer", "admin"];
+const USERS: [&str; 7] =
+    ["web", "save-prospect", "prospects", "analytics-indexer", "dead-letter-notifier", "mailer", "admin"];
 const LINKS_SECRET: &str = "deployment-test-links-secret";
 const ANALYTICS_TOKEN: &str = "deployment-test-analytics-token";
 
@@ -46,7 +47,7 @@ struct Deployment {
 impl Deployment {
     async fn start() -> Self {
         // A password for every user of the configuration (handlers added by
-        // scripts/new-handler too); the tests below use the five in USERS.
+        // scripts/new-handler too); the tests below use those in USERS.
         let conf = std::fs::read_to_string(repo_file("deploy/nats/nats-server.conf")).expect("nats-server.conf");
         let users = conf.lines().filter_map(|line| line.trim().strip_prefix("user: ")).map(str::trim);
         let env: Vec<(String, String)> = users.map(|u| (password_variable(u), password(u))).collect();
@@ -116,6 +117,12 @@ impl Deployment {
             ("SIGNUP__DATABASE__URL".into(), self.db.url()),
             ("SIGNUP__SAVE_PROSPECT__HTTP__PORT".into(), self.saver_port.to_string()),
             ("SIGNUP__SAVE_PROSPECT__CONSUMER__IDLE_WAIT_MS".into(), "300".into()),
+            // The prospects service answers as a user of its own.
+            ("SIGNUP__SAVE_PROSPECT__SERVICE__USER".into(), "prospects".into()),
+            (
+                "SIGNUP_FILE__SAVE_PROSPECT__SERVICE__PASSWORD".into(),
+                self.secrets.path().join("prospects").display().to_string(),
+            ),
         ]);
         let mut indexer = self.env("analytics-indexer");
         indexer.extend([
@@ -532,4 +539,167 @@ async fn metrics_count_a_sign_up_in_every_service() {
     .expect("reported");
     assert_eq!(sample(&page, "signup_stream_max_bytes", &["stream=\"PROSPECTS\""]), Some(4096.0 * 1024.0 * 1024.0));
     assert!(sample(&page, "signup_stream_max_bytes", &["stream=\"PROSPECTS_DLQ\""]).is_some(), "{page}");
+}
+
+/// CloudEvents headers of an event of `ce_type`, as signup-web writes them.
+fn event_headers(ce_type: &str) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    let id = uuid::Uuid::now_v7().to_string();
+    headers.insert(messages::cloudevents::SPECVERSION, "1.0");
+    headers.insert(messages::cloudevents::ID, id.as_str());
+    headers.insert(messages::cloudevents::NATS_MSG_ID, id.as_str());
+    headers.insert(messages::cloudevents::SOURCE, "/signup-web");
+    headers.insert(messages::cloudevents::TYPE, ce_type);
+    headers.insert(messages::cloudevents::TIME, chrono::Utc::now().to_rfc3339().as_str());
+    headers.insert("Content-Type", "application/json");
+    headers
+}
+
+/// Waits until `consumer` has settled every event of the stream up to `seq`.
+async fn settled(deployment: &Deployment, consumer: &str, seq: u64) {
+    let (admin, _) = deployment.client_as("admin").await;
+    let events = async_nats::jetstream::new(admin).get_stream("PROSPECTS").await.expect("stream");
+    eventually(Duration::from_secs(30), &format!("{consumer} to settle #{seq}"), || async {
+        let info = events.consumer_info(consumer).await.ok()?.clone();
+        (info.ack_floor.stream_sequence >= seq && info.num_ack_pending == 0).then_some(())
+    })
+    .await
+    .expect("settled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_subject_and_type_disagree_is_refused_as_forged_by_every_handler() {
+    let deployment = Deployment::start().await;
+    let victim = deployment.sign_up("victim.forged@example.com").await;
+    deployment.saved(victim).await;
+    eventually(Duration::from_secs(20), "the victim's confirmation mail", || async {
+        deployment.smtp.messages_to("victim.forged@example.com").pop()
+    })
+    .await
+    .expect("mailed");
+
+    // save-prospect's credential may publish erasures: on an erasure's
+    // subject it sends a link request for the victim, to the attacker.
+    let attacker = "attacker.forged@example.com";
+    let forged = serde_json::json!({"prospectId": victim, "email": attacker, "requestedAt": chrono::Utc::now()});
+    let (saver, _) = deployment.client_as("save-prospect").await;
+    let subject = messages::streams::event_subject(victim, "deleted");
+    let stored = quick_jetstream(&saver)
+        .publish_with_headers(
+            subject.clone(),
+            event_headers(<messages::ManageLinkRequested as messages::Event>::TYPE),
+            serde_json::to_vec(&forged).expect("json").into(),
+        )
+        .await
+        .expect("sent")
+        .await
+        .expect("the deployment lets save-prospect publish on an erasure's subject");
+    // The web's credential, on the right subject, with an address the
+    // victim does not hold.
+    let (web, _) = deployment.client_as("web").await;
+    let wrong_address = quick_jetstream(&web)
+        .publish_with_headers(
+            messages::streams::event_subject(victim, "linkrequested"),
+            event_headers(<messages::ManageLinkRequested as messages::Event>::TYPE),
+            serde_json::to_vec(&forged).expect("json").into(),
+        )
+        .await
+        .expect("sent")
+        .await
+        .expect("stored");
+    for consumer in ["mailer", "save-prospect", "analytics-indexer"] {
+        settled(&deployment, consumer, wrong_address.sequence.max(stored.sequence)).await;
+    }
+    assert!(deployment.smtp.messages_to(attacker).is_empty(), "nothing is mailed to the attacker");
+
+    // Each handler refused the forged event and kept it as a dead letter that says why.
+    let (admin, _) = deployment.client_as("admin").await;
+    let js = async_nats::jetstream::new(admin);
+    let letters = js.get_stream("PROSPECTS_DLQ").await.expect("dead-letter stream");
+    for handler in ["mailer", "save-prospect", "analytics-indexer"] {
+        let letter = messages::dlq::subject(handler, &subject);
+        let letter = eventually(Duration::from_secs(20), &format!("a dead letter on {letter}"), || async {
+            letters.get_last_raw_message_by_subject(&letter).await.ok()
+        })
+        .await
+        .expect("dead-lettered");
+        let reason = letter.headers.get(messages::dlq::REASON).map(|v| v.as_str().to_owned()).unwrap_or_default();
+        assert!(reason.contains("forged"), "{handler}: {reason}");
+    }
+    let page = reqwest::get(Deployment::url(deployment.mailer_port, "/metrics")).await.expect("metrics");
+    let page = page.text().await.expect("body");
+    assert_eq!(sample(&page, "signup_handler_events_forged_total", &["consumer=\"mailer\""]), Some(1.0), "{page}");
+
+    // The forged "erasure" does not make the victim look erased.
+    let erased = bus::erasure::is_erased(&js, "PROSPECTS", victim).await.expect("look-up");
+    assert!(!erased, "a message on the erasure subject that is no erasure does not erase");
+    let status = reqwest::get(Deployment::url(deployment.web_port, &format!("/api/prospects/{victim}")))
+        .await
+        .expect("status")
+        .text()
+        .await
+        .expect("body");
+    assert!(status.contains("\"pending\""), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prospects_service_answers_only_to_the_requesters_inbox() {
+    let deployment = Deployment::start().await;
+    let id = deployment.sign_up("holder.deputy@example.com").await;
+    deployment.saved(id).await;
+    let (admin, _) = deployment.client_as("admin").await;
+    let js = async_nats::jetstream::new(admin.clone());
+    let mut events = js.get_stream("PROSPECTS").await.expect("stream");
+    let before = events.info().await.expect("info").state.clone();
+
+    // The web's credential may ask the service; it names, as the reply
+    // subject, an erasure's subject and the JetStream API's purge.
+    let (web, _) = deployment.client_as("web").await;
+    let target = uuid::Uuid::now_v7();
+    let erasure_subject = messages::streams::event_subject(target, "deleted");
+    let find = serde_json::json!({"email": "holder.deputy@example.com"}).to_string();
+    let status = serde_json::json!({"prospectId": id}).to_string();
+    for (endpoint, reply, body) in [
+        ("prospects.find", erasure_subject.as_str(), find.as_str()),
+        ("prospects.status", "$JS.API.STREAM.PURGE.PROSPECTS", status.as_str()),
+        ("prospects.get", erasure_subject.as_str(), status.as_str()),
+    ] {
+        web.publish_with_reply(endpoint, reply.to_owned(), body.to_owned().into()).await.expect("sent");
+    }
+    // The client library answers $SRV.* itself, whatever the reply
+    // subject: only the service user's rights stop those answers.
+    admin.publish_with_reply("$SRV.PING", erasure_subject.clone(), "".into()).await.expect("sent");
+    admin
+        .publish_with_reply("$SRV.INFO.prospects", "$JS.API.STREAM.PURGE.PROSPECTS".to_owned(), "".into())
+        .await
+        .expect("sent");
+    admin.flush().await.expect("flushed");
+    web.flush().await.expect("flushed");
+    // The service's user may publish into inboxes and nowhere else.
+    let (service, mut errors) = deployment.client_as("prospects").await;
+    for subject in [erasure_subject.as_str(), "$JS.API.STREAM.PURGE.PROSPECTS", "dlq.prospect.save-prospect.x"] {
+        service.publish(subject.to_owned(), "{}".into()).await.expect("sent");
+        violation(&mut errors, subject).await;
+    }
+    // A genuine request still gets its answer, in the requester's inbox.
+    let answered: messages::service::StatusReply =
+        bus::request::request(&web, "prospects.status", &serde_json::json!({"prospectId": id}), Duration::from_secs(5))
+            .await
+            .expect("answered");
+    assert_eq!(answered.status, messages::service::Status::Pending);
+    // Every request above has been served by now (the service's own count).
+    let stats: serde_json::Value = eventually(Duration::from_secs(10), "the service's statistics", || async {
+        let reply = admin.request("$SRV.STATS.prospects", "".into()).await.ok()?;
+        let stats: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
+        let served: u64 = stats["endpoints"].as_array()?.iter().filter_map(|e| e["num_requests"].as_u64()).sum();
+        (served >= 4).then_some(stats)
+    })
+    .await
+    .expect("counted");
+    let after = events.info().await.expect("info").state.clone();
+    assert_eq!(after.messages, before.messages, "nothing stored, nothing purged: {stats}");
+    assert!(
+        events.get_last_raw_message_by_subject(&erasure_subject).await.is_err(),
+        "no reply landed on an erasure's subject"
+    );
 }

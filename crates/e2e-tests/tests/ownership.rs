@@ -357,3 +357,223 @@ async fn a_lost_manage_link_is_mailed_to_its_address_only() {
     assert!(system.smtp.as_ref().expect("smtp").messages_to("nobody@example.com").is_empty());
     system.stop().await.expect("stop");
 }
+
+/// The path of a manage link for `token`'s page plus `suffix`.
+fn path_of(link: &str, suffix: &str) -> String {
+    format!("{link}{suffix}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_the_address_moves_every_link_mailed_to_the_old_one_is_dead() {
+    let mut system = System::start().await.expect("system");
+    system.start_mailer().await.expect("mailer");
+    let (id, mail) = sign_up_and_confirm(&system, &form("Ada", "Lovelace", "old.owner@example.com", "Old Ltd")).await;
+    let first_manage = mail.link("/prospects/manage/").expect("manage link").to_owned();
+    let first_confirm = mail.link("/prospects/confirm/").expect("confirmation link").to_owned();
+
+    // The owner moves the record to a new address.
+    let changed = system
+        .http
+        .post(system.web_url(&first_manage))
+        .form(&form("Ada", "Lovelace", "new.owner@example.com", "New Ltd"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(changed.status(), 303);
+    let told = system.mail_to("old.owner@example.com", "Your sign-up's address is being changed").await.expect("told");
+    let notice_manage = told.link("/prospects/manage/").expect("the notice's manage link").to_owned();
+    // Until the new address is confirmed, the old one is still the record's.
+    assert_eq!(get(&system, &notice_manage).await.0, 200, "the change is not confirmed yet");
+    let ask = system.mail_to("new.owner@example.com", "Please confirm your new address").await.expect("ask");
+    let confirm_email = ask.link("/prospects/confirm-email/").expect("link").to_owned();
+    let confirmed = post(&system, &confirm_email).await;
+    assert_eq!(confirmed.status(), 303);
+    // The new address proved itself: its owner lands on the manage page.
+    let landing = location(&confirmed).expect("location");
+    assert!(landing.starts_with("/prospects/manage/"), "{landing}");
+    eventually(Duration::from_secs(20), "the new address", || async {
+        let row = system.prospect(id).await.ok().flatten()?;
+        (row.email.as_deref() == Some("new.owner@example.com")).then_some(())
+    })
+    .await
+    .expect("changed");
+
+    // Every link mailed to the old address is dead: to view, change, erase,
+    // confirm or move the record again.
+    for link in [&first_manage, &notice_manage] {
+        assert_eq!(get(&system, link).await.0, 404, "{link}");
+        let moved = system
+            .http
+            .post(system.web_url(link))
+            .form(&form("Mallory", "Old", "mallory@example.com", ""))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(moved.status(), 404, "a change through {link}");
+        for action in ["/erase", "/confirm", "/new-link"] {
+            assert_eq!(post(&system, &path_of(link, action)).await.status(), 404, "{link}{action}");
+        }
+    }
+    assert_eq!(get(&system, &first_confirm).await.0, 404, "the old confirmation link");
+    assert_eq!(post(&system, &first_confirm).await.status(), 404, "the old confirmation link");
+    assert!(system.prospect(id).await.expect("row").expect("row").deleted_at.is_none(), "nothing was erased");
+    let (status, page) = get(&system, &landing).await;
+    assert_eq!(status, 200, "the new address's owner keeps access");
+    assert!(page.contains("value=\"new.owner@example.com\""), "{page}");
+
+    // Asked for on the lost-link page (by anyone who knows the address), a
+    // new link ends nothing: a stranger cannot cut the owner off.
+    let anonymous = system
+        .http
+        .post(system.web_url("/prospects/new-link"))
+        .form(&[("email", "new.owner@example.com")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(anonymous.status(), 303);
+    let lost = system
+        .mail_to("new.owner@example.com", "Your link to change or erase your details")
+        .await
+        .expect("the lost link");
+    let lost_link = lost.link("/prospects/manage/").expect("link").to_owned();
+    assert_eq!(get(&system, &lost_link).await.0, 200);
+    assert_eq!(get(&system, &landing).await.0, 200, "an anonymous request revokes nothing");
+
+    // Asked for by the owner on the manage page, a new link ends every older one.
+    let renewed = post(&system, &path_of(&landing, "/new-link")).await;
+    assert_eq!(renewed.status(), 303);
+    let fresh = eventually(Duration::from_secs(20), "the owner's new link", || async {
+        let smtp = system.smtp.as_ref()?;
+        smtp.messages_to("new.owner@example.com")
+            .iter()
+            .filter_map(|m| Mail::parse(m, &system.web_url("")).ok())
+            .filter(|m| m.subject == "Your link to change or erase your details")
+            .filter_map(|m| m.link("/prospects/manage/").ok().map(str::to_owned))
+            .find(|link| *link != lost_link)
+    })
+    .await
+    .expect("mailed");
+    eventually(Duration::from_secs(20), "the older links to end", || async {
+        (get(&system, &landing).await.0 == 404).then_some(())
+    })
+    .await
+    .expect("revoked");
+    assert_eq!(get(&system, &lost_link).await.0, 404, "every older link ends");
+    assert_eq!(get(&system, &fresh).await.0, 200, "the new one works");
+    system.stop().await.expect("stop");
+}
+
+/// How many events the stream holds on `subject`.
+async fn events_on(client: &async_nats::Client, subject: &str) -> u64 {
+    let stream = jetstream::new(client.clone()).get_stream("PROSPECTS").await.expect("stream");
+    let info = stream.info_with_subjects(subject).await.expect("info");
+    use futures::TryStreamExt as _;
+    let subjects: Vec<(String, usize)> = info.try_collect().await.expect("subjects");
+    subjects.into_iter().map(|(_, count)| count as u64).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_up_is_confirmed_by_one_event_and_never_after_its_erasure() {
+    let mut system = System::start().await.expect("system");
+    system.start_mailer().await.expect("mailer");
+    let id =
+        id_from_location(&system.post_form(&form("Ada", "Once", "once.only@example.com", "")).await.expect("post"))
+            .expect("id");
+    let mail = system.mail_to("once.only@example.com", "Please confirm your sign-up").await.expect("mail");
+    let confirm = mail.link("/prospects/confirm/").expect("link").to_owned();
+    system.saved(id).await.expect("saved");
+    let subject = messages::streams::event_subject(id, ProspectConfirmed::KIND);
+
+    // Pressed twice at once, then again and again once confirmed.
+    let (a, b) = tokio::join!(post(&system, &confirm), post(&system, &confirm));
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (303, 303));
+    eventually(Duration::from_secs(20), "the confirmation", || async {
+        system.prospect(id).await.ok().flatten()?.confirmed_at.map(drop)
+    })
+    .await
+    .expect("confirmed");
+    for _ in 0..3 {
+        assert_eq!(post(&system, &confirm).await.status(), 303, "the owner is told it is confirmed");
+        let manage = mail.link("/prospects/manage/").expect("manage link");
+        assert_eq!(post(&system, &format!("{manage}/confirm")).await.status(), 303);
+    }
+    assert_eq!(events_on(&system.client, &subject).await, 1, "one confirmation event, however often pressed");
+
+    // Erased: the link confirms nothing any more.
+    let manage = mail.link("/prospects/manage/").expect("manage link");
+    assert_eq!(post(&system, &format!("{manage}/erase")).await.status(), 303);
+    eventually(Duration::from_secs(20), "the erasure", || async {
+        system.prospect(id).await.ok().flatten()?.deleted_at.map(drop)
+    })
+    .await
+    .expect("erased");
+    let before = stored_events(&system.client).await;
+    assert_eq!(post(&system, &confirm).await.status(), 404, "nothing to confirm after an erasure");
+    assert_eq!(get(&system, &confirm).await.0, 404);
+    assert_eq!(stored_events(&system.client).await, before, "nothing published");
+    assert_eq!(events_on(&system.client, &subject).await, 1);
+    system.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_link_request_is_answered_alike_for_a_known_and_an_unknown_address() {
+    let mut system = System::start_without_saver().await.expect("system");
+    // save-prospect only looks the stream up, so a deleted stream stays deleted.
+    let mut settings = system.saver_settings();
+    settings.nats.stream.manage = false;
+    let js = jetstream::new(system.client.clone());
+    bus::stream::ensure_dlq_stream(&js, &bus::settings::StreamSettings::default()).await.expect("dead-letter stream");
+    system.start_saver_with(settings).await.expect("saver");
+    let id =
+        id_from_location(&system.post_form(&form("Ada", "Known", "known.alike@example.com", "")).await.expect("post"))
+            .expect("id");
+    system.saved(id).await.expect("saved");
+    // JetStream stops taking events (the stream is gone); the prospects
+    // service still answers who holds an address.
+    js.delete_stream("PROSPECTS").await.expect("stream deleted");
+    let ask = |email: &'static str| {
+        let request = system.http.post(system.web_url("/prospects/new-link")).form(&[("email", email)]);
+        async move { request.send().await.expect("post") }
+    };
+    let unknown = ask("nobody.alike@example.com").await;
+    let known = ask("known.alike@example.com").await;
+    assert_eq!(
+        (known.status().as_u16(), location(&known).ok()),
+        (unknown.status().as_u16(), location(&unknown).ok()),
+        "the answer must not tell a known address from an unknown one"
+    );
+    assert_eq!(known.status(), 303);
+    // The request is not lost: once JetStream takes events again it is stored.
+    bus::ensure_stream(&js, &bus::settings::StreamSettings::default()).await.expect("stream back");
+    let subject = messages::streams::event_subject(id, messages::ManageLinkRequested::KIND);
+    eventually(Duration::from_secs(30), "the link request to be stored", || async {
+        let stream = js.get_stream("PROSPECTS").await.ok()?;
+        stream.get_last_raw_message_by_subject(&subject).await.ok().map(drop)
+    })
+    .await
+    .expect("stored once the stream is back");
+    system.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_of_mailed_links_are_never_cached() {
+    let mut system = System::start().await.expect("system");
+    system.start_mailer().await.expect("mailer");
+    let id = id_from_location(
+        &system.post_form(&form("Ada", "Private", "private.page@example.com", "")).await.expect("post"),
+    )
+    .expect("id");
+    let mail = system.mail_to("private.page@example.com", "Please confirm your sign-up").await.expect("mail");
+    system.saved(id).await.expect("saved");
+    let email_token = links().email_token(id, Uuid::now_v7(), Utc::now());
+    for path in [
+        mail.link("/prospects/confirm/").expect("link").to_owned(),
+        mail.link("/prospects/manage/").expect("link").to_owned(),
+        Purpose::ConfirmEmail.path(&email_token),
+    ] {
+        let response = system.http.get(system.web_url(&path)).send().await.expect("get");
+        let cache = response.headers().get(reqwest::header::CACHE_CONTROL).and_then(|v| v.to_str().ok());
+        assert_eq!(cache, Some("no-store"), "{path} (status {})", response.status());
+    }
+    system.stop().await.expect("stop");
+}

@@ -240,3 +240,56 @@ async fn the_ledger_shows_a_dead_letter_beside_the_handlers_that_applied_it_unti
     assert_eq!(states(&view).len(), handlers.len());
     assert!(states(&view).values().all(|s| s["state"] == "applied"), "{view}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_smtp_answer_that_quotes_the_address_reaches_no_log_span_or_dead_letter() {
+    let nats = NatsServer::start().await.expect("nats-server");
+    let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
+    let endpoint = receiver.endpoint();
+    let otel = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    let bed = FaultBed::start(nats.url(), &otel).await;
+    let smtp = SmtpServer::start().await.expect("smtp server");
+    let _saver = bed.saver(&[]);
+    let _mailer = bed.mailer(smtp.port(), &[("SIGNUP__MAILER__CONSUMER__RETRY_BASE_MS", "100")]);
+    bed.consumers_ready(&["save-prospect", "mailer"]).await;
+
+    // The server refuses the recipient for good, quoting the address, and
+    // one more refuses it for now, quoting it too, before taking the mail.
+    let tag = Uuid::now_v7().simple().to_string();
+    let refused = format!("refused.{tag}@example.com");
+    let later = format!("later-1.{tag}@example.com");
+    let prospect = sign_up_by_form(&bed, &refused, None).await;
+    sign_up_by_form(&bed, &later, None).await;
+    let letters = jetstream::new(bed.client.clone()).get_stream("PROSPECTS_DLQ").await.expect("dead letters");
+    let subject = format!("dlq.prospect.mailer.{prospect}.signedup");
+    let letter = eventually(Duration::from_secs(30), "the mailer's dead letter", || async {
+        letters.get_last_raw_message_by_subject(&subject).await.ok()
+    })
+    .await
+    .expect("dead-lettered");
+    eventually(Duration::from_secs(30), "the second mail, after a retry", || async { smtp.messages_to(&later).pop() })
+        .await
+        .expect("taken on the second try");
+    let reason = header(&letter.headers, "x-dlq-reason").to_owned();
+    assert!(reason.contains("550") && reason.contains("5.1.1"), "the reason keeps the server's codes: {reason}");
+    // Where the address was quoted, nothing of it is left.
+    let spans = eventually(Duration::from_secs(30), "the dead letter's span", || async {
+        let spans = receiver.spans();
+        spans.iter().any(|s| s.service == "mailer" && s.status_message.contains("dead-lettered")).then_some(spans)
+    })
+    .await
+    .expect("the span with its error status");
+    let span_texts: Vec<String> =
+        spans.iter().map(|s| format!("{} {} {:?}", s.name, s.status_message, s.attributes)).collect();
+    for address in [refused.as_str(), later.as_str()] {
+        assert!(!reason.contains(address), "dead letter: {reason}");
+        let logged = logs();
+        assert!(logged.contains("event dead-lettered"), "the mailer's logs were read");
+        if let Some(line) = logged.lines().find(|line| line.contains(address)) {
+            panic!("a log line holds the address: {line}");
+        }
+        if let Some(span) = span_texts.iter().find(|text| text.contains(address)) {
+            panic!("a span holds the address: {span}");
+        }
+    }
+}

@@ -114,10 +114,15 @@ impl Mailer {
 
     /// The live prospect other than `me` that holds `email`, if any.
     async fn holder_other_than(&self, me: Uuid, email: &str) -> Result<Option<FoundProspect>, HandlerError> {
+        Ok(self.holder(email).await?.filter(|found| found.prospect_id != me))
+    }
+
+    /// The live prospect that holds `email`, if any.
+    async fn holder(&self, email: &str) -> Result<Option<FoundProspect>, HandlerError> {
         let asked =
             ask::<FindByAddress>(&self.client, &AddressRef { email: email.to_owned() }, self.service_timeout).await;
         match asked {
-            Ok(found) => Ok((found.prospect_id != me).then_some(found)),
+            Ok(found) => Ok(Some(found)),
             Err(RequestError::Service { code: contract::NOT_FOUND, .. }) => Ok(None),
             Err(error) => Err(HandlerError::Unavailable(
                 anyhow::Error::new(error).context("asking the prospects service who holds the address"),
@@ -164,6 +169,16 @@ impl Mailer {
                 vec![(Slot::NewAddress, to_new), (Slot::CurrentAddress, to_current)]
             }
             ProspectEvent::ManageLinkRequested(event) => {
+                // Only to the address the prospect holds: a request naming
+                // another address (forged, or the address moved meanwhile)
+                // mails nothing.
+                let holder = self.holder(&event.email).await?;
+                if holder.is_none_or(|h| h.prospect_id != event.prospect_id) {
+                    tracing::warn!(event_id = %delivery.meta.event_id, prospect_id = %event.prospect_id,
+                        "link request not mailed: the prospect does not hold the address it names");
+                    count(Kind::ManageLink, "not_the_holders_address");
+                    return Ok(Vec::new());
+                }
                 let mut letter = self.letter(Kind::ManageLink, &event.email, None);
                 let manage = self.links.manage_token(event.prospect_id, now);
                 letter.manage_url = Some(self.links.url(Purpose::Manage, &manage));

@@ -35,6 +35,12 @@ pub trait EventSet: Sized + Send + Sync + 'static {
     const DEAD_LETTERS: bool = false;
     /// Decodes one message given its CloudEvents type and JSON data.
     fn decode(ce_type: &str, data: &[u8]) -> Result<Self, DecodeError>;
+    /// The subject a genuine message of this content was published on, or
+    /// `None` for messages that are not bound to one (dead letters). The
+    /// consumer runner refuses, as forged, an event that arrived on another
+    /// subject: the subject is what the broker's permissions check and what
+    /// erasure purges by, so its kind and prospect id must be the event's.
+    fn subject(&self) -> Option<String>;
     /// Decodes one message with its headers at hand; by default from its
     /// `ce-type` and data alone ([`decode`](Self::decode)).
     fn decode_message(ce_type: &str, data: &[u8], headers: &dyn Headers) -> Result<Self, DecodeError> {
@@ -60,6 +66,9 @@ impl<E: Event> EventSet for E {
             return Err(DecodeError::UnknownType(ce_type.to_owned()));
         }
         decode_as(ce_type, data)
+    }
+    fn subject(&self) -> Option<String> {
+        Some(Event::subject(self))
     }
 }
 
@@ -140,8 +149,25 @@ impl ProspectEvent {
     }
 }
 
+impl ProspectEvent {
+    /// The last token of the event's subjects (`signedup`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::SignedUp(_) => ProspectSignedUp::KIND,
+            Self::Updated(_) => ProspectUpdated::KIND,
+            Self::Deleted(_) => ProspectDeleted::KIND,
+            Self::Confirmed(_) => ProspectConfirmed::KIND,
+            Self::EmailChangeRequested(_) => ProspectEmailChangeRequested::KIND,
+            Self::ManageLinkRequested(_) => ManageLinkRequested::KIND,
+        }
+    }
+}
+
 impl EventSet for ProspectEvent {
     const FILTER_SUBJECT: &'static str = crate::streams::PROSPECTS_SUBJECTS;
+    fn subject(&self) -> Option<String> {
+        Some(crate::streams::event_subject(self.prospect_id(), self.kind()))
+    }
     fn decode(ce_type: &str, data: &[u8]) -> Result<Self, DecodeError> {
         match ce_type {
             ProspectSignedUp::TYPE => decode_as(ce_type, data).map(Self::SignedUp),
@@ -204,6 +230,20 @@ mod tests {
         for event in &every {
             assert_eq!(ProspectEvent::TYPES[position(event)], event.ce_type());
         }
+    }
+
+    #[test]
+    fn an_event_names_the_one_subject_it_may_arrive_on() {
+        let id = uuid::Uuid::now_v7();
+        let json = serde_json::json!({"prospectId": id, "email": "a@b.co", "requestedAt": "2026-12-01T10:00:00Z"});
+        let data = serde_json::to_vec(&json).expect("json");
+        let event = ProspectEvent::decode(ManageLinkRequested::TYPE, &data).expect("a link request");
+        let expected = format!("events.prospect.{id}.linkrequested");
+        assert_eq!(EventSet::subject(&event), Some(expected.clone()));
+        let alone = ManageLinkRequested::decode(ManageLinkRequested::TYPE, &data).expect("a link request");
+        assert_eq!(EventSet::subject(&alone), Some(expected));
+        let deleted = ProspectEvent::Deleted(ProspectDeleted { prospect_id: id, deleted_at: Utc::now() });
+        assert_eq!(EventSet::subject(&deleted), Some(format!("events.prospect.{id}.deleted")));
     }
 
     #[test]

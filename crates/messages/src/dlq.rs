@@ -70,6 +70,12 @@ impl crate::EventSet for DeadLetter {
     const FILTER_SUBJECT: &'static str = crate::streams::DLQ_SUBJECTS;
     const DEAD_LETTERS: bool = true;
 
+    /// A letter's subject is its handler's own (`dlq.prospect.<handler>.…`),
+    /// not the event's: nothing to compare here.
+    fn subject(&self) -> Option<String> {
+        None
+    }
+
     /// Never fails: a letter is worth reporting whatever it holds.
     fn decode(ce_type: &str, data: &[u8]) -> Result<Self, crate::DecodeError> {
         Ok(Self {

@@ -139,7 +139,20 @@ async fn run(settings: Settings, context: Context) -> anyhow::Result<()> {
         settings.database.service_pool_size,
         &db::Connector::from_settings(&settings.database)?,
     )?;
-    let service = prospects_service::start(&client, service_pool).await?;
+    let service_client = match settings.save_prospect.service.nats(&settings.nats) {
+        Some(nats) => bus::connect(&nats, prospects_service::CONNECTION_NAME).await?,
+        None => client.clone(),
+    };
+    let service = prospects_service::start(&service_client, service_pool).await?;
+    // Ready only once the server has the service's subscriptions (a
+    // connection of its own may still be connecting).
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+    while let Err(error) = service_client.flush().await {
+        tracing::warn!(%error, "the prospects service is not connected yet; retrying");
+        if !backoff.wait(&shutdown).await {
+            break;
+        }
+    }
     let expiring = tokio::spawn(expiry::run(
         pool.clone(),
         bus::Publisher::new(client.clone(), "/save-prospect", settings.nats.request_timeout())

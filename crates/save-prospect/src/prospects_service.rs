@@ -5,6 +5,12 @@
 //!
 //! Every instance joins the same queue group, so each request is answered by
 //! one of them; `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS` reach all of them.
+//!
+//! Answers go only to the requester's inbox (`bus::request::serve` refuses
+//! any other reply subject), and in a deployment the service speaks as a
+//! NATS user of its own that may publish nowhere else
+//! (`[save_prospect.service]`): the requester chooses the reply subject,
+//! and `$SRV.*` answers are the client library's own.
 
 use async_nats::service::{self, Service, ServiceExt as _};
 use bus::async_nats;
@@ -22,6 +28,10 @@ use uuid::Uuid;
 
 use crate::db::Pool;
 use crate::schema::{countries, roles};
+
+/// The name of the service's own NATS connection, when it has one
+/// (`[save_prospect.service]`).
+pub const CONNECTION_NAME: &str = "prospects";
 
 /// Requests one instance works on at once, per endpoint.
 const CONCURRENCY: usize = 32;

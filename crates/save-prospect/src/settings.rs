@@ -84,6 +84,42 @@ pub struct SaveProspectSettings {
     /// `[save_prospect.http]`: where `/healthz`, `/readyz` and `/metrics` are
     /// served (port [`crate::HTTP_PORT`] unless set).
     pub http: OpsSettings,
+    /// `[save_prospect.service]`: the NATS identity the `prospects`
+    /// request-reply service answers with.
+    pub service: ServiceIdentity,
+}
+
+/// The NATS identity of the `prospects` service: a user of its own, so that
+/// its answers go only where that user may publish (the requesters'
+/// inboxes). The requester picks the reply subject; answered with
+/// save-prospect's own rights, a reply could land on an erasure's subject or
+/// the JetStream API. Unset (development, a server without users): the
+/// service shares save-prospect's connection.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceIdentity {
+    /// User name (with `password`).
+    pub user: Option<String>,
+    /// Password (`SIGNUP__SAVE_PROSPECT__SERVICE__PASSWORD`, or a file with
+    /// `SIGNUP_FILE__SAVE_PROSPECT__SERVICE__PASSWORD`).
+    pub password: Option<SecretString>,
+    /// Path of a `.creds` file (JWT + NKey), instead of a user and password.
+    pub creds_file: Option<std::path::PathBuf>,
+}
+
+impl ServiceIdentity {
+    /// The NATS settings of the service's own connection, when it has one:
+    /// `nats` with this identity in place of save-prospect's.
+    pub fn nats(&self, nats: &NatsSettings) -> Option<NatsSettings> {
+        (self.user.is_some() || self.creds_file.is_some()).then(|| NatsSettings {
+            user: self.user.clone(),
+            password: self.password.clone(),
+            token: None,
+            creds_file: self.creds_file.clone(),
+            inbox_prefix: None,
+            ..nats.clone()
+        })
+    }
 }
 
 impl Default for SaveProspectSettings {
@@ -94,6 +130,7 @@ impl Default for SaveProspectSettings {
             expiry_check_secs: 60,
             consumer: ConsumerSettings { concurrency: 2, ..ConsumerSettings::default() },
             http: OpsSettings::local(crate::HTTP_PORT),
+            service: ServiceIdentity::default(),
         }
     }
 }

@@ -135,9 +135,26 @@ fn tls_parameters(settings: &SmtpSettings, section: &str) -> anyhow::Result<TlsP
 ///   [`HandlerError::Unavailable`] — nothing is wrong with the mail, so the
 ///   runner holds it (without using up deliveries) until the server is back
 ///   or fixed.
+///
+/// A refusal keeps the server's reply code and enhanced status code (`550
+/// 5.1.1`) and nothing else of its answer: servers quote the recipient's
+/// address there, and the reason outlives an erasure in dead letters and
+/// logs.
 pub fn classify(error: lettre::transport::smtp::Error) -> HandlerError {
     let code = error.status().map(u16::from);
-    let error = anyhow::Error::new(error).context("sending the mail");
+    let error = match error.status() {
+        Some(reply) => {
+            let enhanced = std::error::Error::source(&error)
+                .and_then(|answer| enhanced_status(&answer.to_string()).map(|status| format!(" {status}")))
+                .unwrap_or_default();
+            let severity = if error.is_permanent() { "permanent" } else { "transient" };
+            anyhow::anyhow!(
+                "{severity} error ({reply}{enhanced}) from the SMTP server; the rest of its answer is not kept"
+            )
+        }
+        None => anyhow::Error::new(error),
+    }
+    .context("sending the mail");
     match code {
         Some(530 | 534 | 535 | 538) => HandlerError::Unavailable(error),
         Some(500..=599) => HandlerError::Permanent(error),
@@ -146,9 +163,30 @@ pub fn classify(error: lettre::transport::smtp::Error) -> HandlerError {
     }
 }
 
+/// The enhanced status code (RFC 3463, `class.subject.detail`) an SMTP
+/// answer starts with, if it does.
+fn enhanced_status(answer: &str) -> Option<&str> {
+    let first = answer.split_whitespace().next()?;
+    let mut parts = first.split('.');
+    let class = parts.next()?;
+    let well_formed = matches!(class, "2" | "4" | "5")
+        && parts.clone().count() == 2
+        && parts.all(|part| (1..=3).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit()));
+    well_formed.then_some(first)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_codes_of_an_answer_are_kept() {
+        assert_eq!(enhanced_status("5.1.1 <ada@example.com>: Recipient address rejected"), Some("5.1.1"));
+        assert_eq!(enhanced_status("4.7.1 try later"), Some("4.7.1"));
+        for other in ["<ada@example.com>: rejected", "", "5.1 x", "5.1.1234 x", "9.1.1 x", "a.b.c"] {
+            assert_eq!(enhanced_status(other), None, "{other:?}");
+        }
+    }
 
     // The pooled transport starts its clean-up task on the runtime.
     #[tokio::test]

@@ -6,6 +6,9 @@ refuse mail, so that tests can see what the mailer does then:
 - ``later-N...@`` gets ``451 4.3.0`` (try again later: transient) on its
   first N tries, then is accepted.
 
+Both answers quote the recipient's address, as Postfix's do, so that tests
+can check that no log line, span or dead letter repeats it.
+
 Run as ``python -m aiosmtpd -n -c signup_smtp.Maildir <maildir> ...`` with
 this folder on PYTHONPATH.
 """
@@ -25,11 +28,11 @@ class Maildir(Mailbox):
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split("@", 1)[0].lower()
         if local.startswith("refused"):
-            return "550 5.1.1 No such mailbox here"
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown in virtual mailbox table"
         later = LATER.match(local)
         if later:
             self.tries[address] = self.tries.get(address, 0) + 1
             if self.tries[address] <= int(later.group(1)):
-                return "451 4.3.0 Mailbox busy, try again later"
+                return f"451 4.3.0 <{address}>: Recipient address rejected: Mailbox busy, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"

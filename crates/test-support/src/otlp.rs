@@ -30,6 +30,8 @@ pub struct ReceivedSpan {
     pub attributes: BTreeMap<String, String>,
     /// The spans it links to: (trace id, span id).
     pub links: Vec<(String, String)>,
+    /// Its status message (set with an error status), empty otherwise.
+    pub status_message: String,
 }
 
 impl ReceivedSpan {
@@ -115,6 +117,7 @@ async fn export(spans: web::Data<Arc<Mutex<Vec<ReceivedSpan>>>>, body: web::Byte
                 parent_span_id: hex(&span.parent_span_id),
                 attributes: span.attributes.iter().map(|kv| (kv.key.clone(), text(kv.value.as_ref()))).collect(),
                 links: span.links.iter().map(|l| (hex(&l.trace_id), hex(&l.span_id))).collect(),
+                status_message: span.status.map(|s| s.message).unwrap_or_default(),
             });
         }
     }

@@ -6,7 +6,7 @@ use async_nats::jetstream::{self, message::AckKind};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::decode::decode;
+use super::decode::{Refused, decode};
 use super::settle::{Held, Outage, ack};
 use super::{ConsumerRunner, Delivery, EventMeta, Handler, HandlerError};
 use crate::trace::{self, EVENT_DESTINATION_TEMPLATE, MESSAGING_SYSTEM, TraceParent};
@@ -47,10 +47,16 @@ impl ConsumerRunner {
                     deliveries.push(delivery);
                     held.push(Held { message, acker, stream_sequence, delivered, span });
                 }
-                Err(reason) => {
+                Err(refused) => {
+                    if matches!(refused, Refused::Forged(_)) {
+                        tracing::warn!(consumer = %consumer, subject = %message.subject, stream_sequence,
+                            "refused a forged event: its subject is not its own");
+                        metrics::counter!("signup_handler_events_forged_total", "consumer" => consumer.clone())
+                            .increment(1);
+                    }
                     let span = tracing::Span::none();
                     let letter = Held { message, acker, stream_sequence, delivered, span };
-                    self.dead_letter(&letter, &format!("cannot be decoded: {reason}")).await;
+                    self.dead_letter(&letter, &refused.reason()).await;
                 }
             }
         }

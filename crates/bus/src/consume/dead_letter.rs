@@ -43,6 +43,7 @@ impl ConsumerRunner {
         }
         let mut headers = letter.message.headers.clone().unwrap_or_default();
         let event_id = headers.get(ce::ID).map(|v| v.as_str().to_owned()).unwrap_or_else(|| "-".to_owned());
+        let reason = crate::redact::addresses(reason);
         let reason: String = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).take(1_000).collect();
         // One letter per consumer and position, however often this is retried.
         headers.insert(ce::NATS_MSG_ID, format!("{}:{}", self.durable_name, letter.stream_sequence).as_str());

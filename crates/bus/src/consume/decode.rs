@@ -20,18 +20,51 @@ pub(super) fn header<'a>(message: &'a async_nats::Message, name: &str) -> Option
     message.headers.as_ref()?.get(name).map(|v| v.as_str())
 }
 
+/// Why a fetched message is not handed to the handler. Both are kept as dead
+/// letters, never silently dropped.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// Not an event of the contract (headers missing, not JSON, wrong shape,
+    /// unknown type): poison.
+    Undecodable(String),
+    /// A well-formed event on a subject that is not its own: its subject's
+    /// kind or prospect id disagree with its `ce-type` or payload. Someone
+    /// allowed to publish on one subject sent another kind of event there.
+    Forged(String),
+}
+
+impl Refused {
+    /// The dead letter's reason.
+    pub(super) fn reason(&self) -> String {
+        match self {
+            Self::Undecodable(why) => format!("cannot be decoded: {why}"),
+            Self::Forged(why) => format!("forged: {why}"),
+        }
+    }
+}
+
 pub(super) fn decode<E: EventSet>(
     message: &async_nats::Message,
     stream_sequence: u64,
     delivered: i64,
-) -> Result<Delivery<E>, String> {
-    let ce_type = header(message, ce::TYPE).ok_or("missing ce-type header")?;
+) -> Result<Delivery<E>, Refused> {
+    let poison = |why: String| Refused::Undecodable(why);
+    let ce_type = header(message, ce::TYPE).ok_or_else(|| poison("missing ce-type header".into()))?;
     let event_id = header(message, ce::ID)
-        .ok_or("missing ce-id header")?
+        .ok_or_else(|| poison("missing ce-id header".into()))?
         .parse::<Uuid>()
-        .map_err(|e| format!("ce-id is not a UUID: {e}"))?;
+        .map_err(|e| poison(format!("ce-id is not a UUID: {e}")))?;
     let headers = NatsHeaders(message.headers.as_ref());
-    let event = E::decode_message(ce_type, &message.payload, &headers).map_err(|e| e.to_string())?;
+    let event = E::decode_message(ce_type, &message.payload, &headers).map_err(|e| poison(e.to_string()))?;
+    if let Some(own) = event.subject()
+        && own != message.subject.as_str()
+    {
+        // Both subjects hold ids and kinds only, no personal data.
+        return Err(Refused::Forged(format!(
+            "a {ce_type} event (ce-id {event_id}) arrived on {}, not on its own subject {own}",
+            message.subject
+        )));
+    }
     Ok(Delivery {
         meta: EventMeta {
             event_id,
@@ -56,13 +89,16 @@ mod tests {
 
     use super::*;
 
+    /// The erasure of this prospect is what the tests' messages carry.
+    static PROSPECT: std::sync::LazyLock<Uuid> = std::sync::LazyLock::new(Uuid::now_v7);
+
     fn message(headers: &[(&str, &str)], payload: &[u8]) -> async_nats::Message {
         let mut map = HeaderMap::new();
         for (name, value) in headers {
             map.insert(*name, *value);
         }
         async_nats::Message {
-            subject: "events.prospect.x.deleted".into(),
+            subject: messages::streams::event_subject(*PROSPECT, "deleted").into(),
             reply: None,
             payload: payload.to_vec().into(),
             headers: Some(map),
@@ -73,7 +109,7 @@ mod tests {
     }
 
     fn deleted() -> Vec<u8> {
-        let event = ProspectDeleted { prospect_id: Uuid::now_v7(), deleted_at: chrono::Utc::now() };
+        let event = ProspectDeleted { prospect_id: *PROSPECT, deleted_at: chrono::Utc::now() };
         serde_json::to_vec(&event).expect("json")
     }
 
@@ -119,7 +155,42 @@ mod tests {
         ];
         for (headers, payload, reason) in cases {
             let error = decode::<ProspectDeleted>(&message(headers, payload), 1, 1).expect_err("refused");
-            assert!(error.contains(reason), "{error:?} should say {reason:?}");
+            assert!(
+                matches!(&error, Refused::Undecodable(why) if why.contains(reason)),
+                "{error:?} should say {reason:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_event_on_another_subject_than_its_own_is_forged() {
+        use messages::{ManageLinkRequested, ProspectEvent};
+        let victim = Uuid::now_v7();
+        let id = Uuid::now_v7().to_string();
+        let link =
+            ManageLinkRequested { prospect_id: victim, email: "a@b.co".into(), requested_at: chrono::Utc::now() };
+        let payload = serde_json::to_vec(&link).expect("json");
+        let headers = [(ce::TYPE, <ManageLinkRequested as messages::Event>::TYPE), (ce::ID, id.as_str())];
+        let on = |subject: String| {
+            let mut message = message(&headers, &payload);
+            message.subject = subject.into();
+            message
+        };
+        // Its own subject: fine, whether read alone or among every event.
+        let own = messages::streams::event_subject(victim, "linkrequested");
+        assert!(decode::<ManageLinkRequested>(&on(own.clone()), 1, 1).is_ok());
+        assert!(decode::<ProspectEvent>(&on(own), 1, 1).is_ok());
+        // Another kind's subject, another prospect's, or no prospect's.
+        for subject in [
+            messages::streams::event_subject(victim, "deleted"),
+            messages::streams::event_subject(Uuid::now_v7(), "linkrequested"),
+            "events.prospect.linkrequested".to_owned(),
+        ] {
+            let refused = decode::<ProspectEvent>(&on(subject.clone()), 1, 1).expect_err("refused");
+            let Refused::Forged(why) = &refused else { panic!("{subject}: {refused:?}") };
+            assert!(why.contains(&subject) && why.contains(&id), "{why}");
+            assert!(!why.contains("a@b.co"), "no personal data in the reason: {why}");
+            assert!(refused.reason().starts_with("forged: "));
         }
     }
 }

@@ -84,22 +84,45 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Why a batch could not be applied; decides what happens to it.
-#[derive(Debug, thiserror::Error)]
+///
+/// Shown (in a dead letter's reason, a log line, a span's status) with every
+/// e-mail address replaced ([`crate::redact`]): the error may quote another
+/// server's answer.
+#[derive(Debug)]
 pub enum HandlerError {
     /// Might succeed later (database down, timeout, serialization conflict):
     /// redeliver after a delay.
-    #[error("transient failure: {0:#}")]
     Transient(anyhow::Error),
     /// Will never succeed as it is (a value the handler cannot accept):
     /// dead-letter it now.
-    #[error("permanent failure: {0:#}")]
     Permanent(anyhow::Error),
     /// A dependency (the database) is down; nothing is wrong with the events.
     /// The runner holds the batch and retries it after a pause, without
     /// using up deliveries, instead of dead-lettering the backlog.
-    #[error("dependency unavailable: {0:#}")]
     Unavailable(anyhow::Error),
 }
+
+impl HandlerError {
+    /// The error behind it.
+    pub fn cause(&self) -> &anyhow::Error {
+        match self {
+            Self::Transient(error) | Self::Permanent(error) | Self::Unavailable(error) => error,
+        }
+    }
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Self::Transient(_) => "transient failure",
+            Self::Permanent(_) => "permanent failure",
+            Self::Unavailable(_) => "dependency unavailable",
+        };
+        write!(f, "{kind}: {}", crate::redact::addresses(&format!("{:#}", self.cause())))
+    }
+}
+
+impl std::error::Error for HandlerError {}
 
 /// The CloudEvents and JetStream attributes of a delivered event.
 #[derive(Debug, Clone)]

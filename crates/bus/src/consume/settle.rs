@@ -25,7 +25,8 @@ impl ConsumerRunner {
         shutdown: &CancellationToken,
     ) -> bool {
         if !outage.active() {
-            tracing::warn!(error = %format!("{error:#}"), held = held.len(), "dependency unavailable; pausing this consumer");
+            let error = crate::redact::addresses(&format!("{error:#}")).into_owned();
+            tracing::warn!(%error, held = held.len(), "dependency unavailable; pausing this consumer");
             // Not ready while paused: the readiness probe shows the outage.
             self.ready.set(false);
         }
