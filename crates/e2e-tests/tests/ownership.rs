@@ -288,7 +288,10 @@ async fn a_new_address_takes_effect_only_once_confirmed_and_the_old_one_is_told(
     assert_eq!(get(&system, &confirm).await.0, 200);
     let confirmed = post(&system, &confirm).await;
     assert_eq!(confirmed.status(), 303);
-    assert_eq!(location(&confirmed).expect("location"), "/prospects/email-confirmed");
+    let landing = location(&confirmed).expect("location");
+    assert!(landing.starts_with("/prospects/manage/"), "the new address's owner manages the record: {landing}");
+    let (_, page) = get(&system, &landing).await;
+    assert!(page.contains("Your new address is confirmed"), "{page}");
     eventually(Duration::from_secs(20), "the new address", || async {
         let row = system.prospect(id).await.ok().flatten()?;
         (row.email.as_deref() == Some("new@example.com") && row.company_name.as_deref() == Some("New Ltd"))
@@ -297,14 +300,16 @@ async fn a_new_address_takes_effect_only_once_confirmed_and_the_old_one_is_told(
     .await
     .expect("changed");
     assert_eq!(post(&system, &confirm).await.status(), 404, "a used link does nothing more");
-    let tokens = [&manage, &confirm].map(|link| link.rsplit('/').next().expect("token").to_owned());
+    assert_eq!(get(&system, &manage).await.0, 404, "the link mailed to the old address ended with the move");
+    let landing = landing.trim_end_matches("?moved=1").to_owned();
+    let tokens = [&manage, &confirm, &landing].map(|link| link.rsplit('/').next().expect("token").to_owned());
 
     // An address that belongs to another confirmed prospect is refused, and
     // the page says so.
     sign_up_and_confirm(&system, &form("Bo", "Taken", "taken@example.com", "")).await;
     let request = system
         .http
-        .post(system.web_url(&manage))
+        .post(system.web_url(&landing))
         .form(&form("Ada", "Lovelace", "taken@example.com", "New Ltd"))
         .send()
         .await
@@ -390,7 +395,8 @@ async fn once_the_address_moves_every_link_mailed_to_the_old_one_is_dead() {
     assert_eq!(confirmed.status(), 303);
     // The new address proved itself: its owner lands on the manage page.
     let landing = location(&confirmed).expect("location");
-    assert!(landing.starts_with("/prospects/manage/"), "{landing}");
+    assert!(landing.starts_with("/prospects/manage/") && landing.ends_with("?moved=1"), "{landing}");
+    let landing = landing.trim_end_matches("?moved=1").to_owned();
     eventually(Duration::from_secs(20), "the new address", || async {
         let row = system.prospect(id).await.ok().flatten()?;
         (row.email.as_deref() == Some("new.owner@example.com")).then_some(())

@@ -259,6 +259,6 @@ pub mod sample {
 
     /// A new manage link asked for `prospect_id`'s address.
     pub fn link_requested(prospect_id: Uuid) -> ManageLinkRequested {
-        ManageLinkRequested { prospect_id, email: details().email, requested_at: Utc::now() }
+        ManageLinkRequested { prospect_id, email: details().email, requested_at: Utc::now(), by_owner: false }
     }
 }

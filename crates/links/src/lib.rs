@@ -7,14 +7,26 @@
 //! cannot be forged, altered, used for another purpose, or used after it
 //! expires.
 //!
-//! A token reads `<prospect id>[.<reference>].<expiry, unix seconds>.<HMAC-SHA256,
+//! A token reads `<prospect id>[.<reference>].<issued, unix milliseconds>.<HMAC-SHA256,
 //! base64url>`, where the MAC also covers the link's [`Purpose`]. The ids in
-//! it are no personal data.
+//! it are no personal data. A link expires its purpose's lifetime after it
+//! was issued.
+//!
+//! **Proof ends with the address.** A link is issued at the time of the event
+//! that mailed it (the sign-up, the link request, the address change). A
+//! prospect's record says since when its links count
+//! (`links_not_before`: moved when the record takes another address, or when
+//! its owner asks for a new link and an end to the old ones), and a link
+//! issued before that opens nothing ([`Claims::current`]). So a link mailed
+//! to a previous address dies with the move, and a leaked link with the
+//! owner's new one.
 //!
 //! # Layout
 //! - [`LinkSettings`]: `[links]` — secret, public base URL, lifetimes.
 //! - [`Purpose`]: what a link is for, and the page it opens.
 //! - [`Links`]: makes and checks tokens and URLs.
+//! - [`Claims`]: what a genuine token says, and whether it still stands for
+//!   the record as it is now.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -108,13 +120,26 @@ impl Purpose {
     }
 }
 
-/// What a genuine token says.
+/// What a genuine, unexpired token says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Claims {
     /// The prospect the link opens.
     pub prospect_id: Uuid,
     /// For [`Purpose::ConfirmEmail`]: the change request it confirms.
     pub reference: Option<Uuid>,
+    /// When the link was issued (to the millisecond): the time of the event
+    /// that mailed it.
+    pub issued_at: DateTime<Utc>,
+}
+
+impl Claims {
+    /// Whether the link still counts for a record whose links count from
+    /// `links_not_before` on (`None`: every link since the sign-up). A link
+    /// of an earlier address, or older than the owner's last request for a
+    /// new one, does not.
+    pub fn current(&self, links_not_before: Option<DateTime<Utc>>) -> bool {
+        links_not_before.is_none_or(|since| self.issued_at.timestamp_millis() >= since.timestamp_millis())
+    }
 }
 
 /// Makes and checks links with one secret.
@@ -156,21 +181,30 @@ impl Links {
         self.manage_for.num_days()
     }
 
-    /// A manage link's token, valid from `now`.
-    pub fn manage_token(&self, prospect_id: Uuid, now: DateTime<Utc>) -> String {
-        self.sign(Purpose::Manage, prospect_id, None, now + self.manage_for)
+    /// A manage link's token, issued at `issued_at` (the time of the event
+    /// that mails it), valid for `manage_days` from then.
+    pub fn manage_token(&self, prospect_id: Uuid, issued_at: DateTime<Utc>) -> String {
+        self.sign(Purpose::Manage, prospect_id, None, issued_at)
     }
 
     /// A confirmation link's token for a sign-up made at `signed_up_at`: it
     /// expires when the unconfirmed sign-up is erased.
     pub fn confirm_token(&self, prospect_id: Uuid, signed_up_at: DateTime<Utc>) -> String {
-        self.sign(Purpose::Confirm, prospect_id, None, signed_up_at + self.confirm_within)
+        self.sign(Purpose::Confirm, prospect_id, None, signed_up_at)
     }
 
     /// The token confirming the e-mail change `request_id` of a prospect,
     /// requested at `requested_at`.
     pub fn email_token(&self, prospect_id: Uuid, request_id: Uuid, requested_at: DateTime<Utc>) -> String {
-        self.sign(Purpose::ConfirmEmail, prospect_id, Some(request_id), requested_at + self.confirm_within)
+        self.sign(Purpose::ConfirmEmail, prospect_id, Some(request_id), requested_at)
+    }
+
+    /// How long a link of `purpose` works after it was issued.
+    fn lifetime(&self, purpose: Purpose) -> Duration {
+        match purpose {
+            Purpose::Manage => self.manage_for,
+            Purpose::Confirm | Purpose::ConfirmEmail => self.confirm_within,
+        }
     }
 
     /// The full URL of `purpose`'s page for `token`.
@@ -186,31 +220,37 @@ impl Links {
         mac
     }
 
-    fn sign(&self, purpose: Purpose, prospect_id: Uuid, reference: Option<Uuid>, expires: DateTime<Utc>) -> String {
+    fn sign(&self, purpose: Purpose, prospect_id: Uuid, reference: Option<Uuid>, issued_at: DateTime<Utc>) -> String {
+        let issued = issued_at.timestamp_millis();
         let claims = match reference {
-            Some(reference) => format!("{prospect_id}.{reference}.{}", expires.timestamp()),
-            None => format!("{prospect_id}.{}", expires.timestamp()),
+            Some(reference) => format!("{prospect_id}.{reference}.{issued}"),
+            None => format!("{prospect_id}.{issued}"),
         };
         let signature = URL_SAFE_NO_PAD.encode(self.mac(purpose, &claims).finalize().into_bytes());
         format!("{claims}.{signature}")
     }
 
     /// What a genuine, unexpired token of `purpose` says; `None` for anything
-    /// else (forged, altered, another purpose, expired, malformed).
+    /// else (forged, altered, another purpose, expired, malformed). Whether
+    /// it still counts for the record is [`Claims::current`].
     pub fn verify(&self, purpose: Purpose, token: &str, now: DateTime<Utc>) -> Option<Claims> {
         let (claims, signature) = token.rsplit_once('.')?;
         let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
         self.mac(purpose, claims).verify_slice(&signature).ok()?;
         let mut parts = claims.split('.');
         let prospect_id: Uuid = parts.next()?.parse().ok()?;
-        let (reference, expires) = match (parts.next()?, parts.next(), parts.next()) {
-            (expires, None, None) => (None, expires),
-            (reference, Some(expires), None) => (Some(reference.parse().ok()?), expires),
+        let (reference, issued) = match (parts.next()?, parts.next(), parts.next()) {
+            (issued, None, None) => (None, issued),
+            (reference, Some(issued), None) => (Some(reference.parse().ok()?), issued),
             _ => return None,
         };
-        let expires: i64 = expires.parse().ok()?;
-        (now.timestamp() < expires).then_some(())?;
-        (reference.is_some() == (purpose == Purpose::ConfirmEmail)).then_some(Claims { prospect_id, reference })
+        let issued_at = DateTime::from_timestamp_millis(issued.parse().ok()?)?;
+        (now < issued_at + self.lifetime(purpose)).then_some(())?;
+        (reference.is_some() == (purpose == Purpose::ConfirmEmail)).then_some(Claims {
+            prospect_id,
+            reference,
+            issued_at,
+        })
     }
 }
 
@@ -228,7 +268,8 @@ mod tests {
         let (id, now) = (Uuid::now_v7(), Utc::now());
         let links = links("a test secret of some length");
         let manage = links.manage_token(id, now);
-        let claims = Claims { prospect_id: id, reference: None };
+        let issued_at = DateTime::from_timestamp_millis(now.timestamp_millis()).expect("a time");
+        let claims = Claims { prospect_id: id, reference: None, issued_at };
         assert_eq!(links.verify(Purpose::Manage, &manage, now), Some(claims));
         assert_eq!(links.verify(Purpose::Manage, &manage, now + Duration::hours(23)), Some(claims));
         assert_eq!(links.verify(Purpose::Manage, &manage, now + Duration::days(1)), None, "expired");
@@ -241,7 +282,7 @@ mod tests {
         let email = links.email_token(id, request, now);
         assert_eq!(
             links.verify(Purpose::ConfirmEmail, &email, now),
-            Some(Claims { prospect_id: id, reference: Some(request) })
+            Some(Claims { prospect_id: id, reference: Some(request), issued_at })
         );
         assert_eq!(links.url(Purpose::Confirm, "t"), "http://127.0.0.1:8080/prospects/confirm/t");
     }
@@ -261,14 +302,42 @@ mod tests {
         );
 
         let (claims, signature) = token.rsplit_once('.').expect("parts");
-        let (_, expiry) = claims.split_once('.').expect("id and expiry");
-        let someone_else = format!("{}.{expiry}.{signature}", Uuid::now_v7());
+        let (_, issued) = claims.split_once('.').expect("id and issue time");
+        let someone_else = format!("{}.{issued}.{signature}", Uuid::now_v7());
         assert_eq!(links.verify(Purpose::Manage, &someone_else, now), None, "signature of another prospect");
-        let later = format!("{id}.{}.{signature}", expiry.parse::<i64>().expect("number") + 3600);
-        assert_eq!(links.verify(Purpose::Manage, &later, now), None, "extended expiry");
+        let later = format!("{id}.{}.{signature}", issued.parse::<i64>().expect("number") + 3_600_000);
+        assert_eq!(links.verify(Purpose::Manage, &later, now), None, "issued later, so valid longer");
         for junk in ["", "abc", "a.b.c", &format!("{claims}."), &format!("{claims}.!!!")] {
             assert_eq!(links.verify(Purpose::Manage, junk, now), None, "{junk:?}");
         }
+    }
+
+    #[test]
+    fn a_link_counts_only_when_issued_since_the_records_links_count() {
+        let (id, now) = (Uuid::now_v7(), Utc::now());
+        let links = links("a test secret of some length");
+        let claims = links.verify(Purpose::Manage, &links.manage_token(id, now), now).expect("genuine");
+        assert!(claims.current(None), "no revocation yet");
+        assert!(claims.current(Some(now - Duration::days(1))), "issued after the last move");
+        assert!(claims.current(Some(now)), "issued by the very event that moved it");
+        assert!(!claims.current(Some(now + Duration::milliseconds(1))), "issued before the address moved");
+        // The record's time comes from Postgres (microseconds): the same
+        // event's time still matches.
+        let stored = DateTime::from_timestamp_micros(now.timestamp_micros()).expect("a time");
+        assert!(claims.current(Some(stored)));
+    }
+
+    #[test]
+    fn a_token_of_the_older_format_opens_nothing() {
+        let (id, now) = (Uuid::now_v7(), Utc::now());
+        let links = links("a test secret of some length");
+        // `<id>.<expiry in seconds>.<mac>`, as links were made before they had
+        // an issue time: its MAC is over other claims, so it fails.
+        let token = links.manage_token(id, now);
+        let (claims, signature) = token.rsplit_once('.').expect("parts");
+        let (prospect, _) = claims.split_once('.').expect("parts");
+        let old = format!("{prospect}.{}.{signature}", (now + Duration::days(1)).timestamp());
+        assert_eq!(links.verify(Purpose::Manage, &old, now), None);
     }
 
     #[test]

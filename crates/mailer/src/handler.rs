@@ -135,7 +135,6 @@ impl Mailer {
         &self,
         delivery: &'a Delivery<ProspectEvent>,
     ) -> Result<Vec<(Slot, Letter<'a>)>, HandlerError> {
-        let now = Utc::now();
         Ok(match &delivery.event {
             ProspectEvent::SignedUp(event) => {
                 // Sent already: no need to ask who holds the address.
@@ -152,7 +151,7 @@ impl Mailer {
                 }
                 let confirm = self.links.confirm_token(event.prospect_id, event.signed_up_at);
                 letter.confirm_url = Some(self.links.url(Purpose::Confirm, &confirm));
-                let manage = self.links.manage_token(event.prospect_id, now);
+                let manage = self.links.manage_token(event.prospect_id, event.signed_up_at);
                 letter.manage_url = Some(self.links.url(Purpose::Manage, &manage));
                 vec![(Slot::Only, letter)]
             }
@@ -164,7 +163,9 @@ impl Mailer {
                 let mut to_current = self.letter(Kind::AddressChanging, &event.previous_email, None);
                 to_current.name = to_new.name.clone();
                 to_current.new_email = Some(&d.email);
-                let manage = self.links.manage_token(event.prospect_id, now);
+                // The address in use is still the record's until the new one
+                // is confirmed; then this link dies with the move.
+                let manage = self.links.manage_token(event.prospect_id, event.requested_at);
                 to_current.manage_url = Some(self.links.url(Purpose::Manage, &manage));
                 vec![(Slot::NewAddress, to_new), (Slot::CurrentAddress, to_current)]
             }
@@ -180,7 +181,9 @@ impl Mailer {
                     return Ok(Vec::new());
                 }
                 let mut letter = self.letter(Kind::ManageLink, &event.email, None);
-                let manage = self.links.manage_token(event.prospect_id, now);
+                // Issued at the request: an owner's request ends every link
+                // issued before it, this one not.
+                let manage = self.links.manage_token(event.prospect_id, event.requested_at);
                 letter.manage_url = Some(self.links.url(Purpose::Manage, &manage));
                 vec![(Slot::Only, letter)]
             }

@@ -114,7 +114,7 @@ impl Bed {
     /// stream sequence.
     async fn request_link(&self, email: &str) -> (ManageLinkRequested, u64) {
         let prospect_id = self.holder(email).await;
-        let event = ManageLinkRequested { prospect_id, email: email.into(), requested_at: Utc::now() };
+        let event = ManageLinkRequested { prospect_id, email: email.into(), requested_at: Utc::now(), by_owner: false };
         let publisher = Publisher::new(self.client.clone(), "/test", Duration::from_secs(2));
         let published = publisher.publish(&event, &EventContext::new()).await.expect("published");
         (event, published.stream_sequence)
@@ -208,6 +208,7 @@ async fn starttls_and_implicit_tls_check_the_servers_certificate() {
             prospect_id: bed.holder("ada@example.com").await,
             email: "ada@example.com".into(),
             requested_at: Utc::now(),
+            by_owner: false,
         };
 
         // Its certificate is signed by nobody the system trusts.

@@ -224,6 +224,7 @@ mod tests {
                 prospect_id: id,
                 email: "a@b.co".into(),
                 requested_at: at,
+                by_owner: false,
             }),
         ];
         assert_eq!(every.len(), ProspectEvent::TYPES.len());

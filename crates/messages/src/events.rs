@@ -177,6 +177,12 @@ pub struct ManageLinkRequested {
     pub email: String,
     /// When the request was accepted.
     pub requested_at: DateTime<Utc>,
+    /// Asked for on the manage page, by someone holding a valid link: every
+    /// link issued before this one stops working, and the mail counts
+    /// against the owner's own budget. Absent (false): asked for on the
+    /// lost-link page, by anyone who knows the address, which ends nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_owner: bool,
 }
 
 impl Event for ManageLinkRequested {

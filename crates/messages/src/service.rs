@@ -187,6 +187,12 @@ pub struct ProspectView {
     /// An e-mail change waiting for its new address to be confirmed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_change: Option<PendingChange>,
+    /// Links issued before this time open nothing (`links::Claims::current`):
+    /// when the record last took another address, or its owner asked for a
+    /// new link and an end to the old ones. Absent: every link since the
+    /// sign-up counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links_not_before: Option<DateTime<Utc>>,
 }
 
 /// A requested e-mail change, as [`ProspectView`] shows it.

@@ -109,7 +109,12 @@ fn prospect_email_change_requested_matches_schema_and_golden_json() {
 fn manage_link_requested_matches_schema_and_golden_json() {
     check(
         "manage-link-requested",
-        &ManageLinkRequested { prospect_id: prospect_id(), email: "ada@example.com".into(), requested_at: at(15) },
+        &ManageLinkRequested {
+            prospect_id: prospect_id(),
+            email: "ada@example.com".into(),
+            requested_at: at(15),
+            by_owner: false,
+        },
     );
 }
 

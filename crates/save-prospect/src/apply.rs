@@ -204,8 +204,8 @@ async fn apply_batch(conn: &mut AsyncPgConnection, batch: &[Delivery<ProspectEve
         let segment = segment.as_slice();
         // (`<[_]>::first`: diesel's `first` is in scope too.)
         let Some(first) = <[_]>::first(segment) else { continue };
-        // Sign-ups are one upsert, and a link request saves nothing: neither
-        // reads the rows.
+        // Sign-ups are one upsert, and a link request at most moves a time:
+        // neither reads the rows.
         let states = match first.event {
             ProspectEvent::SignedUp(_) | ProspectEvent::ManageLinkRequested(_) => HashMap::new(),
             _ => RowState::load(conn, ids(segment)).await?,
@@ -214,7 +214,7 @@ async fn apply_batch(conn: &mut AsyncPgConnection, batch: &[Delivery<ProspectEve
             ProspectEvent::SignedUp(_) => sign_up(conn, segment).await?,
             ProspectEvent::Confirmed(_) => confirm(conn, segment, &states, &mut merged).await?,
             ProspectEvent::EmailChangeRequested(_) => request_change(conn, segment, &states).await?,
-            ProspectEvent::ManageLinkRequested(_) => segment.iter().for_each(|d| outcome(d, "nothing to save")),
+            ProspectEvent::ManageLinkRequested(_) => request_link(conn, segment).await?,
             // An address one prospect gives up and another takes in the same
             // segment: only the order of the events can say who gets it.
             ProspectEvent::Updated(_) if segment.len() > 1 && emails_move_within(segment, &states) => {
@@ -489,6 +489,30 @@ async fn request_change(
     Ok(())
 }
 
+/// A new link asked for by the owner ends every link issued before it; one
+/// asked for on the lost-link page (by anyone who knows the address) saves
+/// nothing.
+async fn request_link(conn: &mut AsyncPgConnection, segment: &[&Delivery<ProspectEvent>]) -> QueryResult<()> {
+    let mut revoking = Vec::new();
+    for delivery in segment {
+        match &delivery.event {
+            ProspectEvent::ManageLinkRequested(request) if request.by_owner => revoking.push(*delivery),
+            _ => outcome(delivery, "nothing to save"),
+        }
+    }
+    if revoking.is_empty() {
+        return Ok(());
+    }
+    let times: Vec<DateTime<Utc>> = revoking.iter().map(|d| d.event.occurred_at()).collect();
+    diesel::sql_query(END_OLDER_LINKS)
+        .bind::<Array<SqlUuid>, _>(ids(&revoking))
+        .bind::<Array<Timestamptz>, _>(times)
+        .execute(conn)
+        .await?;
+    revoking.iter().for_each(|d| outcome(d, "older links ended"));
+    Ok(())
+}
+
 /// Replaces the details, unless the prospect was deleted, a later event was
 /// applied already, or the new e-mail belongs to another prospect. An update
 /// that overtook its sign-up creates the row.
@@ -618,12 +642,24 @@ const KEEP_CHANGE: &str = "\
         requested_at = excluded.requested_at, request_seq = excluded.request_seq \
     WHERE pending_changes.request_seq < excluded.request_seq";
 
+/// Ends every link of the prospects (`$1`, or the prospect a sign-up was
+/// merged into) issued before `$2`. Times only move forward (`GREATEST`
+/// skips NULL), so the order the requests arrive in does not matter.
+const END_OLDER_LINKS: &str = "\
+    UPDATE prospects p SET links_not_before = GREATEST(p.links_not_before, u.at) \
+    FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at) \
+    WHERE p.id = coalesce((SELECT a.prospect_id FROM prospect_aliases a WHERE a.alias_id = u.id), u.id) \
+      AND p.deleted_at IS NULL";
+
 /// Replaces prospects' details unless, for a confirmed prospect, the new
-/// e-mail belongs to another confirmed prospect.
+/// e-mail belongs to another confirmed prospect. Taking another address
+/// ends every link issued before (those mailed to the old address).
 const UPDATE: &str = "\
     UPDATE prospects p SET email = u.email, first_name = u.first_name, last_name = u.last_name, \
            company_name = u.company_name, country_code = u.country_code, role_code = u.role_code, \
-           updated_at = u.at, last_event_seq = u.seq \
+           updated_at = u.at, last_event_seq = u.seq, \
+           links_not_before = CASE WHEN p.email_key IS DISTINCT FROM lower(u.email) \
+                                   THEN GREATEST(p.links_not_before, u.at) ELSE p.links_not_before END \
     FROM {rows} \
     WHERE p.id = u.id AND p.deleted_at IS NULL AND p.last_event_seq < u.seq \
       AND (p.confirmed_at IS NULL OR NOT EXISTS ( \

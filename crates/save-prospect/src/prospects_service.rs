@@ -146,6 +146,8 @@ struct ViewRow {
     updated_at: DateTime<Utc>,
     #[diesel(sql_type = Nullable<Timestamptz>)]
     confirmed_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    links_not_before: Option<DateTime<Utc>>,
     #[diesel(sql_type = Nullable<SqlUuid>)]
     change_id: Option<Uuid>,
     #[diesel(sql_type = Nullable<Text>)]
@@ -171,7 +173,7 @@ struct ViewRow {
 const VIEW: &str = "\
     SELECT p.id, p.email, p.first_name, p.last_name, p.company_name, \
            p.country_code, c.name AS country_name, p.role_code, r.name AS role_name, \
-           p.signed_up_at, p.updated_at, p.confirmed_at, \
+           p.signed_up_at, p.updated_at, p.confirmed_at, p.links_not_before, \
            pc.request_id AS change_id, pc.email AS change_email, pc.first_name AS change_first_name, \
            pc.last_name AS change_last_name, pc.company_name AS change_company_name, \
            pc.country_code AS change_country_code, cc.name AS change_country_name, \
@@ -241,6 +243,7 @@ async fn get(pool: Pool, id: Uuid) -> Reply<ProspectView> {
         updated_at: row.updated_at,
         confirmed_at: row.confirmed_at,
         pending_change,
+        links_not_before: row.links_not_before,
     })
 }
 

@@ -50,6 +50,9 @@ diesel::table! {
         /// When the owner of the address confirmed the sign-up; NULL while
         /// pending.
         confirmed_at -> Nullable<Timestamptz>,
+        /// Links issued before this time open nothing (the record took
+        /// another address, or its owner ended the older links); NULL: all.
+        links_not_before -> Nullable<Timestamptz>,
     }
 }
 

@@ -30,6 +30,21 @@ pub fn security_headers() -> DefaultHeaders {
     bus::ops::security_headers(CONTENT_SECURITY_POLICY)
 }
 
+/// `Cache-Control: no-store` on every page under `/prospects/`: the pages
+/// mailed links open show a person's details and carry the link's token in
+/// their address and forms, so neither a browser nor a proxy may keep them.
+pub async fn no_store_for_prospects(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let private = request.path().starts_with("/prospects/");
+    let mut response = next.call(request).await?;
+    if private {
+        response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    }
+    Ok(response)
+}
+
 /// `[web.rate_limit]`: how many requests one client may send.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]

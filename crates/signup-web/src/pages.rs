@@ -309,51 +309,78 @@ pub async fn thanks(state: web::Data<AppState>, id: web::Path<String>) -> Result
     Ok(html(StatusCode::OK, &ThanksPage { prospect_id, status, confirm_days }))
 }
 
-/// The claims of a mailed link of `purpose`, or 404.
-fn claims(state: &AppState, purpose: Purpose, token: &str) -> Result<Claims, PageError> {
-    state.links.verify(purpose, token, Utc::now()).ok_or(PageError::NotFound)
+/// The live prospect a mailed link of `purpose` opens, with what the link
+/// says. 404, alike, for a link that is not genuine (forged, altered, of
+/// another purpose, expired), for a prospect that is gone, and for a link
+/// issued before the prospect's links count: one mailed to an earlier
+/// address, or ended by the owner's request for a new one. 503 when the
+/// `prospects` service does not answer. Every link page goes through here.
+async fn linked(state: &AppState, purpose: Purpose, token: &str) -> Result<(Claims, ProspectView), PageError> {
+    let claims = state.links.verify(purpose, token, Utc::now()).ok_or(PageError::NotFound)?;
+    let view = prospect_of(state, claims.prospect_id).await?;
+    if !claims.current(view.links_not_before) {
+        return Err(PageError::NotFound);
+    }
+    Ok((claims, view))
 }
 
-/// The page a mailed link of `purpose` opens: what it is for and one button
-/// that does it; 404 for a link that is not genuine.
-fn button_page(
-    state: &AppState,
-    purpose: Purpose,
-    token: &str,
-    title: &str,
-    text: &str,
-    button: &str,
-) -> Result<HttpResponse, PageError> {
-    claims(state, purpose, token)?;
+/// What a confirmation link confirms: as [`linked`], except that a sign-up
+/// not saved yet (its mail overtook it) is confirmed all the same — but never
+/// an erased one. `None`: not saved yet.
+async fn to_confirm(state: &AppState, token: &str) -> Result<(Claims, Option<ProspectView>), PageError> {
+    let claims = state.links.verify(Purpose::Confirm, token, Utc::now()).ok_or(PageError::NotFound)?;
+    let unavailable = |error: bus::RequestError| {
+        tracing::warn!(%error, "cannot look a sign-up up for its confirmation");
+        PageError::Unavailable
+    };
+    match state.prospect(claims.prospect_id).await {
+        Ok(view) if claims.current(view.links_not_before) => Ok((claims, Some(view))),
+        Ok(_) => Err(PageError::NotFound),
+        Err(error) if error.is_unavailable() => Err(unavailable(error)),
+        // Not found: erased (a tombstone), or not saved yet (no row).
+        Err(_) => match state.status(claims.prospect_id).await.map_err(unavailable)? {
+            Status::Deleted => Err(PageError::NotFound),
+            Status::Pending | Status::Confirmed => Ok((claims, None)),
+        },
+    }
+}
+
+/// The page a mailed link opens: what it is for and one button that does
+/// it (following a link only shows it, so a mail scanner that opens links
+/// changes nothing).
+fn button_page(purpose: Purpose, token: &str, title: &str, text: &str, button: &str) -> HttpResponse {
     let action = purpose.path(token);
-    Ok(html(StatusCode::OK, &ConfirmPage { title, text, action: &action, button }))
+    html(StatusCode::OK, &ConfirmPage { title, text, action: &action, button })
 }
 
 /// `GET /prospects/confirm/{token}`: the confirmation link's page.
 pub async fn confirm_page(state: web::Data<AppState>, token: web::Path<String>) -> Result<HttpResponse, PageError> {
-    button_page(
-        &state,
+    to_confirm(&state, &token).await?;
+    Ok(button_page(
         Purpose::Confirm,
         &token,
         "Confirm your sign-up",
         "Press the button to confirm that you signed up with this address. \
          If it was not you, close this page: nothing changes.",
         "Confirm my sign-up",
-    )
+    ))
 }
 
-/// `POST /prospects/confirm/{token}`: publishes `ProspectConfirmed`, then 303
-/// to the confirmation. A forged, altered or expired link is a 404 and
-/// publishes nothing.
+/// `POST /prospects/confirm/{token}`: publishes `ProspectConfirmed` once,
+/// then 303 to the confirmation. A sign-up already confirmed publishes
+/// nothing more; a forged, altered, expired, outdated link, or one of an
+/// erased sign-up, is a 404 and publishes nothing.
 pub async fn confirm(
     state: web::Data<AppState>,
     token: web::Path<String>,
     request: HttpRequest,
 ) -> Result<HttpResponse, PageError> {
-    let Claims { prospect_id, .. } = claims(&state, Purpose::Confirm, &token)?;
-    submit::confirm(&state.publisher, prospect_id, crate::traceparent(&request))
-        .await
-        .map_err(|_| PageError::Unavailable)?;
+    let (claims, view) = to_confirm(&state, &token).await?;
+    if view.is_none_or(|view| view.confirmed_at.is_none()) {
+        submit::confirm(&state.publisher, claims.prospect_id, crate::traceparent(&request))
+            .await
+            .map_err(|_| PageError::Unavailable)?;
+    }
     Ok(see_other("/prospects/confirmed".to_owned()))
 }
 
@@ -363,29 +390,30 @@ pub async fn confirm_email_page(
     state: web::Data<AppState>,
     token: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
-    button_page(
-        &state,
+    linked(&state, Purpose::ConfirmEmail, &token).await?;
+    Ok(button_page(
         Purpose::ConfirmEmail,
         &token,
         "Confirm your new address",
         "Press the button to confirm that this address is yours and that your sign-up should use it. \
          If you did not ask for this, close this page: nothing changes.",
         "Use this address",
-    )
+    ))
 }
 
 /// `POST /prospects/confirm-email/{token}`: applies the e-mail change the
-/// link names — still the prospect's latest request — as `ProspectUpdated`.
-/// A link of an older or finished request is a 404; an address that meanwhile
-/// belongs to another prospect is refused with a page that says so.
+/// link names — still the prospect's latest request — as `ProspectUpdated`,
+/// then 303 to the manage page with a link of the new address (the links of
+/// the old one end with the move). A link of an older or finished request is
+/// a 404; an address that meanwhile belongs to another prospect is refused
+/// with a page that says so.
 pub async fn confirm_email(
     state: web::Data<AppState>,
     token: web::Path<String>,
     request: HttpRequest,
 ) -> Result<HttpResponse, PageError> {
-    let Claims { prospect_id, reference } = claims(&state, Purpose::ConfirmEmail, &token)?;
-    let view = prospect_of(&state, prospect_id).await?;
-    let change = view.pending_change.filter(|c| Some(c.request_id) == reference).ok_or(PageError::NotFound)?;
+    let (claims, view) = linked(&state, Purpose::ConfirmEmail, &token).await?;
+    let change = view.pending_change.filter(|c| Some(c.request_id) == claims.reference).ok_or(PageError::NotFound)?;
     if change.address_taken {
         return Ok(message(
             StatusCode::CONFLICT,
@@ -394,10 +422,13 @@ pub async fn confirm_email(
              or keep your current address.",
         ));
     }
-    submit::apply(&state.publisher, view.prospect_id, change.details, crate::traceparent(&request))
+    let moved_at = submit::apply(&state.publisher, view.prospect_id, change.details, crate::traceparent(&request))
         .await
         .map_err(|_| PageError::Unavailable)?;
-    Ok(see_other("/prospects/email-confirmed".to_owned()))
+    // Following the link proved the new address: its owner may manage the
+    // record, with a link issued by the move itself.
+    let manage = state.links.manage_token(view.prospect_id, moved_at);
+    Ok(see_other(format!("{}?moved=1", Purpose::Manage.path(&manage))))
 }
 
 /// What the manage page was redirected with.
@@ -406,12 +437,12 @@ pub struct ManageQuery {
     updated: Option<String>,
     requested: Option<String>,
     confirmed: Option<String>,
+    moved: Option<String>,
 }
 
 /// The prospect behind a manage token.
 async fn managed_prospect(state: &AppState, token: &str) -> Result<ProspectView, PageError> {
-    let Claims { prospect_id, .. } = claims(state, Purpose::Manage, token)?;
-    prospect_of(state, prospect_id).await
+    Ok(linked(state, Purpose::Manage, token).await?.1)
 }
 
 /// A live prospect from the `prospects` service: 404 when there is none,
@@ -468,6 +499,12 @@ pub async fn manage_page(
         ))
     } else if query.confirmed.is_some() {
         Some(("Thank you: your sign-up is confirmed. It can take a moment to show here.", "good"))
+    } else if query.moved.is_some() {
+        Some((
+            "Your new address is confirmed; it can take a moment to show here. Links mailed to your previous \
+             address no longer work: keep this page's address, or ask for a new link.",
+            "good",
+        ))
     } else {
         query.updated.is_some().then_some(("Your changes were received. They can take a moment to show here.", "good"))
     };
@@ -519,6 +556,22 @@ pub async fn manage_confirm(
             .map_err(|_| PageError::Unavailable)?;
     }
     Ok(see_other(format!("{}?confirmed=1", Purpose::Manage.path(&token))))
+}
+
+/// `POST /prospects/manage/{token}/new-link`: the owner asks for a new
+/// manage link, mailed to the address, and an end to every older link
+/// (`ManageLinkRequested` with `byOwner`), for a link that leaked; then 303
+/// to a page that says so.
+pub async fn manage_new_link(
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+    request: HttpRequest,
+) -> Result<HttpResponse, PageError> {
+    let view = managed_prospect(&state, &token).await?;
+    submit::renew_link(&state.publisher, view.prospect_id, view.details.email, crate::traceparent(&request))
+        .await
+        .map_err(|_| PageError::Unavailable)?;
+    Ok(see_other("/prospects/link-renewed".to_owned()))
 }
 
 /// `POST /prospects/manage/{token}/erase`: publishes `ProspectDeleted`, then
@@ -582,12 +635,12 @@ pub async fn new_link(
             return Ok(unavailable());
         }
     };
-    if let Some(holder) = holder
-        && submit::request_link(&state.publisher, holder.prospect_id, holder.email, crate::traceparent(&request))
-            .await
-            .is_err()
-    {
-        return Ok(unavailable());
+    // Answered before anything is published, and the same either way: the
+    // time the answer takes must not tell a known address from an unknown
+    // one. The request is published in the background, retried until
+    // JetStream takes it (and waited for at shutdown).
+    if let Some(holder) = holder {
+        state.request_link_later(holder.prospect_id, holder.email, crate::traceparent(&request));
     }
     Ok(see_other("/prospects/new-link/sent".to_owned()))
 }
@@ -601,21 +654,21 @@ pub async fn new_link_sent() -> HttpResponse {
     )
 }
 
+/// `GET /prospects/link-renewed`
+pub async fn link_renewed() -> HttpResponse {
+    message(
+        StatusCode::OK,
+        "Check your inbox",
+        "We are sending a new link to your address. Once it is on its way, the links you had before no longer work.",
+    )
+}
+
 /// `GET /prospects/confirmed`
 pub async fn confirmed() -> HttpResponse {
     message(
         StatusCode::OK,
         "Your sign-up is confirmed",
         "Thank you! To change or erase your details later, use the manage link in the same mail.",
-    )
-}
-
-/// `GET /prospects/email-confirmed`
-pub async fn email_confirmed() -> HttpResponse {
-    message(
-        StatusCode::OK,
-        "Your new address is confirmed",
-        "Thank you! Your sign-up now uses this address; the change can take a moment to show.",
     )
 }
 

@@ -13,6 +13,7 @@ use bus::async_nats::{self, jetstream};
 use bus::runtime::{Backoff, Context, NoCommands, Service};
 use links::{Links, Purpose};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use utoipa_actix_web::AppExt as _;
 
 use crate::limits::{self, RateLimiter};
@@ -25,6 +26,8 @@ use crate::{api, health, openapi, pages};
 pub struct Application {
     port: u16,
     server: Server,
+    /// Publishes still running after their answer went out.
+    background: TaskTracker,
 }
 
 impl Application {
@@ -56,7 +59,10 @@ impl Application {
             jetstream: jetstream.clone(),
             stream: settings.nats.stream.clone(),
             service_timeout,
+            background: TaskTracker::new(),
+            shutdown: shutdown.clone(),
         });
+        let background = state.background.clone();
         tokio::spawn(ensure_stream_in_background(jetstream, settings.nats.stream.clone(), shutdown.clone()));
         tokio::spawn(reference.keep_fresh(
             client,
@@ -77,6 +83,7 @@ impl Application {
                 // HEAD as GET (limited as GET), then metrics and the access
                 // log see every answer.
                 .wrap(from_fn(limits::limit_requests))
+                .wrap(from_fn(limits::no_store_for_prospects))
                 .wrap(limits::security_headers())
                 .wrap(from_fn(bus::ops::head_as_get))
                 .wrap(from_fn(bus::ops::observe_http))
@@ -96,11 +103,12 @@ impl Application {
                 .route(Purpose::Manage.route(), web::post().to(pages::manage_update))
                 .route("/prospects/manage/{token}/confirm", web::post().to(pages::manage_confirm))
                 .route("/prospects/manage/{token}/erase", web::post().to(pages::manage_erase))
+                .route("/prospects/manage/{token}/new-link", web::post().to(pages::manage_new_link))
+                .route("/prospects/link-renewed", web::get().to(pages::link_renewed))
                 .route("/prospects/new-link", web::get().to(pages::new_link_page))
                 .route("/prospects/new-link", web::post().to(pages::new_link))
                 .route("/prospects/new-link/sent", web::get().to(pages::new_link_sent))
                 .route("/prospects/confirmed", web::get().to(pages::confirmed))
-                .route("/prospects/email-confirmed", web::get().to(pages::email_confirmed))
                 .route("/prospects/erased", web::get().to(pages::erased))
                 .route("/static/thanks.js", web::get().to(pages::thanks_js))
                 .route("/static/site.css", web::get().to(pages::site_css))
@@ -120,7 +128,7 @@ impl Application {
             server = server.workers(settings.web.workers);
         }
         let server = server.listen(listener)?.run();
-        Ok(Self { port, server })
+        Ok(Self { port, server, background })
     }
 
     /// The port the server listens on.
@@ -136,7 +144,12 @@ impl Application {
             shutdown.cancelled().await;
             handle.stop(true).await;
         });
-        self.server.await
+        let served = self.server.await;
+        // Requests answered before their publish was done: let those finish
+        // (they try once more now that the server stops).
+        self.background.close();
+        self.background.wait().await;
+        served
     }
 }
 

@@ -3,15 +3,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bus::Publisher;
 use bus::async_nats::{Client, jetstream};
 use bus::request::{RequestError, ask};
 use bus::settings::StreamSettings;
+use bus::{EventContext, Publisher};
 use links::Links;
 use messages::service::{
     self as contract, AddressRef, FindByAddress, FoundProspect, GetProspect, ProspectRef, ProspectView, Status,
     StatusOf,
 };
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::catalog::Catalog;
@@ -35,6 +37,12 @@ pub struct AppState {
     pub stream: StreamSettings,
     /// Longest wait for the `prospects` service.
     pub service_timeout: Duration,
+    /// Publishes that answer before they are done (a lost link's request),
+    /// waited for when the server stops.
+    pub background: TaskTracker,
+    /// Cancelled when the server stops: background publishes try once more,
+    /// then give up.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -56,6 +64,36 @@ impl AppState {
     /// A live prospect's details, from the `prospects` service.
     pub async fn prospect(&self, prospect_id: Uuid) -> Result<ProspectView, RequestError> {
         ask::<GetProspect>(self.client(), &ProspectRef { prospect_id }, self.service_timeout).await
+    }
+
+    /// Publishes a lost link's `ManageLinkRequested` in the background, with
+    /// one event id however often it is retried (stored once): retried, with
+    /// pauses, until JetStream takes it, for at most ten minutes, or until
+    /// the server stops (one last try then). The visitor has their answer
+    /// already, the same as for an unknown address.
+    pub fn request_link_later(&self, prospect_id: Uuid, email: String, traceparent: Option<String>) {
+        let publisher = self.publisher.clone();
+        let shutdown = self.shutdown.clone();
+        self.background.spawn(async move {
+            let event = crate::submit::link_request(prospect_id, email);
+            let context = EventContext::new().with_traceparent(traceparent);
+            let give_up = tokio::time::Instant::now() + Duration::from_secs(600);
+            let mut backoff = bus::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+            loop {
+                let stopping = shutdown.is_cancelled();
+                match crate::submit::publish_in(&publisher, &event, context.clone()).await {
+                    Ok(()) => return,
+                    Err(_) if stopping || tokio::time::Instant::now() >= give_up => {
+                        tracing::error!(%prospect_id, event_id = %context.id,
+                            "a lost link's request could not be stored: no mail goes out for it");
+                        bus::metrics::counter!("signup_link_requests_lost_total").increment(1);
+                        return;
+                    }
+                    // Cut short by a shutdown: the next turn is the last try.
+                    Err(_) => drop(backoff.wait(&shutdown).await),
+                }
+            }
+        });
     }
 
     /// The live prospect holding `email`, if any (`None` for "not found").

@@ -2,7 +2,7 @@
 //! pages and the JSON API.
 
 use bus::{EventContext, PublishError, Publisher};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use messages::{
     Event, ManageLinkRequested, ProspectConfirmed, ProspectDeleted, ProspectDetails, ProspectEmailChangeRequested,
     ProspectSignedUp, ProspectUpdated,
@@ -77,30 +77,49 @@ pub async fn update(
 }
 
 /// Publishes `ProspectUpdated` with details that were already checked (a
-/// confirmed e-mail change).
+/// confirmed e-mail change); returns the change's time, from which the
+/// record's links count once it moved to the new address.
 pub async fn apply(
     publisher: &Publisher,
     prospect_id: Uuid,
     details: ProspectDetails,
     traceparent: Option<String>,
-) -> Result<(), SubmitError> {
-    publish(publisher, &ProspectUpdated { prospect_id, details, updated_at: Utc::now() }, traceparent).await
+) -> Result<DateTime<Utc>, SubmitError> {
+    let event = ProspectUpdated { prospect_id, details, updated_at: Utc::now() };
+    publish(publisher, &event, traceparent).await?;
+    Ok(event.updated_at)
 }
 
-/// Publishes `ProspectConfirmed` for `prospect_id`.
+/// The namespace of confirmations' event ids (UUIDv5 of the prospect id).
+const CONFIRMATIONS: Uuid = uuid::uuid!("0192f0c1-7a3b-5cde-8f01-636f6e666972");
+
+/// Publishes `ProspectConfirmed` for `prospect_id`. Its event id is the
+/// prospect's own (UUIDv5), so confirming twice within the stream's duplicate
+/// window stores one event, and a later one is skipped by every handler as
+/// applied already; the pages publish it only for a sign-up still pending.
 pub async fn confirm(publisher: &Publisher, prospect_id: Uuid, traceparent: Option<String>) -> Result<(), SubmitError> {
-    publish(publisher, &ProspectConfirmed { prospect_id, confirmed_at: Utc::now() }, traceparent).await
+    let event = ProspectConfirmed { prospect_id, confirmed_at: Utc::now() };
+    let context = EventContext { id: Uuid::new_v5(&CONFIRMATIONS, prospect_id.as_bytes()), ..EventContext::new() };
+    publish_in(publisher, &event, context.with_traceparent(traceparent)).await
 }
 
-/// Publishes `ManageLinkRequested`: the mailer sends a new manage link to
-/// `email`, the prospect's own address.
-pub async fn request_link(
+/// `ManageLinkRequested` from the lost-link page: the mailer sends a new
+/// manage link to `email`, the prospect's own address; older links still
+/// work (anyone who knows the address may ask).
+pub fn link_request(prospect_id: Uuid, email: String) -> ManageLinkRequested {
+    ManageLinkRequested { prospect_id, email, requested_at: Utc::now(), by_owner: false }
+}
+
+/// Publishes `ManageLinkRequested` from the manage page: a new link to the
+/// prospect's address, and an end to every link issued before it.
+pub async fn renew_link(
     publisher: &Publisher,
     prospect_id: Uuid,
     email: String,
     traceparent: Option<String>,
 ) -> Result<(), SubmitError> {
-    publish(publisher, &ManageLinkRequested { prospect_id, email, requested_at: Utc::now() }, traceparent).await
+    let event = ManageLinkRequested { by_owner: true, ..link_request(prospect_id, email) };
+    publish(publisher, &event, traceparent).await
 }
 
 /// Publishes `ProspectDeleted` for `prospect_id`.
@@ -109,7 +128,11 @@ pub async fn erase(publisher: &Publisher, prospect_id: Uuid, traceparent: Option
 }
 
 async fn publish<E: Event>(publisher: &Publisher, event: &E, traceparent: Option<String>) -> Result<(), SubmitError> {
-    let context = EventContext::new().with_traceparent(traceparent);
+    publish_in(publisher, event, EventContext::new().with_traceparent(traceparent)).await
+}
+
+/// Publishes `event` with these CloudEvents attributes, waiting for the PubAck.
+pub async fn publish_in<E: Event>(publisher: &Publisher, event: &E, context: EventContext) -> Result<(), SubmitError> {
     match publisher.publish(event, &context).await {
         Ok(published) => {
             // Debug: the access log already has a line per request.

@@ -167,8 +167,12 @@ mod tests {
         use messages::{ManageLinkRequested, ProspectEvent};
         let victim = Uuid::now_v7();
         let id = Uuid::now_v7().to_string();
-        let link =
-            ManageLinkRequested { prospect_id: victim, email: "a@b.co".into(), requested_at: chrono::Utc::now() };
+        let link = ManageLinkRequested {
+            prospect_id: victim,
+            email: "a@b.co".into(),
+            requested_at: chrono::Utc::now(),
+            by_owner: false,
+        };
         let payload = serde_json::to_vec(&link).expect("json");
         let headers = [(ce::TYPE, <ManageLinkRequested as messages::Event>::TYPE), (ce::ID, id.as_str())];
         let on = |subject: String| {

@@ -1,0 +1,1 @@
+ALTER TABLE prospects DROP COLUMN links_not_before;
