@@ -51,6 +51,25 @@ impl StreamEraser {
     }
 }
 
+impl StreamEraser {
+    /// Purges `prospect_id`'s e-mail change requests stored before stream
+    /// sequence `before` (replaced by a newer request, applied, or expired),
+    /// and every dead letter of such a request: each holds an address typed
+    /// by someone who had not proven it. Returns how many messages went.
+    pub async fn purge_change_requests(&self, prospect_id: Uuid, before: u64) -> anyhow::Result<u64> {
+        use anyhow::Context as _;
+        let kind = messages::ProspectEmailChangeRequested::KIND;
+        let events = self.js.get_stream_no_info(&self.events).await?;
+        let letters = self.js.get_stream_no_info(&self.dead_letters).await?;
+        let history = events.purge().filter(event_subject(prospect_id, kind)).sequence(before).await;
+        let mut purged =
+            history.with_context(|| format!("purging the e-mail change requests of {prospect_id}"))?.purged;
+        let dead = letters.purge().filter(format!("dlq.prospect.*.{prospect_id}.{kind}")).await;
+        purged += dead.with_context(|| format!("purging the change requests' dead letters of {prospect_id}"))?.purged;
+        Ok(purged)
+    }
+}
+
 /// Whether `prospect_id` was erased: the event stream holds its erasure.
 /// Uses direct gets of the first and the last message on
 /// `events.prospect.<id>.deleted`, which a handler's NATS user may do for

@@ -310,3 +310,159 @@ async fn a_dead_letter_of_an_erased_prospect_is_never_kept_shown_or_replayed() {
     assert!(person.found_in(&raw_messages(&js, "PROSPECTS").await).is_none(), "nothing came back");
     system.stop().await.expect("stop");
 }
+
+/// How many events the stream holds on `subject`.
+async fn events_on(js: &jetstream::Context, subject: &str) -> usize {
+    use futures::TryStreamExt as _;
+    let stream = js.get_stream("PROSPECTS").await.expect("stream");
+    let subjects: Vec<(String, usize)> =
+        stream.info_with_subjects(subject).await.expect("info").try_collect().await.expect("subjects");
+    subjects.into_iter().map(|(_, count)| count).sum()
+}
+
+fn sign_up_form(first: &str, email: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("firstName", first.into()),
+        ("lastName", "Holder".into()),
+        ("email", email.into()),
+        ("country", "NL".into()),
+        ("role", "EN".into()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasing_a_sign_up_erases_every_sign_up_that_holds_its_address() {
+    let mut system = System::start().await.expect("system");
+    system.start_mailer().await.expect("mailer");
+    let tag = Uuid::now_v7().simple().to_string();
+    let address = format!("holder.{tag}@example.com");
+    let owner = id_from_location(&system.post_form(&sign_up_form("Owner", &address)).await.expect("post")).expect("id");
+    let mail = system.mail_to(&address, "Please confirm your sign-up").await.expect("mail");
+    assert_eq!(post(&system, mail.link("/prospects/confirm/").expect("link")).await.status(), 303);
+    eventually(Duration::from_secs(20), "the confirmation", || async {
+        system.prospect(owner).await.ok().flatten()?.confirmed_at.map(drop)
+    })
+    .await
+    .expect("confirmed");
+    // Two more sign-ups with the address, pending: a duplicate and a
+    // stranger's claim.
+    let mut others = Vec::new();
+    for (first, typed) in [("Again", address.to_uppercase()), ("Stranger", address.clone())] {
+        let id = id_from_location(&system.post_form(&sign_up_form(first, &typed)).await.expect("post")).expect("id");
+        system.saved(id).await.expect("saved");
+        others.push(id);
+    }
+
+    // "Erase my details", from the owner's manage link.
+    let manage = mail.link("/prospects/manage/").expect("link");
+    assert_eq!(post(&system, &format!("{manage}/erase")).await.status(), 303);
+    for id in others.iter().chain([&owner]) {
+        eventually(Duration::from_secs(30), "every sign-up with the address to be erased", || async {
+            system.prospect(*id).await.ok().flatten()?.deleted_at.map(drop)
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{id} was not erased"));
+    }
+    let js = jetstream::new(system.client.clone());
+    for id in &others {
+        let erasure = messages::streams::event_subject(*id, ProspectDeleted::KIND);
+        let stream = js.get_stream("PROSPECTS").await.expect("stream");
+        stream.get_last_raw_message_by_subject(&erasure).await.expect("an erasure every handler applies");
+        eventually(Duration::from_secs(20), "their sign-ups to be purged", || async {
+            (events_on(&js, &messages::streams::event_subject(*id, ProspectSignedUp::KIND)).await == 0).then_some(())
+        })
+        .await
+        .expect("purged");
+    }
+    // The lost-link page finds nobody to mail now.
+    let before = events_on(&js, "events.prospect.*.linkrequested").await;
+    let asked = system.http.post(system.web_url("/prospects/new-link")).form(&[("email", &address)]).send();
+    assert_eq!(asked.await.expect("post").status(), 303);
+    let probe = id_from_location(
+        &system.post_form(&sign_up_form("Probe", &format!("probe.{tag}@example.com"))).await.expect("post"),
+    )
+    .expect("id");
+    system.saved(probe).await.expect("saved");
+    assert_eq!(
+        events_on(&js, "events.prospect.*.linkrequested").await,
+        before,
+        "no link request for an erased address"
+    );
+    system.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_typed_into_an_email_change_leaves_the_stream_once_the_change_is_done_with() {
+    let mut system = System::start_without_saver().await.expect("system");
+    let mut settings = system.saver_settings();
+    settings.links.confirm_within_secs = 4;
+    settings.save_prospect.expiry_check_secs = 1;
+    system.start_saver_with(settings).await.expect("saver");
+    let tag = Uuid::now_v7().simple().to_string();
+    let js = jetstream::new(system.client.clone());
+    let id = id_from_location(
+        &system.post_form(&sign_up_form("Ada", &format!("ada.{tag}@example.com"))).await.expect("post"),
+    )
+    .expect("id");
+    system.saved(id).await.expect("saved");
+    // Confirmed, so the sign-up itself never expires.
+    let confirm = links::Purpose::Confirm.path(&e2e_tests::links().confirm_token(id, chrono::Utc::now()));
+    assert_eq!(post(&system, &confirm).await.status(), 303);
+    eventually(Duration::from_secs(20), "the confirmation", || async {
+        system.prospect(id).await.ok().flatten()?.confirmed_at.map(drop)
+    })
+    .await
+    .expect("confirmed");
+    let changes = messages::streams::event_subject(id, "emailchange");
+    let ask = |email: String| {
+        let request = system.http.post(system.web_url(&e2e_tests::manage_path(id))).form(&sign_up_form("Ada", &email));
+        async move { request.send().await.expect("post") }
+    };
+    let in_stream = |text: String| {
+        let js = js.clone();
+        async move { raw_messages(&js, "PROSPECTS").await.iter().any(|m| m.contains(&text)) }
+    };
+
+    // A typo, then the right address: the typo's request is purged.
+    assert_eq!(ask(format!("typo.{tag}@example.con")).await.status(), 303);
+    eventually(Duration::from_secs(20), "the first request", || async {
+        (events_on(&js, &changes).await == 1).then_some(())
+    })
+    .await
+    .expect("stored");
+    assert_eq!(ask(format!("right.{tag}@example.com")).await.status(), 303);
+    eventually(Duration::from_secs(20), "the replaced request to be purged", || async {
+        (events_on(&js, &changes).await == 1 && !in_stream(format!("typo.{tag}")).await).then_some(())
+    })
+    .await
+    .expect("the typo is gone from the stream");
+
+    // Confirmed: the request is done (the update carries the address now).
+    let stream = js.get_stream("PROSPECTS").await.expect("stream");
+    let request = stream.get_last_raw_message_by_subject(&changes).await.expect("the request");
+    let request_id: Uuid = request.headers.get(ce::ID).expect("ce-id").as_str().parse().expect("uuid");
+    let token = e2e_tests::links().email_token(id, request_id, chrono::Utc::now());
+    assert_eq!(post(&system, &links::Purpose::ConfirmEmail.path(&token)).await.status(), 303);
+    eventually(Duration::from_secs(20), "the applied request to be purged", || async {
+        let row = system.prospect(id).await.ok().flatten()?;
+        (row.email.as_deref() == Some(&format!("right.{tag}@example.com")) && events_on(&js, &changes).await == 0)
+            .then_some(())
+    })
+    .await
+    .expect("applied, and its request purged");
+
+    // Never confirmed: once its link expires, the request goes too.
+    assert_eq!(ask(format!("late.{tag}@example.com")).await.status(), 303);
+    eventually(Duration::from_secs(20), "the late request", || async {
+        (events_on(&js, &changes).await == 1).then_some(())
+    })
+    .await
+    .expect("stored");
+    eventually(Duration::from_secs(30), "the expired request to be purged", || async {
+        (events_on(&js, &changes).await == 0).then_some(())
+    })
+    .await
+    .expect("purged when it expired");
+    assert!(!in_stream(format!("late.{tag}")).await, "no trace of the unconfirmed address");
+    system.stop().await.expect("stop");
+}

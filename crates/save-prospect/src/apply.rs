@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 
 use bus::erasure::StreamEraser;
-use bus::{Delivery, Handler, HandlerError};
+use bus::{Delivery, Handler, HandlerError, Publisher};
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -30,12 +30,22 @@ use crate::db::Pool;
 pub struct SaveProspect {
     pool: Pool,
     eraser: Option<StreamEraser>,
+    publisher: Option<Publisher>,
 }
 
 impl SaveProspect {
     /// A handler writing through `pool`.
     pub fn new(pool: Pool) -> Self {
-        Self { pool, eraser: None }
+        Self { pool, eraser: None, publisher: None }
+    }
+
+    /// Also publishes the erasures an owner's erasure calls for: of every
+    /// other sign-up that holds the erased prospect's address (the service
+    /// does; tests of the database alone need not).
+    #[must_use]
+    pub fn with_publisher(mut self, publisher: Publisher) -> Self {
+        self.publisher = Some(publisher);
+        self
     }
 
     /// Also purges an erased prospect's history from the streams, after the
@@ -58,9 +68,24 @@ impl Handler for SaveProspect {
             .get()
             .await
             .map_err(|e| HandlerError::Unavailable(anyhow::anyhow!(e).context("getting a database connection")))?;
-        match conn.transaction(async |conn| apply_batch(conn, batch).await).await {
-            Ok(()) => self.erase_from_streams(&mut conn, batch).await,
+        let applied = conn
+            .transaction(async |conn| {
+                let done = apply_batch(conn, batch).await?;
+                // Before the commit: a purge that fails rolls the batch back,
+                // so its redelivery purges again.
+                self.purge_change_requests(&done).await.map_err(ApplyError::Streams)
+            })
+            .await;
+        match applied {
+            Ok(()) => {
+                self.erase_from_streams(&mut conn, batch).await?;
+                if batch.iter().any(|d| matches!(d.event, ProspectEvent::Deleted(_))) {
+                    self.publish_due_erasures().await;
+                }
+                Ok(())
+            }
             Err(ApplyError::NotYet(reason)) => Err(HandlerError::Transient(anyhow::anyhow!(reason))),
+            Err(ApplyError::Streams(error)) => Err(HandlerError::Transient(error)),
             Err(ApplyError::Database(error)) => {
                 drop(conn);
                 let timed_out = is_statement_timeout(&error);
@@ -112,6 +137,26 @@ impl SaveProspect {
         Ok(())
     }
 
+    /// Purges each prospect's e-mail change requests that are done with
+    /// (`(prospect, before)`: those stored before that stream sequence).
+    async fn purge_change_requests(&self, done: &[(Uuid, u64)]) -> anyhow::Result<()> {
+        let Some(eraser) = &self.eraser else { return Ok(()) };
+        for (prospect, before) in done {
+            let purged = eraser.purge_change_requests(*prospect, *before).await?;
+            tracing::debug!(%prospect, purged, "e-mail change requests done with purged from the streams");
+        }
+        Ok(())
+    }
+
+    /// Publishes the erasures that owners' erasures called for; what fails
+    /// now is published by the next expiry sweep.
+    async fn publish_due_erasures(&self) {
+        let Some(publisher) = &self.publisher else { return };
+        if let Err(error) = crate::expiry::publish_due_erasures(&self.pool, publisher).await {
+            tracing::warn!(error = %format!("{error:#}"), "erasures by address not published yet; the next sweep does");
+        }
+    }
+
     /// Whether a fresh connection can run a query within two seconds.
     async fn database_reachable(&self) -> bool {
         let probe = async {
@@ -140,6 +185,9 @@ enum ApplyError {
     /// overtook it, or the sign-up is being retried): try again later.
     #[error("{0}")]
     NotYet(String),
+    /// The streams could not be purged of what the batch is done with.
+    #[error("purging the streams: {0:#}")]
+    Streams(anyhow::Error),
 }
 
 /// Applies every event of the batch that was not applied before, in stream
@@ -162,7 +210,15 @@ enum ApplyError {
 /// (`unnest`). Inside a segment no two events touch the same row, so one
 /// statement gives the same result as applying them one by one; under load a
 /// batch of sign-ups is a single segment.
-async fn apply_batch(conn: &mut AsyncPgConnection, batch: &[Delivery<ProspectEvent>]) -> Result<(), ApplyError> {
+///
+/// Returns the e-mail change requests the batch is done with (replaced by a
+/// newer one, or applied): `(prospect, before)`, every request of that
+/// prospect stored before that stream sequence.
+async fn apply_batch(
+    conn: &mut AsyncPgConnection,
+    batch: &[Delivery<ProspectEvent>],
+) -> Result<Vec<(Uuid, u64)>, ApplyError> {
+    let mut done = Vec::new();
     lock_prospects(conn, batch.iter().map(|d| d.event.prospect_id())).await?;
     // Record the events as applied; those recorded before (by an earlier
     // delivery, or twice in this batch) come back as not new. Done after the
@@ -213,21 +269,21 @@ async fn apply_batch(conn: &mut AsyncPgConnection, batch: &[Delivery<ProspectEve
         match first.event {
             ProspectEvent::SignedUp(_) => sign_up(conn, segment).await?,
             ProspectEvent::Confirmed(_) => confirm(conn, segment, &states, &mut merged).await?,
-            ProspectEvent::EmailChangeRequested(_) => request_change(conn, segment, &states).await?,
+            ProspectEvent::EmailChangeRequested(_) => done.extend(request_change(conn, segment, &states).await?),
             ProspectEvent::ManageLinkRequested(_) => request_link(conn, segment).await?,
             // An address one prospect gives up and another takes in the same
             // segment: only the order of the events can say who gets it.
             ProspectEvent::Updated(_) if segment.len() > 1 && emails_move_within(segment, &states) => {
                 for single in segment.chunks(1) {
                     let states = RowState::load(conn, ids(single)).await?;
-                    update(conn, single, &states).await?;
+                    done.extend(update(conn, single, &states).await?);
                 }
             }
-            ProspectEvent::Updated(_) => update(conn, segment, &states).await?,
+            ProspectEvent::Updated(_) => done.extend(update(conn, segment, &states).await?),
             ProspectEvent::Deleted(_) => delete(conn, segment, &states).await?,
         }
     }
-    Ok(())
+    Ok(done)
 }
 
 /// Cuts the events, in order, into runs of one kind in which each prospect
@@ -453,12 +509,14 @@ async fn confirm(
 }
 
 /// Keeps each requested e-mail change aside (a newer request replaces an
-/// older one) until the new address is confirmed.
+/// older one) until the new address is confirmed. Returns, for each
+/// prospect, the sequence of the request kept: those before it are replaced.
 async fn request_change(
     conn: &mut AsyncPgConnection,
     segment: &[&Delivery<ProspectEvent>],
     states: &HashMap<Uuid, RowState>,
-) -> Result<(), ApplyError> {
+) -> Result<Vec<(Uuid, u64)>, ApplyError> {
+    let mut kept = Vec::new();
     for delivery in segment {
         let ProspectEvent::EmailChangeRequested(request) = &delivery.event else { continue };
         match states.get(&request.prospect_id) {
@@ -483,10 +541,22 @@ async fn request_change(
                     .execute(conn)
                     .await?;
                 outcome(delivery, "kept until the new address is confirmed");
+                let newest: Sequence =
+                    diesel::sql_query("SELECT request_seq AS seq FROM pending_changes WHERE prospect_id = $1")
+                        .bind::<SqlUuid, _>(request.prospect_id)
+                        .get_result(conn)
+                        .await?;
+                kept.push((request.prospect_id, u64::try_from(newest.seq).unwrap_or_default()));
             }
         }
     }
-    Ok(())
+    Ok(kept)
+}
+
+#[derive(QueryableByName)]
+struct Sequence {
+    #[diesel(sql_type = BigInt)]
+    seq: i64,
 }
 
 /// A new link asked for by the owner ends every link issued before it; one
@@ -515,12 +585,13 @@ async fn request_link(conn: &mut AsyncPgConnection, segment: &[&Delivery<Prospec
 
 /// Replaces the details, unless the prospect was deleted, a later event was
 /// applied already, or the new e-mail belongs to another prospect. An update
-/// that overtook its sign-up creates the row.
+/// that overtook its sign-up creates the row. Returns the e-mail changes the
+/// updates applied: `(prospect, before)`, the requests up to the applied one.
 async fn update(
     conn: &mut AsyncPgConnection,
     segment: &[&Delivery<ProspectEvent>],
     states: &HashMap<Uuid, RowState>,
-) -> QueryResult<()> {
+) -> QueryResult<Vec<(Uuid, u64)>> {
     let (mut existing, mut missing) = (Vec::new(), Vec::new());
     for delivery in segment {
         match states.get(&delivery.event.prospect_id()) {
@@ -553,17 +624,26 @@ async fn update(
     if !applied.is_empty() {
         let emails: Vec<String> =
             applied.iter().map(|d| d.event.details().map(|d| d.email.clone()).unwrap_or_default()).collect();
-        diesel::sql_query(
+        #[derive(QueryableByName)]
+        struct Done {
+            #[diesel(sql_type = SqlUuid)]
+            id: Uuid,
+            #[diesel(sql_type = BigInt)]
+            seq: i64,
+        }
+        let done: Vec<Done> = diesel::sql_query(
             "DELETE FROM pending_changes c USING unnest($1::uuid[], $2::text[], $3::bigint[]) AS u(id, email, seq) \
-             WHERE c.prospect_id = u.id AND lower(c.email) = lower(u.email) AND c.request_seq < u.seq",
+             WHERE c.prospect_id = u.id AND lower(c.email) = lower(u.email) AND c.request_seq < u.seq \
+             RETURNING c.prospect_id AS id, c.request_seq AS seq",
         )
         .bind::<Array<SqlUuid>, _>(ids(&applied))
         .bind::<Array<Text>, _>(emails)
         .bind::<Array<BigInt>, _>(applied.iter().map(|d| seq(d)).collect::<Vec<_>>())
-        .execute(conn)
+        .load(conn)
         .await?;
+        return Ok(done.into_iter().map(|d| (d.id, u64::try_from(d.seq).unwrap_or_default() + 1)).collect());
     }
-    Ok(())
+    Ok(Vec::new())
 }
 
 /// Erases the personal data and keeps a tombstone; a prospect with no row yet
@@ -585,6 +665,30 @@ async fn delete(
         .bind::<Array<SqlUuid>, _>(ids(&existing))
         .execute(conn)
         .await?;
+    // The owner's erasure erases every sign-up that holds the address (a
+    // pending duplicate, a stranger's claim): they are noted here, before the
+    // address is gone, and erased by erasures of their own, published once
+    // this commits. An expiry, or such an erasure itself, erases no other.
+    let by_owner: Vec<&Delivery<ProspectEvent>> = existing
+        .iter()
+        .copied()
+        .filter(|d| {
+            let id = d.event.prospect_id();
+            d.meta.event_id != crate::expiry::expiry_event_id(id)
+                && d.meta.event_id != crate::expiry::address_erasure_event_id(id)
+        })
+        .collect();
+    if !by_owner.is_empty() {
+        diesel::sql_query(
+            "INSERT INTO erasures_due (prospect_id, because_of) \
+             SELECT o.id, p.id FROM prospects p \
+             JOIN prospects o ON o.email_key = p.email_key AND o.id <> p.id AND o.deleted_at IS NULL \
+             WHERE p.id = ANY($1) AND p.deleted_at IS NULL ON CONFLICT DO NOTHING",
+        )
+        .bind::<Array<SqlUuid>, _>(ids(&by_owner))
+        .execute(conn)
+        .await?;
+    }
     for (sql, events, done) in [(ERASE, &existing, "erased"), (TOMBSTONE, &missing, "tombstone created")] {
         if events.is_empty() {
             continue;

@@ -153,16 +153,18 @@ async fn run(settings: Settings, context: Context) -> anyhow::Result<()> {
             break;
         }
     }
+    let publisher = bus::Publisher::new(client.clone(), "/save-prospect", settings.nats.request_timeout())
+        .with_retry(settings.nats.publish_retry())
+        .with_dataschema(&settings.links.base_url);
+    let eraser = bus::erasure::StreamEraser::new(client.clone(), &settings.nats.stream);
     let expiring = tokio::spawn(expiry::run(
         pool.clone(),
-        bus::Publisher::new(client.clone(), "/save-prospect", settings.nats.request_timeout())
-            .with_retry(settings.nats.publish_retry())
-            .with_dataschema(&settings.links.base_url),
+        publisher.clone(),
+        eraser.clone(),
         settings.links.confirm_within(),
         Duration::from_secs(settings.save_prospect.expiry_check_secs.max(1)),
         shutdown.clone(),
     ));
-    let eraser = bus::erasure::StreamEraser::new(client.clone(), &settings.nats.stream);
     let streams = vec![settings.nats.stream.name.clone(), bus::stream::dlq_stream_name(&settings.nats.stream)];
     let reporting = tokio::spawn(bus::stream::report_usage(
         bus::async_nats::jetstream::new(client.clone()),
@@ -176,7 +178,7 @@ async fn run(settings: Settings, context: Context) -> anyhow::Result<()> {
     };
     let consumed = ConsumerRunner::new(client, settings.nats.stream.clone(), CONSUMER_NAME, consumer)
         .with_ready_flag(consumer_ready)
-        .run(SaveProspect::new(pool).with_stream_eraser(eraser), shutdown)
+        .run(SaveProspect::new(pool).with_stream_eraser(eraser).with_publisher(publisher), shutdown)
         .await;
     reporting.abort();
     if let Err(error) = expiring.await {

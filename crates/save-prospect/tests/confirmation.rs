@@ -144,6 +144,8 @@ async fn unconfirmed_sign_ups_expire_and_their_erasure_is_published_once() {
         .expect("connect");
     let js = jetstream::new(client.clone());
     bus::ensure_stream(&js, &StreamSettings::default()).await.expect("stream");
+    bus::stream::ensure_dlq_stream(&js, &StreamSettings::default()).await.expect("dead-letter stream");
+    let eraser = bus::erasure::StreamEraser::new(client.clone(), &StreamSettings::default());
     let publisher = Publisher::new(client, "/save-prospect", Duration::from_secs(2));
 
     let long_ago = Utc::now() - chrono::Duration::hours(2);
@@ -160,8 +162,8 @@ async fn unconfirmed_sign_ups_expire_and_their_erasure_is_published_once() {
         .expect("saved");
 
     let cutoff = Utc::now() - chrono::Duration::hours(1);
-    assert_eq!(expiry::sweep(&pool, &publisher, cutoff).await.expect("sweep"), 1, "only the stale one");
-    assert_eq!(expiry::sweep(&pool, &publisher, cutoff).await.expect("sweep again"), 1, "not applied yet");
+    assert_eq!(expiry::sweep(&pool, &publisher, &eraser, cutoff).await.expect("sweep"), 1, "only the stale one");
+    assert_eq!(expiry::sweep(&pool, &publisher, &eraser, cutoff).await.expect("sweep again"), 1, "not applied yet");
     let mut stream = js.get_stream("PROSPECTS").await.expect("stream");
     assert_eq!(stream.info().await.expect("info").state.messages, 1, "the repeated erasure is stored once");
     let subject = messages::streams::event_subject(stale, ProspectDeleted::KIND);
@@ -175,7 +177,7 @@ async fn unconfirmed_sign_ups_expire_and_their_erasure_is_published_once() {
 
     handler.handle(&[delivery(ProspectEvent::Deleted(erasure), 5)]).await.expect("erased");
     assert_eq!(row(&database, stale).await, Some((None, None, false)), "no personal data left");
-    assert_eq!(expiry::sweep(&pool, &publisher, cutoff).await.expect("sweep"), 0, "nothing left to expire");
+    assert_eq!(expiry::sweep(&pool, &publisher, &eraser, cutoff).await.expect("sweep"), 0, "nothing left to expire");
     assert!(row(&database, kept).await.is_some_and(|r| r.0.is_some()), "confirmed ones stay");
     assert!(row(&database, recent).await.is_some_and(|r| r.0.is_some()), "recent ones stay");
 }

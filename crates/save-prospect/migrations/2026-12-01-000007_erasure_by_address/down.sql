@@ -1,0 +1,1 @@
+DROP TABLE erasures_due;
