@@ -10,11 +10,11 @@ use lettre::AsyncTransport as _;
 use lettre::message::Mailbox;
 use links::{Links, Purpose};
 use messages::service::{self as contract, AddressRef, FindByAddress, FoundProspect};
-use messages::{ProspectDetails, ProspectEvent};
+use messages::{Event as _, ManageLinkRequested, ProspectDetails, ProspectEvent};
 use uuid::Uuid;
 
 use crate::Settings;
-use crate::ledger::Ledger;
+use crate::ledger::{Budget, Ledger};
 use crate::letters::{Kind, Letter};
 use smtp::Transport;
 
@@ -27,9 +27,17 @@ pub struct Mailer {
     client: async_nats::Client,
     service_timeout: Duration,
     per_address_limit: u32,
+    per_address_owner_limit: u32,
     max_age: chrono::Duration,
     confirm_days: i64,
+    /// The event stream: whether a newer link request replaced a waiting one.
+    events: bus::async_nats::jetstream::Context,
+    stream: String,
 }
+
+/// One mail of an event: where its sent record goes, the mail, and the
+/// budget it counts against.
+type Mail<'a> = (Slot, Letter<'a>, Budget);
 
 /// Where a mail goes among those of one event: the key of its sent record
 /// is `<event id>.<slot>`.
@@ -84,10 +92,13 @@ impl Mailer {
             from,
             links,
             ledger,
-            client,
             service_timeout: Duration::from_millis(mailer.service_timeout_ms),
             per_address_limit: mailer.per_address_limit,
+            per_address_owner_limit: mailer.per_address_owner_limit,
             max_age,
+            events: bus::async_nats::jetstream::new(client.clone()),
+            stream: settings.nats.stream.name.clone(),
+            client,
             confirm_days: settings.links.confirm_within_days(),
         })
     }
@@ -131,10 +142,7 @@ impl Mailer {
     }
 
     /// The mails of one event, in the order they go out.
-    async fn letters<'a>(
-        &self,
-        delivery: &'a Delivery<ProspectEvent>,
-    ) -> Result<Vec<(Slot, Letter<'a>)>, HandlerError> {
+    async fn letters<'a>(&self, delivery: &'a Delivery<ProspectEvent>) -> Result<Vec<Mail<'a>>, HandlerError> {
         Ok(match &delivery.event {
             ProspectEvent::SignedUp(event) => {
                 // Sent already: no need to ask who holds the address.
@@ -153,7 +161,7 @@ impl Mailer {
                 letter.confirm_url = Some(self.links.url(Purpose::Confirm, &confirm));
                 let manage = self.links.manage_token(event.prospect_id, event.signed_up_at);
                 letter.manage_url = Some(self.links.url(Purpose::Manage, &manage));
-                vec![(Slot::Only, letter)]
+                vec![(Slot::Only, letter, Budget::Anyone)]
             }
             ProspectEvent::EmailChangeRequested(event) => {
                 let d = &event.details;
@@ -167,7 +175,8 @@ impl Mailer {
                 // is confirmed; then this link dies with the move.
                 let manage = self.links.manage_token(event.prospect_id, event.requested_at);
                 to_current.manage_url = Some(self.links.url(Purpose::Manage, &manage));
-                vec![(Slot::NewAddress, to_new), (Slot::CurrentAddress, to_current)]
+                // The new address is not proven: anyone could have typed it.
+                vec![(Slot::NewAddress, to_new, Budget::Anyone), (Slot::CurrentAddress, to_current, Budget::Owner)]
             }
             ProspectEvent::ManageLinkRequested(event) => {
                 // Only to the address the prospect holds: a request naming
@@ -185,7 +194,7 @@ impl Mailer {
                 // issued before it, this one not.
                 let manage = self.links.manage_token(event.prospect_id, event.requested_at);
                 letter.manage_url = Some(self.links.url(Purpose::Manage, &manage));
-                vec![(Slot::Only, letter)]
+                vec![(Slot::Only, letter, if event.by_owner { Budget::Owner } else { Budget::Anyone })]
             }
             ProspectEvent::Updated(_) | ProspectEvent::Deleted(_) | ProspectEvent::Confirmed(_) => Vec::new(),
         })
@@ -197,18 +206,55 @@ impl Mailer {
         self.ledger.done(&slot.key(event_id)).await.map_err(store_unavailable)
     }
 
-    /// Sends `letter` unless its record says it went out already, or its
-    /// address had its share of mails for now.
-    async fn send_once(&self, event_id: Uuid, slot: Slot, letter: &Letter<'_>) -> Result<(), HandlerError> {
+    /// Whether a newer link request of the same prospect is in the stream:
+    /// its mail carries a link as good, so a waiting older one need not go.
+    async fn replaced(&self, delivery: &Delivery<ProspectEvent>) -> Result<bool, HandlerError> {
+        use bus::async_nats::jetstream::stream::DirectGetErrorKind;
+        let subject = messages::streams::event_subject(delivery.event.prospect_id(), ManageLinkRequested::KIND);
+        let unavailable = |e: anyhow::Error| HandlerError::Unavailable(e.context("looking for a newer link request"));
+        let stream = self.events.get_stream_no_info(&self.stream).await.map_err(|e| unavailable(e.into()))?;
+        match stream.direct_get_last_for_subject(subject).await {
+            Ok(last) => Ok(last.sequence > delivery.meta.stream_sequence),
+            Err(error) if error.kind() == DirectGetErrorKind::NotFound => Ok(false),
+            Err(error) => Err(unavailable(error.into())),
+        }
+    }
+
+    /// Sends `letter` unless its record says it went out already. When its
+    /// address had its share of mails of `budget` for now, the mail waits
+    /// ([`HandlerError::Deferred`]) until there is room: never dropped — but
+    /// a lost-link request replaced by a newer one meanwhile goes no more.
+    async fn send_once(
+        &self,
+        delivery: &Delivery<ProspectEvent>,
+        slot: Slot,
+        letter: &Letter<'_>,
+        budget: Budget,
+    ) -> Result<(), HandlerError> {
+        let event_id = delivery.meta.event_id;
         let key = slot.key(event_id);
         if self.done(event_id, slot).await? {
             count(letter.kind, "already_sent");
             return Ok(());
         }
-        if !self.ledger.take(letter.to, self.per_address_limit, Utc::now()).await.map_err(store_unavailable)? {
-            tracing::warn!(%event_id, kind = letter.kind.name(), "not sent: the address had its share of mails for now");
-            count(letter.kind, "rate_limited");
-            return self.ledger.record(&key, "rate-limited").await.map_err(store_unavailable);
+        let limit = match budget {
+            Budget::Anyone => self.per_address_limit,
+            Budget::Owner => self.per_address_owner_limit,
+        };
+        let taken = self.ledger.take(letter.to, budget, limit, Utc::now()).await.map_err(store_unavailable)?;
+        if let Some(wait) = taken {
+            if letter.kind == Kind::ManageLink && budget == Budget::Anyone && self.replaced(delivery).await? {
+                tracing::info!(%event_id, "not sent: a newer link request replaced it while it waited");
+                count(letter.kind, "replaced");
+                return self.ledger.record(&key, "replaced").await.map_err(store_unavailable);
+            }
+            count(letter.kind, "deferred");
+            return Err(HandlerError::Deferred {
+                // Up to a second more, so that mails waiting for one window
+                // do not all come back at the same instant.
+                for_at_least: wait + Duration::from_millis(fastrand::u64(..1_000)),
+                reason: anyhow::anyhow!("the address had its share of {} mails for now", letter.kind.name()),
+            });
         }
         let message = letter.message(&self.from).map_err(|e| {
             HandlerError::Permanent(e.context("the mail could not be written (the address is unusable)"))
@@ -238,8 +284,8 @@ impl Handler for Mailer {
                 tracing::debug!(event_id = %delivery.meta.event_id, "too old to mail");
                 continue;
             }
-            for (slot, letter) in self.letters(delivery).await? {
-                self.send_once(delivery.meta.event_id, slot, &letter).await?;
+            for (slot, letter, budget) in self.letters(delivery).await? {
+                self.send_once(delivery, slot, &letter, budget).await?;
             }
         }
         Ok(())

@@ -4,9 +4,9 @@
 //!   redelivered or replayed event sends nothing twice. Kept as long as a link
 //!   in such a mail could still be used (`[links] confirm_within_secs`) plus a
 //!   day; the mailer never sends a mail for an event older than that.
-//! - `MAILER_RATE`: per address, when it was last mailed, for the per-address
-//!   limit. The key is an HMAC of the address, not the address, and entries
-//!   live only as long as the window.
+//! - `MAILER_RATE`: per address and budget, when it was last mailed, for the
+//!   per-address limits. The key is an HMAC of the address (and the budget),
+//!   not the address, and entries live only as long as the window.
 //!
 //! The mailer creates (or updates) both buckets itself, as its NATS user may
 //! for its own buckets only.
@@ -24,6 +24,20 @@ use tokio::sync::OnceCell;
 pub const SENT_BUCKET: &str = "MAILER_SENT";
 /// Bucket of the per-address send times.
 pub const RATE_BUCKET: &str = "MAILER_RATE";
+
+/// Whose action a mail answers, which decides the budget it is counted in:
+/// so that nobody who merely knows an address can use up the mails its owner
+/// needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// Anyone could have caused it: a sign-up, a lost-link request, an
+    /// address typed into a change (`mailer.per_address_limit`).
+    Anyone,
+    /// Its owner caused it on the manage page, with a link mailed to the
+    /// address: the notice of an address change, a new link that ends the
+    /// old ones (`mailer.per_address_owner_limit`).
+    Owner,
+}
 
 /// The two buckets, opened on first use.
 pub struct Ledger {
@@ -80,13 +94,21 @@ impl Ledger {
         Ok(())
     }
 
-    /// Takes one of `limit` mails that `address` may get per window, at
-    /// `now`; `false` when none is left. Safe with several instances: the
-    /// entry is replaced only if nobody changed it meanwhile.
-    pub async fn take(&self, address: &str, limit: u32, now: DateTime<Utc>) -> anyhow::Result<bool> {
+    /// Takes one of `limit` mails that `address` may get per window from
+    /// `budget`, at `now`: `None` when taken, or how long until one is free
+    /// again. Safe with several instances: the entry is replaced only if
+    /// nobody changed it meanwhile.
+    pub async fn take(
+        &self,
+        address: &str,
+        budget: Budget,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<Duration>> {
         let rate = self.bucket(&self.rate, RATE_BUCKET, self.window).await?;
-        let key = self.rate_key(address);
-        let window_start = now.timestamp() - i64::try_from(self.window.as_secs()).unwrap_or(i64::MAX);
+        let key = self.rate_key(address, budget);
+        let window = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
+        let window_start = now.timestamp_millis() - window;
         for _ in 0..10 {
             let entry = rate.entry(&key).await.context("reading the address's sends")?;
             let entry = entry.filter(|e| e.operation == kv::Operation::Put);
@@ -94,16 +116,19 @@ impl Ledger {
                 entry.as_ref().and_then(|e| serde_json::from_slice::<Vec<i64>>(&e.value).ok()).unwrap_or_default();
             times.retain(|t| *t > window_start);
             if times.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
-                return Ok(false);
+                // Free again once the oldest send leaves the window.
+                let oldest = times.iter().min().copied().unwrap_or(now.timestamp_millis());
+                let wait = (oldest + window - now.timestamp_millis()).max(0);
+                return Ok(Some(Duration::from_millis(u64::try_from(wait).unwrap_or_default())));
             }
-            times.push(now.timestamp());
+            times.push(now.timestamp_millis());
             let value = serde_json::to_vec(&times)?.into();
             let written = match &entry {
                 Some(entry) => rate.update(&key, value, entry.revision).await.map(drop).map_err(|e| e.to_string()),
                 None => rate.create(&key, value).await.map(drop).map_err(|e| e.to_string()),
             };
             match written {
-                Ok(()) => return Ok(true),
+                Ok(()) => return Ok(None),
                 // Another instance wrote first: read again.
                 Err(error) => tracing::debug!(%error, "the address's sends changed meanwhile; reading again"),
             }
@@ -111,11 +136,14 @@ impl Ledger {
         anyhow::bail!("the address's sends kept changing; giving up for now")
     }
 
-    /// The bucket key of an address: an HMAC, so the bucket holds no
-    /// addresses.
-    fn rate_key(&self, address: &str) -> String {
+    /// The bucket key of an address's budget: an HMAC, so the bucket holds
+    /// no addresses.
+    fn rate_key(&self, address: &str, budget: Budget) -> String {
         let mut mac = self.address_key.clone();
-        mac.update(b"rate-limit|");
+        mac.update(match budget {
+            Budget::Anyone => b"rate-limit|".as_slice(),
+            Budget::Owner => b"owner-rate-limit|".as_slice(),
+        });
         mac.update(address.trim().to_lowercase().as_bytes());
         mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
     }

@@ -32,9 +32,15 @@ pub struct MailerSettings {
     pub from: String,
     /// `[mailer.smtp]`: the server that takes the mail.
     pub smtp: smtp::SmtpSettings,
-    /// Most mails one address receives per `per_address_window_secs`; the
-    /// rest are not sent (so nobody can use the form to flood an inbox).
+    /// Most mails anyone's actions (a sign-up, a lost-link request) send one
+    /// address per `per_address_window_secs`, so nobody can use the forms to
+    /// flood an inbox; the rest wait for the window (deferred, never
+    /// dropped).
     pub per_address_limit: u32,
+    /// Most mails the owner's own actions on the manage page send the
+    /// address per window, counted apart: a stranger who uses up
+    /// `per_address_limit` cannot keep the owner's mail from going.
+    pub per_address_owner_limit: u32,
     /// The window of `per_address_limit`, in seconds.
     pub per_address_window_secs: u64,
     /// How long to wait for the `prospects` service (who holds an address),
@@ -55,6 +61,7 @@ impl Default for MailerSettings {
             from: "Signup <signup@localhost>".to_owned(),
             smtp: smtp::SmtpSettings::default(),
             per_address_limit: 5,
+            per_address_owner_limit: 5,
             per_address_window_secs: 3_600,
             service_timeout_ms: 2_000,
             consumer: ConsumerSettings {

@@ -110,14 +110,32 @@ impl Bed {
         (shutdown, tokio::spawn(Mailer::run(self.settings.clone(), context)))
     }
 
-    /// Publishes a request for a new manage link to `email`; returns the
-    /// stream sequence.
+    /// Publishes a request for a new manage link to `email`, as the lost-link
+    /// page does; returns the stream sequence.
     async fn request_link(&self, email: &str) -> (ManageLinkRequested, u64) {
-        let prospect_id = self.holder(email).await;
-        let event = ManageLinkRequested { prospect_id, email: email.into(), requested_at: Utc::now(), by_owner: false };
-        let publisher = Publisher::new(self.client.clone(), "/test", Duration::from_secs(2));
-        let published = publisher.publish(&event, &EventContext::new()).await.expect("published");
+        let (event, published) = self.request_link_as(email, false).await;
         (event, published.stream_sequence)
+    }
+
+    /// Publishes a request for a new manage link to `email`, from its owner
+    /// (the manage page) or not.
+    async fn request_link_as(&self, email: &str, by_owner: bool) -> (ManageLinkRequested, bus::Published) {
+        let prospect_id = self.holder(email).await;
+        let event = ManageLinkRequested { prospect_id, email: email.into(), requested_at: Utc::now(), by_owner };
+        (event.clone(), self.publish(&event).await)
+    }
+
+    async fn publish<E: messages::Event>(&self, event: &E) -> bus::Published {
+        let publisher = Publisher::new(self.client.clone(), "/test", Duration::from_secs(2));
+        publisher.publish(event, &EventContext::new()).await.expect("published")
+    }
+
+    /// Whether the mail of event `event_id` is recorded as done (sent, or
+    /// deliberately not).
+    async fn recorded(&self, event_id: Uuid) -> Option<String> {
+        let sent = self.js.get_key_value(mailer::ledger::SENT_BUCKET).await.expect("bucket");
+        let value = sent.get(format!("{event_id}.mail")).await.expect("read")?;
+        Some(String::from_utf8_lossy(&value).into_owned())
     }
 
     /// Waits until the mailer's consumer has settled everything up to `seq`.
@@ -253,18 +271,86 @@ async fn a_refused_address_is_dead_lettered_and_a_busy_one_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_address_gets_at_most_its_share_of_mails() {
+async fn an_address_gets_its_share_of_mails_and_the_rest_waits_but_never_the_owners() {
     let mut bed = Bed::start(SmtpTls::Plain).await;
     bed.settings.mailer.per_address_limit = 2;
     let (shutdown, task) = bed.run();
-    for _ in 0..4 {
+    // Someone who knows the address asks for its link three times.
+    for _ in 0..2 {
         bed.request_link("Flooded@Example.com").await;
     }
-    let (_, last) = bed.request_link("someone.else@example.com").await;
+    let (_, waiting) = bed.request_link_as("flooded@example.com", false).await;
+    bed.request_link("someone.else@example.com").await;
     bed.mails_to("someone.else@example.com", 1).await;
-    bed.settled(last).await;
-    assert_eq!(bed.smtp.messages_to("flooded@example.com").len(), 2, "two of four, in any case of the address");
+    bed.mails_to("flooded@example.com", 2).await;
 
+    // The owner acts on the manage page: a new link that ends the old ones,
+    // and a change of address. Both go at once, whatever the stranger used up.
+    let (_, owners) = bed.request_link_as("flooded@example.com", true).await;
+    let prospect_id = bed.holder("flooded@example.com").await;
+    let details = messages::ProspectDetails {
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+        email: "moved.on@example.com".into(),
+        company_name: None,
+        country: messages::Country { code: "GB".into(), name: "United Kingdom".into() },
+        role: messages::Role { code: "EN".into(), name: "Engineer".into() },
+    };
+    let change = messages::ProspectEmailChangeRequested {
+        prospect_id,
+        details,
+        previous_email: "flooded@example.com".into(),
+        requested_at: Utc::now(),
+    };
+    let changed = bed.publish(&change).await;
+    let mails = bed.mails_to("flooded@example.com", 4).await;
+    let subjects: Vec<String> =
+        mails.iter().filter_map(|m| m.lines().find_map(|l| l.strip_prefix("Subject: ")).map(str::to_owned)).collect();
+    assert!(subjects.iter().any(|s| s == "Your sign-up's address is being changed"), "{subjects:?}");
+    bed.mails_to("moved.on@example.com", 1).await;
+    eventually(Duration::from_secs(20), "the owner's mails recorded", || async {
+        (bed.recorded(owners.event_id).await.as_deref() == Some("sent")).then_some(())
+    })
+    .await
+    .expect("recorded");
+
+    // The stranger's third request waits for room, unsent and not given up.
+    assert_eq!(bed.smtp.messages_to("flooded@example.com").len(), 4, "two of three, and the owner's two");
+    assert_eq!(bed.recorded(waiting.event_id).await, None, "not recorded as sent, nor as skipped");
+    let stream = bed.js.get_stream("PROSPECTS").await.expect("stream");
+    let info = stream.consumer_info(mailer::CONSUMER_NAME).await.expect("consumer");
+    assert!(info.ack_floor.stream_sequence < waiting.stream_sequence, "kept for later: {info:?}");
+    assert!(info.delivered.stream_sequence >= changed.stream_sequence, "the events after it went on");
+    shutdown.cancel();
+    task.await.expect("join").expect("stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_that_waited_goes_once_there_is_room_and_a_replaced_one_not_at_all() {
+    let mut bed = Bed::start(SmtpTls::Plain).await;
+    bed.settings.mailer.per_address_limit = 1;
+    bed.settings.mailer.per_address_window_secs = 2;
+    let (shutdown, task) = bed.run();
+    bed.request_link("waits@example.com").await;
+    bed.mails_to("waits@example.com", 1).await;
+    shutdown.cancel();
+    task.await.expect("join").expect("stops cleanly");
+
+    // Two more while the mailer is away: the newer one replaces the older.
+    let (_, replaced) = bed.request_link_as("waits@example.com", false).await;
+    let (newest, last) = bed.request_link_as("waits@example.com", false).await;
+    let (shutdown, task) = bed.run();
+    let mails = bed.mails_to("waits@example.com", 2).await;
+    bed.settled(last.stream_sequence).await;
+    assert_eq!(bed.smtp.messages_to("waits@example.com").len(), 2, "the replaced request sent nothing");
+    assert_eq!(bed.recorded(replaced.event_id).await.as_deref(), Some("replaced"));
+    assert_eq!(bed.recorded(last.event_id).await.as_deref(), Some("sent"));
+    let text = text_of(&mails[1]);
+    let url = text.split_whitespace().find(|w| w.starts_with("https://signup.example/")).expect("a link");
+    let token = url.strip_prefix("https://signup.example/prospects/manage/").expect("a manage link");
+    let links = Links::new(&bed.settings.links).expect("links");
+    let claims = links.verify(Purpose::Manage, token, Utc::now()).expect("genuine");
+    assert_eq!(claims.issued_at.timestamp_millis(), newest.requested_at.timestamp_millis(), "the newest one's link");
     shutdown.cancel();
     task.await.expect("join").expect("stops cleanly");
 }

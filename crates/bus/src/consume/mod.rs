@@ -12,6 +12,9 @@
 //!   event does not fail or delay the others;
 //! - an event that fails is nak'ed with a growing, jittered delay, and
 //!   dead-lettered once it failed `max_deliver` times or permanently;
+//! - an event the handler defers ([`HandlerError::Deferred`]: a budget used
+//!   up for now) is redelivered after the wait it names, never dead-lettered
+//!   for waiting;
 //! - while a dependency is down ([`HandlerError::Unavailable`]) the batch is
 //!   held and retried after pauses and nothing new is fetched, so an outage
 //!   never burns through the deliveries of the backlog; on NATS 2.11 and
@@ -100,6 +103,15 @@ pub enum HandlerError {
     /// The runner holds the batch and retries it after a pause, without
     /// using up deliveries, instead of dead-lettering the backlog.
     Unavailable(anyhow::Error),
+    /// Nothing failed: this event must wait (a budget is used up for now).
+    /// The runner redelivers it after `for_at_least`, and never
+    /// dead-letters it for waiting; the other events go on.
+    Deferred {
+        /// How long it waits at least.
+        for_at_least: std::time::Duration,
+        /// Why, for the log.
+        reason: anyhow::Error,
+    },
 }
 
 impl HandlerError {
@@ -107,6 +119,7 @@ impl HandlerError {
     pub fn cause(&self) -> &anyhow::Error {
         match self {
             Self::Transient(error) | Self::Permanent(error) | Self::Unavailable(error) => error,
+            Self::Deferred { reason, .. } => reason,
         }
     }
 }
@@ -117,6 +130,7 @@ impl std::fmt::Display for HandlerError {
             Self::Transient(_) => "transient failure",
             Self::Permanent(_) => "permanent failure",
             Self::Unavailable(_) => "dependency unavailable",
+            Self::Deferred { .. } => "deferred",
         };
         write!(f, "{kind}: {}", crate::redact::addresses(&format!("{:#}", self.cause())))
     }

@@ -54,6 +54,14 @@ impl ConsumerRunner {
     /// After a failure of this one event: dead-letter it when it can never
     /// succeed or has used up its deliveries, else redeliver it later.
     pub(super) async fn settle_failure<E>(&self, delivery: &Delivery<E>, letter: &Held, error: &HandlerError) {
+        if let HandlerError::Deferred { for_at_least, .. } = error {
+            tracing::info!(event_id = %delivery.meta.event_id, trace_id = letter.trace_id(), delay = ?for_at_least,
+                reason = %error, "event deferred; it comes back after the wait");
+            ack(&letter.acker, AckKind::Nak(Some(*for_at_least))).await;
+            metrics::counter!("signup_handler_events_deferred_total", "consumer" => self.durable_name.clone())
+                .increment(1);
+            return;
+        }
         let exhausted = self.settings.max_deliver > 0 && delivery.meta.delivered >= self.settings.max_deliver;
         if matches!(error, HandlerError::Permanent(_)) || exhausted {
             self.dead_letter(letter, &error.to_string()).await;
