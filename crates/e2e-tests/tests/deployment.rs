@@ -104,6 +104,16 @@ impl Deployment {
         // The limits are visible where the streams are set up.
         assert!(stdout.contains("at most 4096 MiB, kept forever, when full: refuse new messages"), "{stdout}");
         assert!(stdout.contains("at most 512 MiB, kept 30 days"), "{stdout}");
+        // The mailer's buckets, by the admin too (small, so a test fills one).
+        let output = tokio::process::Command::new(binary("mailer").expect("mailer binary"))
+            .arg("buckets")
+            .env("SIGNUP_CONFIG_DIR", "")
+            .env("SIGNUP__MAILER__BUCKET_MAX_MB", "1")
+            .envs(self.env("admin"))
+            .output()
+            .await
+            .expect("mailer buckets");
+        assert!(output.status.success(), "mailer buckets: {}", String::from_utf8_lossy(&output.stderr));
     }
 
     fn start_services(&mut self) {
@@ -132,6 +142,8 @@ impl Deployment {
             ("SIGNUP__ANALYTICS__WRITER_MEMORY_MB".into(), "15".into()),
             ("SIGNUP__ANALYTICS__CONSUMER__IDLE_WAIT_MS".into(), "300".into()),
             ("SIGNUP__ANALYTICS__CONSUMER__LINGER_MS".into(), "20".into()),
+            // Few dead letters, so that the cap is reached in a test.
+            ("SIGNUP__ANALYTICS__CONSUMER__DEAD_LETTER_CAP".into(), "2".into()),
         ]);
         let mut notifier = self.env("dead-letter-notifier");
         notifier.push(("SIGNUP__NOTIFIER__HTTP__PORT".into(), self.notifier_port.to_string()));
@@ -702,4 +714,101 @@ async fn the_prospects_service_answers_only_to_the_requesters_inbox() {
         events.get_last_raw_message_by_subject(&erasure_subject).await.is_err(),
         "no reply landed on an erasure's subject"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_service_can_widen_its_rights_or_starve_the_event_stream() {
+    let deployment = Deployment::start().await;
+    let (admin, _) = deployment.client_as("admin").await;
+    let admin_js = quick_jetstream(&admin);
+    let first = deployment.sign_up("first.rights@example.com").await;
+    deployment.saved(first).await;
+    eventually(Duration::from_secs(20), "the confirmation mail", || async {
+        deployment.smtp.messages_to("first.rights@example.com").pop()
+    })
+    .await
+    .expect("mailed");
+
+    // The mailer's buckets are the deployment's, with a size limit; the
+    // mailer may read and write their keys, not reconfigure them (adding a
+    // source would copy data where erasure cannot reach) nor make new ones.
+    let (mailer, mut errors) = deployment.client_as("mailer").await;
+    let js = quick_jetstream(&mailer);
+    for bucket in ["KV_MAILER_SENT", "KV_MAILER_RATE"] {
+        let mut stream = admin_js.get_stream(bucket).await.expect("the bucket exists");
+        let config = stream.info().await.expect("info").config.clone();
+        assert!(config.max_bytes > 0, "{bucket} has a size limit: {config:?}");
+        let widened = async_nats::jetstream::stream::Config {
+            sources: Some(vec![async_nats::jetstream::stream::Source {
+                name: "PROSPECTS_DLQ".into(),
+                ..Default::default()
+            }]),
+            max_bytes: -1,
+            ..config
+        };
+        assert!(js.update_stream(widened).await.is_err(), "the mailer cannot reconfigure {bucket}");
+        violation(&mut errors, &format!("$JS.API.STREAM.UPDATE.{bucket}")).await;
+    }
+    let copy = async_nats::jetstream::stream::Config { name: "KV_MAILER_COPY".into(), ..Default::default() };
+    assert!(js.create_stream(copy).await.is_err(), "nor make a stream of its own");
+    violation(&mut errors, "$JS.API.STREAM.CREATE.KV_MAILER_COPY").await;
+
+    // Filling its bucket stops at the bucket's limit, and sign-ups are still taken.
+    let rate = js.get_key_value("MAILER_RATE").await.expect("the mailer opens its bucket");
+    let mut refused = false;
+    for i in 0..64 {
+        if rate.put(format!("filler{i}"), vec![b'x'; 64 * 1024].into()).await.is_err() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "a write beyond the bucket's limit is refused");
+    let id = deployment.sign_up("still.taken@example.com").await;
+    deployment.saved(id).await;
+
+    // Space is reserved for every stream: nothing can be created that would
+    // eat into what the event stream may still grow to.
+    let greedy = async_nats::jetstream::stream::Config {
+        name: "GREEDY".into(),
+        subjects: vec!["greedy.>".into()],
+        max_bytes: 8 * 1024 * 1024 * 1024,
+        ..Default::default()
+    };
+    let error = admin_js.create_stream(greedy).await.expect_err("no room left to reserve");
+    assert!(error.to_string().contains("insufficient storage"), "{error}");
+
+    // A handler's dead letters are capped: the indexer (cap 2 here) keeps
+    // the rest of its failures, save-prospect (the default cap) letters all.
+    let poison: Vec<String> =
+        (0..4).map(|_| messages::streams::event_subject(uuid::Uuid::now_v7(), "signedup")).collect();
+    for subject in &poison {
+        admin_js.publish(subject.clone(), "not json".into()).await.expect("sent").await.expect("stored");
+    }
+    let letters = admin_js.get_stream("PROSPECTS_DLQ").await.expect("dead letters");
+    let count = |handler: &'static str| {
+        let letters = letters.clone();
+        let poison = poison.clone();
+        async move {
+            let mut found = 0;
+            for subject in &poison {
+                let letter = messages::dlq::subject(handler, subject);
+                found += usize::from(letters.get_last_raw_message_by_subject(&letter).await.is_ok());
+            }
+            found
+        }
+    };
+    eventually(Duration::from_secs(30), "save-prospect's four dead letters", || async {
+        (count("save-prospect").await == 4).then_some(())
+    })
+    .await
+    .expect("dead-lettered");
+    let metrics = Deployment::url(deployment.indexer_port, "/metrics");
+    eventually(Duration::from_secs(30), "the indexer to hold what is over its cap", || async {
+        let page = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
+        let held = sample(&page, "signup_handler_dead_letter_cap_reached_total", &["consumer=\"analytics-indexer\""]);
+        (held >= Some(2.0)).then_some(())
+    })
+    .await
+    .expect("held over the cap");
+    assert_eq!(count("analytics-indexer").await, 2, "two letters, the cap");
 }

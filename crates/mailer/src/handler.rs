@@ -79,12 +79,9 @@ impl Mailer {
         let secret =
             settings.links.secret.as_ref().map(|s| secrecy::ExposeSecret::expose_secret(s).as_bytes().to_vec());
         let max_age = settings.links.confirm_within();
-        let keep_sent = (max_age + chrono::Duration::days(1)).to_std().unwrap_or(Duration::from_secs(8 * 86_400));
         let ledger = Ledger::new(
             bus::async_nats::jetstream::new(client.clone()),
-            settings.nats.stream.replicas,
-            keep_sent,
-            Duration::from_secs(mailer.per_address_window_secs.max(1)),
+            crate::buckets(settings),
             &secret.unwrap_or_default(),
         );
         Ok(Self {

@@ -8,8 +8,13 @@
 //!   per-address limits. The key is an HMAC of the address (and the budget),
 //!   not the address, and entries live only as long as the window.
 //!
-//! The mailer creates (or updates) both buckets itself, as its NATS user may
-//! for its own buckets only.
+//! Both buckets have a size limit (`mailer.bucket_max_mb`), so that
+//! JetStream reserves their room and no bucket can take what the event
+//! stream may grow to. A deployment creates them once with an operator's
+//! rights (`mailer buckets`, beside `signup streams`): the mailer's own NATS
+//! user may read and write their keys only, never reconfigure a bucket (a
+//! source added to it would copy data where erasure cannot reach). With
+//! `nats.stream.manage` on (development) the mailer creates them itself.
 
 use std::time::Duration;
 
@@ -39,23 +44,63 @@ pub enum Budget {
     Owner,
 }
 
+/// How the buckets are made: their shape, and whether the mailer makes them.
+#[derive(Debug, Clone)]
+pub struct Buckets {
+    /// Copies on a cluster (the event stream's replicas).
+    pub replicas: usize,
+    /// How long a sent record is kept.
+    pub keep_sent: Duration,
+    /// The per-address window.
+    pub window: Duration,
+    /// Each bucket's size limit, in bytes.
+    pub max_bytes: i64,
+    /// Create (or update) the buckets when opening them; otherwise they
+    /// must exist (`mailer buckets`).
+    pub manage: bool,
+}
+
+impl Buckets {
+    fn config(&self, name: &str, max_age: Duration) -> kv::Config {
+        kv::Config {
+            bucket: name.to_owned(),
+            description: "the mailer's memory".to_owned(),
+            history: 1,
+            max_age,
+            max_bytes: self.max_bytes,
+            num_replicas: self.replicas.max(1),
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        }
+    }
+
+    /// Creates both buckets, or updates them to these settings: a set-up
+    /// step, for a NATS user that may manage streams.
+    pub async fn ensure(&self, js: &jetstream::Context) -> anyhow::Result<()> {
+        for (name, max_age) in [(SENT_BUCKET, self.keep_sent), (RATE_BUCKET, self.window)] {
+            js.create_or_update_key_value(self.config(name, max_age))
+                .await
+                .with_context(|| format!("creating or updating the key-value bucket {name}"))?;
+        }
+        Ok(())
+    }
+}
+
 /// The two buckets, opened on first use.
 pub struct Ledger {
     js: jetstream::Context,
-    replicas: usize,
-    keep_sent: Duration,
-    window: Duration,
+    buckets: Buckets,
     address_key: Hmac<Sha256>,
     sent: OnceCell<kv::Store>,
     rate: OnceCell<kv::Store>,
 }
 
 impl Ledger {
-    /// A ledger on `js`, keeping sent records for `keep_sent` and send times
-    /// for `window`; `secret` keys the HMAC of addresses.
-    pub fn new(js: jetstream::Context, replicas: usize, keep_sent: Duration, window: Duration, secret: &[u8]) -> Self {
+    /// A ledger on `js` with these buckets; `secret` keys the HMAC of
+    /// addresses.
+    pub fn new(js: jetstream::Context, buckets: Buckets, secret: &[u8]) -> Self {
         let address_key = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-        Self { js, replicas, keep_sent, window, address_key, sent: OnceCell::new(), rate: OnceCell::new() }
+        Self { js, buckets, address_key, sent: OnceCell::new(), rate: OnceCell::new() }
     }
 
     async fn bucket<'a>(
@@ -65,31 +110,28 @@ impl Ledger {
         max_age: Duration,
     ) -> anyhow::Result<&'a kv::Store> {
         cell.get_or_try_init(|| async {
-            self.js
-                .create_or_update_key_value(kv::Config {
-                    bucket: name.to_owned(),
-                    description: "the mailer's memory".to_owned(),
-                    history: 1,
-                    max_age,
-                    num_replicas: self.replicas.max(1),
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .with_context(|| format!("opening the key-value bucket {name}"))
+            if self.buckets.manage {
+                self.js
+                    .create_or_update_key_value(self.buckets.config(name, max_age))
+                    .await
+                    .map_err(anyhow::Error::from)
+            } else {
+                self.js.get_key_value(name).await.map_err(anyhow::Error::from)
+            }
+            .with_context(|| format!("opening the key-value bucket {name} (a deployment creates it: mailer buckets)"))
         })
         .await
     }
 
     /// Whether the mail `key` was sent (or deliberately skipped) already.
     pub async fn done(&self, key: &str) -> anyhow::Result<bool> {
-        let sent = self.bucket(&self.sent, SENT_BUCKET, self.keep_sent).await?;
+        let sent = self.bucket(&self.sent, SENT_BUCKET, self.buckets.keep_sent).await?;
         Ok(sent.get(key).await.context("reading a sent record")?.is_some())
     }
 
     /// Records that the mail `key` is done: `outcome` says how.
     pub async fn record(&self, key: &str, outcome: &str) -> anyhow::Result<()> {
-        let sent = self.bucket(&self.sent, SENT_BUCKET, self.keep_sent).await?;
+        let sent = self.bucket(&self.sent, SENT_BUCKET, self.buckets.keep_sent).await?;
         sent.put(key, outcome.to_owned().into()).await.context("writing a sent record")?;
         Ok(())
     }
@@ -105,9 +147,9 @@ impl Ledger {
         limit: u32,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Option<Duration>> {
-        let rate = self.bucket(&self.rate, RATE_BUCKET, self.window).await?;
+        let rate = self.bucket(&self.rate, RATE_BUCKET, self.buckets.window).await?;
         let key = self.rate_key(address, budget);
-        let window = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
+        let window = i64::try_from(self.buckets.window.as_millis()).unwrap_or(i64::MAX);
         let window_start = now.timestamp_millis() - window;
         for _ in 0..10 {
             let entry = rate.entry(&key).await.context("reading the address's sends")?;

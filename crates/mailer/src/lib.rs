@@ -33,17 +33,43 @@
 //! - [`letters`]: the mails, from `templates/` (text and HTML).
 //! - [`ledger`]: the sent records and the per-address counts.
 //! - [`handler`]: [`Mailer`], which mails each event once.
-//! - the [`Service`] of [`Mailer`]: the binary (`run [--from-start]`, `check`).
+//! - the [`Service`] of [`Mailer`]: the binary (`run [--from-start]`, `check`,
+//!   and `buckets`, the deployment's set-up step for its key-value buckets).
 
 pub mod handler;
 pub mod ledger;
 pub mod letters;
 pub mod settings;
 
-use bus::runtime::{Context, NoCommands, Service};
+use std::time::Duration;
+
+use bus::runtime::{Context, Service, Then};
 
 pub use handler::Mailer;
 pub use settings::Settings;
+
+/// The subcommands beside `run` and `check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Create the mailer's key-value buckets, or update them to the
+    /// settings, then exit: a deployment's set-up step, run with a NATS user
+    /// that may manage streams (the mailer's own may not).
+    Buckets,
+}
+
+/// The mailer's buckets as `settings` describe them.
+pub fn buckets(settings: &Settings) -> ledger::Buckets {
+    let keep_sent = (settings.links.confirm_within() + chrono::Duration::days(1))
+        .to_std()
+        .unwrap_or(Duration::from_secs(8 * 86_400));
+    ledger::Buckets {
+        replicas: settings.nats.stream.replicas,
+        keep_sent,
+        window: Duration::from_secs(settings.mailer.per_address_window_secs.max(1)),
+        max_bytes: settings.mailer.bucket_max_mb.saturating_mul(1024 * 1024),
+        manage: settings.nats.stream.manage,
+    }
+}
 
 /// The durable consumer's name: this crate's name.
 pub const CONSUMER_NAME: &str = "mailer";
@@ -56,7 +82,7 @@ impl Service for Mailer {
     const ABOUT: &'static str = "Mails confirmation and manage links for Signup (double opt-in)";
     const CONSUMES: bool = true;
     type Settings = Settings;
-    type Command = NoCommands;
+    type Command = Command;
 
     async fn run(settings: Settings, context: Context) -> anyhow::Result<()> {
         let handler = Mailer::new(&settings, context.client.clone())?;
@@ -68,5 +94,14 @@ impl Service for Mailer {
     async fn check(settings: &Settings) -> anyhow::Result<()> {
         let client = bus::connect(&settings.nats, CONSUMER_NAME).await?;
         Mailer::new(settings, client)?.smtp_reachable().await
+    }
+
+    async fn command(settings: &Settings, Command::Buckets: Command) -> anyhow::Result<Then> {
+        bus::connection::check(&settings.nats).await?;
+        let client = bus::connect(&settings.nats, CONSUMER_NAME).await?;
+        buckets(settings).ensure(&bus::async_nats::jetstream::new(client.clone())).await?;
+        client.flush().await?;
+        tracing::info!(buckets = ?[ledger::SENT_BUCKET, ledger::RATE_BUCKET], "the mailer's buckets are ready");
+        Ok(Then::Exit)
     }
 }

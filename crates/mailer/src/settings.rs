@@ -43,6 +43,10 @@ pub struct MailerSettings {
     pub per_address_owner_limit: u32,
     /// The window of `per_address_limit`, in seconds.
     pub per_address_window_secs: u64,
+    /// Each key-value bucket's size limit (`MAILER_SENT`, `MAILER_RATE`), in
+    /// MiB: JetStream reserves it, so the buckets never take the event
+    /// stream's room.
+    pub bucket_max_mb: i64,
     /// How long to wait for the `prospects` service (who holds an address),
     /// in milliseconds.
     pub service_timeout_ms: u64,
@@ -63,6 +67,7 @@ impl Default for MailerSettings {
             per_address_limit: 5,
             per_address_owner_limit: 5,
             per_address_window_secs: 3_600,
+            bucket_max_mb: 256,
             service_timeout_ms: 2_000,
             consumer: ConsumerSettings {
                 // Mails go out one at a time: a batch stays well inside the

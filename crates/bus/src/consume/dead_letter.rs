@@ -8,6 +8,41 @@ use super::ConsumerRunner;
 use super::settle::{Held, ack};
 
 impl ConsumerRunner {
+    /// Whether this handler keeps `dead_letter_cap` dead letters already.
+    /// Counted by the server: a durable consumer of the dead-letter stream
+    /// on this handler's letters (`<handler>-letters`), never fetched, whose
+    /// pending count is theirs; replayed and purged letters leave it. When
+    /// the count cannot be read, the letter is written (better kept than
+    /// lost).
+    async fn over_dead_letter_cap(&self) -> bool {
+        use async_nats::jetstream::consumer::{self, pull};
+        let cap = self.settings.dead_letter_cap;
+        if cap == 0 {
+            return false;
+        }
+        let name = format!("{}-letters", self.durable_name);
+        let counted = async {
+            let stream = self.js.get_stream_no_info(&self.dlq_stream).await?;
+            let config = pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some(format!("counts {}'s dead letters (never fetched)", self.durable_name)),
+                filter_subject: format!("dlq.prospect.{}.>", self.durable_name),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ack_policy: consumer::AckPolicy::None,
+                ..Default::default()
+            };
+            let mut tally = stream.get_or_create_consumer(&name, config).await?;
+            anyhow::Ok(tally.info().await?.num_pending)
+        };
+        match counted.await {
+            Ok(kept) => kept >= cap,
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "cannot count the handler's dead letters; writing this one");
+                false
+            }
+        }
+    }
+
     /// Copies the message to the dead-letter stream with the reason, waits for
     /// that to be stored, then terminates the original. If the copy cannot be
     /// stored the original is redelivered later instead: never dropped. An
@@ -40,6 +75,18 @@ impl ConsumerRunner {
                     tracing::warn!(error = %format!("{error:#}"), "cannot tell whether the prospect was erased")
                 }
             }
+        }
+        if self.over_dead_letter_cap().await {
+            // Kept for later, not lost: a letter replayed or purged makes room.
+            tracing::error!(
+                stream_sequence = letter.stream_sequence,
+                cap = self.settings.dead_letter_cap,
+                "the handler has as many dead letters as it may keep; the event is retried instead"
+            );
+            metrics::counter!("signup_handler_dead_letter_cap_reached_total", "consumer" => self.durable_name.clone())
+                .increment(1);
+            ack(&letter.acker, AckKind::Nak(Some(std::time::Duration::from_millis(self.settings.retry_max_ms)))).await;
+            return;
         }
         let mut headers = letter.message.headers.clone().unwrap_or_default();
         let event_id = headers.get(ce::ID).map(|v| v.as_str().to_owned()).unwrap_or_else(|| "-".to_owned());

@@ -427,6 +427,11 @@ pub struct ConsumerSettings {
     /// A new consumer starts at the first message of the stream (replay
     /// history) rather than at new messages.
     pub from_start: bool,
+    /// Most dead letters this handler keeps in the dead-letter stream at
+    /// once: past it, a failing event is retried (every `retry_max_ms`)
+    /// instead of dead-lettered, so that one handler failing everything
+    /// cannot fill the stream the others need. 0: no cap.
+    pub dead_letter_cap: u64,
 }
 
 impl Default for ConsumerSettings {
@@ -443,6 +448,7 @@ impl Default for ConsumerSettings {
             concurrency: 1,
             linger_ms: 20,
             gather_ms: 0,
+            dead_letter_cap: 10_000,
         }
     }
 }
