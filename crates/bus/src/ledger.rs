@@ -302,8 +302,11 @@ fn subject_matches(filter: &str, subject: &str) -> bool {
 /// One handler's state for the event first stored at `first` and last
 /// copied (replayed) at `latest`.
 fn state(info: &consumer::Info, first: u64, latest: u64, stored: DateTime<Utc>, letters: &[Stored]) -> State {
+    // The handler a letter is of is the one its subject names: only that
+    // handler's NATS user may publish there. Its headers are whatever the
+    // publisher wrote.
     let letter = letters.iter().rev().find(|letter| {
-        letter.header(dlq::CONSUMER) == Some(info.name.as_str())
+        letter.subject.split('.').nth(2) == Some(info.name.as_str())
             && letter.header(dlq::STREAM_SEQ).and_then(|s| s.parse::<u64>().ok()) == Some(first)
     });
     if let Some(letter) = letter {

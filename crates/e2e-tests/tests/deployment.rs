@@ -334,6 +334,9 @@ async fn each_service_works_with_its_own_user_and_is_refused_outside_its_permiss
     }
     web.publish("dlq.prospect.save-prospect.signedup", "forged".into()).await.expect("sent");
     violation(&mut errors, "dlq.prospect.save-prospect.signedup").await;
+    // Nor ask the prospects service what only operators ask: every sign-up of an address.
+    web.publish("prospects.holders", "{}".into()).await.expect("sent");
+    violation(&mut errors, "prospects.holders").await;
     let js = quick_jetstream(&web);
     let stream = js.get_stream("PROSPECTS").await.expect("the web user may look the stream up");
     let created = stream

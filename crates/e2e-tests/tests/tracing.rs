@@ -293,3 +293,109 @@ async fn an_smtp_answer_that_quotes_the_address_reaches_no_log_span_or_dead_lett
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_tools_trust_no_header_print_no_raw_bytes_and_find_every_sign_up_of_an_address() {
+    let nats = NatsServer::start().await.expect("nats-server");
+    let bed = FaultBed::start(nats.url(), &[]).await;
+    let _saver = bed.saver(&[]);
+    let index = tempfile::tempdir().expect("index folder");
+    let _indexer = bed.indexer(index.path(), free_port().expect("port"), &[]);
+    bed.consumers_ready(&["analytics-indexer", "save-prospect"]).await;
+    let links = links::Links::new(&links::LinkSettings {
+        secret: Some(secrecy::SecretString::from(e2e_tests::faults::LINKS_SECRET)),
+        ..links::LinkSettings::default()
+    })
+    .expect("links");
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let confirm = |id: Uuid| {
+        let url =
+            format!("{}{}", bed.web_url, links::Purpose::Confirm.path(&links.confirm_token(id, chrono::Utc::now())));
+        let http = http.clone();
+        async move { assert_eq!(http.post(url).send().await.expect("confirm").status(), 303) }
+    };
+    let bed = &bed;
+    let confirmed = |id: Uuid| async move {
+        eventually(Duration::from_secs(30), "the confirmation", || async {
+            use diesel::QueryDsl as _;
+            let mut conn = bed.connect().await?;
+            let at: Option<chrono::DateTime<chrono::Utc>> = save_prospect::schema::prospects::table
+                .find(id)
+                .select(save_prospect::schema::prospects::confirmed_at)
+                .first(&mut conn)
+                .await
+                .ok()?;
+            at.map(drop)
+        })
+        .await
+        .expect("confirmed");
+    };
+
+    // One address, three sign-ups: the holder, one confirmed into it (an
+    // alias), and a stranger's pending claim.
+    let email = format!("many.{}@example.com", Uuid::now_v7().simple());
+    let holder = sign_up_by_form(&bed, &email, None).await;
+    bed.all_saved(&[holder].into()).await;
+    confirm(holder).await;
+    confirmed(holder).await;
+    let alias = sign_up_by_form(&bed, &email.to_uppercase(), None).await;
+    let claim = sign_up_by_form(&bed, &email, None).await;
+    bed.all_saved(&[claim].into()).await;
+    confirm(alias).await;
+    eventually(Duration::from_secs(30), "the alias to be merged", || async {
+        let text = bed.signup(&["trace", &email]).await.ok()?;
+        text.contains(&alias.to_string()).then_some(())
+    })
+    .await
+    .expect("the trace by address names the merged sign-up");
+    let by_address = bed.signup(&["trace", &email]).await.expect("signup trace");
+    for id in [holder, alias, claim] {
+        assert!(by_address.contains(&id.to_string()), "{id} is missing from:\n{by_address}");
+    }
+
+    // A letter on the indexer's subject that names save-prospect in its
+    // header, with escape sequences in its reason and payload.
+    let stream = jetstream::new(bed.client.clone()).get_stream("PROSPECTS").await.expect("stream");
+    let subject = format!("events.prospect.{holder}.signedup");
+    let original = stream.get_last_raw_message_by_subject(&subject).await.expect("the sign-up");
+    let mut headers = bus::async_nats::HeaderMap::new();
+    headers.insert(messages::dlq::CONSUMER, "save-prospect");
+    headers.insert(messages::dlq::SUBJECT, subject.as_str());
+    headers.insert(messages::dlq::STREAM_SEQ, original.sequence.to_string().as_str());
+    headers.insert(messages::dlq::REASON, "\u{1b}[2J\u{1b}[31mall is well\u{1b}[0m");
+    headers.insert(messages::cloudevents::ID, Uuid::now_v7().to_string().as_str());
+    let letter = messages::dlq::subject("analytics-indexer", &subject);
+    let js = jetstream::new(bed.client.clone());
+    let stored = js
+        .publish_with_headers(letter, headers, "{\"x\":\"\u{1b}]0;pwned\u{7}\"}".into())
+        .await
+        .expect("sent")
+        .await
+        .expect("stored");
+    let ledger = ledger_json(&bed, &holder.to_string()).await.expect("the ledger");
+    let states: BTreeMap<String, String> = ledger["events"][0]["handlers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            (h["handler"].as_str().unwrap_or_default().to_owned(), h["state"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    assert_eq!(
+        states.get("save-prospect").map(String::as_str),
+        Some("applied"),
+        "the header names save-prospect; the subject does not: {states:?}"
+    );
+    assert_eq!(states.get("analytics-indexer").map(String::as_str), Some("deadLettered"), "{states:?}");
+    for args in
+        [vec!["dlq", "show", &stored.sequence.to_string()], vec!["dlq", "list"], vec!["trace", &holder.to_string()]]
+    {
+        let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
+        let printed = bed.signup(&args).await.expect("signup");
+        assert!(printed.contains("all is well"), "{args:?} shows the reason: {printed}");
+        assert!(
+            !printed.chars().any(|c| c.is_control() && c != '\n'),
+            "{args:?} printed raw control bytes: {printed:?}"
+        );
+    }
+}

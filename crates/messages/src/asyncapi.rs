@@ -20,7 +20,9 @@ use crate::events::{
     Event, ManageLinkRequested, ProspectConfirmed, ProspectDeleted, ProspectEmailChangeRequested, ProspectSignedUp,
     ProspectUpdated,
 };
-use crate::service::{self, Endpoint, FindByAddress, GetProspect, ReferenceCountries, ReferenceRoles, StatusOf};
+use crate::service::{
+    self, Endpoint, FindByAddress, FindHolders, GetProspect, ReferenceCountries, ReferenceRoles, StatusOf,
+};
 use crate::{dlq, streams};
 
 /// The version of the document (the contract's, not the crate's).
@@ -44,6 +46,7 @@ pub fn document() -> Value {
     doc.endpoint::<StatusOf>();
     doc.endpoint::<GetProspect>();
     doc.endpoint::<FindByAddress>();
+    doc.endpoint::<FindHolders>();
     doc.finish()
 }
 

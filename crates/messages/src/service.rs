@@ -1,7 +1,7 @@
 //! The `prospects` request-reply service (NATS micro-services API): its
 //! endpoints, each a subject paired with the JSON of its request and reply
 //! ([`Endpoint`]: [`ReferenceCountries`], [`ReferenceRoles`],
-//! [`StatusOf`], [`GetProspect`], [`FindByAddress`]). `save-prospect`
+//! [`StatusOf`], [`GetProspect`], [`FindByAddress`], [`FindHolders`]). `save-prospect`
 //! answers (its `prospects_service` module); anyone (the web tier, the
 //! mailer) asks, with `bus::request::ask`. Errors come back as the service
 //! API's `Nats-Service-Error` / `Nats-Service-Error-Code` headers with the
@@ -35,6 +35,10 @@ pub const GET: &str = "prospects.get";
 /// tier's "lost my link" and the mailer): its answer must never reach the
 /// person who typed the address.
 pub const FIND: &str = "prospects.find";
+/// Request: [`AddressRef`]. Reply: [`Holders`], every sign-up that holds the
+/// address: the live prospects with it (confirmed or pending) and the
+/// sign-ups merged into them. For operators (`signup trace <address>`).
+pub const HOLDERS: &str = "prospects.holders";
 
 /// One endpoint of the service: its subject, with what it is asked and what
 /// it answers, as events pair a subject with a payload.
@@ -87,6 +91,11 @@ endpoint!(
     FindByAddress, FIND, "find", "The live prospect holding an address (the confirmed one, else the earliest); error 404 when none. Only for services that mail the address itself.", AddressRef => FoundProspect
 );
 
+endpoint!(
+    /// [`HOLDERS`]: every sign-up that holds an address.
+    FindHolders, HOLDERS, "holders", "Every sign-up that holds an address: the live prospects with it and the sign-ups merged into them. For operators.", AddressRef => Holders
+);
+
 /// Error code: the request is not valid JSON of the expected shape.
 pub const BAD_REQUEST: usize = 400;
 /// Error code: no such (live) prospect.
@@ -122,6 +131,29 @@ pub struct FoundProspect {
     pub email: String,
     /// Whether that prospect's sign-up is confirmed.
     pub confirmed: bool,
+}
+
+/// The reply of [`HOLDERS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Holders {
+    /// Each sign-up, the holders first (confirmed before pending, earlier
+    /// before later), each followed by the sign-ups merged into it.
+    pub sign_ups: Vec<HeldBy>,
+}
+
+/// One sign-up holding an address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldBy {
+    /// The sign-up's prospect id.
+    pub prospect_id: Uuid,
+    /// Its owner confirmed it.
+    pub confirmed: bool,
+    /// The prospect it was merged into, for a sign-up that lives on as an
+    /// alias.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<Uuid>,
 }
 
 /// Where a sign-up is.

@@ -20,8 +20,8 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use messages::service::{
-    self as contract, AddressRef, FindByAddress, FoundProspect, GetProspect, PendingChange, ProspectRef, ProspectView,
-    ReferenceCountries, ReferenceRoles, Status, StatusOf, StatusReply,
+    self as contract, AddressRef, FindByAddress, FindHolders, FoundProspect, GetProspect, HeldBy, Holders,
+    PendingChange, ProspectRef, ProspectView, ReferenceCountries, ReferenceRoles, Status, StatusOf, StatusReply,
 };
 use messages::{Country, ProspectDetails, Role};
 use uuid::Uuid;
@@ -54,7 +54,9 @@ pub async fn start(client: &async_nats::Client, pool: Pool) -> anyhow::Result<Se
     serve::<StatusOf, _, _>(&service, CONCURRENCY, move |r: ProspectRef| status(p.clone(), r.prospect_id)).await?;
     let p = pool.clone();
     serve::<GetProspect, _, _>(&service, CONCURRENCY, move |r: ProspectRef| get(p.clone(), r.prospect_id)).await?;
-    serve::<FindByAddress, _, _>(&service, CONCURRENCY, move |r: AddressRef| find(pool.clone(), r.email)).await?;
+    let p = pool.clone();
+    serve::<FindByAddress, _, _>(&service, CONCURRENCY, move |r: AddressRef| find(p.clone(), r.email)).await?;
+    serve::<FindHolders, _, _>(&service, CONCURRENCY, move |r: AddressRef| holders(pool.clone(), r.email)).await?;
     tracing::info!(service = contract::SERVICE_NAME, "request-reply service started");
     Ok(service)
 }
@@ -271,4 +273,38 @@ async fn find(pool: Pool, email: String) -> Reply<FoundProspect> {
     .map_err(unavailable)?;
     let row = row.ok_or_else(|| service_error(contract::NOT_FOUND, "no prospect has this address"))?;
     Ok(FoundProspect { prospect_id: row.id, email: row.email, confirmed: row.confirmed })
+}
+
+/// Every sign-up holding an address: the live prospects with it (confirmed
+/// first, then by sign-up time), each followed by the sign-ups merged into it.
+async fn holders(pool: Pool, email: String) -> Reply<Holders> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = SqlUuid)]
+        id: Uuid,
+        #[diesel(sql_type = Bool)]
+        confirmed: bool,
+        #[diesel(sql_type = Nullable<SqlUuid>)]
+        merged_into: Option<Uuid>,
+    }
+    let mut conn = connection(&pool).await?;
+    let rows: Vec<Row> = diesel::sql_query(
+        "WITH live AS (SELECT id, confirmed_at, signed_up_at FROM prospects \
+                       WHERE email_key = lower($1) AND deleted_at IS NULL) \
+         SELECT id, confirmed_at IS NOT NULL AS confirmed, NULL::uuid AS merged_into, \
+                confirmed_at IS NULL AS pending, signed_up_at, 0 AS alias FROM live \
+         UNION ALL \
+         SELECT a.alias_id, true, a.prospect_id, l.confirmed_at IS NULL, l.signed_up_at, 1 \
+         FROM prospect_aliases a JOIN live l ON l.id = a.prospect_id \
+         ORDER BY pending, signed_up_at, alias",
+    )
+    .bind::<Text, _>(email.trim())
+    .load(&mut conn)
+    .await
+    .map_err(unavailable)?;
+    let sign_ups = rows
+        .into_iter()
+        .map(|r| HeldBy { prospect_id: r.id, confirmed: r.confirmed, merged_into: r.merged_into })
+        .collect();
+    Ok(Holders { sign_ups })
 }

@@ -13,7 +13,7 @@ use bus::dlq::{DeadLetter, DeadLetters};
 use bus::ledger::Ledger;
 use bus::settings::{NatsSettings, StreamSettings};
 use clap::{Args, Parser, Subcommand};
-use messages::service::{AddressRef, FindByAddress};
+use messages::service::{AddressRef, FindHolders, HeldBy};
 use serde::Deserialize;
 
 #[derive(Parser)]
@@ -119,22 +119,41 @@ async fn main() -> anyhow::Result<()> {
         // Connecting above already checked it.
         Command::Check => writeln!(out, "NATS is reachable")?,
         Command::Trace { prospect, json } => {
-            let prospect_id = match prospect.trim().parse::<uuid::Uuid>() {
-                Ok(id) => id,
+            let prospects = match prospect.trim().parse::<uuid::Uuid>() {
+                Ok(id) => vec![(id, String::new())],
                 Err(_) => {
+                    // Every sign-up with the address: the holder, those merged
+                    // into it, pending ones (a duplicate, a stranger's claim).
                     let address = AddressRef { email: prospect.trim().to_owned() };
-                    bus::request::ask::<FindByAddress>(&client, &address, settings.nats.request_timeout())
+                    let held = bus::request::ask::<FindHolders>(&client, &address, settings.nats.request_timeout())
                         .await
-                        .context("no saved prospect holds that address; give the prospect id (the thank-you page's, or a dead letter's subject)")?
-                        .prospect_id
+                        .context("asking the prospects service who holds that address")?;
+                    anyhow::ensure!(
+                        !held.sign_ups.is_empty(),
+                        "no saved prospect holds that address; give the prospect id (the thank-you page's, or a dead letter's subject)"
+                    );
+                    held.sign_ups.iter().map(|s| (s.prospect_id, held_as(s))).collect()
                 }
             };
             let js = bus::async_nats::jetstream::new(client.clone());
-            let ledger = Ledger::read(&js, &settings.nats.stream, prospect_id).await?;
+            let mut ledgers = Vec::new();
+            for (prospect_id, _) in &prospects {
+                ledgers.push(Ledger::read(&js, &settings.nats.stream, *prospect_id).await?);
+            }
             if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&ledger)?)?;
+                // One prospect: its ledger; an address: every sign-up's.
+                let text = match ledgers.as_slice() {
+                    [one] => serde_json::to_string_pretty(one)?,
+                    all => serde_json::to_string_pretty(all)?,
+                };
+                writeln!(out, "{text}")?;
             } else {
-                write!(out, "{}", ledger.render())?;
+                for ((_, held), ledger) in prospects.iter().zip(&ledgers) {
+                    if !held.is_empty() {
+                        writeln!(out, "# {held}")?;
+                    }
+                    write!(out, "{}", shown(&ledger.render()))?;
+                }
             }
         }
         Command::Dlq(Dlq::List { limit }) => {
@@ -154,13 +173,13 @@ async fn main() -> anyhow::Result<()> {
             )?;
             for (name, values) in letter.headers.iter() {
                 for value in values {
-                    writeln!(out, "{}: {}", AsRef::<str>::as_ref(name), value.as_str())?;
+                    writeln!(out, "{}: {}", shown(AsRef::<str>::as_ref(name)), shown(value.as_str()))?;
                 }
             }
             if letter.withheld {
                 writeln!(out, "\n(payload withheld: the prospect was erased)")?;
             } else {
-                writeln!(out, "\n{}", String::from_utf8_lossy(&letter.payload))?;
+                writeln!(out, "\n{}", shown(&String::from_utf8_lossy(&letter.payload)))?;
             }
         }
         Command::Dlq(Dlq::Replay(selection)) => {
@@ -206,10 +225,43 @@ async fn main() -> anyhow::Result<()> {
 fn line(letter: &DeadLetter) -> String {
     let event: String = letter.event_id.chars().take(18).collect();
     let kind = letter.event_type.trim_start_matches("io.signup.");
-    format!(
+    let line = format!(
         "{:>6}  {:<20}  {:<18}  {:>4}  {:<24}  {}",
         letter.sequence, letter.consumer, event, letter.deliveries, kind, letter.reason
-    )
+    );
+    shown(&line).into_owned()
+}
+
+/// `text` as a terminal may show it: every control character but the line
+/// break escaped (`\u{1b}`), so that a letter's headers or payload, which
+/// whoever wrote the letter chose, cannot move the cursor, clear the screen
+/// or set the window's title.
+fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\n') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars()
+        .map(|c| if c.is_control() && c != '\n' { c.escape_default().to_string() } else { c.to_string() })
+        .collect::<String>()
+        .into()
+}
+
+/// How a sign-up holds the address it was looked up by.
+fn held_as(sign_up: &HeldBy) -> String {
+    let status = if sign_up.confirmed { "confirmed" } else { "pending" };
+    match sign_up.merged_into {
+        Some(holder) => format!("{}: merged into {holder} (its alias)", sign_up.prospect_id),
+        None => format!("{}: {status}", sign_up.prospect_id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(super::shown("plain\ntext"), "plain\ntext");
+        assert_eq!(super::shown("\u{1b}[2Jx\u{7}\r"), "\\u{1b}[2Jx\\u{7}\\r");
+    }
 }
 
 async fn selected(letters: &DeadLetters, selection: &Selection) -> anyhow::Result<Vec<u64>> {
