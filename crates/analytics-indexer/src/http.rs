@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, get, web};
@@ -16,9 +15,16 @@ use subtle::ConstantTimeEq;
 use crate::dashboard::html;
 use crate::index::ProspectIndex;
 use crate::query::{DateRange, Search, SearchPage, Summary};
+use crate::session::Sessions;
+use crate::settings::AnalyticsSettings;
 
-/// Name of the cookie the login form sets.
-pub const COOKIE: &str = "signup_analytics";
+/// The dashboard's sessions for these settings: the token signs them,
+/// `Secure` when the public URL is HTTPS.
+pub fn session_for(analytics: &AnalyticsSettings, links: &links::LinkSettings) -> anyhow::Result<Sessions> {
+    let token = analytics.token.as_ref().ok_or_else(|| anyhow::anyhow!("analytics.token is not set"))?;
+    let secure = links.base_url.trim().to_ascii_lowercase().starts_with("https://");
+    Ok(Sessions::new(token, analytics.session_secs, secure))
+}
 
 /// Shared by all workers.
 pub struct HttpState {
@@ -26,6 +32,8 @@ pub struct HttpState {
     pub index: Arc<ProspectIndex>,
     /// The access token, if configured.
     pub token: Option<SecretString>,
+    /// The dashboard's login sessions.
+    pub sessions: Sessions,
     /// JetStream, for the delivery ledger.
     pub js: bus::async_nats::jetstream::Context,
     /// The event stream the ledger reads.
@@ -39,7 +47,8 @@ impl HttpState {
             .is_some_and(|expected| bool::from(presented.as_bytes().ct_eq(expected.expose_secret().as_bytes())))
     }
 
-    /// Whether the request carries the token (bearer header or login cookie).
+    /// Whether the request carries the token (`Authorization: Bearer`): what
+    /// the API takes.
     fn authorized(&self, request: &HttpRequest) -> bool {
         let bearer = request
             .headers()
@@ -47,8 +56,12 @@ impl HttpState {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        let cookie = request.cookie(COOKIE);
-        bearer.or(cookie.as_ref().map(Cookie::value)).is_some_and(|t| self.token_matches(t))
+        bearer.is_some_and(|t| self.token_matches(t))
+    }
+
+    /// The token, or a browser's login session: what the dashboard takes.
+    fn dashboard_authorized(&self, request: &HttpRequest) -> bool {
+        self.authorized(request) || self.sessions.valid(request)
     }
 }
 
@@ -277,9 +290,13 @@ fn login_page(message: Option<&str>) -> HttpResponse {
     response
 }
 
-fn with_login_cookie(token: &str) -> HttpResponse {
-    let cookie = Cookie::build(COOKIE, token.to_owned()).path("/").http_only(true).same_site(SameSite::Strict).finish();
-    HttpResponse::SeeOther().cookie(cookie).insert_header((header::LOCATION, "/analytics")).finish()
+fn with_login_cookie(state: &HttpState) -> HttpResponse {
+    HttpResponse::SeeOther().cookie(state.sessions.issue()).insert_header((header::LOCATION, "/analytics")).finish()
+}
+
+/// `POST /analytics/logout`: ends the browser's session.
+pub async fn logout(state: web::Data<HttpState>) -> HttpResponse {
+    HttpResponse::SeeOther().cookie(state.sessions.end()).insert_header((header::LOCATION, "/analytics")).finish()
 }
 
 /// The login form's fields.
@@ -291,7 +308,7 @@ pub struct LoginForm {
 /// `POST /analytics/login`: sets the cookie for a valid token.
 pub async fn login(state: web::Data<HttpState>, form: web::Form<LoginForm>) -> HttpResponse {
     if state.token_matches(form.token.trim()) {
-        with_login_cookie(form.token.trim())
+        with_login_cookie(&state)
     } else {
         login_page(Some("That token is not valid."))
     }
@@ -308,12 +325,12 @@ pub async fn dashboard(state: web::Data<HttpState>, request: HttpRequest) -> Htt
     };
     if let Some(token) = raw.token.as_deref() {
         return if state.token_matches(token) {
-            with_login_cookie(token)
+            with_login_cookie(&state)
         } else {
             login_page(Some("That token is not valid."))
         };
     }
-    if !state.authorized(&request) {
+    if !state.dashboard_authorized(&request) {
         return login_page(None);
     }
     let index = Arc::clone(&state.index);

@@ -17,6 +17,8 @@
 //! - [`query`]: the summary and the search.
 //! - [`http`], [`dashboard`]: the API, the dashboard, access control, and
 //!   the operators' delivery ledger of a prospect (`bus::ledger`).
+//! - [`session`]: the dashboard's login session (a signed cookie that
+//!   expires).
 //! - [`openapi`]: the API's OpenAPI 3.1 document (bearer auth), built from
 //!   the routes it serves.
 //! - [`Application`]: opens the index, binds the port, consumes and serves
@@ -28,6 +30,7 @@ pub mod http;
 pub mod index;
 pub mod openapi;
 pub mod query;
+pub mod session;
 pub mod settings;
 
 use std::net::TcpListener;
@@ -90,9 +93,11 @@ impl Application {
             "analytics.token must be set to at least {MIN_TOKEN_LENGTH} characters (SIGNUP__ANALYTICS__TOKEN): \
              it guards the personal data of the dashboard and the search"
         );
+        let sessions = http::session_for(analytics, &settings.links)?;
         let state = web::Data::new(HttpState {
             index,
             token: analytics.token.clone(),
+            sessions,
             js: async_nats::jetstream::new(client.clone()),
             stream: settings.nats.stream.clone(),
         });
@@ -112,6 +117,7 @@ impl Application {
                 .app_data(readiness.clone())
                 .route("/analytics", web::get().to(http::dashboard))
                 .route("/analytics/login", web::post().to(http::login))
+                .route("/analytics/logout", web::post().to(http::logout))
                 .route("/healthz", web::get().to(bus::ops::healthz))
                 .route("/readyz", web::get().to(bus::ops::readyz))
                 .route("/metrics", web::get().to(bus::ops::metrics_endpoint))

@@ -19,6 +19,9 @@ pub struct Settings {
     pub log: LogSettings,
     /// `[shutdown]`: how long stopping may take.
     pub shutdown: ShutdownSettings,
+    /// `[links]`: only `base_url`, the public address: when it is HTTPS the
+    /// dashboard's session cookie is `Secure`.
+    pub links: links::LinkSettings,
 }
 bus::service_settings!(Settings);
 
@@ -37,6 +40,9 @@ pub struct AnalyticsSettings {
     pub token: Option<SecretString>,
     /// Indexing memory, in megabytes.
     pub writer_memory_mb: usize,
+    /// How long a browser's login session lasts, in seconds (then the token
+    /// is asked for again).
+    pub session_secs: u64,
     /// Batch size, waits and retries of the durable consumer.
     pub consumer: ConsumerSettings,
 }
@@ -49,6 +55,7 @@ impl Default for AnalyticsSettings {
             index_dir: PathBuf::from("data/analytics-index"),
             token: None,
             writer_memory_mb: 64,
+            session_secs: 8 * 3600,
             // Each batch is an index commit, and each commit a segment that
             // is merged later: under load, gather for half a second.
             consumer: ConsumerSettings { batch_size: 8_000, linger_ms: 500, ..ConsumerSettings::default() },

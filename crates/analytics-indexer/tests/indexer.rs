@@ -34,10 +34,16 @@ struct Bed {
     index_dir: tempfile::TempDir,
     http: reqwest::Client,
     indexer: Option<Indexer>,
+    /// Changes the indexer's settings before each start.
+    tweak: fn(&mut Settings),
 }
 
 impl Bed {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(tweak: fn(&mut Settings)) -> Self {
         let nats = NatsServer::start().await.expect("nats-server");
         let settings = NatsSettings { url: nats.url(), ..NatsSettings::default() };
         let client = bus::connect(&settings, "indexer-test").await.expect("connect");
@@ -53,6 +59,7 @@ impl Bed {
             index_dir: tempfile::tempdir().expect("tempdir"),
             http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("http"),
             indexer: None,
+            tweak,
         };
         bed.start_indexer().await;
         bed
@@ -67,6 +74,7 @@ impl Bed {
         settings.analytics.writer_memory_mb = 15;
         settings.analytics.consumer =
             ConsumerSettings { idle_wait_ms: 300, retry_base_ms: 100, ..ConsumerSettings::default() };
+        (self.tweak)(&mut settings);
         let client = bus::connect(&settings.nats, analytics_indexer::CONSUMER_NAME).await.expect("connect");
         let app = Application::build(&settings, client).expect("indexer");
         let url = format!("http://127.0.0.1:{}", app.port());
@@ -359,6 +367,53 @@ async fn personal_data_needs_the_token() {
     })
     .await
     .expect("ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_session_is_a_signed_cookie_that_expires_is_scoped_to_the_dashboard_and_ends_at_logout() {
+    let bed = Bed::start_with(|settings| settings.analytics.session_secs = 2).await;
+    let login = bed.http.post(bed.url("/analytics/login")).form(&[("token", TOKEN)]).send().await.expect("login");
+    assert_eq!(login.status(), 303);
+    let cookie = login.headers()["set-cookie"].to_str().expect("cookie").to_owned();
+    let attributes: Vec<&str> = cookie.split(';').map(str::trim).collect();
+    let pair = attributes[0].to_owned();
+    assert!(!cookie.contains(TOKEN), "the cookie is not the token: {cookie}");
+    for expected in ["HttpOnly", "SameSite=Strict", "Path=/analytics", "Max-Age=2"] {
+        assert!(attributes.contains(&expected), "{expected} in {cookie}");
+    }
+    assert!(!attributes.contains(&"Secure"), "the public URL is http here: {cookie}");
+    let with = |cookie: String| bed.http.get(bed.url("/analytics")).header("cookie", cookie).send();
+    assert_eq!(with(pair.clone()).await.expect("dashboard").status(), 200, "the session opens the dashboard");
+    // Only the API's bearer token opens the API.
+    let api = bed.http.get(bed.url("/api/analytics/summary")).header("cookie", pair.clone()).send().await;
+    assert_eq!(api.expect("api").status(), 401, "the session is the dashboard's only");
+    // The token itself, or a session altered by hand, is no session.
+    assert_eq!(with(format!("signup_analytics={TOKEN}")).await.expect("dashboard").status(), 401);
+    let (name, value) = pair.split_once('=').expect("name=value");
+    let mut altered = value.to_owned();
+    let last = altered.pop().expect("a value");
+    altered.push(if last == 'A' { 'B' } else { 'A' });
+    assert_eq!(with(format!("{name}={altered}")).await.expect("dashboard").status(), 401, "tampered");
+    // Logout clears the cookie.
+    let logout =
+        bed.http.post(bed.url("/analytics/logout")).header("cookie", pair.clone()).send().await.expect("logout");
+    assert_eq!(logout.status(), 303);
+    let cleared = logout.headers()["set-cookie"].to_str().expect("cookie").to_owned();
+    assert!(cleared.starts_with("signup_analytics=;") && cleared.contains("Max-Age=0"), "{cleared}");
+    // And a session ends by itself.
+    eventually(Duration::from_secs(10), "the session to expire", || async {
+        (with(pair.clone()).await.ok()?.status() == 401).then_some(())
+    })
+    .await
+    .expect("expired");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_cookie_is_secure_when_the_public_url_is_https() {
+    let bed = Bed::start_with(|settings| settings.links.base_url = "https://signup.example".into()).await;
+    let login = bed.http.post(bed.url("/analytics/login")).form(&[("token", TOKEN)]).send().await.expect("login");
+    let cookie = login.headers()["set-cookie"].to_str().expect("cookie").to_owned();
+    assert!(cookie.split(';').map(str::trim).any(|a| a == "Secure"), "{cookie}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
