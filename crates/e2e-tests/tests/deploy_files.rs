@@ -190,6 +190,14 @@ fn compose_file_is_valid_and_consistent() {
             assert!(generated.contains(&format!("\n{required}=")), "scripts/compose-env writes {required}");
         }
     }
+    // The dead-letter digests hold personal data: they go to an address the
+    // operator names, never to a placeholder.
+    let to = compose.services["dead-letter-notifier"].environment.get("SIGNUP__NOTIFIER__TO").cloned();
+    assert!(to.as_deref().is_some_and(|to| to.starts_with("${OPERATOR_EMAIL:?")), "required: {to:?}");
+    assert!(
+        generated.contains("\nOPERATOR_EMAIL=\n"),
+        "scripts/compose-env leaves OPERATOR_EMAIL for the operator to set"
+    );
     assert_eq!(compose.services["save-prospect"].deploy.as_ref().map(|d| d.replicas), Some(2));
     assert_eq!(compose.services["streams"].command.as_deref(), Some(&["streams".to_owned()][..]));
     assert_eq!(compose.services["proxy"].ports, ["8020:8020"]);
@@ -571,4 +579,72 @@ fn deployments_run_a_current_nats_and_kubernetes_a_three_node_cluster() {
     assert_eq!(values["config"]["jetstream"]["enabled"], Value::Bool(true));
     let config = read("deploy/k8s/config.yaml");
     assert!(config.contains("SIGNUP__NATS__STREAM__REPLICAS: \"3\""), "the streams at three replicas: {config}");
+}
+
+/// The log lines a proxy writes for requests: a link's token (in the path or
+/// a referer) and a search's words (in the query) must never be in them.
+fn assert_logs_redacted_paths(format: &str, map: &str, what: &str) {
+    for variable in ["$request ", "$request\"", "$request'", "$request_uri", "$args", "$query_string", "$http_referer"]
+    {
+        assert!(!format.contains(variable), "{what}: the access log has {variable}: {format}");
+    }
+    let (from, to) = map
+        .split("map ")
+        .nth(1)
+        .and_then(|rest| rest.split_once('{'))
+        .map(|(head, _)| {
+            let mut names = head.split_whitespace();
+            (names.next().unwrap_or_default().to_owned(), names.next().unwrap_or_default().to_owned())
+        })
+        .unwrap_or_default();
+    assert_eq!(from, "$uri", "{what}: the logged path is made from $uri (no query string): {map}");
+    assert!(format.contains(&to) && !to.is_empty(), "{what}: the access log writes {to}: {format}");
+    // The map's pattern, applied as nginx applies it, to every kind of link.
+    let pattern = map.split('"').nth(1).expect("the map's pattern").trim_start_matches('~');
+    let replacement = map.split('"').nth(3).expect("the map's replacement");
+    let pattern = regex::Regex::new(pattern).expect("a pattern");
+    let links = links::Links::with_secret(
+        &links::LinkSettings::default(),
+        &secrecy::SecretString::from("a secret for this test"),
+    )
+    .expect("links");
+    let (id, now) = (uuid::Uuid::now_v7(), chrono::Utc::now());
+    for token in
+        [links.manage_token(id, now), links.confirm_token(id, now), links.email_token(id, uuid::Uuid::now_v7(), now)]
+    {
+        for path in [
+            format!("/prospects/manage/{token}"),
+            format!("/prospects/manage/{token}/erase"),
+            format!("/prospects/confirm/{token}"),
+        ] {
+            let logged = pattern.replace(&path, replacement).into_owned();
+            assert!(!logged.contains(&token) && logged.contains("[redacted]"), "{what}: {path} is logged as {logged}");
+        }
+    }
+    let plain = "/signup/thanks/0192f0c1-7a3b-7cde-8f01-23456789abcd";
+    assert!(!pattern.is_match(plain), "{what}: an ordinary path stays as it is");
+}
+
+#[test]
+fn the_proxies_log_no_token_no_query_and_no_referer() {
+    let nginx = read("deploy/proxy/nginx.conf");
+    let format = nginx.lines().find(|l| l.trim_start().starts_with("log_format")).expect("a log format");
+    let map_start = nginx.find("map $uri").expect("the proxy's map");
+    let map = &nginx[map_start..map_start + nginx[map_start..].find("default").expect("the map's end")];
+    assert_logs_redacted_paths(format, map, "deploy/proxy/nginx.conf");
+    assert!(nginx.contains("error_log /dev/stderr crit;"), "nginx's error lines quote the request line and referer");
+
+    // ingress-nginx, installed with the values Signup ships.
+    let values = documents(&read("deploy/k8s/ingress-nginx/values.yaml"), "ingress-nginx values").remove(0);
+    let config = &values["controller"]["config"];
+    let format = config["log-format-upstream"].as_str().expect("log-format-upstream");
+    let map = config["http-snippet"].as_str().expect("the http-snippet with the map");
+    assert_logs_redacted_paths(format, map, "deploy/k8s/ingress-nginx/values.yaml");
+    assert_eq!(
+        config["error-log-level"].as_str(),
+        Some("crit"),
+        "nginx's error lines quote the request line and referer"
+    );
+    let readme = read("deploy/k8s/README.md");
+    assert!(readme.contains("-f deploy/k8s/ingress-nginx/values.yaml"), "the README installs the controller with them");
 }
