@@ -427,6 +427,16 @@ async fn once_the_address_moves_every_link_mailed_to_the_old_one_is_dead() {
     assert_eq!(status, 200, "the new address's owner keeps access");
     assert!(page.contains("value=\"new.owner@example.com\""), "{page}");
 
+    // Nor can the old address get a new link: nobody holds it now.
+    let old_asks = system
+        .http
+        .post(system.web_url("/prospects/new-link"))
+        .form(&[("email", "old.owner@example.com")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(old_asks.status(), 303, "the same answer as for any address");
+
     // Asked for on the lost-link page (by anyone who knows the address), a
     // new link ends nothing: a stranger cannot cut the owner off.
     let anonymous = system
@@ -443,6 +453,8 @@ async fn once_the_address_moves_every_link_mailed_to_the_old_one_is_dead() {
         .expect("the lost link");
     let lost_link = lost.link("/prospects/manage/").expect("link").to_owned();
     assert_eq!(get(&system, &lost_link).await.0, 200);
+    let requests = messages::streams::event_subject(id, messages::ManageLinkRequested::KIND);
+    assert_eq!(events_on(&system.client, &requests).await, 1, "the new address's request only, none for the old one");
     assert_eq!(get(&system, &landing).await.0, 200, "an anonymous request revokes nothing");
 
     // Asked for by the owner on the manage page, a new link ends every older one.

@@ -10,19 +10,23 @@
 //! | `ProspectSignedUp`, a new address | "please confirm your sign-up": the confirmation link and the manage link |
 //! | `ProspectSignedUp`, an address a prospect holds | to that address: "someone signed up with your address; if it was you, confirm these details" |
 //! | `ProspectEmailChangeRequested` | to the new address: its confirmation link; to the address in use: a notice with the manage link |
-//! | `ManageLinkRequested` | a new manage link, to the prospect's own address |
+//! | `ManageLinkRequested` | a new manage link, to the prospect's own address (only if the prospect holds it) |
 //!
 //! The links are signed with the web's secret (`[links]`, the `links`
 //! crate), so only signup-web honours them and nothing else grants access to
-//! a record.
+//! a record. Each is issued at the time of the event that mails it, so it
+//! dies when the record moves to another address (`links::Claims::current`).
 //!
 //! One mail per event, even when the event is redelivered or replayed: what
 //! was sent is recorded by event id in a NATS key-value bucket of the
 //! mailer's own ([`ledger`]), and an event older than its links is never
-//! mailed. A per-address limit (5 an hour by default) keeps anyone from using
-//! the form to flood an inbox. SMTP failures follow the consumer runner's
+//! mailed. Per address, a budget of what anyone's actions send (5 an hour by
+//! default) keeps anyone from using the forms to flood an inbox, and one of
+//! what the owner's own actions send keeps a stranger from using that up; a
+//! mail over its budget waits (`HandlerError::Deferred`), never dropped.
+//! SMTP failures follow the consumer runner's
 //! policy (`smtp::classify`): a refused address (5xx) is dead-lettered with
-//! the server's answer, a "try later" (4xx) is retried with growing delays,
+//! the server's reply codes, a "try later" (4xx) is retried with growing delays,
 //! and an unreachable or misconfigured server holds the mails until it is
 //! back. The connection is STARTTLS or TLS with certificate checks; plain
 //! SMTP only to a relay on this machine.

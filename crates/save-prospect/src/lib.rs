@@ -9,8 +9,11 @@
 //! start-up unless disabled). It holds the ownership rules of double opt-in
 //! (see [`apply`]), erases sign-ups never confirmed in time ([`expiry`]),
 //! purges an erased prospect's personal data from the event and dead-letter
-//! streams once the erasure is committed (`bus::erasure`), and reports how
-//! full the streams are (`signup_stream_bytes`).
+//! streams once the erasure is committed (`bus::erasure`), erases with it
+//! every other sign-up that holds the address, purges e-mail change requests
+//! once they are done with, moves the time from which a prospect's links
+//! count (`links_not_before`) when its address moves, and reports how full
+//! the streams are (`signup_stream_bytes`).
 //!
 //! # Layout
 //! - [`settings`]: configuration (`[database]`, `[nats]`, `[save_prospect]`).
