@@ -334,12 +334,12 @@ async fn the_operators_tools_trust_no_header_print_no_raw_bytes_and_find_every_s
     // One address, three sign-ups: the holder, one confirmed into it (an
     // alias), and a stranger's pending claim.
     let email = format!("many.{}@example.com", Uuid::now_v7().simple());
-    let holder = sign_up_by_form(&bed, &email, None).await;
+    let holder = sign_up_by_form(bed, &email, None).await;
     bed.all_saved(&[holder].into()).await;
     confirm(holder).await;
     confirmed(holder).await;
-    let alias = sign_up_by_form(&bed, &email.to_uppercase(), None).await;
-    let claim = sign_up_by_form(&bed, &email, None).await;
+    let alias = sign_up_by_form(bed, &email.to_uppercase(), None).await;
+    let claim = sign_up_by_form(bed, &email, None).await;
     bed.all_saved(&[claim].into()).await;
     confirm(alias).await;
     eventually(Duration::from_secs(30), "the alias to be merged", || async {
@@ -372,7 +372,7 @@ async fn the_operators_tools_trust_no_header_print_no_raw_bytes_and_find_every_s
         .expect("sent")
         .await
         .expect("stored");
-    let ledger = ledger_json(&bed, &holder.to_string()).await.expect("the ledger");
+    let ledger = ledger_json(bed, &holder.to_string()).await.expect("the ledger");
     let states: BTreeMap<String, String> = ledger["events"][0]["handlers"]
         .as_array()
         .into_iter()

@@ -255,6 +255,10 @@ fn held_as(sign_up: &HeldBy) -> String {
     }
 }
 
+async fn selected(letters: &DeadLetters, selection: &Selection) -> anyhow::Result<Vec<u64>> {
+    if selection.all { letters.all_sequences().await } else { Ok(selection.sequences.clone()) }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -262,8 +266,4 @@ mod tests {
         assert_eq!(super::shown("plain\ntext"), "plain\ntext");
         assert_eq!(super::shown("\u{1b}[2Jx\u{7}\r"), "\\u{1b}[2Jx\\u{7}\\r");
     }
-}
-
-async fn selected(letters: &DeadLetters, selection: &Selection) -> anyhow::Result<Vec<u64>> {
-    if selection.all { letters.all_sequences().await } else { Ok(selection.sequences.clone()) }
 }
