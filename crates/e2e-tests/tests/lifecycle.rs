@@ -78,7 +78,8 @@ async fn the_prospects_service_is_discoverable_and_shared_by_its_instances() {
             contract::REFERENCE_ROLES,
             contract::STATUS,
             contract::GET,
-            contract::FIND
+            contract::FIND,
+            contract::HOLDERS
         ])
     );
 
