@@ -14,10 +14,11 @@ use regex::Regex;
 /// What an address is replaced with.
 pub const ADDRESS: &str = "[address]";
 
-/// Anything shaped like an e-mail address: a local part of the characters
-/// RFC 5322 allows unquoted, `@`, and a domain of at least two labels.
+/// Anything shaped like an e-mail address: a local part (the characters
+/// RFC 5322 allows unquoted, letters of any script among them, or a quoted
+/// string), `@`, and a domain of at least two labels (of any script).
 static ADDRESSES: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+").expect("a valid pattern")
+    Regex::new(r#"(?:"[^"\r\n]*"|[\w!#$%&'*+/=?^`{|}~.-]+)@[\w-]+(?:\.[\w-]+)+"#).expect("a valid pattern")
 });
 
 /// `text` with every e-mail address replaced by [`ADDRESS`].
@@ -42,5 +43,7 @@ mod tests {
             assert_eq!(addresses(kept), kept, "{kept}");
         }
         assert_eq!(addresses("x@a.bc and y@d.ef"), "[address] and [address]");
+        assert_eq!(addresses("<José.Müller@bücher.example>"), "<[address]>", "letters of any script");
+        assert_eq!(addresses(r#"to "ada lovelace"@example.com now"#), "to [address] now", "a quoted local part");
     }
 }

@@ -640,6 +640,8 @@ async fn an_event_whose_subject_and_type_disagree_is_refused_as_forged_by_every_
         .expect("dead-lettered");
         let reason = letter.headers.get(messages::dlq::REASON).map(|v| v.as_str().to_owned()).unwrap_or_default();
         assert!(reason.contains("forged"), "{handler}: {reason}");
+        assert!(letter.payload.is_empty(), "{handler}: a forged event's payload is not kept");
+        assert!(letter.headers.get(messages::dlq::PAYLOAD_WITHHELD).is_some(), "{handler}: and the letter says so");
     }
     let page = reqwest::get(Deployment::url(deployment.mailer_port, "/metrics")).await.expect("metrics");
     let page = page.text().await.expect("body");
@@ -780,38 +782,45 @@ async fn no_service_can_widen_its_rights_or_starve_the_event_stream() {
     let error = admin_js.create_stream(greedy).await.expect_err("no room left to reserve");
     assert!(error.to_string().contains("insufficient storage"), "{error}");
 
-    // A handler's dead letters are capped: the indexer (cap 2 here) keeps
-    // the rest of its failures, save-prospect (the default cap) letters all.
+    // A handler's dead letters are capped: past its cap (2 here) the
+    // indexer's letters keep their headers only; save-prospect (the default
+    // cap) keeps all four in full.
     let poison: Vec<String> =
         (0..4).map(|_| messages::streams::event_subject(uuid::Uuid::now_v7(), "signedup")).collect();
     for subject in &poison {
         admin_js.publish(subject.clone(), "not json".into()).await.expect("sent").await.expect("stored");
     }
     let letters = admin_js.get_stream("PROSPECTS_DLQ").await.expect("dead letters");
+    // (letters, of which in full)
     let count = |handler: &'static str| {
         let letters = letters.clone();
         let poison = poison.clone();
         async move {
-            let mut found = 0;
+            let (mut found, mut full) = (0, 0);
             for subject in &poison {
                 let letter = messages::dlq::subject(handler, subject);
-                found += usize::from(letters.get_last_raw_message_by_subject(&letter).await.is_ok());
+                if let Ok(letter) = letters.get_last_raw_message_by_subject(&letter).await {
+                    found += 1;
+                    full += usize::from(
+                        !letter.payload.is_empty() && letter.headers.get(messages::dlq::PAYLOAD_WITHHELD).is_none(),
+                    );
+                }
             }
-            found
+            (found, full)
         }
     };
     eventually(Duration::from_secs(30), "save-prospect's four dead letters", || async {
-        (count("save-prospect").await == 4).then_some(())
+        (count("save-prospect").await == (4, 4)).then_some(())
     })
     .await
     .expect("dead-lettered");
     let metrics = Deployment::url(deployment.indexer_port, "/metrics");
-    eventually(Duration::from_secs(30), "the indexer to hold what is over its cap", || async {
+    eventually(Duration::from_secs(30), "the indexer's letters over its cap", || async {
         let page = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
-        let held = sample(&page, "signup_handler_dead_letter_cap_reached_total", &["consumer=\"analytics-indexer\""]);
-        (held >= Some(2.0)).then_some(())
+        let over = sample(&page, "signup_handler_dead_letter_cap_reached_total", &["consumer=\"analytics-indexer\""]);
+        (over >= Some(2.0)).then_some(())
     })
     .await
-    .expect("held over the cap");
-    assert_eq!(count("analytics-indexer").await, 2, "two letters, the cap");
+    .expect("over the cap");
+    assert_eq!(count("analytics-indexer").await, (4, 2), "every failure is a letter; two in full, the cap");
 }

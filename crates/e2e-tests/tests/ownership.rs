@@ -457,7 +457,21 @@ async fn once_the_address_moves_every_link_mailed_to_the_old_one_is_dead() {
     assert_eq!(events_on(&system.client, &requests).await, 1, "the new address's request only, none for the old one");
     assert_eq!(get(&system, &landing).await.0, 200, "an anonymous request revokes nothing");
 
-    // Asked for by the owner on the manage page, a new link ends every older one.
+    // Someone who got hold of that link asks to move the record to their
+    // own address; the owner, seeing it, asks for a new link.
+    let hijack = system
+        .http
+        .post(system.web_url(&landing))
+        .form(&form("Ada", "Lovelace", "hijacker@example.com", ""))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(hijack.status(), 303);
+    let hijack_mail = system.mail_to("hijacker@example.com", "Please confirm your new address").await.expect("mail");
+    let hijack_confirm = hijack_mail.link("/prospects/confirm-email/").expect("link").to_owned();
+
+    // Asked for by the owner on the manage page, a new link ends every older
+    // one, and drops an address change asked for before it.
     let renewed = post(&system, &path_of(&landing, "/new-link")).await;
     assert_eq!(renewed.status(), 303);
     let fresh = eventually(Duration::from_secs(20), "the owner's new link", || async {
@@ -477,7 +491,12 @@ async fn once_the_address_moves_every_link_mailed_to_the_old_one_is_dead() {
     .await
     .expect("revoked");
     assert_eq!(get(&system, &lost_link).await.0, 404, "every older link ends");
-    assert_eq!(get(&system, &fresh).await.0, 200, "the new one works");
+    let (status, page) = get(&system, &fresh).await;
+    assert_eq!(status, 200, "the new one works");
+    assert!(!page.contains("hijacker@example.com"), "the change asked for before is dropped: {page}");
+    assert_eq!(post(&system, &hijack_confirm).await.status(), 404, "and its link confirms nothing");
+    let row = system.prospect(id).await.expect("row").expect("row");
+    assert_eq!(row.email.as_deref(), Some("new.owner@example.com"));
     system.stop().await.expect("stop");
 }
 

@@ -360,9 +360,9 @@ async fn the_operators_tools_trust_no_header_print_no_raw_bytes_and_find_every_s
     let original = stream.get_last_raw_message_by_subject(&subject).await.expect("the sign-up");
     let mut headers = bus::async_nats::HeaderMap::new();
     headers.insert(messages::dlq::CONSUMER, "save-prospect");
-    headers.insert(messages::dlq::SUBJECT, subject.as_str());
+    headers.insert(messages::dlq::SUBJECT, format!("{subject}\u{1b}]0;title\u{7}").as_str());
     headers.insert(messages::dlq::STREAM_SEQ, original.sequence.to_string().as_str());
-    headers.insert(messages::dlq::REASON, "\u{1b}[2J\u{1b}[31mall is well\u{1b}[0m");
+    headers.insert(messages::dlq::REASON, "\u{1b}[2J\u{1b}[31mall is well\u{1b}[0m\u{202e}");
     headers.insert(messages::cloudevents::ID, Uuid::now_v7().to_string().as_str());
     let letter = messages::dlq::subject("analytics-indexer", &subject);
     let js = jetstream::new(bed.client.clone());
@@ -394,7 +394,7 @@ async fn the_operators_tools_trust_no_header_print_no_raw_bytes_and_find_every_s
         let printed = bed.signup(&args).await.expect("signup");
         assert!(printed.contains("all is well"), "{args:?} shows the reason: {printed}");
         assert!(
-            !printed.chars().any(|c| c.is_control() && c != '\n'),
+            !printed.chars().any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
             "{args:?} printed raw control bytes: {printed:?}"
         );
     }

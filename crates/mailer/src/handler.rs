@@ -10,7 +10,7 @@ use lettre::AsyncTransport as _;
 use lettre::message::Mailbox;
 use links::{Links, Purpose};
 use messages::service::{self as contract, AddressRef, FindByAddress, FoundProspect};
-use messages::{Event as _, ManageLinkRequested, ProspectDetails, ProspectEvent};
+use messages::{ProspectDetails, ProspectEvent};
 use uuid::Uuid;
 
 use crate::Settings;
@@ -30,9 +30,6 @@ pub struct Mailer {
     per_address_owner_limit: u32,
     max_age: chrono::Duration,
     confirm_days: i64,
-    /// The event stream: whether a newer link request replaced a waiting one.
-    events: bus::async_nats::jetstream::Context,
-    stream: String,
 }
 
 /// One mail of an event: where its sent record goes, the mail, and the
@@ -93,8 +90,6 @@ impl Mailer {
             per_address_limit: mailer.per_address_limit,
             per_address_owner_limit: mailer.per_address_owner_limit,
             max_age,
-            events: bus::async_nats::jetstream::new(client.clone()),
-            stream: settings.nats.stream.name.clone(),
             client,
             confirm_days: settings.links.confirm_within_days(),
         })
@@ -203,24 +198,13 @@ impl Mailer {
         self.ledger.done(&slot.key(event_id)).await.map_err(store_unavailable)
     }
 
-    /// Whether a newer link request of the same prospect is in the stream:
-    /// its mail carries a link as good, so a waiting older one need not go.
-    async fn replaced(&self, delivery: &Delivery<ProspectEvent>) -> Result<bool, HandlerError> {
-        use bus::async_nats::jetstream::stream::DirectGetErrorKind;
-        let subject = messages::streams::event_subject(delivery.event.prospect_id(), ManageLinkRequested::KIND);
-        let unavailable = |e: anyhow::Error| HandlerError::Unavailable(e.context("looking for a newer link request"));
-        let stream = self.events.get_stream_no_info(&self.stream).await.map_err(|e| unavailable(e.into()))?;
-        match stream.direct_get_last_for_subject(subject).await {
-            Ok(last) => Ok(last.sequence > delivery.meta.stream_sequence),
-            Err(error) if error.kind() == DirectGetErrorKind::NotFound => Ok(false),
-            Err(error) => Err(unavailable(error.into())),
-        }
-    }
-
     /// Sends `letter` unless its record says it went out already. When its
     /// address had its share of mails of `budget` for now, the mail waits
-    /// ([`HandlerError::Deferred`]) until there is room: never dropped — but
-    /// a lost-link request replaced by a newer one meanwhile goes no more.
+    /// ([`HandlerError::Deferred`]) until there is room. Of what anyone can
+    /// cause, one mail per address and kind waits at most: one that a newer
+    /// mail of its kind to its address replaced while it waited goes no more
+    /// (the person gets the newer one), so a flood of sign-ups or lost-link
+    /// requests neither floods the inbox later nor piles up in the mailer.
     async fn send_once(
         &self,
         delivery: &Delivery<ProspectEvent>,
@@ -234,22 +218,32 @@ impl Mailer {
             count(letter.kind, "already_sent");
             return Ok(());
         }
+        let sequence = delivery.meta.stream_sequence;
+        let kind = letter.kind.name();
+        if budget == Budget::Anyone
+            && self.ledger.replaced(letter.to, kind, sequence).await.map_err(store_unavailable)?
+        {
+            tracing::info!(%event_id, kind, "not sent: a newer mail of its kind to the address replaced it while it waited");
+            count(letter.kind, "replaced");
+            return self.ledger.record(&key, "replaced").await.map_err(store_unavailable);
+        }
         let limit = match budget {
             Budget::Anyone => self.per_address_limit,
             Budget::Owner => self.per_address_owner_limit,
         };
         let taken = self.ledger.take(letter.to, budget, limit, Utc::now()).await.map_err(store_unavailable)?;
         if let Some(wait) = taken {
-            if letter.kind == Kind::ManageLink && budget == Budget::Anyone && self.replaced(delivery).await? {
-                tracing::info!(%event_id, "not sent: a newer link request replaced it while it waited");
-                count(letter.kind, "replaced");
-                return self.ledger.record(&key, "replaced").await.map_err(store_unavailable);
+            if budget == Budget::Anyone {
+                self.ledger.wait_here(letter.to, kind, sequence).await.map_err(store_unavailable)?;
             }
             count(letter.kind, "deferred");
             return Err(HandlerError::Deferred {
-                // Up to a second more, so that mails waiting for one window
-                // do not all come back at the same instant.
-                for_at_least: wait + Duration::from_millis(fastrand::u64(..1_000)),
+                // Back within a minute at most, so that a mail a newer one
+                // replaced meanwhile is settled soon instead of held (held
+                // messages count against the consumer's pending limit); up to
+                // five seconds more, so that mails waiting for one window do
+                // not all come back at the same instant.
+                for_at_least: wait.min(Duration::from_secs(60)) + Duration::from_millis(fastrand::u64(..5_000)),
                 reason: anyhow::anyhow!("the address had its share of {} mails for now", letter.kind.name()),
             });
         }

@@ -1,12 +1,14 @@
 //! What the mailer remembers, in two NATS key-value buckets of its own:
 //!
 //! - `MAILER_SENT`: one key per mail sent (`<event id>.<slot>`), so a
-//!   redelivered or replayed event sends nothing twice. Kept as long as a link
-//!   in such a mail could still be used (`[links] confirm_within_secs`) plus a
-//!   day; the mailer never sends a mail for an event older than that.
+//!   redelivered or replayed event sends nothing twice; and per address and
+//!   kind of mail (`waiting.<HMAC>`), the newest one waiting for its budget.
+//!   Kept as long as a link in such a mail could still be used (`[links]
+//!   confirm_within_secs`) plus a day; the mailer never sends a mail for an
+//!   event older than that.
 //! - `MAILER_RATE`: per address and budget, when it was last mailed, for the
-//!   per-address limits. The key is an HMAC of the address (and the budget),
-//!   not the address, and entries live only as long as the window.
+//!   per-address limits. Keys are HMACs of the address (and the budget), not
+//!   the address, and entries live only as long as the window.
 //!
 //! Both buckets have a size limit (`mailer.bucket_max_mb`), so that
 //! JetStream reserves their room and no bucket can take what the event
@@ -178,6 +180,52 @@ impl Ledger {
         anyhow::bail!("the address's sends kept changing; giving up for now")
     }
 
+    /// Whether a newer mail of `kind` to `address` waits for its budget than
+    /// the one of stream position `sequence`: then this one need not go (the
+    /// person gets the newer one, as good to act on).
+    pub async fn replaced(&self, address: &str, kind: &str, sequence: u64) -> anyhow::Result<bool> {
+        let sent = self.bucket(&self.sent, SENT_BUCKET, self.buckets.keep_sent).await?;
+        let entry = sent.entry(self.waiting_key(address, kind)).await.context("reading the waiting mail")?;
+        Ok(waiting_sequence(entry.as_ref()).is_some_and(|newest| newest > sequence))
+    }
+
+    /// Notes that the mail of `kind` to `address` at stream position
+    /// `sequence` waits for its budget, unless a newer one does already: so
+    /// that one mail per address and kind waits at most, however many a
+    /// flood sends.
+    pub async fn wait_here(&self, address: &str, kind: &str, sequence: u64) -> anyhow::Result<()> {
+        // Kept as long as the sent records, whatever the window: a waiting
+        // mail may come back after its window's entries are gone.
+        let rate = self.bucket(&self.sent, SENT_BUCKET, self.buckets.keep_sent).await?;
+        let key = self.waiting_key(address, kind);
+        for _ in 0..10 {
+            let entry = rate.entry(&key).await.context("reading the waiting mail")?;
+            if waiting_sequence(entry.as_ref()).is_some_and(|newest| newest >= sequence) {
+                return Ok(());
+            }
+            let value = sequence.to_string().into();
+            let written = match entry.filter(|e| e.operation == kv::Operation::Put) {
+                Some(entry) => rate.update(&key, value, entry.revision).await.map(drop).map_err(|e| e.to_string()),
+                None => rate.create(&key, value).await.map(drop).map_err(|e| e.to_string()),
+            };
+            match written {
+                Ok(()) => return Ok(()),
+                Err(error) => tracing::debug!(%error, "the waiting mail changed meanwhile; reading again"),
+            }
+        }
+        anyhow::bail!("the waiting mail kept changing; giving up for now")
+    }
+
+    fn waiting_key(&self, address: &str, kind: &str) -> String {
+        let mut mac = self.address_key.clone();
+        mac.update(b"waiting|");
+        mac.update(kind.as_bytes());
+        mac.update(b"|");
+        mac.update(address.trim().to_lowercase().as_bytes());
+        let digest: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        format!("waiting.{digest}")
+    }
+
     /// The bucket key of an address's budget: an HMAC, so the bucket holds
     /// no addresses.
     fn rate_key(&self, address: &str, budget: Budget) -> String {
@@ -189,4 +237,10 @@ impl Ledger {
         mac.update(address.trim().to_lowercase().as_bytes());
         mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
     }
+}
+
+/// The stream position a waiting-mail entry holds.
+fn waiting_sequence(entry: Option<&kv::Entry>) -> Option<u64> {
+    let entry = entry.filter(|e| e.operation == kv::Operation::Put)?;
+    std::str::from_utf8(&entry.value).ok()?.parse().ok()
 }

@@ -328,15 +328,18 @@ async fn an_address_gets_its_share_of_mails_and_the_rest_waits_but_never_the_own
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mail_that_waited_goes_once_there_is_room_and_a_replaced_one_not_at_all() {
     let mut bed = Bed::start(SmtpTls::Plain).await;
+    // One an address per 4 s: long enough that the two requests below find
+    // the first mail's window still open, short enough to wait for.
     bed.settings.mailer.per_address_limit = 1;
-    bed.settings.mailer.per_address_window_secs = 2;
+    bed.settings.mailer.per_address_window_secs = 4;
     let (shutdown, task) = bed.run();
     bed.request_link("waits@example.com").await;
     bed.mails_to("waits@example.com", 1).await;
     shutdown.cancel();
     task.await.expect("join").expect("stops cleanly");
 
-    // Two more while the mailer is away: the newer one replaces the older.
+    // Two more while the mailer is away: both must wait, and the newer one
+    // replaces the older.
     let (_, replaced) = bed.request_link_as("waits@example.com", false).await;
     let (newest, last) = bed.request_link_as("waits@example.com", false).await;
     let (shutdown, task) = bed.run();

@@ -13,6 +13,11 @@ pub const DELIVERIES: &str = "x-dlq-deliveries";
 pub const STREAM_SEQ: &str = "x-dlq-stream-seq";
 /// The subject it was published on, to replay it there.
 pub const SUBJECT: &str = "x-dlq-subject";
+/// Set when a letter keeps no payload, saying why: the event was forged
+/// (whatever its sender put there is not kept), or its handler has as many
+/// letters as it may keep in full. Replay needs no payload: it republishes
+/// the stream's own copy.
+pub const PAYLOAD_WITHHELD: &str = "x-dlq-payload-withheld";
 /// On a replayed event: the stream sequence of the original, so handlers
 /// order it where it first stood rather than at the end of the stream.
 pub const REPLAY_OF_SEQ: &str = "x-replay-of-seq";

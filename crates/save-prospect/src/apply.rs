@@ -270,7 +270,7 @@ async fn apply_batch(
             ProspectEvent::SignedUp(_) => sign_up(conn, segment).await?,
             ProspectEvent::Confirmed(_) => confirm(conn, segment, &states, &mut merged).await?,
             ProspectEvent::EmailChangeRequested(_) => done.extend(request_change(conn, segment, &states).await?),
-            ProspectEvent::ManageLinkRequested(_) => request_link(conn, segment).await?,
+            ProspectEvent::ManageLinkRequested(_) => done.extend(request_link(conn, segment).await?),
             // An address one prospect gives up and another takes in the same
             // segment: only the order of the events can say who gets it.
             ProspectEvent::Updated(_) if segment.len() > 1 && emails_move_within(segment, &states) => {
@@ -559,10 +559,15 @@ struct Sequence {
     seq: i64,
 }
 
-/// A new link asked for by the owner ends every link issued before it; one
-/// asked for on the lost-link page (by anyone who knows the address) saves
-/// nothing.
-async fn request_link(conn: &mut AsyncPgConnection, segment: &[&Delivery<ProspectEvent>]) -> QueryResult<()> {
+/// A new link asked for by the owner ends every link issued before it, and
+/// drops an address change requested before it (a leaked link may have asked
+/// for it); one asked for on the lost-link page (by anyone who knows the
+/// address) saves nothing. Returns the change requests dropped, as
+/// [`apply_batch`] does.
+async fn request_link(
+    conn: &mut AsyncPgConnection,
+    segment: &[&Delivery<ProspectEvent>],
+) -> QueryResult<Vec<(Uuid, u64)>> {
     let mut revoking = Vec::new();
     for delivery in segment {
         match &delivery.event {
@@ -571,16 +576,30 @@ async fn request_link(conn: &mut AsyncPgConnection, segment: &[&Delivery<Prospec
         }
     }
     if revoking.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let times: Vec<DateTime<Utc>> = revoking.iter().map(|d| d.event.occurred_at()).collect();
     diesel::sql_query(END_OLDER_LINKS)
         .bind::<Array<SqlUuid>, _>(ids(&revoking))
-        .bind::<Array<Timestamptz>, _>(times)
+        .bind::<Array<Timestamptz>, _>(times.clone())
         .execute(conn)
         .await?;
+    let dropped: Vec<Change> = diesel::sql_query(DROP_OLDER_CHANGES)
+        .bind::<Array<SqlUuid>, _>(ids(&revoking))
+        .bind::<Array<Timestamptz>, _>(times)
+        .load(conn)
+        .await?;
     revoking.iter().for_each(|d| outcome(d, "older links ended"));
-    Ok(())
+    Ok(dropped.into_iter().map(|c| (c.id, u64::try_from(c.seq).unwrap_or_default() + 1)).collect())
+}
+
+/// A pending e-mail change: its prospect and the request's sequence.
+#[derive(QueryableByName)]
+struct Change {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = BigInt)]
+    seq: i64,
 }
 
 /// Replaces the details, unless the prospect was deleted, a later event was
@@ -624,14 +643,7 @@ async fn update(
     if !applied.is_empty() {
         let emails: Vec<String> =
             applied.iter().map(|d| d.event.details().map(|d| d.email.clone()).unwrap_or_default()).collect();
-        #[derive(QueryableByName)]
-        struct Done {
-            #[diesel(sql_type = SqlUuid)]
-            id: Uuid,
-            #[diesel(sql_type = BigInt)]
-            seq: i64,
-        }
-        let done: Vec<Done> = diesel::sql_query(
+        let done: Vec<Change> = diesel::sql_query(
             "DELETE FROM pending_changes c USING unnest($1::uuid[], $2::text[], $3::bigint[]) AS u(id, email, seq) \
              WHERE c.prospect_id = u.id AND lower(c.email) = lower(u.email) AND c.request_seq < u.seq \
              RETURNING c.prospect_id AS id, c.request_seq AS seq",
@@ -754,6 +766,14 @@ const END_OLDER_LINKS: &str = "\
     FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at) \
     WHERE p.id = coalesce((SELECT a.prospect_id FROM prospect_aliases a WHERE a.alias_id = u.id), u.id) \
       AND p.deleted_at IS NULL";
+
+/// Drops the pending e-mail changes of the prospects (`$1`, or the prospect
+/// a sign-up was merged into) requested before `$2`; returns them.
+const DROP_OLDER_CHANGES: &str = "\
+    DELETE FROM pending_changes c USING unnest($1::uuid[], $2::timestamptz[]) AS u(id, at) \
+    WHERE c.prospect_id = coalesce((SELECT a.prospect_id FROM prospect_aliases a WHERE a.alias_id = u.id), u.id) \
+      AND c.requested_at < u.at \
+    RETURNING c.prospect_id AS id, c.request_seq AS seq";
 
 /// Replaces prospects' details unless, for a confirmed prospect, the new
 /// e-mail belongs to another confirmed prospect. Taking another address

@@ -48,15 +48,17 @@ impl ConsumerRunner {
                     held.push(Held { message, acker, stream_sequence, delivered, span });
                 }
                 Err(refused) => {
-                    if matches!(refused, Refused::Forged(_)) {
-                        tracing::warn!(consumer = %consumer, subject = %message.subject, stream_sequence,
+                    let forged = matches!(refused, Refused::Forged(_));
+                    if forged {
+                        let subject = crate::redact::addresses(message.subject.as_str()).into_owned();
+                        tracing::warn!(consumer = %consumer, %subject, stream_sequence,
                             "refused a forged event: its subject is not its own");
                         metrics::counter!("signup_handler_events_forged_total", "consumer" => consumer.clone())
                             .increment(1);
                     }
                     let span = tracing::Span::none();
                     let letter = Held { message, acker, stream_sequence, delivered, span };
-                    self.dead_letter(&letter, &refused.reason()).await;
+                    self.dead_letter(&letter, &refused.reason(), forged).await;
                 }
             }
         }

@@ -8,7 +8,8 @@ use super::ConsumerRunner;
 use super::settle::{Held, ack};
 
 impl ConsumerRunner {
-    /// Whether this handler keeps `dead_letter_cap` dead letters already.
+    /// Whether this handler keeps `dead_letter_cap` dead letters in full
+    /// already.
     /// Counted by the server: a durable consumer of the dead-letter stream
     /// on this handler's letters (`<handler>-letters`), never fetched, whose
     /// pending count is theirs; replayed and purged letters leave it. When
@@ -49,7 +50,7 @@ impl ConsumerRunner {
     /// event holding personal data of a prospect that has been erased
     /// meanwhile is not kept at all: erasure purges such letters, and one
     /// made later must not bring the data back.
-    pub(super) async fn dead_letter(&self, letter: &Held, reason: &str) {
+    pub(super) async fn dead_letter(&self, letter: &Held, reason: &str, forged: bool) {
         if self.dead_letters.load(std::sync::atomic::Ordering::Relaxed) {
             // A dead letter is not dead-lettered again: it stays where it is,
             // in the dead-letter stream, for `signup dlq`.
@@ -76,19 +77,29 @@ impl ConsumerRunner {
                 }
             }
         }
-        if self.over_dead_letter_cap().await {
-            // Kept for later, not lost: a letter replayed or purged makes room.
+        // A forged event's payload is whatever its sender chose (someone
+        // else's data, perhaps), and past the cap a handler's letters keep
+        // their headers only, so that one handler failing everything cannot
+        // fill the stream the others need. Either is still a letter, reported
+        // and replayable (replay republishes the stream's own copy).
+        let withheld = if forged {
+            Some("forged: its payload is not kept")
+        } else if self.over_dead_letter_cap().await {
             tracing::error!(
                 stream_sequence = letter.stream_sequence,
                 cap = self.settings.dead_letter_cap,
-                "the handler has as many dead letters as it may keep; the event is retried instead"
+                "the handler has as many dead letters as it may keep in full; this one keeps its headers only"
             );
             metrics::counter!("signup_handler_dead_letter_cap_reached_total", "consumer" => self.durable_name.clone())
                 .increment(1);
-            ack(&letter.acker, AckKind::Nak(Some(std::time::Duration::from_millis(self.settings.retry_max_ms)))).await;
-            return;
-        }
+            Some("the handler's dead-letter cap is reached: headers only")
+        } else {
+            None
+        };
         let mut headers = letter.message.headers.clone().unwrap_or_default();
+        if let Some(why) = withheld {
+            headers.insert(dlq::PAYLOAD_WITHHELD, why);
+        }
         let event_id = headers.get(ce::ID).map(|v| v.as_str().to_owned()).unwrap_or_else(|| "-".to_owned());
         let reason = crate::redact::addresses(reason);
         let reason: String = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).take(1_000).collect();
@@ -100,7 +111,8 @@ impl ConsumerRunner {
         headers.insert(dlq::STREAM_SEQ, letter.logical_sequence().to_string().as_str());
         headers.insert(dlq::SUBJECT, letter.message.subject.as_str());
         let subject = dlq::subject(&self.durable_name, &letter.message.subject);
-        let publish = PublishMessage::build().headers(headers).payload(letter.message.payload.clone());
+        let payload = if withheld.is_some() { bytes::Bytes::new() } else { letter.message.payload.clone() };
+        let publish = PublishMessage::build().headers(headers).payload(payload);
         let stored = match self.js.send_publish(subject, publish).await {
             Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
             Err(error) => Err(error.to_string()),

@@ -64,7 +64,7 @@ impl ConsumerRunner {
         }
         let exhausted = self.settings.max_deliver > 0 && delivery.meta.delivered >= self.settings.max_deliver;
         if matches!(error, HandlerError::Permanent(_)) || exhausted {
-            self.dead_letter(letter, &error.to_string()).await;
+            self.dead_letter(letter, &error.to_string(), false).await;
         } else {
             let delay = self.settings.retry_delay(delivery.meta.delivered);
             tracing::warn!(event_id = %delivery.meta.event_id, trace_id = letter.trace_id(),

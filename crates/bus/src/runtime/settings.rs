@@ -427,10 +427,10 @@ pub struct ConsumerSettings {
     /// A new consumer starts at the first message of the stream (replay
     /// history) rather than at new messages.
     pub from_start: bool,
-    /// Most dead letters this handler keeps in the dead-letter stream at
-    /// once: past it, a failing event is retried (every `retry_max_ms`)
-    /// instead of dead-lettered, so that one handler failing everything
-    /// cannot fill the stream the others need. 0: no cap.
+    /// Most dead letters this handler keeps in full (with their payload) in
+    /// the dead-letter stream at once: past it, a letter keeps its headers
+    /// only (replay needs no payload), so that one handler failing
+    /// everything cannot fill the stream the others need. 0: no cap.
     pub dead_letter_cap: u64,
 }
 
