@@ -648,3 +648,30 @@ fn the_proxies_log_no_token_no_query_and_no_referer() {
     let readme = read("deploy/k8s/README.md");
     assert!(readme.contains("-f deploy/k8s/ingress-nginx/values.yaml"), "the README installs the controller with them");
 }
+
+/// docs/security.md backs each "cannot" with a test, named `file::test`:
+/// every one it names must exist, so the page cannot drift from the tests.
+#[test]
+fn the_security_page_names_only_tests_that_exist() {
+    let page = read("docs/security.md");
+    let files: BTreeMap<&str, &str> =
+        [("mailer", "crates/mailer/tests/mailer.rs"), ("indexer", "crates/analytics-indexer/tests/indexer.rs")].into();
+    let mut checked = 0;
+    for name in page.split('`').skip(1).step_by(2) {
+        let Some((file, test)) = name.split_once("::") else { continue };
+        if test.contains("::") || !test.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            continue;
+        }
+        let path =
+            files.get(file).map(|f| (*f).to_owned()).unwrap_or_else(|| format!("crates/e2e-tests/tests/{file}.rs"));
+        if !repo().join(&path).is_file() {
+            continue;
+        }
+        assert!(
+            read(&path).contains(&format!("fn {test}(")),
+            "docs/security.md names {name}, which {path} does not have"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "the page names its tests ({checked} found)");
+}

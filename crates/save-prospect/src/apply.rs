@@ -595,11 +595,11 @@ async fn request_link(
 
 /// A pending e-mail change: its prospect and the request's sequence.
 #[derive(QueryableByName)]
-struct Change {
+pub(crate) struct Change {
     #[diesel(sql_type = SqlUuid)]
-    id: Uuid,
+    pub(crate) id: Uuid,
     #[diesel(sql_type = BigInt)]
-    seq: i64,
+    pub(crate) seq: i64,
 }
 
 /// Replaces the details, unless the prospect was deleted, a later event was

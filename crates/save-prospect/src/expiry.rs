@@ -24,6 +24,7 @@ use messages::ProspectDeleted;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::apply::Change;
 use crate::db::Pool;
 
 /// Most sign-ups erased per sweep; the next sweep takes the rest.
@@ -110,13 +111,6 @@ pub async fn sweep(
     struct Expired {
         #[diesel(sql_type = SqlUuid)]
         id: Uuid,
-    }
-    #[derive(QueryableByName)]
-    struct Change {
-        #[diesel(sql_type = SqlUuid)]
-        id: Uuid,
-        #[diesel(sql_type = BigInt)]
-        seq: i64,
     }
     let mut conn = pool.get().await?;
     let changes: Vec<Change> = sql_query(format!(
