@@ -277,6 +277,11 @@ require_smtp_server() {
     say "installing aiosmtpd (test SMTP server) into .local/venv"
     "$venv/bin/pip" install -q aiosmtpd
   fi
+  # dkimpy: the DKIM verifier the tests check the mailer's signatures with.
+  if ! "$venv/bin/python" -c 'import dkim' 2>/dev/null; then
+    say "installing dkimpy (DKIM verifier) into .local/venv"
+    "$venv/bin/pip" install -q dkimpy==1.1.8
+  fi
   export SIGNUP_TEST_PYTHON="$venv/bin/python"
 }
 

@@ -27,8 +27,8 @@ use bus::runtime::{Backoff, Context, NoCommands, Service};
 use bus::settings::{ConsumerSettings, NatsSettings};
 use bus::telemetry::LogSettings;
 use bus::{Delivery, Handler, HandlerError};
+use lettre::AsyncTransport;
 use lettre::message::header::ContentType;
-use lettre::{AsyncTransport, Message};
 use messages::dlq::DeadLetter;
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -169,8 +169,16 @@ impl Service for Notifier {
 /// Sends the digest of `letters`, retrying three times with doubling delays.
 async fn send_with_retries(mailer: &smtp::Transport, settings: &NotifierSettings, letters: &[&DeadLetter]) -> bool {
     let (subject, body) = digest::compose(letters, settings.max_listed);
-    let message = match Message::builder()
-        .from(settings.from.parse().unwrap_or_else(|_| "signup@localhost".parse().expect("valid address")))
+    let from = settings.from.parse().unwrap_or_else(|_| "signup@localhost".parse().expect("valid address"));
+    let sender = match smtp::Sender::new(from, &settings.smtp, "notifier.smtp") {
+        Ok(sender) => sender,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "the digest cannot be signed");
+            return false;
+        }
+    };
+    let message = match sender
+        .message()
         .to(match settings.to.parse() {
             Ok(to) => to,
             Err(error) => {
@@ -182,7 +190,7 @@ async fn send_with_retries(mailer: &smtp::Transport, settings: &NotifierSettings
         .header(ContentType::TEXT_PLAIN)
         .body(body)
     {
-        Ok(message) => message,
+        Ok(message) => sender.seal(message),
         Err(error) => {
             tracing::error!(%error, "could not build the digest mail");
             return false;
@@ -193,17 +201,19 @@ async fn send_with_retries(mailer: &smtp::Transport, settings: &NotifierSettings
         match mailer.send(message.clone()).await {
             Ok(_) => {
                 metrics::counter!("signup_notifier_mails_sent_total").increment(1);
-                tracing::info!(letters = letters.len(), to = %settings.to, "dead-letter digest sent");
+                tracing::info!(letters = letters.len(), "dead-letter digest sent");
                 return true;
             }
             Err(error) if attempt < 4 => {
                 metrics::counter!("signup_notifier_mail_failures_total").increment(1);
                 let delay = pause.next_delay();
+                let error = bus::redact::addresses(&error.to_string()).into_owned();
                 tracing::warn!(%error, attempt, ?delay, "sending the digest failed; retrying");
                 tokio::time::sleep(delay).await;
             }
             Err(error) => {
                 metrics::counter!("signup_notifier_mail_failures_total").increment(1);
+                let error = bus::redact::addresses(&error.to_string()).into_owned();
                 tracing::error!(%error, "sending the digest failed 4 times; the letters wait for the next try")
             }
         }

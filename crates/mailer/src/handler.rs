@@ -21,7 +21,7 @@ use smtp::Transport;
 /// The handler behind the `mailer` durable consumer.
 pub struct Mailer {
     transport: Transport,
-    from: Mailbox,
+    sender: smtp::Sender,
     links: Links,
     ledger: Ledger,
     client: async_nats::Client,
@@ -83,7 +83,7 @@ impl Mailer {
         );
         Ok(Self {
             transport: smtp::transport(&mailer.smtp, "mailer.smtp")?,
-            from,
+            sender: smtp::Sender::new(from, &mailer.smtp, "mailer.smtp")?,
             links,
             ledger,
             service_timeout: Duration::from_millis(mailer.service_timeout_ms),
@@ -247,7 +247,7 @@ impl Mailer {
                 reason: anyhow::anyhow!("the address had its share of {} mails for now", letter.kind.name()),
             });
         }
-        let message = letter.message(&self.from).map_err(|e| {
+        let message = letter.message(&self.sender).map_err(|e| {
             HandlerError::Permanent(e.context("the mail could not be written (the address is unusable)"))
         })?;
         self.transport.send(message).await.map_err(smtp::classify)?;

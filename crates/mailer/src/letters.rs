@@ -88,17 +88,19 @@ impl Letter<'_> {
         self.kind.name()
     }
 
-    /// The message from `from`: `multipart/alternative` with the text and the
-    /// HTML. Fails only for an address the mail library cannot use.
-    pub fn message(&self, from: &Mailbox) -> anyhow::Result<Message> {
+    /// The message `sender` sends: `multipart/alternative` with the text and
+    /// the HTML, with the headers every mail carries (`smtp::Sender`). Fails
+    /// only for an address the mail library cannot use.
+    pub fn message(&self, sender: &smtp::Sender) -> anyhow::Result<Message> {
         let to = Mailbox::new(self.name.clone(), self.to.parse()?);
         let text = Text { l: self }.render()?;
         let html = Html { l: self }.render()?;
-        Ok(Message::builder()
-            .from(from.clone())
+        let message = sender
+            .message()
             .to(to)
             .subject(self.kind.subject())
-            .multipart(MultiPart::alternative_plain_html(text, html))?)
+            .multipart(MultiPart::alternative_plain_html(text, html))?;
+        Ok(sender.seal(message))
     }
 }
 
@@ -122,6 +124,7 @@ mod tests {
     fn each_mail_has_a_text_and_an_html_part_with_its_links() {
         let details = details();
         let from: Mailbox = "Signup <signup@example.com>".parse().expect("from");
+        let sender = smtp::Sender::new(from, &smtp::SmtpSettings::default(), "test.smtp").expect("sender");
         for kind in [Kind::Confirm, Kind::Claim, Kind::NewAddress, Kind::AddressChanging, Kind::ManageLink] {
             let letter = Letter {
                 kind,
@@ -149,7 +152,7 @@ mod tests {
                     assert!(part.contains("https://signup.example/prospects/confirm/t1"), "{kind:?}: {part}");
                 }
             }
-            let message = letter.message(&from).expect("message");
+            let message = letter.message(&sender).expect("message");
             let raw = String::from_utf8(message.formatted()).expect("utf-8");
             assert!(raw.contains("multipart/alternative"), "{raw}");
             assert!(raw.contains("text/plain") && raw.contains("text/html"));

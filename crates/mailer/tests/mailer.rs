@@ -357,3 +357,96 @@ async fn a_mail_that_waited_goes_once_there_is_room_and_a_replaced_one_not_at_al
     shutdown.cancel();
     task.await.expect("join").expect("stops cleanly");
 }
+
+fn ada(email: &str) -> messages::ProspectDetails {
+    messages::ProspectDetails {
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+        email: email.into(),
+        company_name: None,
+        country: messages::Country { code: "GB".into(), name: "United Kingdom".into() },
+        role: messages::Role { code: "EN".into(), name: "Engineer".into() },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_mail_carries_what_receivers_require() {
+    let mut bed = Bed::start(SmtpTls::Plain).await;
+    bed.settings.mailer.from = "Signup <signup@signup.example>".into();
+    let (shutdown, task) = bed.run();
+    // A new address; an address another prospect holds; a change of
+    // address (two mails); a lost link.
+    bed.publish(&messages::ProspectSignedUp {
+        prospect_id: Uuid::now_v7(),
+        details: ada("new.kind@example.com"),
+        signed_up_at: Utc::now(),
+    })
+    .await;
+    let holder = bed.holder("held.kind@example.com").await;
+    bed.publish(&messages::ProspectSignedUp {
+        prospect_id: Uuid::now_v7(),
+        details: ada("held.kind@example.com"),
+        signed_up_at: Utc::now(),
+    })
+    .await;
+    bed.publish(&messages::ProspectEmailChangeRequested {
+        prospect_id: holder,
+        details: ada("moved.kind@example.com"),
+        previous_email: "held.kind@example.com".into(),
+        requested_at: Utc::now(),
+    })
+    .await;
+    bed.request_link("link.kind@example.com").await;
+    let mut mails = bed.mails_to("new.kind@example.com", 1).await;
+    mails.extend(bed.mails_to("held.kind@example.com", 2).await);
+    mails.extend(bed.mails_to("moved.kind@example.com", 1).await);
+    mails.extend(bed.mails_to("link.kind@example.com", 1).await);
+    let subjects: std::collections::BTreeSet<String> =
+        mails.iter().filter_map(|m| m.lines().find_map(|l| l.strip_prefix("Subject: ")).map(str::to_owned)).collect();
+    assert_eq!(subjects.len(), 5, "the five kinds: {subjects:?}");
+    test_support::mail::assert_all_acceptable(&mails, "signup.example");
+    shutdown.cancel();
+    task.await.expect("join").expect("stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_is_dkim_signed_when_a_key_is_configured() {
+    // A key pair, as an operator makes one.
+    let keys = tempfile::tempdir().expect("a folder");
+    let key = keys.path().join("dkim.pem");
+    let made = std::process::Command::new("openssl")
+        .args(["genrsa", "-traditional", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "openssl genrsa: {}", String::from_utf8_lossy(&made.stderr));
+    let public = std::process::Command::new("openssl")
+        .args(["rsa", "-pubout", "-outform", "DER", "-in"])
+        .arg(&key)
+        .output()
+        .expect("openssl");
+    assert!(public.status.success());
+    use base64::Engine as _;
+    let public = base64::engine::general_purpose::STANDARD.encode(public.stdout);
+
+    let mut bed = Bed::start(SmtpTls::Plain).await;
+    bed.settings.mailer.from = "Signup <signup@signup.example>".into();
+    bed.settings.mailer.smtp.dkim = Some(smtp::DkimSettings {
+        selector: "s2026".into(),
+        domain: None,
+        private_key_file: key,
+        algorithm: smtp::DkimAlgorithm::Rsa,
+    });
+    let (shutdown, task) = bed.run();
+    bed.request_link("signed@example.com").await;
+    let mail = bed.mails_to("signed@example.com", 1).await.remove(0);
+    assert!(mail.contains("DKIM-Signature:"), "{}", &mail[..mail.len().min(800)]);
+    let verifies = |mail: &str, selector: &str| {
+        test_support::mail::dkim_verifies(mail, selector, "signup.example", &public).expect("dkimpy")
+    };
+    assert!(verifies(&mail, "s2026"), "the signature verifies against the published key");
+    assert!(!verifies(&mail.replacen("Subject: ", "Subject: Re: ", 1), "s2026"), "and fails for an altered mail");
+    shutdown.cancel();
+    task.await.expect("join").expect("stops cleanly");
+}

@@ -1,6 +1,7 @@
 """The SMTP server of Signup's tests: aiosmtpd's Mailbox handler (each mail
-lands in a maildir), which also answers some recipients the way real servers
-refuse mail, so that tests can see what the mailer does then:
+lands in a maildir, byte for byte as it was sent), which also answers some
+recipients the way real servers refuse mail, so that tests can see what the
+mailer does then:
 
 - ``refused...@`` gets ``550 5.1.1`` (no such mailbox: permanent);
 - ``later-N...@`` gets ``451 4.3.0`` (try again later: transient) on its
@@ -24,6 +25,12 @@ class Maildir(Mailbox):
     def __init__(self, mail_dir):
         super().__init__(mail_dir)
         self.tries = {}
+
+    async def handle_DATA(self, server, session, envelope):
+        # The mail exactly as it came over the wire: Mailbox would parse it
+        # and write it out again, which changes bytes a DKIM signature covers.
+        self.mailbox.add(envelope.original_content)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split("@", 1)[0].lower()

@@ -13,6 +13,7 @@
 //! `SIGNUP_TEST_POSTGRES_URL` the Postgres server (default
 //! `postgres://postgres@127.0.0.1:5432`).
 
+pub mod mail;
 pub mod otlp;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -266,6 +267,15 @@ pub fn nats_server_bin() -> PathBuf {
     on_path.unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"))
 }
 
+/// The Python the tests' mail tools run on (aiosmtpd, dkimpy):
+/// `SIGNUP_TEST_PYTHON`, else the project's `.local/venv`, else `python3`.
+pub fn test_python() -> PathBuf {
+    std::env::var_os("SIGNUP_TEST_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| local_tool("python"))
+        .unwrap_or_else(|| "python3".into())
+}
+
 /// A real SMTP server (Python's aiosmtpd) that stores what it receives in a
 /// maildir. `SIGNUP_TEST_PYTHON` names a Python with aiosmtpd installed;
 /// default the project's own (`.local/venv/bin/python`, which `scripts/test`
@@ -307,12 +317,9 @@ impl SmtpServer {
     }
 
     async fn launch(port: u16, tls: SmtpTls) -> anyhow::Result<Self> {
+        // (The Python with aiosmtpd: `test_python`.)
         let maildir = tempfile::tempdir()?;
-        let python = std::env::var_os("SIGNUP_TEST_PYTHON")
-            .map(PathBuf::from)
-            .or_else(|| local_tool("python"))
-            .unwrap_or_else(|| "python3".into());
-        let mut command = Command::new(python);
+        let mut command = Command::new(test_python());
         command.env("PYTHONPATH", concat!(env!("CARGO_MANIFEST_DIR"), "/python")).args([
             "-m",
             "aiosmtpd",
