@@ -91,18 +91,26 @@ async fn a_sign_up_with_a_taken_address_changes_nothing_until_the_owner_confirms
         .expect("api");
     assert_eq!(api.status(), 202, "the JSON API answers as for any sign-up");
 
-    // The owner is told, and asked; nothing changed yet.
+    // The owner is told, and asked (the mails carry none of what was typed:
+    // their links show it); nothing changed yet.
     let mails = system.mails_to("owner@example.com", 3).await.expect("mails");
-    let claim = mails.iter().find(|m| m.text.contains("Mallory")).expect("the mail about the second sign-up");
-    assert_eq!(claim.subject, "Someone signed up with your address");
-    assert!(claim.text.contains("Takeover Inc") && claim.text.contains("If it was you, confirm these details"));
+    let claims: Vec<&Mail> = mails.iter().filter(|m| m.subject == "Someone signed up with your address").collect();
+    assert_eq!(claims.len(), 2, "one mail for each sign-up with the address");
+    let mut found = None;
+    for claim in claims {
+        assert!(!claim.text.contains("Mallory") && !claim.text.contains("Takeover"), "{}", claim.text);
+        let confirm = claim.link("/prospects/confirm/").expect("link").to_owned();
+        let (status, page) = get(&system, &confirm).await;
+        assert_eq!(status, 200);
+        assert!(page.contains("Confirm my sign-up"), "a button, so that opening the link changes nothing");
+        if page.contains("Mallory") && page.contains("Takeover Inc") {
+            found = Some(confirm);
+        }
+    }
+    let confirm = found.expect("the second sign-up's link shows its details");
     assert_eq!(system.prospect(owner).await.expect("row"), Some(before), "the owner's row is unchanged");
 
     // Following that mail's link applies the second sign-up's details.
-    let confirm = claim.link("/prospects/confirm/").expect("link").to_owned();
-    let (status, page) = get(&system, &confirm).await;
-    assert_eq!(status, 200);
-    assert!(page.contains("Confirm my sign-up"), "a button, so that opening the link changes nothing");
     assert_eq!(post(&system, &confirm).await.status(), 303);
     let row = eventually(Duration::from_secs(20), "the confirmed details", || async {
         let row = system.prospect(owner).await.ok().flatten()?;
@@ -612,5 +620,61 @@ async fn the_pages_of_mailed_links_are_never_cached() {
         let cache = response.headers().get(reqwest::header::CACHE_CONTROL).and_then(|v| v.to_str().ok());
         assert_eq!(cache, Some("no-store"), "{path} (status {})", response.status());
     }
+    system.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_a_visitor_typed_reaches_an_address_that_has_not_confirmed() {
+    let mut system = System::start().await.expect("system");
+    system.start_mailer().await.expect("mailer");
+    let lure = |first: &str, company: &str| form(first, "Lovelace", "lured@example.com", company);
+    let typed = ["account is locked", "evil.example", "555 0100", "Lovelace", "urgent.example", "Mallory"];
+    let clean = |mail: &Mail, what: &str| {
+        for word in typed {
+            assert!(!mail.text.contains(word) && !mail.html.contains(word), "{what} carries {word:?}:\n{}", mail.text);
+        }
+    };
+
+    // A sign-up, for an address nobody has confirmed.
+    let first = system
+        .post_form(&lure("Your account is locked, visit https://evil.example", "Call +1 555 0100"))
+        .await
+        .expect("post");
+    assert_eq!(first.status(), 303);
+    let mail = system.mail_to("lured@example.com", "Please confirm your sign-up").await.expect("mail");
+    clean(&mail, "the confirmation mail");
+    // The details are shown behind the link, to whoever follows it.
+    let id = id_from_location(&first).expect("id");
+    system.saved(id).await.expect("saved");
+    let (status, page) = get(&system, mail.link("/prospects/confirm/").expect("link")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Call +1 555 0100") && page.contains("Lovelace"), "the page shows what was typed: {page}");
+
+    // A second sign-up with that address: its owner is asked, with none of the text.
+    system.post_form(&lure("Mallory", "Visit urgent.example")).await.expect("post");
+    let claim = system.mail_to("lured@example.com", "Someone signed up with your address").await.expect("mail");
+    clean(&claim, "the mail about the second sign-up");
+
+    // A change to a new address: the new address has not confirmed either.
+    let confirm = mail.link("/prospects/confirm/").expect("link").to_owned();
+    assert_eq!(post(&system, &confirm).await.status(), 303);
+    eventually(Duration::from_secs(20), "the confirmation", || async {
+        system.prospect(id).await.ok().flatten()?.confirmed_at.map(drop)
+    })
+    .await
+    .expect("confirmed");
+    let manage = mail.link("/prospects/manage/").expect("link").to_owned();
+    let moved = system
+        .http
+        .post(system.web_url(&manage))
+        .form(&form("Mallory", "Lovelace", "elsewhere@example.com", "Visit urgent.example"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(moved.status(), 303);
+    let ask = system.mail_to("elsewhere@example.com", "Please confirm your new address").await.expect("mail");
+    clean(&ask, "the new address's mail");
+    let (_, page) = get(&system, ask.link("/prospects/confirm-email/").expect("link")).await;
+    assert!(page.contains("Visit urgent.example"), "its page shows the details to apply: {page}");
     system.stop().await.expect("stop");
 }

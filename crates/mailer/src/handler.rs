@@ -9,8 +9,8 @@ use chrono::Utc;
 use lettre::AsyncTransport as _;
 use lettre::message::Mailbox;
 use links::{Links, Purpose};
+use messages::ProspectEvent;
 use messages::service::{self as contract, AddressRef, FindByAddress, FoundProspect};
-use messages::{ProspectDetails, ProspectEvent};
 use uuid::Uuid;
 
 use crate::Settings;
@@ -101,12 +101,10 @@ impl Mailer {
         Ok(())
     }
 
-    fn letter<'a>(&self, kind: Kind, to: &'a str, details: Option<&'a ProspectDetails>) -> Letter<'a> {
+    fn letter<'a>(&self, kind: Kind, to: &'a str) -> Letter<'a> {
         Letter {
             kind,
             to,
-            name: details.map(|d| format!("{} {}", d.first_name, d.last_name)),
-            details,
             confirm_url: None,
             manage_url: None,
             new_email: None,
@@ -142,13 +140,9 @@ impl Mailer {
                     count(Kind::Confirm, "already_sent");
                     return Ok(Vec::new());
                 }
-                let d = &event.details;
-                let known = self.holder_other_than(event.prospect_id, &d.email).await?.is_some();
-                let kind = if known { Kind::Claim } else { Kind::Confirm };
-                let mut letter = self.letter(kind, &d.email, Some(d));
-                if known {
-                    letter.name = None;
-                }
+                let email = &event.details.email;
+                let known = self.holder_other_than(event.prospect_id, email).await?.is_some();
+                let mut letter = self.letter(if known { Kind::Claim } else { Kind::Confirm }, email);
                 let confirm = self.links.confirm_token(event.prospect_id, event.signed_up_at);
                 letter.confirm_url = Some(self.links.url(Purpose::Confirm, &confirm));
                 let manage = self.links.manage_token(event.prospect_id, event.signed_up_at);
@@ -156,13 +150,12 @@ impl Mailer {
                 vec![(Slot::Only, letter, Budget::Anyone)]
             }
             ProspectEvent::EmailChangeRequested(event) => {
-                let d = &event.details;
-                let mut to_new = self.letter(Kind::NewAddress, &d.email, Some(d));
+                let new_email = &event.details.email;
+                let mut to_new = self.letter(Kind::NewAddress, new_email);
                 let token = self.links.email_token(event.prospect_id, delivery.meta.event_id, event.requested_at);
                 to_new.confirm_url = Some(self.links.url(Purpose::ConfirmEmail, &token));
-                let mut to_current = self.letter(Kind::AddressChanging, &event.previous_email, None);
-                to_current.name = to_new.name.clone();
-                to_current.new_email = Some(&d.email);
+                let mut to_current = self.letter(Kind::AddressChanging, &event.previous_email);
+                to_current.new_email = Some(new_email);
                 // The address in use is still the record's until the new one
                 // is confirmed; then this link dies with the move.
                 let manage = self.links.manage_token(event.prospect_id, event.requested_at);
@@ -181,7 +174,7 @@ impl Mailer {
                     count(Kind::ManageLink, "not_the_holders_address");
                     return Ok(Vec::new());
                 }
-                let mut letter = self.letter(Kind::ManageLink, &event.email, None);
+                let mut letter = self.letter(Kind::ManageLink, &event.email);
                 // Issued at the request: an owner's request ends every link
                 // issued before it, this one not.
                 let manage = self.links.manage_token(event.prospect_id, event.requested_at);

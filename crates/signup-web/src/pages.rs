@@ -63,6 +63,10 @@ struct ConfirmPage<'a> {
     text: &'a str,
     action: &'a str,
     button: &'a str,
+    /// What pressing the button confirms: shown here, behind the link, and
+    /// never in the mail (a mail to an address that has not confirmed
+    /// carries nothing a visitor typed).
+    details: Option<&'a ProspectDetails>,
 }
 
 #[derive(Template)]
@@ -348,21 +352,29 @@ async fn to_confirm(state: &AppState, token: &str) -> Result<(Claims, Option<Pro
 /// The page a mailed link opens: what it is for and one button that does
 /// it (following a link only shows it, so a mail scanner that opens links
 /// changes nothing).
-fn button_page(purpose: Purpose, token: &str, title: &str, text: &str, button: &str) -> HttpResponse {
+fn button_page(
+    purpose: Purpose,
+    token: &str,
+    (title, text, button): (&str, &str, &str),
+    details: Option<&ProspectDetails>,
+) -> HttpResponse {
     let action = purpose.path(token);
-    html(StatusCode::OK, &ConfirmPage { title, text, action: &action, button })
+    html(StatusCode::OK, &ConfirmPage { title, text, action: &action, button, details })
 }
 
 /// `GET /prospects/confirm/{token}`: the confirmation link's page.
 pub async fn confirm_page(state: web::Data<AppState>, token: web::Path<String>) -> Result<HttpResponse, PageError> {
-    to_confirm(&state, &token).await?;
+    let (_, view) = to_confirm(&state, &token).await?;
     Ok(button_page(
         Purpose::Confirm,
         &token,
-        "Confirm your sign-up",
-        "Press the button to confirm that you signed up with this address. \
-         If it was not you, close this page: nothing changes.",
-        "Confirm my sign-up",
+        (
+            "Confirm your sign-up",
+            "These are the details given with this address. Press the button to confirm that you signed up \
+             with them. If it was not you, close this page: nothing changes.",
+            "Confirm my sign-up",
+        ),
+        view.as_ref().map(|v| &v.details),
     ))
 }
 
@@ -390,14 +402,18 @@ pub async fn confirm_email_page(
     state: web::Data<AppState>,
     token: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
-    linked(&state, Purpose::ConfirmEmail, &token).await?;
+    let (claims, view) = linked(&state, Purpose::ConfirmEmail, &token).await?;
+    let change = view.pending_change.filter(|c| Some(c.request_id) == claims.reference);
     Ok(button_page(
         Purpose::ConfirmEmail,
         &token,
-        "Confirm your new address",
-        "Press the button to confirm that this address is yours and that your sign-up should use it. \
-         If you did not ask for this, close this page: nothing changes.",
-        "Use this address",
+        (
+            "Confirm your new address",
+            "Press the button to confirm that this address is yours and that the sign-up should use it, with \
+             these details. If you did not ask for this, close this page: nothing changes.",
+            "Use this address",
+        ),
+        change.as_ref().map(|c| &c.details),
     ))
 }
 

@@ -376,8 +376,12 @@ impl SmtpServer {
         self.messages()
             .into_iter()
             .filter(|m| {
-                m.lines().any(|l| {
-                    l.get(..3).is_some_and(|h| h.eq_ignore_ascii_case("to:")) && l.to_lowercase().contains(&address)
+                // The header as a reader sees it: unfolded, decoded.
+                mailparse::parse_headers(m.as_bytes()).is_ok_and(|(headers, _)| {
+                    headers
+                        .iter()
+                        .filter(|h| h.get_key_ref().eq_ignore_ascii_case("to"))
+                        .any(|h| h.get_value().to_lowercase().contains(&address))
                 })
             })
             .collect()
