@@ -275,7 +275,7 @@ async fn updates_replace_and_deletes_stay_deleted() {
         json!({"code": "FR", "name": "France", "count": 2})
     );
 
-    bed.publish(&ProspectDeleted { prospect_id: ada.prospect_id, deleted_at: Utc::now() }).await;
+    bed.publish(&ProspectDeleted { prospect_id: ada.prospect_id, deleted_at: Utc::now(), disowned: false }).await;
     bed.total_becomes(2).await;
     assert_eq!(names(&bed.json("/api/analytics/search?q=king").await), Vec::<String>::new());
 
@@ -316,7 +316,7 @@ async fn a_wiped_index_is_rebuilt_by_replay_to_the_same_state() {
         updated_at: Utc::now(),
     })
     .await;
-    bed.publish(&ProspectDeleted { prospect_id: events[2].prospect_id, deleted_at: Utc::now() }).await;
+    bed.publish(&ProspectDeleted { prospect_id: events[2].prospect_id, deleted_at: Utc::now(), disowned: false }).await;
     let before = eventually(Duration::from_secs(20), "live indexing", || async {
         let summary = bed.json("/api/analytics/summary").await;
         (summary["total"] == 2 && summary["byRole"].as_array().is_some_and(|r| r.len() == 2)).then_some(summary)
@@ -548,7 +548,7 @@ async fn an_erased_prospect_is_gone_from_the_index_files() {
     );
 
     bed.start_indexer().await;
-    bed.publish(&ProspectDeleted { prospect_id: ada.prospect_id, deleted_at: Utc::now() }).await;
+    bed.publish(&ProspectDeleted { prospect_id: ada.prospect_id, deleted_at: Utc::now(), disowned: false }).await;
     bed.total_becomes(2).await;
     bed.stop_indexer().await;
     let after = stored_texts(&dir);

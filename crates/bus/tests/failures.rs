@@ -112,7 +112,7 @@ impl Bed {
     async fn publish(&self, count: usize) -> Vec<(Uuid, Uuid)> {
         let mut ids = Vec::new();
         for _ in 0..count {
-            let event = ProspectDeleted { prospect_id: Uuid::now_v7(), deleted_at: Utc::now() };
+            let event = ProspectDeleted { prospect_id: Uuid::now_v7(), deleted_at: Utc::now(), disowned: false };
             let context = EventContext::new();
             self.publisher.publish(&event, &context).await.expect("publish");
             ids.push((event.prospect_id, context.id));

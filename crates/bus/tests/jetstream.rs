@@ -35,7 +35,7 @@ async fn started() -> (NatsServer, async_nats::Client, jetstream::Context) {
 }
 
 fn deleted() -> ProspectDeleted {
-    ProspectDeleted { prospect_id: Uuid::now_v7(), deleted_at: Utc::now() }
+    ProspectDeleted { prospect_id: Uuid::now_v7(), deleted_at: Utc::now(), disowned: false }
 }
 
 #[tokio::test]

@@ -241,7 +241,7 @@ async fn new_changed_and_erased_prospects_reach_the_endpoint_signed() {
     let id = signed_up.prospect_id;
     let updated =
         ProspectUpdated { prospect_id: id, details: details(Some("Analytical Engines")), updated_at: Utc::now() };
-    let deleted = ProspectDeleted { prospect_id: id, deleted_at: Utc::now() };
+    let deleted = ProspectDeleted { prospect_id: id, deleted_at: Utc::now(), disowned: false };
     let published =
         [running.publish(&signed_up).await, running.publish(&updated).await, running.publish(&deleted).await];
 

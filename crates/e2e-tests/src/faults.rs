@@ -146,21 +146,7 @@ impl FaultBed {
     /// Runs the operator CLI (`signup …`) against this bed's NATS and
     /// returns what it printed; fails when it fails.
     pub async fn signup(&self, args: &[&str]) -> anyhow::Result<String> {
-        let output = tokio::process::Command::new(crate::processes::binary("signup")?)
-            .args(args)
-            .env("SIGNUP_CONFIG_DIR", "")
-            .env("SIGNUP__NATS__URL", &self.nats_url)
-            .output()
-            .await?;
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        anyhow::ensure!(
-            output.status.success(),
-            "signup {}: {}\n{stdout}{}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(stdout)
+        crate::processes::signup_cli(&self.nats_url, &[], args).await
     }
 
     /// The fault of a bad migration: from now on the database refuses rows

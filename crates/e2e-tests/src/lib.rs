@@ -249,6 +249,12 @@ impl System {
             .await
     }
 
+    /// Runs the operator CLI (`signup …`) against this system's NATS, with
+    /// its link secret, and returns what it printed; fails when it fails.
+    pub async fn signup(&self, args: &[&str]) -> anyhow::Result<String> {
+        processes::signup_cli(&self.nats.url(), &[("SIGNUP__LINKS__SECRET", TOKEN_SECRET)], args).await
+    }
+
     /// Stops the services.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(mailer) = self.mailer.take() {

@@ -32,6 +32,28 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Runs the operator CLI (`signup …`) against the NATS at `nats_url`, with
+/// these environment variables besides (and no configuration files), and
+/// returns what it printed; fails when it fails.
+pub async fn signup_cli(nats_url: &str, env: &[(&str, &str)], args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(binary("signup")?)
+        .args(args)
+        .env("SIGNUP_CONFIG_DIR", "")
+        .env("SIGNUP__NATS__URL", nats_url)
+        .envs(env.iter().copied())
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    anyhow::ensure!(
+        output.status.success(),
+        "signup {}: {}\n{stdout}{}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(stdout)
+}
+
 /// The folder the service processes of this test process log into.
 fn log_dir() -> &'static tempfile::TempDir {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();

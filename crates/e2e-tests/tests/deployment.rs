@@ -361,7 +361,11 @@ async fn each_service_works_with_its_own_user_and_is_refused_outside_its_permiss
     saver.publish("events.prospect.signedup", "forged".into()).await.expect("sent");
     violation(&mut errors, "events.prospect.signedup").await;
     // ... except the erasure of sign-ups never confirmed.
-    let erasure = messages::ProspectDeleted { prospect_id: uuid::Uuid::now_v7(), deleted_at: chrono::Utc::now() };
+    let erasure = messages::ProspectDeleted {
+        prospect_id: uuid::Uuid::now_v7(),
+        deleted_at: chrono::Utc::now(),
+        disowned: false,
+    };
     let subject = messages::Event::subject(&erasure);
     let stored = js.publish(subject, serde_json::to_vec(&erasure).expect("json").into()).await;
     stored.expect("sent").await.expect("save-prospect may publish erasures");
@@ -728,18 +732,35 @@ async fn no_service_can_widen_its_rights_or_starve_the_event_stream() {
     let admin_js = quick_jetstream(&admin);
     let first = deployment.sign_up("first.rights@example.com").await;
     deployment.saved(first).await;
-    eventually(Duration::from_secs(20), "the confirmation mail", || async {
+    let mail = eventually(Duration::from_secs(20), "the confirmation mail", || async {
         deployment.smtp.messages_to("first.rights@example.com").pop()
     })
     .await
     .expect("mailed");
+
+    // "It wasn't me": the web, with its own user, puts the address's digest
+    // on the suppression list (the mailer's bucket) and erases the sign-up.
+    let web_url = Deployment::url(deployment.web_port, "");
+    let mail = e2e_tests::Mail::parse(&mail, &web_url).expect("a mail");
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("http");
+    let not_me = mail.link("/prospects/not-me/").expect("the link");
+    let pressed = http.post(Deployment::url(deployment.web_port, not_me)).send().await.expect("post");
+    assert_eq!(pressed.status(), 303, "pressed");
+    let links = links::Links::new(&links::LinkSettings {
+        secret: Some(secrecy::SecretString::from(LINKS_SECRET)),
+        ..links::LinkSettings::default()
+    })
+    .expect("links");
+    let list = admin_js.get_key_value("MAILER_SUPPRESSED").await.expect("the suppression list");
+    let digest = links.suppression_key("first.rights@example.com");
+    assert!(list.get(&digest).await.expect("read").is_some(), "suppressed by the web's own user");
 
     // The mailer's buckets are the deployment's, with a size limit; the
     // mailer may read and write their keys, not reconfigure them (adding a
     // source would copy data where erasure cannot reach) nor make new ones.
     let (mailer, mut errors) = deployment.client_as("mailer").await;
     let js = quick_jetstream(&mailer);
-    for bucket in ["KV_MAILER_SENT", "KV_MAILER_RATE"] {
+    for bucket in ["KV_MAILER_SENT", "KV_MAILER_RATE", "KV_MAILER_SUPPRESSED"] {
         let mut stream = admin_js.get_stream(bucket).await.expect("the bucket exists");
         let config = stream.info().await.expect("info").config.clone();
         assert!(config.max_bytes > 0, "{bucket} has a size limit: {config:?}");
@@ -754,6 +775,12 @@ async fn no_service_can_widen_its_rights_or_starve_the_event_stream() {
         assert!(js.update_stream(widened).await.is_err(), "the mailer cannot reconfigure {bucket}");
         violation(&mut errors, &format!("$JS.API.STREAM.UPDATE.{bucket}")).await;
     }
+    // The suppression list it may read, never write: only the web suppresses,
+    // and only an operator lifts a suppression.
+    let suppressed = js.get_key_value("MAILER_SUPPRESSED").await.expect("the mailer opens the suppression list");
+    assert!(suppressed.get(&digest).await.expect("the mailer reads it").is_some());
+    assert!(suppressed.purge(&digest).await.is_err(), "the mailer cannot lift a suppression");
+    violation(&mut errors, &format!("$KV.MAILER_SUPPRESSED.{digest}")).await;
     let copy = async_nats::jetstream::stream::Config { name: "KV_MAILER_COPY".into(), ..Default::default() };
     assert!(js.create_stream(copy).await.is_err(), "nor make a stream of its own");
     violation(&mut errors, "$JS.API.STREAM.CREATE.KV_MAILER_COPY").await;

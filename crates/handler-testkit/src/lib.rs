@@ -243,7 +243,7 @@ pub mod sample {
 
     /// The erasure of `prospect_id`.
     pub fn deleted(prospect_id: Uuid) -> ProspectDeleted {
-        ProspectDeleted { prospect_id, deleted_at: Utc::now() }
+        ProspectDeleted { prospect_id, deleted_at: Utc::now(), disowned: false }
     }
 
     /// `prospect_id` asks to move to `new_email`.

@@ -27,6 +27,8 @@
 //! - [`Links`]: makes and checks tokens and URLs.
 //! - [`Claims`]: what a genuine token says, and whether it still stands for
 //!   the record as it is now.
+//! - [`Links::address_digest`]: the keyed digest kept in place of an
+//!   address (the suppression list, the mailer's budgets).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -93,6 +95,10 @@ pub enum Purpose {
     /// Confirms a new e-mail address; its reference is the change request's
     /// event id: `/prospects/confirm-email/{token}`.
     ConfirmEmail,
+    /// "It wasn't me", beside a sign-up's confirmation link: erases the
+    /// pending sign-up and stops the mail about sign-ups to its address:
+    /// `/prospects/not-me/{token}`.
+    NotMe,
 }
 
 impl Purpose {
@@ -101,6 +107,7 @@ impl Purpose {
             Purpose::Confirm => "confirm",
             Purpose::Manage => "manage",
             Purpose::ConfirmEmail => "confirm-email",
+            Purpose::NotMe => "not-me",
         }
     }
 
@@ -111,6 +118,7 @@ impl Purpose {
             Purpose::Confirm => "/prospects/confirm/{token}",
             Purpose::Manage => "/prospects/manage/{token}",
             Purpose::ConfirmEmail => "/prospects/confirm-email/{token}",
+            Purpose::NotMe => "/prospects/not-me/{token}",
         }
     }
 
@@ -199,12 +207,40 @@ impl Links {
         self.sign(Purpose::ConfirmEmail, prospect_id, Some(request_id), requested_at)
     }
 
+    /// The "it wasn't me" token of a sign-up made at `signed_up_at`: it
+    /// works as long as the sign-up's confirmation link.
+    pub fn not_me_token(&self, prospect_id: Uuid, signed_up_at: DateTime<Utc>) -> String {
+        self.sign(Purpose::NotMe, prospect_id, None, signed_up_at)
+    }
+
     /// How long a link of `purpose` works after it was issued.
     fn lifetime(&self, purpose: Purpose) -> Duration {
         match purpose {
             Purpose::Manage => self.manage_for,
-            Purpose::Confirm | Purpose::ConfirmEmail => self.confirm_within,
+            Purpose::Confirm | Purpose::ConfirmEmail | Purpose::NotMe => self.confirm_within,
         }
+    }
+
+    /// A keyed digest of an e-mail address for one `use_` (hex HMAC-SHA256
+    /// of the trimmed, lower-cased address, with the same secret as the
+    /// links): what the system keeps where it must recognise an address
+    /// without keeping it (the suppression list, the mailer's per-address
+    /// budgets). Only a holder of the secret can tell whether a given
+    /// address is behind a digest, and no link MAC equals one (their input
+    /// starts with a purpose, this one with `address|`).
+    pub fn address_digest(&self, use_: &str, address: &str) -> String {
+        let mut mac = self.key.clone();
+        mac.update(b"address|");
+        mac.update(use_.as_bytes());
+        mac.update(b"|");
+        mac.update(address.trim().to_lowercase().as_bytes());
+        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The suppression list's key for `address` (see
+    /// [`Links::address_digest`]).
+    pub fn suppression_key(&self, address: &str) -> String {
+        self.address_digest("suppressed", address)
     }
 
     /// The full URL of `purpose`'s page for `token`.
@@ -285,6 +321,23 @@ mod tests {
             Some(Claims { prospect_id: id, reference: Some(request), issued_at })
         );
         assert_eq!(links.url(Purpose::Confirm, "t"), "http://127.0.0.1:8080/prospects/confirm/t");
+
+        let not_me = links.not_me_token(id, now);
+        assert_eq!(links.verify(Purpose::NotMe, &not_me, now + Duration::minutes(59)), Some(claims));
+        assert_eq!(links.verify(Purpose::NotMe, &not_me, now + Duration::hours(1)), None, "expired");
+        assert_eq!(links.url(Purpose::NotMe, "t"), "http://127.0.0.1:8080/prospects/not-me/t");
+    }
+
+    #[test]
+    fn an_address_digest_hides_the_address_and_depends_on_the_secret_and_the_use() {
+        let links = links("a test secret of some length");
+        let key = links.suppression_key("Ada@Example.com ");
+        assert_eq!(key, links.suppression_key("ada@example.com"), "one address however it is typed");
+        assert_eq!(key.len(), 64);
+        assert!(key.chars().all(|c| c.is_ascii_hexdigit()) && !key.contains("ada"));
+        assert_ne!(key, links.suppression_key("bob@example.com"));
+        assert_ne!(key, links.address_digest("rate-limit", "ada@example.com"), "another use, another digest");
+        assert_ne!(key, self::links("another secret, also long").suppression_key("ada@example.com"));
     }
 
     #[test]
@@ -295,6 +348,8 @@ mod tests {
         assert_eq!(self::links("another secret, also long").verify(Purpose::Manage, &token, now), None);
         assert_eq!(links.verify(Purpose::Confirm, &token, now), None, "a manage link does not confirm");
         assert_eq!(links.verify(Purpose::Manage, &links.confirm_token(id, now), now), None, "nor the other way");
+        assert_eq!(links.verify(Purpose::NotMe, &links.confirm_token(id, now), now), None, "nor erases");
+        assert_eq!(links.verify(Purpose::Confirm, &links.not_me_token(id, now), now), None, "nor confirms");
         assert_eq!(
             links.verify(Purpose::Confirm, &links.email_token(id, Uuid::now_v7(), now), now),
             None,

@@ -73,14 +73,9 @@ impl Mailer {
         let links = Links::new(&settings.links)?;
         let from: Mailbox =
             mailer.from.parse().with_context(|| format!("mailer.from {:?} is not an e-mail address", mailer.from))?;
-        let secret =
-            settings.links.secret.as_ref().map(|s| secrecy::ExposeSecret::expose_secret(s).as_bytes().to_vec());
         let max_age = settings.links.confirm_within();
-        let ledger = Ledger::new(
-            bus::async_nats::jetstream::new(client.clone()),
-            crate::buckets(settings),
-            &secret.unwrap_or_default(),
-        );
+        let ledger =
+            Ledger::new(bus::async_nats::jetstream::new(client.clone()), crate::buckets(settings), links.clone());
         Ok(Self {
             transport: smtp::transport(&mailer.smtp, "mailer.smtp")?,
             sender: smtp::Sender::new(from, &mailer.smtp, "mailer.smtp")?,
@@ -107,6 +102,7 @@ impl Mailer {
             to,
             confirm_url: None,
             manage_url: None,
+            not_me_url: None,
             new_email: None,
             confirm_days: self.confirm_days,
             manage_days: self.links.manage_days(),
@@ -145,8 +141,15 @@ impl Mailer {
                 let mut letter = self.letter(if known { Kind::Claim } else { Kind::Confirm }, email);
                 let confirm = self.links.confirm_token(event.prospect_id, event.signed_up_at);
                 letter.confirm_url = Some(self.links.url(Purpose::Confirm, &confirm));
-                let manage = self.links.manage_token(event.prospect_id, event.signed_up_at);
-                letter.manage_url = Some(self.links.url(Purpose::Manage, &manage));
+                // The manage link only to an address nobody holds: the holder
+                // of a claimed one has its own, and "it wasn't me" erases the
+                // stranger's sign-up.
+                if !known {
+                    let manage = self.links.manage_token(event.prospect_id, event.signed_up_at);
+                    letter.manage_url = Some(self.links.url(Purpose::Manage, &manage));
+                }
+                let not_me = self.links.not_me_token(event.prospect_id, event.signed_up_at);
+                letter.not_me_url = Some(self.links.url(Purpose::NotMe, &not_me));
                 vec![(Slot::Only, letter, Budget::Anyone)]
             }
             ProspectEvent::EmailChangeRequested(event) => {
@@ -210,6 +213,11 @@ impl Mailer {
         if self.done(event_id, slot).await? {
             count(letter.kind, "already_sent");
             return Ok(());
+        }
+        if letter.kind.about_a_sign_up() && self.ledger.suppressed(letter.to).await.map_err(store_unavailable)? {
+            tracing::info!(%event_id, kind = letter.kind.name(), "not sent: the address's owner asked for no more mail about sign-ups");
+            count(letter.kind, "suppressed");
+            return self.ledger.record(&key, "suppressed").await.map_err(store_unavailable);
         }
         let sequence = delivery.meta.stream_sequence;
         let kind = letter.kind.name();

@@ -1,4 +1,4 @@
-//! What the mailer remembers, in two NATS key-value buckets of its own:
+//! What the mailer remembers, in NATS key-value buckets of its own:
 //!
 //! - `MAILER_SENT`: one key per mail sent (`<event id>.<slot>`), so a
 //!   redelivered or replayed event sends nothing twice; and per address and
@@ -9,8 +9,13 @@
 //! - `MAILER_RATE`: per address and budget, when it was last mailed, for the
 //!   per-address limits. Keys are HMACs of the address (and the budget), not
 //!   the address, and entries live only as long as the window.
+//! - `MAILER_SUPPRESSED` (`messages::streams::SUPPRESSED_BUCKET`): the
+//!   addresses whose owners said "it wasn't me", as HMACs
+//!   (`links::Links::suppression_key`), each kept `mailer.suppress_days`.
+//!   signup-web writes them; the mailer only reads them, and sends nothing
+//!   about a sign-up to such an address.
 //!
-//! Both buckets have a size limit (`mailer.bucket_max_mb`), so that
+//! Every bucket has a size limit (`mailer.bucket_max_mb`), so that
 //! JetStream reserves their room and no bucket can take what the event
 //! stream may grow to. A deployment creates them once with an operator's
 //! rights (`mailer buckets`, beside `signup streams`): the mailer's own NATS
@@ -23,14 +28,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bus::async_nats::jetstream::{self, kv};
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use links::Links;
 use tokio::sync::OnceCell;
 
 /// Bucket of the mails sent, by event id and slot.
 pub const SENT_BUCKET: &str = "MAILER_SENT";
 /// Bucket of the per-address send times.
 pub const RATE_BUCKET: &str = "MAILER_RATE";
+/// Bucket of the suppressed addresses (written by signup-web).
+pub const SUPPRESSED_BUCKET: &str = messages::streams::SUPPRESSED_BUCKET;
 
 /// Whose action a mail answers, which decides the budget it is counted in:
 /// so that nobody who merely knows an address can use up the mails its owner
@@ -55,6 +61,8 @@ pub struct Buckets {
     pub keep_sent: Duration,
     /// The per-address window.
     pub window: Duration,
+    /// How long a suppression lasts (`mailer.suppress_days`).
+    pub keep_suppressed: Duration,
     /// Each bucket's size limit, in bytes.
     pub max_bytes: i64,
     /// Create (or update) the buckets when opening them; otherwise they
@@ -76,10 +84,15 @@ impl Buckets {
         }
     }
 
-    /// Creates both buckets, or updates them to these settings: a set-up
+    /// Each bucket, with how long it keeps an entry.
+    fn all(&self) -> [(&'static str, Duration); 3] {
+        [(SENT_BUCKET, self.keep_sent), (RATE_BUCKET, self.window), (SUPPRESSED_BUCKET, self.keep_suppressed)]
+    }
+
+    /// Creates the buckets, or updates them to these settings: a set-up
     /// step, for a NATS user that may manage streams.
     pub async fn ensure(&self, js: &jetstream::Context) -> anyhow::Result<()> {
-        for (name, max_age) in [(SENT_BUCKET, self.keep_sent), (RATE_BUCKET, self.window)] {
+        for (name, max_age) in self.all() {
             js.create_or_update_key_value(self.config(name, max_age))
                 .await
                 .with_context(|| format!("creating or updating the key-value bucket {name}"))?;
@@ -88,21 +101,30 @@ impl Buckets {
     }
 }
 
-/// The two buckets, opened on first use.
+/// The buckets, opened on first use.
 pub struct Ledger {
     js: jetstream::Context,
     buckets: Buckets,
-    address_key: Hmac<Sha256>,
+    links: Links,
     sent: OnceCell<kv::Store>,
     rate: OnceCell<kv::Store>,
+    suppressed: OnceCell<kv::Store>,
 }
 
 impl Ledger {
-    /// A ledger on `js` with these buckets; `secret` keys the HMAC of
-    /// addresses.
-    pub fn new(js: jetstream::Context, buckets: Buckets, secret: &[u8]) -> Self {
-        let address_key = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-        Self { js, buckets, address_key, sent: OnceCell::new(), rate: OnceCell::new() }
+    /// A ledger on `js` with these buckets; the secret of `links` keys the
+    /// digests that stand for addresses.
+    pub fn new(js: jetstream::Context, buckets: Buckets, links: Links) -> Self {
+        let cells = (OnceCell::new(), OnceCell::new(), OnceCell::new());
+        Self { js, buckets, links, sent: cells.0, rate: cells.1, suppressed: cells.2 }
+    }
+
+    /// Whether the owner of `address` said "it wasn't me" (and the
+    /// suppression has not ended): then nothing about a sign-up goes to it.
+    pub async fn suppressed(&self, address: &str) -> anyhow::Result<bool> {
+        let bucket = self.bucket(&self.suppressed, SUPPRESSED_BUCKET, self.buckets.keep_suppressed).await?;
+        let entry = bucket.entry(self.links.suppression_key(address)).await.context("reading the suppression list")?;
+        Ok(entry.is_some_and(|e| e.operation == kv::Operation::Put))
     }
 
     async fn bucket<'a>(
@@ -217,25 +239,17 @@ impl Ledger {
     }
 
     fn waiting_key(&self, address: &str, kind: &str) -> String {
-        let mut mac = self.address_key.clone();
-        mac.update(b"waiting|");
-        mac.update(kind.as_bytes());
-        mac.update(b"|");
-        mac.update(address.trim().to_lowercase().as_bytes());
-        let digest: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        format!("waiting.{digest}")
+        format!("waiting.{}", self.links.address_digest(&format!("waiting-{kind}"), address))
     }
 
     /// The bucket key of an address's budget: an HMAC, so the bucket holds
     /// no addresses.
     fn rate_key(&self, address: &str, budget: Budget) -> String {
-        let mut mac = self.address_key.clone();
-        mac.update(match budget {
-            Budget::Anyone => b"rate-limit|".as_slice(),
-            Budget::Owner => b"owner-rate-limit|".as_slice(),
-        });
-        mac.update(address.trim().to_lowercase().as_bytes());
-        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+        let use_ = match budget {
+            Budget::Anyone => "rate-limit",
+            Budget::Owner => "owner-rate-limit",
+        };
+        self.links.address_digest(use_, address)
     }
 }
 

@@ -35,6 +35,14 @@ impl Kind {
         }
     }
 
+    /// Whether it is about a sign-up (or an address typed into a change)
+    /// that anyone could have made: what a suppressed address no longer
+    /// gets. The notice to an address in use and a manage link go to a
+    /// prospect's own address, at its owner's request or to its holder.
+    pub fn about_a_sign_up(self) -> bool {
+        matches!(self, Kind::Confirm | Kind::Claim | Kind::NewAddress)
+    }
+
     fn subject(self) -> &'static str {
         match self {
             Kind::Confirm => "Please confirm your sign-up",
@@ -61,6 +69,9 @@ pub struct Letter<'a> {
     pub confirm_url: Option<String>,
     /// The link to the manage page.
     pub manage_url: Option<String>,
+    /// "It wasn't me": erases the sign-up and stops the mail about sign-ups
+    /// to this address.
+    pub not_me_url: Option<String>,
     /// For [`Kind::AddressChanging`]: the address asked for.
     pub new_email: Option<&'a str>,
     /// How long a confirmation link works, in days.
@@ -117,6 +128,7 @@ mod tests {
                 to: "ada@example.com",
                 confirm_url: Some("https://signup.example/prospects/confirm/t1".into()),
                 manage_url: Some("https://signup.example/prospects/manage/t2".into()),
+                not_me_url: Some("https://signup.example/prospects/not-me/t3".into()),
                 new_email: Some("ada@new.example"),
                 confirm_days: 7,
                 manage_days: 30,
@@ -124,12 +136,16 @@ mod tests {
             let text = Text { l: &letter }.render().expect("text");
             let html = Html { l: &letter }.render().expect("html");
             for part in [&text, &html] {
-                // The new address is not proven yet: its mail opens nothing.
+                // The new address is not proven yet: its mail opens nothing;
+                // nor does a claim's open the stranger's sign-up.
                 let manage = part.contains("https://signup.example/prospects/manage/t2");
-                assert_eq!(manage, kind != Kind::NewAddress, "{kind:?}: {part}");
+                assert_eq!(manage, !matches!(kind, Kind::NewAddress | Kind::Claim), "{kind:?}: {part}");
                 if matches!(kind, Kind::Confirm | Kind::Claim | Kind::NewAddress) {
                     assert!(part.contains("https://signup.example/prospects/confirm/t1"), "{kind:?}: {part}");
                 }
+                // "It wasn't me" beside the confirmation of a sign-up.
+                let not_me = part.contains("https://signup.example/prospects/not-me/t3");
+                assert_eq!(not_me, matches!(kind, Kind::Confirm | Kind::Claim), "{kind:?}: {part}");
             }
             let message = letter.message(&sender).expect("message");
             let raw = String::from_utf8(message.formatted()).expect("utf-8");

@@ -7,8 +7,8 @@
 //!
 //! | event | mail |
 //! |---|---|
-//! | `ProspectSignedUp`, a new address | "please confirm your sign-up": the confirmation link and the manage link |
-//! | `ProspectSignedUp`, an address a prospect holds | to that address: "someone signed up with your address; if it was you, confirm these details" |
+//! | `ProspectSignedUp`, a new address | "please confirm your sign-up": the confirmation link, the manage link and "it wasn't me" |
+//! | `ProspectSignedUp`, an address a prospect holds | to that address: "someone signed up with your address; if it was you, confirm these details", and "it wasn't me" |
 //! | `ProspectEmailChangeRequested` | to the new address: its confirmation link; to the address in use: a notice with the manage link |
 //! | `ManageLinkRequested` | a new manage link, to the prospect's own address (only if the prospect holds it) |
 //!
@@ -24,6 +24,9 @@
 //! default) keeps anyone from using the forms to flood an inbox, and one of
 //! what the owner's own actions send keeps a stranger from using that up; a
 //! mail over its budget waits (`HandlerError::Deferred`), never dropped.
+//! An address whose owner pressed "it wasn't me" (the suppression list,
+//! [`ledger`]) gets no mail about a sign-up (confirmation, claim, new
+//! address) until the suppression ends; its owner's own mail still goes.
 //! SMTP failures follow the consumer runner's
 //! policy (`smtp::classify`): a refused address (5xx) is dead-lettered with
 //! the server's reply codes, a "try later" (4xx) is retried with growing delays,
@@ -35,7 +38,8 @@
 //! - [`settings`]: `[mailer]` (sender, `[mailer.smtp]`, limits), `[links]`,
 //!   `[nats]`, `[log]`, `[shutdown]`.
 //! - [`letters`]: the mails, from `templates/` (text and HTML).
-//! - [`ledger`]: the sent records and the per-address counts.
+//! - [`ledger`]: the sent records, the per-address counts, the suppression
+//!   list.
 //! - [`handler`]: [`Mailer`], which mails each event once.
 //! - the [`Service`] of [`Mailer`]: the binary (`run [--from-start]`, `check`,
 //!   and `buckets`, the deployment's set-up step for its key-value buckets).
@@ -70,6 +74,7 @@ pub fn buckets(settings: &Settings) -> ledger::Buckets {
         replicas: settings.nats.stream.replicas,
         keep_sent,
         window: Duration::from_secs(settings.mailer.per_address_window_secs.max(1)),
+        keep_suppressed: Duration::from_secs(settings.mailer.suppress_days.max(1).saturating_mul(86_400)),
         max_bytes: settings.mailer.bucket_max_mb.saturating_mul(1024 * 1024),
         manage: settings.nats.stream.manage,
     }
@@ -105,7 +110,10 @@ impl Service for Mailer {
         let client = bus::connect(&settings.nats, CONSUMER_NAME).await?;
         buckets(settings).ensure(&bus::async_nats::jetstream::new(client.clone())).await?;
         client.flush().await?;
-        tracing::info!(buckets = ?[ledger::SENT_BUCKET, ledger::RATE_BUCKET], "the mailer's buckets are ready");
+        tracing::info!(
+            buckets = ?[ledger::SENT_BUCKET, ledger::RATE_BUCKET, ledger::SUPPRESSED_BUCKET],
+            "the mailer's buckets are ready"
+        );
         Ok(Then::Exit)
     }
 }

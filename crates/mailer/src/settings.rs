@@ -43,7 +43,12 @@ pub struct MailerSettings {
     pub per_address_owner_limit: u32,
     /// The window of `per_address_limit`, in seconds.
     pub per_address_window_secs: u64,
-    /// Each key-value bucket's size limit (`MAILER_SENT`, `MAILER_RATE`), in
+    /// How long an address stays suppressed after its owner said "it wasn't
+    /// me", in days: no mail about a sign-up goes to it meanwhile (`signup
+    /// suppression remove <address>` ends it sooner).
+    pub suppress_days: u64,
+    /// Each key-value bucket's size limit (`MAILER_SENT`, `MAILER_RATE`,
+    /// `MAILER_SUPPRESSED`), in
     /// MiB: JetStream reserves it, so the buckets never take the event
     /// stream's room.
     pub bucket_max_mb: i64,
@@ -67,6 +72,7 @@ impl Default for MailerSettings {
             per_address_limit: 5,
             per_address_owner_limit: 5,
             per_address_window_secs: 3_600,
+            suppress_days: 365,
             bucket_max_mb: 256,
             service_timeout_ms: 2_000,
             consumer: ConsumerSettings {

@@ -450,3 +450,64 @@ async fn mail_is_dkim_signed_when_a_key_is_configured() {
     shutdown.cancel();
     task.await.expect("join").expect("stops cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suppressed_address_gets_nothing_about_a_sign_up_but_its_owner_still_gets_their_own_mail() {
+    let bed = Bed::start(SmtpTls::Plain).await;
+    mailer::buckets(&bed.settings).ensure(&bed.js).await.expect("buckets");
+    // Two addresses whose owners said "it wasn't me", as signup-web records
+    // it: a digest, no address.
+    let links = Links::new(&bed.settings.links).expect("links");
+    let list = bed.js.get_key_value(mailer::ledger::SUPPRESSED_BUCKET).await.expect("the suppression list");
+    for address in ["fresh.gone@example.com", "Held.Gone@example.com"] {
+        list.put(links.suppression_key(address), "0".into()).await.expect("suppressed");
+    }
+    let (shutdown, task) = bed.run();
+    let holder = bed.holder("held.gone@example.com").await;
+    // A sign-up with a suppressed address nobody holds, one with the held
+    // one, an address change to a suppressed address: none mails it.
+    let mut quiet = Vec::new();
+    for email in ["FRESH.gone@example.com", "held.gone@example.com"] {
+        let event =
+            messages::ProspectSignedUp { prospect_id: Uuid::now_v7(), details: ada(email), signed_up_at: Utc::now() };
+        quiet.push(bed.publish(&event).await);
+    }
+    bed.publish(&messages::ProspectEmailChangeRequested {
+        prospect_id: holder,
+        details: ada("fresh.gone@example.com"),
+        previous_email: "held.gone@example.com".into(),
+        requested_at: Utc::now(),
+    })
+    .await;
+    // The holder's own mail still goes: the notice of the change it asked
+    // for, and a new manage link.
+    let (_, link) = bed.request_link("held.gone@example.com").await;
+    let control = messages::ProspectSignedUp {
+        prospect_id: Uuid::now_v7(),
+        details: ada("control.gone@example.com"),
+        signed_up_at: Utc::now(),
+    };
+    let last = bed.publish(&control).await;
+    bed.settled(last.stream_sequence.max(link)).await;
+    assert_eq!(bed.mails_to("control.gone@example.com", 1).await.len(), 1, "the mailer mails others");
+    assert!(
+        bed.smtp.messages_to("fresh.gone@example.com").is_empty(),
+        "nothing about a sign-up to a suppressed address"
+    );
+    let held: Vec<String> = bed
+        .smtp
+        .messages_to("held.gone@example.com")
+        .iter()
+        .filter_map(|m| m.lines().find_map(|l| l.strip_prefix("Subject: ")).map(str::to_owned))
+        .collect();
+    assert_eq!(
+        held,
+        ["Your sign-up's address is being changed", "Your link to change or erase your details"],
+        "only the owner's own mail"
+    );
+    for published in &quiet {
+        assert_eq!(bed.recorded(published.event_id).await.as_deref(), Some("suppressed"));
+    }
+    shutdown.cancel();
+    task.await.expect("join").expect("stops cleanly");
+}

@@ -212,7 +212,7 @@ mod tests {
         let every = [
             ProspectEvent::SignedUp(ProspectSignedUp { prospect_id: id, details: details.clone(), signed_up_at: at }),
             ProspectEvent::Updated(ProspectUpdated { prospect_id: id, details: details.clone(), updated_at: at }),
-            ProspectEvent::Deleted(ProspectDeleted { prospect_id: id, deleted_at: at }),
+            ProspectEvent::Deleted(ProspectDeleted { prospect_id: id, deleted_at: at, disowned: false }),
             ProspectEvent::Confirmed(ProspectConfirmed { prospect_id: id, confirmed_at: at }),
             ProspectEvent::EmailChangeRequested(ProspectEmailChangeRequested {
                 prospect_id: id,
@@ -243,7 +243,8 @@ mod tests {
         assert_eq!(EventSet::subject(&event), Some(expected.clone()));
         let alone = ManageLinkRequested::decode(ManageLinkRequested::TYPE, &data).expect("a link request");
         assert_eq!(EventSet::subject(&alone), Some(expected));
-        let deleted = ProspectEvent::Deleted(ProspectDeleted { prospect_id: id, deleted_at: Utc::now() });
+        let deleted =
+            ProspectEvent::Deleted(ProspectDeleted { prospect_id: id, deleted_at: Utc::now(), disowned: false });
         assert_eq!(EventSet::subject(&deleted), Some(format!("events.prospect.{id}.deleted")));
     }
 

@@ -104,6 +104,13 @@ pub struct ProspectDeleted {
     pub prospect_id: Uuid,
     /// When the request was accepted.
     pub deleted_at: DateTime<Utc>,
+    /// The owner of the sign-up's address said it was not them ("it wasn't
+    /// me", a link beside the confirmation link): this pending sign-up is
+    /// erased, with every other one still pending on the address, but never
+    /// a confirmed prospect that holds it. Absent (false): the owner's own
+    /// erasure, which erases every sign-up holding the address.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disowned: bool,
 }
 
 impl Event for ProspectDeleted {

@@ -21,6 +21,13 @@ pub const DLQ_STREAM: &str = "PROSPECTS_DLQ";
 /// The subjects captured by [`DLQ_STREAM`].
 pub const DLQ_SUBJECTS: &str = "dlq.prospect.>";
 
+/// The key-value bucket of suppressed addresses: keys are
+/// `links::Links::suppression_key` digests (never an address), each kept
+/// `mailer.suppress_days`. signup-web writes one when the owner of an
+/// address presses "it wasn't me"; the mailer sends nothing about a sign-up
+/// to a suppressed address; `signup suppression remove` lifts one.
+pub const SUPPRESSED_BUCKET: &str = "MAILER_SUPPRESSED";
+
 /// The subject of an event of `kind` about `prospect_id`.
 pub fn event_subject(prospect_id: Uuid, kind: &str) -> String {
     format!("events.prospect.{prospect_id}.{kind}")

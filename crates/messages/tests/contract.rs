@@ -82,7 +82,12 @@ fn prospect_updated_matches_schema_and_golden_json() {
 
 #[test]
 fn prospect_deleted_matches_schema_and_golden_json() {
-    check("prospect-deleted", &ProspectDeleted { prospect_id: prospect_id(), deleted_at: at(12) });
+    check("prospect-deleted", &ProspectDeleted { prospect_id: prospect_id(), deleted_at: at(12), disowned: false });
+    // "It wasn't me": the optional field a v1 consumer may ignore.
+    check(
+        "prospect-deleted-disowned",
+        &ProspectDeleted { prospect_id: prospect_id(), deleted_at: at(12), disowned: true },
+    );
 }
 
 #[test]
@@ -144,7 +149,7 @@ fn subjects_are_under_the_stream_and_types_are_versioned() {
 
 #[test]
 fn each_event_is_published_on_its_prospects_own_subject() {
-    let event = ProspectDeleted { prospect_id: prospect_id(), deleted_at: at(12) };
+    let event = ProspectDeleted { prospect_id: prospect_id(), deleted_at: at(12), disowned: false };
     assert_eq!(event.subject(), "events.prospect.0192f0c1-7a3b-7cde-8f01-23456789abcd.deleted");
     assert_eq!(messages::streams::prospect_of(&event.subject()), Some(prospect_id()));
 }
@@ -153,11 +158,12 @@ fn each_event_is_published_on_its_prospects_own_subject() {
 fn only_the_events_named_personal_hold_personal_data() {
     use messages::streams::PERSONAL_KINDS;
     let golden = std::fs::read_dir(crate_file("tests/golden")).expect("golden files");
-    assert_eq!(golden.count(), 6, "one golden file per event");
+    assert_eq!(golden.count(), 7, "one golden file per event, and one of the erasure's optional field");
     for (kind, file) in [
         (ProspectSignedUp::KIND, "prospect-signed-up"),
         (ProspectUpdated::KIND, "prospect-updated"),
         (ProspectDeleted::KIND, "prospect-deleted"),
+        (ProspectDeleted::KIND, "prospect-deleted-disowned"),
         (ProspectConfirmed::KIND, "prospect-confirmed"),
         (ProspectEmailChangeRequested::KIND, "prospect-email-change-requested"),
         (ManageLinkRequested::KIND, "manage-link-requested"),

@@ -678,26 +678,34 @@ async fn delete(
         .execute(conn)
         .await?;
     // The owner's erasure erases every sign-up that holds the address (a
-    // pending duplicate, a stranger's claim): they are noted here, before the
-    // address is gone, and erased by erasures of their own, published once
-    // this commits. An expiry, or such an erasure itself, erases no other.
-    let by_owner: Vec<&Delivery<ProspectEvent>> = existing
-        .iter()
-        .copied()
-        .filter(|d| {
-            let id = d.event.prospect_id();
-            d.meta.event_id != crate::expiry::expiry_event_id(id)
-                && d.meta.event_id != crate::expiry::address_erasure_event_id(id)
-        })
-        .collect();
-    if !by_owner.is_empty() {
-        diesel::sql_query(
+    // pending duplicate, a stranger's claim); "it wasn't me" (`disowned`)
+    // every other one still pending on it, never a confirmed holder. They
+    // are noted here, before the address is gone, and erased by erasures of
+    // their own, published once this commits. An expiry, or such an erasure
+    // itself, erases no other.
+    let cascading = |disowned: bool| -> Vec<&Delivery<ProspectEvent>> {
+        existing
+            .iter()
+            .copied()
+            .filter(|d| {
+                let id = d.event.prospect_id();
+                d.meta.event_id != crate::expiry::expiry_event_id(id)
+                    && d.meta.event_id != crate::expiry::address_erasure_event_id(id)
+                    && matches!(&d.event, ProspectEvent::Deleted(e) if e.disowned == disowned)
+            })
+            .collect()
+    };
+    for (erasures, others) in [(cascading(false), ""), (cascading(true), " AND o.confirmed_at IS NULL")] {
+        if erasures.is_empty() {
+            continue;
+        }
+        diesel::sql_query(format!(
             "INSERT INTO erasures_due (prospect_id, because_of) \
              SELECT o.id, p.id FROM prospects p \
-             JOIN prospects o ON o.email_key = p.email_key AND o.id <> p.id AND o.deleted_at IS NULL \
-             WHERE p.id = ANY($1) AND p.deleted_at IS NULL ON CONFLICT DO NOTHING",
-        )
-        .bind::<Array<SqlUuid>, _>(ids(&by_owner))
+             JOIN prospects o ON o.email_key = p.email_key AND o.id <> p.id AND o.deleted_at IS NULL{others} \
+             WHERE p.id = ANY($1) AND p.deleted_at IS NULL ON CONFLICT DO NOTHING"
+        ))
+        .bind::<Array<SqlUuid>, _>(ids(&erasures))
         .execute(conn)
         .await?;
     }

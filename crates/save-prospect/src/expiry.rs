@@ -62,7 +62,7 @@ pub async fn publish_due_erasures(pool: &Pool, publisher: &Publisher) -> anyhow:
     for Due { id } in &due {
         let now = Utc::now();
         let context = EventContext { id: address_erasure_event_id(*id), time: now, traceparent: None };
-        publisher.publish(&ProspectDeleted { prospect_id: *id, deleted_at: now }, &context).await?;
+        publisher.publish(&ProspectDeleted { prospect_id: *id, deleted_at: now, disowned: false }, &context).await?;
         sql_query("DELETE FROM erasures_due WHERE prospect_id = $1").bind::<SqlUuid, _>(*id).execute(&mut conn).await?;
     }
     Ok(due.len())
@@ -139,7 +139,7 @@ pub async fn sweep(
     for Expired { id } in &expired {
         let now = Utc::now();
         let context = EventContext { id: expiry_event_id(*id), time: now, traceparent: None };
-        publisher.publish(&ProspectDeleted { prospect_id: *id, deleted_at: now }, &context).await?;
+        publisher.publish(&ProspectDeleted { prospect_id: *id, deleted_at: now, disowned: false }, &context).await?;
     }
     Ok(expired.len())
 }

@@ -61,7 +61,7 @@ fn scenario(rng: &mut fastrand::Rng, len: usize) -> Vec<Delivery<ProspectEvent>>
                 ProspectEvent::SignedUp(ProspectSignedUp { prospect_id: id, details: details(rng), signed_up_at: at })
             }
             9..17 => ProspectEvent::Updated(ProspectUpdated { prospect_id: id, details: details(rng), updated_at: at }),
-            _ => ProspectEvent::Deleted(ProspectDeleted { prospect_id: id, deleted_at: at }),
+            _ => ProspectEvent::Deleted(ProspectDeleted { prospect_id: id, deleted_at: at, disowned: false }),
         };
         if matches!(event, ProspectEvent::SignedUp(_) | ProspectEvent::Updated(_) | ProspectEvent::Deleted(_)) {
             saved.push(id);

@@ -50,7 +50,7 @@ fn story() -> Story {
 }
 
 fn deleted(id: Uuid, seq: u64) -> Delivery<ProspectEvent> {
-    delivery(ProspectEvent::Deleted(ProspectDeleted { prospect_id: id, deleted_at: Utc::now() }), seq)
+    delivery(ProspectEvent::Deleted(ProspectDeleted { prospect_id: id, deleted_at: Utc::now(), disowned: false }), seq)
 }
 
 async fn row(

@@ -3,8 +3,11 @@
 //! user allowed to manage streams); `signup dlq …` lists, shows, replays and
 //! purges dead letters (see `bus::dlq`); `signup trace <prospect id or
 //! e-mail>` shows where each of a prospect's events stands with each handler
-//! (see `bus::ledger`); `signup check` tells whether NATS answers. NATS settings come from the same
-//! configuration as the services (`SIGNUP__NATS__URL`, …).
+//! (see `bus::ledger`); `signup suppression check|remove <address>` tells
+//! whether an address is on the suppression list ("it wasn't me") and lifts
+//! it; `signup check` tells whether NATS answers. NATS settings come from the same
+//! configuration as the services (`SIGNUP__NATS__URL`, …), and the link
+//! secret (`SIGNUP__LINKS__SECRET`) for the suppression list's digests.
 
 use std::io::Write as _;
 
@@ -42,6 +45,24 @@ enum Command {
         /// The ledger as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// The suppression list: addresses whose owners said "it wasn't me",
+    /// kept as digests (never the address) for `mailer.suppress_days`.
+    #[command(subcommand)]
+    Suppression(Suppression),
+}
+
+#[derive(Subcommand)]
+enum Suppression {
+    /// Whether the address is suppressed (exit 0 either way).
+    Check {
+        /// The e-mail address.
+        address: String,
+    },
+    /// Lift the address's suppression: mail about its sign-ups goes again.
+    Remove {
+        /// The e-mail address.
+        address: String,
     },
 }
 
@@ -81,6 +102,7 @@ struct Selection {
 #[serde(default)]
 struct Settings {
     nats: NatsSettings,
+    links: links::LinkSettings,
 }
 
 #[tokio::main]
@@ -153,6 +175,32 @@ async fn main() -> anyhow::Result<()> {
                         writeln!(out, "# {held}")?;
                     }
                     write!(out, "{}", shown(&ledger.render()))?;
+                }
+            }
+        }
+        Command::Suppression(command) => {
+            let links = links::Links::new(&settings.links)?;
+            let js = bus::async_nats::jetstream::new(client.clone());
+            let bucket = messages::streams::SUPPRESSED_BUCKET;
+            let list = js
+                .get_key_value(bucket)
+                .await
+                .with_context(|| format!("opening the key-value bucket {bucket} (mailer buckets makes it)"))?;
+            let (Suppression::Check { address } | Suppression::Remove { address }) = &command;
+            let key = links.suppression_key(address);
+            let entry = list.entry(&key).await.context("reading the suppression list")?;
+            let suppressed = entry.as_ref().filter(|e| e.operation == bus::async_nats::jetstream::kv::Operation::Put);
+            let since = suppressed
+                .and_then(|e| std::str::from_utf8(&e.value).ok()?.parse::<i64>().ok())
+                .and_then(chrono::DateTime::from_timestamp_millis);
+            let since = since.map_or_else(String::new, |at| format!(" since {}", at.format("%Y-%m-%d %H:%M UTC")));
+            match (command, suppressed.is_some()) {
+                (Suppression::Check { .. }, true) => writeln!(out, "suppressed{since}")?,
+                (_, false) => writeln!(out, "not suppressed")?,
+                (Suppression::Remove { .. }, true) => {
+                    // A purge: the entry's history goes too.
+                    list.purge(&key).await.context("lifting the suppression")?;
+                    writeln!(out, "suppression lifted (it was suppressed{since})")?;
                 }
             }
         }

@@ -328,11 +328,16 @@ async fn linked(state: &AppState, purpose: Purpose, token: &str) -> Result<(Clai
     Ok((claims, view))
 }
 
-/// What a confirmation link confirms: as [`linked`], except that a sign-up
-/// not saved yet (its mail overtook it) is confirmed all the same — but never
-/// an erased one. `None`: not saved yet.
-async fn to_confirm(state: &AppState, token: &str) -> Result<(Claims, Option<ProspectView>), PageError> {
-    let claims = state.links.verify(Purpose::Confirm, token, Utc::now()).ok_or(PageError::NotFound)?;
+/// The sign-up a link of its confirmation mail (of `purpose`: confirm, or
+/// "it wasn't me") is about: as [`linked`], except that a sign-up not saved
+/// yet (its mail overtook it) counts all the same — but never an erased one.
+/// `None`: not saved yet.
+async fn sign_up_of(
+    state: &AppState,
+    purpose: Purpose,
+    token: &str,
+) -> Result<(Claims, Option<ProspectView>), PageError> {
+    let claims = state.links.verify(purpose, token, Utc::now()).ok_or(PageError::NotFound)?;
     let unavailable = |error: bus::RequestError| {
         tracing::warn!(%error, "cannot look a sign-up up for its confirmation");
         PageError::Unavailable
@@ -364,7 +369,7 @@ fn button_page(
 
 /// `GET /prospects/confirm/{token}`: the confirmation link's page.
 pub async fn confirm_page(state: web::Data<AppState>, token: web::Path<String>) -> Result<HttpResponse, PageError> {
-    let (_, view) = to_confirm(&state, &token).await?;
+    let (_, view) = sign_up_of(&state, Purpose::Confirm, &token).await?;
     Ok(button_page(
         Purpose::Confirm,
         &token,
@@ -387,13 +392,82 @@ pub async fn confirm(
     token: web::Path<String>,
     request: HttpRequest,
 ) -> Result<HttpResponse, PageError> {
-    let (claims, view) = to_confirm(&state, &token).await?;
+    let (claims, view) = sign_up_of(&state, Purpose::Confirm, &token).await?;
     if view.is_none_or(|view| view.confirmed_at.is_none()) {
         submit::confirm(&state.publisher, claims.prospect_id, crate::traceparent(&request))
             .await
             .map_err(|_| PageError::Unavailable)?;
     }
     Ok(see_other("/prospects/confirmed".to_owned()))
+}
+
+/// The sign-up an "it wasn't me" link is about, unless it was confirmed
+/// (with the link in the same mail, so by whoever has it): then a page that
+/// says so, and nothing changes.
+async fn disowned_sign_up(
+    state: &AppState,
+    token: &str,
+) -> Result<Result<Option<ProspectView>, HttpResponse>, PageError> {
+    let (_, view) = sign_up_of(state, Purpose::NotMe, token).await?;
+    if view.as_ref().is_some_and(|view| view.confirmed_at.is_some()) {
+        return Ok(Err(message(
+            StatusCode::CONFLICT,
+            "This sign-up is confirmed",
+            "It was confirmed with the link in the same mail, so nothing was changed. To erase it, ask for a link \
+             to manage it on the \"lost your link?\" page (/prospects/new-link).",
+        )));
+    }
+    Ok(Ok(view))
+}
+
+/// `GET /prospects/not-me/{token}`: "it wasn't me", beside a confirmation
+/// link: what was signed up with the address, and one button (a mail
+/// scanner that follows the link changes nothing).
+pub async fn not_me_page(state: web::Data<AppState>, token: web::Path<String>) -> Result<HttpResponse, PageError> {
+    let view = match disowned_sign_up(&state, &token).await? {
+        Ok(view) => view,
+        Err(page) => return Ok(page),
+    };
+    Ok(button_page(
+        Purpose::NotMe,
+        &token,
+        (
+            "Not your sign-up?",
+            "Someone signed up with your address, with these details. Press the button to erase this sign-up \
+             at once: we then send this address no more mail about sign-ups. If it was you after all, close this \
+             page and use the confirmation link instead.",
+            "It wasn't me: erase it",
+        ),
+        view.as_ref().map(|v| &v.details),
+    ))
+}
+
+/// `POST /prospects/not-me/{token}`: suppresses the sign-up's address (the
+/// mailer sends it nothing more about a sign-up), then publishes the
+/// sign-up's erasure (`ProspectDeleted` with `disowned`: this pending
+/// sign-up and the others pending on the address, never a confirmed holder),
+/// then 303 to a page that says so. In that order, so that a failure
+/// between the two is mended by pressing again. A sign-up not saved yet is
+/// a 503 (its address is not known here yet); a confirmed one a 409; a link
+/// that is not genuine, outdated, or of an erased sign-up a 404.
+pub async fn not_me(
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+    request: HttpRequest,
+) -> Result<HttpResponse, PageError> {
+    let view = match disowned_sign_up(&state, &token).await? {
+        Ok(Some(view)) => view,
+        Ok(None) => return Err(PageError::Unavailable),
+        Err(page) => return Ok(page),
+    };
+    state.suppress(&view.details.email).await.map_err(|error| {
+        tracing::warn!(error = %bus::redact::addresses(&format!("{error:#}")), "cannot suppress an address");
+        PageError::Unavailable
+    })?;
+    submit::disown(&state.publisher, view.prospect_id, crate::traceparent(&request))
+        .await
+        .map_err(|_| PageError::Unavailable)?;
+    Ok(see_other("/prospects/disowned".to_owned()))
 }
 
 /// `GET /prospects/confirm-email/{token}`: the page of the link mailed to a
@@ -694,6 +768,16 @@ pub async fn erased() -> HttpResponse {
         StatusCode::OK,
         "Your details are being erased",
         "Your request was received: your details are erased within moments.",
+    )
+}
+
+/// `GET /prospects/disowned`
+pub async fn disowned() -> HttpResponse {
+    message(
+        StatusCode::OK,
+        "Thank you for telling us",
+        "The sign-up made with your address is being erased, and we send this address no more mail about \
+         sign-ups. Should you want to sign up yourself one day, ask the site's operator to lift this first.",
     )
 }
 

@@ -61,6 +61,7 @@ impl Application {
             service_timeout,
             background: TaskTracker::new(),
             shutdown: shutdown.clone(),
+            suppressed: tokio::sync::OnceCell::new(),
         });
         let background = state.background.clone();
         tokio::spawn(ensure_stream_in_background(jetstream, settings.nats.stream.clone(), shutdown.clone()));
@@ -97,6 +98,9 @@ impl Application {
                 .route("/signup/thanks/{id}", web::get().to(pages::thanks))
                 .route(Purpose::Confirm.route(), web::get().to(pages::confirm_page))
                 .route(Purpose::Confirm.route(), web::post().to(pages::confirm))
+                .route(Purpose::NotMe.route(), web::get().to(pages::not_me_page))
+                .route(Purpose::NotMe.route(), web::post().to(pages::not_me))
+                .route("/prospects/disowned", web::get().to(pages::disowned))
                 .route(Purpose::ConfirmEmail.route(), web::get().to(pages::confirm_email_page))
                 .route(Purpose::ConfirmEmail.route(), web::post().to(pages::confirm_email))
                 .route(Purpose::Manage.route(), web::get().to(pages::manage_page))

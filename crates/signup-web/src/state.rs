@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bus::async_nats::{Client, jetstream};
+use bus::async_nats::Client;
+use bus::async_nats::jetstream::{self, kv};
 use bus::request::{RequestError, ask};
 use bus::settings::StreamSettings;
 use bus::{EventContext, Publisher};
@@ -12,6 +13,8 @@ use messages::service::{
     self as contract, AddressRef, FindByAddress, FoundProspect, GetProspect, ProspectRef, ProspectView, Status,
     StatusOf,
 };
+use messages::streams::SUPPRESSED_BUCKET;
+use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -43,6 +46,9 @@ pub struct AppState {
     /// Cancelled when the server stops: background publishes try once more,
     /// then give up.
     pub shutdown: CancellationToken,
+    /// The suppression list (the mailer's bucket, which a deployment makes
+    /// with `mailer buckets`), opened on first use.
+    pub suppressed: OnceCell<kv::Store>,
 }
 
 impl AppState {
@@ -94,6 +100,20 @@ impl AppState {
                 }
             }
         });
+    }
+
+    /// Puts `address` on the suppression list, as its digest
+    /// (`links::Links::suppression_key`) with the time: the mailer sends it
+    /// nothing more about a sign-up until the entry ends.
+    pub async fn suppress(&self, address: &str) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        let bucket =
+            self.suppressed.get_or_try_init(|| self.jetstream.get_key_value(SUPPRESSED_BUCKET)).await.with_context(
+                || format!("opening the key-value bucket {SUPPRESSED_BUCKET} (mailer buckets makes it)"),
+            )?;
+        let now = chrono::Utc::now().timestamp_millis().to_string();
+        bucket.put(self.links.suppression_key(address), now.into()).await.context("writing the suppression")?;
+        Ok(())
     }
 
     /// The live prospect holding `email`, if any (`None` for "not found").

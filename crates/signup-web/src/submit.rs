@@ -93,6 +93,10 @@ pub async fn apply(
 /// The namespace of confirmations' event ids (UUIDv5 of the prospect id).
 const CONFIRMATIONS: Uuid = uuid::uuid!("0192f0c1-7a3b-5cde-8f01-636f6e666972");
 
+/// The namespace of "it wasn't me" erasures' event ids (UUIDv5 of the
+/// prospect id).
+const DISOWNINGS: Uuid = uuid::uuid!("0192f0c1-7a3b-5cde-8f01-6469736f776e");
+
 /// Publishes `ProspectConfirmed` for `prospect_id`. Its event id is the
 /// prospect's own (UUIDv5), so confirming twice within the stream's duplicate
 /// window stores one event, and a later one is skipped by every handler as
@@ -124,7 +128,16 @@ pub async fn renew_link(
 
 /// Publishes `ProspectDeleted` for `prospect_id`.
 pub async fn erase(publisher: &Publisher, prospect_id: Uuid, traceparent: Option<String>) -> Result<(), SubmitError> {
-    publish(publisher, &ProspectDeleted { prospect_id, deleted_at: Utc::now() }, traceparent).await
+    publish(publisher, &ProspectDeleted { prospect_id, deleted_at: Utc::now(), disowned: false }, traceparent).await
+}
+
+/// Publishes the erasure of `prospect_id` that its address's owner asked
+/// for with "it wasn't me" (`ProspectDeleted` with `disowned`): one event id
+/// per sign-up, so that pressing twice stores it once.
+pub async fn disown(publisher: &Publisher, prospect_id: Uuid, traceparent: Option<String>) -> Result<(), SubmitError> {
+    let event = ProspectDeleted { prospect_id, deleted_at: Utc::now(), disowned: true };
+    let context = EventContext { id: Uuid::new_v5(&DISOWNINGS, prospect_id.as_bytes()), ..EventContext::new() };
+    publish_in(publisher, &event, context.with_traceparent(traceparent)).await
 }
 
 async fn publish<E: Event>(publisher: &Publisher, event: &E, traceparent: Option<String>) -> Result<(), SubmitError> {

@@ -109,7 +109,7 @@ mod tests {
     }
 
     fn deleted() -> Vec<u8> {
-        let event = ProspectDeleted { prospect_id: *PROSPECT, deleted_at: chrono::Utc::now() };
+        let event = ProspectDeleted { prospect_id: *PROSPECT, deleted_at: chrono::Utc::now(), disowned: false };
         serde_json::to_vec(&event).expect("json")
     }
 

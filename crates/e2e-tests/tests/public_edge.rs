@@ -1,0 +1,203 @@
+//! The public edge, end to end through the running services (signup-web,
+//! save-prospect, the mailer, a real SMTP server, NATS and Postgres): what a
+//! stranger can make the system mail, and how the owner of an address stops
+//! it ("it wasn't me").
+
+use std::time::Duration;
+
+use bus::async_nats::jetstream;
+use e2e_tests::{System, id_from_location, links, location};
+use futures::StreamExt as _;
+use links::Purpose;
+use test_support::eventually;
+use uuid::Uuid;
+
+fn form(first: &str, last: &str, email: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("firstName", first.into()),
+        ("lastName", last.into()),
+        ("email", email.into()),
+        ("country", "GB".into()),
+        ("role", "EN".into()),
+    ]
+}
+
+#[derive(diesel::QueryableByName)]
+struct Due {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    prospect_id: Uuid,
+}
+
+async fn get(system: &System, path: &str) -> (u16, String) {
+    let response = system.http.get(system.web_url(path)).send().await.expect("get");
+    (response.status().as_u16(), response.text().await.expect("body"))
+}
+
+async fn post(system: &System, path: &str) -> reqwest::Response {
+    system.http.post(system.web_url(path)).send().await.expect("post")
+}
+
+/// The keys and values of the suppression list.
+async fn suppression_list(system: &System) -> Vec<(String, String)> {
+    let js = jetstream::new(system.client.clone());
+    let list = js.get_key_value(messages::streams::SUPPRESSED_BUCKET).await.expect("the suppression list");
+    let mut keys = list.keys().await.expect("keys");
+    let mut out = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key.expect("a key");
+        let value = list.get(&key).await.expect("read").map(|v| String::from_utf8_lossy(&v).into_owned());
+        out.push((key, value.unwrap_or_default()));
+    }
+    out
+}
+
+/// What the mailer recorded for the sign-up `prospect_id`'s mail, once it
+/// has: "sent", "suppressed", …
+async fn mail_outcome(system: &System, prospect_id: Uuid) -> String {
+    let js = jetstream::new(system.client.clone());
+    let subject = messages::streams::event_subject(prospect_id, "signedup");
+    let stored = js.get_stream("PROSPECTS").await.expect("stream").get_last_raw_message_by_subject(&subject).await;
+    let stored = stored.expect("the sign-up is stored");
+    let event_id = stored.headers.get(messages::cloudevents::ID).expect("ce-id").as_str().to_owned();
+    let sent = js.get_key_value("MAILER_SENT").await.expect("the mailer's sent records");
+    eventually(Duration::from_secs(20), "the mailer to settle the sign-up", || async {
+        let value = sent.get(format!("{event_id}.mail")).await.ok()??;
+        Some(String::from_utf8_lossy(&value).into_owned())
+    })
+    .await
+    .expect("settled")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn it_wasnt_me_erases_the_sign_up_and_stops_later_mails_to_that_address() {
+    let mut system = System::start().await.expect("system");
+    system.start_mailer().await.expect("mailer");
+    let victim = "not.me@example.com";
+
+    // A stranger signs the address up.
+    let first = system.post_form(&form("Mallory", "Stranger", victim)).await.expect("post");
+    assert_eq!(first.status(), 303);
+    let id = id_from_location(&first).expect("id");
+    let mail = system.mail_to(victim, "Please confirm your sign-up").await.expect("mail");
+    system.saved(id).await.expect("saved");
+    let not_me = mail.link("/prospects/not-me/").expect("an \"it wasn't me\" link beside the confirmation").to_owned();
+
+    // Following the link changes nothing (a mail scanner opens links): the
+    // page shows what was signed up, and one button.
+    let (status, page) = get(&system, &not_me).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Mallory") && page.contains(&format!("action=\"{not_me}\"")), "{page}");
+    assert!(system.prospect(id).await.expect("row").expect("saved").deleted_at.is_none(), "nothing erased yet");
+    assert!(suppression_list(&system).await.is_empty(), "nothing suppressed yet");
+
+    // Only the genuine link does it: a confirmation or a manage token, one
+    // altered to another sign-up, a broken signature are refused, and change
+    // nothing.
+    let confirm_token = mail.link("/prospects/confirm/").expect("link").rsplit('/').next().expect("token").to_owned();
+    let not_me_token = not_me.rsplit('/').next().expect("token").to_owned();
+    let (claims, signature) = not_me_token.rsplit_once('.').expect("parts");
+    let (_, issued) = claims.split_once('.').expect("id and time");
+    for forged in [
+        Purpose::NotMe.path(&confirm_token),
+        Purpose::NotMe.path(&format!("{}.{issued}.{signature}", Uuid::now_v7())),
+        Purpose::NotMe.path(&format!("{claims}.{}", &signature[1..])),
+        Purpose::NotMe.path(&links().manage_token(id, chrono::Utc::now())),
+    ] {
+        assert_eq!(post(&system, &forged).await.status(), 404, "{forged}");
+    }
+    assert!(suppression_list(&system).await.is_empty(), "a refused press suppresses nothing");
+
+    // Pressing the button erases the sign-up at once, and suppresses the
+    // address: a digest of it, never the address.
+    let pressed = post(&system, &not_me).await;
+    assert_eq!(pressed.status(), 303);
+    assert_eq!(location(&pressed).expect("location"), "/prospects/disowned");
+    let row = eventually(Duration::from_secs(20), "the erasure", || async {
+        system.prospect(id).await.ok().flatten().filter(|row| row.deleted_at.is_some())
+    })
+    .await
+    .expect("erased");
+    assert_eq!((row.email, row.first_name), (None, None), "the stranger's details are gone");
+    let list = suppression_list(&system).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].0, links().suppression_key(victim));
+    assert!(list.iter().all(|(k, v)| !k.contains("not.me") && !v.contains("not.me")), "no address kept: {list:?}");
+    assert_eq!(get(&system, &not_me).await.0, 404, "the link of an erased sign-up opens nothing");
+
+    // A later sign-up with the address is answered as any other, and mails
+    // nothing; another address still gets its mail.
+    let again = system.post_form(&form("Mallory", "Again", "Not.Me@Example.com")).await.expect("post");
+    let control = system.post_form(&form("Ada", "Lovelace", "control.me@example.com")).await.expect("post");
+    assert_eq!((again.status(), control.status()), (reqwest::StatusCode::SEE_OTHER, reqwest::StatusCode::SEE_OTHER));
+    let (again_page, control_page) = (location(&again).expect("location"), location(&control).expect("location"));
+    assert!(again_page.starts_with("/signup/thanks/") && control_page.starts_with("/signup/thanks/"));
+    let again_id = id_from_location(&again).expect("id");
+    assert_eq!(mail_outcome(&system, again_id).await, "suppressed");
+    system.mail_to("control.me@example.com", "Please confirm your sign-up").await.expect("the control's mail");
+    let smtp = system.smtp.as_ref().expect("smtp");
+    assert_eq!(smtp.messages_to(victim).len(), 1, "no second mail to the suppressed address");
+
+    // An operator lifts it (the CLI computes the same digest); then the
+    // address gets mail again.
+    assert!(system.signup(&["suppression", "check", victim]).await.expect("check").starts_with("suppressed since"));
+    let lifted = system.signup(&["suppression", "remove", victim]).await.expect("remove");
+    assert!(lifted.contains("suppression lifted"), "{lifted}");
+    assert_eq!(system.signup(&["suppression", "check", victim]).await.expect("check"), "not suppressed\n");
+    assert!(suppression_list(&system).await.is_empty());
+    let third = system.post_form(&form("Ada", "Herself", victim)).await.expect("post");
+    assert_eq!(mail_outcome(&system, id_from_location(&third).expect("id")).await, "sent");
+    assert_eq!(system.mails_to(victim, 2).await.expect("mails").len(), 2);
+    system.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn it_wasnt_me_on_a_claimed_address_erases_the_strangers_sign_up_and_never_the_holder() {
+    let mut system = System::start().await.expect("system");
+    system.start_mailer().await.expect("mailer");
+    let owner = "claimed.owner@example.com";
+    let holder = id_from_location(&system.post_form(&form("Ada", "Lovelace", owner)).await.expect("post")).expect("id");
+    let mail = system.mail_to(owner, "Please confirm your sign-up").await.expect("mail");
+    system.saved(holder).await.expect("saved");
+    assert_eq!(post(&system, mail.link("/prospects/confirm/").expect("link")).await.status(), 303);
+    eventually(Duration::from_secs(20), "the confirmation", || async {
+        system.prospect(holder).await.ok().flatten()?.confirmed_at.map(drop)
+    })
+    .await
+    .expect("confirmed");
+
+    // A stranger's sign-up with the owner's address: the owner is asked,
+    // with an "it wasn't me" link and no way into the stranger's sign-up.
+    let stranger =
+        id_from_location(&system.post_form(&form("Mallory", "Stranger", owner)).await.expect("post")).expect("id");
+    let claim = system.mail_to(owner, "Someone signed up with your address").await.expect("mail");
+    assert!(claim.link("/prospects/manage/").is_err(), "no manage link of the stranger's sign-up: {}", claim.text);
+    system.saved(stranger).await.expect("saved");
+    let not_me = claim.link("/prospects/not-me/").expect("link").to_owned();
+    assert_eq!(post(&system, &not_me).await.status(), 303);
+    eventually(Duration::from_secs(20), "the stranger's erasure", || async {
+        system.prospect(stranger).await.ok().flatten()?.deleted_at.map(drop)
+    })
+    .await
+    .expect("erased");
+    // The holder is untouched, and confirmed sign-ups are not disowned.
+    let kept = system.prospect(holder).await.expect("row").expect("the holder");
+    assert_eq!((kept.email.as_deref(), kept.deleted_at), (Some(owner), None));
+    let own_not_me = mail.link("/prospects/not-me/").expect("link");
+    let refused = post(&system, own_not_me).await;
+    assert_eq!(refused.status(), 409, "a confirmed sign-up is erased on its manage page, not here");
+    // Nor will it be: the erasures an erasure calls for are noted in the
+    // same transaction (the `erasures_due` outbox) and then published, and
+    // neither holds one of the holder.
+    let mut conn = system.db.connect().await.expect("db");
+    let due: Vec<Due> =
+        diesel_async::RunQueryDsl::load(diesel::sql_query("SELECT prospect_id FROM erasures_due"), &mut conn)
+            .await
+            .expect("the outbox");
+    assert!(due.iter().all(|d| d.prospect_id != holder), "the holder's erasure is due");
+    let js = jetstream::new(system.client.clone());
+    let erasure = messages::streams::event_subject(holder, "deleted");
+    let stream = js.get_stream("PROSPECTS").await.expect("stream");
+    assert!(stream.get_last_raw_message_by_subject(&erasure).await.is_err(), "the holder's erasure was published");
+    assert_eq!(suppression_list(&system).await.len(), 1);
+    system.stop().await.expect("stop");
+}
