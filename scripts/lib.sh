@@ -336,6 +336,14 @@ require_browser() {
   [ -x "$chromium" ] && [ -x "$driver" ] || { say "Chromium or ChromeDriver is still missing"; return 1; }
 }
 
+# Prometheus' promtool, for the alert rules' unit tests
+# (deploy/prometheus/alerts.test.yml); SIGNUP_PROMTOOL points at another.
+require_promtool() {
+  local promtool="${SIGNUP_PROMTOOL:-/usr/bin/promtool}"
+  [ -x "$promtool" ] || apt_install prometheus
+  [ -x "$promtool" ] || { say "promtool is still missing"; return 1; }
+}
+
 require_cargo() {
   command -v cargo >/dev/null || { say "cargo is missing: install Rust (https://rustup.rs) first"; exit 1; }
 }

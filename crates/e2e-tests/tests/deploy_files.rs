@@ -267,10 +267,37 @@ fn proxy_and_prometheus_point_at_compose_services() {
         let text = read(&format!("deploy/prometheus/{file}"));
         let groups: Value = documents(&text, file).remove(0);
         assert!(!groups["groups"].as_sequence().expect("groups").is_empty(), "{file} has rules");
-        for metric in ["signup_stream_bytes", "signup_stream_max_bytes"] {
+        for (metric, exporter) in [
+            ("signup_stream_bytes", "crates/bus/src/stream.rs"),
+            ("signup_stream_max_bytes", "crates/bus/src/stream.rs"),
+            ("signup_mails_waiting_for_budget", "crates/mailer/src/budget.rs"),
+            ("signup_mail_budget_wait_seconds", "crates/mailer/src/budget.rs"),
+        ] {
             assert!(text.contains(metric), "{file} watches {metric}");
-            assert!(read("crates/bus/src/stream.rs").contains(&format!("\"{metric}\"")), "{metric} is exported");
+            assert!(read(exporter).contains(&format!("\"{metric}\"")), "{metric} is exported");
         }
+    }
+}
+
+#[test]
+fn the_alert_rules_are_valid_and_fire_when_their_tests_say() {
+    // Prometheus' own tool: the rules load, and each fires (or stays quiet)
+    // on the series of deploy/prometheus/alerts.test.yml.
+    let promtool = std::env::var("SIGNUP_PROMTOOL").unwrap_or_else(|_| "/usr/bin/promtool".into());
+    let dir = repo().join("deploy/prometheus");
+    for args in [["check", "rules", "alerts.yml"], ["test", "rules", "alerts.test.yml"]] {
+        let output = std::process::Command::new(&promtool)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("{promtool} (scripts/test installs Debian's prometheus): {e}"));
+        let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "promtool {}: {said}", args.join(" "));
+        assert!(said.contains("SUCCESS"), "{said}");
+    }
+    let tests = read("deploy/prometheus/alerts.test.yml");
+    for alert in ["SignupMailBacklog", "SignupMailBacklogHours"] {
+        assert!(tests.contains(&format!("alertname: {alert}\n        exp_alerts:\n")), "{alert} is tested firing");
     }
 }
 

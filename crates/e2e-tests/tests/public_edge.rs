@@ -201,3 +201,73 @@ async fn it_wasnt_me_on_a_claimed_address_erases_the_strangers_sign_up_and_never
     assert_eq!(suppression_list(&system).await.len(), 1);
     system.stop().await.expect("stop");
 }
+
+/// A gauge's value on the mailer's `/metrics`.
+async fn gauge(port: u16, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.ok()?.text().await.ok()?;
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The `Date:` of a raw mail, in seconds.
+fn sent_at(raw: &str) -> i64 {
+    let (headers, _) = mailparse::parse_headers(raw.as_bytes()).expect("headers");
+    let date = headers.iter().find(|h| h.get_key_ref().eq_ignore_ascii_case("date")).expect("a Date").get_value();
+    mailparse::dateparse(&date).expect("a valid Date")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_over_the_budget_waits_its_turn_in_order_and_is_then_delivered_completely() {
+    let mut system = System::start().await.expect("system");
+    let smtp = test_support::SmtpServer::start().await.expect("smtp");
+    let mut settings = system.mailer_settings(smtp.port());
+    // Two mails per domain and four in all per four seconds: a turn every
+    // two seconds per domain, every second in all.
+    settings.mailer.budget = mailer::budget::BudgetSettings { per_domain: 2, total: 4, window_secs: 4 };
+    let metrics = test_support::free_port().expect("port");
+    settings.mailer.http.port = Some(metrics);
+    system.smtp = Some(smtp);
+    system.start_mailer_with(settings).await.expect("mailer");
+
+    // A burst of sign-ups nobody has confirmed: six at one domain, then two
+    // at another.
+    let flooded: Vec<String> = (0..6).map(|i| format!("burst{i}@flooded.example")).collect();
+    let other: Vec<String> = (0..2).map(|i| format!("calm{i}@other.example")).collect();
+    for address in flooded.iter().chain(&other) {
+        assert_eq!(system.post_form(&form("Ada", "Lovelace", address)).await.expect("post").status(), 303);
+    }
+    // Some of them wait, and the gauge says so.
+    eventually(Duration::from_secs(20), "mails waiting for the budget", || async {
+        gauge(metrics, "signup_mails_waiting_for_budget").await.filter(|n| *n > 0.0)
+    })
+    .await
+    .expect("a backlog shown");
+
+    // Every one arrives, once.
+    let mut mails = Vec::new();
+    for address in flooded.iter().chain(&other) {
+        let received = system.mails_to(address, 1).await.expect("delivered in the end");
+        assert_eq!(received.len(), 1, "{address}");
+        mails.push(system.smtp.as_ref().expect("smtp").messages_to(address).remove(0));
+    }
+    // In their order, and no faster than the budget: at one domain, two at
+    // once, then one per turn (two seconds; `Date` counts whole seconds).
+    let times: Vec<i64> = mails[..6].iter().map(|m| sent_at(m)).collect();
+    for (k, pair) in times.windows(2).enumerate() {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= 0, "in order: {times:?}");
+        if k >= 1 {
+            assert!(gap >= 1, "a turn apart: {times:?}");
+        }
+    }
+    assert!(times[5] - times[0] >= 7, "four turns after the first two: {times:?}");
+    // The other domain waited for the total, not for the flooded domain's
+    // turns: it went before the flooded domain's last.
+    let calm = sent_at(&mails[7]);
+    assert!(calm <= times[5], "the other domain is not held behind the flooded one: {calm} vs {times:?}");
+    eventually(Duration::from_secs(20), "the backlog to clear", || async {
+        gauge(metrics, "signup_mails_waiting_for_budget").await.filter(|n| *n == 0.0)
+    })
+    .await
+    .expect("nothing waits");
+    system.stop().await.expect("stop");
+}

@@ -14,6 +14,7 @@ use messages::service::{self as contract, AddressRef, FindByAddress, FoundProspe
 use uuid::Uuid;
 
 use crate::Settings;
+use crate::budget::{BudgetSettings, Waiting, domain_of};
 use crate::ledger::{Budget, Ledger};
 use crate::letters::{Kind, Letter};
 use smtp::Transport;
@@ -30,11 +31,28 @@ pub struct Mailer {
     per_address_owner_limit: u32,
     max_age: chrono::Duration,
     confirm_days: i64,
+    unconfirmed_budget: BudgetSettings,
+    waiting: std::sync::Arc<Waiting>,
 }
 
-/// One mail of an event: where its sent record goes, the mail, and the
-/// budget it counts against.
-type Mail<'a> = (Slot, Letter<'a>, Budget);
+/// One mail of an event.
+struct Mail<'a> {
+    /// Where its sent record goes.
+    slot: Slot,
+    /// The mail.
+    letter: Letter<'a>,
+    /// The per-address budget it counts against.
+    budget: Budget,
+    /// Nobody has confirmed the address it goes to: it counts against the
+    /// budget of such mails too ([`crate::budget`]).
+    unconfirmed: bool,
+}
+
+impl<'a> Mail<'a> {
+    fn new(slot: Slot, letter: Letter<'a>, budget: Budget, unconfirmed: bool) -> Self {
+        Self { slot, letter, budget, unconfirmed }
+    }
+}
 
 /// Where a mail goes among those of one event: the key of its sent record
 /// is `<event id>.<slot>`.
@@ -87,7 +105,14 @@ impl Mailer {
             max_age,
             client,
             confirm_days: settings.links.confirm_within_days(),
+            unconfirmed_budget: mailer.budget.clone(),
+            waiting: std::sync::Arc::default(),
         })
+    }
+
+    /// The mails this instance holds back for the budget (the gauges).
+    pub fn waiting(&self) -> std::sync::Arc<Waiting> {
+        std::sync::Arc::clone(&self.waiting)
     }
 
     /// Whether the SMTP server answers (for `check`).
@@ -137,7 +162,8 @@ impl Mailer {
                     return Ok(Vec::new());
                 }
                 let email = &event.details.email;
-                let known = self.holder_other_than(event.prospect_id, email).await?.is_some();
+                let holder = self.holder_other_than(event.prospect_id, email).await?;
+                let known = holder.is_some();
                 let mut letter = self.letter(if known { Kind::Claim } else { Kind::Confirm }, email);
                 let confirm = self.links.confirm_token(event.prospect_id, event.signed_up_at);
                 letter.confirm_url = Some(self.links.url(Purpose::Confirm, &confirm));
@@ -150,7 +176,8 @@ impl Mailer {
                 }
                 let not_me = self.links.not_me_token(event.prospect_id, event.signed_up_at);
                 letter.not_me_url = Some(self.links.url(Purpose::NotMe, &not_me));
-                vec![(Slot::Only, letter, Budget::Anyone)]
+                let unconfirmed = holder.is_none_or(|h| !h.confirmed);
+                vec![Mail::new(Slot::Only, letter, Budget::Anyone, unconfirmed)]
             }
             ProspectEvent::EmailChangeRequested(event) => {
                 let new_email = &event.details.email;
@@ -164,25 +191,32 @@ impl Mailer {
                 let manage = self.links.manage_token(event.prospect_id, event.requested_at);
                 to_current.manage_url = Some(self.links.url(Purpose::Manage, &manage));
                 // The new address is not proven: anyone could have typed it.
-                vec![(Slot::NewAddress, to_new, Budget::Anyone), (Slot::CurrentAddress, to_current, Budget::Owner)]
+                // The notice first: the owner's mail never waits for the
+                // budget of mails to unconfirmed addresses.
+                vec![
+                    Mail::new(Slot::CurrentAddress, to_current, Budget::Owner, false),
+                    Mail::new(Slot::NewAddress, to_new, Budget::Anyone, true),
+                ]
             }
             ProspectEvent::ManageLinkRequested(event) => {
                 // Only to the address the prospect holds: a request naming
                 // another address (forged, or the address moved meanwhile)
                 // mails nothing.
-                let holder = self.holder(&event.email).await?;
-                if holder.is_none_or(|h| h.prospect_id != event.prospect_id) {
+                let holder = self.holder(&event.email).await?.filter(|h| h.prospect_id == event.prospect_id);
+                let Some(holder) = holder else {
                     tracing::warn!(event_id = %delivery.meta.event_id, prospect_id = %event.prospect_id,
                         "link request not mailed: the prospect does not hold the address it names");
                     count(Kind::ManageLink, "not_the_holders_address");
                     return Ok(Vec::new());
-                }
+                };
                 let mut letter = self.letter(Kind::ManageLink, &event.email);
                 // Issued at the request: an owner's request ends every link
                 // issued before it, this one not.
                 let manage = self.links.manage_token(event.prospect_id, event.requested_at);
                 letter.manage_url = Some(self.links.url(Purpose::Manage, &manage));
-                vec![(Slot::Only, letter, if event.by_owner { Budget::Owner } else { Budget::Anyone })]
+                let (budget, unconfirmed) =
+                    if event.by_owner { (Budget::Owner, false) } else { (Budget::Anyone, !holder.confirmed) };
+                vec![Mail::new(Slot::Only, letter, budget, unconfirmed)]
             }
             ProspectEvent::Updated(_) | ProspectEvent::Deleted(_) | ProspectEvent::Confirmed(_) => Vec::new(),
         })
@@ -194,47 +228,89 @@ impl Mailer {
         self.ledger.done(&slot.key(event_id)).await.map_err(store_unavailable)
     }
 
-    /// Sends `letter` unless its record says it went out already. When its
-    /// address had its share of mails of `budget` for now, the mail waits
+    /// Sends the mail unless its record says it went out already. When its
+    /// address had its share of mails of its budget for now, the mail waits
     /// ([`HandlerError::Deferred`]) until there is room. Of what anyone can
     /// cause, one mail per address and kind waits at most: one that a newer
     /// mail of its kind to its address replaced while it waited goes no more
     /// (the person gets the newer one), so a flood of sign-ups or lost-link
     /// requests neither floods the inbox later nor piles up in the mailer.
-    async fn send_once(
-        &self,
-        delivery: &Delivery<ProspectEvent>,
-        slot: Slot,
-        letter: &Letter<'_>,
-        budget: Budget,
-    ) -> Result<(), HandlerError> {
+    /// A mail to an unconfirmed address then takes its turn in the budget of
+    /// such mails ([`crate::budget`]), and waits for it.
+    async fn send_once(&self, delivery: &Delivery<ProspectEvent>, mail: &Mail<'_>) -> Result<(), HandlerError> {
+        let Mail { slot, letter, .. } = mail;
         let event_id = delivery.meta.event_id;
         let key = slot.key(event_id);
-        if self.done(event_id, slot).await? {
+        if self.done(event_id, *slot).await? {
             count(letter.kind, "already_sent");
             return Ok(());
         }
         if letter.kind.about_a_sign_up() && self.ledger.suppressed(letter.to).await.map_err(store_unavailable)? {
             tracing::info!(%event_id, kind = letter.kind.name(), "not sent: the address's owner asked for no more mail about sign-ups");
             count(letter.kind, "suppressed");
+            self.waiting.over(&key, Utc::now().timestamp_millis());
             return self.ledger.record(&key, "suppressed").await.map_err(store_unavailable);
         }
-        let sequence = delivery.meta.stream_sequence;
+        // A mail with a turn was through every budget when it got it.
+        let due = match self.ledger.scheduled(&key).await.map_err(store_unavailable)? {
+            Some(due) => due,
+            None => match self.take_budgets(delivery, mail, &key).await? {
+                Some(due) => due,
+                None => return Ok(()),
+            },
+        };
+        let now = Utc::now().timestamp_millis();
+        if due > now {
+            self.waiting.until(&key, due, now);
+            count(letter.kind, "waiting_for_budget");
+            return Err(HandlerError::Deferred {
+                // Exactly its turn: the mails held back come back in the
+                // order they came.
+                for_at_least: Duration::from_millis(u64::try_from(due - now).unwrap_or_default()),
+                reason: anyhow::anyhow!("the budget of mails to unconfirmed addresses is used up for now"),
+            });
+        }
+        let message = letter.message(&self.sender).map_err(|e| {
+            HandlerError::Permanent(e.context("the mail could not be written (the address is unusable)"))
+        })?;
+        self.transport.send(message).await.map_err(smtp::classify)?;
+        // A crash right here would send it again: at least once, never lost.
+        self.ledger.record(&key, "sent").await.map_err(store_unavailable)?;
+        self.waiting.over(&key, Utc::now().timestamp_millis());
+        tracing::info!(%event_id, kind = letter.kind.name(), "mail sent");
+        count(letter.kind, "sent");
+        Ok(())
+    }
+
+    /// Counts the mail against its address's budget and, when nobody has
+    /// confirmed the address, against the budget of such mails: when it may
+    /// go (unix milliseconds; a time to come is its turn, noted), `None`
+    /// when it need not go at all, or [`HandlerError::Deferred`] when its
+    /// address had its share for now.
+    async fn take_budgets(
+        &self,
+        delivery: &Delivery<ProspectEvent>,
+        mail: &Mail<'_>,
+        key: &str,
+    ) -> Result<Option<i64>, HandlerError> {
+        let Mail { letter, budget, unconfirmed, .. } = mail;
+        let (event_id, sequence) = (delivery.meta.event_id, delivery.meta.stream_sequence);
         let kind = letter.kind.name();
-        if budget == Budget::Anyone
+        if *budget == Budget::Anyone
             && self.ledger.replaced(letter.to, kind, sequence).await.map_err(store_unavailable)?
         {
             tracing::info!(%event_id, kind, "not sent: a newer mail of its kind to the address replaced it while it waited");
             count(letter.kind, "replaced");
-            return self.ledger.record(&key, "replaced").await.map_err(store_unavailable);
+            self.ledger.record(key, "replaced").await.map_err(store_unavailable)?;
+            return Ok(None);
         }
         let limit = match budget {
             Budget::Anyone => self.per_address_limit,
             Budget::Owner => self.per_address_owner_limit,
         };
-        let taken = self.ledger.take(letter.to, budget, limit, Utc::now()).await.map_err(store_unavailable)?;
+        let taken = self.ledger.take(letter.to, *budget, limit, Utc::now()).await.map_err(store_unavailable)?;
         if let Some(wait) = taken {
-            if budget == Budget::Anyone {
+            if *budget == Budget::Anyone {
                 self.ledger.wait_here(letter.to, kind, sequence).await.map_err(store_unavailable)?;
             }
             count(letter.kind, "deferred");
@@ -248,15 +324,26 @@ impl Mailer {
                 reason: anyhow::anyhow!("the address had its share of {} mails for now", letter.kind.name()),
             });
         }
-        let message = letter.message(&self.sender).map_err(|e| {
-            HandlerError::Permanent(e.context("the mail could not be written (the address is unusable)"))
-        })?;
-        self.transport.send(message).await.map_err(smtp::classify)?;
-        // A crash right here would send it again: at least once, never lost.
-        self.ledger.record(&key, "sent").await.map_err(store_unavailable)?;
-        tracing::info!(%event_id, kind = letter.kind.name(), "mail sent");
-        count(letter.kind, "sent");
-        Ok(())
+        let now = Utc::now().timestamp_millis();
+        if !unconfirmed {
+            return Ok(Some(now));
+        }
+        let settings = &self.unconfirmed_budget;
+        let mut due = now;
+        for (budget, limit) in [
+            (self.ledger.domain_budget(&domain_of(letter.to)), settings.per_domain),
+            ("budget.total".to_owned(), settings.total),
+        ] {
+            if limit > 0 {
+                let turn =
+                    self.ledger.reserve(&budget, limit, settings.window(), now).await.map_err(store_unavailable)?;
+                due = due.max(turn);
+            }
+        }
+        if due > now {
+            self.ledger.schedule(key, due).await.map_err(store_unavailable)?;
+        }
+        Ok(Some(due))
     }
 }
 
@@ -276,8 +363,8 @@ impl Handler for Mailer {
                 tracing::debug!(event_id = %delivery.meta.event_id, "too old to mail");
                 continue;
             }
-            for (slot, letter, budget) in self.letters(delivery).await? {
-                self.send_once(delivery, slot, &letter, budget).await?;
+            for mail in self.letters(delivery).await? {
+                self.send_once(delivery, &mail).await?;
             }
         }
         Ok(())

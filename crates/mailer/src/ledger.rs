@@ -1,8 +1,11 @@
 //! What the mailer remembers, in NATS key-value buckets of its own:
 //!
 //! - `MAILER_SENT`: one key per mail sent (`<event id>.<slot>`), so a
-//!   redelivered or replayed event sends nothing twice; and per address and
-//!   kind of mail (`waiting.<HMAC>`), the newest one waiting for its budget.
+//!   redelivered or replayed event sends nothing twice; per address and
+//!   kind of mail (`waiting.<HMAC>`), the newest one waiting for its
+//!   per-address budget; the budgets of mails to unconfirmed addresses
+//!   (`budget.total`, `budget.domain.<HMAC>`, see [`crate::budget`]) and the
+//!   turn of each mail they hold back (`scheduled.<event id>.<slot>`).
 //!   Kept as long as a link in such a mail could still be used (`[links]
 //!   confirm_within_secs`) plus a day; the mailer never sends a mail for an
 //!   event older than that.
@@ -236,6 +239,63 @@ impl Ledger {
             }
         }
         anyhow::bail!("the waiting mail kept changing; giving up for now")
+    }
+
+    /// Reserves the next slot of the budget `budget` (a name, its key
+    /// among the sent records), of `limit` mails per `window`, for a mail
+    /// at `now` (unix milliseconds): returns when the mail may go, `now` or
+    /// later. A generic cell rate: the entry holds the time by which every
+    /// slot reserved so far is used, and each mail moves it one slot
+    /// (`window / limit`) on; up to `limit` mails go at once when the
+    /// budget is idle, then one per slot, in the order they came. Kept as
+    /// long as the sent records (a backlog never outlives the links it
+    /// mails), and safe with several instances (compare-and-set).
+    pub async fn reserve(&self, budget: &str, limit: u32, window: Duration, now: i64) -> anyhow::Result<i64> {
+        let sent = self.bucket(&self.sent, SENT_BUCKET, self.buckets.keep_sent).await?;
+        let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let slot = (window / i64::from(limit.max(1))).max(1);
+        for _ in 0..20 {
+            let entry = sent.entry(budget).await.context("reading a budget")?;
+            let entry = entry.filter(|e| e.operation == kv::Operation::Put);
+            let used_until = entry
+                .as_ref()
+                .and_then(|e| std::str::from_utf8(&e.value).ok()?.parse::<i64>().ok())
+                .unwrap_or(now)
+                .max(now);
+            let value = (used_until + slot).to_string().into();
+            let written = match &entry {
+                Some(entry) => sent.update(budget, value, entry.revision).await.map(drop).map_err(|e| e.to_string()),
+                None => sent.create(budget, value).await.map(drop).map_err(|e| e.to_string()),
+            };
+            match written {
+                Ok(()) => return Ok((used_until + slot - window).max(now)),
+                Err(error) => tracing::debug!(%error, "a budget changed meanwhile; reading again"),
+            }
+        }
+        anyhow::bail!("a budget kept changing; giving up for now")
+    }
+
+    /// The key of the budget of mails to unconfirmed addresses at `domain`
+    /// (a digest: a domain of one's own names a person).
+    pub fn domain_budget(&self, domain: &str) -> String {
+        format!("budget.domain.{}", self.links.address_digest("budget-domain", domain))
+    }
+
+    /// When the mail `key`, held back by the budget, may go (unix
+    /// milliseconds), if it was held back.
+    pub async fn scheduled(&self, key: &str) -> anyhow::Result<Option<i64>> {
+        let sent = self.bucket(&self.sent, SENT_BUCKET, self.buckets.keep_sent).await?;
+        let entry = sent.entry(format!("scheduled.{key}")).await.context("reading a mail's turn")?;
+        let entry = entry.filter(|e| e.operation == kv::Operation::Put);
+        Ok(entry.and_then(|e| std::str::from_utf8(&e.value).ok()?.parse().ok()))
+    }
+
+    /// Notes that the mail `key` may go at `due` (unix milliseconds): its
+    /// turn, which it keeps however often it comes back.
+    pub async fn schedule(&self, key: &str, due: i64) -> anyhow::Result<()> {
+        let sent = self.bucket(&self.sent, SENT_BUCKET, self.buckets.keep_sent).await?;
+        sent.put(format!("scheduled.{key}"), due.to_string().into()).await.context("writing a mail's turn")?;
+        Ok(())
     }
 
     fn waiting_key(&self, address: &str, kind: &str) -> String {

@@ -39,11 +39,14 @@
 //!   `[nats]`, `[log]`, `[shutdown]`.
 //! - [`letters`]: the mails, from `templates/` (text and HTML).
 //! - [`ledger`]: the sent records, the per-address counts, the suppression
-//!   list.
+//!   list, the turns of mails held back.
+//! - [`budget`]: `[mailer.budget]`, the budget of mails to unconfirmed
+//!   addresses (per domain, in all), and the gauges of what waits for it.
 //! - [`handler`]: [`Mailer`], which mails each event once.
 //! - the [`Service`] of [`Mailer`]: the binary (`run [--from-start]`, `check`,
 //!   and `buckets`, the deployment's set-up step for its key-value buckets).
 
+pub mod budget;
 pub mod handler;
 pub mod ledger;
 pub mod letters;
@@ -95,6 +98,9 @@ impl Service for Mailer {
 
     async fn run(settings: Settings, context: Context) -> anyhow::Result<()> {
         let handler = Mailer::new(&settings, context.client.clone())?;
+        let waiting = handler.waiting();
+        let shutdown = context.shutdown.clone();
+        tokio::spawn(async move { waiting.keep_shown(shutdown).await });
         let mailer = &settings.mailer;
         context.consume(&settings.nats.stream, &mailer.consumer, &mailer.http, HTTP_PORT, handler).await
     }

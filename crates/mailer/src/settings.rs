@@ -43,6 +43,11 @@ pub struct MailerSettings {
     pub per_address_owner_limit: u32,
     /// The window of `per_address_limit`, in seconds.
     pub per_address_window_secs: u64,
+    /// `[mailer.budget]`: mails to addresses nobody has confirmed (a
+    /// sign-up's confirmation, a new address's, a claim or lost link of a
+    /// pending sign-up), per recipient domain and in all per window; over
+    /// it they wait their turn (deferred, in order, never dropped).
+    pub budget: crate::budget::BudgetSettings,
     /// How long an address stays suppressed after its owner said "it wasn't
     /// me", in days: no mail about a sign-up goes to it meanwhile (`signup
     /// suppression remove <address>` ends it sooner).
@@ -73,6 +78,7 @@ impl Default for MailerSettings {
             per_address_owner_limit: 5,
             per_address_window_secs: 3_600,
             suppress_days: 365,
+            budget: crate::budget::BudgetSettings::default(),
             bucket_max_mb: 256,
             service_timeout_ms: 2_000,
             consumer: ConsumerSettings {

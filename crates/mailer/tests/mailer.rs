@@ -511,3 +511,38 @@ async fn a_suppressed_address_gets_nothing_about_a_sign_up_but_its_owner_still_g
     shutdown.cancel();
     task.await.expect("join").expect("stops cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_a_budget_give_each_mail_its_own_turn() {
+    let bed = Bed::start(SmtpTls::Plain).await;
+    let buckets = mailer::buckets(&bed.settings);
+    buckets.ensure(&bed.js).await.expect("buckets");
+    // Two instances, each with a connection of its own, taking turns of one
+    // budget at once: four per four seconds.
+    let links = Links::new(&bed.settings.links).expect("links");
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let client = bus::connect(&bed.settings.nats, "budget-test").await.expect("connect");
+        instances.push(std::sync::Arc::new(mailer::ledger::Ledger::new(
+            jetstream::new(client),
+            buckets.clone(),
+            links.clone(),
+        )));
+    }
+    let now = Utc::now().timestamp_millis();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let ledger = std::sync::Arc::clone(&instances[i % 2]);
+        tasks.push(tokio::spawn(async move {
+            ledger.reserve("budget.total", 4, Duration::from_secs(4), now).await.expect("a turn")
+        }));
+    }
+    let mut turns = Vec::new();
+    for task in tasks {
+        turns.push(task.await.expect("join"));
+    }
+    turns.sort_unstable();
+    // Four at once, then one a second: nobody's turn taken twice.
+    let expected: Vec<i64> = (0..16).map(|k| now + 1_000 * (k - 3).max(0)).collect();
+    assert_eq!(turns, expected);
+}
