@@ -285,6 +285,17 @@ require_smtp_server() {
   export SIGNUP_TEST_PYTHON="$venv/bin/python"
 }
 
+# ALTCHA's Python library (the bot check's protocol), in .local/venv: what
+# scripts/solve-challenge solves a challenge with.
+require_altcha() {
+  local venv="$LOCAL/venv"
+  require_venv
+  if ! "$venv/bin/python" -c 'from altcha import v2' 2>/dev/null; then
+    say "installing altcha (ALTCHA's Python library) into .local/venv"
+    "$venv/bin/pip" install -q altcha==2.3.0
+  fi
+}
+
 # The official tools the contract tests run (crates/e2e-tests/tests/contracts.rs):
 # schemathesis, openapi-spec-validator, the CloudEvents SDK and a NATS client
 # (PyPI, into .local/venv), and @asyncapi/parser (npm, into .local/asyncapi).

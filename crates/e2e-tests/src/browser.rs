@@ -75,6 +75,16 @@ impl Browser {
     /// Starts chromedriver on a free port and a fresh Chromium session at
     /// desktop size; screenshots go to `screenshots`.
     pub async fn start(screenshots: &Path) -> anyhow::Result<Self> {
+        Self::start_with(screenshots, true).await
+    }
+
+    /// Like [`Browser::start`], with JavaScript turned off: a visitor whose
+    /// browser runs no scripts.
+    pub async fn start_without_javascript(screenshots: &Path) -> anyhow::Result<Self> {
+        Self::start_with(screenshots, false).await
+    }
+
+    async fn start_with(screenshots: &Path, javascript: bool) -> anyhow::Result<Self> {
         let chromium = binary("SIGNUP_CHROMIUM", "/usr/bin/chromium")?;
         let chromedriver = binary("SIGNUP_CHROMEDRIVER", "/usr/bin/chromedriver")?;
         let port = free_port()?;
@@ -97,7 +107,12 @@ impl Browser {
         args.push(format!("--window-size={},{}", DESKTOP.0, DESKTOP.1));
         let capabilities = json!({
             "browserName": "chrome",
-            "goog:chromeOptions": { "binary": chromium, "args": args },
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": args,
+                // 2: blocked, as a visitor's setting would have it.
+                "prefs": { "profile.managed_default_content_settings.javascript": if javascript { 1 } else { 2 } },
+            },
             // Console messages and failed loads, for `console_errors`.
             "goog:loggingPrefs": { "browser": "ALL" },
         });

@@ -58,6 +58,9 @@ impl FaultBed {
             // address.
             ("SIGNUP__WEB__RATE_LIMIT__PER_MINUTE".to_owned(), "0".to_owned()),
             ("SIGNUP__WEB__RATE_LIMIT__LOOKUPS_PER_MINUTE".to_owned(), "0".to_owned()),
+            // The bursts post sign-ups as a load test does: the bot check has
+            // tests of its own (public_edge.rs).
+            ("SIGNUP__WEB__BOT_CHECK__ENABLED".to_owned(), "false".to_owned()),
         ];
         env.extend(common.iter().cloned());
         let web = Service::spawn("signup-web", &["serve"], &env).expect("signup-web");

@@ -77,7 +77,8 @@ impl System {
     }
 
     /// Like [`System::start_without_saver`], with signup-web's settings
-    /// adjusted by `configure` (which sees the test defaults).
+    /// adjusted by `configure` (which sees the test defaults: among them,
+    /// the bot check off).
     pub async fn start_web_with(configure: impl FnOnce(&mut signup_web::Settings)) -> anyhow::Result<Self> {
         logs::capture();
         let nats = NatsServer::start().await?;
@@ -89,6 +90,9 @@ impl System {
         web_settings.links.secret = Some(SecretString::from(TOKEN_SECRET));
         web_settings.web.reference_ttl_secs = 1;
         web_settings.nats = nats_settings(&nats);
+        // Off, as for a load test: the tests of the bot check turn it on
+        // (and solve its challenges), the others post bare sign-ups.
+        web_settings.web.bot_check.enabled = false;
         configure(&mut web_settings);
         let web_client = bus::connect(&web_settings.nats, "signup-web").await?;
         let shutdown = CancellationToken::new();
@@ -346,6 +350,24 @@ pub fn location(response: &reqwest::Response) -> anyhow::Result<String> {
 pub fn id_from_location(response: &reqwest::Response) -> anyhow::Result<Uuid> {
     let location = location(response)?;
     Ok(location.rsplit('/').next().unwrap_or_default().parse()?)
+}
+
+/// A challenge from the web tier at `web_url` (`GET /api/challenge`), solved
+/// with ALTCHA's own crate: the value of `altcha` for one sign-up.
+pub async fn solved_challenge(http: &reqwest::Client, web_url: &str) -> anyhow::Result<String> {
+    let response = http.get(format!("{web_url}/api/challenge")).send().await?.error_for_status()?;
+    let challenge: altcha::Challenge = response.json().await?;
+    Ok(solve(challenge))
+}
+
+/// `challenge` solved: the base64 JSON payload a sign-up sends as `altcha`.
+pub fn solve(challenge: altcha::Challenge) -> String {
+    use base64::Engine as _;
+    let solution = altcha::solve_challenge(altcha::SolveChallengeOptions::new(&challenge))
+        .expect("a challenge of ours is solvable")
+        .expect("solved before the timeout");
+    let payload = altcha::Payload { challenge, solution };
+    base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&payload).expect("JSON"))
 }
 
 /// The links of the test web tier, as the mailer makes them (same secret).

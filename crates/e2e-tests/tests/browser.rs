@@ -42,8 +42,24 @@ struct Site {
 }
 
 impl Site {
+    /// The system with its bot check on, as deployed (challenges quick to
+    /// solve): every sign-up below is the page's script solving one.
     async fn start() -> Self {
-        let mut system = System::start().await.expect("system");
+        Self::start_with(Browser::start(&screenshots()).await.expect("Chromium")).await
+    }
+
+    async fn start_with(browser: Browser) -> Self {
+        let mut system = System::start_web_with(|settings| {
+            settings.web.rate_limit.per_minute = 0;
+            settings.web.rate_limit.lookups_per_minute = 0;
+            settings.web.bot_check.enabled = true;
+            settings.web.bot_check.difficulty = 50;
+            settings.web.bot_check.iterations = 100;
+            settings.web.bot_check.min_fill_secs = 1;
+        })
+        .await
+        .expect("system");
+        system.start_saver().await.expect("saver");
         system.start_mailer().await.expect("mailer");
         let index = tempfile::tempdir().expect("index folder");
         let indexer_port = free_port().expect("port");
@@ -63,7 +79,6 @@ impl Site {
         })
         .await
         .expect("analytics-indexer ready");
-        let browser = Browser::start(&screenshots()).await.expect("Chromium");
         Self { system, browser, indexer_port, _indexer: indexer, _index: index }
     }
 
@@ -162,9 +177,29 @@ async fn a_visitor_signs_up_in_a_browser_and_the_dashboard_counts_it() {
     b.screenshot("2-signup-form-phone").await.expect("screenshot");
     b.resize(DESKTOP).await.expect("desktop size");
 
+    // The page's script solves the bot check's challenge in a Web Worker
+    // and says so; the sign-up carries the solution.
+    b.open(&site.web("/signup")).await.expect("form");
+    eventually(Duration::from_secs(60), "the browser to solve the challenge", || async {
+        b.text("#bot-check").await.ok().filter(|text| text.starts_with("Checked"))
+    })
+    .await
+    .expect("solved in the browser");
+    let solution = b.client().find(Locator::Css("input[name=altcha]")).await.expect("the field");
+    assert!(
+        !solution.prop("value").await.expect("value").unwrap_or_default().is_empty(),
+        "the solution is in the form"
+    );
     let visitor = Visitor::ADA;
     let id = site.sign_up(&visitor).await;
     let thanks = b.path().await.expect("path");
+    let metrics = reqwest::get(site.web("/metrics")).await.expect("metrics").text().await.expect("text");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("signup_bot_check_total{")
+            && l.contains("way=\"altcha\"")
+            && l.contains("outcome=\"passed\"")),
+        "the sign-up passed the check with the browser's solution: {metrics}"
+    );
     assert_eq!(thanks, format!("/signup/thanks/{id}"));
     assert_eq!(b.text("#status").await.expect("status"), "Waiting for you to confirm it from your inbox.");
     assert!(b.client().find(Locator::LinkText("change or erase your details")).await.is_err(), "no access from here");
@@ -468,5 +503,36 @@ async fn every_page_works_with_the_keyboard_alone() {
     assert_keyboard_reaches_everything(b, "the analytics dashboard").await;
     b.assert_clean_console("the analytics dashboard").await.expect("console");
 
+    site.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_javascript_a_visitor_signs_up_after_taking_a_few_seconds() {
+    let site = Site::start_with(Browser::start_without_javascript(&screenshots()).await.expect("Chromium")).await;
+    let b = &site.browser;
+    b.open(&site.web("/signup")).await.expect("form");
+    let opened = tokio::time::Instant::now();
+    // The page says what the visitor needs to do instead.
+    let note = b.text("noscript p").await.expect("the page explains it");
+    assert!(note.contains("Your browser runs no JavaScript") && note.contains("at least 1 seconds"), "{note}");
+    b.screenshot("8-signup-without-javascript").await.expect("screenshot");
+    let visitor = Visitor { email: "no.script@example.com", ..Visitor::ADA };
+    visitor.fill_in(b).await;
+    // A person takes this long anyway; the form asks for it (min_fill_secs).
+    tokio::time::sleep_until(opened + Duration::from_secs(1)).await;
+    b.press("Sign up").await.expect("submit");
+    b.wait_for_heading(THANKS).await.expect("thank-you page");
+    let id: Uuid = b.text("main code").await.expect("reference").parse().expect("the prospect id");
+    let row = site.system.saved(id).await.expect("saved");
+    assert_eq!(row.email.as_deref(), Some(visitor.email));
+    let metrics = reqwest::get(site.web("/metrics")).await.expect("metrics").text().await.expect("text");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("signup_bot_check_total{")
+            && l.contains("way=\"form\"")
+            && l.contains("outcome=\"passed\"")),
+        "the sign-up passed with the form's token: {metrics}"
+    );
+    let mail = site.mail(visitor.email, 1).await;
+    assert_eq!(mail.subject, "Please confirm your sign-up");
     site.stop().await;
 }

@@ -114,6 +114,15 @@ impl Deployment {
             .await
             .expect("mailer buckets");
         assert!(output.status.success(), "mailer buckets: {}", String::from_utf8_lossy(&output.stderr));
+        // The bot check's bucket of used proofs, likewise.
+        let output = tokio::process::Command::new(binary("signup-web").expect("signup-web binary"))
+            .arg("buckets")
+            .env("SIGNUP_CONFIG_DIR", "")
+            .envs(self.env("admin"))
+            .output()
+            .await
+            .expect("signup-web buckets");
+        assert!(output.status.success(), "signup-web buckets: {}", String::from_utf8_lossy(&output.stderr));
     }
 
     fn start_services(&mut self) {
@@ -121,6 +130,9 @@ impl Deployment {
         web.extend([
             ("SIGNUP__WEB__PORT".into(), self.web_port.to_string()),
             ("SIGNUP__LINKS__SECRET".into(), LINKS_SECRET.into()),
+            // The bot check is on, as deployed, with challenges quick to solve.
+            ("SIGNUP__WEB__BOT_CHECK__DIFFICULTY".into(), "20".into()),
+            ("SIGNUP__WEB__BOT_CHECK__ITERATIONS".into(), "10".into()),
         ]);
         let mut saver = self.env("save-prospect");
         saver.extend([
@@ -182,11 +194,19 @@ impl Deployment {
         }
     }
 
-    /// Signs up through the form; returns the prospect id from the redirect.
+    /// Signs up through the form, with a solved challenge; returns the
+    /// prospect id from the redirect.
     async fn sign_up(&self, email: &str) -> uuid::Uuid {
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("http");
-        let fields =
-            [("firstName", "Ada"), ("lastName", "Lovelace"), ("email", email), ("country", "GB"), ("role", "EN")];
+        let altcha = e2e_tests::solved_challenge(&http, &Self::url(self.web_port, "")).await.expect("a challenge");
+        let fields = [
+            ("firstName", "Ada"),
+            ("lastName", "Lovelace"),
+            ("email", email),
+            ("country", "GB"),
+            ("role", "EN"),
+            ("altcha", &altcha),
+        ];
         let response = http.post(Self::url(self.web_port, "/signup")).form(&fields).send().await.expect("post /signup");
         assert_eq!(response.status(), 303, "the sign-up is accepted");
         e2e_tests::id_from_location(&response).expect("prospect id")

@@ -271,3 +271,242 @@ async fn a_burst_over_the_budget_waits_its_turn_in_order_and_is_then_delivered_c
     .expect("nothing waits");
     system.stop().await.expect("stop");
 }
+
+/// A system whose web tier checks every sign-up, with challenges quick to
+/// solve, and a mailer.
+async fn checked_system(configure: impl FnOnce(&mut signup_web::Settings)) -> System {
+    let mut system = System::start_web_with(|settings| {
+        settings.web.rate_limit.per_minute = 0;
+        settings.web.rate_limit.lookups_per_minute = 0;
+        settings.web.bot_check = quick_bot_check();
+        configure(settings);
+    })
+    .await
+    .expect("system");
+    system.start_saver().await.expect("saver");
+    system.start_mailer().await.expect("mailer");
+    system
+}
+
+fn quick_bot_check() -> signup_web::bot_check::BotCheckSettings {
+    signup_web::bot_check::BotCheckSettings {
+        enabled: true,
+        difficulty: 20,
+        iterations: 10,
+        ..signup_web::bot_check::BotCheckSettings::default()
+    }
+}
+
+async fn stored_events(system: &System) -> u64 {
+    let js = jetstream::new(system.client.clone());
+    js.get_stream("PROSPECTS").await.expect("stream").info().await.expect("info").state.messages
+}
+
+fn sign_up_json(email: &str, altcha: Option<&str>) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "firstName": "Ada", "lastName": "Lovelace", "email": email, "country": "GB", "role": "EN"
+    });
+    if let Some(altcha) = altcha {
+        body["altcha"] = altcha.into();
+    }
+    body
+}
+
+/// A 422 problem naming `altcha`; returns what it says of it.
+async fn refused_for_altcha(response: reqwest::Response) -> String {
+    assert_eq!(response.status(), 422);
+    let problem: serde_json::Value = response.json().await.expect("problem");
+    let errors = problem["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 1, "{problem}");
+    assert_eq!(errors[0]["field"], "altcha", "{problem}");
+    errors[0]["detail"].as_str().expect("detail").to_owned()
+}
+
+/// The base64 JSON of a challenge and its solution.
+fn payload(challenge: altcha::Challenge, solution: altcha::Solution) -> String {
+    use base64::Engine as _;
+    let payload = altcha::Payload { challenge, solution };
+    base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&payload).expect("json"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_up_without_a_valid_solution_is_refused_and_nothing_is_published_or_mailed() {
+    let system = checked_system(|_| {}).await;
+    let api = system.web_url("/api/prospects");
+    let before = stored_events(&system).await;
+    let refused_addresses = ["none@example.com", "wrong@example.com", "forged@example.com", "expired@example.com"];
+
+    // No solution.
+    let none = system.http.post(&api).json(&sign_up_json(refused_addresses[0], None)).send().await.expect("post");
+    assert!(refused_for_altcha(none).await.contains("missing"));
+
+    // A wrong one: a challenge of ours, the derived key altered.
+    let challenge: altcha::Challenge =
+        system.http.get(system.web_url("/api/challenge")).send().await.expect("get").json().await.expect("json");
+    let mut solution =
+        altcha::solve_challenge(altcha::SolveChallengeOptions::new(&challenge)).expect("solvable").expect("in time");
+    solution.derived_key = "00".repeat(32);
+    let wrong = payload(challenge, solution);
+    let answer = system.http.post(&api).json(&sign_up_json(refused_addresses[1], Some(&wrong))).send().await;
+    assert!(refused_for_altcha(answer.expect("post")).await.contains("not a valid solution"));
+
+    // A forged one: solved, but signed by someone else.
+    let forged = altcha::create_challenge(altcha::CreateChallengeOptions {
+        algorithm: "PBKDF2/SHA-256".into(),
+        cost: 10,
+        counter: Some(5),
+        expires_at: Some(chrono::Utc::now().timestamp() + 600),
+        hmac_signature_secret: Some("a secret that is not the server's".into()),
+        hmac_key_signature_secret: Some("another one".into()),
+        ..Default::default()
+    })
+    .expect("challenge");
+    let forged = e2e_tests::solve(forged);
+    let answer = system.http.post(&api).json(&sign_up_json(refused_addresses[2], Some(&forged))).send().await;
+    assert!(refused_for_altcha(answer.expect("post")).await.contains("not a valid solution"));
+
+    // An expired one: genuine (made with the server's keys, from the same
+    // link secret), but issued an hour ago.
+    let keys = signup_web::bot_check::BotCheck::new(&quick_bot_check(), &links());
+    let old = keys.challenge(chrono::Utc::now() - chrono::Duration::hours(1)).expect("challenge");
+    let expired = e2e_tests::solve(old);
+    let answer = system.http.post(&api).json(&sign_up_json(refused_addresses[3], Some(&expired))).send().await;
+    assert!(refused_for_altcha(answer.expect("post")).await.contains("expired"));
+
+    // The form refuses alike, re-rendered with the answers kept and the
+    // check named.
+    let refused = system.post_form(&form("Ada", "Lovelace", "none@example.com")).await.expect("post");
+    assert_eq!(refused.status(), 422);
+    let page = refused.text().await.expect("page");
+    assert!(page.contains("id=\"altcha-error\"") && page.contains("value=\"none@example.com\""), "{page}");
+
+    // A solved one signs up, once: replayed, through the API, the form, or
+    // another replica, it is refused.
+    let solved = e2e_tests::solved_challenge(&system.http, &system.web_url("")).await.expect("solved");
+    let accepted = system.http.post(&api).json(&sign_up_json("solved@example.com", Some(&solved))).send().await;
+    assert_eq!(accepted.expect("post").status(), 202);
+    let replayed = system.http.post(&api).json(&sign_up_json("replay@example.com", Some(&solved))).send().await;
+    assert!(refused_for_altcha(replayed.expect("post")).await.contains("used already"));
+    let mut fields = form("Ada", "Lovelace", "replay@example.com");
+    fields.push(("altcha", solved.clone()));
+    assert_eq!(system.post_form(&fields).await.expect("post").status(), 422);
+    let replica = second_replica(&system).await;
+    let elsewhere = system
+        .http
+        .post(format!("{}/api/prospects", replica.url))
+        .json(&sign_up_json("replay@example.com", Some(&solved)))
+        .send()
+        .await;
+    assert!(refused_for_altcha(elsewhere.expect("post")).await.contains("used already"), "a replica refuses it too");
+
+    // Nothing refused was published, so nothing was mailed: the one stored
+    // sign-up is mailed, and only it.
+    assert_eq!(stored_events(&system).await, before + 1, "only the solved sign-up is stored");
+    system.mail_to("solved@example.com", "Please confirm your sign-up").await.expect("its mail");
+    let smtp = system.smtp.as_ref().expect("smtp");
+    for address in refused_addresses.iter().chain(&["replay@example.com"]) {
+        assert!(smtp.messages_to(address).is_empty(), "{address} was mailed");
+    }
+    replica.stop().await;
+    system.stop().await.expect("stop");
+}
+
+/// A second signup-web on the same NATS: another replica.
+struct Replica {
+    url: String,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Replica {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("join").expect("served");
+    }
+}
+
+async fn second_replica(system: &System) -> Replica {
+    let mut settings = signup_web::Settings::default();
+    settings.web.port = 0;
+    settings.web.workers = 1;
+    settings.web.rate_limit.per_minute = 0;
+    settings.web.bot_check = quick_bot_check();
+    settings.links.secret = Some(secrecy::SecretString::from(e2e_tests::TOKEN_SECRET));
+    settings.nats = e2e_tests::nats_settings(&system.nats);
+    let client = bus::connect(&settings.nats, "signup-web").await.expect("client");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let app = signup_web::Application::build(&settings, client, &shutdown).expect("replica");
+    let url = format!("http://127.0.0.1:{}", app.port());
+    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    eventually(Duration::from_secs(15), "the replica to be ready", || async {
+        (reqwest::get(format!("{url}/readyz")).await.ok()?.status() == 200).then_some(())
+    })
+    .await
+    .expect("ready");
+    Replica { url, shutdown, task }
+}
+
+/// The form's token, from the sign-up page.
+async fn form_token(system: &System) -> String {
+    let (status, page) = get(system, "/signup").await;
+    assert_eq!(status, 200);
+    let start = page.find("name=\"formToken\" value=\"").expect("a form token") + "name=\"formToken\" value=\"".len();
+    page[start..].split('"').next().expect("its value").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_javascript_the_form_signs_up_after_its_fill_time_and_never_with_the_honeypot_filled() {
+    let system = checked_system(|settings| settings.web.bot_check.min_fill_secs = 1).await;
+    let before = stored_events(&system).await;
+    let with = |email: &str, token: &str, honeypot: &str| {
+        let mut fields = form("Ada", "Lovelace", email);
+        fields.push(("formToken", token.to_owned()));
+        fields.push(("website", honeypot.to_owned()));
+        fields
+    };
+    // The page explains the way without JavaScript.
+    let (_, page) = get(&system, "/signup").await;
+    assert!(page.contains("<noscript>") && page.contains("at least 1 seconds"), "{page}");
+
+    let older = form_token(&system).await;
+    let token = form_token(&system).await;
+    // Sent at once, the token is too quick.
+    let page =
+        system.post_form(&with("quick@example.com", &token, "")).await.expect("post").text().await.expect("page");
+    assert!(page.contains("id=\"altcha-error\"") && page.contains("please wait a few seconds"), "{page}");
+    // Past its fill time, the same token signs up, once.
+    let signed_up = eventually(Duration::from_secs(20), "the fill time to pass", || async {
+        let answer = system.post_form(&with("patient@example.com", &token, "")).await.ok()?;
+        (answer.status() == 303).then_some(answer)
+    })
+    .await
+    .expect("signed up");
+    assert!(location(&signed_up).expect("location").starts_with("/signup/thanks/"));
+    let again = system.post_form(&with("again@example.com", &token, "")).await.expect("post");
+    assert_eq!(again.status(), 422);
+    assert!(again.text().await.expect("page").contains("used already"));
+    // A bot that fills every field, the honeypot too, is refused though its
+    // token is past the fill time (it is older than the one above), with the
+    // answer a quick one gets; the same token without it signs up.
+    let trapped = system.post_form(&with("trap@example.com", &older, "https://spam.example")).await.expect("post");
+    assert_eq!(trapped.status(), 422);
+    assert!(trapped.text().await.expect("page").contains("please wait a few seconds"));
+    let clean = system.post_form(&with("clean@example.com", &older, "")).await.expect("post");
+    assert_eq!(clean.status(), 303, "the honeypot alone refused it");
+    // The JSON API has no such way.
+    let answer = system
+        .http
+        .post(system.web_url("/api/prospects"))
+        .json(&serde_json::json!({"firstName": "Ada", "lastName": "Lovelace", "email": "api@example.com",
+            "country": "GB", "role": "EN", "formToken": form_token(&system).await}))
+        .send()
+        .await
+        .expect("post");
+    assert!(refused_for_altcha(answer).await.contains("missing"));
+    assert_eq!(stored_events(&system).await, before + 2, "the patient and the clean one only");
+    system.mail_to("patient@example.com", "Please confirm your sign-up").await.expect("mailed");
+    for address in ["trap@example.com", "quick@example.com", "again@example.com", "api@example.com"] {
+        assert!(system.smtp.as_ref().expect("smtp").messages_to(address).is_empty(), "{address}");
+    }
+    system.stop().await.expect("stop");
+}

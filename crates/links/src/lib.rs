@@ -237,6 +237,17 @@ impl Links {
         mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// A secret for another use (`use_`), derived from the link secret
+    /// (hex HMAC-SHA256 of `secret|<use_>`): so that one configured secret,
+    /// shared by the replicas, keys everything the web signs, each use with
+    /// a key of its own.
+    pub fn derived_secret(&self, use_: &str) -> String {
+        let mut mac = self.key.clone();
+        mac.update(b"secret|");
+        mac.update(use_.as_bytes());
+        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The suppression list's key for `address` (see
     /// [`Links::address_digest`]).
     pub fn suppression_key(&self, address: &str) -> String {
@@ -338,6 +349,10 @@ mod tests {
         assert_ne!(key, links.suppression_key("bob@example.com"));
         assert_ne!(key, links.address_digest("rate-limit", "ada@example.com"), "another use, another digest");
         assert_ne!(key, self::links("another secret, also long").suppression_key("ada@example.com"));
+        let derived = links.derived_secret("bot-check");
+        assert_eq!(derived.len(), 64);
+        assert_ne!(derived, links.derived_secret("form-token"));
+        assert_ne!(derived, self::links("another secret, also long").derived_secret("bot-check"));
     }
 
     #[test]

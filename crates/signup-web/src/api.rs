@@ -7,9 +7,10 @@ use bus::ops::Problem;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::bot_check::Proof;
 use crate::domain::{Field, FieldError, SignupInput};
 use crate::state::AppState;
-use crate::submit::{self, SubmitError};
+use crate::submit::{self, Gate, SubmitError};
 
 /// Everything the API answers besides success, each with its status.
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +106,8 @@ pub(crate) struct Accepted {
             content_type = "application/problem+json"),
         (status = 415, description = "The body is not application/json", body = crate::openapi::Problem,
             content_type = "application/problem+json"),
-        (status = 422, description = "Some fields are invalid: each is named in `errors`",
+        (status = 422, description = "Some fields are invalid, or the bot check's proof (`altcha`) is missing, \
+            wrong, expired or used already: each is named in `errors`",
             body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests from this client", body = crate::openapi::Problem,
             content_type = "application/problem+json",
@@ -132,9 +134,11 @@ pub async fn create_prospect(
     if !crate::media_type_is(&request, "application/json") {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let input = parse_json_input(&body)?;
+    let (input, altcha) = parse_json_input(&body)?;
+    let proof = Proof { altcha: altcha.as_deref(), ..Proof::default() };
+    let gate = Gate { bot_check: &state.bot_check, used: &state.used_proofs, proof };
     let catalog = state.catalog();
-    match submit::sign_up(&state.publisher, &catalog, &input, crate::traceparent(&request)).await {
+    match submit::sign_up(&state.publisher, &catalog, &gate, &input, crate::traceparent(&request)).await {
         Ok(prospect_id) => Ok(HttpResponse::Accepted()
             .insert_header((header::LOCATION, format!("/api/prospects/{prospect_id}")))
             .json(Accepted { prospect_id })),
@@ -147,9 +151,10 @@ pub async fn create_prospect(
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
 
-/// Reads the sign-up fields from a JSON object; a field of the wrong type is
-/// reported against that field rather than failing the whole body.
-fn parse_json_input(body: &[u8]) -> Result<SignupInput, ApiError> {
+/// Reads the sign-up fields, and the bot check's `altcha`, from a JSON
+/// object; a field of the wrong type is reported against that field rather
+/// than failing the whole body.
+fn parse_json_input(body: &[u8]) -> Result<(SignupInput, Option<String>), ApiError> {
     // Bytes that are not UTF-8 inside a string become U+FFFD here, which the
     // field's own check refuses by name (422); anywhere else the body is
     // not JSON (400).
@@ -186,7 +191,31 @@ fn parse_json_input(body: &[u8]) -> Result<SignupInput, ApiError> {
         country: take(Field::Country),
         role: take(Field::Role),
     };
-    if wrong_type.is_empty() { Ok(input) } else { Err(ApiError::Invalid(wrong_type)) }
+    let altcha = take(Field::Altcha);
+    if wrong_type.is_empty() { Ok((input, altcha)) } else { Err(ApiError::Invalid(wrong_type)) }
+}
+
+/// `GET /api/challenge`: a new ALTCHA challenge (protocol v2), for the
+/// bot check every sign-up passes. Solve it (ALTCHA's libraries do, or
+/// derive keys with PBKDF2 until one starts with `keyPrefix`) and send the
+/// challenge with its solution, base64 JSON, as `altcha`. It expires at
+/// `expiresAt` and counts for one sign-up.
+#[utoipa::path(
+    responses(
+        (status = 200, description = "A signed challenge; never cached", body = crate::openapi::Challenge,
+            headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 429, description = "Too many requests from this client", body = crate::openapi::Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[get("/api/challenge")]
+pub async fn challenge(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let challenge = state.bot_check.challenge(chrono::Utc::now()).map_err(|error| {
+        tracing::error!(error = %format!("{error:#}"), "cannot make a challenge");
+        ApiError::Unavailable
+    })?;
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(challenge))
 }
 
 /// `GET /api/countries`: the countries the form offers, in form order.

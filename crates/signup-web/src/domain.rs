@@ -43,6 +43,9 @@ pub enum Field {
     Country,
     /// `role`
     Role,
+    /// `altcha`: the sign-up's proof of not being a bot (see
+    /// `crate::bot_check`), not one of the prospect's details.
+    Altcha,
 }
 
 impl Field {
@@ -59,6 +62,7 @@ impl Field {
             Field::CompanyName => "companyName",
             Field::Country => "country",
             Field::Role => "role",
+            Field::Altcha => "altcha",
         }
     }
 }

@@ -15,7 +15,9 @@
 //! - [`catalog`]: countries and roles offered; [`reference`] keeps them fresh
 //!   from the `prospects` service (request-reply), falling back on the last
 //!   known or built-in lists.
-//! - [`submit`]: parse + publish, shared by the form and the API.
+//! - [`submit`]: parse, check, publish, shared by the form and the API.
+//! - [`bot_check`]: the proof (ALTCHA's proof of work, or the form's token
+//!   without JavaScript) every sign-up brings, each accepted once.
 //! - [`pages`], [`api`], [`health`]: the HTTP handlers; `/metrics` and
 //!   request metrics come from `bus::ops`.
 //! - [`openapi`]: the JSON API's OpenAPI 3.1 document (`/api/openapi.json`),
@@ -24,9 +26,11 @@
 //!   AsyncAPI document, each event's JSON Schema).
 //! - [`limits`]: security headers on every answer, per-client rate limit on POSTs.
 //! - [`startup`]: [`Application`], which binds, runs and stops the server;
-//!   its `Service` is the binary (`run`, alias `serve`, and `check`).
+//!   its `Service` is the binary (`run`, alias `serve`, `check`, and
+//!   `buckets`, the deployment's set-up step for the bot check's bucket).
 
 pub mod api;
+pub mod bot_check;
 pub mod catalog;
 pub mod domain;
 pub mod health;

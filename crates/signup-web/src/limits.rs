@@ -55,7 +55,8 @@ pub struct RateLimitSettings {
     /// Requests a client may send at once before the sustained rate applies.
     pub burst: u32,
     /// Sustained status look-ups (`GET /api/prospects/{id}`, the thank-you
-    /// page) per minute per client address; 0 turns the limit off.
+    /// page) and challenges (`GET /api/challenge`: each costs a key
+    /// derivation) per minute per client address; 0 turns the limit off.
     pub lookups_per_minute: u32,
     /// Look-ups at once before the sustained rate applies.
     pub lookups_burst: u32,
@@ -124,7 +125,7 @@ impl RateLimiter {
         let limiter = if request.method() == Method::POST {
             self.posts.as_ref()?
         } else if request.method() == Method::GET
-            && (path.starts_with("/api/prospects/") || path.starts_with("/signup/thanks/"))
+            && (path.starts_with("/api/prospects/") || path.starts_with("/signup/thanks/") || path == "/api/challenge")
         {
             self.lookups.as_ref()?
         } else {

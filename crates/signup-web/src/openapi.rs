@@ -57,6 +57,46 @@ pub struct SignUp {
     /// A role code from `GET /api/roles` (`-`: not telling), one of the codes
     /// listed here.
     role: String,
+    /// The bot check: a challenge from `GET /api/challenge` and its
+    /// solution, as base64 of the JSON `{"challenge": …, "solution":
+    /// {"counter": …, "derivedKey": "…"}}` (ALTCHA's payload, protocol v2).
+    /// Each counts for one sign-up. Listed only while the check is on.
+    #[schema(min_length = 1, max_length = 8192)]
+    altcha: Option<String>,
+}
+
+/// A challenge of the bot check (ALTCHA, protocol v2): find the counter
+/// whose key, derived from `nonce` and the counter, starts with
+/// `keyPrefix`, then send it back with the challenge as `altcha`.
+#[derive(Serialize, ToSchema)]
+pub struct Challenge {
+    /// What to solve; signed.
+    parameters: ChallengeParameters,
+    /// HMAC-SHA-256 of the parameters, hex: the challenge is ours, unaltered.
+    signature: String,
+}
+
+/// The parameters of a [`Challenge`].
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChallengeParameters {
+    /// The key derivation, `PBKDF2/SHA-256`.
+    algorithm: String,
+    /// Its rounds per try.
+    cost: u32,
+    /// When the challenge expires, in Unix seconds.
+    expires_at: i64,
+    /// The derived key's length, in bytes.
+    key_length: u32,
+    /// What the derived key must start with, hex.
+    key_prefix: String,
+    /// The server's signature of the expected key (its fast check), hex.
+    key_signature: String,
+    /// Hex bytes: the password is these followed by the counter (4 bytes,
+    /// big-endian).
+    nonce: String,
+    /// Hex bytes: the derivation's salt.
+    salt: String,
 }
 
 /// The document with the codes the reference lists hold now, as the
@@ -107,7 +147,7 @@ pub struct Problem {
                        The events a sign-up becomes are described by the AsyncAPI document at /api/asyncapi.json.",
         license(name = "MIT OR Apache-2.0")
     ),
-    components(schemas(SignUp, Reference, Problem))
+    components(schemas(SignUp, Reference, Problem, Challenge, ChallengeParameters))
 )]
 pub struct ApiDoc;
 
@@ -120,6 +160,7 @@ pub fn routes(config: &mut ServiceConfig) {
         .service(crate::api::prospect_status)
         .service(crate::api::countries)
         .service(crate::api::roles)
+        .service(crate::api::challenge)
         .service(openapi_json)
         .service(asyncapi_json)
         .service(event_schema);
@@ -142,7 +183,21 @@ pub fn document() -> &'static serde_json::Value {
 )]
 #[get("/api/openapi.json")]
 pub async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(with_current_codes(&state.catalog()))
+    HttpResponse::Ok().json(with_bot_check(with_current_codes(&state.catalog()), state.bot_check.enabled()))
+}
+
+/// The document as this server checks sign-ups: while the bot check is on,
+/// `altcha` is required; while it is off, it is no field of the API.
+fn with_bot_check(mut doc: serde_json::Value, enabled: bool) -> serde_json::Value {
+    let sign_up = &mut doc["components"]["schemas"]["SignUp"];
+    if enabled {
+        if let Some(required) = sign_up["required"].as_array_mut() {
+            required.push("altcha".into());
+        }
+    } else if let Some(fields) = sign_up["properties"].as_object_mut() {
+        fields.remove("altcha");
+    }
+    doc
 }
 
 /// `GET /api/asyncapi.json`: the AsyncAPI 3.0 document of the events,
@@ -190,6 +245,7 @@ mod tests {
             paths,
             vec![
                 "/api/asyncapi.json",
+                "/api/challenge",
                 "/api/countries",
                 "/api/openapi.json",
                 "/api/prospects",
@@ -220,5 +276,18 @@ mod tests {
         let fields = &served["components"]["schemas"]["SignUp"]["properties"];
         assert_eq!(fields["country"]["enum"], serde_json::json!(["XK"]));
         assert_eq!(fields["role"]["enum"], serde_json::json!(["-"]));
+    }
+
+    #[test]
+    fn the_served_document_requires_altcha_exactly_while_the_bot_check_is_on() {
+        let on = with_bot_check(document().clone(), true);
+        let sign_up = &on["components"]["schemas"]["SignUp"];
+        assert!(sign_up["required"].as_array().is_some_and(|r| r.contains(&"altcha".into())), "{sign_up}");
+        assert!(sign_up["properties"]["altcha"].is_object());
+        let off = with_bot_check(document().clone(), false);
+        let sign_up = &off["components"]["schemas"]["SignUp"];
+        assert!(sign_up["properties"].get("altcha").is_none(), "{sign_up}");
+        assert!(!sign_up["required"].as_array().is_some_and(|r| r.contains(&"altcha".into())));
+        assert!(on["paths"]["/api/challenge"]["get"]["responses"]["200"].is_object());
     }
 }

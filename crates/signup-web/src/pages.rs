@@ -13,9 +13,10 @@ use messages::{Country, ProspectDetails, Role};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::bot_check::Proof;
 use crate::domain::{EmailAddress, Field, FieldError, SignupInput};
 use crate::state::AppState;
-use crate::submit::{self, Change, SubmitError};
+use crate::submit::{self, Change, Gate, SubmitError};
 
 #[derive(Template)]
 #[template(path = "home.html")]
@@ -29,6 +30,27 @@ struct SignupPage<'a> {
     countries: &'a [Country],
     roles: &'a [Role],
     notice: Option<&'a str>,
+    /// The bot check, when it is on.
+    bot: Option<BotForm>,
+}
+
+/// What the sign-up form carries for the bot check: its script solves a
+/// challenge into the field `altcha`; without JavaScript the form's token
+/// (signed now) and the honeypot field take its place.
+struct BotForm {
+    form_token: String,
+    without_javascript: bool,
+    min_fill_secs: u64,
+}
+
+/// The bot check's fields of a posted form.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct BotFields {
+    altcha: Option<String>,
+    form_token: Option<String>,
+    /// The honeypot.
+    website: Option<String>,
 }
 
 #[derive(Template)]
@@ -129,6 +151,7 @@ struct FormErrors {
     company_name: Option<String>,
     country: Option<String>,
     role: Option<String>,
+    altcha: Option<String>,
 }
 
 impl FormErrors {
@@ -142,6 +165,7 @@ impl FormErrors {
                 Field::CompanyName => &mut out.company_name,
                 Field::Country => &mut out.country,
                 Field::Role => &mut out.role,
+                Field::Altcha => &mut out.altcha,
             };
             slot.get_or_insert_with(|| error.message.clone());
         }
@@ -149,7 +173,7 @@ impl FormErrors {
     }
 
     fn is_empty(&self) -> bool {
-        [&self.first_name, &self.last_name, &self.email, &self.company_name, &self.country, &self.role]
+        [&self.first_name, &self.last_name, &self.email, &self.company_name, &self.country, &self.role, &self.altcha]
             .iter()
             .all(|e| e.is_none())
     }
@@ -182,6 +206,12 @@ fn signup_form(
     notice: Option<&str>,
 ) -> HttpResponse {
     let catalog = state.catalog();
+    let check = &state.bot_check;
+    let bot = check.enabled().then(|| BotForm {
+        form_token: check.form_token(Utc::now()),
+        without_javascript: check.without_javascript(),
+        min_fill_secs: check.min_fill_secs(),
+    });
     html(
         status,
         &SignupPage {
@@ -190,6 +220,7 @@ fn signup_form(
             countries: catalog.countries(),
             roles: catalog.roles(),
             notice,
+            bot,
         },
     )
 }
@@ -289,9 +320,18 @@ pub async fn signup_submit(
     request: HttpRequest,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, PageError> {
-    let input = read_form(&request, body)?;
+    let body = read_body(&request, body)?;
+    let unreadable = |_| PageError::BadRequest("The form data could not be read.".into());
+    let input: SignupInput = serde_urlencoded::from_bytes(&body).map_err(unreadable)?;
+    let bot: BotFields = serde_urlencoded::from_bytes(&body).map_err(unreadable)?;
+    let proof = Proof {
+        altcha: bot.altcha.as_deref(),
+        form_token: bot.form_token.as_deref(),
+        honeypot: bot.website.as_deref(),
+    };
+    let gate = Gate { bot_check: &state.bot_check, used: &state.used_proofs, proof };
     let catalog = state.catalog();
-    Ok(match submit::sign_up(&state.publisher, &catalog, &input, crate::traceparent(&request)).await {
+    Ok(match submit::sign_up(&state.publisher, &catalog, &gate, &input, crate::traceparent(&request)).await {
         Ok(prospect_id) => see_other(format!("/signup/thanks/{prospect_id}")),
         Err(SubmitError::Invalid(errors)) => {
             signup_form(&state, StatusCode::UNPROCESSABLE_ENTITY, &input, &errors, None)
@@ -781,12 +821,28 @@ pub async fn disowned() -> HttpResponse {
     )
 }
 
-/// `GET /static/thanks.js`: the thank-you page's status updater.
-pub async fn thanks_js() -> HttpResponse {
+/// `GET /static/bot-check.js`: the sign-up form's bot check (starts the
+/// worker, fills in `altcha`).
+pub async fn bot_check_js() -> HttpResponse {
+    script(include_str!("../static/bot-check.js"))
+}
+
+/// `GET /static/altcha-worker.js`: the Web Worker that solves a challenge
+/// with WebCrypto.
+pub async fn altcha_worker_js() -> HttpResponse {
+    script(include_str!("../static/altcha-worker.js"))
+}
+
+fn script(body: &'static str) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/javascript; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
-        .body(include_str!("../static/thanks.js"))
+        .body(body)
+}
+
+/// `GET /static/thanks.js`: the thank-you page's status updater.
+pub async fn thanks_js() -> HttpResponse {
+    script(include_str!("../static/thanks.js"))
 }
 
 /// `GET /static/site.css`: the pages' stylesheet (a file, not inline, so the

@@ -47,6 +47,9 @@ pub struct WebSettings {
     /// Take the client address from `Forwarded`/`X-Forwarded-For` (set this
     /// only behind a proxy that writes those headers).
     pub trust_forwarded_for: bool,
+    /// `[web.bot_check]`: the proof every sign-up brings (ALTCHA's proof of
+    /// work, or the form's token without JavaScript).
+    pub bot_check: crate::bot_check::BotCheckSettings,
 }
 
 impl Default for WebSettings {
@@ -60,6 +63,7 @@ impl Default for WebSettings {
             reference_ttl_secs: 300,
             rate_limit: RateLimitSettings::default(),
             trust_forwarded_for: false,
+            bot_check: crate::bot_check::BotCheckSettings::default(),
         }
     }
 }

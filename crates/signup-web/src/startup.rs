@@ -10,12 +10,13 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use bus::Publisher;
 use bus::async_nats::{self, jetstream};
-use bus::runtime::{Backoff, Context, NoCommands, Service};
+use bus::runtime::{Backoff, Context, Service, Then};
 use links::{Links, Purpose};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use utoipa_actix_web::AppExt as _;
 
+use crate::bot_check::{BotCheck, UsedProofs};
 use crate::limits::{self, RateLimiter};
 use crate::reference::ReferenceData;
 use crate::settings::Settings;
@@ -49,6 +50,7 @@ impl Application {
         // The mailer signs with the same secret: without one, no mailed link
         // could ever work here.
         let links = Links::new(&settings.links)?;
+        let links_for_check = links.clone();
         let state = web::Data::new(AppState {
             publisher: Publisher::new(client.clone(), "/signup-web", settings.nats.request_timeout())
                 .with_retry(settings.nats.publish_retry())
@@ -62,6 +64,8 @@ impl Application {
             background: TaskTracker::new(),
             shutdown: shutdown.clone(),
             suppressed: tokio::sync::OnceCell::new(),
+            bot_check: BotCheck::new(&settings.web.bot_check, &links_for_check),
+            used_proofs: UsedProofs::new(&settings.web.bot_check, jetstream.clone(), &settings.nats.stream),
         });
         let background = state.background.clone();
         tokio::spawn(ensure_stream_in_background(jetstream, settings.nats.stream.clone(), shutdown.clone()));
@@ -115,6 +119,8 @@ impl Application {
                 .route("/prospects/confirmed", web::get().to(pages::confirmed))
                 .route("/prospects/erased", web::get().to(pages::erased))
                 .route("/static/thanks.js", web::get().to(pages::thanks_js))
+                .route("/static/bot-check.js", web::get().to(pages::bot_check_js))
+                .route("/static/altcha-worker.js", web::get().to(pages::altcha_worker_js))
                 .route("/static/site.css", web::get().to(pages::site_css))
                 .route("/healthz", web::get().to(bus::ops::healthz))
                 .route("/readyz", web::get().to(health::readyz))
@@ -161,13 +167,33 @@ impl Service for Application {
     const NAME: &'static str = "signup-web";
     const ABOUT: &'static str = "The Signup web tier: sign-up form and JSON API";
     type Settings = Settings;
-    type Command = NoCommands;
+    type Command = Command;
 
     async fn run(settings: Settings, context: Context) -> anyhow::Result<()> {
         let app = Application::build(&settings, context.client, &context.shutdown)?;
         tracing::info!(port = app.port(), "signup-web listening; the form is at /signup");
         app.run_until_stopped(context.shutdown).await.context("serving HTTP")
     }
+
+    async fn command(settings: &Settings, Command::Buckets: Command) -> anyhow::Result<Then> {
+        bus::connection::check(&settings.nats).await?;
+        let client = bus::connect(&settings.nats, Self::NAME).await?;
+        let used = UsedProofs::new(&settings.web.bot_check, jetstream::new(client.clone()), &settings.nats.stream);
+        used.ensure_bucket().await?;
+        client.flush().await?;
+        tracing::info!(bucket = crate::bot_check::USED_BUCKET, "the bot check's bucket is ready");
+        Ok(Then::Exit)
+    }
+}
+
+/// The subcommands beside `run` and `check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Create the bot check's key-value bucket of used proofs
+    /// (`WEB_CHALLENGES`), or update it to the settings, then exit: a
+    /// deployment's set-up step, run with a NATS user that may manage
+    /// streams (the web's own may not).
+    Buckets,
 }
 
 async fn ensure_stream_in_background(js: jetstream::Context, stream: bus::StreamSettings, shutdown: CancellationToken) {

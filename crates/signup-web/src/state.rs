@@ -49,6 +49,10 @@ pub struct AppState {
     /// The suppression list (the mailer's bucket, which a deployment makes
     /// with `mailer buckets`), opened on first use.
     pub suppressed: OnceCell<kv::Store>,
+    /// The bot check's keys and settings.
+    pub bot_check: crate::bot_check::BotCheck,
+    /// The proofs used already.
+    pub used_proofs: crate::bot_check::UsedProofs,
 }
 
 impl AppState {

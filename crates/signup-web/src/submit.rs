@@ -9,8 +9,9 @@ use messages::{
 };
 use uuid::Uuid;
 
+use crate::bot_check::{BotCheck, Proof, Refused, SpendError, UsedProofs};
 use crate::catalog::Catalog;
-use crate::domain::{FieldError, NewProspect, SignupInput};
+use crate::domain::{Field, FieldError, NewProspect, SignupInput};
 
 /// Why a submission was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -18,20 +19,64 @@ pub enum SubmitError {
     /// The visitor's input is invalid; each error names its field.
     #[error("invalid input")]
     Invalid(Vec<FieldError>),
-    /// The event could not be stored now; the visitor should try again.
-    #[error("event not stored: {0}")]
-    Unavailable(#[from] PublishError),
+    /// The event could not be stored now (or the bot check could not record
+    /// its proof); the visitor should try again.
+    #[error("not accepted now: {0:#}")]
+    Unavailable(anyhow::Error),
 }
 
-/// Parses `input` and publishes `ProspectSignedUp`, waiting for the PubAck.
-/// Returns the new prospect id only once JetStream has stored the event.
+impl From<PublishError> for SubmitError {
+    fn from(error: PublishError) -> Self {
+        SubmitError::Unavailable(error.into())
+    }
+}
+
+/// What guards the way in: the bot check, the proofs it spent, and what
+/// the sign-up brings as proof.
+pub struct Gate<'a> {
+    /// The check (off: every sign-up passes).
+    pub bot_check: &'a BotCheck,
+    /// Where proofs are spent.
+    pub used: &'a UsedProofs,
+    /// What the sign-up brings.
+    pub proof: Proof<'a>,
+}
+
+/// Parses `input`, checks the bot check's proof, spends it, and publishes
+/// `ProspectSignedUp`, waiting for the PubAck. Returns the new prospect id
+/// only once JetStream has stored the event. Invalid fields and a refused
+/// proof are reported together (the proof as the field `altcha`); a proof
+/// is spent only for a sign-up whose fields are valid, and then never
+/// counts again, even when the publish fails (the page asks for a new one).
 pub async fn sign_up(
     publisher: &Publisher,
     catalog: &Catalog,
+    gate: &Gate<'_>,
     input: &SignupInput,
     traceparent: Option<String>,
 ) -> Result<Uuid, SubmitError> {
-    let prospect = NewProspect::parse(input, catalog).map_err(SubmitError::Invalid)?;
+    let parsed = NewProspect::parse(input, catalog);
+    let checked =
+        if gate.bot_check.enabled() { gate.bot_check.check(&gate.proof, Utc::now()).map(Some) } else { Ok(None) };
+    let refused = |refused: Refused| FieldError { field: Field::Altcha, message: refused.to_string() };
+    let (prospect, ticket) = match (parsed, checked) {
+        (Ok(prospect), Ok(ticket)) => (prospect, ticket),
+        (parsed, checked) => {
+            let mut errors = parsed.err().unwrap_or_default();
+            errors.extend(checked.err().map(refused));
+            return Err(SubmitError::Invalid(errors));
+        }
+    };
+    if let Some(ticket) = ticket {
+        match gate.used.spend(&ticket).await {
+            Ok(()) => {}
+            Err(SpendError::Replayed) => return Err(SubmitError::Invalid(vec![refused(Refused::Replayed)])),
+            Err(SpendError::Unavailable(error)) => {
+                tracing::warn!(error = %format!("{error:#}"), "not accepted: the bot check cannot record the proof");
+                return Err(SubmitError::Unavailable(error));
+            }
+        }
+    }
     let event =
         ProspectSignedUp { prospect_id: Uuid::now_v7(), details: prospect.into_details(), signed_up_at: Utc::now() };
     publish(publisher, &event, traceparent).await?;

@@ -1,0 +1,477 @@
+//! The bot check on every way in to a sign-up: the form and the JSON API.
+//!
+//! A sign-up carries proof that whoever sent it spent some work or some time
+//! on it, and each proof is accepted once:
+//! - **proof of work** (`altcha`): the open ALTCHA protocol, v2, with its
+//!   own crate. `GET /api/challenge` hands out a challenge signed with a key
+//!   of the web's own (derived from `[links] secret`, so every replica
+//!   shares it) that expires after `lifetime_secs`; the client tries key
+//!   derivations (PBKDF2/SHA-256, `iterations` rounds each) until it finds
+//!   the one the challenge asks for, about `difficulty` tries, and sends the
+//!   challenge and its solution, base64 JSON, as the form field or JSON
+//!   property `altcha`. Checking one costs the server a few HMACs (the
+//!   challenge signs its derived key, ALTCHA's fast path).
+//! - **the form without JavaScript** (`formToken`, `website`): the form
+//!   holds a token signed at the time it was served; a sign-up with it must
+//!   come at least `min_fill_secs` later and within `lifetime_secs`, and the
+//!   honeypot field (`website`, off screen, a person leaves it empty) must
+//!   be empty. The JSON API has no such way: clients solve the challenge.
+//!
+//! ALTCHA's crate checks a solution, not whether it was used before: that is
+//! the server's part. Each accepted proof is recorded in the key-value
+//! bucket `WEB_CHALLENGES` (shared by every replica, with `create`, so of
+//! two replicas only one accepts it), kept as long as a proof lives; a
+//! deployment makes it with `signup-web buckets` (the web's NATS user may
+//! only use it). A sign-up without a valid proof gets 422 naming `altcha`,
+//! and nothing is published.
+//!
+//! # Layout
+//! - [`BotCheckSettings`], the settings of `[web.bot_check]`.
+//! - [`BotCheck`]: makes challenges and form tokens, and checks a [`Proof`]
+//!   ([`BotCheck::check`], CPU only).
+//! - [`UsedProofs`]: the bucket that spends a proof once
+//!   ([`UsedProofs::spend`]).
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use bus::async_nats::jetstream::{self, kv};
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+use tokio::sync::OnceCell;
+
+/// The bucket of proofs already used.
+pub const USED_BUCKET: &str = "WEB_CHALLENGES";
+
+/// The key-derivation function challenges ask for.
+const ALGORITHM: &str = "PBKDF2/SHA-256";
+
+/// `[web.bot_check]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct BotCheckSettings {
+    /// Check every sign-up (`SIGNUP__WEB__BOT_CHECK__ENABLED=false` for a
+    /// trusted intranet and for load tests).
+    pub enabled: bool,
+    /// How many key derivations a solver needs at most: each challenge asks
+    /// for one between half of this and this, so a client tries about three
+    /// quarters of it.
+    pub difficulty: u32,
+    /// PBKDF2 rounds per try.
+    pub iterations: u32,
+    /// How long a challenge, and a served form, can be used, in seconds.
+    pub lifetime_secs: u64,
+    /// Let the form be sent without JavaScript: with its signed token, no
+    /// sooner than `min_fill_secs` after it was served, with the honeypot
+    /// field empty.
+    pub without_javascript: bool,
+    /// The least time between serving the form and a sign-up without
+    /// JavaScript, in seconds.
+    pub min_fill_secs: u64,
+    /// The size limit of the bucket of used proofs (`WEB_CHALLENGES`), in MiB.
+    pub bucket_max_mb: i64,
+}
+
+impl Default for BotCheckSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            difficulty: 2_000,
+            iterations: 1_000,
+            lifetime_secs: 600,
+            without_javascript: true,
+            min_fill_secs: 3,
+            bucket_max_mb: 64,
+        }
+    }
+}
+
+impl BotCheckSettings {
+    fn lifetime(&self) -> Duration {
+        Duration::from_secs(self.lifetime_secs.max(1))
+    }
+
+    /// The bucket of used proofs: each kept a little longer than a proof
+    /// lives, so no proof outlives its record.
+    pub fn bucket(&self, replicas: usize) -> kv::Config {
+        kv::Config {
+            bucket: USED_BUCKET.to_owned(),
+            description: "signup-web's bot check: proofs already used".to_owned(),
+            history: 1,
+            max_age: self.lifetime() + Duration::from_secs(60),
+            max_bytes: self.bucket_max_mb.saturating_mul(1024 * 1024),
+            num_replicas: replicas.max(1),
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        }
+    }
+}
+
+/// What a sign-up brings as proof.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Proof<'a> {
+    /// The ALTCHA payload (`altcha`): base64 JSON of the challenge and its
+    /// solution.
+    pub altcha: Option<&'a str>,
+    /// The served form's token (`formToken`, the form only).
+    pub form_token: Option<&'a str>,
+    /// The honeypot field (`website`, the form only).
+    pub honeypot: Option<&'a str>,
+}
+
+/// Why a proof is refused, worded for whoever sent it (the field is
+/// `altcha`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// No proof at all.
+    #[error("is missing: let the page finish its check, or solve a challenge from GET /api/challenge")]
+    Missing,
+    /// Not a solution of a challenge of ours (forged, altered, wrong).
+    #[error("is not a valid solution of a challenge from GET /api/challenge")]
+    Invalid,
+    /// The challenge, or the served form, is too old.
+    #[error("has expired: reload the page (or ask GET /api/challenge for a new challenge) and send again")]
+    Expired,
+    /// Used for a sign-up already.
+    #[error("was used already: each solution counts for one sign-up")]
+    Replayed,
+    /// A form without JavaScript sent sooner than a person fills it in.
+    #[error("could not be checked this quickly: please wait a few seconds and send the form again")]
+    TooSoon,
+}
+
+impl Refused {
+    /// The outcome's name in metrics.
+    fn name(self) -> &'static str {
+        match self {
+            Refused::Missing => "missing",
+            Refused::Invalid => "invalid",
+            Refused::Expired => "expired",
+            Refused::Replayed => "replayed",
+            Refused::TooSoon => "too_soon",
+        }
+    }
+}
+
+/// A proof that passed [`BotCheck::check`], to be spent once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    /// Its key in the bucket of used proofs.
+    key: String,
+    /// Which way it came (`altcha`, `form`), for the metrics.
+    way: &'static str,
+}
+
+/// Why a proof could not be spent.
+#[derive(Debug, thiserror::Error)]
+pub enum SpendError {
+    /// Used already (by this replica or another).
+    #[error("the proof was used already")]
+    Replayed,
+    /// The bucket does not answer now: try again later (503).
+    #[error("the bucket of used proofs is unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+}
+
+/// The bot check of one web tier: its settings and keys.
+pub struct BotCheck {
+    settings: BotCheckSettings,
+    /// Signs challenges.
+    challenge_secret: String,
+    /// Signs a challenge's derived key (ALTCHA's fast path).
+    key_secret: String,
+    /// Signs form tokens.
+    form_key: Hmac<Sha256>,
+}
+
+impl BotCheck {
+    /// The bot check for `settings`, with keys derived from `links`' secret.
+    pub fn new(settings: &BotCheckSettings, links: &links::Links) -> Self {
+        let form_key = Hmac::<Sha256>::new_from_slice(links.derived_secret("form-token").as_bytes())
+            .expect("HMAC takes keys of any length");
+        Self {
+            settings: settings.clone(),
+            challenge_secret: links.derived_secret("altcha-challenge"),
+            key_secret: links.derived_secret("altcha-key"),
+            form_key,
+        }
+    }
+
+    /// Whether sign-ups are checked.
+    pub fn enabled(&self) -> bool {
+        self.settings.enabled
+    }
+
+    /// Whether the form may be sent without JavaScript.
+    pub fn without_javascript(&self) -> bool {
+        self.settings.without_javascript
+    }
+
+    /// The least time, in seconds, a form without JavaScript takes.
+    pub fn min_fill_secs(&self) -> u64 {
+        self.settings.min_fill_secs
+    }
+
+    /// A new challenge, valid for the lifetime from `now`.
+    pub fn challenge(&self, now: DateTime<Utc>) -> anyhow::Result<altcha::Challenge> {
+        let difficulty = self.settings.difficulty.max(1);
+        let expires_at = now.timestamp() + i64::try_from(self.settings.lifetime_secs.max(1)).unwrap_or(600);
+        let challenge = altcha::create_challenge(altcha::CreateChallengeOptions {
+            algorithm: ALGORITHM.to_owned(),
+            cost: self.settings.iterations.max(1),
+            // The counter the solver must find (ALTCHA's deterministic mode).
+            counter: Some(fastrand::u32(difficulty.div_ceil(2)..=difficulty)),
+            expires_at: Some(expires_at),
+            hmac_signature_secret: Some(self.challenge_secret.clone()),
+            hmac_key_signature_secret: Some(self.key_secret.clone()),
+            ..Default::default()
+        })?;
+        Ok(challenge)
+    }
+
+    /// The token a form served at `now` carries: `<unix ms>.<nonce>.<MAC>`.
+    pub fn form_token(&self, now: DateTime<Utc>) -> String {
+        let claims = format!("{}.{:016x}", now.timestamp_millis(), fastrand::u64(..));
+        format!("{claims}.{}", self.form_mac(&claims))
+    }
+
+    fn form_mac(&self, claims: &str) -> String {
+        let mut mac = self.form_key.clone();
+        mac.update(claims.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    /// Checks `proof` at `now` (CPU only): the ticket to spend, or why it is
+    /// refused. An ALTCHA solution counts first; without one, the form's
+    /// token (when the form may be sent without JavaScript).
+    pub fn check(&self, proof: &Proof<'_>, now: DateTime<Utc>) -> Result<Ticket, Refused> {
+        let outcome = match (proof.altcha.filter(|a| !a.trim().is_empty()), proof.form_token) {
+            (Some(payload), _) => self.check_altcha(payload),
+            (None, Some(token)) if self.settings.without_javascript => self.check_form(token, proof.honeypot, now),
+            (None, _) => Err(Refused::Missing),
+        };
+        if let Err(refused) = outcome {
+            count(if proof.altcha.is_some() { "altcha" } else { "form" }, refused.name());
+        }
+        outcome
+    }
+
+    fn check_altcha(&self, payload: &str) -> Result<Ticket, Refused> {
+        let json = base64::engine::general_purpose::STANDARD.decode(payload.trim()).map_err(|_| Refused::Invalid)?;
+        let payload: altcha::Payload = serde_json::from_slice(&json).map_err(|_| Refused::Invalid)?;
+        let verified = altcha::verify_solution(altcha::VerifySolutionOptions {
+            hmac_key_signature_secret: Some(self.key_secret.clone()),
+            ..altcha::VerifySolutionOptions::new(&payload.challenge, &payload.solution, &self.challenge_secret)
+        })
+        .map_err(|_| Refused::Invalid)?;
+        match (verified.verified, verified.expired) {
+            (true, _) => {
+                // Genuine: its signature is ours, so it names the challenge.
+                let signature = payload.challenge.signature.unwrap_or_default();
+                Ok(Ticket { key: format!("altcha.{signature}"), way: "altcha" })
+            }
+            (false, true) => Err(Refused::Expired),
+            (false, false) => Err(Refused::Invalid),
+        }
+    }
+
+    fn check_form(&self, token: &str, honeypot: Option<&str>, now: DateTime<Utc>) -> Result<Ticket, Refused> {
+        let (claims, mac) = token.trim().rsplit_once('.').ok_or(Refused::Invalid)?;
+        let mac = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(mac).map_err(|_| Refused::Invalid)?;
+        let mut expected = self.form_key.clone();
+        expected.update(claims.as_bytes());
+        expected.verify_slice(&mac).map_err(|_| Refused::Invalid)?;
+        let served: i64 = claims.split_once('.').and_then(|(ms, _)| ms.parse().ok()).ok_or(Refused::Invalid)?;
+        let age = now.timestamp_millis() - served;
+        let min_fill = i64::try_from(self.settings.min_fill_secs.saturating_mul(1_000)).unwrap_or(i64::MAX);
+        let lifetime = i64::try_from(self.settings.lifetime().as_millis()).unwrap_or(i64::MAX);
+        if age > lifetime {
+            return Err(Refused::Expired);
+        }
+        // A person leaves the field they cannot see empty; a bot that fills
+        // every field gets the same answer as one that is too quick, so it
+        // learns nothing about which it was.
+        if age < min_fill || honeypot.is_some_and(|h| !h.is_empty()) {
+            return Err(Refused::TooSoon);
+        }
+        Ok(Ticket { key: format!("form.{}", self.form_mac(claims)), way: "form" })
+    }
+}
+
+/// The bucket of used proofs (`WEB_CHALLENGES`), opened on first use.
+pub struct UsedProofs {
+    settings: BotCheckSettings,
+    js: jetstream::Context,
+    /// Create the bucket when opening it (`nats.stream.manage`).
+    manage: bool,
+    replicas: usize,
+    used: OnceCell<kv::Store>,
+}
+
+impl UsedProofs {
+    /// The bucket for `settings`, over `js`, shaped like the event stream
+    /// (`stream`: its replicas, and whether services make what they use).
+    pub fn new(settings: &BotCheckSettings, js: jetstream::Context, stream: &bus::StreamSettings) -> Self {
+        Self { settings: settings.clone(), js, manage: stream.manage, replicas: stream.replicas, used: OnceCell::new() }
+    }
+
+    /// Spends `ticket`: recorded as used, so it counts once, whichever
+    /// replica sees it again.
+    pub async fn spend(&self, ticket: &Ticket) -> Result<(), SpendError> {
+        let used = self.bucket().await.map_err(SpendError::Unavailable)?;
+        match used.create(&ticket.key, Utc::now().timestamp_millis().to_string().into()).await {
+            Ok(_) => {
+                count(ticket.way, "passed");
+                Ok(())
+            }
+            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
+                count(ticket.way, Refused::Replayed.name());
+                Err(SpendError::Replayed)
+            }
+            Err(error) => Err(SpendError::Unavailable(anyhow::Error::new(error).context("recording a used proof"))),
+        }
+    }
+
+    /// Creates the bucket of used proofs, or updates it to these settings: a
+    /// deployment's set-up step (`signup-web buckets`), for a NATS user that
+    /// may manage streams.
+    pub async fn ensure_bucket(&self) -> anyhow::Result<()> {
+        self.js
+            .create_or_update_key_value(self.settings.bucket(self.replicas))
+            .await
+            .with_context(|| format!("creating or updating the key-value bucket {USED_BUCKET}"))?;
+        Ok(())
+    }
+
+    /// The bucket of used proofs, opened on first use. One that keeps its
+    /// records for less than a proof lives would let a proof count twice:
+    /// it is refused (run `signup-web buckets` again after raising the
+    /// lifetime).
+    async fn bucket(&self) -> anyhow::Result<&kv::Store> {
+        self.used
+            .get_or_try_init(|| async {
+                let store = if self.manage {
+                    self.js.create_or_update_key_value(self.settings.bucket(self.replicas)).await?
+                } else {
+                    self.js.get_key_value(USED_BUCKET).await?
+                };
+                let mut info = self.js.get_stream(format!("KV_{USED_BUCKET}")).await?;
+                let kept = info.info().await?.config.max_age;
+                anyhow::ensure!(
+                    kept.is_zero() || kept >= self.settings.lifetime(),
+                    "{USED_BUCKET} keeps used proofs for {kept:?}, less than web.bot_check.lifetime_secs: \
+                     run `signup-web buckets`"
+                );
+                Ok(store)
+            })
+            .await
+            .with_context(|| {
+                format!("opening the key-value bucket {USED_BUCKET} (a deployment makes it: signup-web buckets)")
+            })
+    }
+}
+
+fn count(way: &'static str, outcome: &'static str) {
+    bus::metrics::counter!("signup_bot_check_total", "way" => way, "outcome" => outcome).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(settings: BotCheckSettings) -> BotCheck {
+        let links = links::Links::new(&links::LinkSettings {
+            secret: Some(secrecy::SecretString::from("a secret of sufficient length")),
+            ..Default::default()
+        })
+        .expect("links");
+        BotCheck::new(&settings, &links)
+    }
+
+    fn solved(challenge: altcha::Challenge) -> String {
+        let solution = altcha::solve_challenge(altcha::SolveChallengeOptions::new(&challenge))
+            .expect("solvable")
+            .expect("in time");
+        let payload = altcha::Payload { challenge, solution };
+        base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&payload).expect("json"))
+    }
+
+    fn settings() -> BotCheckSettings {
+        BotCheckSettings { difficulty: 8, iterations: 10, ..BotCheckSettings::default() }
+    }
+
+    #[test]
+    fn a_solved_challenge_passes_and_names_its_challenge() {
+        let check = check(settings());
+        let now = Utc::now();
+        let challenge = check.challenge(now).expect("challenge");
+        let signature = challenge.signature.clone().expect("signed");
+        let proof = solved(challenge);
+        let ticket = check.check(&Proof { altcha: Some(&proof), ..Proof::default() }, now).expect("passes");
+        assert_eq!(ticket.key, format!("altcha.{signature}"));
+    }
+
+    #[test]
+    fn a_wrong_forged_or_expired_solution_is_refused() {
+        let check = check(settings());
+        let now = Utc::now();
+        let refuse = |payload: &str| check.check(&Proof { altcha: Some(payload), ..Proof::default() }, now);
+        assert_eq!(check.check(&Proof::default(), now), Err(Refused::Missing));
+        assert_eq!(refuse("not base64!"), Err(Refused::Invalid));
+        assert_eq!(refuse("e30="), Err(Refused::Invalid), "{{}}");
+        // A wrong derived key.
+        let challenge = check.challenge(now).expect("challenge");
+        let mut solution = altcha::solve_challenge(altcha::SolveChallengeOptions::new(&challenge))
+            .expect("solvable")
+            .expect("in time");
+        solution.derived_key = "00".repeat(32);
+        let wrong = altcha::Payload { challenge, solution };
+        let wrong = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&wrong).expect("json"));
+        assert_eq!(refuse(&wrong), Err(Refused::Invalid));
+        // A challenge of another server (another secret).
+        let forged = altcha::create_challenge(altcha::CreateChallengeOptions {
+            algorithm: ALGORITHM.into(),
+            cost: 10,
+            counter: Some(3),
+            hmac_signature_secret: Some("not our secret".into()),
+            hmac_key_signature_secret: Some("not our key secret".into()),
+            ..Default::default()
+        })
+        .expect("challenge");
+        assert_eq!(refuse(&solved(forged)), Err(Refused::Invalid));
+        // One of ours, expired.
+        let old = check.challenge(now - chrono::Duration::hours(1)).expect("challenge");
+        assert_eq!(refuse(&solved(old)), Err(Refused::Expired));
+    }
+
+    #[test]
+    fn a_form_without_javascript_passes_after_the_fill_time_with_the_honeypot_empty() {
+        let check = check(settings());
+        let served = Utc::now() - chrono::Duration::seconds(10);
+        let token = check.form_token(served);
+        let form = |honeypot: Option<&'static str>, at: DateTime<Utc>| {
+            check.check(&Proof { form_token: Some(&token), honeypot, altcha: None }, at)
+        };
+        let ticket = form(Some(""), Utc::now()).expect("passes");
+        assert!(ticket.key.starts_with("form."));
+        assert_eq!(form(Some("https://spam.example"), Utc::now()), Err(Refused::TooSoon), "a filled honeypot");
+        assert_eq!(form(None, served + chrono::Duration::seconds(1)), Err(Refused::TooSoon), "too quick");
+        assert_eq!(form(None, served + chrono::Duration::hours(1)), Err(Refused::Expired));
+        let (claims, _) = token.rsplit_once('.').expect("parts");
+        let forged = format!("{}.{}", claims.replace(&served.timestamp_millis().to_string(), "1"), "AAAA");
+        assert_eq!(
+            check.check(&Proof { form_token: Some(&forged), ..Proof::default() }, Utc::now()),
+            Err(Refused::Invalid)
+        );
+        // Only where the form may go without JavaScript.
+        let strict = self::check(BotCheckSettings { without_javascript: false, ..settings() });
+        let token = strict.form_token(served);
+        assert_eq!(
+            strict.check(&Proof { form_token: Some(&token), ..Proof::default() }, Utc::now()),
+            Err(Refused::Missing)
+        );
+    }
+}
