@@ -92,13 +92,15 @@ struct Tally {
 
 /// Sends `rate` sign-ups per second for `duration`, on schedule whatever the
 /// answers take (up to `max_in_flight` outstanding). Each 303 is reported on
-/// `answered` with the prospect id and the moment it arrived.
+/// `answered` with the prospect id and the moment it arrived. With `proofs`,
+/// sign-up `i` sends `proofs[i]` as its `altcha` (form-encoded already).
 pub async fn paced(
     base_url: &str,
     rate: u64,
     duration: Duration,
     run_id: &str,
     answered: Option<mpsc::UnboundedSender<(Uuid, Instant)>>,
+    proofs: Option<&[String]>,
 ) -> anyhow::Result<PacedRun> {
     const MAX_IN_FLIGHT: usize = 2_048;
     let http = reqwest::Client::builder()
@@ -116,6 +118,9 @@ pub async fn paced(
     }));
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let total = rate * duration.as_secs();
+    if let Some(proofs) = proofs {
+        anyhow::ensure!(proofs.len() as u64 >= total, "{} proofs for {total} sign-ups", proofs.len());
+    }
     let start = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     for i in 0..total {
@@ -123,9 +128,13 @@ pub async fn paced(
         tokio::time::sleep_until(due.into()).await;
         let slot = Arc::clone(&slots).acquire_owned().await?;
         let (http, url, tally, answered) = (http.clone(), Arc::clone(&url), Arc::clone(&tally), answered.clone());
-        let body = format!(
+        let mut body = format!(
             "firstName=Paced&lastName=Visitor&email=p{i}.{run_id}%40example.com&companyName=Acme&country=NL&role=EN"
         );
+        if let Some(proofs) = proofs {
+            body.push_str("&altcha=");
+            body.push_str(&proofs[usize::try_from(i)?]);
+        }
         tokio::spawn(async move {
             let sent = Instant::now();
             let response =

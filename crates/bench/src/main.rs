@@ -8,7 +8,9 @@
 //! - **accept**: wrk POSTs distinct valid forms to `/signup` on 64
 //!   connections — first to `sync-baseline` (validates the same way, inserts
 //!   the row inside the request), then to `signup-web` (publishes the event,
-//!   waits for the PubAck);
+//!   waits for the PubAck); then the bot check's cost: signup-web's CPU
+//!   per sign-up at a paced rate with the check off and on (each sign-up
+//!   with a solved challenge), and its CPU per challenge served;
 //! - **drain**: 200,000 sign-ups put on the stream while save-prospect is
 //!   stopped, then the time it takes to apply them all; and, in the same run,
 //!   the rate at which the bench itself inserts the same rows in batches of
@@ -88,6 +90,9 @@ struct Cli {
     /// Seconds of the latency phase.
     #[arg(long, default_value_t = 15)]
     latency_secs: u64,
+    /// Sign-ups per second of the bot check's runs (accept phase), off and on.
+    #[arg(long, default_value_t = 2_000)]
+    bot_check_rate: u64,
     /// Phases to run (`first-run` is measured by scripts/bench, which
     /// passes its figure with `--first-run-secs`).
     #[arg(long, value_delimiter = ',', default_value = "first-run,accept,drain,sustained,cpu")]
@@ -117,6 +122,36 @@ struct Accept {
     sync_baseline: AcceptRun,
     signup_web: AcceptRun,
     ratio: f64,
+    bot_check: BotCheckCost,
+}
+
+/// What the bot check costs signup-web: CPU per sign-up at the same paced
+/// rate with the check off and on, and CPU per challenge served.
+#[derive(Serialize)]
+struct BotCheckCost {
+    rate: u64,
+    seconds: u64,
+    off: PacedCpu,
+    on: PacedCpu,
+    /// Microseconds of CPU the check adds to a sign-up (on − off): checking
+    /// the solution, spending it in WEB_CHALLENGES, the longer form.
+    check_micros: f64,
+    /// on / off.
+    ratio: f64,
+    /// `GET /api/challenge` at the default difficulty and iterations.
+    challenges_per_sec: f64,
+    challenge_micros: f64,
+    difficulty: u32,
+    iterations: u32,
+}
+
+#[derive(Serialize)]
+struct PacedCpu {
+    accepted: u64,
+    failed: u64,
+    p99_ms: f64,
+    /// Microseconds of signup-web's CPU per accepted sign-up.
+    web_micros: f64,
 }
 
 #[derive(Serialize)]
@@ -299,13 +334,102 @@ async fn accept(layout: &Layout, cli: &Cli) -> anyhow::Result<Accept> {
     let stored = backends.stored().await? - before;
     anyhow::ensure!(stored >= web_run.requests - web_run.error_count(), "signup-web answered more than it stored");
     say(&format!("  signup-web: {:.0}/s, p99 {:.1} ms", web_run.rate(), web_run.p99_us as f64 / 1e3));
+    let bot_check = bot_check_cost(layout, cli, &backends).await.context("the bot check's cost")?;
     Ok(Accept {
         connections: cli.connections,
         seconds: cli.accept_secs,
         ratio: web_run.rate() / sync.rate(),
         sync_baseline: AcceptRun::of(sync, rows),
         signup_web: AcceptRun::of(web_run, stored),
+        bot_check,
     })
+}
+
+/// signup-web's CPU per sign-up at `cli.bot_check_rate` with the bot check
+/// off, then on (the default settings; each sign-up brings a challenge
+/// solved beforehand), and its CPU per challenge served.
+async fn bot_check_cost(layout: &Layout, cli: &Cli, backends: &Backends) -> anyhow::Result<BotCheckCost> {
+    let settings = signup_web::bot_check::BotCheckSettings::default();
+    let (rate, secs) = (cli.bot_check_rate, cli.accept_secs);
+    // What the server does with a solution (two HMACs, the bucket) does not
+    // depend on the work the client did: the proofs are made with the
+    // server's keys (the same secret) at the least difficulty, so that
+    // solving them does not take the bench minutes.
+    let links = links::Links::new(&links::LinkSettings {
+        secret: Some(secrecy::SecretString::from(TOKEN_SECRET)),
+        ..links::LinkSettings::default()
+    })?;
+    let cheap = signup_web::bot_check::BotCheckSettings { difficulty: 1, iterations: 1, ..settings.clone() };
+    let keys = signup_web::bot_check::BotCheck::new(&cheap, &links);
+    let count = usize::try_from(rate * (secs + 1))?;
+    say(&format!("  bot check: solving {count} challenges for the run with the check on"));
+    let proofs = (0..count)
+        .map(|_| {
+            let payload = test_support::bot_check::solve(keys.challenge(Utc::now())?);
+            // Form-encoded: base64's own characters are the only ones to escape.
+            Ok(payload.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D"))
+        })
+        .collect::<anyhow::Result<Vec<String>>>()?;
+    let mut runs = Vec::new();
+    for (on, name) in [(false, "accept-bot-check-off"), (true, "accept-bot-check-on")] {
+        let port = test_support::free_port()?;
+        let mut env = web_env(backends, port);
+        env.push(("SIGNUP__WEB__BOT_CHECK__ENABLED", on.to_string()));
+        let web = Service::spawn(layout, "signup-web", name, &["serve"], &env)?;
+        let url = format!("http://127.0.0.1:{port}");
+        wait_for_http(&format!("{url}/readyz"), Duration::from_secs(30)).await?;
+        let run_id = Uuid::now_v7().simple().to_string();
+        let (warm, measured) = if on { proofs.split_at(usize::try_from(rate)?) } else { (&[][..], &[][..]) };
+        load::paced(&url, rate, Duration::from_secs(1), &format!("w{run_id}"), None, on.then_some(warm)).await?;
+        let pid = web.pid()?;
+        let before = process_ticks(pid)?;
+        let run = load::paced(&url, rate, Duration::from_secs(secs), &run_id, None, on.then_some(measured)).await?;
+        let used = process_ticks(pid)?.saturating_sub(before);
+        anyhow::ensure!(run.failed == 0 && run.accepted > 0, "{name}: {} of the sign-ups failed", run.failed);
+        let web_micros = used as f64 * 1e6 / clock_ticks_per_sec() / run.accepted as f64;
+        let paced = PacedCpu {
+            accepted: run.accepted,
+            failed: run.failed,
+            p99_ms: run.latency_us.value_at_quantile(0.99) as f64 / 1e3,
+            web_micros,
+        };
+        say(&format!(
+            "  bot check {}: {web_micros:.1} µs of signup-web CPU per sign-up",
+            if on { "on" } else { "off" }
+        ));
+        let challenges = if on {
+            let before = process_ticks(pid)?;
+            let served = load::wrk(&challenge_script(), &url, 5, 16, &run_id, &[]).await?;
+            let used = process_ticks(pid)?.saturating_sub(before);
+            anyhow::ensure!(served.error_count() == 0, "challenges failed: {:?}", served.errors);
+            Some((served.rate(), used as f64 * 1e6 / clock_ticks_per_sec() / served.requests as f64))
+        } else {
+            None
+        };
+        web.stop().await;
+        runs.push((paced, challenges));
+    }
+    let (on, challenges) = runs.pop().context("the run with the check on")?;
+    let (off, _) = runs.pop().context("the run with the check off")?;
+    let (challenges_per_sec, challenge_micros) = challenges.context("the challenges' run")?;
+    say(&format!("  bot check: {challenge_micros:.0} µs of CPU per challenge served"));
+    Ok(BotCheckCost {
+        rate,
+        seconds: secs,
+        check_micros: on.web_micros - off.web_micros,
+        ratio: on.web_micros / off.web_micros,
+        off,
+        on,
+        challenges_per_sec,
+        challenge_micros,
+        difficulty: settings.difficulty,
+        iterations: settings.iterations,
+    })
+}
+
+/// The wrk script that asks for challenges, beside the sign-up one.
+fn challenge_script() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/wrk/challenge.lua"))
 }
 
 /// `count` distinct sign-ups as the web would publish them.
@@ -612,8 +736,8 @@ async fn latency(url: &str, backends: &Backends, cli: &Cli) -> anyhow::Result<La
     let (answered, arrivals) = mpsc::unbounded_channel();
     let watcher = tokio::spawn(watch_rows(backends.database.url(), arrivals));
     let run_id = format!("l{}", Uuid::now_v7().simple());
-    let run =
-        load::paced(url, cli.latency_rate, Duration::from_secs(cli.latency_secs), &run_id, Some(answered)).await?;
+    let run = load::paced(url, cli.latency_rate, Duration::from_secs(cli.latency_secs), &run_id, Some(answered), None)
+        .await?;
     let visible = watcher.await??;
     anyhow::ensure!(visible.len() == run.accepted, "{} rows seen for {} sign-ups", visible.len(), run.accepted);
     let ms = |q: f64| visible.value_at_quantile(q) as f64 / 1e3;
@@ -713,6 +837,22 @@ fn table(r: &Results) -> String {
             "—".into(),
         ]);
         rows.push(["accept: async / sync".into(), format!("{:.2}×", a.ratio), "≥ 2×".into(), yes(a.ratio >= 2.0)]);
+        let b = &a.bot_check;
+        rows.push([
+            format!("bot check: signup-web CPU per sign-up at {}/s, off → on", b.rate),
+            format!(
+                "{:.1} → {:.1} µs (+{:.1} µs, {:.2}×; p99 {:.2} → {:.2} ms)",
+                b.off.web_micros, b.on.web_micros, b.check_micros, b.ratio, b.off.p99_ms, b.on.p99_ms
+            ),
+            "—".into(),
+            "—".into(),
+        ]);
+        rows.push([
+            format!("bot check: a challenge (difficulty {}, {} iterations)", b.difficulty, b.iterations),
+            format!("{:.0} µs of CPU ({:.0}/s)", b.challenge_micros, b.challenges_per_sec),
+            "—".into(),
+            "—".into(),
+        ]);
     }
     if let Some(d) = &r.drain {
         rows.push([

@@ -125,6 +125,10 @@ impl Backends {
             ("SIGNUP__DATABASE__URL", self.database.url()),
             // Load comes from one address; health ports must not collide with a running stack.
             ("SIGNUP__WEB__RATE_LIMIT__PER_MINUTE", "0".to_owned()),
+            ("SIGNUP__WEB__RATE_LIMIT__LOOKUPS_PER_MINUTE", "0".to_owned()),
+            // The load posts bare forms; the accept phase measures the bot
+            // check apart, with proofs (`bot_check_cost`).
+            ("SIGNUP__WEB__BOT_CHECK__ENABLED", "false".to_owned()),
             ("SIGNUP__SAVE_PROSPECT__HTTP__PORT", "0".to_owned()),
         ]
     }

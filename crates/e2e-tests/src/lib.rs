@@ -360,15 +360,7 @@ pub async fn solved_challenge(http: &reqwest::Client, web_url: &str) -> anyhow::
     Ok(solve(challenge))
 }
 
-/// `challenge` solved: the base64 JSON payload a sign-up sends as `altcha`.
-pub fn solve(challenge: altcha::Challenge) -> String {
-    use base64::Engine as _;
-    let solution = altcha::solve_challenge(altcha::SolveChallengeOptions::new(&challenge))
-        .expect("a challenge of ours is solvable")
-        .expect("solved before the timeout");
-    let payload = altcha::Payload { challenge, solution };
-    base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&payload).expect("JSON"))
-}
+pub use test_support::bot_check::solve;
 
 /// The links of the test web tier, as the mailer makes them (same secret).
 pub fn links() -> links::Links {

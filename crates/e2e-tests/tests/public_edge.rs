@@ -510,3 +510,33 @@ async fn without_javascript_the_form_signs_up_after_its_fill_time_and_never_with
     }
     system.stop().await.expect("stop");
 }
+
+/// Another implementation solves our challenges: `scripts/solve-challenge`
+/// (ALTCHA's own Python library, as a client in another language would)
+/// solves one at the default difficulty and signs up with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_altchas_own_python_library_solves_a_challenge_and_signs_up() {
+    let system = checked_system(|settings| {
+        settings.web.bot_check.difficulty = signup_web::bot_check::BotCheckSettings::default().difficulty;
+    })
+    .await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/solve-challenge");
+    let solved = tokio::process::Command::new("bash")
+        .arg(script)
+        .arg(system.web_url(""))
+        .output()
+        .await
+        .expect("scripts/solve-challenge");
+    assert!(solved.status.success(), "{}", String::from_utf8_lossy(&solved.stderr));
+    let altcha = String::from_utf8(solved.stdout).expect("text").trim().to_owned();
+    let answer = system
+        .http
+        .post(system.web_url("/api/prospects"))
+        .json(&sign_up_json("python@example.com", Some(&altcha)))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(answer.status(), 202, "{}", answer.text().await.unwrap_or_default());
+    system.mail_to("python@example.com", "Please confirm your sign-up").await.expect("mailed");
+    system.stop().await.expect("stop");
+}

@@ -92,6 +92,9 @@ async fn a_scaffolded_handler_builds_and_receives_what_the_unchanged_web_publish
             ("SIGNUP__WEB__PORT".into(), web_port.to_string()),
             ("SIGNUP__NATS__URL".into(), nats.url()),
             ("SIGNUP__LINKS__SECRET".into(), "scaffold-test-secret-long-enough".into()),
+            // What this test is about is the new handler, not the public
+            // edge's bot check (public_edge.rs covers that).
+            ("SIGNUP__WEB__BOT_CHECK__ENABLED".into(), "false".into()),
         ],
     )
     .expect("signup-web");

@@ -442,6 +442,44 @@ async fn posts_beyond_a_clients_rate_limit_get_429_with_retry_after() {
     system.stop().await.expect("stop");
 }
 
+/// The look-ups' allowance counts a request as the router sees it: a path
+/// spelled with percent-escapes (`/api/%63hallenge` is routed to
+/// `/api/challenge`) or a HEAD (a GET without the body, which still makes a
+/// challenge or asks the prospects service) buys no new allowance.
+#[tokio::test]
+async fn look_ups_spelled_another_way_count_against_the_same_allowance() {
+    let system = System::start_web_with(|settings| {
+        settings.web.rate_limit.lookups_per_minute = 1;
+        settings.web.rate_limit.lookups_burst = 2;
+        settings.web.trust_forwarded_for = true;
+    })
+    .await
+    .expect("system");
+    let id = uuid::Uuid::now_v7();
+    // Each round from a client address of its own, with an allowance of two.
+    for (round, (method, paths)) in [
+        (reqwest::Method::GET, ["/api/challenge", "/api/%63hallenge", "/api/ch%61llenge"]),
+        (reqwest::Method::HEAD, ["/api/challenge", "/api/challenge", "/api/%63hallenge"]),
+        (
+            reqwest::Method::GET,
+            [&*format!("/api/prospects/{id}"), &*format!("/api/%70rospects/{id}"), &*format!("/signup/%74hanks/{id}")],
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let client = format!("203.0.113.{round}");
+        let mut answers = Vec::new();
+        for path in paths {
+            let request = system.http.request(method.clone(), system.web_url(path)).header("x-forwarded-for", &client);
+            answers.push(request.send().await.expect("request").status().as_u16());
+        }
+        assert_ne!(answers[0], 429, "{method} {paths:?}: {answers:?}");
+        assert_eq!(answers.last(), Some(&429), "{method} {paths:?}: the third is over the allowance: {answers:?}");
+    }
+    system.stop().await.expect("stop");
+}
+
 #[tokio::test]
 async fn every_answer_carries_the_security_headers() {
     let system = System::start_without_saver().await.expect("system");

@@ -6,11 +6,14 @@
 //!
 //! Each mail over it is given the time it may go, in arrival order, spread
 //! evenly over the window (a generic cell rate: each mail reserves the next
-//! slot of its domain and of the total, in the mailer's key-value bucket,
-//! shared by every instance; [`crate::ledger::Ledger::reserve`]). It waits
-//! until then ([`bus::HandlerError::Deferred`]), never dropped; the mails to
-//! other domains go on meanwhile. What waits is shown by
-//! `signup_mails_waiting_for_budget` and `signup_mail_budget_wait_seconds`.
+//! slot of its domain, and at that slot the next one of the total, in the
+//! mailer's key-value bucket, shared by every instance;
+//! [`crate::ledger::Ledger::reserve`]). It waits until then
+//! ([`bus::HandlerError::Deferred`]), never dropped. Since the total is
+//! taken only at a mail's turn of its domain, a flood at one domain uses at
+//! most its domain's share of the total: the mails to other domains go on
+//! meanwhile. What waits is shown by `signup_mails_waiting_for_budget` and
+//! `signup_mail_budget_wait_seconds`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

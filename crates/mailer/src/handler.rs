@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::Settings;
 use crate::budget::{BudgetSettings, Waiting, domain_of};
-use crate::ledger::{Budget, Ledger};
+use crate::ledger::{Budget, Ledger, Turn};
 use crate::letters::{Kind, Letter};
 use smtp::Transport;
 
@@ -245,20 +245,28 @@ impl Mailer {
             count(letter.kind, "already_sent");
             return Ok(());
         }
-        if letter.kind.about_a_sign_up() && self.ledger.suppressed(letter.to).await.map_err(store_unavailable)? {
+        // About a sign-up, or to an address nobody has confirmed (a lost
+        // link asked for a stranger's pending sign-up): what a suppressed
+        // address no longer gets.
+        let suppressible = letter.kind.about_a_sign_up() || mail.unconfirmed;
+        if suppressible && self.ledger.suppressed(letter.to).await.map_err(store_unavailable)? {
             tracing::info!(%event_id, kind = letter.kind.name(), "not sent: the address's owner asked for no more mail about sign-ups");
             count(letter.kind, "suppressed");
             self.waiting.over(&key, Utc::now().timestamp_millis());
             return self.ledger.record(&key, "suppressed").await.map_err(store_unavailable);
         }
-        // A mail with a turn was through every budget when it got it.
+        // A mail with a turn was through its address's budget when it got
+        // it; at its domain's turn it takes its turn of the total.
+        let now = Utc::now().timestamp_millis();
         let due = match self.ledger.scheduled(&key).await.map_err(store_unavailable)? {
-            Some(due) => due,
+            Some(Turn { at, of_domain: true }) if at <= now => self.take_total(&key, now).await?,
+            Some(turn) => turn.at,
             None => match self.take_budgets(delivery, mail, &key).await? {
                 Some(due) => due,
                 None => return Ok(()),
             },
         };
+        // Read again: a turn of now, taken a moment ago, is due.
         let now = Utc::now().timestamp_millis();
         if due > now {
             self.waiting.until(&key, due, now);
@@ -329,21 +337,34 @@ impl Mailer {
             return Ok(Some(now));
         }
         let settings = &self.unconfirmed_budget;
-        let mut due = now;
-        for (budget, limit) in [
-            (self.ledger.domain_budget(&domain_of(letter.to)), settings.per_domain),
-            ("budget.total".to_owned(), settings.total),
-        ] {
-            if limit > 0 {
-                let turn =
-                    self.ledger.reserve(&budget, limit, settings.window(), now).await.map_err(store_unavailable)?;
-                due = due.max(turn);
+        if settings.per_domain > 0 {
+            let domain = self.ledger.domain_budget(&domain_of(letter.to));
+            let at = self.ledger.reserve(&domain, settings.per_domain, settings.window(), now);
+            let at = at.await.map_err(store_unavailable)?;
+            if at > now {
+                // The total is taken at that turn, not now: mails waiting
+                // for a flooded domain hold back no other domain's.
+                let turn = Turn { at, of_domain: true };
+                self.ledger.schedule(key, turn).await.map_err(store_unavailable)?;
+                return Ok(Some(at));
             }
         }
-        if due > now {
-            self.ledger.schedule(key, due).await.map_err(store_unavailable)?;
+        self.take_total(key, now).await.map(Some)
+    }
+
+    /// Takes the mail `key`'s turn of the total budget of mails to
+    /// unconfirmed addresses: when it may go (noted when that is to come).
+    async fn take_total(&self, key: &str, now: i64) -> Result<i64, HandlerError> {
+        let settings = &self.unconfirmed_budget;
+        if settings.total == 0 {
+            return Ok(now);
         }
-        Ok(Some(due))
+        let at = self.ledger.reserve("budget.total", settings.total, settings.window(), now);
+        let at = at.await.map_err(store_unavailable)?;
+        if at > now {
+            self.ledger.schedule(key, Turn { at, of_domain: false }).await.map_err(store_unavailable)?;
+        }
+        Ok(at)
     }
 }
 

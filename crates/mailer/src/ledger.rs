@@ -104,6 +104,16 @@ impl Buckets {
     }
 }
 
+/// A held-back mail's turn in the budget of mails to unconfirmed addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Turn {
+    /// When it may go (unix milliseconds).
+    pub at: i64,
+    /// Its domain's turn only: the total is taken when it comes (so a
+    /// flooded domain uses up nobody else's share).
+    pub of_domain: bool,
+}
+
 /// The buckets, opened on first use.
 pub struct Ledger {
     js: jetstream::Context,
@@ -281,20 +291,26 @@ impl Ledger {
         format!("budget.domain.{}", self.links.address_digest("budget-domain", domain))
     }
 
-    /// When the mail `key`, held back by the budget, may go (unix
-    /// milliseconds), if it was held back.
-    pub async fn scheduled(&self, key: &str) -> anyhow::Result<Option<i64>> {
+    /// The turn of the mail `key`, held back by the budget, if it was held
+    /// back.
+    pub async fn scheduled(&self, key: &str) -> anyhow::Result<Option<Turn>> {
         let sent = self.bucket(&self.sent, SENT_BUCKET, self.buckets.keep_sent).await?;
         let entry = sent.entry(format!("scheduled.{key}")).await.context("reading a mail's turn")?;
         let entry = entry.filter(|e| e.operation == kv::Operation::Put);
-        Ok(entry.and_then(|e| std::str::from_utf8(&e.value).ok()?.parse().ok()))
+        let Some(value) = entry.as_ref().and_then(|e| std::str::from_utf8(&e.value).ok()) else { return Ok(None) };
+        let (at, of_domain) = match value.strip_suffix(".domain") {
+            Some(at) => (at, true),
+            None => (value, false),
+        };
+        Ok(at.parse().ok().map(|at| Turn { at, of_domain }))
     }
 
-    /// Notes that the mail `key` may go at `due` (unix milliseconds): its
-    /// turn, which it keeps however often it comes back.
-    pub async fn schedule(&self, key: &str, due: i64) -> anyhow::Result<()> {
+    /// Notes the mail `key`'s turn, which it keeps however often it comes
+    /// back.
+    pub async fn schedule(&self, key: &str, turn: Turn) -> anyhow::Result<()> {
         let sent = self.bucket(&self.sent, SENT_BUCKET, self.buckets.keep_sent).await?;
-        sent.put(format!("scheduled.{key}"), due.to_string().into()).await.context("writing a mail's turn")?;
+        let value = if turn.of_domain { format!("{}.domain", turn.at) } else { turn.at.to_string() };
+        sent.put(format!("scheduled.{key}"), value.into()).await.context("writing a mail's turn")?;
         Ok(())
     }
 

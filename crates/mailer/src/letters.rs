@@ -37,8 +37,10 @@ impl Kind {
 
     /// Whether it is about a sign-up (or an address typed into a change)
     /// that anyone could have made: what a suppressed address no longer
-    /// gets. The notice to an address in use and a manage link go to a
-    /// prospect's own address, at its owner's request or to its holder.
+    /// gets, nor any other mail to it while nobody has confirmed it. The
+    /// notice to an address in use and a manage link to a confirmed holder
+    /// go to a prospect's own address, at its owner's request or to its
+    /// holder.
     pub fn about_a_sign_up(self) -> bool {
         matches!(self, Kind::Confirm | Kind::Claim | Kind::NewAddress)
     }

