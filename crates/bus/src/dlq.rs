@@ -214,7 +214,7 @@ impl DeadLetters {
     /// The event a letter points at, as the event stream holds it, with its
     /// sequence; or why the letter cannot be trusted.
     async fn original(&self, letter: &DeadLetter) -> Result<(u64, jetstream::message::StreamMessage), String> {
-        let consumer = letter.subject.strip_prefix("dlq.prospect.").and_then(|rest| rest.split('.').next());
+        let consumer = dlq::consumer_of(&letter.subject);
         if consumer != Some(letter.consumer.as_str()) || letter.consumer.is_empty() {
             return Err(format!(
                 "its {} header ({:?}) is not the handler of its subject {}",

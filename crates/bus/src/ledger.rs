@@ -306,7 +306,7 @@ fn state(info: &consumer::Info, first: u64, latest: u64, stored: DateTime<Utc>, 
     // handler's NATS user may publish there. Its headers are whatever the
     // publisher wrote.
     let letter = letters.iter().rev().find(|letter| {
-        letter.subject.split('.').nth(2) == Some(info.name.as_str())
+        dlq::consumer_of(&letter.subject) == Some(info.name.as_str())
             && letter.header(dlq::STREAM_SEQ).and_then(|s| s.parse::<u64>().ok()) == Some(first)
     });
     if let Some(letter) = letter {

@@ -95,16 +95,20 @@ impl Default for NotifierSettings {
 /// `interval_secs`.
 pub struct Notifier {
     transport: smtp::Transport,
+    /// Writes (and signs, with a DKIM key) the digests.
+    sender: smtp::Sender,
     settings: NotifierSettings,
     /// When a digest was last tried.
     last_attempt: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl Notifier {
-    /// Checks the SMTP settings and makes the transport.
+    /// Checks the SMTP settings (a DKIM key too) and makes the transport.
     pub fn new(settings: &NotifierSettings) -> anyhow::Result<Self> {
         let transport = smtp::transport(&settings.smtp, "notifier.smtp")?;
-        Ok(Self { transport, settings: settings.clone(), last_attempt: tokio::sync::Mutex::new(None) })
+        let from = settings.from.parse().unwrap_or_else(|_| "signup@localhost".parse().expect("valid address"));
+        let sender = smtp::Sender::new(from, &settings.smtp, "notifier.smtp")?;
+        Ok(Self { transport, sender, settings: settings.clone(), last_attempt: tokio::sync::Mutex::new(None) })
     }
 
     /// How the durable consumer fetches: everything waiting at once, up to
@@ -135,7 +139,7 @@ impl Handler for Notifier {
             tokio::time::sleep_until(at + Duration::from_secs(self.settings.interval_secs)).await;
         }
         let letters: Vec<&DeadLetter> = batch.iter().map(|delivery| &delivery.event).collect();
-        let sent = send_with_retries(&self.transport, &self.settings, &letters).await;
+        let sent = send_with_retries(&self.transport, &self.sender, &self.settings, &letters).await;
         *last = Some(Instant::now());
         if sent {
             metrics::counter!("signup_notifier_letters_total").increment(letters.len() as u64);
@@ -167,16 +171,13 @@ impl Service for Notifier {
 }
 
 /// Sends the digest of `letters`, retrying three times with doubling delays.
-async fn send_with_retries(mailer: &smtp::Transport, settings: &NotifierSettings, letters: &[&DeadLetter]) -> bool {
+async fn send_with_retries(
+    mailer: &smtp::Transport,
+    sender: &smtp::Sender,
+    settings: &NotifierSettings,
+    letters: &[&DeadLetter],
+) -> bool {
     let (subject, body) = digest::compose(letters, settings.max_listed);
-    let from = settings.from.parse().unwrap_or_else(|_| "signup@localhost".parse().expect("valid address"));
-    let sender = match smtp::Sender::new(from, &settings.smtp, "notifier.smtp") {
-        Ok(sender) => sender,
-        Err(error) => {
-            tracing::error!(error = %format!("{error:#}"), "the digest cannot be signed");
-            return false;
-        }
-    };
     let message = match sender
         .message()
         .to(match settings.to.parse() {

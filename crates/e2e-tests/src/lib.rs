@@ -58,6 +58,23 @@ pub struct System {
 }
 
 impl System {
+    /// How many events the stream `PROSPECTS` holds.
+    pub async fn stored_events(&self) -> u64 {
+        let js = bus::async_nats::jetstream::new(self.client.clone());
+        js.get_stream("PROSPECTS").await.expect("stream").info().await.expect("info").state.messages
+    }
+
+    /// How many events the stream `PROSPECTS` holds on `subject` (wildcards
+    /// allowed).
+    pub async fn events_on(&self, subject: &str) -> u64 {
+        use futures::TryStreamExt as _;
+        let js = bus::async_nats::jetstream::new(self.client.clone());
+        let stream = js.get_stream("PROSPECTS").await.expect("stream");
+        let subjects: Vec<(String, usize)> =
+            stream.info_with_subjects(subject).await.expect("info").try_collect().await.expect("subjects");
+        subjects.into_iter().map(|(_, count)| count as u64).sum()
+    }
+
     /// Starts everything.
     pub async fn start() -> anyhow::Result<Self> {
         let mut system = Self::start_without_saver().await?;

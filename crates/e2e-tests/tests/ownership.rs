@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use bus::async_nats::HeaderMap;
 use bus::async_nats::jetstream;
-use bus::async_nats::{self, HeaderMap};
 use chrono::Utc;
 use e2e_tests::{Mail, System, id_from_location, links, location};
 use links::{LinkSettings, Links, Purpose};
@@ -23,11 +23,6 @@ fn form(first: &str, last: &str, email: &str, company: &str) -> Vec<(&'static st
         ("country", "GB".into()),
         ("role", "EN".into()),
     ]
-}
-
-async fn stored_events(client: &async_nats::Client) -> u64 {
-    let mut stream = jetstream::new(client.clone()).get_stream("PROSPECTS").await.expect("stream");
-    stream.info().await.expect("info").state.messages
 }
 
 async fn post(system: &System, path: &str) -> reqwest::Response {
@@ -147,7 +142,7 @@ async fn only_a_genuine_confirmation_link_confirms() {
     let wrong_secret =
         Links::with_secret(&LinkSettings::default(), &SecretString::from("someone else's secret")).expect("links");
     let expired = links.confirm_token(id, Utc::now() - chrono::Duration::days(8));
-    let before = stored_events(&system.client).await;
+    let before = system.stored_events().await;
     for (name, bad) in [
         ("altered", altered),
         ("for another prospect", token.replacen(&id.to_string(), &other.to_string(), 1)),
@@ -160,7 +155,7 @@ async fn only_a_genuine_confirmation_link_confirms() {
         assert_eq!(get(&system, &path).await.0, 404, "{name}");
         assert_eq!(post(&system, &path).await.status(), 404, "{name}");
     }
-    assert_eq!(stored_events(&system.client).await, before, "nothing was published");
+    assert_eq!(system.stored_events().await, before, "nothing was published");
     assert!(system.prospect(id).await.expect("row").expect("row").confirmed_at.is_none());
 
     assert_eq!(post(&system, &confirm).await.status(), 303);
@@ -215,7 +210,7 @@ async fn a_redelivered_or_replayed_sign_up_sends_no_second_mail() {
     stream.delete_consumer(mailer::CONSUMER_NAME).await.expect("reset the consumer");
     system.post_form(&form("Grace", "Hopper", "later@example.com", "")).await.expect("post");
     system.mails_to("later@example.com", 1).await.expect("mail");
-    settled(stored_events(&system.client).await).await;
+    settled(system.stored_events().await).await;
 
     let smtp = system.smtp.as_ref().expect("smtp");
     assert_eq!(smtp.messages_to("once@example.com").len(), 1, "one mail, however often the event came");
@@ -325,11 +320,11 @@ async fn a_new_address_takes_effect_only_once_confirmed_and_the_old_one_is_told(
     assert_eq!(request.status(), 303);
     let ask = system.mail_to("taken@example.com", "Please confirm your new address").await.expect("mail");
     let confirm = ask.link("/prospects/confirm-email/").expect("link").to_owned();
-    let before = stored_events(&system.client).await;
+    let before = system.stored_events().await;
     let refused = post(&system, &confirm).await;
     assert_eq!(refused.status(), 409);
     assert!(refused.text().await.expect("body").contains("already belongs to another sign-up"));
-    assert_eq!(stored_events(&system.client).await, before, "nothing published");
+    assert_eq!(system.stored_events().await, before, "nothing published");
     let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
     e2e_tests::logs::assert_free_of(&e2e_tests::logs::captured(), &tokens, "the services' logs");
     system.stop().await.expect("stop");
@@ -352,10 +347,10 @@ async fn a_lost_manage_link_is_mailed_to_its_address_only() {
     let bad = ask("not an address").await;
     assert_eq!(bad.status(), 422);
     assert!(bad.text().await.expect("body").contains("E-mail is not a valid e-mail address"));
-    let before = stored_events(&system.client).await;
+    let before = system.stored_events().await;
     let unknown = ask("nobody@example.com").await;
     assert_eq!(unknown.status(), 303);
-    assert_eq!(stored_events(&system.client).await, before, "nothing to mail for an unknown address");
+    assert_eq!(system.stored_events().await, before, "nothing to mail for an unknown address");
     let known = ask("KNOWN@example.com").await;
     assert_eq!(
         location(&known).expect("location"),
@@ -462,7 +457,7 @@ async fn once_the_address_moves_every_link_mailed_to_the_old_one_is_dead() {
     let lost_link = lost.link("/prospects/manage/").expect("link").to_owned();
     assert_eq!(get(&system, &lost_link).await.0, 200);
     let requests = messages::streams::event_subject(id, messages::ManageLinkRequested::KIND);
-    assert_eq!(events_on(&system.client, &requests).await, 1, "the new address's request only, none for the old one");
+    assert_eq!(system.events_on(&requests).await, 1, "the new address's request only, none for the old one");
     assert_eq!(get(&system, &landing).await.0, 200, "an anonymous request revokes nothing");
 
     // Someone who got hold of that link asks to move the record to their
@@ -509,14 +504,6 @@ async fn once_the_address_moves_every_link_mailed_to_the_old_one_is_dead() {
 }
 
 /// How many events the stream holds on `subject`.
-async fn events_on(client: &async_nats::Client, subject: &str) -> u64 {
-    let stream = jetstream::new(client.clone()).get_stream("PROSPECTS").await.expect("stream");
-    let info = stream.info_with_subjects(subject).await.expect("info");
-    use futures::TryStreamExt as _;
-    let subjects: Vec<(String, usize)> = info.try_collect().await.expect("subjects");
-    subjects.into_iter().map(|(_, count)| count as u64).sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sign_up_is_confirmed_by_one_event_and_never_after_its_erasure() {
     let mut system = System::start().await.expect("system");
@@ -542,7 +529,7 @@ async fn a_sign_up_is_confirmed_by_one_event_and_never_after_its_erasure() {
         let manage = mail.link("/prospects/manage/").expect("manage link");
         assert_eq!(post(&system, &format!("{manage}/confirm")).await.status(), 303);
     }
-    assert_eq!(events_on(&system.client, &subject).await, 1, "one confirmation event, however often pressed");
+    assert_eq!(system.events_on(&subject).await, 1, "one confirmation event, however often pressed");
 
     // Erased: the link confirms nothing any more.
     let manage = mail.link("/prospects/manage/").expect("manage link");
@@ -552,11 +539,11 @@ async fn a_sign_up_is_confirmed_by_one_event_and_never_after_its_erasure() {
     })
     .await
     .expect("erased");
-    let before = stored_events(&system.client).await;
+    let before = system.stored_events().await;
     assert_eq!(post(&system, &confirm).await.status(), 404, "nothing to confirm after an erasure");
     assert_eq!(get(&system, &confirm).await.0, 404);
-    assert_eq!(stored_events(&system.client).await, before, "nothing published");
-    assert_eq!(events_on(&system.client, &subject).await, 1);
+    assert_eq!(system.stored_events().await, before, "nothing published");
+    assert_eq!(system.events_on(&subject).await, 1);
     system.stop().await.expect("stop");
 }
 

@@ -312,14 +312,6 @@ async fn a_dead_letter_of_an_erased_prospect_is_never_kept_shown_or_replayed() {
 }
 
 /// How many events the stream holds on `subject`.
-async fn events_on(js: &jetstream::Context, subject: &str) -> usize {
-    use futures::TryStreamExt as _;
-    let stream = js.get_stream("PROSPECTS").await.expect("stream");
-    let subjects: Vec<(String, usize)> =
-        stream.info_with_subjects(subject).await.expect("info").try_collect().await.expect("subjects");
-    subjects.into_iter().map(|(_, count)| count).sum()
-}
-
 fn sign_up_form(first: &str, email: &str) -> Vec<(&'static str, String)> {
     vec![
         ("firstName", first.into()),
@@ -369,13 +361,13 @@ async fn erasing_a_sign_up_erases_every_sign_up_that_holds_its_address() {
         let stream = js.get_stream("PROSPECTS").await.expect("stream");
         stream.get_last_raw_message_by_subject(&erasure).await.expect("an erasure every handler applies");
         eventually(Duration::from_secs(20), "their sign-ups to be purged", || async {
-            (events_on(&js, &messages::streams::event_subject(*id, ProspectSignedUp::KIND)).await == 0).then_some(())
+            (system.events_on(&messages::streams::event_subject(*id, ProspectSignedUp::KIND)).await == 0).then_some(())
         })
         .await
         .expect("purged");
     }
     // The lost-link page finds nobody to mail now.
-    let before = events_on(&js, "events.prospect.*.linkrequested").await;
+    let before = system.events_on("events.prospect.*.linkrequested").await;
     let asked = system.http.post(system.web_url("/prospects/new-link")).form(&[("email", &address)]).send();
     assert_eq!(asked.await.expect("post").status(), 303);
     let probe = id_from_location(
@@ -384,7 +376,7 @@ async fn erasing_a_sign_up_erases_every_sign_up_that_holds_its_address() {
     .expect("id");
     system.saved(probe).await.expect("saved");
     assert_eq!(
-        events_on(&js, "events.prospect.*.linkrequested").await,
+        system.events_on("events.prospect.*.linkrequested").await,
         before,
         "no link request for an erased address"
     );
@@ -426,13 +418,13 @@ async fn an_address_typed_into_an_email_change_leaves_the_stream_once_the_change
     // A typo, then the right address: the typo's request is purged.
     assert_eq!(ask(format!("typo.{tag}@example.con")).await.status(), 303);
     eventually(Duration::from_secs(20), "the first request", || async {
-        (events_on(&js, &changes).await == 1).then_some(())
+        (system.events_on(&changes).await == 1).then_some(())
     })
     .await
     .expect("stored");
     assert_eq!(ask(format!("right.{tag}@example.com")).await.status(), 303);
     eventually(Duration::from_secs(20), "the replaced request to be purged", || async {
-        (events_on(&js, &changes).await == 1 && !in_stream(format!("typo.{tag}")).await).then_some(())
+        (system.events_on(&changes).await == 1 && !in_stream(format!("typo.{tag}")).await).then_some(())
     })
     .await
     .expect("the typo is gone from the stream");
@@ -445,7 +437,7 @@ async fn an_address_typed_into_an_email_change_leaves_the_stream_once_the_change
     assert_eq!(post(&system, &links::Purpose::ConfirmEmail.path(&token)).await.status(), 303);
     eventually(Duration::from_secs(20), "the applied request to be purged", || async {
         let row = system.prospect(id).await.ok().flatten()?;
-        (row.email.as_deref() == Some(&format!("right.{tag}@example.com")) && events_on(&js, &changes).await == 0)
+        (row.email.as_deref() == Some(&format!("right.{tag}@example.com")) && system.events_on(&changes).await == 0)
             .then_some(())
     })
     .await
@@ -454,12 +446,12 @@ async fn an_address_typed_into_an_email_change_leaves_the_stream_once_the_change
     // Never confirmed: once its link expires, the request goes too.
     assert_eq!(ask(format!("late.{tag}@example.com")).await.status(), 303);
     eventually(Duration::from_secs(20), "the late request", || async {
-        (events_on(&js, &changes).await == 1).then_some(())
+        (system.events_on(&changes).await == 1).then_some(())
     })
     .await
     .expect("stored");
     eventually(Duration::from_secs(30), "the expired request to be purged", || async {
-        (events_on(&js, &changes).await == 0).then_some(())
+        (system.events_on(&changes).await == 0).then_some(())
     })
     .await
     .expect("purged when it expired");

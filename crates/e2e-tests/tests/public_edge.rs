@@ -297,11 +297,6 @@ fn quick_bot_check() -> signup_web::bot_check::BotCheckSettings {
     }
 }
 
-async fn stored_events(system: &System) -> u64 {
-    let js = jetstream::new(system.client.clone());
-    js.get_stream("PROSPECTS").await.expect("stream").info().await.expect("info").state.messages
-}
-
 fn sign_up_json(email: &str, altcha: Option<&str>) -> serde_json::Value {
     let mut body = serde_json::json!({
         "firstName": "Ada", "lastName": "Lovelace", "email": email, "country": "GB", "role": "EN"
@@ -322,18 +317,11 @@ async fn refused_for_altcha(response: reqwest::Response) -> String {
     errors[0]["detail"].as_str().expect("detail").to_owned()
 }
 
-/// The base64 JSON of a challenge and its solution.
-fn payload(challenge: altcha::Challenge, solution: altcha::Solution) -> String {
-    use base64::Engine as _;
-    let payload = altcha::Payload { challenge, solution };
-    base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&payload).expect("json"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sign_up_without_a_valid_solution_is_refused_and_nothing_is_published_or_mailed() {
     let system = checked_system(|_| {}).await;
     let api = system.web_url("/api/prospects");
-    let before = stored_events(&system).await;
+    let before = system.stored_events().await;
     let refused_addresses = ["none@example.com", "wrong@example.com", "forged@example.com", "expired@example.com"];
 
     // No solution.
@@ -346,7 +334,7 @@ async fn a_sign_up_without_a_valid_solution_is_refused_and_nothing_is_published_
     let mut solution =
         altcha::solve_challenge(altcha::SolveChallengeOptions::new(&challenge)).expect("solvable").expect("in time");
     solution.derived_key = "00".repeat(32);
-    let wrong = payload(challenge, solution);
+    let wrong = test_support::bot_check::encode(challenge, solution);
     let answer = system.http.post(&api).json(&sign_up_json(refused_addresses[1], Some(&wrong))).send().await;
     assert!(refused_for_altcha(answer.expect("post")).await.contains("not a valid solution"));
 
@@ -401,7 +389,7 @@ async fn a_sign_up_without_a_valid_solution_is_refused_and_nothing_is_published_
 
     // Nothing refused was published, so nothing was mailed: the one stored
     // sign-up is mailed, and only it.
-    assert_eq!(stored_events(&system).await, before + 1, "only the solved sign-up is stored");
+    assert_eq!(system.stored_events().await, before + 1, "only the solved sign-up is stored");
     system.mail_to("solved@example.com", "Please confirm your sign-up").await.expect("its mail");
     let smtp = system.smtp.as_ref().expect("smtp");
     for address in refused_addresses.iter().chain(&["replay@example.com"]) {
@@ -457,7 +445,7 @@ async fn form_token(system: &System) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_javascript_the_form_signs_up_after_its_fill_time_and_never_with_the_honeypot_filled() {
     let system = checked_system(|settings| settings.web.bot_check.min_fill_secs = 1).await;
-    let before = stored_events(&system).await;
+    let before = system.stored_events().await;
     let with = |email: &str, token: &str, honeypot: &str| {
         let mut fields = form("Ada", "Lovelace", email);
         fields.push(("formToken", token.to_owned()));
@@ -503,7 +491,7 @@ async fn without_javascript_the_form_signs_up_after_its_fill_time_and_never_with
         .await
         .expect("post");
     assert!(refused_for_altcha(answer).await.contains("missing"));
-    assert_eq!(stored_events(&system).await, before + 2, "the patient and the clean one only");
+    assert_eq!(system.stored_events().await, before + 2, "the patient and the clean one only");
     system.mail_to("patient@example.com", "Please confirm your sign-up").await.expect("mailed");
     for address in ["trap@example.com", "quick@example.com", "again@example.com", "api@example.com"] {
         assert!(system.smtp.as_ref().expect("smtp").messages_to(address).is_empty(), "{address}");

@@ -34,11 +34,6 @@ async fn post(system: &System, fields: &[(&'static str, String)]) -> (u16, Strin
     (status, response.text().await.expect("body"))
 }
 
-async fn stored_events(system: &System) -> u64 {
-    let js = jetstream::new(system.client.clone());
-    js.get_stream("PROSPECTS").await.expect("stream").info().await.expect("info").state.messages
-}
-
 #[tokio::test]
 async fn the_pages_render() {
     let system = System::start_without_saver().await.expect("system");
@@ -82,7 +77,7 @@ async fn every_form_validation_rule_is_answered_with_422_beside_the_field() {
         let (status, _) = post(&system, &fields).await;
         assert_eq!(status, 303, "{first} {last}");
     }
-    let accepted = stored_events(&system).await;
+    let accepted = system.stored_events().await;
     assert_eq!(accepted, 4);
 
     let cases: Vec<(Vec<(&'static str, String)>, &str)> = vec![
@@ -123,7 +118,7 @@ async fn every_form_validation_rule_is_answered_with_422_beside_the_field() {
         assert!(body.contains(message), "{message}");
     }
 
-    assert_eq!(stored_events(&system).await, accepted, "nothing invalid was published");
+    assert_eq!(system.stored_events().await, accepted, "nothing invalid was published");
     system.stop().await.expect("stop");
 }
 
@@ -190,7 +185,7 @@ async fn text_that_is_not_utf8_is_refused_by_field_never_repaired() {
     assert_eq!(problem["errors"][0]["field"], "firstName", "{problem}");
     assert_eq!(problem["errors"].as_array().map(Vec::len), Some(1), "{problem}");
 
-    assert_eq!(stored_events(&system).await, 0, "nothing was published");
+    assert_eq!(system.stored_events().await, 0, "nothing was published");
     system.stop().await.expect("stop");
 }
 
@@ -288,7 +283,7 @@ async fn the_json_api_accepts_and_explains() {
         assert_eq!(response.status().as_u16(), status, "{content_type} {body:?}");
         assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
     }
-    assert_eq!(stored_events(&system).await, 1, "only the valid sign-up was published");
+    assert_eq!(system.stored_events().await, 1, "only the valid sign-up was published");
     system.stop().await.expect("stop");
 }
 
@@ -333,7 +328,7 @@ async fn a_nats_outage_is_a_503_and_recovery_needs_no_restart() {
     let response = system.http.post(system.web_url("/signup")).form(&valid()).send().await.expect("post");
     assert_eq!(response.status(), 303);
     id_from_location(&response).expect("id");
-    assert_eq!(stored_events(&system).await, 1, "the sign-up refused during the outage was not stored");
+    assert_eq!(system.stored_events().await, 1, "the sign-up refused during the outage was not stored");
     system.stop().await.expect("stop");
 }
 
@@ -368,7 +363,7 @@ async fn a_full_event_stream_refuses_sign_ups_with_a_503_and_keeps_every_accepte
     let page = refused.expect("the full stream refused a sign-up");
     assert!(page.contains("please try again") && page.contains("value=\"full"), "the form is kept: {page}");
     assert!(accepted > 100, "it took a while to fill ({accepted})");
-    assert_eq!(stored_events(&system).await, accepted, "every sign-up answered 303 is stored, no old one dropped");
+    assert_eq!(system.stored_events().await, accepted, "every sign-up answered 303 is stored, no old one dropped");
     system.stop().await.expect("stop");
 }
 
@@ -438,7 +433,7 @@ async fn posts_beyond_a_clients_rate_limit_get_429_with_retry_after() {
         let again = system.http.post(&url).header(spoof.0, spoof.1).json(&sign_up(4)).send().await.expect("post");
         assert_eq!(again.status(), 429, "{spoof:?} still counts against 127.0.0.1's used-up allowance");
     }
-    assert_eq!(stored_events(&system).await, 3, "refused requests published nothing");
+    assert_eq!(system.stored_events().await, 3, "refused requests published nothing");
     system.stop().await.expect("stop");
 }
 

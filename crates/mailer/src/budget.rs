@@ -94,7 +94,8 @@ impl Waiting {
     }
 
     /// How many mails wait now.
-    pub fn count(&self) -> usize {
+    #[cfg(test)]
+    fn count(&self) -> usize {
         self.due.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
     }
 

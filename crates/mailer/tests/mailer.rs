@@ -605,3 +605,37 @@ async fn a_flood_at_one_domain_holds_back_no_mail_to_another() {
     shutdown.cancel();
     task.await.expect("join").expect("stops cleanly");
 }
+
+/// An address the SMTP server cannot take as it is (non-ASCII, and the
+/// server offers no SMTPUTF8, as the test server does not) is that one
+/// mail's problem: it is dead-lettered, and the mail of the next sign-up
+/// goes, instead of every mail being held as if the server were down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_the_server_cannot_take_holds_back_no_other_mail() {
+    let bed = Bed::start(SmtpTls::Plain).await;
+    let (shutdown, task) = bed.run();
+    let unusable = messages::ProspectSignedUp {
+        prospect_id: Uuid::now_v7(),
+        details: ada("josé@bücher.example"),
+        signed_up_at: Utc::now(),
+    };
+    bed.publish(&unusable).await;
+    let next = messages::ProspectSignedUp {
+        prospect_id: Uuid::now_v7(),
+        details: ada("ada@example.com"),
+        signed_up_at: Utc::now(),
+    };
+    bed.publish(&next).await;
+    assert_eq!(bed.mails_to("ada@example.com", 1).await.len(), 1, "the next sign-up's mail goes");
+    let dlq = bed.js.get_stream("PROSPECTS_DLQ").await.expect("dead-letter stream");
+    let letter = eventually(Duration::from_secs(30), "the dead letter", || async {
+        dlq.get_last_raw_message_by_subject(&dlq::subject(mailer::CONSUMER_NAME, &unusable.subject())).await.ok()
+    })
+    .await
+    .expect("letter");
+    let reason = letter.headers.get(dlq::REASON).map(|v| v.as_str().to_owned()).unwrap_or_default();
+    assert!(reason.contains("SMTPUTF8"), "{reason}");
+    assert!(!reason.contains("bücher"), "the address is kept out: {reason}");
+    shutdown.cancel();
+    task.await.expect("join").expect("stops cleanly");
+}

@@ -35,6 +35,13 @@ pub fn subject(consumer: &str, subject: &str) -> String {
     format!("dlq.prospect.{consumer}.{kind}")
 }
 
+/// The handler a dead letter's subject names (`dlq.prospect.<consumer>.…`):
+/// the only one whose NATS user may publish there, so the one to believe,
+/// whatever the letter's headers say.
+pub fn consumer_of(letter_subject: &str) -> Option<&str> {
+    letter_subject.strip_prefix("dlq.prospect.")?.split('.').next().filter(|c| !c.is_empty())
+}
+
 /// A dead letter as a handler of the dead-letter stream receives it (the
 /// dead-letter notifier): what the headers above say, and the original
 /// event's type, id and payload. Its `Debug` leaves the payload out: it may

@@ -249,13 +249,15 @@ impl BotCheck {
     /// refused. An ALTCHA solution counts first; without one, the form's
     /// token (when the form may be sent without JavaScript).
     pub fn check(&self, proof: &Proof<'_>, now: DateTime<Utc>) -> Result<Ticket, Refused> {
-        let outcome = match (proof.altcha.filter(|a| !a.trim().is_empty()), proof.form_token) {
-            (Some(payload), _) => self.check_altcha(payload),
-            (None, Some(token)) if self.settings.without_javascript => self.check_form(token, proof.honeypot, now),
-            (None, _) => Err(Refused::Missing),
+        let (way, outcome) = match (proof.altcha.filter(|a| !a.trim().is_empty()), proof.form_token) {
+            (Some(payload), _) => ("altcha", self.check_altcha(payload)),
+            (None, Some(token)) if self.settings.without_javascript => {
+                ("form", self.check_form(token, proof.honeypot, now))
+            }
+            (None, _) => ("altcha", Err(Refused::Missing)),
         };
         if let Err(refused) = outcome {
-            count(if proof.altcha.is_some() { "altcha" } else { "form" }, refused.name());
+            count(way, refused.name());
         }
         outcome
     }
@@ -392,14 +394,6 @@ mod tests {
         BotCheck::new(&settings, &links)
     }
 
-    fn solved(challenge: altcha::Challenge) -> String {
-        let solution = altcha::solve_challenge(altcha::SolveChallengeOptions::new(&challenge))
-            .expect("solvable")
-            .expect("in time");
-        let payload = altcha::Payload { challenge, solution };
-        base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&payload).expect("json"))
-    }
-
     fn settings() -> BotCheckSettings {
         BotCheckSettings { difficulty: 8, iterations: 10, ..BotCheckSettings::default() }
     }
@@ -410,7 +404,7 @@ mod tests {
         let now = Utc::now();
         let challenge = check.challenge(now).expect("challenge");
         let signature = challenge.signature.clone().expect("signed");
-        let proof = solved(challenge);
+        let proof = test_support::bot_check::solve(challenge);
         let ticket = check.check(&Proof { altcha: Some(&proof), ..Proof::default() }, now).expect("passes");
         assert_eq!(ticket.key, format!("altcha.{signature}"));
     }
@@ -429,8 +423,7 @@ mod tests {
             .expect("solvable")
             .expect("in time");
         solution.derived_key = "00".repeat(32);
-        let wrong = altcha::Payload { challenge, solution };
-        let wrong = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&wrong).expect("json"));
+        let wrong = test_support::bot_check::encode(challenge, solution);
         assert_eq!(refuse(&wrong), Err(Refused::Invalid));
         // A challenge of another server (another secret).
         let forged = altcha::create_challenge(altcha::CreateChallengeOptions {
@@ -442,10 +435,10 @@ mod tests {
             ..Default::default()
         })
         .expect("challenge");
-        assert_eq!(refuse(&solved(forged)), Err(Refused::Invalid));
+        assert_eq!(refuse(&test_support::bot_check::solve(forged)), Err(Refused::Invalid));
         // One of ours, expired.
         let old = check.challenge(now - chrono::Duration::hours(1)).expect("challenge");
-        assert_eq!(refuse(&solved(old)), Err(Refused::Expired));
+        assert_eq!(refuse(&test_support::bot_check::solve(old)), Err(Refused::Expired));
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl Application {
         // The mailer signs with the same secret: without one, no mailed link
         // could ever work here.
         let links = Links::new(&settings.links)?;
-        let links_for_check = links.clone();
+        let bot_check = BotCheck::new(&settings.web.bot_check, &links);
         let state = web::Data::new(AppState {
             publisher: Publisher::new(client.clone(), "/signup-web", settings.nats.request_timeout())
                 .with_retry(settings.nats.publish_retry())
@@ -64,7 +64,7 @@ impl Application {
             background: TaskTracker::new(),
             shutdown: shutdown.clone(),
             suppressed: tokio::sync::OnceCell::new(),
-            bot_check: BotCheck::new(&settings.web.bot_check, &links_for_check),
+            bot_check,
             used_proofs: UsedProofs::new(&settings.web.bot_check, jetstream.clone(), &settings.nats.stream),
         });
         let background = state.background.clone();

@@ -222,11 +222,6 @@ impl Sender {
         Ok(Self { from, domain, dkim })
     }
 
-    /// The sender's mailbox.
-    pub fn from(&self) -> &Mailbox {
-        &self.from
-    }
-
     /// A message from the sender with a new `Message-ID` on its domain, the
     /// `Date` of now and `Auto-Submitted: auto-generated`: add the recipient,
     /// subject and body, then [`Sender::seal`] it.
@@ -262,6 +257,9 @@ fn tls_parameters(settings: &SmtpSettings, section: &str) -> anyhow::Result<TlsP
 /// - the server refused the recipient or the mail for good (5xx, such as
 ///   550 "no such mailbox"): [`HandlerError::Permanent`], dead-lettered with
 ///   the server's answer;
+/// - it cannot take this mail as written (an address with non-ASCII
+///   characters, and the server offers no SMTPUTF8): also
+///   [`HandlerError::Permanent`];
 /// - it refused for now (4xx): [`HandlerError::Transient`], retried later;
 /// - it refused our credentials (530, 534, 535, 538), or could not be
 ///   reached, or the TLS handshake or certificate check failed:
@@ -275,6 +273,7 @@ fn tls_parameters(settings: &SmtpSettings, section: &str) -> anyhow::Result<TlsP
 /// logs.
 pub fn classify(error: lettre::transport::smtp::Error) -> HandlerError {
     let code = error.status().map(u16::from);
+    let unsendable = error.is_client() && format!("{error:#}").contains("non-ascii");
     let error = match error.status() {
         Some(reply) => {
             let enhanced = std::error::Error::source(&error)
@@ -289,6 +288,11 @@ pub fn classify(error: lettre::transport::smtp::Error) -> HandlerError {
     }
     .context("sending the mail");
     match code {
+        // The server cannot take this very mail (an address with non-ASCII
+        // characters, and no SMTPUTF8 offered): lettre says so before
+        // sending anything, as a client error. Holding every mail for it
+        // would stop the mail of everyone else.
+        None if unsendable => HandlerError::Permanent(error),
         Some(530 | 534 | 535 | 538) => HandlerError::Unavailable(error),
         Some(500..=599) => HandlerError::Permanent(error),
         Some(400..=499) => HandlerError::Transient(error),

@@ -21,21 +21,30 @@ impl ConsumerRunner {
         if cap == 0 {
             return false;
         }
-        let name = format!("{}-letters", self.durable_name);
+        let mut tally = self.letter_tally.lock().await;
         let counted = async {
-            let stream = self.js.get_stream_no_info(&self.dlq_stream).await?;
-            let config = pull::Config {
-                durable_name: Some(name.clone()),
-                description: Some(format!("counts {}'s dead letters (never fetched)", self.durable_name)),
-                filter_subject: format!("dlq.prospect.{}.>", self.durable_name),
-                deliver_policy: consumer::DeliverPolicy::All,
-                ack_policy: consumer::AckPolicy::None,
-                ..Default::default()
-            };
-            let mut tally = stream.get_or_create_consumer(&name, config).await?;
-            anyhow::Ok(tally.info().await?.num_pending)
+            if tally.is_none() {
+                let name = format!("{}-letters", self.durable_name);
+                let stream = self.js.get_stream_no_info(&self.dlq_stream).await?;
+                let config = pull::Config {
+                    durable_name: Some(name.clone()),
+                    description: Some(format!("counts {}'s dead letters (never fetched)", self.durable_name)),
+                    filter_subject: format!("dlq.prospect.{}.>", self.durable_name),
+                    deliver_policy: consumer::DeliverPolicy::All,
+                    ack_policy: consumer::AckPolicy::None,
+                    ..Default::default()
+                };
+                *tally = Some(stream.get_or_create_consumer(&name, config).await?);
+            }
+            let counter = tally.as_mut().expect("made above");
+            anyhow::Ok(counter.info().await?.num_pending)
         };
-        match counted.await {
+        let counted = counted.await;
+        if counted.is_err() {
+            // Made again next time (it may have been deleted).
+            *tally = None;
+        }
+        match counted {
             Ok(kept) => kept >= cap,
             Err(error) => {
                 tracing::warn!(error = %format!("{error:#}"), "cannot count the handler's dead letters; writing this one");

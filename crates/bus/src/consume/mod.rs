@@ -182,6 +182,9 @@ pub struct ConsumerRunner {
     dead_letters: AtomicBool,
     /// The dead-letter stream's name.
     dlq_stream: String,
+    /// The consumer that counts the handler's dead letters, once made (a
+    /// storm of failures must not make it again for every letter).
+    letter_tally: tokio::sync::Mutex<Option<jetstream::consumer::PullConsumer>>,
 }
 
 impl ConsumerRunner {
@@ -204,6 +207,7 @@ impl ConsumerRunner {
             dead_letters: AtomicBool::new(false),
             dlq_stream: crate::stream::dlq_stream_name(&stream),
             stream,
+            letter_tally: tokio::sync::Mutex::new(None),
         }
     }
 
