@@ -42,6 +42,16 @@ struct Site {
 }
 
 impl Site {
+    /// Whether signup-web counted a proof of `way` that passed its bot check.
+    async fn passed_bot_check(&self, way: &str) -> bool {
+        let metrics = reqwest::get(self.web("/metrics")).await.expect("metrics").text().await.expect("text");
+        metrics.lines().any(|l| {
+            l.starts_with("signup_bot_check_total{")
+                && l.contains(&format!("way=\"{way}\""))
+                && l.contains("outcome=\"passed\"")
+        })
+    }
+
     /// The system with its bot check on, as deployed (challenges quick to
     /// solve): every sign-up below is the page's script solving one.
     async fn start() -> Self {
@@ -193,13 +203,7 @@ async fn a_visitor_signs_up_in_a_browser_and_the_dashboard_counts_it() {
     let visitor = Visitor::ADA;
     let id = site.sign_up(&visitor).await;
     let thanks = b.path().await.expect("path");
-    let metrics = reqwest::get(site.web("/metrics")).await.expect("metrics").text().await.expect("text");
-    assert!(
-        metrics.lines().any(|l| l.starts_with("signup_bot_check_total{")
-            && l.contains("way=\"altcha\"")
-            && l.contains("outcome=\"passed\"")),
-        "the sign-up passed the check with the browser's solution: {metrics}"
-    );
+    assert!(site.passed_bot_check("altcha").await, "the sign-up passed the check with the browser's solution");
     assert_eq!(thanks, format!("/signup/thanks/{id}"));
     assert_eq!(b.text("#status").await.expect("status"), "Waiting for you to confirm it from your inbox.");
     assert!(b.client().find(Locator::LinkText("change or erase your details")).await.is_err(), "no access from here");
@@ -525,13 +529,7 @@ async fn without_javascript_a_visitor_signs_up_after_taking_a_few_seconds() {
     let id: Uuid = b.text("main code").await.expect("reference").parse().expect("the prospect id");
     let row = site.system.saved(id).await.expect("saved");
     assert_eq!(row.email.as_deref(), Some(visitor.email));
-    let metrics = reqwest::get(site.web("/metrics")).await.expect("metrics").text().await.expect("text");
-    assert!(
-        metrics.lines().any(|l| l.starts_with("signup_bot_check_total{")
-            && l.contains("way=\"form\"")
-            && l.contains("outcome=\"passed\"")),
-        "the sign-up passed with the form's token: {metrics}"
-    );
+    assert!(site.passed_bot_check("form").await, "the sign-up passed with the form's token");
     let mail = site.mail(visitor.email, 1).await;
     assert_eq!(mail.subject, "Please confirm your sign-up");
     site.stop().await;
