@@ -163,10 +163,11 @@ impl Application {
         let handle = self.server.handle();
         let consume = async {
             let js = jetstream::new(self.client.clone());
-            let Some(mut stream) = bus::stream::wait_for_stream(&js, &self.stream, &shutdown).await else {
+            let Some(stream) = bus::stream::wait_for_stream(&js, &self.stream, &shutdown).await else {
                 return Ok(());
             };
-            let identity = bus::stream::identity(stream.info().await?);
+            // As it was just found: asking again could time out at start-up.
+            let identity = bus::stream::identity(stream.cached_info());
             let mut replay = self.replay;
             if !replay && self.index.stream_origin().as_deref() != Some(identity.as_str()) {
                 tracing::warn!(built_from = ?self.index.stream_origin(), stream = %identity,

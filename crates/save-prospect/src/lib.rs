@@ -130,10 +130,12 @@ async fn run(settings: Settings, context: Context) -> anyhow::Result<()> {
     let ops = OpsServer::start(&settings.save_prospect.http, HTTP_PORT, readiness, &shutdown)?;
     let pool = prepare_database(&settings, &shutdown).await.context("preparing the database")?;
     let js = bus::async_nats::jetstream::new(client.clone());
-    let Some(mut stream) = bus::stream::wait_for_stream(&js, &settings.nats.stream, &shutdown).await else {
+    let Some(stream) = bus::stream::wait_for_stream(&js, &settings.nats.stream, &shutdown).await else {
         return ops.stopped().await.context("stopping the health/metrics server");
     };
-    db::check_stream_origin(&pool, &bus::stream::identity(stream.info().await?)).await?;
+    // The stream as it was just found (asking again could time out under
+    // load, and stop the service at start-up).
+    db::check_stream_origin(&pool, &bus::stream::identity(stream.cached_info())).await?;
     database_ready.set(true);
     // The request-reply service has connections of its own: a flood of
     // status requests waits for those, never for the writers'.
