@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use bus::request::{RequestError, ask};
 use bus::{Delivery, Handler, HandlerError, async_nats};
 use chrono::Utc;
+use futures::StreamExt as _;
 use lettre::AsyncTransport as _;
 use lettre::message::Mailbox;
 use links::{Links, Purpose};
@@ -15,7 +16,7 @@ use uuid::Uuid;
 
 use crate::Settings;
 use crate::budget::{BudgetSettings, Waiting, domain_of};
-use crate::ledger::{Budget, Ledger, Turn};
+use crate::ledger::{Budget, Ledger, Record, Turn};
 use crate::letters::{Kind, Letter};
 use smtp::Transport;
 
@@ -33,14 +34,16 @@ pub struct Mailer {
     confirm_days: i64,
     unconfirmed_budget: BudgetSettings,
     waiting: std::sync::Arc<Waiting>,
+    /// Mails under way at once: the SMTP connections (`mailer.smtp.pool_size`).
+    under_way: usize,
 }
 
 /// One mail of an event.
-struct Mail<'a> {
+struct Mail {
     /// Where its sent record goes.
     slot: Slot,
     /// The mail.
-    letter: Letter<'a>,
+    letter: Letter,
     /// The per-address budget it counts against.
     budget: Budget,
     /// Nobody has confirmed the address it goes to: it counts against the
@@ -48,10 +51,18 @@ struct Mail<'a> {
     unconfirmed: bool,
 }
 
-impl<'a> Mail<'a> {
-    fn new(slot: Slot, letter: Letter<'a>, budget: Budget, unconfirmed: bool) -> Self {
+impl Mail {
+    fn new(slot: Slot, letter: Letter, budget: Budget, unconfirmed: bool) -> Self {
         Self { slot, letter, budget, unconfirmed }
     }
+}
+
+/// A mail that may go now.
+struct Admitted {
+    event_id: Uuid,
+    /// Its record's key.
+    key: String,
+    mail: Mail,
 }
 
 /// Where a mail goes among those of one event: the key of its sent record
@@ -107,6 +118,7 @@ impl Mailer {
             confirm_days: settings.links.confirm_within_days(),
             unconfirmed_budget: mailer.budget.clone(),
             waiting: std::sync::Arc::default(),
+            under_way: usize::try_from(mailer.smtp.pool_size).unwrap_or(1).max(1),
         })
     }
 
@@ -121,10 +133,10 @@ impl Mailer {
         Ok(())
     }
 
-    fn letter<'a>(&self, kind: Kind, to: &'a str) -> Letter<'a> {
+    fn letter(&self, kind: Kind, to: &str) -> Letter {
         Letter {
             kind,
-            to,
+            to: to.to_owned(),
             confirm_url: None,
             manage_url: None,
             not_me_url: None,
@@ -153,14 +165,9 @@ impl Mailer {
     }
 
     /// The mails of one event, in the order they go out.
-    async fn letters<'a>(&self, delivery: &'a Delivery<ProspectEvent>) -> Result<Vec<Mail<'a>>, HandlerError> {
+    async fn letters(&self, delivery: &Delivery<ProspectEvent>) -> Result<Vec<Mail>, HandlerError> {
         Ok(match &delivery.event {
             ProspectEvent::SignedUp(event) => {
-                // Sent already: no need to ask who holds the address.
-                if self.done(delivery.meta.event_id, Slot::Only).await? {
-                    count(Kind::Confirm, "already_sent");
-                    return Ok(Vec::new());
-                }
                 let email = &event.details.email;
                 let holder = self.holder_other_than(event.prospect_id, email).await?;
                 let known = holder.is_some();
@@ -185,7 +192,7 @@ impl Mailer {
                 let token = self.links.email_token(event.prospect_id, delivery.meta.event_id, event.requested_at);
                 to_new.confirm_url = Some(self.links.url(Purpose::ConfirmEmail, &token));
                 let mut to_current = self.letter(Kind::AddressChanging, &event.previous_email);
-                to_current.new_email = Some(new_email);
+                to_current.new_email = Some(new_email.clone());
                 // The address in use is still the record's until the new one
                 // is confirmed; then this link dies with the move.
                 let manage = self.links.manage_token(event.prospect_id, event.requested_at);
@@ -222,48 +229,62 @@ impl Mailer {
         })
     }
 
-    /// Whether the mail of `slot` for this event went out (or was skipped)
-    /// already.
-    async fn done(&self, event_id: Uuid, slot: Slot) -> Result<bool, HandlerError> {
-        self.ledger.done(&slot.key(event_id)).await.map_err(store_unavailable)
-    }
-
-    /// Sends the mail unless its record says it went out already. When its
-    /// address had its share of mails of its budget for now, the mail waits
-    /// ([`HandlerError::Deferred`]) until there is room. Of what anyone can
-    /// cause, one mail per address and kind waits at most: one that a newer
-    /// mail of its kind to its address replaced while it waited goes no more
-    /// (the person gets the newer one), so a flood of sign-ups or lost-link
-    /// requests neither floods the inbox later nor piles up in the mailer.
-    /// A mail to an unconfirmed address then takes its turn in the budget of
-    /// such mails ([`crate::budget`]), and waits for it.
-    async fn send_once(&self, delivery: &Delivery<ProspectEvent>, mail: &Mail<'_>) -> Result<(), HandlerError> {
-        let Mail { slot, letter, .. } = mail;
+    /// Whether the mail may go now. When its record says it went out (or was
+    /// skipped) already, or its address is suppressed, it need not go
+    /// (`None`). When its address had its share of mails of its budget for
+    /// now, the mail waits ([`HandlerError::Deferred`]) until there is room.
+    /// Of what anyone can cause, one mail per address and kind waits at
+    /// most: one that a newer mail of its kind to its address replaced
+    /// while it waited goes no more (the person gets the newer one), so a
+    /// flood of sign-ups or lost-link requests neither floods the inbox
+    /// later nor piles up in the mailer. A mail to an unconfirmed address
+    /// then takes its turn in the budget of such mails ([`crate::budget`]),
+    /// and waits for it.
+    ///
+    /// The mails of a batch are admitted one at a time, in stream order, so
+    /// that they take their budgets' turns in the order they came.
+    async fn admit(&self, delivery: &Delivery<ProspectEvent>, mail: Mail) -> Result<Option<Admitted>, HandlerError> {
         let event_id = delivery.meta.event_id;
-        let key = slot.key(event_id);
-        if self.done(event_id, *slot).await? {
-            count(letter.kind, "already_sent");
-            return Ok(());
-        }
+        let key = mail.slot.key(event_id);
+        let letter = &mail.letter;
         // About a sign-up, or to an address nobody has confirmed (a lost
         // link asked for a stranger's pending sign-up): what a suppressed
         // address no longer gets.
         let suppressible = letter.kind.about_a_sign_up() || mail.unconfirmed;
-        if suppressible && self.ledger.suppressed(letter.to).await.map_err(store_unavailable)? {
+        // What is recorded of the mail and of its address, read at once.
+        let (record, suppressed, replaced) = tokio::try_join!(
+            self.ledger.record_of(&key),
+            async { if suppressible { self.ledger.suppressed(&letter.to).await } else { Ok(false) } },
+            async {
+                match mail.budget {
+                    Budget::Anyone => {
+                        self.ledger.replaced(&letter.to, letter.kind.name(), delivery.meta.stream_sequence).await
+                    }
+                    Budget::Owner => Ok(false),
+                }
+            },
+        )
+        .map_err(store_unavailable)?;
+        if record == Record::Done {
+            count(letter.kind, "already_sent");
+            return Ok(None);
+        }
+        if suppressed {
             tracing::info!(%event_id, kind = letter.kind.name(), "not sent: the address's owner asked for no more mail about sign-ups");
             count(letter.kind, "suppressed");
             self.waiting.over(&key, Utc::now().timestamp_millis());
-            return self.ledger.record(&key, "suppressed").await.map_err(store_unavailable);
+            self.ledger.record(&key, "suppressed").await.map_err(store_unavailable)?;
+            return Ok(None);
         }
         // A mail with a turn was through its address's budget when it got
         // it; at its domain's turn it takes its turn of the total.
         let now = Utc::now().timestamp_millis();
-        let due = match self.ledger.scheduled(&key).await.map_err(store_unavailable)? {
-            Some(Turn { at, of_domain: true }) if at <= now => self.take_total(&key, now).await?,
-            Some(turn) => turn.at,
-            None => match self.take_budgets(delivery, mail, &key).await? {
+        let due = match record {
+            Record::Waiting(Turn { at, of_domain: true }) if at <= now => self.take_total(&key, now).await?,
+            Record::Waiting(turn) => turn.at,
+            Record::New | Record::Done => match self.take_budgets(delivery, &mail, &key, replaced).await? {
                 Some(due) => due,
-                None => return Ok(()),
+                None => return Ok(None),
             },
         };
         // Read again: a turn of now, taken a moment ago, is due.
@@ -278,35 +299,44 @@ impl Mailer {
                 reason: anyhow::anyhow!("the budget of mails to unconfirmed addresses is used up for now"),
             });
         }
-        let message = letter.message(&self.sender).map_err(|e| {
+        Ok(Some(Admitted { event_id, key, mail }))
+    }
+
+    /// Sends an admitted mail and records it sent. Its `Message-ID` is made
+    /// from its record's key, so a copy sent again (a crash between the
+    /// server's answer and the record) is the same message to the receiver.
+    async fn deliver(&self, admitted: Admitted) -> Result<(), HandlerError> {
+        let Admitted { event_id, key, mail } = admitted;
+        let kind = mail.letter.kind;
+        let id = self.links.address_digest("message-id", &key);
+        let message = mail.letter.message(&self.sender, &id).map_err(|e| {
             HandlerError::Permanent(e.context("the mail could not be written (the address is unusable)"))
         })?;
         self.transport.send(message).await.map_err(smtp::classify)?;
         // A crash right here would send it again: at least once, never lost.
         self.ledger.record(&key, "sent").await.map_err(store_unavailable)?;
         self.waiting.over(&key, Utc::now().timestamp_millis());
-        tracing::info!(%event_id, kind = letter.kind.name(), "mail sent");
-        count(letter.kind, "sent");
+        tracing::info!(%event_id, kind = kind.name(), "mail sent");
+        count(kind, "sent");
         Ok(())
     }
 
     /// Counts the mail against its address's budget and, when nobody has
     /// confirmed the address, against the budget of such mails: when it may
     /// go (unix milliseconds; a time to come is its turn, noted), `None`
-    /// when it need not go at all, or [`HandlerError::Deferred`] when its
-    /// address had its share for now.
+    /// when it need not go at all (a newer mail of its kind `replaced` it),
+    /// or [`HandlerError::Deferred`] when its address had its share for now.
     async fn take_budgets(
         &self,
         delivery: &Delivery<ProspectEvent>,
-        mail: &Mail<'_>,
+        mail: &Mail,
         key: &str,
+        replaced: bool,
     ) -> Result<Option<i64>, HandlerError> {
         let Mail { letter, budget, unconfirmed, .. } = mail;
         let (event_id, sequence) = (delivery.meta.event_id, delivery.meta.stream_sequence);
         let kind = letter.kind.name();
-        if *budget == Budget::Anyone
-            && self.ledger.replaced(letter.to, kind, sequence).await.map_err(store_unavailable)?
-        {
+        if replaced {
             tracing::info!(%event_id, kind, "not sent: a newer mail of its kind to the address replaced it while it waited");
             count(letter.kind, "replaced");
             self.ledger.record(key, "replaced").await.map_err(store_unavailable)?;
@@ -316,10 +346,10 @@ impl Mailer {
             Budget::Anyone => self.per_address_limit,
             Budget::Owner => self.per_address_owner_limit,
         };
-        let taken = self.ledger.take(letter.to, *budget, limit, Utc::now()).await.map_err(store_unavailable)?;
+        let taken = self.ledger.take(&letter.to, *budget, limit, Utc::now()).await.map_err(store_unavailable)?;
         if let Some(wait) = taken {
             if *budget == Budget::Anyone {
-                self.ledger.wait_here(letter.to, kind, sequence).await.map_err(store_unavailable)?;
+                self.ledger.wait_here(&letter.to, kind, sequence).await.map_err(store_unavailable)?;
             }
             count(letter.kind, "deferred");
             return Err(HandlerError::Deferred {
@@ -338,7 +368,7 @@ impl Mailer {
         }
         let settings = &self.unconfirmed_budget;
         if settings.per_domain > 0 {
-            let domain = self.ledger.domain_budget(&domain_of(letter.to));
+            let domain = self.ledger.domain_budget(&domain_of(&letter.to));
             let at = self.ledger.reserve(&domain, settings.per_domain, settings.window(), now);
             let at = at.await.map_err(store_unavailable)?;
             if at > now {
@@ -375,19 +405,53 @@ fn count(kind: Kind, outcome: &'static str) {
 impl Handler for Mailer {
     type Event = ProspectEvent;
 
+    /// The mails of a batch go through three steps: which mails each event
+    /// sends (several events asked about at once), admitted one at a time in
+    /// stream order ([`Mailer::admit`]: records, suppression, budgets), then
+    /// sent up to `mailer.smtp.pool_size` at once. The batch is `Ok` only
+    /// once the server took every mail (so the runner acks it, in stream
+    /// order); a mail that fails does not stop the others, and each of
+    /// them is recorded as it goes, so the runner's retry of the batch one
+    /// event at a time sends nothing twice.
     #[tracing::instrument(name = "mail_batch", skip_all, fields(size = batch.len()))]
     async fn handle(&self, batch: &[Delivery<ProspectEvent>]) -> Result<(), HandlerError> {
-        for delivery in batch {
+        let under_way = self.under_way;
+        // Events by their place in the batch, mails owned: the steps'
+        // closures take no borrowed arguments.
+        let fresh = (0..batch.len()).filter(|&i| {
             // Its links would not work any more: a replay of old history
             // mails nothing.
-            if Utc::now() - delivery.event.occurred_at() > self.max_age {
-                tracing::debug!(event_id = %delivery.meta.event_id, "too old to mail");
-                continue;
+            let fresh = (Utc::now() - batch[i].event.occurred_at()) <= self.max_age;
+            if !fresh {
+                tracing::debug!(event_id = %batch[i].meta.event_id, "too old to mail");
             }
-            for mail in self.letters(delivery).await? {
-                self.send_once(delivery, &mail).await?;
-            }
-        }
-        Ok(())
+            fresh
+        });
+        let outcomes: Vec<Result<(), HandlerError>> = futures::stream::iter(fresh)
+            .map(|i| async move {
+                let mails = match self.letters(&batch[i]).await {
+                    Ok(mails) => mails.into_iter().map(|mail| Ok((i, mail))).collect(),
+                    Err(error) => vec![Err(error)],
+                };
+                futures::stream::iter(mails)
+            })
+            .buffered(under_way)
+            .flatten()
+            // One at a time, in stream order.
+            .map(|mail: Result<(usize, Mail), HandlerError>| async move {
+                let (i, mail) = mail?;
+                self.admit(&batch[i], mail).await
+            })
+            .buffered(1)
+            .map(|admitted: Result<Option<Admitted>, HandlerError>| async move {
+                match admitted? {
+                    Some(admitted) => self.deliver(admitted).await,
+                    None => Ok(()),
+                }
+            })
+            .buffer_unordered(under_way)
+            .collect()
+            .await;
+        outcomes.into_iter().collect()
     }
 }

@@ -62,11 +62,11 @@ impl Kind {
 /// text a stranger chose (a name reading "your account is locked, visit …").
 /// The details are shown behind the mail's link.
 #[derive(Debug, Clone)]
-pub struct Letter<'a> {
+pub struct Letter {
     /// What it is for.
     pub kind: Kind,
     /// The recipient's address.
-    pub to: &'a str,
+    pub to: String,
     /// The link that confirms (a sign-up or a new address).
     pub confirm_url: Option<String>,
     /// The link to the manage page.
@@ -75,7 +75,7 @@ pub struct Letter<'a> {
     /// to this address.
     pub not_me_url: Option<String>,
     /// For [`Kind::AddressChanging`]: the address asked for.
-    pub new_email: Option<&'a str>,
+    pub new_email: Option<String>,
     /// How long a confirmation link works, in days.
     pub confirm_days: i64,
     /// How long a manage link works, in days.
@@ -85,30 +85,31 @@ pub struct Letter<'a> {
 #[derive(Template)]
 #[template(path = "letter.txt")]
 struct Text<'a> {
-    l: &'a Letter<'a>,
+    l: &'a Letter,
 }
 
 #[derive(Template)]
 #[template(path = "letter.html")]
 struct Html<'a> {
-    l: &'a Letter<'a>,
+    l: &'a Letter,
 }
 
-impl Letter<'_> {
+impl Letter {
     /// The kind's name, for the templates.
     fn kind_name(&self) -> &'static str {
         self.kind.name()
     }
 
-    /// The message `sender` sends: `multipart/alternative` with the text and
-    /// the HTML, with the headers every mail carries (`smtp::Sender`). Fails
-    /// only for an address the mail library cannot use.
-    pub fn message(&self, sender: &smtp::Sender) -> anyhow::Result<Message> {
+    /// The message `sender` sends, `Message-ID` `<id@…>`:
+    /// `multipart/alternative` with the text and the HTML, with the headers
+    /// every mail carries (`smtp::Sender`). Fails only for an address the
+    /// mail library cannot use.
+    pub fn message(&self, sender: &smtp::Sender, id: &str) -> anyhow::Result<Message> {
         let to = Mailbox::new(None, self.to.parse()?);
         let text = Text { l: self }.render()?;
         let html = Html { l: self }.render()?;
         let message = sender
-            .message()
+            .message_with_id(id)
             .to(to)
             .subject(self.kind.subject())
             .multipart(MultiPart::alternative_plain_html(text, html))?;
@@ -127,11 +128,11 @@ mod tests {
         for kind in [Kind::Confirm, Kind::Claim, Kind::NewAddress, Kind::AddressChanging, Kind::ManageLink] {
             let letter = Letter {
                 kind,
-                to: "ada@example.com",
+                to: "ada@example.com".into(),
                 confirm_url: Some("https://signup.example/prospects/confirm/t1".into()),
                 manage_url: Some("https://signup.example/prospects/manage/t2".into()),
                 not_me_url: Some("https://signup.example/prospects/not-me/t3".into()),
-                new_email: Some("ada@new.example"),
+                new_email: Some("ada@new.example".into()),
                 confirm_days: 7,
                 manage_days: 30,
             };
@@ -149,12 +150,13 @@ mod tests {
                 let not_me = part.contains("https://signup.example/prospects/not-me/t3");
                 assert_eq!(not_me, matches!(kind, Kind::Confirm | Kind::Claim), "{kind:?}: {part}");
             }
-            let message = letter.message(&sender).expect("message");
+            let message = letter.message(&sender, "4f2a").expect("message");
             let raw = String::from_utf8(message.formatted()).expect("utf-8");
             assert!(raw.contains("multipart/alternative"), "{raw}");
             assert!(raw.contains("text/plain") && raw.contains("text/html"));
             assert!(raw.contains(&format!("Subject: {}", kind.subject())));
             assert!(raw.contains("To: ada@example.com\r\n"), "no display name a visitor typed: {raw}");
+            assert!(raw.contains("Message-ID: <4f2a@example.com>\r\n"), "{raw}");
         }
     }
 }

@@ -20,7 +20,12 @@
 //! One mail per event, even when the event is redelivered or replayed: what
 //! was sent is recorded by event id in a NATS key-value bucket of the
 //! mailer's own ([`ledger`]), and an event older than its links is never
-//! mailed. Per address, a budget of what anyone's actions send (5 an hour by
+//! mailed. A mail's `Message-ID` is made from that record's key, so the copy
+//! a crash can send again (after the server took the mail, before the
+//! record) is the same message to the receiver. The mails of a batch are
+//! sent as many at a time as there are SMTP connections
+//! (`mailer.smtp.pool_size`), after their budgets were taken one at a time
+//! in stream order; the batch is acked once the server took every mail. Per address, a budget of what anyone's actions send (5 an hour by
 //! default) keeps anyone from using the forms to flood an inbox, and one of
 //! what the owner's own actions send keeps a stranger from using that up; a
 //! mail over its budget waits (`HandlerError::Deferred`), never dropped.

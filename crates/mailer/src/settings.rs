@@ -82,8 +82,9 @@ impl Default for MailerSettings {
             bucket_max_mb: 256,
             service_timeout_ms: 2_000,
             consumer: ConsumerSettings {
-                // Mails go out one at a time: a batch stays well inside the
-                // ack wait even when the server is slow.
+                // Mails go out `smtp.pool_size` at a time; a batch slower
+                // than the ack wait (a very slow relay) is kept with
+                // progress acks.
                 batch_size: 20,
                 ack_wait_secs: 60,
                 // A mail server that refuses for now (4xx) usually takes the

@@ -39,8 +39,12 @@ struct Bed {
 
 impl Bed {
     async fn start(tls: SmtpTls) -> Self {
+        Self::with_smtp(SmtpServer::start_tls(tls).await.expect("smtp server"), tls).await
+    }
+
+    /// A bed whose mail goes to `smtp`, a server speaking `tls`.
+    async fn with_smtp(smtp: SmtpServer, tls: SmtpTls) -> Self {
         let nats = NatsServer::start().await.expect("nats-server");
-        let smtp = SmtpServer::start_tls(tls).await.expect("smtp server");
         let mut settings =
             Settings { nats: NatsSettings { url: nats.url(), ..NatsSettings::default() }, ..Settings::default() };
         settings.links.secret = Some(SecretString::from(SECRET));
@@ -638,4 +642,123 @@ async fn an_address_the_server_cannot_take_holds_back_no_other_mail() {
     assert!(!reason.contains("bücher"), "the address is kept out: {reason}");
     shutdown.cancel();
     task.await.expect("join").expect("stops cleanly");
+}
+
+/// `count` sign-ups of new addresses `<prefix><i>@example.com`, published.
+async fn sign_ups(bed: &Bed, prefix: &str, count: usize) -> Vec<String> {
+    let mut addresses = Vec::new();
+    for i in 0..count {
+        let email = format!("{prefix}{i}@example.com");
+        let event =
+            messages::ProspectSignedUp { prospect_id: Uuid::now_v7(), details: ada(&email), signed_up_at: Utc::now() };
+        bed.publish(&event).await;
+        addresses.push(email);
+    }
+    addresses
+}
+
+/// The `Message-ID` of a raw mail.
+fn message_id(raw: &str) -> String {
+    let (headers, _) = mailparse::parse_headers(raw.as_bytes()).expect("headers");
+    headers.iter().find(|h| h.get_key_ref().eq_ignore_ascii_case("message-id")).expect("a Message-ID").get_value()
+}
+
+/// A relay that takes its time over each mail does not set the pace of the
+/// mail: the mailer keeps as many mails under way as it has connections
+/// (`mailer.smtp.pool_size`), never more, and each goes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_relay_gets_as_many_mails_at_once_as_the_mailer_has_connections() {
+    let smtp = SmtpServer::start_slow(Duration::from_millis(300)).await.expect("a slow smtp server");
+    let bed = Bed::with_smtp(smtp, SmtpTls::Plain).await;
+    // All waiting before the mailer starts: its first batch holds them all.
+    let addresses = sign_ups(&bed, "slow", 12).await;
+    let (shutdown, task) = bed.run();
+    for address in &addresses {
+        bed.mails_to(address, 1).await;
+    }
+    shutdown.cancel();
+    task.await.expect("join").expect("stops cleanly");
+    for address in &addresses {
+        assert_eq!(bed.smtp.messages_to(address).len(), 1, "{address}: one mail");
+    }
+    let pool = usize::try_from(bed.settings.mailer.smtp.pool_size).expect("pool size");
+    assert_eq!(bed.smtp.peak_transactions(), pool, "mails under way at once at the slow relay");
+}
+
+/// The mailer as a process, stopped (SIGTERM) and then killed (SIGKILL) in
+/// the middle of a burst, with mails under way at a slow relay: nothing is
+/// lost, a graceful stop sends nothing twice, and after the kill the only
+/// mails sent again are those under way at that moment, each with the
+/// `Message-ID` of its first copy, so that the receiver's mailbox keeps one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailer_stopped_or_killed_mid_burst_loses_no_mail_and_sends_none_twice() {
+    // The relay keeps each mail, then takes its time to answer: a kill in
+    // that moment leaves a mail delivered that the mailer never heard of.
+    let smtp = SmtpServer::start_slow(Duration::from_millis(200)).await.expect("a slow smtp server");
+    let bed = Bed::with_smtp(smtp, SmtpTls::Plain).await;
+    let addresses = sign_ups(&bed, "burst", 60).await;
+    let env = [
+        ("SIGNUP_CONFIG_DIR", String::new()),
+        ("SIGNUP__NATS__URL", bed.settings.nats.url.clone()),
+        ("SIGNUP__LINKS__SECRET", SECRET.to_owned()),
+        ("SIGNUP__LINKS__BASE_URL", "https://signup.example".to_owned()),
+        ("SIGNUP__MAILER__SMTP__PORT", bed.smtp.port().to_string()),
+        ("SIGNUP__MAILER__SMTP__TLS", "none".to_owned()),
+        ("SIGNUP__MAILER__HTTP__PORT", "0".to_owned()),
+        ("SIGNUP__MAILER__CONSUMER__FROM_START", "true".to_owned()),
+        // A graceful stop finishes the batch in hand: a third of the burst.
+        ("SIGNUP__MAILER__CONSUMER__BATCH_SIZE", "20".to_owned()),
+        // What the killed instance held comes back this soon.
+        ("SIGNUP__MAILER__CONSUMER__ACK_WAIT_SECS", "3".to_owned()),
+    ];
+    let start = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_mailer"))
+            .arg("run")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the mailer process")
+    };
+    let delivered = |at_least: usize| {
+        let smtp = &bed.smtp;
+        eventually(Duration::from_secs(60), "mails delivered", move || async move {
+            (smtp.messages().len() >= at_least).then_some(())
+        })
+    };
+
+    let mut mailer = start();
+    delivered(5).await.expect("the first mails");
+    let pid = mailer.id().expect("running").to_string();
+    let stopped = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill -TERM");
+    assert!(stopped.success());
+    assert!(mailer.wait().await.expect("exit").success(), "a graceful stop");
+    let before_kill = bed.smtp.messages();
+    for address in &addresses {
+        assert!(bed.smtp.messages_to(address).len() <= 1, "{address}: mailed twice by a graceful stop");
+    }
+
+    let mut mailer = start();
+    delivered(before_kill.len() + 6).await.expect("more mails");
+    mailer.kill().await.expect("SIGKILL");
+
+    let mut mailer = start();
+    for address in &addresses {
+        bed.mails_to(address, 1).await;
+    }
+    let stream = bed.js.get_stream("PROSPECTS").await.expect("stream");
+    let last = stream.cached_info().state.last_sequence;
+    bed.settled(last).await;
+    mailer.kill().await.expect("stopped");
+
+    let pool = usize::try_from(bed.settings.mailer.smtp.pool_size).expect("pool size");
+    let mut again = 0;
+    for address in &addresses {
+        let mails = bed.smtp.messages_to(address);
+        let ids: std::collections::BTreeSet<String> = mails.iter().map(|m| message_id(m)).collect();
+        assert_eq!(ids.len(), 1, "{address}: {} mails, all one message for its mailbox", mails.len());
+        again += mails.len() - 1;
+    }
+    assert!(again <= pool, "{again} mails sent again: only those under way at the kill");
 }

@@ -226,9 +226,17 @@ impl Sender {
     /// `Date` of now and `Auto-Submitted: auto-generated`: add the recipient,
     /// subject and body, then [`Sender::seal`] it.
     pub fn message(&self) -> MessageBuilder {
+        self.message_with_id(&uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// The same with the `Message-ID` `<id@domain>`: a mail sent again (a
+    /// retry after a crash) keeps the id of its first copy, so that the
+    /// receiver keeps one. `id` must be unique to the mail and free of `@`,
+    /// `<` and `>`.
+    pub fn message_with_id(&self, id: &str) -> MessageBuilder {
         Message::builder()
             .from(self.from.clone())
-            .message_id(Some(format!("<{}@{}>", uuid::Uuid::new_v4().simple(), self.domain)))
+            .message_id(Some(format!("<{id}@{}>", self.domain)))
             .date_now()
             .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Auto-Submitted"), "auto-generated".to_owned()))
     }

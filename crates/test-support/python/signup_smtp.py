@@ -10,10 +10,17 @@ mailer does then:
 Both answers quote the recipient's address, as Postfix's do, so that tests
 can check that no log line, span or dead letter repeats it.
 
+``SIGNUP_SMTP_DELAY_MS`` makes it a slow relay: each mail is kept at once
+and answered that many milliseconds later. It writes the most transactions it
+ever held at once (data received, not yet answered) to ``<maildir>.peak``,
+so a test can see whether a client sends several mails at a time.
+
 Run as ``python -m aiosmtpd -n -c signup_smtp.Maildir <maildir> ...`` with
 this folder on PYTHONPATH.
 """
 
+import asyncio
+import os
 import re
 
 from aiosmtpd.handlers import Mailbox
@@ -25,11 +32,27 @@ class Maildir(Mailbox):
     def __init__(self, mail_dir):
         super().__init__(mail_dir)
         self.tries = {}
+        self.delay = int(os.environ.get("SIGNUP_SMTP_DELAY_MS", "0")) / 1000
+        self.peak_file = mail_dir.rstrip("/") + ".peak"
+        self.active = 0
+        self.peak = 0
 
     async def handle_DATA(self, server, session, envelope):
-        # The mail exactly as it came over the wire: Mailbox would parse it
-        # and write it out again, which changes bytes a DKIM signature covers.
-        self.mailbox.add(envelope.original_content)
+        self.active += 1
+        if self.active > self.peak:
+            self.peak = self.active
+            with open(self.peak_file, "w") as f:
+                f.write(str(self.peak))
+        try:
+            # The mail exactly as it came over the wire: Mailbox would parse
+            # it and write it out again, which changes bytes a DKIM signature
+            # covers. Kept before the answer, as a real server queues it: a
+            # client gone meanwhile has still delivered it.
+            self.mailbox.add(envelope.original_content)
+            if self.delay:
+                await asyncio.sleep(self.delay)
+        finally:
+            self.active -= 1
         return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):

@@ -284,6 +284,9 @@ pub fn test_python() -> PathBuf {
 /// prepares), else `python3`. It refuses some
 /// recipients as real servers do (`python/signup_smtp.py`): `refused…@` with
 /// a permanent 550, `later-N…@` with a transient 451 on its first N tries.
+/// A slow one ([`SmtpServer::start_slow`]) answers each mail after a delay,
+/// and every one tells how many mails it held at once
+/// ([`SmtpServer::peak_transactions`]).
 pub struct SmtpServer {
     port: u16,
     maildir: tempfile::TempDir,
@@ -309,28 +312,29 @@ impl SmtpServer {
 
     /// Starts a plain server on `port`.
     pub async fn start_on(port: u16) -> anyhow::Result<Self> {
-        Self::launch(port, SmtpTls::Plain).await
+        Self::launch(port, SmtpTls::Plain, Duration::ZERO).await
+    }
+
+    /// Starts a plain server on a free port that answers each mail `delay`
+    /// after its data arrived: a slow relay.
+    pub async fn start_slow(delay: Duration) -> anyhow::Result<Self> {
+        Self::launch(free_port()?, SmtpTls::Plain, delay).await
     }
 
     /// Starts a server on a free port speaking `tls`, with a self-signed
     /// certificate for `localhost` and `127.0.0.1` ([`SmtpServer::certificate`]).
     pub async fn start_tls(tls: SmtpTls) -> anyhow::Result<Self> {
-        Self::launch(free_port()?, tls).await
+        Self::launch(free_port()?, tls, Duration::ZERO).await
     }
 
-    async fn launch(port: u16, tls: SmtpTls) -> anyhow::Result<Self> {
+    async fn launch(port: u16, tls: SmtpTls, delay: Duration) -> anyhow::Result<Self> {
         // (The Python with aiosmtpd: `test_python`.)
         let maildir = tempfile::tempdir()?;
         let mut command = Command::new(test_python());
-        command.env("PYTHONPATH", concat!(env!("CARGO_MANIFEST_DIR"), "/python")).args([
-            "-m",
-            "aiosmtpd",
-            "-n",
-            "-l",
-            &format!("127.0.0.1:{port}"),
-            "-c",
-            "signup_smtp.Maildir",
-        ]);
+        command
+            .env("PYTHONPATH", concat!(env!("CARGO_MANIFEST_DIR"), "/python"))
+            .env("SIGNUP_SMTP_DELAY_MS", delay.as_millis().to_string())
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "signup_smtp.Maildir"]);
         if tls != SmtpTls::Plain {
             let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
             let (cert, key) = (maildir.path().join("cert.pem"), maildir.path().join("key.pem"));
@@ -357,9 +361,28 @@ impl SmtpServer {
         self.port
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// The PEM file of its certificate (a TLS server's only), to trust it.
     pub fn certificate(&self) -> PathBuf {
         self.maildir.path().join("cert.pem")
+    }
+
+    /// The most mails it held at once so far (their data received, not yet
+    /// answered): 1 when every client sent one mail at a time.
+    pub fn peak_transactions(&self) -> usize {
+        std::fs::read_to_string(self.maildir.path().join("mail.peak"))
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// How many messages it received so far (without reading them).
+    pub fn received(&self) -> usize {
+        std::fs::read_dir(self.maildir.path().join("mail").join("new")).map_or(0, Iterator::count)
     }
 
     /// The raw messages received so far.
