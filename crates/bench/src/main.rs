@@ -8,7 +8,9 @@
 //! - **accept**: wrk POSTs distinct valid forms to `/signup` on 64
 //!   connections — first to `sync-baseline` (validates the same way, inserts
 //!   the row inside the request), then to `signup-web` (publishes the event,
-//!   waits for the PubAck); then the bot check's cost: signup-web's CPU
+//!   waits for the PubAck), then to `bare-publisher` (the least a publishing
+//!   handler does: the body as it came, published, PubAck awaited), all with
+//!   the handlers stopped; then the bot check's cost: signup-web's CPU
 //!   per sign-up at a paced rate with the check off and on (each sign-up
 //!   with a solved challenge), and its CPU per challenge served;
 //! - **drain**: 200,000 sign-ups put on the stream while save-prospect is
@@ -23,14 +25,22 @@
 //! - **latency**: at a steady 2,000 sign-ups/s, the time from each 303 to its
 //!   row being visible in Postgres (polled every 2 ms);
 //! - **memory**: each service's resident memory at rest and its peak under load;
-//! - **cpu**: web + save-prospect + analytics-indexer under wrk (64
-//!   connections, distinct sign-ups) until the handlers caught up: CPU time
-//!   per accepted sign-up of each service, of nats-server and of the Postgres
-//!   processes, read from `/proc`.
+//! - **mail**: the confirmation mails of a burst of sign-ups through the
+//!   mailer to a real SMTP server, next to a plain SMTP client with as many
+//!   connections on the same server, once answering at once and once as a
+//!   slow relay ([`mail`]);
+//! - **cpu**: first the minimal pipeline ([`pipeline`]: publish, JetStream,
+//!   pull, batched insert, ack) on the same servers; then web +
+//!   save-prospect + analytics-indexer + mailer under wrk (64 connections,
+//!   distinct sign-ups) until every handler caught up: CPU time per accepted
+//!   sign-up of each service, of nats-server and of the Postgres processes,
+//!   read from `/proc`, and its ratio to the minimal pipeline's per event.
 //!
 //! It prints a table with the targets and writes every figure as JSON.
 
 mod load;
+mod mail;
+mod pipeline;
 mod system;
 
 use std::collections::{BTreeMap, HashMap};
@@ -93,9 +103,18 @@ struct Cli {
     /// Sign-ups per second of the bot check's runs (accept phase), off and on.
     #[arg(long, default_value_t = 2_000)]
     bot_check_rate: u64,
+    /// Sign-ups of the mail phase's burst (fast SMTP server).
+    #[arg(long, default_value_t = 1_000)]
+    mail_burst: usize,
+    /// Sign-ups of the mail phase's burst at the slow relay.
+    #[arg(long, default_value_t = 200)]
+    slow_mail_burst: usize,
+    /// Milliseconds the slow relay takes over each mail.
+    #[arg(long, default_value_t = 100)]
+    slow_relay_ms: u64,
     /// Phases to run (`first-run` is measured by scripts/bench, which
     /// passes its figure with `--first-run-secs`).
-    #[arg(long, value_delimiter = ',', default_value = "first-run,accept,drain,sustained,cpu")]
+    #[arg(long, value_delimiter = ',', default_value = "first-run,accept,drain,sustained,mail,cpu")]
     phases: Vec<String>,
     /// Seconds from `scripts/run` on a fresh clone to the form answering,
     /// as scripts/bench measured it.
@@ -111,6 +130,7 @@ struct Results {
     sustained: Option<Sustained>,
     latency: Option<Latency>,
     memory: Option<HashMap<String, MemoryFigures>>,
+    mail: Option<mail::Mail>,
     cpu: Option<CpuPerSignUp>,
     first_run_secs: Option<f64>,
 }
@@ -121,7 +141,12 @@ struct Accept {
     seconds: u64,
     sync_baseline: AcceptRun,
     signup_web: AcceptRun,
+    /// signup-web / the synchronous baseline.
     ratio: f64,
+    /// The least a publishing web tier does (`bare-publisher`).
+    bare_publisher: AcceptRun,
+    /// signup-web / the bare publisher.
+    to_bare_publisher: f64,
     bot_check: BotCheckCost,
 }
 
@@ -251,6 +276,15 @@ async fn main() -> anyhow::Result<()> {
         let (sustained, latency, memory) = sustained(&layout, &cli).await.context("sustained phase")?;
         (results.sustained, results.latency, results.memory) = (Some(sustained), Some(latency), Some(memory));
     }
+    if cli.phases.iter().any(|p| p == "mail") {
+        say(&format!(
+            "mail: {} confirmation mails, then {} at a relay taking {} ms a mail; mailer vs a plain SMTP client",
+            cli.mail_burst, cli.slow_mail_burst, cli.slow_relay_ms
+        ));
+        let slow = Duration::from_millis(cli.slow_relay_ms);
+        results.mail =
+            Some(mail::mail(&layout, cli.mail_burst, cli.slow_mail_burst, slow).await.context("mail phase")?);
+    }
     if cli.phases.iter().any(|p| p == "cpu") {
         say(
             "cpu: web + save-prospect + analytics-indexer under wrk (64 connections, distinct sign-ups), CPU per process",
@@ -334,13 +368,30 @@ async fn accept(layout: &Layout, cli: &Cli) -> anyhow::Result<Accept> {
     let stored = backends.stored().await? - before;
     anyhow::ensure!(stored >= web_run.requests - web_run.error_count(), "signup-web answered more than it stored");
     say(&format!("  signup-web: {:.0}/s, p99 {:.1} ms", web_run.rate(), web_run.p99_us as f64 / 1e3));
+
+    // The least a publishing web tier does, on the same nats-server.
+    let port = test_support::free_port()?;
+    let args = ["--port".to_owned(), port.to_string(), "--nats-url".to_owned(), backends.nats.url()];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let bare = Service::spawn(layout, "bare-publisher", "accept-bare-publisher", &args, &[])?;
+    wait_for_port(port, Duration::from_secs(30)).await?;
+    let url = format!("http://127.0.0.1:{port}");
+    load::wrk(&cli.wrk_script, &url, 2, cli.connections, &format!("warm{run_id}"), &[]).await?;
+    let before = backends.stored().await?;
+    let bare_run = load::wrk(&cli.wrk_script, &url, cli.accept_secs, cli.connections, &run_id, &[]).await?;
+    bare.stop().await;
+    let bare_stored = backends.stored().await? - before;
+    anyhow::ensure!(bare_stored >= bare_run.requests - bare_run.error_count(), "the bare publisher lost events");
+    say(&format!("  bare publisher: {:.0}/s, p99 {:.1} ms", bare_run.rate(), bare_run.p99_us as f64 / 1e3));
     let bot_check = bot_check_cost(layout, cli, &backends).await.context("the bot check's cost")?;
     Ok(Accept {
         connections: cli.connections,
         seconds: cli.accept_secs,
         ratio: web_run.rate() / sync.rate(),
+        to_bare_publisher: web_run.rate() / bare_run.rate(),
         sync_baseline: AcceptRun::of(sync, rows),
         signup_web: AcceptRun::of(web_run, stored),
+        bare_publisher: AcceptRun::of(bare_run, bare_stored),
         bot_check,
     })
 }
@@ -536,18 +587,30 @@ struct System {
 }
 
 impl System {
-    async fn start(layout: &Layout, backends: &Backends, label: &str) -> anyhow::Result<Self> {
+    /// The three services; with `mail`, the mailer too, sending to that
+    /// server.
+    async fn start(
+        layout: &Layout,
+        backends: &Backends,
+        label: &str,
+        mail: Option<&test_support::SmtpServer>,
+    ) -> anyhow::Result<Self> {
         let index_dir = tempfile::tempdir()?;
         let (port, analytics_port) = (test_support::free_port()?, test_support::free_port()?);
         let mut env = web_env(backends, port);
         env.push(("SIGNUP__ANALYTICS__PORT", analytics_port.to_string()));
         env.push(("SIGNUP__ANALYTICS__INDEX_DIR", index_dir.path().display().to_string()));
         env.push(("SIGNUP__ANALYTICS__TOKEN", "bench-analytics-token".to_owned()));
-        let services = vec![
+        let mut services = vec![
             Service::spawn(layout, SAVE, &format!("{label}-save-prospect"), &["run"], &env)?,
             Service::spawn(layout, INDEX, &format!("{label}-analytics-indexer"), &["run"], &env)?,
             Service::spawn(layout, "signup-web", &format!("{label}-signup-web"), &["serve"], &env)?,
         ];
+        if let Some(server) = mail {
+            env.extend(mail::mailer_env(server));
+            services.push(Service::spawn(layout, mail::MAILER, &format!("{label}-mailer"), &["run"], &env)?);
+            backends.wait_for_consumer(mail::MAILER, Duration::from_secs(60)).await?;
+        }
         let url = format!("http://127.0.0.1:{port}");
         wait_for_http(&format!("{url}/readyz"), Duration::from_secs(30)).await?;
         backends.wait_for_consumer(SAVE, Duration::from_secs(60)).await?;
@@ -564,7 +627,7 @@ impl System {
 
 async fn sustained(layout: &Layout, cli: &Cli) -> anyhow::Result<(Sustained, Latency, HashMap<String, MemoryFigures>)> {
     let backends = Backends::start().await?;
-    let System { mut services, url, _index_dir } = System::start(layout, &backends, "sustained").await?;
+    let System { mut services, url, _index_dir } = System::start(layout, &backends, "sustained", None).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let at_rest: Vec<Memory> = services.iter().map(Service::memory).collect::<anyhow::Result<_>>()?;
 
@@ -617,9 +680,12 @@ async fn sustained(layout: &Layout, cli: &Cli) -> anyhow::Result<(Sustained, Lat
 }
 
 /// CPU per accepted sign-up, by process: the whole system as `scripts/run`
-/// starts it (web, save-prospect, analytics-indexer), its nats-server and
-/// the Postgres processes, over a load of distinct sign-ups and until both
-/// handlers caught up.
+/// starts it (web, save-prospect, analytics-indexer, the mailer), its
+/// nats-server and the Postgres processes, over a load of distinct sign-ups
+/// and until every handler caught up; next to the minimal pipeline
+/// ([`pipeline`]) on the same servers in the same run. The SMTP server that
+/// takes the mail (the tests' aiosmtpd) is measured too, but it stands for
+/// the receivers out on the internet and is left out of the system's total.
 #[derive(Serialize)]
 struct CpuPerSignUp {
     seconds: u64,
@@ -629,46 +695,71 @@ struct CpuPerSignUp {
     drained_after_secs: f64,
     /// Microseconds of CPU (user + system) per accepted sign-up.
     micros: BTreeMap<String, f64>,
-    /// The three services.
+    /// web, save-prospect and analytics-indexer (the figure of earlier runs).
     services_micros: f64,
-    /// Everything above, with nats-server and Postgres.
+    /// The whole system: the four services, nats-server and Postgres.
     total_micros: f64,
+    /// The reference, per event.
+    minimal: pipeline::Minimal,
+    /// total / the reference's.
+    ratio: f64,
 }
+
+/// The mail server's name among the processes measured.
+const MAIL_SINK: &str = "SMTP server (aiosmtpd, not counted)";
 
 async fn cpu(layout: &Layout, cli: &Cli) -> anyhow::Result<CpuPerSignUp> {
     let backends = Backends::start().await?;
-    let system = System::start(layout, &backends, "cpu").await?;
+    // The reference first, on the same servers with nothing else running.
+    say(&format!("  the minimal pipeline: {} events published, pulled, inserted in batches, acked", cli.drain_events));
+    let minimal = pipeline::minimal(&backends, &sign_ups(cli.drain_events)).await.context("the minimal pipeline")?;
+    say(&format!(
+        "  minimal pipeline: {:.1} µs of CPU per event ({:.0} events/s)",
+        minimal.total_micros, minimal.per_sec
+    ));
+    let sink = test_support::SmtpServer::start().await?;
+    let system = System::start(layout, &backends, "cpu", Some(&sink)).await?;
+    let consumers = [SAVE, INDEX, mail::MAILER];
     let run_id = Uuid::now_v7().simple().to_string();
     load::wrk(&cli.wrk_script, &system.url, 2, cli.connections, &format!("warm{run_id}"), &[]).await?;
-    backends.wait_drained(&[SAVE, INDEX], Duration::from_secs(120)).await?;
+    backends.wait_drained(&consumers, Duration::from_secs(600)).await?;
     let mut processes: Vec<(String, u32)> =
         system.services.iter().map(|s| s.pid().map(|pid| (s.name.clone(), pid))).collect::<anyhow::Result<_>>()?;
     processes.push(("nats-server".to_owned(), backends.nats.pid().context("nats-server has exited")?));
+    processes.push((MAIL_SINK.to_owned(), sink.pid().context("the SMTP server has exited")?));
     let before = cpu_ticks(&processes)?;
     let run = load::wrk(&cli.wrk_script, &system.url, cli.accept_secs, cli.connections, &run_id, &[]).await?;
-    let drained = backends.wait_drained(&[SAVE, INDEX], Duration::from_secs(300)).await?;
+    let drained = backends.wait_drained(&consumers, Duration::from_secs(900)).await?;
     let after = cpu_ticks(&processes)?;
     system.stop().await;
     let accepted = run.requests - run.error_count();
     anyhow::ensure!(accepted > 0, "no sign-up was accepted");
-    let per_tick = 1e6 / clock_ticks_per_sec() / accepted as f64;
-    let micros: BTreeMap<String, f64> = after
-        .iter()
-        .map(|(name, ticks)| {
-            (name.clone(), ticks.saturating_sub(before.get(name).copied().unwrap_or(0)) as f64 * per_tick)
-        })
-        .collect();
+    let micros = micros_per(&before, &after, accepted);
     let services_micros = [SAVE, INDEX, "signup-web"].iter().filter_map(|n| micros.get(*n)).sum();
+    let total_micros: f64 = micros.iter().filter(|(name, _)| name.as_str() != MAIL_SINK).map(|(_, m)| m).sum();
     Ok(CpuPerSignUp {
         seconds: cli.accept_secs,
         connections: cli.connections,
         accepted,
         accepted_per_sec: run.rate(),
         drained_after_secs: drained.as_secs_f64(),
-        total_micros: micros.values().sum(),
+        ratio: total_micros / minimal.total_micros,
+        total_micros,
         services_micros,
         micros,
+        minimal,
     })
+}
+
+/// Microseconds of CPU per item between two readings of [`cpu_ticks`].
+fn micros_per(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, items: u64) -> BTreeMap<String, f64> {
+    let per_tick = 1e6 / clock_ticks_per_sec() / items as f64;
+    after
+        .iter()
+        .map(|(name, ticks)| {
+            (name.clone(), ticks.saturating_sub(before.get(name).copied().unwrap_or(0)) as f64 * per_tick)
+        })
+        .collect()
 }
 
 /// User + system clock ticks used so far by each named process, and by all
@@ -815,7 +906,16 @@ fn cpu_table(c: &CpuPerSignUp) -> String {
     for (name, micros) in by_cost {
         out.push_str(&format!("| {name} | {micros:.0} µs |\n"));
     }
-    out.push_str(&format!("| **total** | **{:.0} µs** |\n", c.total_micros));
+    out.push_str(&format!("| **total** (without the SMTP server) | **{:.0} µs** |\n", c.total_micros));
+    let m = &c.minimal;
+    out.push_str(&format!(
+        "\nThe minimal pipeline in the same run ({} events, {:.0}/s): {:.1} µs per event ({}); the whole system: {:.1}×\n",
+        m.events,
+        m.per_sec,
+        m.total_micros,
+        m.micros.iter().map(|(name, micros)| format!("{name} {micros:.1}")).collect::<Vec<_>>().join(", "),
+        c.ratio
+    ));
     out
 }
 
@@ -837,6 +937,16 @@ fn table(r: &Results) -> String {
             "—".into(),
         ]);
         rows.push(["accept: async / sync".into(), format!("{:.2}×", a.ratio), "≥ 2×".into(), yes(a.ratio >= 2.0)]);
+        let b = &a.bare_publisher;
+        rows.push([
+            "accept: signup-web vs a bare actix-web handler awaiting the PubAck".into(),
+            format!(
+                "{:.0}/s vs {:.0}/s (p99 {:.2} ms) = {:.2}; signup-web's p99 {:.2} ms",
+                w.per_sec, b.per_sec, b.p99_ms, a.to_bare_publisher, w.p99_ms
+            ),
+            "≥ 0.8, p99 ≤ 10 ms".into(),
+            yes(a.to_bare_publisher >= 0.8 && w.p99_ms <= 10.0),
+        ]);
         let b = &a.bot_check;
         rows.push([
             format!("bot check: signup-web CPU per sign-up at {}/s, off → on", b.rate),
@@ -902,6 +1012,22 @@ fn table(r: &Results) -> String {
             }
         }
     }
+    if let Some(m) = &r.mail {
+        for (pair, what) in [
+            (&m.fast, format!("mail: confirmations of a burst of {}", m.burst)),
+            (&m.slow, format!("mail: the same, {} at a relay taking {} ms a mail", m.slow_burst, m.slow_delay_ms)),
+        ] {
+            rows.push([
+                what,
+                format!(
+                    "{:.0} mails/s vs a plain client with {} connections on the same server: {:.0} mails/s = {:.2}",
+                    pair.mailer.per_sec, m.connections, pair.plain_client.per_sec, pair.ratio
+                ),
+                "≥ 0.5".into(),
+                yes(pair.ratio >= 0.5),
+            ]);
+        }
+    }
     if let Some(c) = &r.cpu {
         let micros = |name: &str| c.micros.get(name).copied().unwrap_or_default();
         rows.push([
@@ -909,6 +1035,15 @@ fn table(r: &Results) -> String {
             format!("{:.0} µs ({:.0} µs with nats-server and Postgres)", c.services_micros, c.total_micros),
             "≤ 125 µs".into(),
             yes(c.services_micros <= 125.0),
+        ]);
+        rows.push([
+            "CPU per sign-up: the whole system (four services, nats-server, Postgres)".into(),
+            format!(
+                "{:.0} µs vs the minimal pipeline in the same run: {:.1} µs per event = {:.1}×",
+                c.total_micros, c.minimal.total_micros, c.ratio
+            ),
+            "≤ 4×".into(),
+            yes(c.ratio <= 4.0),
         ]);
         rows.push([
             "CPU per event: analytics-indexer".into(),

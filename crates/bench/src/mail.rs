@@ -1,0 +1,197 @@
+//! The mail phase: how fast the confirmation mails of a burst of sign-ups
+//! reach a real SMTP server, next to a plain SMTP client on the same server
+//! in the same run.
+//!
+//! The server is the tests' aiosmtpd (`test_support::SmtpServer`: every
+//! mail kept in a maildir), once answering at once and once as a slow relay
+//! that answers each mail `slow_delay` after its data arrived. Against each:
+//! - **plain client**: the same mails (the mailer's own confirmation mail,
+//!   written the same way), sent with lettre's pooled transport at as many
+//!   at once as the mailer has connections (`mailer.smtp.pool_size`, 4):
+//!   what SMTP itself allows on this machine;
+//! - **mailer**: the release `mailer` and `save-prospect` (who holds an
+//!   address) on a private nats-server; the sign-ups are published the way
+//!   signup-web publishes them, and the clock runs from the first publish to
+//!   the last mail kept. The budget of mails to unconfirmed addresses is
+//!   off (`mailer.budget`): with it on, a burst at one domain is paced on
+//!   purpose, which is not what this measures.
+//!
+//! Afterwards every address has exactly one mail: a mail sent twice fails
+//! the phase.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bus::{EventContext, Publisher};
+use futures::{StreamExt as _, TryStreamExt as _};
+use serde::Serialize;
+use test_support::SmtpServer;
+
+use crate::system::{Backends, Layout, Service};
+
+/// The mailer's durable consumer.
+pub const MAILER: &str = "mailer";
+
+#[derive(Serialize)]
+pub struct Mail {
+    /// Mails of the burst against the fast server.
+    pub burst: usize,
+    pub fast: Pair,
+    /// Mails of the burst against the slow relay.
+    pub slow_burst: usize,
+    /// How long the slow relay takes over each mail.
+    pub slow_delay_ms: u64,
+    pub slow: Pair,
+    /// SMTP connections of each (the mailer's `pool_size`).
+    pub connections: u32,
+}
+
+/// The plain client and the mailer on one server.
+#[derive(Serialize)]
+pub struct Pair {
+    pub plain_client: Rate,
+    pub mailer: Rate,
+    /// mailer / plain client.
+    pub ratio: f64,
+}
+
+#[derive(Serialize, Clone, Copy)]
+pub struct Rate {
+    pub mails: usize,
+    pub secs: f64,
+    pub per_sec: f64,
+}
+
+impl Rate {
+    fn of(mails: usize, took: Duration) -> Self {
+        let secs = took.as_secs_f64();
+        Self { mails, secs, per_sec: mails as f64 / secs }
+    }
+}
+
+/// Runs the phase: `burst` mails at the fast server, `slow_burst` at a relay
+/// answering after `slow_delay`.
+pub async fn mail(layout: &Layout, burst: usize, slow_burst: usize, slow_delay: Duration) -> anyhow::Result<Mail> {
+    let connections = smtp::SmtpSettings::default().pool_size;
+    let fast = SmtpServer::start().await.context("the SMTP server")?;
+    let fast = pair(layout, &fast, burst, "fast").await.context("the fast server")?;
+    let slow = SmtpServer::start_slow(slow_delay).await.context("the slow relay")?;
+    let slow = pair(layout, &slow, slow_burst, "slow").await.context("the slow relay")?;
+    Ok(Mail { burst, fast, slow_burst, slow_delay_ms: u64::try_from(slow_delay.as_millis())?, slow, connections })
+}
+
+async fn pair(layout: &Layout, server: &SmtpServer, count: usize, label: &str) -> anyhow::Result<Pair> {
+    let plain_client = plain_client(server, count).await?;
+    crate::say(&format!(
+        "  {label}: plain client, {count} mails in {:.2} s: {:.0} mails/s",
+        plain_client.secs, plain_client.per_sec
+    ));
+    let mailer = mailer(layout, server, count, label).await?;
+    crate::say(&format!(
+        "  {label}: mailer, {count} confirmation mails in {:.2} s: {:.0} mails/s ({:.2} of the plain client)",
+        mailer.secs,
+        mailer.per_sec,
+        mailer.per_sec / plain_client.per_sec
+    ));
+    Ok(Pair { ratio: mailer.per_sec / plain_client.per_sec, plain_client, mailer })
+}
+
+/// The SMTP settings of a plain connection to `server`.
+fn smtp_settings(server: &SmtpServer) -> smtp::SmtpSettings {
+    smtp::SmtpSettings { port: server.port(), tls: smtp::SmtpTls::None, ..smtp::SmtpSettings::default() }
+}
+
+/// `count` confirmation mails written as the mailer writes them, sent by a
+/// pooled transport with `pool_size` of them under way at once.
+async fn plain_client(server: &SmtpServer, count: usize) -> anyhow::Result<Rate> {
+    let settings = smtp_settings(server);
+    let transport = smtp::transport(&settings, "bench.smtp")?;
+    let sender = smtp::Sender::new("Signup <signup@localhost>".parse()?, &settings, "bench.smtp")?;
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let addresses: Vec<String> = (0..count).map(|i| format!("plain{i}.{run}@example.com")).collect();
+    let messages = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, to)| {
+            let letter = mailer::letters::Letter {
+                kind: mailer::letters::Kind::Confirm,
+                to: to.clone(),
+                confirm_url: Some(format!("https://signup.example/prospects/confirm/{run}{i}")),
+                manage_url: Some(format!("https://signup.example/prospects/manage/{run}{i}")),
+                not_me_url: Some(format!("https://signup.example/prospects/not-me/{run}{i}")),
+                new_email: None,
+                confirm_days: 7,
+                manage_days: 30,
+            };
+            letter.message(&sender, &format!("{run}{i}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let before = server.received();
+    let under_way = usize::try_from(settings.pool_size)?;
+    let start = Instant::now();
+    futures::stream::iter(messages)
+        .map(|message| {
+            let transport = &transport;
+            async move { lettre::AsyncTransport::send(transport, message).await }
+        })
+        .buffer_unordered(under_way)
+        .try_for_each(|_| async { Ok(()) })
+        .await?;
+    let took = start.elapsed();
+    anyhow::ensure!(server.received() == before + count, "the server kept {} of {count}", server.received() - before);
+    Ok(Rate::of(count, took))
+}
+
+/// What the mailer gets besides the backends' environment: plain SMTP to
+/// `server`, the links' secret, and no budget of mails to unconfirmed
+/// addresses (a burst at one domain would be paced on purpose).
+pub fn mailer_env(server: &SmtpServer) -> [(&'static str, String); 6] {
+    [
+        ("SIGNUP__LINKS__SECRET", crate::TOKEN_SECRET.to_owned()),
+        ("SIGNUP__MAILER__SMTP__PORT", server.port().to_string()),
+        ("SIGNUP__MAILER__SMTP__TLS", "none".to_owned()),
+        ("SIGNUP__MAILER__HTTP__PORT", "0".to_owned()),
+        ("SIGNUP__MAILER__BUDGET__PER_DOMAIN", "0".to_owned()),
+        ("SIGNUP__MAILER__BUDGET__TOTAL", "0".to_owned()),
+    ]
+}
+
+/// The release mailer (with save-prospect, which it asks who holds an
+/// address) on a fresh nats-server: from publishing `count` sign-ups to the
+/// last of their mails kept by `server`.
+async fn mailer(layout: &Layout, server: &SmtpServer, count: usize, label: &str) -> anyhow::Result<Rate> {
+    let backends = Backends::start().await?;
+    let saver =
+        Service::spawn(layout, "save-prospect", &format!("mail-{label}-save-prospect"), &["run"], &backends.env())?;
+    let mut env = backends.env();
+    env.extend(mailer_env(server));
+    let mut mailer = Service::spawn(layout, "mailer", &format!("mail-{label}-mailer"), &["run"], &env)?;
+    backends.wait_for_consumer(MAILER, Duration::from_secs(60)).await?;
+    backends.wait_for_consumer(crate::SAVE, Duration::from_secs(60)).await?;
+    let events = crate::sign_ups(count);
+    let client = bus::async_nats::connect(backends.nats.url()).await?;
+    let publisher = Publisher::new(client, "/signup-bench", Duration::from_secs(30));
+    let before = server.received();
+    let start = Instant::now();
+    futures::stream::iter(&events)
+        .map(|event| {
+            let publisher = &publisher;
+            async move { publisher.publish(event, &EventContext::new()).await }
+        })
+        .buffer_unordered(1_000)
+        .try_for_each(|_| async { Ok(()) })
+        .await?;
+    let limit = Duration::from_secs(600);
+    while server.received() < before + count {
+        mailer.ensure_running()?;
+        anyhow::ensure!(start.elapsed() < limit, "{} of {count} mails after {limit:?}", server.received() - before);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = start.elapsed();
+    backends.wait_drained(&[MAILER], Duration::from_secs(60)).await?;
+    mailer.stop().await;
+    saver.stop().await;
+    let kept = server.received() - before;
+    anyhow::ensure!(kept == count, "{kept} mails for {count} sign-ups: some were sent twice");
+    Ok(Rate::of(count, took))
+}
