@@ -6,9 +6,10 @@
 //! mail kept in a maildir), once answering at once and once as a slow relay
 //! that answers each mail `slow_delay` after its data arrived. Against each:
 //! - **plain client**: the same mails (the mailer's own confirmation mail,
-//!   written the same way), sent with lettre's pooled transport at as many
-//!   at once as the mailer has connections (`mailer.smtp.pool_size`, 4):
-//!   what SMTP itself allows on this machine;
+//!   written the same way), sent by Python's smtplib over as many
+//!   connections as the mailer has (`mailer.smtp.pool_size`, 4), each
+//!   sending its share one after another: what SMTP itself allows on this
+//!   machine;
 //! - **mailer**: the release `mailer` and `save-prospect` (who holds an
 //!   address) on a private nats-server; the sign-ups are published the way
 //!   signup-web publishes them, and the clock runs from the first publish to
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bus::{EventContext, Publisher};
 use futures::{StreamExt as _, TryStreamExt as _};
+
 use serde::Serialize;
 use test_support::SmtpServer;
 
@@ -102,44 +104,40 @@ fn smtp_settings(server: &SmtpServer) -> smtp::SmtpSettings {
 }
 
 /// `count` confirmation mails written as the mailer writes them, sent by a
-/// pooled transport with `pool_size` of them under way at once.
+/// plain SMTP client (Python's smtplib, `python/plain_smtp_client.py`) over
+/// `pool_size` connections, each sending its share one after another.
 async fn plain_client(server: &SmtpServer, count: usize) -> anyhow::Result<Rate> {
     let settings = smtp_settings(server);
-    let transport = smtp::transport(&settings, "bench.smtp")?;
     let sender = smtp::Sender::new("Signup <signup@localhost>".parse()?, &settings, "bench.smtp")?;
     let run = uuid::Uuid::now_v7().simple().to_string();
-    let addresses: Vec<String> = (0..count).map(|i| format!("plain{i}.{run}@example.com")).collect();
-    let messages = addresses
-        .iter()
-        .enumerate()
-        .map(|(i, to)| {
-            let letter = mailer::letters::Letter {
-                kind: mailer::letters::Kind::Confirm,
-                to: to.clone(),
-                confirm_url: Some(format!("https://signup.example/prospects/confirm/{run}{i}")),
-                manage_url: Some(format!("https://signup.example/prospects/manage/{run}{i}")),
-                not_me_url: Some(format!("https://signup.example/prospects/not-me/{run}{i}")),
-                new_email: None,
-                confirm_days: 7,
-                manage_days: 30,
-            };
-            letter.message(&sender, &format!("{run}{i}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let folder = tempfile::tempdir()?;
+    for i in 0..count {
+        let to = format!("plain{i}.{run}@example.com");
+        let letter = mailer::letters::Letter {
+            kind: mailer::letters::Kind::Confirm,
+            to: to.clone(),
+            confirm_url: Some(format!("https://signup.example/prospects/confirm/{run}{i}")),
+            manage_url: Some(format!("https://signup.example/prospects/manage/{run}{i}")),
+            not_me_url: Some(format!("https://signup.example/prospects/not-me/{run}{i}")),
+            new_email: None,
+            confirm_days: 7,
+            manage_days: 30,
+        };
+        let message = letter.message(&sender, &format!("{run}{i}"))?;
+        std::fs::write(folder.path().join(format!("{to}.eml")), message.formatted())?;
+    }
     let before = server.received();
-    let under_way = usize::try_from(settings.pool_size)?;
-    let start = Instant::now();
-    futures::stream::iter(messages)
-        .map(|message| {
-            let transport = &transport;
-            async move { lettre::AsyncTransport::send(transport, message).await }
-        })
-        .buffer_unordered(under_way)
-        .try_for_each(|_| async { Ok(()) })
-        .await?;
-    let took = start.elapsed();
+    let output = tokio::process::Command::new(test_support::test_python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/python/plain_smtp_client.py"))
+        .args([server.port().to_string(), settings.pool_size.to_string()])
+        .arg(folder.path())
+        .output()
+        .await
+        .context("running the plain SMTP client")?;
+    anyhow::ensure!(output.status.success(), "the plain client failed: {}", String::from_utf8_lossy(&output.stderr));
+    let secs: f64 = String::from_utf8_lossy(&output.stdout).trim().parse().context("the plain client's time")?;
     anyhow::ensure!(server.received() == before + count, "the server kept {} of {count}", server.received() - before);
-    Ok(Rate::of(count, took))
+    Ok(Rate::of(count, Duration::from_secs_f64(secs)))
 }
 
 /// What the mailer gets besides the backends' environment: plain SMTP to

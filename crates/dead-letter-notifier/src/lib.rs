@@ -27,7 +27,6 @@ use bus::runtime::{Backoff, Context, NoCommands, Service};
 use bus::settings::{ConsumerSettings, NatsSettings};
 use bus::telemetry::LogSettings;
 use bus::{Delivery, Handler, HandlerError};
-use lettre::AsyncTransport;
 use lettre::message::header::ContentType;
 use messages::dlq::DeadLetter;
 use serde::Deserialize;
@@ -199,7 +198,7 @@ async fn send_with_retries(
     };
     let mut pause = Backoff::new(Duration::from_millis(settings.retry_base_ms), Duration::from_secs(60));
     for attempt in 1..=4 {
-        match mailer.send(message.clone()).await {
+        match mailer.send(&message).await {
             Ok(_) => {
                 metrics::counter!("signup_notifier_mails_sent_total").increment(1);
                 tracing::info!(letters = letters.len(), "dead-letter digest sent");

@@ -7,7 +7,6 @@ use bus::request::{RequestError, ask};
 use bus::{Delivery, Handler, HandlerError, async_nats};
 use chrono::Utc;
 use futures::StreamExt as _;
-use lettre::AsyncTransport as _;
 use lettre::message::Mailbox;
 use links::{Links, Purpose};
 use messages::ProspectEvent;
@@ -312,7 +311,7 @@ impl Mailer {
         let message = mail.letter.message(&self.sender, &id).map_err(|e| {
             HandlerError::Permanent(e.context("the mail could not be written (the address is unusable)"))
         })?;
-        self.transport.send(message).await.map_err(smtp::classify)?;
+        self.transport.send(&message).await.map_err(smtp::classify)?;
         // A crash right here would send it again: at least once, never lost.
         self.ledger.record(&key, "sent").await.map_err(store_unavailable)?;
         self.waiting.over(&key, Utc::now().timestamp_millis());

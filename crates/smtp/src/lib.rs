@@ -11,7 +11,9 @@
 //!
 //! # Layout
 //! - [`SmtpSettings`], [`SmtpTls`], [`DkimSettings`]: a service's `[….smtp]` section.
-//! - [`transport`]: the transport those settings describe.
+//! - [`transport()`]: the [`Transport`] those settings describe: up to
+//!   `pool_size` connections, with Nagle's algorithm off (why: the
+//!   `transport` module).
 //! - [`Sender`]: the headers every mail carries, and its DKIM signature.
 //! - [`classify`]: a failed send as the consumer runner's `HandlerError`.
 
@@ -20,17 +22,21 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bus::HandlerError;
+use lettre::Message;
 use lettre::message::dkim::{
     DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm, DkimSigningKey, dkim_sign,
 };
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MessageBuilder};
-use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::client::{Certificate, CertificateStore, TlsParameters};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
+
+mod transport;
+
+use transport::Protection;
+pub use transport::{SendError, Transport};
 
 /// A service's SMTP server (`[mailer.smtp]`, `[notifier.smtp]`).
 #[derive(Debug, Clone, Deserialize)]
@@ -117,45 +123,42 @@ pub enum SmtpTls {
     Tls,
 }
 
-/// The transport every mail goes through.
-pub type Transport = AsyncSmtpTransport<Tokio1Executor>;
-
 /// Whether `host` is this machine.
 fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Builds the transport from the settings of `section` (e.g.
-/// `"mailer.smtp"`, which every error names), inside the Tokio runtime: the
-/// connection pool runs on it. Certificates are always checked: against the
-/// system's roots, or only against `ca_file` when it is set.
+/// `"mailer.smtp"`, which every error names). Certificates are always
+/// checked: against the system's roots, or only against `ca_file` when it is
+/// set.
 pub fn transport(settings: &SmtpSettings, section: &str) -> anyhow::Result<Transport> {
     let host = settings.host.as_str();
-    let tls = match settings.tls {
+    let protection = match settings.tls {
         SmtpTls::None => {
             anyhow::ensure!(
                 is_loopback(host),
                 "{section}.tls = \"none\" sends mail in clear text, so it is only allowed to a relay on this \
                  machine (localhost, 127.0.0.1, ::1), not to {host}; use \"starttls\" or \"tls\""
             );
-            Tls::None
+            Protection::Plain
         }
-        SmtpTls::Starttls => Tls::Required(tls_parameters(settings, section)?),
-        SmtpTls::Tls => Tls::Wrapper(tls_parameters(settings, section)?),
+        SmtpTls::Starttls => Protection::StartTls(tls_parameters(settings, section)?),
+        SmtpTls::Tls => Protection::Implicit(tls_parameters(settings, section)?),
     };
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-        .port(settings.port)
-        .tls(tls)
-        .timeout(Some(Duration::from_millis(settings.timeout_ms)))
-        .pool_config(PoolConfig::new().max_size(settings.pool_size.max(1)));
-    match (&settings.user, &settings.password) {
-        (Some(user), Some(password)) => {
-            builder = builder.credentials(Credentials::new(user.clone(), password.expose_secret().to_owned()));
-        }
-        (None, None) => {}
+    let credentials = match (&settings.user, &settings.password) {
+        (Some(user), Some(password)) => Some(Credentials::new(user.clone(), password.expose_secret().to_owned())),
+        (None, None) => None,
         _ => anyhow::bail!("{section}.user and {section}.password go together"),
-    }
-    Ok(builder.build())
+    };
+    let server = transport::Server {
+        host: host.to_owned(),
+        port: settings.port,
+        protection,
+        credentials,
+        timeout: Duration::from_millis(settings.timeout_ms),
+    };
+    Ok(Transport::new(server, usize::try_from(settings.pool_size).unwrap_or(1).max(1)))
 }
 
 /// Writes every mail a service sends with what receivers require, and signs
@@ -279,7 +282,13 @@ fn tls_parameters(settings: &SmtpSettings, section: &str) -> anyhow::Result<TlsP
 /// 5.1.1`) and nothing else of its answer: servers quote the recipient's
 /// address there, and the reason outlives an erasure in dead letters and
 /// logs.
-pub fn classify(error: lettre::transport::smtp::Error) -> HandlerError {
+pub fn classify(error: SendError) -> HandlerError {
+    let error = match error {
+        SendError::Smtp(error) => error,
+        unreachable @ (SendError::Connect(_) | SendError::Timeout(_)) => {
+            return HandlerError::Unavailable(anyhow::Error::new(unreachable).context("sending the mail"));
+        }
+    };
     let code = error.status().map(u16::from);
     let unsendable = error.is_client() && format!("{error:#}").contains("non-ascii");
     let error = match error.status() {
