@@ -287,7 +287,7 @@ async fn main() -> anyhow::Result<()> {
     }
     if cli.phases.iter().any(|p| p == "cpu") {
         say(
-            "cpu: web + save-prospect + analytics-indexer under wrk (64 connections, distinct sign-ups), CPU per process",
+            "cpu: the minimal pipeline, then web + save-prospect + analytics-indexer + mailer under wrk (64 connections, distinct sign-ups), CPU per process",
         );
         results.cpu = Some(cpu(&layout, &cli).await.context("cpu phase")?);
     }
