@@ -23,9 +23,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use bus::{EventContext, Publisher};
-use futures::{StreamExt as _, TryStreamExt as _};
-
 use serde::Serialize;
 use test_support::SmtpServer;
 
@@ -167,18 +164,9 @@ async fn mailer(layout: &Layout, server: &SmtpServer, count: usize, label: &str)
     backends.wait_for_consumer(MAILER, Duration::from_secs(60)).await?;
     backends.wait_for_consumer(crate::SAVE, Duration::from_secs(60)).await?;
     let events = crate::sign_ups(count);
-    let client = bus::async_nats::connect(backends.nats.url()).await?;
-    let publisher = Publisher::new(client, "/signup-bench", Duration::from_secs(30));
     let before = server.received();
     let start = Instant::now();
-    futures::stream::iter(&events)
-        .map(|event| {
-            let publisher = &publisher;
-            async move { publisher.publish(event, &EventContext::new()).await }
-        })
-        .buffer_unordered(1_000)
-        .try_for_each(|_| async { Ok(()) })
-        .await?;
+    crate::publish_all(&backends, &events).await?;
     let limit = Duration::from_secs(600);
     while server.received() < before + count {
         mailer.ensure_running()?;

@@ -502,13 +502,12 @@ fn sign_ups(count: usize) -> Vec<ProspectSignedUp> {
         .collect()
 }
 
-async fn drain(layout: &Layout, count: usize) -> anyhow::Result<Drain> {
-    let backends = Backends::start().await?;
-    let events = sign_ups(count);
+/// Publishes `events` to `backends`' stream as signup-web does (each with
+/// its PubAck), a thousand under way at a time.
+async fn publish_all(backends: &Backends, events: &[ProspectSignedUp]) -> anyhow::Result<()> {
     let client = bus::async_nats::connect(backends.nats.url()).await?;
     let publisher = Publisher::new(client, "/signup-bench", Duration::from_secs(30));
-    let start = Instant::now();
-    futures::stream::iter(&events)
+    futures::stream::iter(events)
         .map(|event| {
             let publisher = &publisher;
             async move { publisher.publish(event, &EventContext::new()).await }
@@ -516,6 +515,14 @@ async fn drain(layout: &Layout, count: usize) -> anyhow::Result<Drain> {
         .buffer_unordered(1_000)
         .try_for_each(|_| async { Ok(()) })
         .await?;
+    Ok(())
+}
+
+async fn drain(layout: &Layout, count: usize) -> anyhow::Result<Drain> {
+    let backends = Backends::start().await?;
+    let events = sign_ups(count);
+    let start = Instant::now();
+    publish_all(&backends, &events).await?;
     let fill_per_sec = count as f64 / start.elapsed().as_secs_f64();
     say(&format!("  stream filled at {fill_per_sec:.0}/s"));
 
