@@ -20,6 +20,7 @@
 //! Afterwards every address has exactly one mail: a mail sent twice fails
 //! the phase.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -54,17 +55,21 @@ pub struct Pair {
     pub ratio: f64,
 }
 
-#[derive(Serialize, Clone, Copy)]
+#[derive(Serialize, Clone)]
 pub struct Rate {
     pub mails: usize,
     pub secs: f64,
     pub per_sec: f64,
+    /// The mailer's run only: microseconds of CPU per mail of the mailer,
+    /// save-prospect (asked who holds each address), nats-server and
+    /// Postgres, from the first publish until every mail was kept.
+    pub cpu_micros: Option<BTreeMap<String, f64>>,
 }
 
 impl Rate {
     fn of(mails: usize, took: Duration) -> Self {
         let secs = took.as_secs_f64();
-        Self { mails, secs, per_sec: mails as f64 / secs }
+        Self { mails, secs, per_sec: mails as f64 / secs, cpu_micros: None }
     }
 }
 
@@ -86,11 +91,14 @@ async fn pair(layout: &Layout, server: &SmtpServer, count: usize, label: &str) -
         plain_client.secs, plain_client.per_sec
     ));
     let mailer = mailer(layout, server, count, label).await?;
+    let cpu = mailer.cpu_micros.iter().flatten().map(|(name, micros)| format!("{name} {micros:.0}"));
     crate::say(&format!(
-        "  {label}: mailer, {count} confirmation mails in {:.2} s: {:.0} mails/s ({:.2} of the plain client)",
+        "  {label}: mailer, {count} confirmation mails in {:.2} s: {:.0} mails/s ({:.2} of the plain client); \
+         CPU per mail, µs: {}",
         mailer.secs,
         mailer.per_sec,
-        mailer.per_sec / plain_client.per_sec
+        mailer.per_sec / plain_client.per_sec,
+        cpu.collect::<Vec<_>>().join(", ")
     ));
     Ok(Pair { ratio: mailer.per_sec / plain_client.per_sec, plain_client, mailer })
 }
@@ -164,6 +172,12 @@ async fn mailer(layout: &Layout, server: &SmtpServer, count: usize, label: &str)
     backends.wait_for_consumer(MAILER, Duration::from_secs(60)).await?;
     backends.wait_for_consumer(crate::SAVE, Duration::from_secs(60)).await?;
     let events = crate::sign_ups(count);
+    let processes = vec![
+        ("mailer".to_owned(), mailer.pid()?),
+        ("save-prospect".to_owned(), saver.pid()?),
+        ("nats-server".to_owned(), backends.nats.pid().context("nats-server has exited")?),
+    ];
+    let ticks = crate::cpu_ticks(&processes)?;
     let before = server.received();
     let start = Instant::now();
     crate::publish_all(&backends, &events).await?;
@@ -174,10 +188,11 @@ async fn mailer(layout: &Layout, server: &SmtpServer, count: usize, label: &str)
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let took = start.elapsed();
+    let cpu_micros = crate::micros_per(&ticks, &crate::cpu_ticks(&processes)?, count as u64);
     backends.wait_drained(&[MAILER], Duration::from_secs(60)).await?;
     mailer.stop().await;
     saver.stop().await;
     let kept = server.received() - before;
     anyhow::ensure!(kept == count, "{kept} mails for {count} sign-ups: some were sent twice");
-    Ok(Rate::of(count, took))
+    Ok(Rate { cpu_micros: Some(cpu_micros), ..Rate::of(count, took) })
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::Settings;
 use crate::budget::{BudgetSettings, Waiting, domain_of};
-use crate::ledger::{Budget, Ledger, Record, Turn};
+use crate::ledger::{Budget, Ledger, Turn};
 use crate::letters::{Kind, Letter};
 use smtp::Transport;
 
@@ -167,6 +167,12 @@ impl Mailer {
     async fn letters(&self, delivery: &Delivery<ProspectEvent>) -> Result<Vec<Mail>, HandlerError> {
         Ok(match &delivery.event {
             ProspectEvent::SignedUp(event) => {
+                // Sent already (a redelivery, a replay, the runner's retry
+                // one event at a time): no need to ask who holds the address.
+                if self.done(delivery.meta.event_id, Slot::Only).await? {
+                    count(Kind::Confirm, "already_sent");
+                    return Ok(Vec::new());
+                }
                 let email = &event.details.email;
                 let holder = self.holder_other_than(event.prospect_id, email).await?;
                 let known = holder.is_some();
@@ -228,6 +234,12 @@ impl Mailer {
         })
     }
 
+    /// Whether the mail of `slot` for this event went out (or was skipped)
+    /// already.
+    async fn done(&self, event_id: Uuid, slot: Slot) -> Result<bool, HandlerError> {
+        self.ledger.done(&slot.key(event_id)).await.map_err(store_unavailable)
+    }
+
     /// Whether the mail may go now. When its record says it went out (or was
     /// skipped) already, or its address is suppressed, it need not go
     /// (`None`). When its address had its share of mails of its budget for
@@ -251,8 +263,9 @@ impl Mailer {
         // address no longer gets.
         let suppressible = letter.kind.about_a_sign_up() || mail.unconfirmed;
         // What is recorded of the mail and of its address, read at once.
-        let (record, suppressed, replaced) = tokio::try_join!(
-            self.ledger.record_of(&key),
+        let (done, scheduled, suppressed, replaced) = tokio::try_join!(
+            self.ledger.done(&key),
+            self.ledger.scheduled(&key),
             async { if suppressible { self.ledger.suppressed(&letter.to).await } else { Ok(false) } },
             async {
                 match mail.budget {
@@ -264,7 +277,7 @@ impl Mailer {
             },
         )
         .map_err(store_unavailable)?;
-        if record == Record::Done {
+        if done {
             count(letter.kind, "already_sent");
             return Ok(None);
         }
@@ -278,10 +291,10 @@ impl Mailer {
         // A mail with a turn was through its address's budget when it got
         // it; at its domain's turn it takes its turn of the total.
         let now = Utc::now().timestamp_millis();
-        let due = match record {
-            Record::Waiting(Turn { at, of_domain: true }) if at <= now => self.take_total(&key, now).await?,
-            Record::Waiting(turn) => turn.at,
-            Record::New | Record::Done => match self.take_budgets(delivery, &mail, &key, replaced).await? {
+        let due = match scheduled {
+            Some(Turn { at, of_domain: true }) if at <= now => self.take_total(&key, now).await?,
+            Some(turn) => turn.at,
+            None => match self.take_budgets(delivery, &mail, &key, replaced).await? {
                 Some(due) => due,
                 None => return Ok(None),
             },
@@ -411,10 +424,16 @@ impl Handler for Mailer {
     /// once the server took every mail (so the runner acks it, in stream
     /// order); a mail that fails does not stop the others, and each of
     /// them is recorded as it goes, so the runner's retry of the batch one
-    /// event at a time sends nothing twice.
+    /// event at a time sends nothing twice. When any mail met an outage
+    /// (the SMTP server or the key-value store away), the batch fails as
+    /// unavailable, so the runner holds it whole.
     #[tracing::instrument(name = "mail_batch", skip_all, fields(size = batch.len()))]
     async fn handle(&self, batch: &[Delivery<ProspectEvent>]) -> Result<(), HandlerError> {
         let under_way = self.under_way;
+        // The mails admitted in this batch: the same event twice in one
+        // batch (published again after the duplicate window) mails once.
+        let admitted = std::sync::Mutex::new(std::collections::HashSet::new());
+        let admitted = &admitted;
         // Events by their place in the batch, mails owned: the steps'
         // closures take no borrowed arguments.
         let fresh = (0..batch.len()).filter(|&i| {
@@ -439,6 +458,11 @@ impl Handler for Mailer {
             // One at a time, in stream order.
             .map(|mail: Result<(usize, Mail), HandlerError>| async move {
                 let (i, mail) = mail?;
+                let key = mail.slot.key(batch[i].meta.event_id);
+                if !admitted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key) {
+                    count(mail.letter.kind, "already_sent");
+                    return Ok(None);
+                }
                 self.admit(&batch[i], mail).await
             })
             .buffered(1)
@@ -451,6 +475,15 @@ impl Handler for Mailer {
             .buffer_unordered(under_way)
             .collect()
             .await;
-        outcomes.into_iter().collect()
+        // An outage holds the whole batch (nothing is wrong with its
+        // mails); any other failure has the runner try its events one by
+        // one.
+        let mut failures = outcomes.into_iter().filter_map(Result::err);
+        let first = failures.next();
+        match first {
+            None => Ok(()),
+            Some(error @ HandlerError::Unavailable(_)) => Err(error),
+            Some(error) => Err(failures.find(|e| matches!(e, HandlerError::Unavailable(_))).unwrap_or(error)),
+        }
     }
 }

@@ -1,12 +1,11 @@
 //! What the mailer remembers, in NATS key-value buckets of its own:
 //!
-//! - `MAILER_SENT`: one record per mail (`<event id>.<slot>`): done (sent,
-//!   or deliberately not), so a redelivered or replayed event sends nothing
-//!   twice, or the turn the budget gave it while it waits ([`Record`]);
-//!   per address and kind of mail (`waiting.<HMAC>`), the newest one
-//!   waiting for its per-address budget; the budgets of mails to
-//!   unconfirmed addresses (`budget.total`, `budget.domain.<HMAC>`, see
-//!   [`crate::budget`]).
+//! - `MAILER_SENT`: one key per mail sent (`<event id>.<slot>`), so a
+//!   redelivered or replayed event sends nothing twice; per address and
+//!   kind of mail (`waiting.<HMAC>`), the newest one waiting for its
+//!   per-address budget; the budgets of mails to unconfirmed addresses
+//!   (`budget.total`, `budget.domain.<HMAC>`, see [`crate::budget`]) and the
+//!   turn of each mail they hold back (`scheduled.<event id>.<slot>`).
 //!   Kept as long as a link in such a mail could still be used (`[links]
 //!   confirm_within_secs`) plus a day; the mailer never sends a mail for an
 //!   event older than that.
@@ -115,21 +114,6 @@ pub struct Turn {
     pub of_domain: bool,
 }
 
-/// What a mail's record says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Record {
-    /// Nothing yet: its first try.
-    New,
-    /// Sent, or deliberately not (suppressed, replaced): nothing more to do.
-    Done,
-    /// Held back by the budget of mails to unconfirmed addresses, with its
-    /// turn.
-    Waiting(Turn),
-}
-
-/// How a record that holds a turn starts.
-const TURN: &str = "turn:";
-
 /// The buckets, opened on first use.
 pub struct Ledger {
     js: jetstream::Context,
@@ -176,24 +160,10 @@ impl Ledger {
         .await
     }
 
-    /// What is recorded of the mail `key`: one read tells whether it is done
-    /// and, if not, whether it holds a turn.
-    pub async fn record_of(&self, key: &str) -> anyhow::Result<Record> {
+    /// Whether the mail `key` was sent (or deliberately skipped) already.
+    pub async fn done(&self, key: &str) -> anyhow::Result<bool> {
         let sent = self.bucket(&self.sent, SENT_BUCKET, self.buckets.keep_sent).await?;
-        let value = sent.get(key).await.context("reading a sent record")?;
-        Ok(match value {
-            None => Record::New,
-            Some(value) => match std::str::from_utf8(&value).ok().and_then(|v| v.strip_prefix(TURN)) {
-                Some(turn) => {
-                    let (at, of_domain) = match turn.strip_suffix(".domain") {
-                        Some(at) => (at, true),
-                        None => (turn, false),
-                    };
-                    at.parse().map_or(Record::New, |at| Record::Waiting(Turn { at, of_domain }))
-                }
-                None => Record::Done,
-            },
-        })
+        Ok(sent.get(key).await.context("reading a sent record")?.is_some())
     }
 
     /// Records that the mail `key` is done: `outcome` says how.
@@ -321,12 +291,26 @@ impl Ledger {
         format!("budget.domain.{}", self.links.address_digest("budget-domain", domain))
     }
 
-    /// Notes the mail `key`'s turn in its record, which it keeps however
-    /// often it comes back, until it is done.
+    /// The turn of the mail `key`, held back by the budget, if it was held
+    /// back.
+    pub async fn scheduled(&self, key: &str) -> anyhow::Result<Option<Turn>> {
+        let sent = self.bucket(&self.sent, SENT_BUCKET, self.buckets.keep_sent).await?;
+        let entry = sent.entry(format!("scheduled.{key}")).await.context("reading a mail's turn")?;
+        let entry = entry.filter(|e| e.operation == kv::Operation::Put);
+        let Some(value) = entry.as_ref().and_then(|e| std::str::from_utf8(&e.value).ok()) else { return Ok(None) };
+        let (at, of_domain) = match value.strip_suffix(".domain") {
+            Some(at) => (at, true),
+            None => (value, false),
+        };
+        Ok(at.parse().ok().map(|at| Turn { at, of_domain }))
+    }
+
+    /// Notes the mail `key`'s turn, which it keeps however often it comes
+    /// back.
     pub async fn schedule(&self, key: &str, turn: Turn) -> anyhow::Result<()> {
         let sent = self.bucket(&self.sent, SENT_BUCKET, self.buckets.keep_sent).await?;
-        let domain = if turn.of_domain { ".domain" } else { "" };
-        sent.put(key, format!("{TURN}{}{domain}", turn.at).into()).await.context("writing a mail's turn")?;
+        let value = if turn.of_domain { format!("{}.domain", turn.at) } else { turn.at.to_string() };
+        sent.put(format!("scheduled.{key}"), value.into()).await.context("writing a mail's turn")?;
         Ok(())
     }
 

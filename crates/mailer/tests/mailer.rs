@@ -762,3 +762,30 @@ async fn a_mailer_stopped_or_killed_mid_burst_loses_no_mail_and_sends_none_twice
     }
     assert!(again <= pool, "{again} mails sent again: only those under way at the kill");
 }
+
+/// The same event published twice (again after the stream's duplicate
+/// window, so both copies are stored) and fetched in one batch: the mails
+/// of a batch go out several at once, yet this one goes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_event_twice_in_one_batch_mails_once() {
+    let bed = Bed::start(SmtpTls::Plain).await;
+    let event = messages::ProspectSignedUp {
+        prospect_id: Uuid::now_v7(),
+        details: ada("twice@example.com"),
+        signed_up_at: Utc::now(),
+    };
+    let first = bed.publish(&event).await;
+    let stream = bed.js.get_stream("PROSPECTS").await.expect("stream");
+    let stored = stream.get_raw_message(first.stream_sequence).await.expect("stored");
+    let mut headers: HeaderMap = stored.headers.clone();
+    headers.insert(ce::NATS_MSG_ID, "published-again");
+    let again = bed.js.publish_with_headers(stored.subject.clone(), headers, stored.payload.clone()).await;
+    let again = again.expect("publish").await.expect("stored").sequence;
+    // Both wait before the mailer starts: its first batch holds both.
+    let (shutdown, task) = bed.run();
+    bed.mails_to("twice@example.com", 1).await;
+    bed.settled(again).await;
+    shutdown.cancel();
+    task.await.expect("join").expect("stops cleanly");
+    assert_eq!(bed.smtp.messages_to("twice@example.com").len(), 1, "one mail for one event");
+}

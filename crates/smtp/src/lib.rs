@@ -58,7 +58,10 @@ pub struct SmtpSettings {
     /// PEM file of the certificate authorities to trust instead of the
     /// system's roots (a private relay).
     pub ca_file: Option<PathBuf>,
-    /// How long one SMTP exchange may take, in milliseconds.
+    /// How long one SMTP exchange may take, in milliseconds: opening a
+    /// connection (TCP, TLS, greeting, EHLO, AUTH), and then each mail's
+    /// whole transaction. A server that keeps a mail and answers later than
+    /// this gets it again (with the same `Message-ID`).
     pub timeout_ms: u64,
     /// Connections kept open to the server.
     pub pool_size: u32,

@@ -19,7 +19,7 @@
 #![allow(deprecated)]
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lettre::Message;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
@@ -63,17 +63,12 @@ pub(crate) struct Server {
     pub timeout: Duration,
 }
 
-/// A connection that has been idle this long is asked whether it is still
-/// open (`NOOP`) before it carries a mail: servers close idle connections,
-/// though rarely within minutes (RFC 5321 §4.5.3.2.7 asks for 5).
-const TRUSTED_IDLE: Duration = Duration::from_secs(10);
-
 /// Sends mail over up to `pool_size` connections.
 pub struct Transport {
     server: Server,
     hello: ClientId,
-    /// Connections between mails, with when each was last used.
-    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    /// Connections between mails.
+    idle: Mutex<Vec<AsyncSmtpConnection>>,
     /// One per connection: a mail waits for one.
     permits: Semaphore,
 }
@@ -110,33 +105,37 @@ impl Transport {
 
     /// Whether the server answers: a new connection, and `NOOP`.
     pub async fn test_connection(&self) -> Result<bool, SendError> {
-        let mut connection = self.open().await?;
-        let answered = connection.test_connected().await;
-        connection.abort().await;
-        Ok(answered)
+        let timeout = self.server.timeout;
+        let test = async {
+            let mut connection = self.open().await?;
+            let answered = connection.test_connected().await;
+            connection.abort().await;
+            Ok(answered)
+        };
+        tokio::time::timeout(timeout, test).await.map_err(|_| SendError::Timeout(timeout))?
     }
 
-    /// An idle connection still open, or a new one.
+    /// An idle connection that still answers, or a new one. Each is asked
+    /// (`NOOP`) before it carries a mail, as lettre's pool does: a server
+    /// closes connections (idle too long, or after so many mails), and a
+    /// mail sent into a closed one would fail as if the server were away.
     async fn connection(&self) -> Result<AsyncSmtpConnection, SendError> {
-        while let Some((mut connection, since)) = self.take_idle() {
-            if connection.has_broken() {
-                continue;
-            }
-            if since.elapsed() < TRUSTED_IDLE
-                || tokio::time::timeout(self.server.timeout, connection.test_connected()).await.unwrap_or(false)
-            {
+        while let Some(mut connection) = self.take_idle() {
+            let open = !connection.has_broken()
+                && tokio::time::timeout(self.server.timeout, connection.test_connected()).await.unwrap_or(false);
+            if open {
                 return Ok(connection);
             }
         }
         self.open().await
     }
 
-    fn take_idle(&self) -> Option<(AsyncSmtpConnection, Instant)> {
+    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
         self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop()
     }
 
     fn park(&self, connection: AsyncSmtpConnection) {
-        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((connection, Instant::now()));
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(connection);
     }
 
     /// A new connection: TCP with Nagle off, TLS as configured, EHLO, AUTH.

@@ -13,7 +13,8 @@ can check that no log line, span or dead letter repeats it.
 ``SIGNUP_SMTP_DELAY_MS`` makes it a slow relay: each mail is kept at once
 and answered that many milliseconds later. It writes the most transactions it
 ever held at once (data received, not yet answered) to ``<maildir>.peak``,
-so a test can see whether a client sends several mails at a time.
+so a test can see whether a client sends several mails at a time, and how
+many mails it kept to ``<maildir>.count`` (cheaper to poll than the maildir).
 
 Run as ``python -m aiosmtpd -n -c signup_smtp.Maildir <maildir> ...`` with
 this folder on PYTHONPATH.
@@ -34,8 +35,10 @@ class Maildir(Mailbox):
         self.tries = {}
         self.delay = int(os.environ.get("SIGNUP_SMTP_DELAY_MS", "0")) / 1000
         self.peak_file = mail_dir.rstrip("/") + ".peak"
+        self.count_file = mail_dir.rstrip("/") + ".count"
         self.active = 0
         self.peak = 0
+        self.received = 0
 
     async def handle_DATA(self, server, session, envelope):
         self.active += 1
@@ -49,6 +52,9 @@ class Maildir(Mailbox):
             # covers. Kept before the answer, as a real server queues it: a
             # client gone meanwhile has still delivered it.
             self.mailbox.add(envelope.original_content)
+            self.received += 1
+            with open(self.count_file, "w") as f:
+                f.write(str(self.received))
             if self.delay:
                 await asyncio.sleep(self.delay)
         finally:

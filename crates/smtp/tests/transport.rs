@@ -1,0 +1,35 @@
+//! The transport against a real SMTP server (the tests' aiosmtpd).
+
+use std::time::Duration;
+
+use lettre::Message;
+use smtp::{SmtpSettings, SmtpTls};
+use test_support::{SmtpServer, eventually};
+
+fn mail(to: &str) -> Message {
+    let settings = SmtpSettings::default();
+    let sender =
+        smtp::Sender::new("Signup <signup@localhost>".parse().expect("from"), &settings, "test.smtp").expect("sender");
+    sender.seal(sender.message().to(to.parse().expect("to")).subject("Hello").body("Hello".to_owned()).expect("mail"))
+}
+
+/// A server that went away and came back (a restart, or one that closes a
+/// connection after so many mails) has closed the connections the pool
+/// keeps: the next mail goes over a new one instead of failing as if the
+/// server were still away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_server_closed_is_not_used_for_the_next_mail() {
+    let mut server = SmtpServer::start().await.expect("smtp server");
+    let port = server.port();
+    let settings = SmtpSettings { port, tls: SmtpTls::None, ..SmtpSettings::default() };
+    let transport = smtp::transport(&settings, "test.smtp").expect("transport");
+    transport.send(&mail("first@example.com")).await.expect("the first mail");
+    server.stop().await.expect("stopped");
+    let server = SmtpServer::start_on(port).await.expect("the server again");
+    transport.send(&mail("second@example.com")).await.expect("the second mail, over a new connection");
+    eventually(Duration::from_secs(10), "the second mail", || async {
+        (server.messages_to("second@example.com").len() == 1).then_some(())
+    })
+    .await
+    .expect("kept");
+}
