@@ -48,11 +48,14 @@ struct Mail {
     /// Nobody has confirmed the address it goes to: it counts against the
     /// budget of such mails too ([`crate::budget`]).
     unconfirmed: bool,
+    /// Its record was read a moment ago and said it had not gone: no need
+    /// to read it again before admitting it.
+    not_done: bool,
 }
 
 impl Mail {
     fn new(slot: Slot, letter: Letter, budget: Budget, unconfirmed: bool) -> Self {
-        Self { slot, letter, budget, unconfirmed }
+        Self { slot, letter, budget, unconfirmed, not_done: false }
     }
 }
 
@@ -189,7 +192,7 @@ impl Mailer {
                 let not_me = self.links.not_me_token(event.prospect_id, event.signed_up_at);
                 letter.not_me_url = Some(self.links.url(Purpose::NotMe, &not_me));
                 let unconfirmed = holder.is_none_or(|h| !h.confirmed);
-                vec![Mail::new(Slot::Only, letter, Budget::Anyone, unconfirmed)]
+                vec![Mail { not_done: true, ..Mail::new(Slot::Only, letter, Budget::Anyone, unconfirmed) }]
             }
             ProspectEvent::EmailChangeRequested(event) => {
                 let new_email = &event.details.email;
@@ -262,17 +265,20 @@ impl Mailer {
         // link asked for a stranger's pending sign-up): what a suppressed
         // address no longer gets.
         let suppressible = letter.kind.about_a_sign_up() || mail.unconfirmed;
+        // A newer mail of its kind to its address waits only if this one
+        // came back (redelivered after waiting itself): on its first
+        // delivery every later event is still behind it in the stream.
+        let may_be_replaced = mail.budget == Budget::Anyone && delivery.meta.delivered > 1;
         // What is recorded of the mail and of its address, read at once.
         let (done, scheduled, suppressed, replaced) = tokio::try_join!(
-            self.ledger.done(&key),
+            async { if mail.not_done { Ok(false) } else { self.ledger.done(&key).await } },
             self.ledger.scheduled(&key),
             async { if suppressible { self.ledger.suppressed(&letter.to).await } else { Ok(false) } },
             async {
-                match mail.budget {
-                    Budget::Anyone => {
-                        self.ledger.replaced(&letter.to, letter.kind.name(), delivery.meta.stream_sequence).await
-                    }
-                    Budget::Owner => Ok(false),
+                if may_be_replaced {
+                    self.ledger.replaced(&letter.to, letter.kind.name(), delivery.meta.stream_sequence).await
+                } else {
+                    Ok(false)
                 }
             },
         )
