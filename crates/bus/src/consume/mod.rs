@@ -222,7 +222,18 @@ impl ConsumerRunner {
     /// Consumes until `shutdown` is cancelled, then finishes the batch in
     /// hand, acks it and flushes. Connection trouble is waited out, never
     /// fatal.
+    ///
+    /// It runs as a task of its own on the runtime's workers, beside the
+    /// NATS connection's task, whoever awaits it: awaited on a service's
+    /// main thread (`block_on`), every reply from NATS woke that thread
+    /// from a worker, a context switch each.
     pub async fn run<H: Handler>(self, handler: H, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tokio::spawn(self.run_here(handler, shutdown))
+            .await
+            .unwrap_or_else(|panicked| Err(anyhow::anyhow!("the consumer runner panicked: {panicked}")))
+    }
+
+    async fn run_here<H: Handler>(self, handler: H, shutdown: CancellationToken) -> anyhow::Result<()> {
         let name = &self.durable_name;
         let lanes = self.settings.concurrency.max(1);
         tracing::info!(consumer = %name, lanes, "consumer runner started");

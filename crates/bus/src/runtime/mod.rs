@@ -181,14 +181,10 @@ impl Context {
         let consumer_ready = readiness.part("consumer");
         let ops = OpsServer::start(http, default_port, readiness, &self.shutdown)?;
         let consumer = ConsumerSettings { from_start: consumer.from_start || self.from_start, ..consumer.clone() };
-        let runner = ConsumerRunner::new(self.client.clone(), stream.clone(), self.name, consumer)
-            .with_ready_flag(consumer_ready);
-        // On a worker of the runtime, beside the NATS connection's task, not
-        // on the thread that waits for the service (`main`'s): there every
-        // reply from NATS woke another thread, a context switch each.
-        let consumed = tokio::spawn(runner.run(handler, self.shutdown.clone()))
-            .await
-            .unwrap_or_else(|panicked| Err(anyhow::anyhow!("the consumer runner panicked: {panicked}")));
+        let consumed = ConsumerRunner::new(self.client.clone(), stream.clone(), self.name, consumer)
+            .with_ready_flag(consumer_ready)
+            .run(handler, self.shutdown.clone())
+            .await;
         ops.stopped().await.context("stopping the health/metrics server")?;
         consumed
     }
