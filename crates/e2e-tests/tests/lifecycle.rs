@@ -13,7 +13,9 @@ use diesel_async::RunQueryDsl;
 use e2e_tests::{System, id_from_location, links, manage_path};
 use futures::StreamExt;
 use links::{LinkSettings, Links, Purpose};
-use messages::service::{self as contract, ProspectRef, StatusReply};
+use messages::service::{
+    self as contract, AddressRef, AddressesRef, FoundEach, FoundProspect, ProspectRef, StatusReply,
+};
 use messages::{Country, Role};
 use save_prospect::schema::countries;
 use secrecy::SecretString;
@@ -79,6 +81,7 @@ async fn the_prospects_service_is_discoverable_and_shared_by_its_instances() {
             contract::STATUS,
             contract::GET,
             contract::FIND,
+            contract::FIND_EACH,
             contract::HOLDERS
         ])
     );
@@ -126,6 +129,64 @@ async fn the_prospects_service_is_discoverable_and_shared_by_its_instances() {
         .await
         .expect_err("unknown prospect");
     assert!(matches!(error, RequestError::Service { code: 404, .. }), "{error:?}");
+    system.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_each_of_several_addresses_answers_what_finding_each_one_does() {
+    let system = System::start().await.expect("system");
+    // One address signed up once, one twice (the second confirmed), one never.
+    let mut ids = Vec::new();
+    for email in ["once@example.com", "twice@example.com", "Twice@Example.com"] {
+        let response = system.post_form(&form(email, "Acme")).await.expect("post");
+        assert_eq!(response.status(), 303);
+        let id = id_from_location(&response).expect("id");
+        system.saved(id).await.expect("saved");
+        ids.push(id);
+    }
+    let confirm = Purpose::Confirm.path(&links().confirm_token(ids[2], Utc::now()));
+    assert_eq!(system.http.post(system.web_url(&confirm)).send().await.expect("confirm").status(), 303);
+    let client = &system.client;
+    let find = |email: &'static str| async move {
+        match request::<_, FoundProspect>(client, contract::FIND, &AddressRef { email: email.into() }, TIMEOUT).await {
+            Ok(found) => Some(found),
+            Err(RequestError::Service { code: contract::NOT_FOUND, .. }) => None,
+            Err(error) => panic!("find {email}: {error}"),
+        }
+    };
+    eventually(Duration::from_secs(20), "the confirmed sign-up to hold its address", || async {
+        find("twice@example.com").await.filter(|f| f.confirmed).map(|_| ())
+    })
+    .await
+    .expect("confirmed");
+
+    let asked =
+        [" ONCE@example.com ", "never@example.com", "twice@example.com", "once@example.com", "twice@example.com"];
+    let each: FoundEach = request(
+        client,
+        contract::FIND_EACH,
+        &AddressesRef { emails: asked.iter().map(|e| (*e).to_owned()).collect() },
+        TIMEOUT,
+    )
+    .await
+    .expect("find-each");
+    let mut one_by_one = Vec::new();
+    for email in asked {
+        one_by_one.push(find(email).await);
+    }
+    assert_eq!(each.holders, one_by_one, "in the order asked, as find answers each");
+    assert_eq!(each.holders[0].as_ref().map(|f| f.prospect_id), Some(ids[0]));
+    assert_eq!(each.holders[1], None);
+    assert!(each.holders[2].as_ref().is_some_and(|f| f.confirmed));
+
+    // A request too large is refused, naming the field.
+    let too_many = AddressesRef { emails: vec!["a@example.com".to_owned(); contract::FIND_EACH_MAX + 1] };
+    match request::<_, FoundEach>(client, contract::FIND_EACH, &too_many, TIMEOUT).await {
+        Err(RequestError::Service { code: contract::BAD_REQUEST, description }) => {
+            assert!(description.contains("emails"), "{description}");
+        }
+        other => panic!("a request of {} addresses: {other:?}", contract::FIND_EACH_MAX + 1),
+    }
     system.stop().await.expect("stop");
 }
 

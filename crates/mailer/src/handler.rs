@@ -10,7 +10,7 @@ use futures::StreamExt as _;
 use lettre::message::Mailbox;
 use links::{Links, Purpose};
 use messages::ProspectEvent;
-use messages::service::{self as contract, AddressRef, FindByAddress, FoundProspect};
+use messages::service::{self as contract, AddressesRef, FindEachAddress, FoundProspect};
 use uuid::Uuid;
 
 use crate::Settings;
@@ -91,6 +91,26 @@ impl Slot {
     }
 }
 
+/// Who holds each address of a batch's mails, as the prospects service
+/// answered: by the address exactly as the event has it.
+#[derive(Default)]
+struct Holders(std::collections::HashMap<String, Option<FoundProspect>>);
+
+impl Holders {
+    /// The live prospect holding `email`, if any.
+    fn of(&self, email: &str) -> Result<Option<&FoundProspect>, HandlerError> {
+        match self.0.get(email) {
+            Some(found) => Ok(found.as_ref()),
+            // A bug, not an outage: the batch's addresses were all asked.
+            None => Err(HandlerError::Transient(anyhow::anyhow!("the holder of an address was not asked for"))),
+        }
+    }
+}
+
+fn unavailable_holders(error: RequestError) -> HandlerError {
+    HandlerError::Unavailable(anyhow::Error::new(error).context("asking the prospects service who holds the address"))
+}
+
 fn store_unavailable(error: anyhow::Error) -> HandlerError {
     HandlerError::Unavailable(error.context("the mailer's key-value store"))
 }
@@ -148,26 +168,44 @@ impl Mailer {
         }
     }
 
-    /// The live prospect other than `me` that holds `email`, if any.
-    async fn holder_other_than(&self, me: Uuid, email: &str) -> Result<Option<FoundProspect>, HandlerError> {
-        Ok(self.holder(email).await?.filter(|found| found.prospect_id != me))
-    }
-
-    /// The live prospect that holds `email`, if any.
-    async fn holder(&self, email: &str) -> Result<Option<FoundProspect>, HandlerError> {
-        let asked =
-            ask::<FindByAddress>(&self.client, &AddressRef { email: email.to_owned() }, self.service_timeout).await;
-        match asked {
-            Ok(found) => Ok(Some(found)),
-            Err(RequestError::Service { code: contract::NOT_FOUND, .. }) => Ok(None),
-            Err(error) => Err(HandlerError::Unavailable(
-                anyhow::Error::new(error).context("asking the prospects service who holds the address"),
-            )),
+    /// The live prospect that holds each address the events of a batch
+    /// mail to about a sign-up or a link, asked of the prospects service
+    /// once for the batch (`prospects.find-each`). Until a prospects service
+    /// answers that (save-prospect upgraded before the mailer), the batch
+    /// waits as for any outage of the service.
+    async fn holders(&self, events: &[&Delivery<ProspectEvent>]) -> Result<Holders, HandlerError> {
+        let mut emails: Vec<String> = events
+            .iter()
+            .filter_map(|delivery| match &delivery.event {
+                ProspectEvent::SignedUp(event) => Some(event.details.email.clone()),
+                ProspectEvent::ManageLinkRequested(event) => Some(event.email.clone()),
+                _ => None,
+            })
+            .collect();
+        emails.sort_unstable();
+        emails.dedup();
+        let mut holders = Holders::default();
+        for chunk in emails.chunks(contract::FIND_EACH_MAX) {
+            let asked = AddressesRef { emails: chunk.to_vec() };
+            match ask::<FindEachAddress>(&self.client, &asked, self.service_timeout).await {
+                Ok(found) if found.holders.len() == chunk.len() => {
+                    holders.0.extend(chunk.iter().cloned().zip(found.holders));
+                }
+                Ok(found) => {
+                    return Err(HandlerError::Unavailable(anyhow::anyhow!(
+                        "the prospects service answered {} holders for {} addresses",
+                        found.holders.len(),
+                        chunk.len()
+                    )));
+                }
+                Err(error) => return Err(unavailable_holders(error)),
+            }
         }
+        Ok(holders)
     }
 
     /// The mails of one event, in the order they go out.
-    async fn letters(&self, delivery: &Delivery<ProspectEvent>) -> Result<Vec<Mail>, HandlerError> {
+    async fn letters(&self, delivery: &Delivery<ProspectEvent>, holders: &Holders) -> Result<Vec<Mail>, HandlerError> {
         Ok(match &delivery.event {
             ProspectEvent::SignedUp(event) => {
                 // Sent already (a redelivery, a replay, the runner's retry
@@ -177,7 +215,7 @@ impl Mailer {
                     return Ok(Vec::new());
                 }
                 let email = &event.details.email;
-                let holder = self.holder_other_than(event.prospect_id, email).await?;
+                let holder = holders.of(email)?.filter(|found| found.prospect_id != event.prospect_id);
                 let known = holder.is_some();
                 let mut letter = self.letter(if known { Kind::Claim } else { Kind::Confirm }, email);
                 let confirm = self.links.confirm_token(event.prospect_id, event.signed_up_at);
@@ -217,7 +255,7 @@ impl Mailer {
                 // Only to the address the prospect holds: a request naming
                 // another address (forged, or the address moved meanwhile)
                 // mails nothing.
-                let holder = self.holder(&event.email).await?.filter(|h| h.prospect_id == event.prospect_id);
+                let holder = holders.of(&event.email)?.filter(|h| h.prospect_id == event.prospect_id);
                 let Some(holder) = holder else {
                     tracing::warn!(event_id = %delivery.meta.event_id, prospect_id = %event.prospect_id,
                         "link request not mailed: the prospect does not hold the address it names");
@@ -442,18 +480,23 @@ impl Handler for Mailer {
         let admitted = &admitted;
         // Events by their place in the batch, mails owned: the steps'
         // closures take no borrowed arguments.
-        let fresh = (0..batch.len()).filter(|&i| {
-            // Its links would not work any more: a replay of old history
-            // mails nothing.
-            let fresh = (Utc::now() - batch[i].event.occurred_at()) <= self.max_age;
-            if !fresh {
-                tracing::debug!(event_id = %batch[i].meta.event_id, "too old to mail");
-            }
-            fresh
-        });
+        let fresh: Vec<usize> = (0..batch.len())
+            .filter(|&i| {
+                // Its links would not work any more: a replay of old history
+                // mails nothing.
+                let fresh = (Utc::now() - batch[i].event.occurred_at()) <= self.max_age;
+                if !fresh {
+                    tracing::debug!(event_id = %batch[i].meta.event_id, "too old to mail");
+                }
+                fresh
+            })
+            .collect();
+        // Who holds each address, asked once for the batch.
+        let holders = self.holders(&fresh.iter().map(|&i| &batch[i]).collect::<Vec<_>>()).await?;
+        let holders = &holders;
         let outcomes: Vec<Result<(), HandlerError>> = futures::stream::iter(fresh)
             .map(|i| async move {
-                let mails = match self.letters(&batch[i]).await {
+                let mails = match self.letters(&batch[i], holders).await {
                     Ok(mails) => mails.into_iter().map(|mail| Ok((i, mail))).collect(),
                     Err(error) => vec![Err(error)],
                 };

@@ -11,6 +11,7 @@ use bus::runtime::{Context, Service as _};
 use bus::settings::{NatsSettings, StreamSettings};
 use bus::{Delivery, EventContext, EventMeta, Handler, HandlerError, Publisher};
 use chrono::Utc;
+use futures::StreamExt as _;
 use links::{Links, Purpose};
 use mailer::{Mailer, Settings};
 use messages::{Event, ManageLinkRequested, ProspectEvent, cloudevents as ce, dlq};
@@ -788,4 +789,53 @@ async fn the_same_event_twice_in_one_batch_mails_once() {
     shutdown.cancel();
     task.await.expect("join").expect("stops cleanly");
     assert_eq!(bed.smtp.messages_to("twice@example.com").len(), 1, "one mail for one event");
+}
+
+/// The mailer asks the prospects service who holds the addresses of a batch
+/// once for the batch (`prospects.find-each`), not once a mail: each mail
+/// still gets the letter its address's holder calls for (a sign-up with an
+/// address someone holds gets the claim mail, a link request goes only to
+/// the holder's address).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_asks_who_holds_its_addresses_once() {
+    let bed = Bed::start(SmtpTls::Plain).await;
+    // All waiting before the mailer starts: its first batch holds them all.
+    let addresses = sign_ups(&bed, "batched", 20).await;
+    bed.confirmed_holder("held@example.com").await;
+    let claim = messages::ProspectSignedUp {
+        prospect_id: Uuid::now_v7(),
+        details: ada("held@example.com"),
+        signed_up_at: Utc::now(),
+    };
+    bed.publish(&claim).await;
+    let (_, last) = bed.request_link("linked@example.com").await;
+    let (shutdown, task) = bed.run();
+    for address in &addresses {
+        assert!(
+            bed.mails_to(address, 1).await[0].contains("Subject: Please confirm your sign-up"),
+            "{address}: the confirmation"
+        );
+    }
+    let held = bed.mails_to("held@example.com", 1).await;
+    assert!(held[0].contains("Subject: Someone signed up with your address"), "{}", held[0]);
+    bed.mails_to("linked@example.com", 1).await;
+    bed.settled(last).await;
+    shutdown.cancel();
+    task.await.expect("join").expect("stops cleanly");
+
+    // What the service counted, endpoint by endpoint.
+    let inbox = bed.client.new_inbox();
+    let mut replies = bed.client.subscribe(inbox.clone()).await.expect("subscribed");
+    bed.client.publish_with_reply("$SRV.STATS.prospects", inbox, "".into()).await.expect("asked");
+    let stats = replies.next().await.expect("stats");
+    let stats: serde_json::Value = serde_json::from_slice(&stats.payload).expect("json");
+    let requests = |subject: &str| {
+        stats["endpoints"].as_array().expect("endpoints").iter().find(|e| e["subject"] == subject).expect(subject)
+            ["num_requests"]
+            .as_u64()
+            .expect("num_requests")
+    };
+    assert_eq!(requests(messages::service::FIND), 0, "no mail asked on its own");
+    let batches = requests(messages::service::FIND_EACH);
+    assert!((1..=3).contains(&batches), "22 events asked about in {batches} requests");
 }

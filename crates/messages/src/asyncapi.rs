@@ -21,12 +21,13 @@ use crate::events::{
     ProspectUpdated,
 };
 use crate::service::{
-    self, Endpoint, FindByAddress, FindHolders, GetProspect, ReferenceCountries, ReferenceRoles, StatusOf,
+    self, Endpoint, FindByAddress, FindEachAddress, FindHolders, GetProspect, ReferenceCountries, ReferenceRoles,
+    StatusOf,
 };
 use crate::{dlq, streams};
 
 /// The version of the document (the contract's, not the crate's).
-pub const VERSION: &str = "1.0.0";
+pub const VERSION: &str = "1.1.0";
 
 /// The NATS binding's version this document uses.
 const NATS_BINDING: &str = "0.1.0";
@@ -46,6 +47,7 @@ pub fn document() -> Value {
     doc.endpoint::<StatusOf>();
     doc.endpoint::<GetProspect>();
     doc.endpoint::<FindByAddress>();
+    doc.endpoint::<FindEachAddress>();
     doc.endpoint::<FindHolders>();
     doc.finish()
 }

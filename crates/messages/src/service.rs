@@ -1,7 +1,8 @@
 //! The `prospects` request-reply service (NATS micro-services API): its
 //! endpoints, each a subject paired with the JSON of its request and reply
 //! ([`Endpoint`]: [`ReferenceCountries`], [`ReferenceRoles`],
-//! [`StatusOf`], [`GetProspect`], [`FindByAddress`], [`FindHolders`]). `save-prospect`
+//! [`StatusOf`], [`GetProspect`], [`FindByAddress`], [`FindEachAddress`],
+//! [`FindHolders`]). `save-prospect`
 //! answers (its `prospects_service` module); anyone (the web tier, the
 //! mailer) asks, with `bus::request::ask`. Errors come back as the service
 //! API's `Nats-Service-Error` / `Nats-Service-Error-Code` headers with the
@@ -32,9 +33,18 @@ pub const GET: &str = "prospects.get";
 /// Request: [`AddressRef`]. Reply: [`FoundProspect`], the live prospect that
 /// holds the address (the confirmed one, else the earliest sign-up), or
 /// error [`NOT_FOUND`]. Only for those that mail the address itself (the web
-/// tier's "lost my link" and the mailer): its answer must never reach the
-/// person who typed the address.
+/// tier's "lost my link"; the mailer asks [`FIND_EACH`]): its answer must
+/// never reach the person who typed the address.
 pub const FIND: &str = "prospects.find";
+/// Request: [`AddressesRef`], at most [`FIND_EACH_MAX`] addresses. Reply:
+/// [`FoundEach`], what [`FIND`] answers for each address, in the order
+/// asked. For the mailer, which asks once per batch of events instead of
+/// once per mail; the same rule holds: the answer never reaches the person
+/// who typed an address.
+pub const FIND_EACH: &str = "prospects.find-each";
+/// The most addresses one [`FIND_EACH`] request may name (error
+/// [`BAD_REQUEST`] beyond).
+pub const FIND_EACH_MAX: usize = 1000;
 /// Request: [`AddressRef`]. Reply: [`Holders`], every sign-up that holds the
 /// address: the live prospects with it (confirmed or pending) and the
 /// sign-ups merged into them. For operators (`signup trace <address>`).
@@ -92,6 +102,11 @@ endpoint!(
 );
 
 endpoint!(
+    /// [`FIND_EACH`]: the live prospect holding each of several addresses.
+    FindEachAddress, FIND_EACH, "find-each", "For each address asked (at most 1000), the live prospect holding it, as prospects.find answers, or null; in the order asked. Only for services that mail the addresses themselves.", AddressesRef => FoundEach
+);
+
+endpoint!(
     /// [`HOLDERS`]: every sign-up that holds an address.
     FindHolders, HOLDERS, "holders", "Every sign-up that holds an address: the live prospects with it and the sign-ups merged into them. For operators.", AddressRef => Holders
 );
@@ -119,6 +134,23 @@ pub struct ProspectRef {
 pub struct AddressRef {
     /// The address as typed.
     pub email: String,
+}
+
+/// Names several e-mail addresses (each compared case-insensitively).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AddressesRef {
+    /// The addresses as typed, at most [`FIND_EACH_MAX`].
+    pub emails: Vec<String>,
+}
+
+/// The reply of [`FIND_EACH`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FoundEach {
+    /// For each address asked, in the order asked: the live prospect
+    /// holding it (the confirmed one, else the earliest), or `null`.
+    pub holders: Vec<Option<FoundProspect>>,
 }
 
 /// The reply of [`FIND`].

@@ -17,11 +17,12 @@ use bus::async_nats;
 use bus::request::{serve, service_error};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use messages::service::{
-    self as contract, AddressRef, FindByAddress, FindHolders, FoundProspect, GetProspect, HeldBy, Holders,
-    PendingChange, ProspectRef, ProspectView, ReferenceCountries, ReferenceRoles, Status, StatusOf, StatusReply,
+    self as contract, AddressRef, AddressesRef, FindByAddress, FindEachAddress, FindHolders, FoundEach, FoundProspect,
+    GetProspect, HeldBy, Holders, PendingChange, ProspectRef, ProspectView, ReferenceCountries, ReferenceRoles, Status,
+    StatusOf, StatusReply,
 };
 use messages::{Country, ProspectDetails, Role};
 use uuid::Uuid;
@@ -56,6 +57,9 @@ pub async fn start(client: &async_nats::Client, pool: Pool) -> anyhow::Result<Se
     serve::<GetProspect, _, _>(&service, CONCURRENCY, move |r: ProspectRef| get(p.clone(), r.prospect_id)).await?;
     let p = pool.clone();
     serve::<FindByAddress, _, _>(&service, CONCURRENCY, move |r: AddressRef| find(p.clone(), r.email)).await?;
+    let p = pool.clone();
+    serve::<FindEachAddress, _, _>(&service, CONCURRENCY, move |r: AddressesRef| find_each(p.clone(), r.emails))
+        .await?;
     serve::<FindHolders, _, _>(&service, CONCURRENCY, move |r: AddressRef| holders(pool.clone(), r.email)).await?;
     tracing::info!(service = contract::SERVICE_NAME, "request-reply service started");
     Ok(service)
@@ -273,6 +277,50 @@ async fn find(pool: Pool, email: String) -> Reply<FoundProspect> {
     .map_err(unavailable)?;
     let row = row.ok_or_else(|| service_error(contract::NOT_FOUND, "no prospect has this address"))?;
     Ok(FoundProspect { prospect_id: row.id, email: row.email, confirmed: row.confirmed })
+}
+
+/// [`find`] for each of several addresses, in one query: the mailer asks
+/// once per batch of events.
+async fn find_each(pool: Pool, emails: Vec<String>) -> Reply<FoundEach> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        asked: i64,
+        #[diesel(sql_type = SqlUuid)]
+        id: Uuid,
+        #[diesel(sql_type = Text)]
+        email: String,
+        #[diesel(sql_type = Bool)]
+        confirmed: bool,
+    }
+    if emails.len() > contract::FIND_EACH_MAX {
+        return Err(service_error(
+            contract::BAD_REQUEST,
+            format!("emails: at most {} addresses in one request", contract::FIND_EACH_MAX),
+        ));
+    }
+    let keys: Vec<String> = emails.iter().map(|e| e.trim().to_owned()).collect();
+    let mut conn = connection(&pool).await?;
+    // For each address (by its place in the request), the row `find` would
+    // answer: the confirmed one, else the earliest sign-up.
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT DISTINCT ON (q.asked) q.asked, p.id, p.email, p.confirmed_at IS NOT NULL AS confirmed \
+         FROM unnest($1::text[]) WITH ORDINALITY AS q(address, asked) \
+         JOIN prospects p ON p.email_key = lower(q.address) AND p.deleted_at IS NULL \
+         ORDER BY q.asked, p.confirmed_at IS NULL, p.signed_up_at",
+    )
+    .bind::<Array<Text>, _>(keys)
+    .load(&mut conn)
+    .await
+    .map_err(unavailable)?;
+    let mut holders = vec![None; emails.len()];
+    for row in rows {
+        let place = usize::try_from(row.asked - 1).ok().and_then(|i| holders.get_mut(i));
+        if let Some(place) = place {
+            *place = Some(FoundProspect { prospect_id: row.id, email: row.email, confirmed: row.confirmed });
+        }
+    }
+    Ok(FoundEach { holders })
 }
 
 /// Every sign-up holding an address: the live prospects with it (confirmed
