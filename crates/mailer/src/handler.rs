@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bus::request::{RequestError, ask};
+use bus::request::ask;
 use bus::{Delivery, Handler, HandlerError, async_nats};
 use chrono::Utc;
 use futures::StreamExt as _;
@@ -92,23 +92,27 @@ impl Slot {
 }
 
 /// Who holds each address of a batch's mails, as the prospects service
-/// answered: by the address exactly as the event has it.
+/// answered: by the address exactly as the event has it. When the service
+/// could not answer, only the mails that needed its answer wait.
 #[derive(Default)]
-struct Holders(std::collections::HashMap<String, Option<FoundProspect>>);
+struct Holders {
+    found: std::collections::HashMap<String, Option<FoundProspect>>,
+    /// Why the service gave no answer, if it did not.
+    unanswered: Option<String>,
+}
 
 impl Holders {
     /// The live prospect holding `email`, if any.
     fn of(&self, email: &str) -> Result<Option<&FoundProspect>, HandlerError> {
-        match self.0.get(email) {
-            Some(found) => Ok(found.as_ref()),
+        match (self.found.get(email), &self.unanswered) {
+            (Some(found), _) => Ok(found.as_ref()),
+            (None, Some(why)) => Err(HandlerError::Unavailable(
+                anyhow::anyhow!("{why}").context("asking the prospects service who holds the address"),
+            )),
             // A bug, not an outage: the batch's addresses were all asked.
-            None => Err(HandlerError::Transient(anyhow::anyhow!("the holder of an address was not asked for"))),
+            (None, None) => Err(HandlerError::Transient(anyhow::anyhow!("the holder of an address was not asked for"))),
         }
     }
-}
-
-fn unavailable_holders(error: RequestError) -> HandlerError {
-    HandlerError::Unavailable(anyhow::Error::new(error).context("asking the prospects service who holds the address"))
 }
 
 fn store_unavailable(error: anyhow::Error) -> HandlerError {
@@ -173,7 +177,7 @@ impl Mailer {
     /// once for the batch (`prospects.find-each`). Until a prospects service
     /// answers that (save-prospect upgraded before the mailer), the batch
     /// waits as for any outage of the service.
-    async fn holders(&self, events: &[&Delivery<ProspectEvent>]) -> Result<Holders, HandlerError> {
+    async fn holders(&self, events: &[&Delivery<ProspectEvent>]) -> Holders {
         let mut emails: Vec<String> = events
             .iter()
             .filter_map(|delivery| match &delivery.event {
@@ -189,19 +193,16 @@ impl Mailer {
             let asked = AddressesRef { emails: chunk.to_vec() };
             match ask::<FindEachAddress>(&self.client, &asked, self.service_timeout).await {
                 Ok(found) if found.holders.len() == chunk.len() => {
-                    holders.0.extend(chunk.iter().cloned().zip(found.holders));
+                    holders.found.extend(chunk.iter().cloned().zip(found.holders));
                 }
                 Ok(found) => {
-                    return Err(HandlerError::Unavailable(anyhow::anyhow!(
-                        "the prospects service answered {} holders for {} addresses",
-                        found.holders.len(),
-                        chunk.len()
-                    )));
+                    holders.unanswered =
+                        Some(format!("it answered {} holders for {} addresses", found.holders.len(), chunk.len()));
                 }
-                Err(error) => return Err(unavailable_holders(error)),
+                Err(error) => holders.unanswered = Some(error.to_string()),
             }
         }
-        Ok(holders)
+        holders
     }
 
     /// The mails of one event, in the order they go out.
@@ -209,7 +210,9 @@ impl Mailer {
         Ok(match &delivery.event {
             ProspectEvent::SignedUp(event) => {
                 // Sent already (a redelivery, a replay, the runner's retry
-                // one event at a time): no need to ask who holds the address.
+                // one event at a time): whoever holds the address, nothing
+                // to send (so it settles even while the prospects service
+                // is away).
                 if self.done(delivery.meta.event_id, Slot::Only).await? {
                     count(Kind::Confirm, "already_sent");
                     return Ok(Vec::new());
@@ -492,7 +495,7 @@ impl Handler for Mailer {
             })
             .collect();
         // Who holds each address, asked once for the batch.
-        let holders = self.holders(&fresh.iter().map(|&i| &batch[i]).collect::<Vec<_>>()).await?;
+        let holders = self.holders(&fresh.iter().map(|&i| &batch[i]).collect::<Vec<_>>()).await;
         let holders = &holders;
         let outcomes: Vec<Result<(), HandlerError>> = futures::stream::iter(fresh)
             .map(|i| async move {

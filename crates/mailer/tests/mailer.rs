@@ -33,7 +33,7 @@ struct Bed {
     /// one, on a database of this test's own.
     _db: TestDatabase,
     pool: save_prospect::db::Pool,
-    _prospects: bus::async_nats::service::Service,
+    prospects: Option<bus::async_nats::service::Service>,
     /// The prospect holding each address this test used.
     holders: std::sync::Mutex<std::collections::HashMap<String, Uuid>>,
 }
@@ -79,7 +79,7 @@ impl Bed {
             settings,
             _db: db,
             pool,
-            _prospects: prospects,
+            prospects: Some(prospects),
             holders: Default::default(),
         }
     }
@@ -838,4 +838,43 @@ async fn a_batch_asks_who_holds_its_addresses_once() {
     assert_eq!(requests(messages::service::FIND), 0, "no mail asked on its own");
     let batches = requests(messages::service::FIND_EACH);
     assert!((1..=3).contains(&batches), "22 events asked about in {batches} requests");
+}
+
+/// While the prospects service does not answer, only the mails that need
+/// its answer wait (a sign-up's, whose wording depends on who holds the
+/// address); the rest of the batch goes (an address change's two mails,
+/// which need nothing of it), and the sign-up's mail goes once the service
+/// is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_of_the_prospects_service_holds_only_the_mails_that_need_it() {
+    let mut bed = Bed::start(SmtpTls::Plain).await;
+    let holder = bed.holder("held.away@example.com").await;
+    bed.prospects.take().expect("the service").stop().await.expect("stopped");
+    // Both waiting before the mailer starts: its first batch holds both.
+    let sign_up = messages::ProspectSignedUp {
+        prospect_id: Uuid::now_v7(),
+        details: ada("waits.away@example.com"),
+        signed_up_at: Utc::now(),
+    };
+    bed.publish(&sign_up).await;
+    bed.publish(&messages::ProspectEmailChangeRequested {
+        prospect_id: holder,
+        details: ada("moves.away@example.com"),
+        previous_email: "held.away@example.com".into(),
+        requested_at: Utc::now(),
+    })
+    .await;
+    let (shutdown, task) = bed.run();
+    bed.mails_to("held.away@example.com", 1).await;
+    bed.mails_to("moves.away@example.com", 1).await;
+    assert!(bed.smtp.messages_to("waits.away@example.com").is_empty(), "the sign-up's mail waits for the service");
+
+    let back = save_prospect::prospects_service::start(&bed.client, bed.pool.clone()).await.expect("service again");
+    bed.mails_to("waits.away@example.com", 1).await;
+    shutdown.cancel();
+    task.await.expect("join").expect("stops cleanly");
+    back.stop().await.expect("stopped");
+    for address in ["held.away@example.com", "moves.away@example.com", "waits.away@example.com"] {
+        assert_eq!(bed.smtp.messages_to(address).len(), 1, "{address}: one mail");
+    }
 }

@@ -141,6 +141,7 @@ pub struct AddressRef {
 #[serde(rename_all = "camelCase")]
 pub struct AddressesRef {
     /// The addresses as typed, at most [`FIND_EACH_MAX`].
+    #[schemars(length(max = 1000))]
     pub emails: Vec<String>,
 }
 

@@ -268,7 +268,7 @@ async fn find(pool: Pool, email: String) -> Reply<FoundProspect> {
     let mut conn = connection(&pool).await?;
     let row: Option<Row> = diesel::sql_query(
         "SELECT id, email, confirmed_at IS NOT NULL AS confirmed FROM prospects \
-         WHERE email_key = lower($1) AND deleted_at IS NULL ORDER BY confirmed_at IS NULL, signed_up_at LIMIT 1",
+         WHERE email_key = lower($1) AND deleted_at IS NULL ORDER BY confirmed_at IS NULL, signed_up_at, id LIMIT 1",
     )
     .bind::<Text, _>(email.trim())
     .get_result(&mut conn)
@@ -307,7 +307,7 @@ async fn find_each(pool: Pool, emails: Vec<String>) -> Reply<FoundEach> {
         "SELECT DISTINCT ON (q.asked) q.asked, p.id, p.email, p.confirmed_at IS NOT NULL AS confirmed \
          FROM unnest($1::text[]) WITH ORDINALITY AS q(address, asked) \
          JOIN prospects p ON p.email_key = lower(q.address) AND p.deleted_at IS NULL \
-         ORDER BY q.asked, p.confirmed_at IS NULL, p.signed_up_at",
+         ORDER BY q.asked, p.confirmed_at IS NULL, p.signed_up_at, p.id",
     )
     .bind::<Array<Text>, _>(keys)
     .load(&mut conn)
