@@ -254,33 +254,16 @@ async fn get(pool: Pool, id: Uuid) -> Reply<ProspectView> {
 }
 
 /// The live prospect holding an address: the confirmed one, else the
-/// earliest sign-up with it.
+/// earliest sign-up with it ([`find_each`]'s rule, for one address).
 async fn find(pool: Pool, email: String) -> Reply<FoundProspect> {
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = SqlUuid)]
-        id: Uuid,
-        #[diesel(sql_type = Text)]
-        email: String,
-        #[diesel(sql_type = Bool)]
-        confirmed: bool,
-    }
-    let mut conn = connection(&pool).await?;
-    let row: Option<Row> = diesel::sql_query(
-        "SELECT id, email, confirmed_at IS NOT NULL AS confirmed FROM prospects \
-         WHERE email_key = lower($1) AND deleted_at IS NULL ORDER BY confirmed_at IS NULL, signed_up_at, id LIMIT 1",
-    )
-    .bind::<Text, _>(email.trim())
-    .get_result(&mut conn)
-    .await
-    .optional()
-    .map_err(unavailable)?;
-    let row = row.ok_or_else(|| service_error(contract::NOT_FOUND, "no prospect has this address"))?;
-    Ok(FoundProspect { prospect_id: row.id, email: row.email, confirmed: row.confirmed })
+    let found = find_each(pool, vec![email]).await?.holders.pop().flatten();
+    found.ok_or_else(|| service_error(contract::NOT_FOUND, "no prospect has this address"))
 }
 
-/// [`find`] for each of several addresses, in one query: the mailer asks
-/// once per batch of events.
+/// For each address (trimmed, compared case-insensitively), the live
+/// prospect holding it: the confirmed one, else the earliest sign-up with
+/// it (the lowest id among sign-ups of the same instant). One query for
+/// them all: the mailer asks once per batch of events.
 async fn find_each(pool: Pool, emails: Vec<String>) -> Reply<FoundEach> {
     #[derive(QueryableByName)]
     struct Row {
@@ -301,8 +284,7 @@ async fn find_each(pool: Pool, emails: Vec<String>) -> Reply<FoundEach> {
     }
     let keys: Vec<String> = emails.iter().map(|e| e.trim().to_owned()).collect();
     let mut conn = connection(&pool).await?;
-    // For each address (by its place in the request), the row `find` would
-    // answer: the confirmed one, else the earliest sign-up.
+    // For each address, by its place in the request, its holder's row.
     let rows: Vec<Row> = diesel::sql_query(
         "SELECT DISTINCT ON (q.asked) q.asked, p.id, p.email, p.confirmed_at IS NOT NULL AS confirmed \
          FROM unnest($1::text[]) WITH ORDINALITY AS q(address, asked) \
