@@ -117,6 +117,7 @@ pub fn pool(url: &str, size: usize, connector: &Connector) -> anyhow::Result<Poo
 
 /// Creates the database named in `url` unless it exists, connecting to the
 /// server's `postgres` database to do so. Two instances racing are fine.
+/// The connector's statement timeout does not apply here.
 pub async fn create_database_if_missing(url: &str, connector: &Connector) -> anyhow::Result<()> {
     let mut admin_url = url::Url::parse(url).context("parsing the database URL")?;
     let name = admin_url.path().trim_start_matches('/').to_owned();
@@ -124,6 +125,13 @@ pub async fn create_database_if_missing(url: &str, connector: &Connector) -> any
     admin_url.set_path("/postgres");
     let mut admin =
         connector.connect(admin_url.as_str()).await.context("connecting to Postgres to check the database exists")?;
+    // `CREATE DATABASE` copies a template and may wait for a checkpoint: on
+    // a busy server that outlasts a timeout meant for queries. Like the
+    // migrations, it runs once, at start-up, with no statement timeout.
+    diesel::sql_query("SET statement_timeout = 0")
+        .execute(&mut admin)
+        .await
+        .context("preparing to create the database")?;
 
     if database_exists(&mut admin, &name).await? {
         return Ok(());

@@ -73,6 +73,17 @@ async fn a_database_that_never_answers_is_given_up_on_in_time() {
     held.abort();
 }
 
+// `CREATE DATABASE` copies a template and may wait for a checkpoint: on a
+// busy machine it outlasts any statement timeout meant for queries (CI once
+// failed creating a test's database under the 300 ms one below).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_the_database_is_not_bound_by_the_statement_timeout() {
+    let database = TestDatabase::new();
+    let connector = db::Connector::plain().with_timeouts(Duration::from_secs(5), Duration::from_millis(1));
+    db::create_database_if_missing(&database.url(), &connector).await.expect("create");
+    database.connect().await.expect("the database exists");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_that_runs_too_long_is_cancelled() {
     let database = TestDatabase::new();
