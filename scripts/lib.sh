@@ -355,6 +355,21 @@ require_promtool() {
   [ -x "$promtool" ] || { say "promtool is still missing"; return 1; }
 }
 
+# The four services' binaries, as scripts/run starts them, with the given
+# profile (dev or release) and any further cargo arguments (another --bin).
+# The package selection is the whole workspace, as in scripts/test's build,
+# and only the named binaries are built: cargo resolves features over the
+# selected packages, so `-p` for the four alone would leave out what the test
+# and bench crates turn on (reqwest's json and form, num-traits' std,
+# zerofrom's alloc) and scripts/test would then compile most dependencies
+# (actix-web, async-nats, diesel, tantivy, lettre, ...) a second time.
+build_services() { # profile [cargo arguments...]
+  local profile=$1
+  shift
+  cargo build --profile "$profile" --locked --manifest-path "$ROOT/Cargo.toml" --workspace \
+    --bin signup-web --bin save-prospect --bin analytics-indexer --bin mailer "$@"
+}
+
 require_cargo() {
   command -v cargo >/dev/null || { say "cargo is missing: install Rust (https://rustup.rs) first"; exit 1; }
 }

@@ -120,6 +120,10 @@ struct Cli {
     /// as scripts/bench measured it.
     #[arg(long)]
     first_run_secs: Option<f64>,
+    /// Of those, the seconds `scripts/run` spent building (the rest is
+    /// installing nats-server and MailDev and starting everything).
+    #[arg(long, requires = "first_run_secs")]
+    first_run_build_secs: Option<f64>,
 }
 
 #[derive(Serialize, Default)]
@@ -133,6 +137,7 @@ struct Results {
     mail: Option<mail::Mail>,
     cpu: Option<CpuPerSignUp>,
     first_run_secs: Option<f64>,
+    first_run_build_secs: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -260,8 +265,12 @@ async fn main() -> anyhow::Result<()> {
     let bin_dir = std::env::current_exe()?.parent().context("no binary folder")?.to_owned();
     let layout = Layout { bin_dir, config_dir: cli.config_dir.clone(), log_dir: cli.out.join("logs") };
     std::fs::create_dir_all(&cli.out)?;
-    let mut results =
-        Results { machine: machine(&layout).await, first_run_secs: cli.first_run_secs, ..Results::default() };
+    let mut results = Results {
+        machine: machine(&layout).await,
+        first_run_secs: cli.first_run_secs,
+        first_run_build_secs: cli.first_run_build_secs,
+        ..Results::default()
+    };
     let started = Instant::now();
     if cli.phases.iter().any(|p| p == "accept") {
         say("accept: synchronous baseline, then signup-web (wrk, 64 connections)");
@@ -1066,11 +1075,16 @@ fn table(r: &Results) -> String {
         ]);
     }
     if let Some(secs) = r.first_run_secs {
+        let minutes = |secs: f64| format!("{}:{:02} min", secs.round() as u64 / 60, secs.round() as u64 % 60);
+        let split = match r.first_run_build_secs {
+            Some(build) => format!(" (build {}, installs and start-up {})", minutes(build), minutes(secs - build)),
+            None => String::new(),
+        };
         rows.push([
             "first scripts/run on a fresh clone, to the form answering".into(),
-            format!("{}:{:02} min", secs.round() as u64 / 60, secs.round() as u64 % 60),
-            "≤ 6 min".into(),
-            yes(secs <= 360.0),
+            format!("{}{split}", minutes(secs)),
+            "≤ 5 min".into(),
+            yes(secs <= 300.0),
         ]);
     }
     let header = ["figure".to_owned(), "measured".to_owned(), "target".to_owned(), "met".to_owned()];
