@@ -52,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
                         role: Role { code: role.into(), name: role_name.into() },
                     },
                     signed_up_at: Utc::now(),
+                    consent: messages::Consent::NotRecorded,
                 };
                 publisher.publish(&event, &EventContext::new()).await
             }

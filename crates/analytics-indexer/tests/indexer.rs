@@ -141,16 +141,19 @@ async fn three_sign_ups(bed: &Bed) -> Vec<ProspectSignedUp> {
             prospect_id: Uuid::now_v7(),
             details: details("Ada", "Lovelace", "Analytical Engines", GB, EN),
             signed_up_at: Utc::now(),
+            consent: messages::Consent::NotRecorded,
         },
         ProspectSignedUp {
             prospect_id: Uuid::now_v7(),
             details: details("Alan", "Turing", "Bletchley Park", GB, EN),
             signed_up_at: Utc::now(),
+            consent: messages::Consent::NotRecorded,
         },
         ProspectSignedUp {
             prospect_id: Uuid::now_v7(),
             details: details("Marie", "Curie", "Institut du Radium", FR, DV),
             signed_up_at: Utc::now(),
+            consent: messages::Consent::NotRecorded,
         },
     ];
     for event in &events {
@@ -233,7 +236,12 @@ async fn a_sign_up_with_a_held_address_counts_apart_until_its_confirmation_moves
     bed.publish(&ProspectConfirmed { prospect_id: ada.prospect_id, confirmed_at: Utc::now() }).await;
     let mut claim_details = details("Mallory", "Intruder", "Takeover Inc", FR, DV);
     claim_details.email = "ADA@example.com".into();
-    let claim = ProspectSignedUp { prospect_id: Uuid::now_v7(), details: claim_details, signed_up_at: Utc::now() };
+    let claim = ProspectSignedUp {
+        prospect_id: Uuid::now_v7(),
+        details: claim_details,
+        signed_up_at: Utc::now(),
+        consent: messages::Consent::NotRecorded,
+    };
     bed.publish(&claim).await;
     let summary = bed.total_becomes(4).await;
     assert_eq!((summary["confirmed"].clone(), summary["unconfirmed"].clone()), (json!(1), json!(3)));
@@ -295,6 +303,7 @@ async fn updates_replace_and_deletes_stay_deleted() {
         prospect_id: Uuid::now_v7(),
         details: details("Grace", "Hopper", "Navy", GB, EN),
         signed_up_at: Utc::now(),
+        consent: messages::Consent::NotRecorded,
     })
     .await;
     eventually(Duration::from_secs(20), "the marker", || async {
@@ -616,6 +625,7 @@ async fn an_event_is_applied_once_whatever_sequence_it_comes_back_with() {
         prospect_id: Uuid::now_v7(),
         details: details("Marker", "Last", "Behind", FR, DV),
         signed_up_at: Utc::now(),
+        consent: messages::Consent::NotRecorded,
     };
     bed.publish(&marker).await;
     bed.total_becomes(4).await;
@@ -642,6 +652,7 @@ async fn an_index_built_from_another_stream_is_rebuilt_from_this_one() {
         prospect_id: Uuid::now_v7(),
         details: details("Grace", "Hopper", "Navy", GB, EN),
         signed_up_at: Utc::now(),
+        consent: messages::Consent::NotRecorded,
     })
     .await;
     bed.start_indexer().await;

@@ -507,6 +507,7 @@ fn sign_ups(count: usize) -> Vec<ProspectSignedUp> {
                 role: Role { code: "EN".into(), name: "Engineer".into() },
             },
             signed_up_at: Utc::now(),
+            consent: messages::Consent::NotRecorded,
         })
         .collect()
 }

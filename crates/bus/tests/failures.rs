@@ -10,7 +10,7 @@ use async_nats::jetstream;
 use bus::settings::{ConsumerSettings, NatsSettings, StreamSettings};
 use bus::{ConsumerRunner, Delivery, EventContext, Handler, HandlerError, Publisher};
 use chrono::Utc;
-use messages::{Event, ProspectDeleted, ProspectEvent, dlq};
+use messages::{Event, ProspectDeleted, ProspectEvent, ProspectSignedUp, ProspectSignedUpV1, dlq};
 use test_support::{NatsServer, eventually};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -43,6 +43,8 @@ struct Scripted {
     attempts: Arc<Mutex<HashMap<Uuid, usize>>>,
     /// The first call takes this long (a lock, a slow dependency).
     first_call_takes: Option<Duration>,
+    /// Every sign-up the handler was given, as it was given.
+    sign_ups: Arc<Mutex<Vec<ProspectSignedUp>>>,
 }
 
 impl Handler for Scripted {
@@ -54,6 +56,10 @@ impl Handler for Scripted {
             *calls
         };
         self.seen.lock().expect("lock").extend(batch.iter().map(|d| (d.meta.event_id, d.meta.delivered)));
+        self.sign_ups.lock().expect("lock").extend(batch.iter().filter_map(|d| match &d.event {
+            ProspectEvent::SignedUp(e) => Some(e.clone()),
+            _ => None,
+        }));
         if call == 1
             && let Some(slow) = self.first_call_takes
         {
@@ -226,6 +232,66 @@ async fn poison_and_permanent_failures_are_dead_lettered_at_once_and_the_rest_ap
     assert_eq!(header(refused, messages::cloudevents::TYPE), ProspectDeleted::TYPE, "original headers kept");
     let original: ProspectDeleted = serde_json::from_slice(&refused.payload).expect("original payload");
     assert_eq!(original.prospect_id, rejected.0);
+}
+
+// Versions: the stream holds version 1 sign-ups, written before version 2;
+// a publisher upgraded before this handler writes a version it does not know.
+#[tokio::test]
+async fn a_version_1_sign_up_reaches_the_handler_as_version_2_and_an_unknown_version_is_dead_lettered_by_name() {
+    let bed = bed().await;
+    let details = messages::ProspectDetails {
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+        email: "ada@example.com".into(),
+        company_name: None,
+        country: messages::Country { code: "GB".into(), name: "United Kingdom".into() },
+        role: messages::Role { code: "EN".into(), name: "Engineer".into() },
+    };
+    let v1 = ProspectSignedUpV1 { prospect_id: Uuid::now_v7(), details: details.clone(), signed_up_at: Utc::now() };
+    bed.publisher.publish(&v1, &EventContext::new()).await.expect("publish v1");
+    let newer = Uuid::now_v7();
+    let subject = messages::streams::event_subject(newer, ProspectSignedUp::KIND);
+    let mut headers = async_nats::HeaderMap::new();
+    let event_id = Uuid::now_v7().to_string();
+    for (name, value) in [
+        (messages::cloudevents::SPECVERSION, "1.0"),
+        (messages::cloudevents::ID, event_id.as_str()),
+        (messages::cloudevents::SOURCE, "/signup-web"),
+        (messages::cloudevents::TYPE, "io.signup.prospect.signedup.v3"),
+        (messages::cloudevents::NATS_MSG_ID, event_id.as_str()),
+    ] {
+        headers.insert(name, value);
+    }
+    let payload = serde_json::json!({"prospectId": newer, "signedUpAt": Utc::now(), "consent": {"recorded": false}});
+    bed.js
+        .publish_with_headers(subject.clone(), headers, payload.to_string().into())
+        .await
+        .expect("publish v3")
+        .await
+        .expect("ack");
+
+    let handler = Scripted::default();
+    let (shutdown, task) = bed.run(handler.clone(), quick());
+    bed.settled().await;
+    shutdown.cancel();
+    task.await.expect("join").expect("runner");
+
+    let expected = ProspectSignedUp {
+        prospect_id: v1.prospect_id,
+        details,
+        signed_up_at: v1.signed_up_at,
+        consent: messages::Consent::NotRecorded,
+    };
+    assert_eq!(*handler.sign_ups.lock().expect("lock"), [expected], "version 1, read as version 2; version 3 never");
+    let letters = bed.dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    let reason = header(&letters[0], dlq::REASON);
+    assert!(
+        reason.contains("\"io.signup.prospect.signedup.v3\" is a version this handler does not read")
+            && reason.contains(ProspectSignedUp::TYPE),
+        "{reason}"
+    );
+    assert_eq!(header(&letters[0], dlq::SUBJECT), subject);
 }
 
 #[tokio::test]

@@ -228,7 +228,12 @@ fn details(company: Option<&str>) -> ProspectDetails {
 }
 
 fn signed_up() -> ProspectSignedUp {
-    ProspectSignedUp { prospect_id: Uuid::now_v7(), details: details(None), signed_up_at: Utc::now() }
+    ProspectSignedUp {
+        prospect_id: Uuid::now_v7(),
+        details: details(None),
+        signed_up_at: Utc::now(),
+        consent: messages::Consent::NotRecorded,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,7 +254,7 @@ async fn new_changed_and_erased_prospects_reach_the_endpoint_signed() {
     assert_eq!(received.len(), 3, "one request per event");
     let verifier = Webhook::new(SECRET).expect("secret");
     let expected = [
-        ("io.signup.prospect.signedup.v1", signed_up.signed_up_at),
+        ("io.signup.prospect.signedup.v2", signed_up.signed_up_at),
         ("io.signup.prospect.updated.v1", updated.updated_at),
         ("io.signup.prospect.deleted.v1", deleted.deleted_at),
     ];
@@ -267,6 +272,7 @@ async fn new_changed_and_erased_prospects_reach_the_endpoint_signed() {
     let data = |i: usize| received[i].json()["data"].clone();
     assert_eq!((data(0)["email"].as_str(), data(0)["country"]["code"].as_str()), (Some("ada@example.com"), Some("GB")));
     assert_eq!(data(0).get("companyName"), None);
+    assert_eq!(data(0)["consent"], serde_json::json!({"recorded": false}), "the sign-up as version 2");
     assert_eq!(data(1)["companyName"], "Analytical Engines", "the change carries the details as they are now");
     assert_eq!(data(2).get("email"), None, "an erasure carries no personal data");
 

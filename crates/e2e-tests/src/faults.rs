@@ -281,5 +281,6 @@ pub fn sign_up(i: usize, company: &str) -> ProspectSignedUp {
             role: Role { code: "EN".into(), name: "Engineer".into() },
         },
         signed_up_at: Utc::now(),
+        consent: messages::Consent::NotRecorded,
     }
 }

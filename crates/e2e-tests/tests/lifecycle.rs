@@ -450,7 +450,12 @@ async fn two_instances_with_small_batches_keep_each_prospects_newest_state() {
     };
     let ids: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
     for (i, id) in ids.iter().enumerate() {
-        let event = ProspectSignedUp { prospect_id: *id, details: details(i, 0), signed_up_at: Utc::now() };
+        let event = ProspectSignedUp {
+            prospect_id: *id,
+            details: details(i, 0),
+            signed_up_at: Utc::now(),
+            consent: messages::Consent::NotRecorded,
+        };
         publisher.publish(&event, &EventContext::new()).await.expect("sign-up");
     }
     for version in 1..=5 {

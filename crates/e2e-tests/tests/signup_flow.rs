@@ -15,7 +15,8 @@ use save_prospect::schema::applied_events;
 use test_support::eventually;
 use uuid::Uuid;
 
-const GOLDEN_SIGNED_UP: &str = include_str!("../../messages/tests/golden/prospect-signed-up.json");
+// What signup-web writes until its form records consent: version 1.
+const GOLDEN_SIGNED_UP: &str = include_str!("../../messages/tests/golden/prospect-signed-up-v1.json");
 
 fn keys(value: &serde_json::Value) -> BTreeSet<String> {
     value.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
@@ -53,7 +54,8 @@ async fn a_form_post_becomes_an_event_and_exactly_that_row() {
     assert_eq!(stored.subject.as_str(), messages::streams::event_subject(id, ProspectSignedUp::KIND));
     let header = |name: &str| stored.headers.get(name).map(|v| v.as_str().to_owned());
     assert_eq!(header(ce::SPECVERSION).as_deref(), Some("1.0"));
-    assert_eq!(header(ce::TYPE).as_deref(), Some(ProspectSignedUp::TYPE));
+    // Version 1 until the form records consent; handlers read it as version 2.
+    assert_eq!(header(ce::TYPE).as_deref(), Some(messages::ProspectSignedUpV1::TYPE));
     assert_eq!(header(ce::SOURCE).as_deref(), Some("/signup-web"));
     assert_eq!(header(ce::CONTENT_TYPE).as_deref(), Some("application/json"));
     let event_id: Uuid = header(ce::ID).expect("ce-id").parse().expect("ce-id is a UUID");
@@ -99,6 +101,7 @@ fn sign_up_event(email: &str) -> ProspectSignedUp {
             role: Role { code: "EN".into(), name: "Engineer".into() },
         },
         signed_up_at: Utc::now(),
+        consent: messages::Consent::NotRecorded,
     }
 }
 

@@ -228,7 +228,12 @@ pub mod sample {
 
     /// A sign-up of a new prospect.
     pub fn signed_up() -> ProspectSignedUp {
-        ProspectSignedUp { prospect_id: Uuid::now_v7(), details: details(), signed_up_at: Utc::now() }
+        ProspectSignedUp {
+            prospect_id: Uuid::now_v7(),
+            details: details(),
+            signed_up_at: Utc::now(),
+            consent: messages::Consent::NotRecorded,
+        }
     }
 
     /// New details for `prospect_id`.

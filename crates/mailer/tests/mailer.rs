@@ -398,6 +398,7 @@ async fn every_kind_of_mail_carries_what_receivers_require() {
         prospect_id: Uuid::now_v7(),
         details: ada("new.kind@example.com"),
         signed_up_at: Utc::now(),
+        consent: messages::Consent::NotRecorded,
     })
     .await;
     let holder = bed.holder("held.kind@example.com").await;
@@ -405,6 +406,7 @@ async fn every_kind_of_mail_carries_what_receivers_require() {
         prospect_id: Uuid::now_v7(),
         details: ada("held.kind@example.com"),
         signed_up_at: Utc::now(),
+        consent: messages::Consent::NotRecorded,
     })
     .await;
     bed.publish(&messages::ProspectEmailChangeRequested {
@@ -492,8 +494,12 @@ async fn a_suppressed_address_gets_nothing_about_a_sign_up_but_its_owner_still_g
     // one, an address change to a suppressed address: none mails it.
     let mut quiet = Vec::new();
     for email in ["FRESH.gone@example.com", "held.gone@example.com"] {
-        let event =
-            messages::ProspectSignedUp { prospect_id: Uuid::now_v7(), details: ada(email), signed_up_at: Utc::now() };
+        let event = messages::ProspectSignedUp {
+            prospect_id: Uuid::now_v7(),
+            details: ada(email),
+            signed_up_at: Utc::now(),
+            consent: messages::Consent::NotRecorded,
+        };
         quiet.push(bed.publish(&event).await);
     }
     bed.publish(&messages::ProspectEmailChangeRequested {
@@ -515,6 +521,7 @@ async fn a_suppressed_address_gets_nothing_about_a_sign_up_but_its_owner_still_g
         prospect_id: Uuid::now_v7(),
         details: ada("control.gone@example.com"),
         signed_up_at: Utc::now(),
+        consent: messages::Consent::NotRecorded,
     };
     let last = bed.publish(&control).await;
     bed.settled(last.stream_sequence.max(link)).await;
@@ -593,6 +600,7 @@ async fn a_flood_at_one_domain_holds_back_no_mail_to_another() {
             prospect_id: Uuid::now_v7(),
             details: ada(&format!("flood{i}@flooded.example")),
             signed_up_at: Utc::now(),
+            consent: messages::Consent::NotRecorded,
         };
         bed.publish(&event).await;
     }
@@ -600,6 +608,7 @@ async fn a_flood_at_one_domain_holds_back_no_mail_to_another() {
         prospect_id: Uuid::now_v7(),
         details: ada("calm@other.example"),
         signed_up_at: Utc::now(),
+        consent: messages::Consent::NotRecorded,
     };
     bed.publish(&calm).await;
     bed.mails_to("calm@other.example", 1).await;
@@ -623,12 +632,14 @@ async fn an_address_the_server_cannot_take_holds_back_no_other_mail() {
         prospect_id: Uuid::now_v7(),
         details: ada("josé@bücher.example"),
         signed_up_at: Utc::now(),
+        consent: messages::Consent::NotRecorded,
     };
     bed.publish(&unusable).await;
     let next = messages::ProspectSignedUp {
         prospect_id: Uuid::now_v7(),
         details: ada("ada@example.com"),
         signed_up_at: Utc::now(),
+        consent: messages::Consent::NotRecorded,
     };
     bed.publish(&next).await;
     assert_eq!(bed.mails_to("ada@example.com", 1).await.len(), 1, "the next sign-up's mail goes");
@@ -650,8 +661,12 @@ async fn sign_ups(bed: &Bed, prefix: &str, count: usize) -> Vec<String> {
     let mut addresses = Vec::new();
     for i in 0..count {
         let email = format!("{prefix}{i}@example.com");
-        let event =
-            messages::ProspectSignedUp { prospect_id: Uuid::now_v7(), details: ada(&email), signed_up_at: Utc::now() };
+        let event = messages::ProspectSignedUp {
+            prospect_id: Uuid::now_v7(),
+            details: ada(&email),
+            signed_up_at: Utc::now(),
+            consent: messages::Consent::NotRecorded,
+        };
         bed.publish(&event).await;
         addresses.push(email);
     }
@@ -774,6 +789,7 @@ async fn the_same_event_twice_in_one_batch_mails_once() {
         prospect_id: Uuid::now_v7(),
         details: ada("twice@example.com"),
         signed_up_at: Utc::now(),
+        consent: messages::Consent::NotRecorded,
     };
     let first = bed.publish(&event).await;
     let stream = bed.js.get_stream("PROSPECTS").await.expect("stream");
@@ -806,6 +822,7 @@ async fn a_batch_asks_who_holds_its_addresses_once() {
         prospect_id: Uuid::now_v7(),
         details: ada("held@example.com"),
         signed_up_at: Utc::now(),
+        consent: messages::Consent::NotRecorded,
     };
     bed.publish(&claim).await;
     let (_, last) = bed.request_link("linked@example.com").await;
@@ -855,6 +872,7 @@ async fn an_outage_of_the_prospects_service_holds_only_the_mails_that_need_it() 
         prospect_id: Uuid::now_v7(),
         details: ada("waits.away@example.com"),
         signed_up_at: Utc::now(),
+        consent: messages::Consent::NotRecorded,
     };
     bed.publish(&sign_up).await;
     bed.publish(&messages::ProspectEmailChangeRequested {

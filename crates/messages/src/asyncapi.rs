@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use crate::cloudevents as ce;
 use crate::events::{
     Event, ManageLinkRequested, ProspectConfirmed, ProspectDeleted, ProspectEmailChangeRequested, ProspectSignedUp,
-    ProspectUpdated,
+    ProspectSignedUpV1, ProspectUpdated,
 };
 use crate::service::{
     self, Endpoint, FindByAddress, FindEachAddress, FindHolders, GetProspect, ReferenceCountries, ReferenceRoles,
@@ -27,7 +27,7 @@ use crate::service::{
 use crate::{dlq, streams};
 
 /// The version of the document (the contract's, not the crate's).
-pub const VERSION: &str = "1.1.0";
+pub const VERSION: &str = "2.0.0";
 
 /// The NATS binding's version this document uses.
 const NATS_BINDING: &str = "0.1.0";
@@ -36,6 +36,7 @@ const NATS_BINDING: &str = "0.1.0";
 pub fn document() -> Value {
     let mut doc = Document::new();
     doc.event::<ProspectSignedUp>("signup-web");
+    doc.older_version::<ProspectSignedUpV1, ProspectSignedUp>();
     doc.event::<ProspectUpdated>("signup-web");
     doc.event::<ProspectDeleted>("signup-web, and save-prospect when a sign-up is not confirmed in time");
     doc.event::<ProspectConfirmed>("signup-web");
@@ -137,6 +138,35 @@ impl Document {
                 &name,
             ),
         );
+    }
+
+    /// An older version of event `E`, still in the stream and still read:
+    /// its message, on `E`'s channel, received but no longer sent.
+    fn older_version<Old: Event + JsonSchema, E: Event + JsonSchema>(&mut self) {
+        let (name, current) = (Old::schema_name().into_owned(), E::schema_name().into_owned());
+        let payload = self.schema::<Old>();
+        self.messages.insert(
+            name.clone(),
+            json!({
+                "name": Old::TYPE,
+                "title": name,
+                "summary": format!(
+                    "An older version of {}, no longer published: the stream keeps those already written, and \
+                     handlers read them as {} (the messages crate upcasts them).",
+                    E::TYPE, E::TYPE
+                ),
+                "contentType": ce::JSON_CONTENT_TYPE,
+                "headers": event_headers(Some(Old::TYPE)),
+                "payload": payload,
+            }),
+        );
+        self.event_types.push(Old::TYPE);
+        let channel = &mut self.channels[current.as_str()];
+        channel["messages"][name.as_str()] = message_ref(&name);
+        let consume = &mut self.operations[format!("consume{current}").as_str()];
+        if let Some(messages) = consume["messages"].as_array_mut() {
+            messages.push(channel_message_ref(&current, &name));
+        }
     }
 
     /// The dead-letter channel: an event a handler gave up on, with why.
@@ -419,9 +449,13 @@ mod tests {
         let mut types: Vec<&str> =
             messages.values().filter_map(|m| m["headers"]["properties"]["ce-type"]["const"].as_str()).collect();
         types.sort_unstable();
-        let mut decoded = ProspectEvent::TYPES.to_vec();
+        let mut decoded = [ProspectEvent::TYPES.as_slice(), ProspectEvent::OLDER_TYPES.as_slice()].concat();
         decoded.sort_unstable();
         assert_eq!(types, decoded, "one message per event type the decoder knows");
+        let signed_up = doc["channels"]["ProspectSignedUp"]["messages"].as_object().expect("sign-up messages");
+        assert_eq!(signed_up.len(), 2, "both versions on the sign-up channel");
+        assert_eq!(doc["operations"]["consumeProspectSignedUp"]["messages"].as_array().map(Vec::len), Some(2));
+        assert_eq!(doc["operations"]["publishProspectSignedUp"]["messages"].as_array().map(Vec::len), Some(1));
         for kind in streams::KINDS {
             let address = format!("events.prospect.{{prospectId}}.{kind}");
             assert!(

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use crate::events::{
     Event, ManageLinkRequested, ProspectConfirmed, ProspectDeleted, ProspectDetails, ProspectEmailChangeRequested,
-    ProspectSignedUp, ProspectUpdated,
+    ProspectSignedUp, ProspectSignedUpV1, ProspectUpdated,
 };
 
 /// Why a payload could not become an event. Both cases are permanent: the
@@ -15,6 +15,17 @@ pub enum DecodeError {
     /// a newer version).
     #[error("unknown event type {0:?}")]
     UnknownType(String),
+    /// A version of a known event that this build does not read: a newer
+    /// one (its handler must be upgraded first), or one too old to upcast.
+    #[error(
+        "event type {ce_type:?} is a version this handler does not read (it reads {reads}): upgrade the handler, then replay this dead letter"
+    )]
+    UnsupportedVersion {
+        /// The type the message claimed.
+        ce_type: String,
+        /// The versions of that event this build reads.
+        reads: String,
+    },
     /// The payload is not valid JSON for the event type.
     #[error("invalid {ce_type} payload: {source}")]
     InvalidPayload {
@@ -55,17 +66,34 @@ pub trait Headers {
     fn get(&self, name: &str) -> Option<&str>;
 }
 
-fn decode_as<E: Event>(ce_type: &str, data: &[u8]) -> Result<E, DecodeError> {
+pub(crate) fn decode_as<E: Event>(ce_type: &str, data: &[u8]) -> Result<E, DecodeError> {
     serde_json::from_slice(data).map_err(|source| DecodeError::InvalidPayload { ce_type: ce_type.to_owned(), source })
+}
+
+/// An event of type `ce_type` as `E`: its current version as it is, an
+/// older one upcast ([`Event::upcast`]), another version of the same event
+/// refused as such, anything else as unknown.
+fn decode_versioned<E: Event>(ce_type: &str, data: &[u8]) -> Result<E, DecodeError> {
+    if ce_type == E::TYPE {
+        return decode_as(ce_type, data);
+    }
+    if let Some(upcast) = E::upcast(ce_type, data) {
+        return upcast;
+    }
+    let unversioned = |t: &'static str| t.rsplit_once('.').map_or(t, |(name, _)| name);
+    match ce_type.rsplit_once('.') {
+        Some((name, version)) if name == unversioned(E::TYPE) && version.starts_with('v') => {
+            let reads = std::iter::once(E::TYPE).chain(E::OLDER_TYPES.iter().copied()).collect::<Vec<_>>().join(", ");
+            Err(DecodeError::UnsupportedVersion { ce_type: ce_type.to_owned(), reads })
+        }
+        _ => Err(DecodeError::UnknownType(ce_type.to_owned())),
+    }
 }
 
 impl<E: Event> EventSet for E {
     const FILTER_SUBJECT: &'static str = E::SUBJECTS;
     fn decode(ce_type: &str, data: &[u8]) -> Result<Self, DecodeError> {
-        if ce_type != E::TYPE {
-            return Err(DecodeError::UnknownType(ce_type.to_owned()));
-        }
-        decode_as(ce_type, data)
+        decode_versioned(ce_type, data)
     }
     fn subject(&self) -> Option<String> {
         Some(Event::subject(self))
@@ -91,7 +119,7 @@ pub enum ProspectEvent {
 }
 
 impl ProspectEvent {
-    /// Every `ce-type` this set decodes.
+    /// The `ce-type` of each event's current version: what is published.
     pub const TYPES: [&'static str; 6] = [
         ProspectSignedUp::TYPE,
         ProspectUpdated::TYPE,
@@ -100,6 +128,10 @@ impl ProspectEvent {
         ProspectEmailChangeRequested::TYPE,
         ManageLinkRequested::TYPE,
     ];
+
+    /// The earlier versions this set still reads, each upcast to its
+    /// current version ([`Event::upcast`]).
+    pub const OLDER_TYPES: [&'static str; 1] = [ProspectSignedUpV1::TYPE];
 
     /// The prospect the event is about.
     pub fn prospect_id(&self) -> uuid::Uuid {
@@ -169,13 +201,17 @@ impl EventSet for ProspectEvent {
         Some(crate::streams::event_subject(self.prospect_id(), self.kind()))
     }
     fn decode(ce_type: &str, data: &[u8]) -> Result<Self, DecodeError> {
+        // By the event's name, whatever its version: each event's own
+        // decoding reads its older versions and refuses unknown ones.
+        let named =
+            |t: &str| ce_type.rsplit_once('.').map(|(name, _)| name) == t.rsplit_once('.').map(|(name, _)| name);
         match ce_type {
-            ProspectSignedUp::TYPE => decode_as(ce_type, data).map(Self::SignedUp),
-            ProspectUpdated::TYPE => decode_as(ce_type, data).map(Self::Updated),
-            ProspectDeleted::TYPE => decode_as(ce_type, data).map(Self::Deleted),
-            ProspectConfirmed::TYPE => decode_as(ce_type, data).map(Self::Confirmed),
-            ProspectEmailChangeRequested::TYPE => decode_as(ce_type, data).map(Self::EmailChangeRequested),
-            ManageLinkRequested::TYPE => decode_as(ce_type, data).map(Self::ManageLinkRequested),
+            t if named(ProspectSignedUp::TYPE) => decode_versioned(t, data).map(Self::SignedUp),
+            t if named(ProspectUpdated::TYPE) => decode_versioned(t, data).map(Self::Updated),
+            t if named(ProspectDeleted::TYPE) => decode_versioned(t, data).map(Self::Deleted),
+            t if named(ProspectConfirmed::TYPE) => decode_versioned(t, data).map(Self::Confirmed),
+            t if named(ProspectEmailChangeRequested::TYPE) => decode_versioned(t, data).map(Self::EmailChangeRequested),
+            t if named(ManageLinkRequested::TYPE) => decode_versioned(t, data).map(Self::ManageLinkRequested),
             other => Err(DecodeError::UnknownType(other.to_owned())),
         }
     }
@@ -210,7 +246,12 @@ mod tests {
             role: crate::Role { code: "EN".into(), name: "Engineer".into() },
         };
         let every = [
-            ProspectEvent::SignedUp(ProspectSignedUp { prospect_id: id, details: details.clone(), signed_up_at: at }),
+            ProspectEvent::SignedUp(ProspectSignedUp {
+                prospect_id: id,
+                details: details.clone(),
+                signed_up_at: at,
+                consent: crate::Consent::NotRecorded,
+            }),
             ProspectEvent::Updated(ProspectUpdated { prospect_id: id, details: details.clone(), updated_at: at }),
             ProspectEvent::Deleted(ProspectDeleted { prospect_id: id, deleted_at: at, disowned: false }),
             ProspectEvent::Confirmed(ProspectConfirmed { prospect_id: id, confirmed_at: at }),
@@ -257,7 +298,11 @@ mod tests {
 
         assert!(matches!(
             ProspectEvent::decode("io.signup.prospect.deleted.v2", json),
-            Err(DecodeError::UnknownType(t)) if t.ends_with("v2")
+            Err(DecodeError::UnsupportedVersion { ce_type, .. }) if ce_type.ends_with("v2")
+        ));
+        assert!(matches!(
+            ProspectEvent::decode("io.signup.prospect.forgotten.v1", json),
+            Err(DecodeError::UnknownType(t)) if t.ends_with("forgotten.v1")
         ));
         assert!(matches!(ProspectEvent::decode(ProspectSignedUp::TYPE, json), Err(DecodeError::InvalidPayload { .. })));
         assert!(matches!(
@@ -265,5 +310,37 @@ mod tests {
             Err(DecodeError::InvalidPayload { .. })
         ));
         assert!(matches!(ProspectDeleted::decode(ProspectUpdated::TYPE, json), Err(DecodeError::UnknownType(_))));
+    }
+
+    #[test]
+    fn a_version_1_sign_up_is_read_as_version_2_and_a_version_3_is_refused_by_name() {
+        let json = br#"{"prospectId":"0192f0c1-7a3b-7cde-8f01-23456789abcd","firstName":"Ada","lastName":"Lovelace",
+            "email":"ada@example.com","country":{"code":"GB","name":"United Kingdom"},
+            "role":{"code":"EN","name":"Engineer"},"signedUpAt":"2026-11-21T10:00:00Z"}"#;
+        for event in [
+            ProspectEvent::decode(ProspectSignedUpV1::TYPE, json).expect("v1 in the lifecycle set"),
+            ProspectEvent::SignedUp(ProspectSignedUp::decode(ProspectSignedUpV1::TYPE, json).expect("v1 alone")),
+        ] {
+            let ProspectEvent::SignedUp(signed_up) = event else { panic!("a sign-up") };
+            assert_eq!(signed_up.consent, crate::Consent::NotRecorded);
+            assert_eq!(signed_up.details.email, "ada@example.com");
+        }
+        // A v2 payload is not a v1 one: without its consent it is refused.
+        assert!(matches!(
+            ProspectSignedUp::decode(ProspectSignedUp::TYPE, json),
+            Err(DecodeError::InvalidPayload { source, .. }) if source.to_string().contains("consent")
+        ));
+        for set in [
+            ProspectEvent::decode("io.signup.prospect.signedup.v3", json).map(|_| ()),
+            ProspectSignedUp::decode("io.signup.prospect.signedup.v3", json).map(|_| ()),
+        ] {
+            let error = set.expect_err("a newer version is never misread");
+            assert!(matches!(error, DecodeError::UnsupportedVersion { .. }), "{error}");
+            let reason = error.to_string();
+            assert!(
+                reason.contains("signedup.v3") && reason.contains("signedup.v2, io.signup.prospect.signedup.v1"),
+                "{reason}"
+            );
+        }
     }
 }

@@ -24,8 +24,18 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     const SUBJECTS: &'static str;
     /// The CloudEvents `ce-type`, including its version.
     const TYPE: &'static str;
+    /// The earlier versions' `ce-type`s that are still read, each upcast to
+    /// this one by [`upcast`](Self::upcast).
+    const OLDER_TYPES: &'static [&'static str] = &[];
     /// The prospect the event is about; handlers order and de-duplicate by it.
     fn prospect_id(&self) -> Uuid;
+    /// An event of one of [`OLDER_TYPES`](Self::OLDER_TYPES), read as this
+    /// version; `None` for any other type. Upcasting happens here, in the
+    /// contract, once: handlers only ever see the current version.
+    fn upcast(ce_type: &str, data: &[u8]) -> Option<Result<Self, crate::DecodeError>> {
+        let _ = (ce_type, data);
+        None
+    }
     /// The subject this event is published on.
     fn subject(&self) -> String {
         crate::streams::event_subject(self.prospect_id(), Self::KIND)
@@ -51,7 +61,8 @@ pub struct ProspectDetails {
     pub role: Role,
 }
 
-/// A visitor signed up.
+/// A visitor signed up, agreeing to the privacy notice (version 2: with the
+/// consent record).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProspectSignedUp {
@@ -62,14 +73,179 @@ pub struct ProspectSignedUp {
     pub details: ProspectDetails,
     /// When the form was accepted.
     pub signed_up_at: DateTime<Utc>,
+    /// What the visitor agreed to by signing up; "not recorded" for a
+    /// sign-up made before consent was recorded (a version 1 event, upcast).
+    pub consent: Consent,
 }
 
 impl Event for ProspectSignedUp {
     const KIND: &'static str = "signedup";
     const SUBJECTS: &'static str = "events.prospect.*.signedup";
+    const TYPE: &'static str = "io.signup.prospect.signedup.v2";
+    const OLDER_TYPES: &'static [&'static str] = &[ProspectSignedUpV1::TYPE];
+    fn prospect_id(&self) -> Uuid {
+        self.prospect_id
+    }
+    fn upcast(ce_type: &str, data: &[u8]) -> Option<Result<Self, crate::DecodeError>> {
+        (ce_type == ProspectSignedUpV1::TYPE)
+            .then(|| crate::decode::decode_as::<ProspectSignedUpV1>(ce_type, data).map(Self::from))
+    }
+}
+
+/// A visitor signed up: version 1, from before consent was recorded. The
+/// stream keeps these; handlers read them as version 2 (`ProspectSignedUp`,
+/// through the one upcaster), and nothing publishes them any more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProspectSignedUpV1 {
+    /// A fresh UUIDv7 chosen by the publisher.
+    pub prospect_id: Uuid,
+    /// What the visitor entered.
+    #[serde(flatten)]
+    pub details: ProspectDetails,
+    /// When the form was accepted.
+    pub signed_up_at: DateTime<Utc>,
+}
+
+impl Event for ProspectSignedUpV1 {
+    const KIND: &'static str = "signedup";
+    const SUBJECTS: &'static str = "events.prospect.*.signedup";
     const TYPE: &'static str = "io.signup.prospect.signedup.v1";
     fn prospect_id(&self) -> Uuid {
         self.prospect_id
+    }
+}
+
+/// The upcaster, version 1 to 2: the sign-up as it was, its consent "not
+/// recorded" (signed up before consent was recorded).
+impl From<ProspectSignedUpV1> for ProspectSignedUp {
+    fn from(v1: ProspectSignedUpV1) -> Self {
+        Self {
+            prospect_id: v1.prospect_id,
+            details: v1.details,
+            signed_up_at: v1.signed_up_at,
+            consent: Consent::NotRecorded,
+        }
+    }
+}
+
+/// What a person agreed to by signing up (GDPR art. 7(1): the controller
+/// must be able to show it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ConsentWire", into = "ConsentWire")]
+pub enum Consent {
+    /// Signed up before consent was recorded: `{"recorded": false}`.
+    NotRecorded,
+    /// Agreed to the privacy notice the form showed:
+    /// `{"recorded": true, "noticeVersion": …, "agreedAt": …}`.
+    Recorded(ConsentRecord),
+}
+
+/// The record of an agreement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentRecord {
+    /// The version of the privacy notice agreed to: a hash of its text.
+    pub notice_version: String,
+    /// When: the time of the sign-up.
+    pub agreed_at: DateTime<Utc>,
+    /// Where from, when the operator records it (`web.privacy.record_client`).
+    pub client: Option<ClientContext>,
+}
+
+/// The client a request came from, kept only where the operator chose to
+/// record it (`web.privacy.record_client`): proof of where consent was
+/// given, and personal data in its own right.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientContext {
+    /// The client's IP address, as signup-web saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub client_address: Option<String>,
+    /// The browser's `User-Agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub user_agent: Option<String>,
+}
+
+impl ClientContext {
+    fn is_empty(&self) -> bool {
+        self.client_address.is_none() && self.user_agent.is_none()
+    }
+}
+
+/// [`Consent`] as it travels: one object, whose `recorded` says which
+/// fields it has.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(
+    rename = "Consent",
+    description = "What the person agreed to by signing up. recorded false: signed up before consent was recorded \
+                   (a version 1 sign-up, upcast), and nothing else is present; recorded true: noticeVersion and \
+                   agreedAt are present, clientAddress and userAgent when the operator records them.",
+    extend(
+        "if" = {"properties": {"recorded": {"const": true}}},
+        "then" = {"required": ["noticeVersion", "agreedAt"]},
+        "else" = {"not": {"anyOf": [
+            {"required": ["noticeVersion"]}, {"required": ["agreedAt"]},
+            {"required": ["clientAddress"]}, {"required": ["userAgent"]}
+        ]}}
+    )
+)]
+struct ConsentWire {
+    /// Whether consent was recorded for this sign-up.
+    recorded: bool,
+    /// The version of the privacy notice agreed to: a hash of its text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    notice_version: Option<String>,
+    /// When it was agreed to: the time of the sign-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "DateTime<Utc>")]
+    agreed_at: Option<DateTime<Utc>>,
+    /// Where from, when recorded.
+    #[serde(flatten)]
+    client: ClientContext,
+}
+
+impl TryFrom<ConsentWire> for Consent {
+    type Error = &'static str;
+    fn try_from(wire: ConsentWire) -> Result<Self, Self::Error> {
+        match (wire.recorded, wire.notice_version, wire.agreed_at) {
+            (false, None, None) if wire.client.is_empty() => Ok(Self::NotRecorded),
+            (false, ..) => Err("a consent that was not recorded has no notice version, time or client"),
+            (true, Some(notice_version), Some(agreed_at)) => Ok(Self::Recorded(ConsentRecord {
+                notice_version,
+                agreed_at,
+                client: (!wire.client.is_empty()).then_some(wire.client),
+            })),
+            (true, ..) => Err("a recorded consent names its noticeVersion and agreedAt"),
+        }
+    }
+}
+
+impl From<Consent> for ConsentWire {
+    fn from(consent: Consent) -> Self {
+        match consent {
+            Consent::NotRecorded => {
+                Self { recorded: false, notice_version: None, agreed_at: None, client: ClientContext::default() }
+            }
+            Consent::Recorded(record) => Self {
+                recorded: true,
+                notice_version: Some(record.notice_version),
+                agreed_at: Some(record.agreed_at),
+                client: record.client.unwrap_or_default(),
+            },
+        }
+    }
+}
+
+impl JsonSchema for Consent {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Consent".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        ConsentWire::json_schema(generator)
     }
 }
 

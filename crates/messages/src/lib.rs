@@ -10,11 +10,14 @@
 //!   subject and CloudEvents type as associated constants: what changes a
 //!   prospect ([`ProspectSignedUp`], [`ProspectConfirmed`],
 //!   [`ProspectUpdated`], [`ProspectDeleted`]) and what only asks for a mail
-//!   ([`ProspectEmailChangeRequested`], [`ManageLinkRequested`]).
+//!   ([`ProspectEmailChangeRequested`], [`ManageLinkRequested`]); the
+//!   sign-up's [`Consent`]; the older versions still read
+//!   ([`ProspectSignedUpV1`]) and their one upcaster (`From` the old version).
 //! - [`reference`]: reference-data value types ([`Country`], [`Role`]) and the
 //!   built-in lists the services fall back on.
 //! - [`decode`]: [`EventSet`] and [`ProspectEvent`], turning a `ce-type` and
-//!   JSON data back into a typed event.
+//!   JSON data back into a typed event of the current version (older ones
+//!   upcast, unknown versions refused by name).
 //! - [`service`]: subjects and payloads of the `prospects` request-reply
 //!   service.
 //! - [`cloudevents`]: header names of the CloudEvents 1.0 NATS binding.
@@ -43,7 +46,7 @@ pub mod streams;
 
 pub use decode::{DecodeError, EventSet, Headers, ProspectEvent};
 pub use events::{
-    Event, ManageLinkRequested, ProspectConfirmed, ProspectDeleted, ProspectDetails, ProspectEmailChangeRequested,
-    ProspectSignedUp, ProspectUpdated,
+    ClientContext, Consent, ConsentRecord, Event, ManageLinkRequested, ProspectConfirmed, ProspectDeleted,
+    ProspectDetails, ProspectEmailChangeRequested, ProspectSignedUp, ProspectSignedUpV1, ProspectUpdated,
 };
 pub use reference::{Country, Role};

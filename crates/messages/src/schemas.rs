@@ -10,14 +10,17 @@ pub fn of(ce_type: &str) -> Option<&'static str> {
     ALL.iter().find(|(t, _)| *t == ce_type).map(|(_, schema)| *schema)
 }
 
-/// Every event type with its schema, in [`ProspectEvent::TYPES`] order.
-pub const ALL: [(&str, &str); 6] = [
-    (ProspectEvent::TYPES[0], include_str!("../schemas/io.signup.prospect.signedup.v1.json")),
+/// Every event type with its schema: the current versions in
+/// [`ProspectEvent::TYPES`] order, then the older ones still read
+/// ([`ProspectEvent::OLDER_TYPES`]).
+pub const ALL: [(&str, &str); 7] = [
+    (ProspectEvent::TYPES[0], include_str!("../schemas/io.signup.prospect.signedup.v2.json")),
     (ProspectEvent::TYPES[1], include_str!("../schemas/io.signup.prospect.updated.v1.json")),
     (ProspectEvent::TYPES[2], include_str!("../schemas/io.signup.prospect.deleted.v1.json")),
     (ProspectEvent::TYPES[3], include_str!("../schemas/io.signup.prospect.confirmed.v1.json")),
     (ProspectEvent::TYPES[4], include_str!("../schemas/io.signup.prospect.emailchange.v1.json")),
     (ProspectEvent::TYPES[5], include_str!("../schemas/io.signup.prospect.linkrequested.v1.json")),
+    (ProspectEvent::OLDER_TYPES[0], include_str!("../schemas/io.signup.prospect.signedup.v1.json")),
 ];
 
 #[cfg(test)]
@@ -33,5 +36,6 @@ mod tests {
         }
         assert_eq!(super::of(<crate::ProspectDeleted as crate::Event>::TYPE), Some(super::ALL[2].1));
         assert_eq!(super::of("io.signup.prospect.unknown.v1"), None);
+        assert_eq!(super::of(<crate::ProspectSignedUpV1 as crate::Event>::TYPE), Some(super::ALL[6].1));
     }
 }

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use chrono::{TimeZone, Utc};
 use messages::{
-    Country, Event, ManageLinkRequested, ProspectConfirmed, ProspectDeleted, ProspectDetails,
-    ProspectEmailChangeRequested, ProspectSignedUp, ProspectUpdated, Role,
+    ClientContext, Consent, ConsentRecord, Country, Event, EventSet as _, ManageLinkRequested, ProspectConfirmed,
+    ProspectDeleted, ProspectDetails, ProspectEmailChangeRequested, ProspectEvent, ProspectSignedUp,
+    ProspectSignedUpV1, ProspectUpdated, Role,
 };
 use uuid::Uuid;
 
@@ -65,12 +66,64 @@ fn check<E: Event + schemars::JsonSchema + std::fmt::Debug + PartialEq>(name: &s
     assert_eq!(&back, example, "round trip through the golden JSON");
 }
 
+fn consent(client: Option<ClientContext>) -> Consent {
+    Consent::Recorded(ConsentRecord { notice_version: "sha256:5d41402abc4b2a76".into(), agreed_at: at(10), client })
+}
+
 #[test]
 fn prospect_signed_up_matches_schema_and_golden_json() {
+    let signed_up =
+        |consent| ProspectSignedUp { prospect_id: prospect_id(), details: details(), signed_up_at: at(10), consent };
+    check("prospect-signed-up", &signed_up(consent(None)));
     check(
-        "prospect-signed-up",
-        &ProspectSignedUp { prospect_id: prospect_id(), details: details(), signed_up_at: at(10) },
+        "prospect-signed-up-client-recorded",
+        &signed_up(consent(Some(ClientContext {
+            client_address: Some("203.0.113.7".into()),
+            user_agent: Some("Mozilla/5.0".into()),
+        }))),
     );
+    check("prospect-signed-up-consent-not-recorded", &signed_up(Consent::NotRecorded));
+}
+
+#[test]
+fn prospect_signed_up_v1_matches_schema_and_golden_json_and_reads_as_v2() {
+    let v1 = ProspectSignedUpV1 { prospect_id: prospect_id(), details: details(), signed_up_at: at(10) };
+    check("prospect-signed-up-v1", &v1);
+    // The golden v1 payload, as the stream holds it, read the way handlers
+    // read it: the current version, consent not recorded, nothing else lost.
+    let golden = std::fs::read(crate_file("tests/golden/prospect-signed-up-v1.json")).expect("golden v1");
+    let read = ProspectEvent::decode(ProspectSignedUpV1::TYPE, &golden).expect("v1 is read");
+    let expected = ProspectSignedUp {
+        prospect_id: prospect_id(),
+        details: details(),
+        signed_up_at: at(10),
+        consent: Consent::NotRecorded,
+    };
+    assert_eq!(read, ProspectEvent::SignedUp(expected.clone()));
+    assert_eq!(ProspectSignedUp::from(v1), expected, "the upcaster");
+}
+
+#[test]
+fn a_consent_says_what_it_holds_and_nothing_else() {
+    let with = |consent: &str| {
+        format!(
+            r#"{{"prospectId":"0192f0c1-7a3b-7cde-8f01-23456789abcd","firstName":"Ada","lastName":"Lovelace",
+            "email":"ada@example.com","country":{{"code":"GB","name":"United Kingdom"}},
+            "role":{{"code":"EN","name":"Engineer"}},"signedUpAt":"2026-11-21T10:00:00Z","consent":{consent}}}"#
+        )
+    };
+    for refused in [
+        r#"{"recorded":true}"#,
+        r#"{"recorded":true,"noticeVersion":"sha256:5d41402abc4b2a76"}"#,
+        r#"{"recorded":false,"noticeVersion":"sha256:5d41402abc4b2a76"}"#,
+        r#"{"recorded":false,"clientAddress":"203.0.113.7"}"#,
+        r#"{"noticeVersion":"sha256:5d41402abc4b2a76","agreedAt":"2026-11-21T10:00:00Z"}"#,
+    ] {
+        let error = serde_json::from_str::<ProspectSignedUp>(&with(refused)).expect_err(refused);
+        assert!(error.to_string().contains("consent") || error.to_string().contains("recorded"), "{refused}: {error}");
+    }
+    let read: ProspectSignedUp = serde_json::from_str(&with(r#"{"recorded":false}"#)).expect("not recorded");
+    assert_eq!(read.consent, Consent::NotRecorded);
 }
 
 #[test]
@@ -143,24 +196,38 @@ fn subjects_are_under_the_stream_and_types_are_versioned() {
     for (kind, subjects, ce_type) in all {
         assert_eq!(subjects, format!("events.prospect.*.{kind}"), "{kind}");
         assert!(!kind.contains('.') && !kind.is_empty(), "{kind}");
-        assert!(ce_type.starts_with("io.signup.prospect.") && ce_type.ends_with(".v1"), "{ce_type}");
+        let version = ce_type.strip_prefix(&format!("io.signup.prospect.{kind}.v")).expect(ce_type);
+        assert!(version.parse::<u32>().is_ok_and(|v| v >= 1), "{ce_type}");
     }
+    assert_eq!(ProspectSignedUp::TYPE, "io.signup.prospect.signedup.v2");
+    assert_eq!(
+        (ProspectSignedUpV1::KIND, ProspectSignedUpV1::SUBJECTS),
+        (ProspectSignedUp::KIND, ProspectSignedUp::SUBJECTS)
+    );
+    assert_eq!(ProspectSignedUp::OLDER_TYPES, [ProspectSignedUpV1::TYPE]);
 }
 
 #[test]
 fn each_event_is_published_on_its_prospects_own_subject() {
     let event = ProspectDeleted { prospect_id: prospect_id(), deleted_at: at(12), disowned: false };
-    assert_eq!(event.subject(), "events.prospect.0192f0c1-7a3b-7cde-8f01-23456789abcd.deleted");
-    assert_eq!(messages::streams::prospect_of(&event.subject()), Some(prospect_id()));
+    assert_eq!(Event::subject(&event), "events.prospect.0192f0c1-7a3b-7cde-8f01-23456789abcd.deleted");
+    assert_eq!(messages::streams::prospect_of(&Event::subject(&event)), Some(prospect_id()));
 }
 
 #[test]
 fn only_the_events_named_personal_hold_personal_data() {
     use messages::streams::PERSONAL_KINDS;
     let golden = std::fs::read_dir(crate_file("tests/golden")).expect("golden files");
-    assert_eq!(golden.count(), 7, "one golden file per event, and one of the erasure's optional field");
+    assert_eq!(
+        golden.count(),
+        10,
+        "one golden file per event and version, one of the erasure's optional field, two of the consent's forms"
+    );
     for (kind, file) in [
         (ProspectSignedUp::KIND, "prospect-signed-up"),
+        (ProspectSignedUp::KIND, "prospect-signed-up-v1"),
+        (ProspectSignedUp::KIND, "prospect-signed-up-client-recorded"),
+        (ProspectSignedUp::KIND, "prospect-signed-up-consent-not-recorded"),
         (ProspectUpdated::KIND, "prospect-updated"),
         (ProspectDeleted::KIND, "prospect-deleted"),
         (ProspectDeleted::KIND, "prospect-deleted-disowned"),

@@ -57,9 +57,12 @@ fn scenario(rng: &mut fastrand::Rng, len: usize) -> Vec<Delivery<ProspectEvent>>
                     requested_at: at,
                 })
             }
-            0..9 => {
-                ProspectEvent::SignedUp(ProspectSignedUp { prospect_id: id, details: details(rng), signed_up_at: at })
-            }
+            0..9 => ProspectEvent::SignedUp(ProspectSignedUp {
+                prospect_id: id,
+                details: details(rng),
+                signed_up_at: at,
+                consent: messages::Consent::NotRecorded,
+            }),
             9..17 => ProspectEvent::Updated(ProspectUpdated { prospect_id: id, details: details(rng), updated_at: at }),
             _ => ProspectEvent::Deleted(ProspectDeleted { prospect_id: id, deleted_at: at, disowned: false }),
         };

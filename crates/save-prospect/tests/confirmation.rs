@@ -23,7 +23,15 @@ mod common;
 use common::{delivery, details, handler};
 
 fn signed_up(id: Uuid, details: ProspectDetails, at: DateTime<Utc>, seq: u64) -> Delivery<ProspectEvent> {
-    delivery(ProspectEvent::SignedUp(ProspectSignedUp { prospect_id: id, details, signed_up_at: at }), seq)
+    delivery(
+        ProspectEvent::SignedUp(ProspectSignedUp {
+            prospect_id: id,
+            details,
+            signed_up_at: at,
+            consent: messages::Consent::NotRecorded,
+        }),
+        seq,
+    )
 }
 
 fn confirmed(id: Uuid, seq: u64) -> Delivery<ProspectEvent> {

@@ -41,7 +41,12 @@ fn story() -> Story {
         id,
         signed_up_at,
         signed_up: delivery(
-            ProspectEvent::SignedUp(ProspectSignedUp { prospect_id: id, details: details("Signed up"), signed_up_at }),
+            ProspectEvent::SignedUp(ProspectSignedUp {
+                prospect_id: id,
+                details: details("Signed up"),
+                signed_up_at,
+                consent: messages::Consent::NotRecorded,
+            }),
             1,
         ),
         first_update: update("First update", 2),

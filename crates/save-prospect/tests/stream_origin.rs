@@ -46,6 +46,7 @@ async fn a_database_built_from_another_stream_is_refused_with_what_to_do() {
             role: Role { code: "EN".into(), name: "Engineer".into() },
         },
         signed_up_at: chrono::Utc::now(),
+        consent: messages::Consent::NotRecorded,
     };
     publisher.publish(&sign_up, &EventContext::new()).await.expect("published");
 

@@ -5,7 +5,7 @@ use bus::{EventContext, PublishError, Publisher};
 use chrono::{DateTime, Utc};
 use messages::{
     Event, ManageLinkRequested, ProspectConfirmed, ProspectDeleted, ProspectDetails, ProspectEmailChangeRequested,
-    ProspectSignedUp, ProspectUpdated,
+    ProspectSignedUpV1, ProspectUpdated,
 };
 use uuid::Uuid;
 
@@ -77,8 +77,12 @@ pub async fn sign_up(
             }
         }
     }
+    // Still version 1: every handler reads version 2 (and version 1, upcast)
+    // before anything writes it, so a rolling upgrade never leaves a
+    // handler an event it cannot read. Version 2 comes with the form that
+    // records the consent.
     let event =
-        ProspectSignedUp { prospect_id: Uuid::now_v7(), details: prospect.into_details(), signed_up_at: Utc::now() };
+        ProspectSignedUpV1 { prospect_id: Uuid::now_v7(), details: prospect.into_details(), signed_up_at: Utc::now() };
     publish(publisher, &event, traceparent).await?;
     Ok(event.prospect_id)
 }
