@@ -232,30 +232,24 @@ async fn every_event_type_is_a_cloudevent_the_official_sdk_reads() {
     .await
     .expect("erased");
 
-    // signup-web still writes version 1 sign-ups (handlers read version 2
-    // first); version 2, as the next signup-web writes it, from a publisher
-    // set up as signup-web's is.
+    // A version 1 sign-up, as the stream holds them from before consent was
+    // recorded, from a publisher set up as signup-web's was.
     let client = bus::async_nats::connect(system.nats.url()).await.expect("connect");
     let publisher = bus::Publisher::new(client, "/signup-web", Duration::from_secs(5))
         .with_dataschema(&format!("http://127.0.0.1:{port}"));
-    let v2 = messages::ProspectSignedUp {
+    let v1 = messages::ProspectSignedUpV1 {
         prospect_id: uuid::Uuid::now_v7(),
         details: messages::ProspectDetails {
             first_name: "Grace".into(),
             last_name: "Hopper".into(),
-            email: "grace.v2@example.com".into(),
+            email: "grace.v1@example.com".into(),
             company_name: None,
             country: messages::Country { code: "US".into(), name: "United States".into() },
             role: messages::Role { code: "EN".into(), name: "Engineer".into() },
         },
         signed_up_at: Utc::now(),
-        consent: messages::Consent::Recorded(messages::ConsentRecord {
-            notice_version: "sha256:0123456789abcdef".into(),
-            agreed_at: Utc::now(),
-            client: None,
-        }),
     };
-    publisher.publish(&v2, &bus::EventContext::new()).await.expect("publish v2");
+    publisher.publish(&v1, &bus::EventContext::new()).await.expect("publish v1");
 
     let every_type = [ProspectEvent::TYPES.as_slice(), ProspectEvent::OLDER_TYPES.as_slice()].concat();
     let (ok, output) = run(

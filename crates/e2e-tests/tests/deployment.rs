@@ -525,7 +525,7 @@ async fn metrics_count_a_sign_up_in_every_service() {
         assert_eq!(response.status(), 200);
         response.text().await.expect("body")
     };
-    let signed_up = ["type=\"io.signup.prospect.signedup.v1\""];
+    let signed_up = ["type=\"io.signup.prospect.signedup.v2\""];
     let before = metrics(deployment.web_port).await;
     assert_eq!(sample(&before, "signup_events_published_total", &signed_up), None, "nothing published yet");
 

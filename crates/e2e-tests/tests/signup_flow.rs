@@ -15,8 +15,7 @@ use save_prospect::schema::applied_events;
 use test_support::eventually;
 use uuid::Uuid;
 
-// What signup-web writes until its form records consent: version 1.
-const GOLDEN_SIGNED_UP: &str = include_str!("../../messages/tests/golden/prospect-signed-up-v1.json");
+const GOLDEN_SIGNED_UP: &str = include_str!("../../messages/tests/golden/prospect-signed-up.json");
 
 fn keys(value: &serde_json::Value) -> BTreeSet<String> {
     value.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
@@ -54,8 +53,7 @@ async fn a_form_post_becomes_an_event_and_exactly_that_row() {
     assert_eq!(stored.subject.as_str(), messages::streams::event_subject(id, ProspectSignedUp::KIND));
     let header = |name: &str| stored.headers.get(name).map(|v| v.as_str().to_owned());
     assert_eq!(header(ce::SPECVERSION).as_deref(), Some("1.0"));
-    // Version 1 until the form records consent; handlers read it as version 2.
-    assert_eq!(header(ce::TYPE).as_deref(), Some(messages::ProspectSignedUpV1::TYPE));
+    assert_eq!(header(ce::TYPE).as_deref(), Some(ProspectSignedUp::TYPE));
     assert_eq!(header(ce::SOURCE).as_deref(), Some("/signup-web"));
     assert_eq!(header(ce::CONTENT_TYPE).as_deref(), Some("application/json"));
     let event_id: Uuid = header(ce::ID).expect("ce-id").parse().expect("ce-id is a UUID");
@@ -71,6 +69,13 @@ async fn a_form_post_becomes_an_event_and_exactly_that_row() {
     assert_eq!(payload["email"], "Ada@Example.com");
     assert_eq!(payload["country"], serde_json::json!({"code": "GB", "name": "United Kingdom"}));
     assert_eq!(payload["role"], serde_json::json!({"code": "EN", "name": "Engineer"}));
+    // Signing up agreed to the notice the form showed, at the sign-up's
+    // time; the client is not recorded unless the operator asks for it.
+    let notice = default_notice();
+    assert_eq!(
+        payload["consent"],
+        serde_json::json!({"recorded": true, "noticeVersion": notice.version, "agreedAt": payload["signedUpAt"]})
+    );
 
     // The row has exactly the submitted values.
     let row = system.saved(id).await.expect("saved");
@@ -86,6 +91,91 @@ async fn a_form_post_becomes_an_event_and_exactly_that_row() {
     let thanks = system.http.get(system.web_url(&thanks_url)).send().await.expect("thanks");
     assert_eq!(thanks.status(), 200);
     assert!(thanks.text().await.expect("body").contains(&id.to_string()));
+    system.stop().await.expect("stop");
+}
+
+fn default_notice() -> signup_web::privacy::PrivacyNotice {
+    signup_web::privacy::PrivacyNotice::new(&signup_web::privacy::PrivacySettings::default(), false).expect("notice")
+}
+
+const ADA: [(&str, &str); 6] = [
+    ("firstName", "Ada"),
+    ("lastName", "Lovelace"),
+    ("email", "ada@example.com"),
+    ("companyName", ""),
+    ("country", "GB"),
+    ("role", "EN"),
+];
+
+/// The consent of the newest sign-up on the stream.
+async fn last_consent(client: &async_nats::Client) -> serde_json::Value {
+    let js = jetstream::new(client.clone());
+    let mut stream = js.get_stream("PROSPECTS").await.expect("stream");
+    let last = stream.info().await.expect("info").state.last_sequence;
+    let stored = stream.get_raw_message(last).await.expect("last message");
+    let payload: serde_json::Value = serde_json::from_slice(&stored.payload).expect("JSON payload");
+    payload["consent"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_form_shows_the_privacy_notice_and_a_sign_up_on_an_older_one_is_sent_back() {
+    let policy = "https://example.com/privacy";
+    let system = System::start_web_with(|settings| {
+        settings.web.rate_limit.per_minute = 0;
+        settings.web.privacy.policy_url = policy.into();
+    })
+    .await
+    .expect("system");
+    let notice = signup_web::privacy::PrivacyNotice::new(
+        &signup_web::privacy::PrivacySettings { policy_url: policy.into(), ..Default::default() },
+        false,
+    )
+    .expect("notice");
+    let page = system.http.get(system.web_url("/signup")).send().await.expect("form").text().await.expect("body");
+    assert!(page.contains(&notice.text), "the notice is on the form");
+    assert!(page.contains(&format!("href=\"{policy}\"")), "with its link");
+    assert!(page.contains(&format!("name=\"noticeVersion\" value=\"{}\"", notice.version)), "and its version");
+
+    // A page loaded before the notice changed: nothing is published, the
+    // form comes back with the notice in force and the answers kept.
+    let before = stream_messages(&system.client).await;
+    let mut stale = ADA.to_vec();
+    stale.push(("noticeVersion", "sha256:0000000000000000"));
+    let answer = system.post_form(&stale).await.expect("post");
+    assert_eq!(answer.status(), 409);
+    let page = answer.text().await.expect("body");
+    assert!(page.contains("privacy notice changed") && page.contains(&notice.version), "the new notice, to read");
+    assert!(page.contains("value=\"Lovelace\""), "the answers kept");
+    assert_eq!(stream_messages(&system.client).await, before, "nothing published");
+
+    let mut current = ADA.to_vec();
+    current.push(("noticeVersion", notice.version.as_str()));
+    assert_eq!(system.post_form(&current).await.expect("post").status(), 303);
+    assert_eq!(last_consent(&system.client).await["noticeVersion"], notice.version.as_str());
+    system.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_goes_into_the_consent_only_when_the_operator_records_it() {
+    let system = System::start_web_with(|settings| {
+        settings.web.rate_limit.per_minute = 0;
+        settings.web.privacy.record_client = true;
+    })
+    .await
+    .expect("system");
+    let answer = system
+        .http
+        .post(system.web_url("/signup"))
+        .header("user-agent", "Mozilla/5.0 (consent test)")
+        .form(&ADA)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(answer.status(), 303);
+    let consent = last_consent(&system.client).await;
+    assert_eq!(consent["clientAddress"], "127.0.0.1");
+    assert_eq!(consent["userAgent"], "Mozilla/5.0 (consent test)");
+    assert_eq!(consent["noticeVersion"], default_notice().version.as_str());
     system.stop().await.expect("stop");
 }
 

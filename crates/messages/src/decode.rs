@@ -81,8 +81,15 @@ fn decode_versioned<E: Event>(ce_type: &str, data: &[u8]) -> Result<E, DecodeErr
         return upcast;
     }
     let unversioned = |t: &'static str| t.rsplit_once('.').map_or(t, |(name, _)| name);
+    // A version is `v` and a number without leading zeros: `…v01`, `…v`,
+    // `…vX` are no versions of anything, just unknown types.
+    let is_version = |v: &str| {
+        v.strip_prefix('v').is_some_and(|n| {
+            n.bytes().all(|b| b.is_ascii_digit()) && n.bytes().next().is_some_and(|first| first != b'0')
+        })
+    };
     match ce_type.rsplit_once('.') {
-        Some((name, version)) if name == unversioned(E::TYPE) && version.starts_with('v') => {
+        Some((name, version)) if name == unversioned(E::TYPE) && is_version(version) => {
             let reads = std::iter::once(E::TYPE).chain(E::OLDER_TYPES.iter().copied()).collect::<Vec<_>>().join(", ");
             Err(DecodeError::UnsupportedVersion { ce_type: ce_type.to_owned(), reads })
         }
@@ -304,6 +311,13 @@ mod tests {
             ProspectEvent::decode("io.signup.prospect.forgotten.v1", json),
             Err(DecodeError::UnknownType(t)) if t.ends_with("forgotten.v1")
         ));
+        for malformed in ["v01", "v", "vX", "v1 ", "v0", "V2", "v1.x"] {
+            let ce_type = format!("io.signup.prospect.deleted.{malformed}");
+            assert!(
+                matches!(ProspectEvent::decode(&ce_type, json), Err(DecodeError::UnknownType(_))),
+                "{ce_type:?} is no version"
+            );
+        }
         assert!(matches!(ProspectEvent::decode(ProspectSignedUp::TYPE, json), Err(DecodeError::InvalidPayload { .. })));
         assert!(matches!(
             ProspectDeleted::decode(ProspectDeleted::TYPE, b"not json"),

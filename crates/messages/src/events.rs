@@ -1,7 +1,9 @@
 //! The prospect events.
 //!
 //! Events are versioned by their CloudEvents type: adding an optional field is
-//! a compatible change; anything else is a new type (`…v2`) and a new struct.
+//! a compatible change; anything else is a new type (`…v2`). The struct keeps
+//! its name and takes the new shape; the old shape becomes a struct of its
+//! own (`ProspectSignedUpV1`) with one upcaster to the new one.
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -61,8 +63,8 @@ pub struct ProspectDetails {
     pub role: Role,
 }
 
-/// A visitor signed up, agreeing to the privacy notice (version 2: with the
-/// consent record).
+/// A visitor signed up (version 2: with what they agreed to, or that this
+/// was not recorded).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProspectSignedUp {

@@ -103,6 +103,28 @@ fn prospect_signed_up_v1_matches_schema_and_golden_json_and_reads_as_v2() {
     assert_eq!(ProspectSignedUp::from(v1), expected, "the upcaster");
 }
 
+/// Every older type an event lists is read by its `upcast`, has its schema
+/// served, and is in the lifecycle set's list: the steps of adding a version
+/// that no compiler checks.
+#[test]
+fn every_older_version_listed_is_read_and_served() {
+    let golden = std::fs::read(crate_file("tests/golden/prospect-signed-up-v1.json")).expect("golden v1");
+    let listed: Vec<&str> = [
+        ProspectSignedUp::OLDER_TYPES,
+        ProspectUpdated::OLDER_TYPES,
+        ProspectDeleted::OLDER_TYPES,
+        ProspectConfirmed::OLDER_TYPES,
+        ProspectEmailChangeRequested::OLDER_TYPES,
+        ManageLinkRequested::OLDER_TYPES,
+    ]
+    .concat();
+    assert_eq!(listed, ProspectEvent::OLDER_TYPES, "ProspectEvent::OLDER_TYPES lists every event's");
+    for older in ProspectSignedUp::OLDER_TYPES {
+        assert!(matches!(ProspectSignedUp::upcast(older, &golden), Some(Ok(_))), "{older} is upcast");
+        assert!(messages::schemas::of(older).is_some(), "{older}'s schema is served");
+    }
+}
+
 #[test]
 fn a_consent_says_what_it_holds_and_nothing_else() {
     let with = |consent: &str| {

@@ -138,7 +138,10 @@ pub async fn create_prospect(
     let proof = Proof { altcha: altcha.as_deref(), ..Proof::default() };
     let gate = Gate { bot_check: &state.bot_check, used: &state.used_proofs, proof };
     let catalog = state.catalog();
-    match submit::sign_up(&state.publisher, &catalog, &gate, &input, crate::traceparent(&request)).await {
+    // An API client shows the notice itself (the form's text, whose version
+    // the sign-up records).
+    let consent = submit::Consenting { notice: &state.privacy, request: &request };
+    match submit::sign_up(&state.publisher, &catalog, &gate, &input, &consent, crate::traceparent(&request)).await {
         Ok(prospect_id) => Ok(HttpResponse::Accepted()
             .insert_header((header::LOCATION, format!("/api/prospects/{prospect_id}")))
             .json(Accepted { prospect_id })),

@@ -16,6 +16,8 @@
 //!   from the `prospects` service (request-reply), falling back on the last
 //!   known or built-in lists.
 //! - [`submit`]: parse, check, publish, shared by the form and the API.
+//! - [`privacy`]: the privacy notice the form shows, its version, and the
+//!   consent every sign-up records.
 //! - [`bot_check`]: the proof (ALTCHA's proof of work, or the form's token
 //!   without JavaScript) every sign-up brings, each accepted once.
 //! - [`pages`], [`api`], [`health`]: the HTTP handlers; `/metrics` and
@@ -37,6 +39,7 @@ pub mod health;
 pub mod limits;
 pub mod openapi;
 pub mod pages;
+pub mod privacy;
 pub mod reference;
 pub mod settings;
 pub mod startup;

@@ -12,7 +12,7 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, header};
 use actix_web::middleware::{DefaultHeaders, Next};
-use actix_web::{HttpResponse, ResponseError as _, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError as _, web};
 use governor::clock::Clock as _;
 use governor::{DefaultKeyedRateLimiter, Quota};
 use serde::Deserialize;
@@ -136,16 +136,22 @@ impl RateLimiter {
         } else {
             return None;
         };
-        let forwarded = if self.trust_forwarded_for { last_forwarded_for(request) } else { None };
-        let client = client_key(forwarded.or_else(|| request.peer_addr().map(|addr| addr.ip()))?);
+        let client = client_key(client_ip(request.request(), self.trust_forwarded_for)?);
         limiter.check_key(&client).err().map(|not_until| not_until.wait_time_from(limiter.clock().now()))
     }
+}
+
+/// The client's address: the connection's peer, or behind a trusted proxy
+/// (`web.trust_forwarded_for`) the address that proxy saw.
+pub fn client_ip(request: &HttpRequest, trust_forwarded_for: bool) -> Option<IpAddr> {
+    let forwarded = if trust_forwarded_for { last_forwarded_for(request) } else { None };
+    forwarded.or_else(|| request.peer_addr().map(|addr| addr.ip()))
 }
 
 /// The address the nearest proxy saw: the last `X-Forwarded-For` entry (a
 /// client can put anything before it, but not after). `Forwarded` is not
 /// read, since proxies that set `X-Forwarded-For` pass it through untouched.
-fn last_forwarded_for(request: &ServiceRequest) -> Option<IpAddr> {
+fn last_forwarded_for(request: &HttpRequest) -> Option<IpAddr> {
     let header = request.headers().get_all("x-forwarded-for").last()?.to_str().ok()?;
     header.rsplit(',').next()?.trim().parse().ok()
 }

@@ -216,7 +216,7 @@ pub async fn asyncapi_json() -> HttpResponse {
 /// payload: where the events' `ce-dataschema` points.
 #[utoipa::path(
     params(("ce_type" = String, Path, description = "An event type (its ce-type)",
-        example = "io.signup.prospect.signedup.v1")),
+        example = "io.signup.prospect.signedup.v2")),
     responses(
         (status = 200, description = "The payload's JSON Schema (draft 2020-12)", content_type = "application/schema+json",
             body = Object),

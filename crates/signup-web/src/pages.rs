@@ -32,6 +32,8 @@ struct SignupPage<'a> {
     notice: Option<&'a str>,
     /// The bot check, when it is on.
     bot: Option<BotForm>,
+    /// The privacy notice signing up agrees to.
+    privacy: &'a crate::privacy::PrivacyNotice,
 }
 
 /// What the sign-up form carries for the bot check: its script solves a
@@ -51,6 +53,13 @@ struct BotFields {
     form_token: Option<String>,
     /// The honeypot.
     website: Option<String>,
+}
+
+/// The version of the privacy notice the posted form showed.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct NoticeField {
+    notice_version: Option<String>,
 }
 
 #[derive(Template)]
@@ -221,6 +230,7 @@ fn signup_form(
             roles: catalog.roles(),
             notice,
             bot,
+            privacy: &state.privacy,
         },
     )
 }
@@ -229,6 +239,9 @@ fn signup_form(
 pub fn message(status: StatusCode, title: &str, text: &str) -> HttpResponse {
     html(status, &MessagePage { title, text })
 }
+
+const NOTICE_CHANGED: &str = "Our privacy notice changed since this page was loaded. Please read it again below; \
+     your answers are kept. Signing up means agreeing to it.";
 
 const NOT_SAVED: &str = "We could not record this just now. Nothing was changed; your answers are kept below — please try again in a moment.";
 
@@ -329,9 +342,16 @@ pub async fn signup_submit(
         form_token: bot.form_token.as_deref(),
         honeypot: bot.website.as_deref(),
     };
+    // A form showing an older notice agreed to that one, not to the notice
+    // in force: nothing is spent or sent, the form comes back with it.
+    let shown: NoticeField = serde_urlencoded::from_bytes(&body).map_err(unreadable)?;
+    if shown.notice_version.as_deref().is_some_and(|shown| shown != state.privacy.version) {
+        return Ok(signup_form(&state, StatusCode::CONFLICT, &input, &[], Some(NOTICE_CHANGED)));
+    }
     let gate = Gate { bot_check: &state.bot_check, used: &state.used_proofs, proof };
     let catalog = state.catalog();
-    Ok(match submit::sign_up(&state.publisher, &catalog, &gate, &input, crate::traceparent(&request)).await {
+    let consent = submit::Consenting { notice: &state.privacy, request: &request };
+    Ok(match submit::sign_up(&state.publisher, &catalog, &gate, &input, &consent, crate::traceparent(&request)).await {
         Ok(prospect_id) => see_other(format!("/signup/thanks/{prospect_id}")),
         Err(SubmitError::Invalid(errors)) => {
             signup_form(&state, StatusCode::UNPROCESSABLE_ENTITY, &input, &errors, None)

@@ -50,6 +50,9 @@ pub struct WebSettings {
     /// `[web.bot_check]`: the proof every sign-up brings (ALTCHA's proof of
     /// work, or the form's token without JavaScript).
     pub bot_check: crate::bot_check::BotCheckSettings,
+    /// `[web.privacy]`: the notice signing up agrees to, and what the
+    /// consent records.
+    pub privacy: crate::privacy::PrivacySettings,
 }
 
 impl Default for WebSettings {
@@ -64,6 +67,7 @@ impl Default for WebSettings {
             rate_limit: RateLimitSettings::default(),
             trust_forwarded_for: false,
             bot_check: crate::bot_check::BotCheckSettings::default(),
+            privacy: crate::privacy::PrivacySettings::default(),
         }
     }
 }

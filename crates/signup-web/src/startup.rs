@@ -51,6 +51,8 @@ impl Application {
         // could ever work here.
         let links = Links::new(&settings.links)?;
         let bot_check = BotCheck::new(&settings.web.bot_check, &links);
+        let privacy = crate::privacy::PrivacyNotice::new(&settings.web.privacy, settings.web.trust_forwarded_for)?;
+        tracing::info!(notice_version = %privacy.version, "the privacy notice sign-ups agree to");
         let state = web::Data::new(AppState {
             publisher: Publisher::new(client.clone(), "/signup-web", settings.nats.request_timeout())
                 .with_retry(settings.nats.publish_retry())
@@ -66,6 +68,7 @@ impl Application {
             suppressed: tokio::sync::OnceCell::new(),
             bot_check,
             used_proofs: UsedProofs::new(&settings.web.bot_check, jetstream.clone(), &settings.nats.stream),
+            privacy,
         });
         let background = state.background.clone();
         tokio::spawn(ensure_stream_in_background(jetstream, settings.nats.stream.clone(), shutdown.clone()));

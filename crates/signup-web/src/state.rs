@@ -53,6 +53,8 @@ pub struct AppState {
     pub bot_check: crate::bot_check::BotCheck,
     /// The proofs used already.
     pub used_proofs: crate::bot_check::UsedProofs,
+    /// The privacy notice the form shows and sign-ups agree to.
+    pub privacy: crate::privacy::PrivacyNotice,
 }
 
 impl AppState {

@@ -5,7 +5,7 @@ use bus::{EventContext, PublishError, Publisher};
 use chrono::{DateTime, Utc};
 use messages::{
     Event, ManageLinkRequested, ProspectConfirmed, ProspectDeleted, ProspectDetails, ProspectEmailChangeRequested,
-    ProspectSignedUpV1, ProspectUpdated,
+    ProspectSignedUp, ProspectUpdated,
 };
 use uuid::Uuid;
 
@@ -42,6 +42,15 @@ pub struct Gate<'a> {
     pub proof: Proof<'a>,
 }
 
+/// What a sign-up agrees to, and the request it came with (where the
+/// consent came from, when the operator records that).
+pub struct Consenting<'a> {
+    /// The notice the form showed.
+    pub notice: &'a crate::privacy::PrivacyNotice,
+    /// The sign-up's request.
+    pub request: &'a actix_web::HttpRequest,
+}
+
 /// Parses `input`, checks the bot check's proof, spends it, and publishes
 /// `ProspectSignedUp`, waiting for the PubAck. Returns the new prospect id
 /// only once JetStream has stored the event. Invalid fields and a refused
@@ -53,6 +62,7 @@ pub async fn sign_up(
     catalog: &Catalog,
     gate: &Gate<'_>,
     input: &SignupInput,
+    consent: &Consenting<'_>,
     traceparent: Option<String>,
 ) -> Result<Uuid, SubmitError> {
     let parsed = NewProspect::parse(input, catalog);
@@ -77,12 +87,13 @@ pub async fn sign_up(
             }
         }
     }
-    // Still version 1: every handler reads version 2 (and version 1, upcast)
-    // before anything writes it, so a rolling upgrade never leaves a
-    // handler an event it cannot read. Version 2 comes with the form that
-    // records the consent.
-    let event =
-        ProspectSignedUpV1 { prospect_id: Uuid::now_v7(), details: prospect.into_details(), signed_up_at: Utc::now() };
+    let signed_up_at = Utc::now();
+    let event = ProspectSignedUp {
+        prospect_id: Uuid::now_v7(),
+        details: prospect.into_details(),
+        signed_up_at,
+        consent: consent.notice.consent(signed_up_at, consent.request),
+    };
     publish(publisher, &event, traceparent).await?;
     Ok(event.prospect_id)
 }
