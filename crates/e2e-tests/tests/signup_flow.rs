@@ -163,10 +163,13 @@ async fn the_client_goes_into_the_consent_only_when_the_operator_records_it() {
     })
     .await
     .expect("system");
+    // An X-Forwarded-For a client writes itself is not its address: the
+    // proxy in front is not trusted here (web.trust_forwarded_for off).
     let answer = system
         .http
         .post(system.web_url("/signup"))
         .header("user-agent", "Mozilla/5.0 (consent test)")
+        .header("x-forwarded-for", "203.0.113.9")
         .form(&ADA)
         .send()
         .await
@@ -175,7 +178,11 @@ async fn the_client_goes_into_the_consent_only_when_the_operator_records_it() {
     let consent = last_consent(&system.client).await;
     assert_eq!(consent["clientAddress"], "127.0.0.1");
     assert_eq!(consent["userAgent"], "Mozilla/5.0 (consent test)");
-    assert_eq!(consent["noticeVersion"], default_notice().version.as_str());
+    // Recording the client is part of what is agreed to: another version.
+    let recording = signup_web::privacy::PrivacySettings { record_client: true, ..Default::default() };
+    let version = signup_web::privacy::PrivacyNotice::new(&recording, false).expect("notice").version;
+    assert_eq!(consent["noticeVersion"], version.as_str());
+    assert_ne!(version, default_notice().version);
     system.stop().await.expect("stop");
 }
 

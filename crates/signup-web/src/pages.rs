@@ -327,7 +327,9 @@ pub async fn signup_page(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// `POST /signup` (form-encoded): 303 to the thank-you page once the event is
-/// stored; 422 with the form and its errors; 503 with the form kept.
+/// stored; 409 with the form and the notice in force when the form showed
+/// another (`noticeVersion`); 422 with the form and its errors; 503 with the
+/// form kept.
 pub async fn signup_submit(
     state: web::Data<AppState>,
     request: HttpRequest,

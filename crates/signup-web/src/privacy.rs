@@ -32,8 +32,7 @@ impl Default for PrivacySettings {
 
 /// The notice shown when the operator sets none.
 pub const DEFAULT_NOTICE: &str = "We keep what you enter here to confirm your address and to write to you about \
-     this sign-up, and nothing else. The mail we send has a link where you can see, download, change or erase it \
-     at any time.";
+     this sign-up. The mail we send has a link where you can see, change or erase it at any time.";
 
 /// The longest `User-Agent` kept; longer ones are cut (at a character).
 const USER_AGENT_MAX: usize = 256;
@@ -45,8 +44,8 @@ pub struct PrivacyNotice {
     pub text: String,
     /// The link to the full policy, if any.
     pub policy_url: Option<String>,
-    /// `sha256:` and the first 16 hex digits of the SHA-256 of the text and
-    /// the link: what a sign-up agreed to.
+    /// `sha256:` and the first 16 hex digits of the SHA-256 of the text, the
+    /// link and whether the client is recorded: what a sign-up agreed to.
     pub version: String,
     record_client: bool,
     trust_forwarded_for: bool,
@@ -70,10 +69,14 @@ impl PrivacyNotice {
                 Some(url.to_owned())
             }
         };
+        // Each part with its length first, so no two notices hash alike by
+        // moving text between the parts.
         let mut digest = Sha256::new();
-        digest.update(text.as_bytes());
-        digest.update(b"\n");
-        digest.update(policy_url.as_deref().unwrap_or_default().as_bytes());
+        let record = if settings.record_client { "client recorded" } else { "" };
+        for part in [text.as_str(), policy_url.as_deref().unwrap_or_default(), record] {
+            digest.update((part.len() as u64).to_be_bytes());
+            digest.update(part.as_bytes());
+        }
         let hex: String = digest.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
         Ok(Self {
             text,
@@ -118,6 +121,13 @@ mod tests {
         assert_eq!(base, notice("  We keep it.\n", ""), "surrounding space is not part of the text");
         assert_ne!(base, notice("We keep it!", ""));
         assert_ne!(base, notice("We keep it.", "https://example.com/privacy"));
+        let recording =
+            PrivacySettings { notice: "We keep it.".into(), record_client: true, ..PrivacySettings::default() };
+        assert_ne!(
+            base,
+            PrivacyNotice::new(&recording, false).expect("notice").version,
+            "recording the client is agreed to"
+        );
     }
 
     #[test]

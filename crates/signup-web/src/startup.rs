@@ -52,7 +52,11 @@ impl Application {
         let links = Links::new(&settings.links)?;
         let bot_check = BotCheck::new(&settings.web.bot_check, &links);
         let privacy = crate::privacy::PrivacyNotice::new(&settings.web.privacy, settings.web.trust_forwarded_for)?;
-        tracing::info!(notice_version = %privacy.version, "the privacy notice sign-ups agree to");
+        // The text behind the version, in the log: keep it (with every
+        // earlier one) to show what a sign-up agreed to.
+        tracing::info!(notice_version = %privacy.version, notice = %privacy.text,
+            policy_url = privacy.policy_url.as_deref().unwrap_or_default(),
+            record_client = settings.web.privacy.record_client, "the privacy notice sign-ups agree to");
         let state = web::Data::new(AppState {
             publisher: Publisher::new(client.clone(), "/signup-web", settings.nats.request_timeout())
                 .with_retry(settings.nats.publish_retry())
