@@ -70,6 +70,11 @@ pub(crate) fn decode_as<E: Event>(ce_type: &str, data: &[u8]) -> Result<E, Decod
     serde_json::from_slice(data).map_err(|source| DecodeError::InvalidPayload { ce_type: ce_type.to_owned(), source })
 }
 
+/// A `ce-type` without its version (`io.signup.prospect.signedup`).
+fn unversioned(ce_type: &str) -> &str {
+    ce_type.rsplit_once('.').map_or(ce_type, |(name, _)| name)
+}
+
 /// An event of type `ce_type` as `E`: its current version as it is, an
 /// older one upcast ([`Event::upcast`]), another version of the same event
 /// refused as such, anything else as unknown.
@@ -80,7 +85,6 @@ fn decode_versioned<E: Event>(ce_type: &str, data: &[u8]) -> Result<E, DecodeErr
     if let Some(upcast) = E::upcast(ce_type, data) {
         return upcast;
     }
-    let unversioned = |t: &'static str| t.rsplit_once('.').map_or(t, |(name, _)| name);
     // A version is `v` and a number without leading zeros: `…v01`, `…v`,
     // `…vX` are no versions of anything, just unknown types.
     let is_version = |v: &str| {
@@ -210,8 +214,7 @@ impl EventSet for ProspectEvent {
     fn decode(ce_type: &str, data: &[u8]) -> Result<Self, DecodeError> {
         // By the event's name, whatever its version: each event's own
         // decoding reads its older versions and refuses unknown ones.
-        let named =
-            |t: &str| ce_type.rsplit_once('.').map(|(name, _)| name) == t.rsplit_once('.').map(|(name, _)| name);
+        let named = |t: &str| unversioned(ce_type) == unversioned(t);
         match ce_type {
             t if named(ProspectSignedUp::TYPE) => decode_versioned(t, data).map(Self::SignedUp),
             t if named(ProspectUpdated::TYPE) => decode_versioned(t, data).map(Self::Updated),

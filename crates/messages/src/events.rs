@@ -110,8 +110,8 @@ pub struct ProspectSignedUpV1 {
 }
 
 impl Event for ProspectSignedUpV1 {
-    const KIND: &'static str = "signedup";
-    const SUBJECTS: &'static str = "events.prospect.*.signedup";
+    const KIND: &'static str = ProspectSignedUp::KIND;
+    const SUBJECTS: &'static str = ProspectSignedUp::SUBJECTS;
     const TYPE: &'static str = "io.signup.prospect.signedup.v1";
     fn prospect_id(&self) -> Uuid {
         self.prospect_id
@@ -171,7 +171,8 @@ pub struct ClientContext {
 }
 
 impl ClientContext {
-    fn is_empty(&self) -> bool {
+    /// Whether it holds nothing (then no client is recorded).
+    pub fn is_empty(&self) -> bool {
         self.client_address.is_none() && self.user_agent.is_none()
     }
 }

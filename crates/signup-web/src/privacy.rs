@@ -100,7 +100,7 @@ impl PrivacyNotice {
         Consent::Recorded(ConsentRecord {
             notice_version: self.version.clone(),
             agreed_at: at,
-            client: client.filter(|c| c.client_address.is_some() || c.user_agent.is_some()),
+            client: client.filter(|c| !c.is_empty()),
         })
     }
 }
