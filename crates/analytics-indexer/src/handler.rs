@@ -5,12 +5,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bus::{Delivery, Handler, HandlerError};
-use messages::{ProspectDetails, ProspectEvent};
+use messages::{Consent, ProspectDetails, ProspectEvent};
 use tantivy::{DateTime, IndexWriter, TantivyDocument, Term};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use crate::index::{DELETED, DocState, KEY_SEPARATOR, LIVE, NO, ProspectIndex, YES};
+use crate::index::{DELETED, DocState, KEY_SEPARATOR, LIVE, NO, NOT_RECORDED, ProspectIndex, RECORDED, YES};
 
 /// Indexes prospect events; one per index (it owns the only writer).
 #[derive(Clone)]
@@ -151,12 +151,24 @@ fn apply(index: &ProspectIndex, writer: &mut IndexWriter, batch: &[Delivery<Pros
         }
         let outcome = match &delivery.event {
             ProspectEvent::SignedUp(event) => {
-                if known.by_id.contains_key(&id) {
-                    "ignored: prospect already known"
-                } else {
-                    let at = to_tantivy(event.signed_up_at);
-                    write_live(writer, index, &mut known, id, &event.details, at, seq, false)?;
-                    "added, unconfirmed"
+                let recorded = matches!(event.consent, Consent::Recorded(_));
+                match known.by_id.get(&id).cloned() {
+                    // An update overtook the sign-up: the document takes
+                    // the sign-up's consent, nothing else.
+                    Some(state) if state.live && recorded && !state.consent_recorded => {
+                        let details =
+                            state.details.clone().unwrap_or_else(|| unreachable!("live documents have details"));
+                        let written = Written { confirmed: state.confirmed, consent_recorded: true };
+                        write_live(writer, index, &mut known, id, &details, state.signed_up_at, state.seq, written)?;
+                        "consent recorded on the prospect an update added"
+                    }
+                    Some(_) => "ignored: prospect already known",
+                    None => {
+                        let at = to_tantivy(event.signed_up_at);
+                        let written = Written { confirmed: false, consent_recorded: recorded };
+                        write_live(writer, index, &mut known, id, &event.details, at, seq, written)?;
+                        "added, unconfirmed"
+                    }
                 }
             }
             ProspectEvent::Updated(event) => {
@@ -176,13 +188,14 @@ fn apply(index: &ProspectIndex, writer: &mut IndexWriter, batch: &[Delivery<Pros
                             &event.details,
                             state.signed_up_at,
                             seq,
-                            state.confirmed,
+                            Written { confirmed: state.confirmed, consent_recorded: state.consent_recorded },
                         )?;
                         "replaced"
                     }
                     None => {
                         let at = to_tantivy(event.updated_at);
-                        write_live(writer, index, &mut known, id, &event.details, at, seq, false)?;
+                        let written = Written { confirmed: false, consent_recorded: false };
+                        write_live(writer, index, &mut known, id, &event.details, at, seq, written)?;
                         "added from an update"
                     }
                 }
@@ -212,13 +225,26 @@ fn apply(index: &ProspectIndex, writer: &mut IndexWriter, batch: &[Delivery<Pros
                                 &details,
                                 holder.signed_up_at,
                                 holder_seq,
-                                true,
+                                Written {
+                                    confirmed: true,
+                                    consent_recorded: state.consent_recorded || holder.consent_recorded,
+                                },
                             )?;
                             write_tombstone(writer, index, &mut known, id, state.signed_up_at, seq)?;
                             "merged into the prospect holding its address"
                         }
                         None => {
-                            write_live(writer, index, &mut known, id, &details, state.signed_up_at, state.seq, true)?;
+                            let written = Written { confirmed: true, consent_recorded: state.consent_recorded };
+                            write_live(
+                                writer,
+                                index,
+                                &mut known,
+                                id,
+                                &details,
+                                state.signed_up_at,
+                                state.seq,
+                                written,
+                            )?;
                             "confirmed"
                         }
                     }
@@ -306,6 +332,15 @@ fn document(
     doc
 }
 
+/// The flags a live document is written with.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    /// Confirmed by the owner of the address.
+    confirmed: bool,
+    /// Its sign-up recorded its consent.
+    consent_recorded: bool,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn write_live(
     writer: &IndexWriter,
@@ -315,12 +350,13 @@ fn write_live(
     details: &ProspectDetails,
     signed_up_at: DateTime,
     seq: u64,
-    confirmed: bool,
+    Written { confirmed, consent_recorded }: Written,
 ) -> anyhow::Result<()> {
     let f = index.fields();
     let event_ids = known.event_ids(id);
     let mut doc = document(index, &event_ids, id, LIVE, seq, signed_up_at);
     doc.add_text(f.confirmed, if confirmed { YES } else { NO });
+    doc.add_text(f.consent, if consent_recorded { RECORDED } else { NOT_RECORDED });
     doc.add_text(f.full_name, format!("{} {}", details.first_name, details.last_name));
     doc.add_text(f.first_name, &details.first_name);
     doc.add_text(f.last_name, &details.last_name);
@@ -343,6 +379,7 @@ fn write_live(
         signed_up_at,
         email_key: Some(details.email.to_lowercase()),
         confirmed,
+        consent_recorded,
         details: Some(details.clone()),
         event_ids,
     });
@@ -366,6 +403,7 @@ fn write_tombstone(
         signed_up_at,
         email_key: None,
         confirmed: false,
+        consent_recorded: false,
         details: None,
         event_ids,
     });

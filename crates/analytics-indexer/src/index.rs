@@ -1,7 +1,8 @@
 //! The embedded Tantivy index: one document per prospect.
 //!
 //! A live prospect's document holds its details and whether the owner of its
-//! address confirmed it (`confirmed`: [`YES`] or [`NO`]); an erased prospect's
+//! address confirmed it (`confirmed`: [`YES`] or [`NO`]) and whether its
+//! consent was recorded (`consent`); an erased prospect's
 //! document is a tombstone (id, sequence, `state = deleted`) with no personal
 //! data, so that an older event redelivered later cannot bring it back. Every
 //! document remembers the stream sequence of the last event applied to it.
@@ -33,6 +34,10 @@ pub const DELETED: &str = "deleted";
 pub const YES: &str = "yes";
 /// `confirmed` of a sign-up waiting for confirmation.
 pub const NO: &str = "no";
+/// `consent` of a prospect whose sign-up recorded what was agreed to.
+pub const RECORDED: &str = "recorded";
+/// `consent` of a prospect that signed up before consent was recorded.
+pub const NOT_RECORDED: &str = "not-recorded";
 /// Separates code and name in the `*_key` fields that aggregations group by.
 pub const KEY_SEPARATOR: char = '\u{1f}';
 
@@ -73,6 +78,10 @@ pub struct Fields {
     pub signed_up_at: Field,
     /// [`YES`] once the owner of the address confirmed it, else [`NO`].
     pub confirmed: Field,
+    /// [`RECORDED`] when its sign-up recorded its consent, else
+    /// [`NOT_RECORDED`] (signed up before consent was recorded). Whether,
+    /// not what: the record itself is save-prospect's.
+    pub consent: Field,
     /// The `ce-id`s of the events applied to it (stored, several): an event
     /// is applied once, whatever sequence it arrives with. Every event that
     /// writes is recorded on its own prospect's document, so reading that
@@ -107,6 +116,7 @@ pub fn schema() -> (Schema, Fields) {
         role_key: builder.add_text_field("role_key", group_key),
         signed_up_at: builder.add_date_field("signed_up_at", time),
         confirmed: builder.add_text_field("confirmed", STRING | STORED),
+        consent: builder.add_text_field("consent", STRING | STORED),
         event_ids: builder.add_text_field("event_ids", STORED),
     };
     (builder.build(), fields)
@@ -261,6 +271,8 @@ pub struct DocState {
     pub email_key: Option<String>,
     /// Confirmed by the owner of the address.
     pub confirmed: bool,
+    /// Its sign-up recorded its consent.
+    pub consent_recorded: bool,
     /// A live prospect's details.
     pub details: Option<ProspectDetails>,
     /// The events applied to it.
@@ -296,6 +308,7 @@ impl DocState {
                 .unwrap_or(DateTime::from_timestamp_secs(0)),
             email_key: text(fields.email).filter(|_| live).map(|e| e.to_lowercase()),
             confirmed: text(fields.confirmed).as_deref() == Some(YES),
+            consent_recorded: text(fields.consent).as_deref() == Some(RECORDED),
             details,
             event_ids: doc
                 .get_all(fields.event_ids)

@@ -13,7 +13,7 @@ use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{DateTime, Order, TantivyDocument, Term};
 use uuid::Uuid;
 
-use crate::index::{KEY_SEPARATOR, LIVE, ProspectIndex, YES};
+use crate::index::{KEY_SEPARATOR, LIVE, NOT_RECORDED, ProspectIndex, YES};
 
 /// Sign-up dates to count, both ends included.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,6 +34,10 @@ pub struct Summary {
     pub confirmed: u64,
     /// Of those, still waiting for confirmation.
     pub unconfirmed: u64,
+    /// Of those, signed up before consent was recorded (their sign-ups are
+    /// version 1 events, upcast): counted apart, since nothing shows what
+    /// they agreed to.
+    pub before_consent_records: u64,
     /// Per country, most first.
     pub by_country: Vec<Group>,
     /// Per role, most first.
@@ -161,10 +165,20 @@ impl ProspectIndex {
             Box::new(TermQuery::new(Term::from_field_text(self.fields().confirmed, YES), IndexRecordOption::Basic)),
         ));
         let confirmed = searcher.search(&BooleanQuery::new(confirmed), &Count)? as u64;
+        let mut unrecorded = self.live_in(range);
+        unrecorded.push((
+            Occur::Must,
+            Box::new(TermQuery::new(
+                Term::from_field_text(self.fields().consent, NOT_RECORDED),
+                IndexRecordOption::Basic,
+            )),
+        ));
+        let before_consent_records = searcher.search(&BooleanQuery::new(unrecorded), &Count)? as u64;
         Ok(Summary {
             total: total as u64,
             confirmed,
             unconfirmed: (total as u64).saturating_sub(confirmed),
+            before_consent_records,
             by_country: groups(&results, "byCountry"),
             by_role: groups(&results, "byRole"),
             by_day: days(&results),

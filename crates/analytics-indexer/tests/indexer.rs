@@ -153,7 +153,13 @@ async fn three_sign_ups(bed: &Bed) -> Vec<ProspectSignedUp> {
             prospect_id: Uuid::now_v7(),
             details: details("Marie", "Curie", "Institut du Radium", FR, DV),
             signed_up_at: Utc::now(),
-            consent: messages::Consent::NotRecorded,
+            // The only one whose consent was recorded: the other two count
+            // as signed up before consent records.
+            consent: messages::Consent::Recorded(messages::ConsentRecord {
+                notice_version: "sha256:0011223344556677".into(),
+                agreed_at: Utc::now(),
+                client: None,
+            }),
         },
     ];
     for event in &events {
@@ -177,7 +183,12 @@ fn names(page: &Value) -> Vec<String> {
 async fn counts_and_search_are_exact() {
     let bed = Bed::start().await;
     let events = three_sign_ups(&bed).await;
-    bed.publish(&ProspectConfirmed { prospect_id: events[0].prospect_id, confirmed_at: Utc::now() }).await;
+    bed.publish(&ProspectConfirmed {
+        prospect_id: events[0].prospect_id,
+        confirmed_at: Utc::now(),
+        client: Default::default(),
+    })
+    .await;
     let summary = eventually(Duration::from_secs(20), "the confirmation", || async {
         let summary = bed.json("/api/analytics/summary").await;
         (summary["confirmed"] == 1).then_some(summary)
@@ -191,6 +202,7 @@ async fn counts_and_search_are_exact() {
             "total": 3,
             "confirmed": 1,
             "unconfirmed": 2,
+            "beforeConsentRecords": 2,
             "byCountry": [{"code": "GB", "name": "United Kingdom", "count": 2}, {"code": "FR", "name": "France", "count": 1}],
             "byRole": [{"code": "EN", "name": "Engineer", "count": 2}, {"code": "DV", "name": "Developer", "count": 1}],
             "byDay": [{"date": today, "count": 3}],
@@ -233,7 +245,12 @@ async fn a_sign_up_with_a_held_address_counts_apart_until_its_confirmation_moves
     let bed = Bed::start().await;
     let events = three_sign_ups(&bed).await;
     let ada = &events[0];
-    bed.publish(&ProspectConfirmed { prospect_id: ada.prospect_id, confirmed_at: Utc::now() }).await;
+    bed.publish(&ProspectConfirmed {
+        prospect_id: ada.prospect_id,
+        confirmed_at: Utc::now(),
+        client: Default::default(),
+    })
+    .await;
     let mut claim_details = details("Mallory", "Intruder", "Takeover Inc", FR, DV);
     claim_details.email = "ADA@example.com".into();
     let claim = ProspectSignedUp {
@@ -247,7 +264,12 @@ async fn a_sign_up_with_a_held_address_counts_apart_until_its_confirmation_moves
     assert_eq!((summary["confirmed"].clone(), summary["unconfirmed"].clone()), (json!(1), json!(3)));
     assert_eq!(names(&bed.json("/api/analytics/search?q=ada").await), vec!["Lovelace"], "the holder is untouched");
 
-    bed.publish(&ProspectConfirmed { prospect_id: claim.prospect_id, confirmed_at: Utc::now() }).await;
+    bed.publish(&ProspectConfirmed {
+        prospect_id: claim.prospect_id,
+        confirmed_at: Utc::now(),
+        client: Default::default(),
+    })
+    .await;
     eventually(Duration::from_secs(20), "the confirmed details on the holder", || async {
         let page = bed.json("/api/analytics/search?q=takeover").await;
         (page["items"][0]["prospectId"] == ada.prospect_id.to_string()).then_some(())

@@ -22,6 +22,8 @@
 //! - [`ledger`]: where one prospect's events stand with each handler
 //!   (applied, pending, in flight, dead-lettered), from NATS's own state.
 //! - [`erasure`]: purging an erased prospect's history from the streams.
+//! - [`export`]: a person's events (kinds, times) and the mails sent to
+//!   them, for the export of their data.
 //! - [`redact`]: e-mail addresses out of reasons, log lines and spans.
 //! - [`backoff`]: the one retry pause (doubling, capped, jitter, cut short
 //!   by shutdown), for the plumbing and the runtime alike.
@@ -46,6 +48,7 @@ pub mod connection;
 pub mod consume;
 pub mod dlq;
 pub mod erasure;
+pub mod export;
 pub mod ledger;
 pub mod publish;
 pub mod redact;

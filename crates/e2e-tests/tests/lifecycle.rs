@@ -198,7 +198,8 @@ async fn status_moves_from_pending_to_confirmed() {
     let pool = save_prospect::prepare_database(&settings, &tokio_util::sync::CancellationToken::new())
         .await
         .expect("database");
-    let service = save_prospect::prospects_service::start(&system.client, pool).await.expect("service");
+    let service =
+        save_prospect::prospects_service::start(&system.client, pool, reader(&system.client)).await.expect("service");
 
     let response = system.post_form(&form("pending@example.com", "Waiting Ltd")).await.expect("post");
     assert_eq!(response.status(), 303);
@@ -486,4 +487,9 @@ async fn two_instances_with_small_batches_keep_each_prospects_newest_state() {
         assert_eq!(system.prospect(*id).await.expect("row").expect("row").company_name.as_deref(), Some("v5"));
     }
     system.stop().await.expect("stop");
+}
+
+/// The prospects service's reader of the default event stream.
+fn reader(client: &bus::async_nats::Client) -> save_prospect::prospects_service::StreamReader {
+    save_prospect::prospects_service::StreamReader::new(client, &bus::StreamSettings::default())
 }

@@ -243,7 +243,7 @@ pub mod sample {
 
     /// The confirmation of `prospect_id`'s sign-up.
     pub fn confirmed(prospect_id: Uuid) -> ProspectConfirmed {
-        ProspectConfirmed { prospect_id, confirmed_at: Utc::now() }
+        ProspectConfirmed { prospect_id, confirmed_at: Utc::now(), client: Default::default() }
     }
 
     /// The erasure of `prospect_id`.

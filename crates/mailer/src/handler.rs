@@ -82,10 +82,11 @@ enum Slot {
 impl Slot {
     /// The key of its sent record.
     fn key(self, event_id: Uuid) -> String {
+        let [only, new_address, current_address] = messages::streams::SENT_SLOTS;
         let slot = match self {
-            Slot::Only => "mail",
-            Slot::NewAddress => "new-address",
-            Slot::CurrentAddress => "current-address",
+            Slot::Only => only,
+            Slot::NewAddress => new_address,
+            Slot::CurrentAddress => current_address,
         };
         format!("{event_id}.{slot}")
     }

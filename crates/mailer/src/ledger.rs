@@ -35,7 +35,7 @@ use links::Links;
 use tokio::sync::OnceCell;
 
 /// Bucket of the mails sent, by event id and slot.
-pub const SENT_BUCKET: &str = "MAILER_SENT";
+pub const SENT_BUCKET: &str = messages::streams::SENT_BUCKET;
 /// Bucket of the per-address send times.
 pub const RATE_BUCKET: &str = "MAILER_RATE";
 /// Bucket of the suppressed addresses (written by signup-web).

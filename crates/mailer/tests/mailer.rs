@@ -69,7 +69,8 @@ impl Bed {
         save_prospect::db::create_database_if_missing(&db.url(), &connector).await.expect("database");
         let pool = save_prospect::db::pool(&db.url(), 2, &connector).expect("pool");
         save_prospect::db::migrate(&pool).await.expect("migrations");
-        let prospects = save_prospect::prospects_service::start(&client, pool.clone()).await.expect("service");
+        let prospects =
+            save_prospect::prospects_service::start(&client, pool.clone(), reader(&client)).await.expect("service");
         client.flush().await.expect("flushed");
         Self {
             _nats: nats,
@@ -887,7 +888,9 @@ async fn an_outage_of_the_prospects_service_holds_only_the_mails_that_need_it() 
     bed.mails_to("moves.away@example.com", 1).await;
     assert!(bed.smtp.messages_to("waits.away@example.com").is_empty(), "the sign-up's mail waits for the service");
 
-    let back = save_prospect::prospects_service::start(&bed.client, bed.pool.clone()).await.expect("service again");
+    let back = save_prospect::prospects_service::start(&bed.client, bed.pool.clone(), reader(&bed.client))
+        .await
+        .expect("service again");
     bed.mails_to("waits.away@example.com", 1).await;
     shutdown.cancel();
     task.await.expect("join").expect("stops cleanly");
@@ -895,4 +898,9 @@ async fn an_outage_of_the_prospects_service_holds_only_the_mails_that_need_it() 
     for address in ["held.away@example.com", "moves.away@example.com", "waits.away@example.com"] {
         assert_eq!(bed.smtp.messages_to(address).len(), 1, "{address}: one mail");
     }
+}
+
+/// The prospects service's reader of the default event stream.
+fn reader(client: &bus::async_nats::Client) -> save_prospect::prospects_service::StreamReader {
+    save_prospect::prospects_service::StreamReader::new(client, &bus::StreamSettings::default())
 }

@@ -21,13 +21,13 @@ use crate::events::{
     ProspectSignedUpV1, ProspectUpdated,
 };
 use crate::service::{
-    self, Endpoint, FindByAddress, FindEachAddress, FindHolders, GetProspect, ReferenceCountries, ReferenceRoles,
-    StatusOf,
+    self, Endpoint, ExportProspect, FindByAddress, FindEachAddress, FindHolders, GetProspect, ReferenceCountries,
+    ReferenceRoles, StatusOf,
 };
 use crate::{dlq, streams};
 
 /// The version of the document (the contract's, not the crate's).
-pub const VERSION: &str = "2.0.0";
+pub const VERSION: &str = "2.1.0";
 
 /// The NATS binding's version this document uses.
 const NATS_BINDING: &str = "0.1.0";
@@ -50,6 +50,7 @@ pub fn document() -> Value {
     doc.endpoint::<FindByAddress>();
     doc.endpoint::<FindEachAddress>();
     doc.endpoint::<FindHolders>();
+    doc.endpoint::<ExportProspect>();
     doc.finish()
 }
 

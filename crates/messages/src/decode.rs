@@ -264,7 +264,11 @@ mod tests {
             }),
             ProspectEvent::Updated(ProspectUpdated { prospect_id: id, details: details.clone(), updated_at: at }),
             ProspectEvent::Deleted(ProspectDeleted { prospect_id: id, deleted_at: at, disowned: false }),
-            ProspectEvent::Confirmed(ProspectConfirmed { prospect_id: id, confirmed_at: at }),
+            ProspectEvent::Confirmed(ProspectConfirmed {
+                prospect_id: id,
+                confirmed_at: at,
+                client: Default::default(),
+            }),
             ProspectEvent::EmailChangeRequested(ProspectEmailChangeRequested {
                 prospect_id: id,
                 details,

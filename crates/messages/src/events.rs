@@ -310,8 +310,15 @@ impl Event for ProspectDeleted {
 pub struct ProspectConfirmed {
     /// The sign-up that was confirmed (the id in the confirmation link).
     pub prospect_id: Uuid,
-    /// When the link was followed.
+    /// When the link was followed: the time of the confirmation that
+    /// consent records keep beside the sign-up's.
     pub confirmed_at: DateTime<Utc>,
+    /// Where the confirming request came from, when the operator records it
+    /// (`web.privacy.record_client`): `clientAddress` and `userAgent`, both
+    /// optional. Added without a new version: a reader that does not know
+    /// them loses nothing it relied on.
+    #[serde(flatten)]
+    pub client: ClientContext,
 }
 
 impl Event for ProspectConfirmed {

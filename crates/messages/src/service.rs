@@ -2,7 +2,7 @@
 //! endpoints, each a subject paired with the JSON of its request and reply
 //! ([`Endpoint`]: [`ReferenceCountries`], [`ReferenceRoles`],
 //! [`StatusOf`], [`GetProspect`], [`FindByAddress`], [`FindEachAddress`],
-//! [`FindHolders`]). `save-prospect`
+//! [`FindHolders`], [`ExportProspect`]). `save-prospect`
 //! answers (its `prospects_service` module); anyone (the web tier, the
 //! mailer) asks, with `bus::request::ask`. Errors come back as the service
 //! API's `Nats-Service-Error` / `Nats-Service-Error-Code` headers with the
@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::events::ProspectDetails;
+use crate::events::{ClientContext, Consent, ProspectDetails};
 use crate::reference::{Country, Role};
 
 /// The service's name, as `$SRV.PING` reports it.
@@ -45,6 +45,10 @@ pub const FIND_EACH: &str = "prospects.find-each";
 /// The most addresses one [`FIND_EACH`] request may name (error
 /// [`BAD_REQUEST`] beyond).
 pub const FIND_EACH_MAX: usize = 1000;
+/// Request: [`ProspectRef`]. Reply: [`ProspectExport`], or error
+/// [`NOT_FOUND`]. Only for those who hold the prospect's proof of address
+/// (the manage page's link) or an operator's rights.
+pub const EXPORT: &str = "prospects.export";
 /// Request: [`AddressRef`]. Reply: [`Holders`], every sign-up that holds the
 /// address: the live prospects with it (confirmed or pending) and the
 /// sign-ups merged into them. For operators (`signup trace <address>`).
@@ -109,6 +113,11 @@ endpoint!(
 endpoint!(
     /// [`HOLDERS`]: every sign-up that holds an address.
     FindHolders, HOLDERS, "holders", "Every sign-up that holds an address: the live prospects with it and the sign-ups merged into them. For operators.", AddressRef => Holders
+);
+
+endpoint!(
+    /// [`EXPORT`]: everything held about one person.
+    ExportProspect, EXPORT, "export", "Everything held about a live prospect: the record with its consent and pending change, the kinds and times of its events in the stream, the mails sent to it; error 404 when unknown or erased.", ProspectRef => ProspectExport
 );
 
 /// Error code: the request is not valid JSON of the expected shape.
@@ -258,6 +267,65 @@ pub struct ProspectView {
     /// sign-up counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub links_not_before: Option<DateTime<Utc>>,
+    /// What the person agreed to at sign-up (for a sign-up merged into an
+    /// earlier one, the newer agreement); `{"recorded": false}` for a
+    /// sign-up made before consent was recorded. Absent from a service
+    /// older than consent records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<Consent>,
+    /// Where the confirming request came from, when the operator records
+    /// the client (`web.privacy.record_client`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_from: Option<ClientContext>,
+}
+
+/// The reply of [`EXPORT`]: everything the system holds about one person
+/// (GDPR art. 15 and 20), for the manage page's "Download my data" and
+/// `signup prospect export`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProspectExport {
+    /// When this copy was made.
+    pub exported_at: DateTime<Utc>,
+    /// The record: details, consent, confirmation, a pending address change.
+    pub prospect: ProspectView,
+    /// The sign-ups merged into this record (made with its address, then
+    /// confirmed by its owner); their events are listed below too.
+    pub merged_sign_ups: Vec<Uuid>,
+    /// The events the event stream holds about this person, oldest first.
+    pub events: Vec<HeldEvent>,
+    /// The mails sent to this person, as the mailer's records keep them
+    /// (for `[links] confirm_within_secs` and a day).
+    pub mails: Vec<SentMail>,
+}
+
+/// An event the stream holds: its kind and time, not its content (the
+/// content is the record above, as it is now).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldEvent {
+    /// Its kind (`signedup`, `confirmed`, `updated`, …).
+    pub kind: String,
+    /// Its CloudEvents type, with its version.
+    pub event_type: String,
+    /// When the stream stored it.
+    pub stored_at: DateTime<Utc>,
+    /// The sign-up it is about (this record's, or one merged into it).
+    pub prospect_id: Uuid,
+}
+
+/// A mail sent because of one of those events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SentMail {
+    /// The kind of the event it answered.
+    pub about: String,
+    /// Which address it went to (`crate::streams::SENT_SLOTS`): `mail`, the
+    /// event's address; `new-address` and `current-address`, the two of an
+    /// address change.
+    pub recipient: String,
+    /// When the mailer recorded it as sent.
+    pub sent_at: DateTime<Utc>,
 }
 
 /// A requested e-mail change, as [`ProspectView`] shows it.

@@ -28,6 +28,16 @@ pub const DLQ_SUBJECTS: &str = "dlq.prospect.>";
 /// to a suppressed address; `signup suppression remove` lifts one.
 pub const SUPPRESSED_BUCKET: &str = "MAILER_SUPPRESSED";
 
+/// The mailer's key-value bucket of mails done: key `<event id>.<slot>`
+/// (one of [`SENT_SLOTS`]), value `sent`, `suppressed` or `replaced`. The
+/// export (`prospects.export`) reads it to list the mails sent to a person.
+pub const SENT_BUCKET: &str = "MAILER_SENT";
+
+/// The slots of an event's mails in [`SENT_BUCKET`]: `mail`, the one mail
+/// of a sign-up or a link request; `new-address` and `current-address`, the
+/// two of an address change.
+pub const SENT_SLOTS: [&str; 3] = ["mail", "new-address", "current-address"];
+
 /// The subject of an event of `kind` about `prospect_id`.
 pub fn event_subject(prospect_id: Uuid, kind: &str) -> String {
     format!("events.prospect.{prospect_id}.{kind}")

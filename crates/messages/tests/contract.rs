@@ -167,7 +167,20 @@ fn prospect_deleted_matches_schema_and_golden_json() {
 
 #[test]
 fn prospect_confirmed_matches_schema_and_golden_json() {
-    check("prospect-confirmed", &ProspectConfirmed { prospect_id: prospect_id(), confirmed_at: at(13) });
+    check(
+        "prospect-confirmed",
+        &ProspectConfirmed { prospect_id: prospect_id(), confirmed_at: at(13), client: Default::default() },
+    );
+    // Where the confirming request came from, when the operator records it:
+    // optional fields a reader of the older shape may ignore.
+    let client = ClientContext {
+        client_address: Some("203.0.113.7".into()),
+        user_agent: Some("Mozilla/5.0 (X11; Linux x86_64)".into()),
+    };
+    check(
+        "prospect-confirmed-client-recorded",
+        &ProspectConfirmed { prospect_id: prospect_id(), confirmed_at: at(13), client },
+    );
 }
 
 #[test]

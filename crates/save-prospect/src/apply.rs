@@ -20,7 +20,7 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use messages::ProspectEvent;
+use messages::{Consent, ProspectConfirmed, ProspectEvent, ProspectSignedUp};
 use uuid::Uuid;
 
 use crate::db::Pool;
@@ -461,6 +461,7 @@ async fn confirm(
 ) -> Result<(), ApplyError> {
     for delivery in segment {
         let (id, at) = (delivery.event.prospect_id(), delivery.event.occurred_at());
+        let ProspectEvent::Confirmed(ProspectConfirmed { client, .. }) = &delivery.event else { continue };
         let state = match states.get(&id) {
             None => return Err(ApplyError::NotYet(format!("confirmation of {id} waits for its sign-up to be saved"))),
             Some(state) if state.deleted => {
@@ -484,11 +485,16 @@ async fn confirm(
         .optional()?;
         match holder {
             None => {
-                diesel::sql_query("UPDATE prospects SET confirmed_at = $2 WHERE id = $1 AND confirmed_at IS NULL")
-                    .bind::<SqlUuid, _>(id)
-                    .bind::<Timestamptz, _>(at)
-                    .execute(conn)
-                    .await?;
+                diesel::sql_query(
+                    "UPDATE prospects SET confirmed_at = $2, confirmed_client_address = $3, confirmed_user_agent = $4 \
+                     WHERE id = $1 AND confirmed_at IS NULL",
+                )
+                .bind::<SqlUuid, _>(id)
+                .bind::<Timestamptz, _>(at)
+                .bind::<Nullable<Text>, _>(client.client_address.as_deref())
+                .bind::<Nullable<Text>, _>(client.user_agent.as_deref())
+                .execute(conn)
+                .await?;
                 outcome(delivery, "confirmed");
             }
             Some(Written { id: holder }) => {
@@ -498,6 +504,8 @@ async fn confirm(
                     .bind::<SqlUuid, _>(holder)
                     .bind::<Timestamptz, _>(at)
                     .bind::<BigInt, _>(seq(delivery))
+                    .bind::<Nullable<Text>, _>(client.client_address.as_deref())
+                    .bind::<Nullable<Text>, _>(client.user_agent.as_deref())
                     .execute(conn)
                     .await?;
                 merged.insert(id);
@@ -728,27 +736,52 @@ async fn delete(
 
 /// The rows of `UPDATE`, `SIGN_UP` and `INSERT_UPDATED` as arrays: `$1` the
 /// prospect ids, `$2`–`$7` the details, `$8` the event times, `$9` the stream
-/// sequences.
+/// sequences, `$10`–`$13` a sign-up's consent (notice version, time, client
+/// address, user agent; NULL when not recorded, and for updates).
 const ROWS: &str = "unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
-    $8::timestamptz[], $9::bigint[]) AS u(id, email, first_name, last_name, company_name, country_code, role_code, \
-    at, seq)";
+    $8::timestamptz[], $9::bigint[], $10::text[], $11::timestamptz[], $12::text[], $13::text[]) \
+    AS u(id, email, first_name, last_name, company_name, country_code, role_code, at, seq, \
+    notice_version, agreed_at, client_address, user_agent)";
 
-/// Inserts new prospects, pending confirmation; of a prospect that has a row
-/// already, only the sign-up time is corrected (the earlier one stands).
+/// Inserts new prospects, pending confirmation, with their consent; of a
+/// prospect that has a row already, only the sign-up time is corrected (the
+/// earlier one stands), and a live row without a consent takes the
+/// sign-up's (an update overtook the sign-up). An erased row takes nothing.
 const SIGN_UP: &str = "\
     INSERT INTO prospects (id, email, first_name, last_name, company_name, country_code, role_code, \
-                           signed_up_at, updated_at, last_event_seq) \
-    SELECT id, email, first_name, last_name, company_name, country_code, role_code, at, at, seq FROM {rows} \
-    ON CONFLICT (id) DO UPDATE SET signed_up_at = LEAST(prospects.signed_up_at, excluded.signed_up_at)";
+                           signed_up_at, updated_at, last_event_seq, consent_notice_version, consent_agreed_at, \
+                           consent_client_address, consent_user_agent) \
+    SELECT id, email, first_name, last_name, company_name, country_code, role_code, at, at, seq, \
+           notice_version, agreed_at, client_address, user_agent FROM {rows} \
+    ON CONFLICT (id) DO UPDATE SET signed_up_at = LEAST(prospects.signed_up_at, excluded.signed_up_at), \
+        consent_notice_version = CASE WHEN prospects.deleted_at IS NULL AND prospects.consent_agreed_at IS NULL \
+            THEN excluded.consent_notice_version ELSE prospects.consent_notice_version END, \
+        consent_agreed_at = CASE WHEN prospects.deleted_at IS NULL AND prospects.consent_agreed_at IS NULL \
+            THEN excluded.consent_agreed_at ELSE prospects.consent_agreed_at END, \
+        consent_client_address = CASE WHEN prospects.deleted_at IS NULL AND prospects.consent_agreed_at IS NULL \
+            THEN excluded.consent_client_address ELSE prospects.consent_client_address END, \
+        consent_user_agent = CASE WHEN prospects.deleted_at IS NULL AND prospects.consent_agreed_at IS NULL \
+            THEN excluded.consent_user_agent ELSE prospects.consent_user_agent END";
 
 /// Applies a confirmed sign-up (`$1`) to the prospect holding its address
-/// (`$2`) at `$3` (stream sequence `$4`): the holder takes its details, the
-/// sign-up becomes the holder's alias, and the sign-up's own row goes.
+/// (`$2`) at `$3` (stream sequence `$4`, confirming client `$5`, `$6`): the
+/// holder takes its details and, when it recorded one, its consent (the
+/// newer agreement of the same owner), the sign-up becomes the holder's
+/// alias, and the sign-up's own row goes.
 const MERGE: &str = "\
     WITH applied AS ( \
         UPDATE prospects h SET email = p.email, first_name = p.first_name, last_name = p.last_name, \
                company_name = p.company_name, country_code = p.country_code, role_code = p.role_code, \
-               updated_at = $3, last_event_seq = GREATEST(h.last_event_seq, $4) \
+               updated_at = $3, last_event_seq = GREATEST(h.last_event_seq, $4), \
+               consent_notice_version = CASE WHEN p.consent_agreed_at IS NULL \
+                   THEN h.consent_notice_version ELSE p.consent_notice_version END, \
+               consent_agreed_at = CASE WHEN p.consent_agreed_at IS NULL \
+                   THEN h.consent_agreed_at ELSE p.consent_agreed_at END, \
+               consent_client_address = CASE WHEN p.consent_agreed_at IS NULL \
+                   THEN h.consent_client_address ELSE p.consent_client_address END, \
+               consent_user_agent = CASE WHEN p.consent_agreed_at IS NULL \
+                   THEN h.consent_user_agent ELSE p.consent_user_agent END, \
+               confirmed_client_address = $5, confirmed_user_agent = $6 \
         FROM prospects p WHERE h.id = $2 AND p.id = $1 RETURNING h.id), \
     aliased AS ( \
         INSERT INTO prospect_aliases (alias_id, prospect_id) SELECT $1, id FROM applied ON CONFLICT DO NOTHING) \
@@ -808,10 +841,13 @@ const INSERT_UPDATED: &str = "\
     ON CONFLICT DO NOTHING \
     RETURNING p.id";
 
-/// Erases the personal data of prospects (`$1` ids, `$2` times, `$3` sequences).
+/// Erases the personal data of prospects (`$1` ids, `$2` times, `$3`
+/// sequences), their consent records with it.
 const ERASE: &str = "\
     UPDATE prospects p SET email = NULL, first_name = NULL, last_name = NULL, company_name = NULL, \
-           country_code = NULL, role_code = NULL, deleted_at = u.at, updated_at = u.at, \
+           country_code = NULL, role_code = NULL, consent_notice_version = NULL, consent_agreed_at = NULL, \
+           consent_client_address = NULL, consent_user_agent = NULL, confirmed_client_address = NULL, \
+           confirmed_user_agent = NULL, deleted_at = u.at, updated_at = u.at, \
            last_event_seq = GREATEST(p.last_event_seq, u.seq) \
     FROM unnest($1::uuid[], $2::timestamptz[], $3::bigint[]) AS u(id, at, seq) \
     WHERE p.id = u.id AND p.deleted_at IS NULL";
@@ -839,7 +875,18 @@ fn write_details(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
+    let mut consent: [Vec<Option<String>>; 3] = Default::default();
+    let mut agreed = Vec::<Option<DateTime<Utc>>>::with_capacity(n);
     for delivery in events {
+        let record = match &delivery.event {
+            ProspectEvent::SignedUp(ProspectSignedUp { consent: Consent::Recorded(record), .. }) => Some(record),
+            _ => None,
+        };
+        let client = record.and_then(|r| r.client.as_ref());
+        consent[0].push(record.map(|r| r.notice_version.clone()));
+        consent[1].push(client.and_then(|c| c.client_address.clone()));
+        consent[2].push(client.and_then(|c| c.user_agent.clone()));
+        agreed.push(record.map(|r| r.agreed_at));
         let d = delivery.event.details().expect("only sign-ups and updates carry details");
         emails.push(d.email.clone());
         first.push(d.first_name.clone());
@@ -850,6 +897,7 @@ fn write_details(
         at.push(delivery.event.occurred_at());
         seqs.push(seq(delivery));
     }
+    let [notice_version, client_address, user_agent] = consent;
     diesel::sql_query(sql.replace("{rows}", ROWS))
         .into_boxed()
         .bind::<Array<SqlUuid>, _>(ids(events))
@@ -861,4 +909,8 @@ fn write_details(
         .bind::<Array<Text>, _>(role)
         .bind::<Array<Timestamptz>, _>(at)
         .bind::<Array<BigInt>, _>(seqs)
+        .bind::<Array<Nullable<Text>>, _>(notice_version)
+        .bind::<Array<Nullable<Timestamptz>>, _>(agreed)
+        .bind::<Array<Nullable<Text>>, _>(client_address)
+        .bind::<Array<Nullable<Text>>, _>(user_agent)
 }

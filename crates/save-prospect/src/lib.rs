@@ -148,7 +148,8 @@ async fn run(settings: Settings, context: Context) -> anyhow::Result<()> {
         Some(nats) => bus::connect(&nats, prospects_service::CONNECTION_NAME).await?,
         None => client.clone(),
     };
-    let service = prospects_service::start(&service_client, service_pool).await?;
+    let streams = prospects_service::StreamReader::new(&client, &settings.nats.stream);
+    let service = prospects_service::start(&service_client, service_pool, streams).await?;
     // Ready only once the server has the service's subscriptions (a
     // connection of its own may still be connecting).
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));

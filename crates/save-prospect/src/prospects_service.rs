@@ -20,11 +20,11 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use messages::service::{
-    self as contract, AddressRef, AddressesRef, FindByAddress, FindEachAddress, FindHolders, FoundEach, FoundProspect,
-    GetProspect, HeldBy, Holders, PendingChange, ProspectRef, ProspectView, ReferenceCountries, ReferenceRoles, Status,
-    StatusOf, StatusReply,
+    self as contract, AddressRef, AddressesRef, ExportProspect, FindByAddress, FindEachAddress, FindHolders, FoundEach,
+    FoundProspect, GetProspect, HeldBy, Holders, PendingChange, ProspectExport, ProspectRef, ProspectView,
+    ReferenceCountries, ReferenceRoles, Status, StatusOf, StatusReply,
 };
-use messages::{Country, ProspectDetails, Role};
+use messages::{ClientContext, Consent, ConsentRecord, Country, ProspectDetails, Role};
 use uuid::Uuid;
 
 use crate::db::Pool;
@@ -37,9 +37,27 @@ pub const CONNECTION_NAME: &str = "prospects";
 /// Requests one instance works on at once, per endpoint.
 const CONCURRENCY: usize = 32;
 
+/// Where the export reads the streams: the service's main connection (its
+/// NATS user may read the event stream and the mailer's sent records; the
+/// service's own connection may only answer), and the event stream.
+#[derive(Clone)]
+pub struct StreamReader {
+    /// JetStream on the main connection.
+    pub js: async_nats::jetstream::Context,
+    /// The event stream.
+    pub stream: bus::StreamSettings,
+}
+
+impl StreamReader {
+    /// Reading the event stream `stream` through `client`.
+    pub fn new(client: &async_nats::Client, stream: &bus::StreamSettings) -> Self {
+        Self { js: async_nats::jetstream::new(client.clone()), stream: stream.clone() }
+    }
+}
+
 /// Registers the service and starts answering; stop it with
 /// [`Service::stop`].
-pub async fn start(client: &async_nats::Client, pool: Pool) -> anyhow::Result<Service> {
+pub async fn start(client: &async_nats::Client, pool: Pool, streams: StreamReader) -> anyhow::Result<Service> {
     let service = client
         .service_builder()
         .description("Signup prospects: reference data, sign-up status and details")
@@ -60,7 +78,12 @@ pub async fn start(client: &async_nats::Client, pool: Pool) -> anyhow::Result<Se
     let p = pool.clone();
     serve::<FindEachAddress, _, _>(&service, CONCURRENCY, move |r: AddressesRef| find_each(p.clone(), r.emails))
         .await?;
-    serve::<FindHolders, _, _>(&service, CONCURRENCY, move |r: AddressRef| holders(pool.clone(), r.email)).await?;
+    let p = pool.clone();
+    serve::<FindHolders, _, _>(&service, CONCURRENCY, move |r: AddressRef| holders(p.clone(), r.email)).await?;
+    serve::<ExportProspect, _, _>(&service, CONCURRENCY, move |r: ProspectRef| {
+        export(pool.clone(), streams.js.clone(), streams.stream.clone(), r.prospect_id)
+    })
+    .await?;
     tracing::info!(service = contract::SERVICE_NAME, "request-reply service started");
     Ok(service)
 }
@@ -174,12 +197,26 @@ struct ViewRow {
     change_role_name: Option<String>,
     #[diesel(sql_type = Bool)]
     change_taken: bool,
+    #[diesel(sql_type = Nullable<Text>)]
+    consent_notice_version: Option<String>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    consent_agreed_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Text>)]
+    consent_client_address: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    consent_user_agent: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    confirmed_client_address: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    confirmed_user_agent: Option<String>,
 }
 
 const VIEW: &str = "\
     SELECT p.id, p.email, p.first_name, p.last_name, p.company_name, \
            p.country_code, c.name AS country_name, p.role_code, r.name AS role_name, \
            p.signed_up_at, p.updated_at, p.confirmed_at, p.links_not_before, \
+           p.consent_notice_version, p.consent_agreed_at, p.consent_client_address, p.consent_user_agent, \
+           p.confirmed_client_address, p.confirmed_user_agent, \
            pc.request_id AS change_id, pc.email AS change_email, pc.first_name AS change_first_name, \
            pc.last_name AS change_last_name, pc.company_name AS change_company_name, \
            pc.country_code AS change_country_code, cc.name AS change_country_name, \
@@ -250,6 +287,63 @@ async fn get(pool: Pool, id: Uuid) -> Reply<ProspectView> {
         confirmed_at: row.confirmed_at,
         pending_change,
         links_not_before: row.links_not_before,
+        consent: Some(match (row.consent_notice_version, row.consent_agreed_at) {
+            (Some(notice_version), Some(agreed_at)) => Consent::Recorded(ConsentRecord {
+                notice_version,
+                agreed_at,
+                client: client(row.consent_client_address, row.consent_user_agent),
+            }),
+            _ => Consent::NotRecorded,
+        }),
+        confirmed_from: client(row.confirmed_client_address, row.confirmed_user_agent),
+    })
+}
+
+fn client(client_address: Option<String>, user_agent: Option<String>) -> Option<ClientContext> {
+    let client = ClientContext { client_address, user_agent };
+    (!client.is_empty()).then_some(client)
+}
+
+/// Everything held about a live prospect: its record (as [`get`] answers),
+/// the sign-ups merged into it, the kinds and times of their events in the
+/// stream, and the mails the mailer recorded as sent for those.
+async fn export(
+    pool: Pool,
+    js: async_nats::jetstream::Context,
+    stream: bus::StreamSettings,
+    id: Uuid,
+) -> Reply<ProspectExport> {
+    let prospect = get(pool.clone(), id).await?;
+    let merged: Vec<Uuid> = {
+        #[derive(QueryableByName)]
+        struct Alias {
+            #[diesel(sql_type = SqlUuid)]
+            alias_id: Uuid,
+        }
+        let mut conn = connection(&pool).await?;
+        diesel::sql_query("SELECT alias_id FROM prospect_aliases WHERE prospect_id = $1 ORDER BY alias_id")
+            .bind::<SqlUuid, _>(prospect.prospect_id)
+            .load::<Alias>(&mut conn)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .map(|a| a.alias_id)
+            .collect()
+    };
+    let streams_unavailable = |error: anyhow::Error| {
+        tracing::warn!(error = %format!("{error:#}"), "export: the streams could not be read");
+        service_error(contract::UNAVAILABLE, "the event stream cannot be read now")
+    };
+    let ids: Vec<Uuid> = std::iter::once(prospect.prospect_id).chain(merged.iter().copied()).collect();
+    let held = bus::export::events_of(&js, &stream, &ids).await.map_err(streams_unavailable)?;
+    let held: Vec<bus::export::Held> = held.into_iter().map(|(_, held)| held).collect();
+    let mails = bus::export::mails_for(&js, &held).await.map_err(streams_unavailable)?;
+    Ok(ProspectExport {
+        exported_at: Utc::now(),
+        prospect,
+        merged_sign_ups: merged,
+        events: held.into_iter().map(|h| h.event).collect(),
+        mails,
     })
 }
 

@@ -53,6 +53,19 @@ diesel::table! {
         /// Links issued before this time open nothing (the record took
         /// another address, or its owner ended the older links); NULL: all.
         links_not_before -> Nullable<Timestamptz>,
+        /// The privacy notice's version the sign-up agreed to; NULL when
+        /// not recorded (a version 1 sign-up) or erased.
+        consent_notice_version -> Nullable<Text>,
+        /// When it was agreed to (NULL exactly when the version is).
+        consent_agreed_at -> Nullable<Timestamptz>,
+        /// The signing-up client's address, when the operator records it.
+        consent_client_address -> Nullable<Text>,
+        /// The signing-up browser's `User-Agent`, when recorded.
+        consent_user_agent -> Nullable<Text>,
+        /// The confirming client's address, when recorded.
+        confirmed_client_address -> Nullable<Text>,
+        /// The confirming browser's `User-Agent`, when recorded.
+        confirmed_user_agent -> Nullable<Text>,
     }
 }
 

@@ -46,7 +46,11 @@ fn scenario(rng: &mut fastrand::Rng, len: usize) -> Vec<Delivery<ProspectEvent>>
         let event = match rng.u8(..26) {
             20..23 if !saved.is_empty() => {
                 id = saved[rng.usize(..saved.len())];
-                ProspectEvent::Confirmed(ProspectConfirmed { prospect_id: id, confirmed_at: at })
+                ProspectEvent::Confirmed(ProspectConfirmed {
+                    prospect_id: id,
+                    confirmed_at: at,
+                    client: Default::default(),
+                })
             }
             23..26 if !saved.is_empty() => {
                 id = saved[rng.usize(..saved.len())];

@@ -35,7 +35,14 @@ fn signed_up(id: Uuid, details: ProspectDetails, at: DateTime<Utc>, seq: u64) ->
 }
 
 fn confirmed(id: Uuid, seq: u64) -> Delivery<ProspectEvent> {
-    delivery(ProspectEvent::Confirmed(ProspectConfirmed { prospect_id: id, confirmed_at: Utc::now() }), seq)
+    delivery(
+        ProspectEvent::Confirmed(ProspectConfirmed {
+            prospect_id: id,
+            confirmed_at: Utc::now(),
+            client: Default::default(),
+        }),
+        seq,
+    )
 }
 
 /// (email, company, confirmed) of a row, or `None` when there is none.

@@ -5,7 +5,8 @@
 //! e-mail>` shows where each of a prospect's events stands with each handler
 //! (see `bus::ledger`); `signup suppression check|remove <address>` tells
 //! whether an address is on the suppression list ("it wasn't me") and lifts
-//! it; `signup check` tells whether NATS answers. NATS settings come from the same
+//! it; `signup prospect export <id>` prints everything held about a
+//! prospect (the manage page's "Download my data"); `signup check` tells whether NATS answers. NATS settings come from the same
 //! configuration as the services (`SIGNUP__NATS__URL`, …), and the link
 //! secret (`SIGNUP__LINKS__SECRET`) for the suppression list's digests.
 
@@ -16,7 +17,7 @@ use bus::dlq::{DeadLetter, DeadLetters};
 use bus::ledger::Ledger;
 use bus::settings::{NatsSettings, StreamSettings};
 use clap::{Args, Parser, Subcommand};
-use messages::service::{AddressRef, FindHolders, HeldBy};
+use messages::service::{AddressRef, ExportProspect, FindHolders, HeldBy, ProspectRef};
 use serde::Deserialize;
 
 #[derive(Parser)]
@@ -46,10 +47,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One prospect's data.
+    #[command(subcommand)]
+    Prospect(Prospect),
     /// The suppression list: addresses whose owners said "it wasn't me",
     /// kept as digests (never the address) for `mailer.suppress_days`.
     #[command(subcommand)]
     Suppression(Suppression),
+}
+
+#[derive(Subcommand)]
+enum Prospect {
+    /// Everything held about a prospect, as the JSON document the manage
+    /// page's "Download my data" gives (for a request made by post): the
+    /// record, its consent and pending change, the kinds and times of its
+    /// events, the mails sent to it. Check who asks before you send it.
+    Export {
+        /// The prospect id (`signup trace <address>` finds it).
+        prospect: uuid::Uuid,
+    },
 }
 
 #[derive(Subcommand)]
@@ -177,6 +193,16 @@ async fn main() -> anyhow::Result<()> {
                     write!(out, "{}", shown(&ledger.render()))?;
                 }
             }
+        }
+        Command::Prospect(Prospect::Export { prospect }) => {
+            let export = bus::request::ask::<ExportProspect>(
+                &client,
+                &ProspectRef { prospect_id: prospect },
+                settings.nats.request_timeout(),
+            )
+            .await
+            .context("asking the prospects service for the export (an erased or unknown prospect has none)")?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&export)?)?;
         }
         Command::Suppression(command) => {
             let links = links::Links::new(&settings.links)?;

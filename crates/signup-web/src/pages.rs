@@ -8,8 +8,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use chrono::Utc;
 use links::{Claims, Purpose};
-use messages::service::{ProspectView, Status};
-use messages::{Country, ProspectDetails, Role};
+use messages::service::{ProspectExport, ProspectView, Status};
+use messages::{ClientContext, Consent, Country, ProspectDetails, Role};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -83,6 +83,63 @@ struct ManagePage<'a> {
     notice_kind: &'a str,
     confirmed: bool,
     pending_email: Option<&'a str>,
+    consent: ConsentShown<'a>,
+}
+
+/// What a person agreed to, as their pages show it.
+struct ConsentShown<'a> {
+    /// `None`: signed up before consent was recorded (or a service too old
+    /// to say).
+    version: Option<&'a str>,
+    /// When, as text.
+    agreed_at: String,
+    /// The text agreed to, when it is the notice the form shows now (an
+    /// older one is in the operator's start-up logs, by its version).
+    text: Option<&'a str>,
+    /// The policy link beside that text.
+    policy_url: Option<&'a str>,
+    /// Where from, when recorded.
+    client: Option<&'a ClientContext>,
+    /// When the sign-up was confirmed, as text.
+    confirmed_at: Option<String>,
+    /// Where the confirmation came from, when recorded.
+    confirmed_from: Option<&'a ClientContext>,
+}
+
+impl<'a> ConsentShown<'a> {
+    fn of(view: &'a ProspectView, notice: &'a crate::privacy::PrivacyNotice) -> Self {
+        let record = match &view.consent {
+            Some(Consent::Recorded(record)) => Some(record),
+            _ => None,
+        };
+        let current = record.is_some_and(|r| r.notice_version == notice.version);
+        Self {
+            version: record.map(|r| r.notice_version.as_str()),
+            agreed_at: record.map(|r| shown_time(r.agreed_at)).unwrap_or_default(),
+            text: current.then_some(notice.text.as_str()),
+            policy_url: if current { notice.policy_url.as_deref() } else { None },
+            client: record.and_then(|r| r.client.as_ref()),
+            confirmed_at: view.confirmed_at.map(shown_time),
+            confirmed_from: view.confirmed_from.as_ref(),
+        }
+    }
+}
+
+/// A time as the pages show it.
+fn shown_time(at: chrono::DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// "Download my data", readable: the same as the JSON document.
+#[derive(Template)]
+#[template(path = "my_data.html")]
+struct MyDataPage<'a> {
+    token: &'a str,
+    export: &'a ProspectExport,
+    consent: ConsentShown<'a>,
+    exported_at: String,
+    events: Vec<(String, &'a str, &'a str)>,
+    mails: Vec<(String, &'a str, &'a str)>,
 }
 
 /// A page with one button that does what a mailed link is for: following a
@@ -456,9 +513,14 @@ pub async fn confirm(
 ) -> Result<HttpResponse, PageError> {
     let (claims, view) = sign_up_of(&state, Purpose::Confirm, &token).await?;
     if view.is_none_or(|view| view.confirmed_at.is_none()) {
-        submit::confirm(&state.publisher, claims.prospect_id, crate::traceparent(&request))
-            .await
-            .map_err(|_| PageError::Unavailable)?;
+        submit::confirm(
+            &state.publisher,
+            claims.prospect_id,
+            state.privacy.client(&request),
+            crate::traceparent(&request),
+        )
+        .await
+        .map_err(|_| PageError::Unavailable)?;
     }
     Ok(see_other("/prospects/confirmed".to_owned()))
 }
@@ -632,6 +694,7 @@ fn manage_form(
             notice_kind: notice.map_or("good", |(_, kind)| kind),
             confirmed: view.confirmed_at.is_some(),
             pending_email: view.pending_change.as_ref().map(|c| c.details.email.as_str()),
+            consent: ConsentShown::of(view, &state.privacy),
         },
     )
 }
@@ -693,6 +756,51 @@ pub async fn manage_update(
     })
 }
 
+/// The export of the record a manage link opens: 404 for a link that opens
+/// nothing, 503 when the prospects service cannot answer.
+async fn exported(state: &AppState, token: &str) -> Result<ProspectExport, PageError> {
+    let view = managed_prospect(state, token).await?;
+    state.export(view.prospect_id).await.map_err(|error| {
+        if error.is_unavailable() {
+            tracing::warn!(%error, "cannot export a prospect's data");
+            PageError::Unavailable
+        } else {
+            PageError::NotFound
+        }
+    })
+}
+
+/// `GET /prospects/manage/{token}/data.json`: "Download my data", the JSON
+/// document (`prospects.export`'s answer), as a file. Needs the manage
+/// link, like everything else about the record.
+pub async fn my_data_json(state: web::Data<AppState>, token: web::Path<String>) -> Result<HttpResponse, PageError> {
+    let export = exported(&state, &token).await?;
+    let body = serde_json::to_vec_pretty(&export).map_err(|_| PageError::Unavailable)?;
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .insert_header((header::CONTENT_DISPOSITION, "attachment; filename=\"my-signup-data.json\""))
+        .body(body))
+}
+
+/// `GET /prospects/manage/{token}/data`: the same, as a readable page.
+pub async fn my_data_page(state: web::Data<AppState>, token: web::Path<String>) -> Result<HttpResponse, PageError> {
+    let export = exported(&state, &token).await?;
+    let events =
+        export.events.iter().map(|e| (shown_time(e.stored_at), e.kind.as_str(), e.event_type.as_str())).collect();
+    let mails = export.mails.iter().map(|m| (shown_time(m.sent_at), m.about.as_str(), m.recipient.as_str())).collect();
+    Ok(html(
+        StatusCode::OK,
+        &MyDataPage {
+            token: &token,
+            consent: ConsentShown::of(&export.prospect, &state.privacy),
+            exported_at: shown_time(export.exported_at),
+            events,
+            mails,
+            export: &export,
+        },
+    ))
+}
+
 /// `POST /prospects/manage/{token}/confirm`: the manage link was mailed to
 /// the address, so following it proves the address as well as the
 /// confirmation link does; this confirms a sign-up still pending.
@@ -703,9 +811,14 @@ pub async fn manage_confirm(
 ) -> Result<HttpResponse, PageError> {
     let view = managed_prospect(&state, &token).await?;
     if view.confirmed_at.is_none() {
-        submit::confirm(&state.publisher, view.prospect_id, crate::traceparent(&request))
-            .await
-            .map_err(|_| PageError::Unavailable)?;
+        submit::confirm(
+            &state.publisher,
+            view.prospect_id,
+            state.privacy.client(&request),
+            crate::traceparent(&request),
+        )
+        .await
+        .map_err(|_| PageError::Unavailable)?;
     }
     Ok(see_other(format!("{}?confirmed=1", Purpose::Manage.path(&token))))
 }

@@ -89,6 +89,17 @@ impl PrivacyNotice {
 
     /// The consent of a sign-up made at `at` through `request`.
     pub fn consent(&self, at: DateTime<Utc>, request: &HttpRequest) -> Consent {
+        Consent::Recorded(ConsentRecord {
+            notice_version: self.version.clone(),
+            agreed_at: at,
+            client: self.client(request),
+        })
+    }
+
+    /// The client `request` came from, when the operator records it
+    /// (`web.privacy.record_client`): for a sign-up's consent, and for the
+    /// confirmation that repeats it.
+    pub fn client(&self, request: &HttpRequest) -> Option<ClientContext> {
         let client = self.record_client.then(|| ClientContext {
             client_address: crate::limits::client_ip(request, self.trust_forwarded_for).map(|ip| ip.to_string()),
             user_agent: request
@@ -97,11 +108,7 @@ impl PrivacyNotice {
                 .and_then(|v| v.to_str().ok())
                 .map(|ua| ua.chars().take(USER_AGENT_MAX).collect()),
         });
-        Consent::Recorded(ConsentRecord {
-            notice_version: self.version.clone(),
-            agreed_at: at,
-            client: client.filter(|c| !c.is_empty()),
-        })
+        client.filter(|c| !c.is_empty())
     }
 }
 

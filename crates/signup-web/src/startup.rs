@@ -119,6 +119,8 @@ impl Application {
                 .route("/prospects/manage/{token}/confirm", web::post().to(pages::manage_confirm))
                 .route("/prospects/manage/{token}/erase", web::post().to(pages::manage_erase))
                 .route("/prospects/manage/{token}/new-link", web::post().to(pages::manage_new_link))
+                .route("/prospects/manage/{token}/data", web::get().to(pages::my_data_page))
+                .route("/prospects/manage/{token}/data.json", web::get().to(pages::my_data_json))
                 .route("/prospects/link-renewed", web::get().to(pages::link_renewed))
                 .route("/prospects/new-link", web::get().to(pages::new_link_page))
                 .route("/prospects/new-link", web::post().to(pages::new_link))

@@ -10,8 +10,8 @@ use bus::settings::StreamSettings;
 use bus::{EventContext, Publisher};
 use links::Links;
 use messages::service::{
-    self as contract, AddressRef, FindByAddress, FoundProspect, GetProspect, ProspectRef, ProspectView, Status,
-    StatusOf,
+    self as contract, AddressRef, ExportProspect, FindByAddress, FoundProspect, GetProspect, ProspectExport,
+    ProspectRef, ProspectView, Status, StatusOf,
 };
 use messages::streams::SUPPRESSED_BUCKET;
 use tokio::sync::OnceCell;
@@ -76,6 +76,11 @@ impl AppState {
     /// A live prospect's details, from the `prospects` service.
     pub async fn prospect(&self, prospect_id: Uuid) -> Result<ProspectView, RequestError> {
         ask::<GetProspect>(self.client(), &ProspectRef { prospect_id }, self.service_timeout).await
+    }
+
+    /// Everything held about a live prospect (`prospects.export`).
+    pub async fn export(&self, prospect_id: Uuid) -> Result<ProspectExport, RequestError> {
+        ask::<ExportProspect>(self.client(), &ProspectRef { prospect_id }, self.service_timeout).await
     }
 
     /// Publishes a lost link's `ManageLinkRequested` in the background, with

@@ -4,8 +4,8 @@
 use bus::{EventContext, PublishError, Publisher};
 use chrono::{DateTime, Utc};
 use messages::{
-    Event, ManageLinkRequested, ProspectConfirmed, ProspectDeleted, ProspectDetails, ProspectEmailChangeRequested,
-    ProspectSignedUp, ProspectUpdated,
+    ClientContext, Event, ManageLinkRequested, ProspectConfirmed, ProspectDeleted, ProspectDetails,
+    ProspectEmailChangeRequested, ProspectSignedUp, ProspectUpdated,
 };
 use uuid::Uuid;
 
@@ -161,8 +161,15 @@ const DISOWNINGS: Uuid = uuid::uuid!("0192f0c1-7a3b-5cde-8f01-6469736f776e");
 /// prospect's own (UUIDv5), so confirming twice within the stream's duplicate
 /// window stores one event, and a later one is skipped by every handler as
 /// applied already; the pages publish it only for a sign-up still pending.
-pub async fn confirm(publisher: &Publisher, prospect_id: Uuid, traceparent: Option<String>) -> Result<(), SubmitError> {
-    let event = ProspectConfirmed { prospect_id, confirmed_at: Utc::now() };
+/// `client` is where the confirming request came from, when the operator
+/// records it.
+pub async fn confirm(
+    publisher: &Publisher,
+    prospect_id: Uuid,
+    client: Option<ClientContext>,
+    traceparent: Option<String>,
+) -> Result<(), SubmitError> {
+    let event = ProspectConfirmed { prospect_id, confirmed_at: Utc::now(), client: client.unwrap_or_default() };
     let context = EventContext { id: Uuid::new_v5(&CONFIRMATIONS, prospect_id.as_bytes()), ..EventContext::new() };
     publish_in(publisher, &event, context.with_traceparent(traceparent)).await
 }
