@@ -3,8 +3,9 @@
 //! stream, and the mails the mailer recorded as sent for those events.
 //!
 //! Read, never written: the events by subject (`events.prospect.<id>.*`,
-//! `STREAM.MSG.GET`), headers only; the mailer's records by key
-//! (`<event id>.<slot>` in `MAILER_SENT`, `messages::streams::SENT_SLOTS`).
+//! `STREAM.MSG.GET`; only their headers and stored time are kept), at most
+//! a given number of them; the mailer's records by key (`<event id>.<slot>`
+//! in `MAILER_SENT`, `messages::streams::SENT_SLOTS`).
 //! A replayed dead letter is a later copy of an event (same `ce-id`) and is
 //! listed once.
 
@@ -28,12 +29,13 @@ pub struct Held {
 }
 
 /// The events the stream `events` holds about each of `prospects`, oldest
-/// first.
+/// first, at most `max` of them (and whether there were more).
 pub async fn events_of(
     js: &jetstream::Context,
     events: &StreamSettings,
     prospects: &[Uuid],
-) -> anyhow::Result<Vec<(u64, Held)>> {
+    max: usize,
+) -> anyhow::Result<(Vec<Held>, bool)> {
     use jetstream::stream::RawMessageErrorKind;
     let stream = js.get_stream(&events.name).await?;
     let mut found = Vec::new();
@@ -41,7 +43,7 @@ pub async fn events_of(
     for prospect_id in prospects {
         let filter = streams::event_subject(*prospect_id, "*");
         let mut next = 1;
-        loop {
+        while found.len() <= max {
             let message = match stream.raw_message_builder().sequence(next).next_by_subject(filter.clone()).send().await
             {
                 Ok(message) => message,
@@ -51,7 +53,8 @@ pub async fn events_of(
             next = message.sequence + 1;
             let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default();
             let event_id = header(ce::ID);
-            if !seen.insert(event_id.clone()) {
+            // A replayed dead letter is a later copy of the same event.
+            if !event_id.is_empty() && !seen.insert(event_id.clone()) {
                 continue;
             }
             let stored_at =
@@ -62,12 +65,21 @@ pub async fn events_of(
         }
     }
     found.sort_by_key(|(sequence, _)| *sequence);
-    Ok(found)
+    let truncated = found.len() > max;
+    found.truncate(max);
+    Ok((found.into_iter().map(|(_, held)| held).collect(), truncated))
 }
 
-/// The mails recorded as sent for `events`, in their order. No bucket (no
-/// mailer has run) reads as no mail.
-pub async fn mails_for(js: &jetstream::Context, events: &[Held]) -> anyhow::Result<Vec<SentMail>> {
+/// The mails recorded as sent for `events`, in their order, but for the
+/// mail to the new address of `unproven` (the address change still waiting
+/// for its new address: whether that mail went says whether its owner
+/// suppressed it, which is theirs to know). No bucket (no mailer has run)
+/// reads as no mail.
+pub async fn mails_for(
+    js: &jetstream::Context,
+    events: &[Held],
+    unproven: Option<Uuid>,
+) -> anyhow::Result<Vec<SentMail>> {
     let sent = match js.get_key_value(streams::SENT_BUCKET).await {
         Ok(bucket) => bucket,
         Err(error) if matches!(error.kind(), jetstream::context::KeyValueErrorKind::GetBucket) => {
@@ -76,8 +88,12 @@ pub async fn mails_for(js: &jetstream::Context, events: &[Held]) -> anyhow::Resu
         Err(error) => return Err(error.into()),
     };
     let mut mails = Vec::new();
-    for held in events {
+    let unproven = unproven.map(|id| id.to_string());
+    for held in events.iter().filter(|held| !held.event_id.is_empty()) {
         for slot in streams::SENT_SLOTS {
+            if slot == streams::SENT_SLOTS[1] && unproven.as_ref() == Some(&held.event_id) {
+                continue;
+            }
             let entry = sent.entry(format!("{}.{slot}", held.event_id)).await?;
             let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put && &e.value[..] == b"sent") else {
                 continue;

@@ -215,6 +215,14 @@ async fn consent_travels_from_the_form_to_postgres_the_manage_page_and_the_expor
     .await
     .expect("erased");
     assert_eq!(consent_columns(&system, id).await, (None, None, None, None, None, None));
+    // The stream keeps the erasure only: the sign-up and the confirmation,
+    // with the clients recorded in them, are purged.
+    eventually(Duration::from_secs(20), "the history purged", || async {
+        let kinds: Vec<String> = stream_events(&system, id).await.into_iter().map(|(kind, ..)| kind).collect();
+        (kinds == ["deleted"]).then_some(())
+    })
+    .await
+    .expect("only the erasure left");
     let after = system.http.get(system.web_url(&format!("{manage}/data.json"))).send().await.expect("get");
     assert_eq!(after.status(), 404);
     system.stop().await.expect("stop");

@@ -82,7 +82,8 @@ async fn the_prospects_service_is_discoverable_and_shared_by_its_instances() {
             contract::GET,
             contract::FIND,
             contract::FIND_EACH,
-            contract::HOLDERS
+            contract::HOLDERS,
+            contract::EXPORT
         ])
     );
 

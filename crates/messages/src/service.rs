@@ -288,7 +288,11 @@ pub struct ProspectExport {
     /// When this copy was made.
     pub exported_at: DateTime<Utc>,
     /// The record: details, consent, confirmation, a pending address change.
-    pub prospect: ProspectView,
+    pub prospect: ExportedProspect,
+    /// More events than one export lists ([`EXPORT_MAX_EVENTS`]): the
+    /// oldest are listed, and an operator's `signup trace` shows them all.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
     /// The sign-ups merged into this record (made with its address, then
     /// confirmed by its owner); their events are listed below too.
     pub merged_sign_ups: Vec<Uuid>,
@@ -297,6 +301,55 @@ pub struct ProspectExport {
     /// The mails sent to this person, as the mailer's records keep them
     /// (for `[links] confirm_within_secs` and a day).
     pub mails: Vec<SentMail>,
+}
+
+/// The most events one export lists (and reads): a history longer than this
+/// is cut, and says so.
+pub const EXPORT_MAX_EVENTS: usize = 500;
+
+/// The record as the export gives it: what [`ProspectView`] holds about the
+/// person, without what the system keeps for itself (when links start to
+/// count) or knows about others (whether a requested address is taken).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportedProspect {
+    /// The record's id.
+    pub prospect_id: Uuid,
+    /// The details as saved.
+    #[serde(flatten)]
+    pub details: ProspectDetails,
+    /// When the person signed up.
+    pub signed_up_at: DateTime<Utc>,
+    /// When the details last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When the sign-up was confirmed; absent while pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_at: Option<DateTime<Utc>>,
+    /// What was agreed to at sign-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<Consent>,
+    /// Where the confirmation came from, when recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_from: Option<ClientContext>,
+    /// The details of an address change waiting for its new address to be
+    /// confirmed (its `email` is the new address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_change: Option<ProspectDetails>,
+}
+
+impl From<ProspectView> for ExportedProspect {
+    fn from(view: ProspectView) -> Self {
+        Self {
+            prospect_id: view.prospect_id,
+            details: view.details,
+            signed_up_at: view.signed_up_at,
+            updated_at: view.updated_at,
+            confirmed_at: view.confirmed_at,
+            consent: view.consent,
+            confirmed_from: view.confirmed_from,
+            pending_change: view.pending_change.map(|change| change.details),
+        }
+    }
 }
 
 /// An event the stream holds: its kind and time, not its content (the

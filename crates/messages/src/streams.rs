@@ -47,10 +47,11 @@ pub fn event_subject(prospect_id: Uuid, kind: &str) -> String {
 pub const KINDS: [&str; 6] = ["signedup", "updated", "deleted", "confirmed", "emailchange", "linkrequested"];
 
 /// The kinds of event whose payload holds personal data (a name, an
-/// address, a company). Only these are purged from the dead letters at an
-/// erasure: the erasure itself (`deleted`) and a confirmation hold none, and
-/// an erasure's dead letter must stay until it is applied.
-pub const PERSONAL_KINDS: [&str; 4] = ["signedup", "updated", "emailchange", "linkrequested"];
+/// address, a company; a confirmation the confirming client's address and
+/// `User-Agent`, when the operator records them). Only these are purged at
+/// an erasure: the erasure itself (`deleted`) holds none, and its dead
+/// letter must stay until it is applied.
+pub const PERSONAL_KINDS: [&str; 5] = ["signedup", "updated", "confirmed", "emailchange", "linkrequested"];
 
 /// Whether the event on `subject` holds personal data (see [`PERSONAL_KINDS`]).
 pub fn carries_personal_data(subject: &str) -> bool {

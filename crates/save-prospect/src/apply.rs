@@ -504,8 +504,6 @@ async fn confirm(
                     .bind::<SqlUuid, _>(holder)
                     .bind::<Timestamptz, _>(at)
                     .bind::<BigInt, _>(seq(delivery))
-                    .bind::<Nullable<Text>, _>(client.client_address.as_deref())
-                    .bind::<Nullable<Text>, _>(client.user_agent.as_deref())
                     .execute(conn)
                     .await?;
                 merged.insert(id);
@@ -764,24 +762,23 @@ const SIGN_UP: &str = "\
             THEN excluded.consent_user_agent ELSE prospects.consent_user_agent END";
 
 /// Applies a confirmed sign-up (`$1`) to the prospect holding its address
-/// (`$2`) at `$3` (stream sequence `$4`, confirming client `$5`, `$6`): the
-/// holder takes its details and, when it recorded one, its consent (the
-/// newer agreement of the same owner), the sign-up becomes the holder's
-/// alias, and the sign-up's own row goes.
+/// (`$2`) at `$3` (stream sequence `$4`): the holder takes its details and,
+/// when it is newer than the holder's, its consent (the owner confirmed it),
+/// the sign-up becomes the holder's alias, and the sign-up's own row goes.
+/// The holder keeps its own confirmation, time and client together.
 const MERGE: &str = "\
     WITH applied AS ( \
         UPDATE prospects h SET email = p.email, first_name = p.first_name, last_name = p.last_name, \
                company_name = p.company_name, country_code = p.country_code, role_code = p.role_code, \
                updated_at = $3, last_event_seq = GREATEST(h.last_event_seq, $4), \
-               consent_notice_version = CASE WHEN p.consent_agreed_at IS NULL \
-                   THEN h.consent_notice_version ELSE p.consent_notice_version END, \
-               consent_agreed_at = CASE WHEN p.consent_agreed_at IS NULL \
-                   THEN h.consent_agreed_at ELSE p.consent_agreed_at END, \
-               consent_client_address = CASE WHEN p.consent_agreed_at IS NULL \
-                   THEN h.consent_client_address ELSE p.consent_client_address END, \
-               consent_user_agent = CASE WHEN p.consent_agreed_at IS NULL \
-                   THEN h.consent_user_agent ELSE p.consent_user_agent END, \
-               confirmed_client_address = $5, confirmed_user_agent = $6 \
+               consent_notice_version = CASE WHEN p.consent_agreed_at > coalesce(h.consent_agreed_at, '-infinity') \
+                   THEN p.consent_notice_version ELSE h.consent_notice_version END, \
+               consent_agreed_at = CASE WHEN p.consent_agreed_at > coalesce(h.consent_agreed_at, '-infinity') \
+                   THEN p.consent_agreed_at ELSE h.consent_agreed_at END, \
+               consent_client_address = CASE WHEN p.consent_agreed_at > coalesce(h.consent_agreed_at, '-infinity') \
+                   THEN p.consent_client_address ELSE h.consent_client_address END, \
+               consent_user_agent = CASE WHEN p.consent_agreed_at > coalesce(h.consent_agreed_at, '-infinity') \
+                   THEN p.consent_user_agent ELSE h.consent_user_agent END \
         FROM prospects p WHERE h.id = $2 AND p.id = $1 RETURNING h.id), \
     aliased AS ( \
         INSERT INTO prospect_aliases (alias_id, prospect_id) SELECT $1, id FROM applied ON CONFLICT DO NOTHING) \

@@ -335,12 +335,14 @@ async fn export(
         service_error(contract::UNAVAILABLE, "the event stream cannot be read now")
     };
     let ids: Vec<Uuid> = std::iter::once(prospect.prospect_id).chain(merged.iter().copied()).collect();
-    let held = bus::export::events_of(&js, &stream, &ids).await.map_err(streams_unavailable)?;
-    let held: Vec<bus::export::Held> = held.into_iter().map(|(_, held)| held).collect();
-    let mails = bus::export::mails_for(&js, &held).await.map_err(streams_unavailable)?;
+    let (held, truncated) =
+        bus::export::events_of(&js, &stream, &ids, contract::EXPORT_MAX_EVENTS).await.map_err(streams_unavailable)?;
+    let unproven = prospect.pending_change.as_ref().map(|change| change.request_id);
+    let mails = bus::export::mails_for(&js, &held, unproven).await.map_err(streams_unavailable)?;
     Ok(ProspectExport {
         exported_at: Utc::now(),
-        prospect,
+        prospect: prospect.into(),
+        truncated,
         merged_sign_ups: merged,
         events: held.into_iter().map(|h| h.event).collect(),
         mails,

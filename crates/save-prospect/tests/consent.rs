@@ -125,9 +125,16 @@ async fn a_confirmed_sign_up_merged_into_the_holder_brings_its_newer_consent_and
     let (version, agreed_at, .., confirmed_from, _) = stored(&database, holder).await;
     assert_eq!(
         (version.as_deref(), agreed_at, confirmed_from.as_deref()),
-        (Some("sha256:1111222233334444"), Some(at(30)), Some("192.0.2.1")),
-        "the holder shows the newer agreement and where it was confirmed"
+        (Some("sha256:1111222233334444"), Some(at(30)), None),
+        "the holder shows the newer agreement, and keeps its own confirmation with its own client"
     );
+    // An older agreement, confirmed late, does not replace a newer one.
+    let older = Uuid::now_v7();
+    let consent = recorded("sha256:0000000000000000", at(20), None);
+    handler.handle(&[signed_up(older, details("Older Ltd"), consent, 7)]).await.expect("an older sign-up");
+    handler.handle(&[confirmed(older, None, 8)]).await.expect("merged late");
+    let (version, agreed_at, ..) = stored(&database, holder).await;
+    assert_eq!((version.as_deref(), agreed_at), (Some("sha256:1111222233334444"), Some(at(30))), "the newer stands");
 
     // An erasure that overtook its sign-up leaves a tombstone: the late
     // sign-up brings no consent back.

@@ -130,7 +130,11 @@ impl RateLimiter {
         let limiter = if request.method() == Method::POST {
             self.posts.as_ref()?
         } else if (request.method() == Method::GET || request.method() == Method::HEAD)
-            && (path.starts_with("/api/prospects/") || path.starts_with("/signup/thanks/") || path == "/api/challenge")
+            && (path.starts_with("/api/prospects/")
+                || path.starts_with("/signup/thanks/")
+                || path == "/api/challenge"
+                || (path.starts_with("/prospects/manage/")
+                    && (path.ends_with("/data") || path.ends_with("/data.json"))))
         {
             self.lookups.as_ref()?
         } else {

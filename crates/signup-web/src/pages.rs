@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use chrono::Utc;
 use links::{Claims, Purpose};
-use messages::service::{ProspectExport, ProspectView, Status};
+use messages::service::{ExportedProspect, ProspectExport, ProspectView, Status};
 use messages::{ClientContext, Consent, Country, ProspectDetails, Role};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -108,7 +108,20 @@ struct ConsentShown<'a> {
 
 impl<'a> ConsentShown<'a> {
     fn of(view: &'a ProspectView, notice: &'a crate::privacy::PrivacyNotice) -> Self {
-        let record = match &view.consent {
+        Self::from_parts(view.consent.as_ref(), view.confirmed_at, view.confirmed_from.as_ref(), notice)
+    }
+
+    fn exported(export: &'a ExportedProspect, notice: &'a crate::privacy::PrivacyNotice) -> Self {
+        Self::from_parts(export.consent.as_ref(), export.confirmed_at, export.confirmed_from.as_ref(), notice)
+    }
+
+    fn from_parts(
+        consent: Option<&'a Consent>,
+        confirmed_at: Option<chrono::DateTime<Utc>>,
+        confirmed_from: Option<&'a ClientContext>,
+        notice: &'a crate::privacy::PrivacyNotice,
+    ) -> Self {
+        let record = match consent {
             Some(Consent::Recorded(record)) => Some(record),
             _ => None,
         };
@@ -119,8 +132,8 @@ impl<'a> ConsentShown<'a> {
             text: current.then_some(notice.text.as_str()),
             policy_url: if current { notice.policy_url.as_deref() } else { None },
             client: record.and_then(|r| r.client.as_ref()),
-            confirmed_at: view.confirmed_at.map(shown_time),
-            confirmed_from: view.confirmed_from.as_ref(),
+            confirmed_at: confirmed_at.map(shown_time),
+            confirmed_from,
         }
     }
 }
@@ -759,15 +772,22 @@ pub async fn manage_update(
 /// The export of the record a manage link opens: 404 for a link that opens
 /// nothing, 503 when the prospects service cannot answer.
 async fn exported(state: &AppState, token: &str) -> Result<ProspectExport, PageError> {
-    let view = managed_prospect(state, token).await?;
-    state.export(view.prospect_id).await.map_err(|error| {
+    let (claims, view) = linked(state, Purpose::Manage, token).await?;
+    let export = state.export(view.prospect_id).await.map_err(|error| {
         if error.is_unavailable() {
             tracing::warn!(%error, "cannot export a prospect's data");
             PageError::Unavailable
         } else {
             PageError::NotFound
         }
-    })
+    })?;
+    // The record may have changed between the two questions (another
+    // address, a new link): the link must still count for it.
+    let again = state.prospect(view.prospect_id).await.map_err(|_| PageError::NotFound)?;
+    if !claims.current(again.links_not_before) || again.details.email != export.prospect.details.email {
+        return Err(PageError::NotFound);
+    }
+    Ok(export)
 }
 
 /// `GET /prospects/manage/{token}/data.json`: "Download my data", the JSON
@@ -792,7 +812,7 @@ pub async fn my_data_page(state: web::Data<AppState>, token: web::Path<String>) 
         StatusCode::OK,
         &MyDataPage {
             token: &token,
-            consent: ConsentShown::of(&export.prospect, &state.privacy),
+            consent: ConsentShown::exported(&export.prospect, &state.privacy),
             exported_at: shown_time(export.exported_at),
             events,
             mails,
