@@ -210,7 +210,7 @@ pub mod sample {
     use chrono::Utc;
     use messages::{
         Country, ManageLinkRequested, ProspectConfirmed, ProspectDeleted, ProspectDetails,
-        ProspectEmailChangeRequested, ProspectSignedUp, ProspectUpdated, Role,
+        ProspectEmailChangeRequested, ProspectSignedUp, ProspectSignedUpV1, ProspectUpdated, Role,
     };
     use uuid::Uuid;
 
@@ -226,14 +226,27 @@ pub mod sample {
         }
     }
 
-    /// A sign-up of a new prospect.
+    /// A sign-up of a new prospect, as signup-web publishes it (version 2,
+    /// its consent recorded).
     pub fn signed_up() -> ProspectSignedUp {
+        let signed_up_at = Utc::now();
         ProspectSignedUp {
             prospect_id: Uuid::now_v7(),
             details: details(),
-            signed_up_at: Utc::now(),
-            consent: messages::Consent::NotRecorded,
+            signed_up_at,
+            consent: messages::Consent::Recorded(messages::ConsentRecord {
+                notice_version: "sha256:0123456789abcdef".into(),
+                agreed_at: signed_up_at,
+                client: None,
+            }),
         }
+    }
+
+    /// A sign-up as the stream keeps those made before consent was recorded
+    /// (version 1): a handler receives it as [`signed_up`]'s type, its
+    /// consent "not recorded".
+    pub fn signed_up_v1() -> ProspectSignedUpV1 {
+        ProspectSignedUpV1 { prospect_id: Uuid::now_v7(), details: details(), signed_up_at: Utc::now() }
     }
 
     /// New details for `prospect_id`.

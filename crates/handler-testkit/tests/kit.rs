@@ -9,10 +9,12 @@ use handler_testkit::{TestBus, sample};
 use messages::{Event as _, ProspectEvent};
 
 /// Records the ids of the events it applies (a redelivered one counts
-/// once: delivery is at least once); refuses those of `refused` type.
+/// once: delivery is at least once), and the consent of each sign-up;
+/// refuses those of `refused` type.
 #[derive(Clone, Default)]
 struct Recorder {
     applied: Arc<Mutex<BTreeSet<uuid::Uuid>>>,
+    consents: Arc<Mutex<Vec<(uuid::Uuid, bool)>>>,
     refused: Option<&'static str>,
 }
 
@@ -31,6 +33,12 @@ impl Handler for Recorder {
             return Err(HandlerError::Permanent(anyhow::anyhow!("refusing {refused}")));
         }
         self.applied.lock().expect("not poisoned").extend(batch.iter().map(|d| d.meta.event_id));
+        for delivery in batch {
+            if let ProspectEvent::SignedUp(event) = &delivery.event {
+                let recorded = matches!(event.consent, messages::Consent::Recorded(_));
+                self.consents.lock().expect("not poisoned").push((event.prospect_id, recorded));
+            }
+        }
         Ok(())
     }
 }
@@ -48,9 +56,14 @@ async fn every_sample_reaches_a_handler_of_every_event() -> anyhow::Result<()> {
     bus.publish(&sample::email_change(id, "new@example.com")).await?;
     bus.publish(&sample::link_requested(id)).await?;
     bus.publish(&sample::deleted(id)).await?;
+    // A sign-up from before consent records, as the stream keeps it.
+    let older = sample::signed_up_v1();
+    bus.publish(&older).await?;
     bus.settled("recorder").await?;
-    assert_eq!(handler.applied(), 6);
+    assert_eq!(handler.applied(), 7);
     assert_eq!(bus.dead_letters().await?, 0);
+    let consents = handler.consents.lock().expect("not poisoned").clone();
+    assert_eq!(consents, [(id, true), (older.prospect_id, false)], "version 1 arrives as version 2, not recorded");
     running.stop().await
 }
 
