@@ -6,7 +6,6 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::ContentType;
 use askama::Template;
 
-use crate::http::FilterView;
 use crate::query::{Group, SearchPage, Summary};
 
 const CHART_WIDTH: u32 = 600;
@@ -15,6 +14,20 @@ const ROW_HEIGHT: u32 = 24;
 const LABEL_WIDTH: u32 = 200;
 const BAR_SPACE: u32 = 340;
 const TOP_GROUPS: usize = 12;
+
+/// The filter values to show in the dashboard's form.
+pub struct FilterView {
+    /// `q`
+    pub q: String,
+    /// `country`
+    pub country: String,
+    /// `role`
+    pub role: String,
+    /// `from`
+    pub from: String,
+    /// `to`
+    pub to: String,
+}
 
 /// One day's bar in the per-day chart.
 struct DayBar {

@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::dashboard::html;
+use crate::dashboard::{FilterView, html};
 use crate::index::ProspectIndex;
 use crate::query::{DateRange, Search, SearchPage, Summary};
 use crate::session::Sessions;
@@ -200,11 +200,11 @@ fn parse_params(request: &HttpRequest, caller: Caller) -> Result<(RawParams, Sea
 /// `GET /api/analytics/summary?from=&to=`
 #[utoipa::path(
     operation_id = "summary",
-    params(crate::openapi::RangeParams),
+    params(crate::schema::RangeParams),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Counts of live prospects signed up in the range", body = Summary),
-        crate::openapi::Refusals,
+        crate::schema::Refusals,
     )
 )]
 #[get("/api/analytics/summary")]
@@ -229,7 +229,7 @@ pub async fn api_summary(state: web::Data<HttpState>, request: HttpRequest) -> R
     responses(
         (status = 200, description = "Each of the prospect's events and where it stands with each handler \
             (the JSON of `signup trace --json`)", body = Object),
-        crate::openapi::Refusals,
+        crate::schema::Refusals,
     )
 )]
 #[get("/api/analytics/delivery/{prospect_id}")]
@@ -252,7 +252,7 @@ pub async fn api_delivery(
 #[utoipa::path(
     operation_id = "search",
     params(
-        crate::openapi::RangeParams,
+        crate::schema::RangeParams,
         ("q" = Option<String>, Query, max_length = 200,
             description = "Words matched as prefixes (and loosely) against names, address and company"),
         ("country" = Option<String>, Query, pattern = "^(-|[A-Za-z0-9]{1,3})$", description = "A country code"),
@@ -262,7 +262,7 @@ pub async fn api_delivery(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "One page of live prospects", body = SearchPage),
-        crate::openapi::Refusals,
+        crate::schema::Refusals,
     )
 )]
 #[get("/api/analytics/search")]
@@ -350,20 +350,6 @@ pub async fn dashboard(state: web::Data<HttpState>, request: HttpRequest) -> Htt
             crate::dashboard::error_page(StatusCode::SERVICE_UNAVAILABLE, "The index cannot answer right now.")
         }
     }
-}
-
-/// The filter values to show in the dashboard's form.
-pub struct FilterView {
-    /// `q`
-    pub q: String,
-    /// `country`
-    pub country: String,
-    /// `role`
-    pub role: String,
-    /// `from`
-    pub from: String,
-    /// `to`
-    pub to: String,
 }
 
 fn raw_view(raw: &RawParams) -> FilterView {

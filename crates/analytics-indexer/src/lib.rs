@@ -21,6 +21,8 @@
 //!   expires).
 //! - [`openapi`]: the API's OpenAPI 3.1 document (bearer auth), built from
 //!   the routes it serves.
+//! - [`schema`]: the shapes only the document describes (problem body,
+//!   reference entry, date range, refusals).
 //! - [`Application`]: opens the index, binds the port, consumes and serves
 //!   until shutdown; its [`Service`] is the binary (`run`, `reindex`, `check`).
 
@@ -30,6 +32,7 @@ pub mod http;
 pub mod index;
 pub mod openapi;
 pub mod query;
+pub mod schema;
 pub mod session;
 pub mod settings;
 

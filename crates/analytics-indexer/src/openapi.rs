@@ -10,66 +10,10 @@
 use std::sync::OnceLock;
 
 use actix_web::{HttpResponse, get};
-use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt as _;
 use utoipa_actix_web::service_config::ServiceConfig;
-
-/// A country or role: its code and its name.
-#[derive(Serialize, ToSchema)]
-pub struct Reference {
-    /// The code (`-`: not told).
-    code: String,
-    /// The name shown.
-    name: String,
-}
-
-/// An RFC 9457 problem (`application/problem+json`), `bus::ops::Problem`'s
-/// shape.
-#[derive(Serialize, ToSchema)]
-pub struct Problem {
-    /// Always `about:blank`: the status says what happened.
-    #[serde(rename = "type")]
-    kind: String,
-    /// The status's reason phrase.
-    title: String,
-    /// The HTTP status.
-    status: u16,
-    /// What went wrong, for a person.
-    detail: String,
-}
-
-/// The sign-up days a summary or a search covers (UTC, both ends included).
-#[derive(utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct RangeParams {
-    /// First sign-up day
-    #[param(format = Date)]
-    pub from: Option<String>,
-    /// Last sign-up day; before `from`, no day is
-    #[param(format = Date)]
-    pub to: Option<String>,
-}
-
-/// What every analytics route may answer besides its own 200, each an RFC
-/// 9457 problem ([`crate::http::ApiError`]).
-#[derive(utoipa::IntoResponses)]
-pub enum Refusals {
-    /// A parameter is malformed; the detail names it
-    #[response(status = 400, content_type = "application/problem+json")]
-    BadRequest(Problem),
-    /// No valid token
-    #[response(
-        status = 401,
-        content_type = "application/problem+json",
-        headers(("WWW-Authenticate" = String, description = "Bearer realm=\"signup-analytics\""))
-    )]
-    Unauthorized(Problem),
-    /// The index or NATS cannot answer now
-    #[response(status = 503, content_type = "application/problem+json")]
-    Unavailable(Problem),
-}
 
 /// The `bearer` security scheme: `Authorization: Bearer <[analytics] token>`.
 struct BearerToken;
@@ -99,7 +43,7 @@ impl Modify for BearerToken {
         license(name = "MIT OR Apache-2.0")
     ),
     modifiers(&BearerToken),
-    components(schemas(Reference, Problem))
+    components(schemas(crate::schema::Reference, crate::schema::Problem))
 )]
 pub struct ApiDoc;
 

@@ -113,10 +113,10 @@ pub struct Hit {
     /// Company, if given.
     pub company_name: Option<String>,
     /// Country.
-    #[schema(value_type = crate::openapi::Reference)]
+    #[schema(value_type = crate::schema::Reference)]
     pub country: messages::Country,
     /// Role.
-    #[schema(value_type = crate::openapi::Reference)]
+    #[schema(value_type = crate::schema::Reference)]
     pub role: messages::Role,
     /// Sign-up time, RFC 3339.
     pub signed_up_at: String,

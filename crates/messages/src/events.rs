@@ -34,7 +34,7 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// An event of one of [`OLDER_TYPES`](Self::OLDER_TYPES), read as this
     /// version; `None` for any other type. Upcasting happens here, in the
     /// contract, once: handlers only ever see the current version.
-    fn upcast(ce_type: &str, data: &[u8]) -> Option<Result<Self, crate::DecodeError>> {
+    fn upcast(ce_type: &str, data: &[u8]) -> Option<Result<Self, crate::payload::DecodeError>> {
         let _ = (ce_type, data);
         None
     }
@@ -88,9 +88,9 @@ impl Event for ProspectSignedUp {
     fn prospect_id(&self) -> Uuid {
         self.prospect_id
     }
-    fn upcast(ce_type: &str, data: &[u8]) -> Option<Result<Self, crate::DecodeError>> {
+    fn upcast(ce_type: &str, data: &[u8]) -> Option<Result<Self, crate::payload::DecodeError>> {
         (ce_type == ProspectSignedUpV1::TYPE)
-            .then(|| crate::decode::decode_as::<ProspectSignedUpV1>(ce_type, data).map(Self::from))
+            .then(|| crate::payload::decode_as::<ProspectSignedUpV1>(ce_type, data).map(Self::from))
     }
 }
 

@@ -17,7 +17,8 @@
 //!   built-in lists the services fall back on.
 //! - [`decode`]: [`EventSet`] and [`ProspectEvent`], turning a `ce-type` and
 //!   JSON data back into a typed event of the current version (older ones
-//!   upcast, unknown versions refused by name).
+//!   upcast, unknown versions refused by name); [`payload`]: one payload
+//!   as one event type, and [`DecodeError`].
 //! - [`service`]: subjects and payloads of the `prospects` request-reply
 //!   service.
 //! - [`cloudevents`]: header names of the CloudEvents 1.0 NATS binding.
@@ -39,14 +40,16 @@ pub mod cloudevents;
 pub mod decode;
 pub mod dlq;
 pub mod events;
+pub mod payload;
 pub mod reference;
 pub mod schemas;
 pub mod service;
 pub mod streams;
 
-pub use decode::{DecodeError, EventSet, Headers, ProspectEvent};
+pub use decode::{EventSet, Headers, ProspectEvent};
 pub use events::{
     ClientContext, Consent, ConsentRecord, Event, ManageLinkRequested, ProspectConfirmed, ProspectDeleted,
     ProspectDetails, ProspectEmailChangeRequested, ProspectSignedUp, ProspectSignedUpV1, ProspectUpdated,
 };
+pub use payload::DecodeError;
 pub use reference::{Country, Role};

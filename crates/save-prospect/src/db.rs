@@ -13,6 +13,15 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::settings::DatabaseSettings;
 
+/// A pending e-mail change: its prospect and the request's sequence.
+#[derive(diesel::QueryableByName)]
+pub(crate) struct Change {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    pub(crate) id: uuid::Uuid,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub(crate) seq: i64,
+}
+
 /// The connection pool every query goes through.
 pub type Pool = DeadPool<AsyncPgConnection>;
 

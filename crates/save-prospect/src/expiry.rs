@@ -24,8 +24,7 @@ use messages::ProspectDeleted;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::apply::Change;
-use crate::db::Pool;
+use crate::db::{Change, Pool};
 
 /// Most sign-ups erased per sweep; the next sweep takes the rest.
 const PER_SWEEP: i64 = 500;

@@ -19,7 +19,8 @@
 //! - [`settings`]: configuration (`[database]`, `[nats]`, `[save_prospect]`).
 //! - [`db`]: pool, database creation, migrations.
 //! - [`schema`]: diesel tables, mirroring `migrations/`.
-//! - [`apply`]: the [`SaveProspect`] handler.
+//! - [`apply`]: the [`SaveProspect`] handler: the batch, then one module
+//!   per event kind with its SQL.
 //! - [`prospects_service`]: the query side, the `prospects.*` request-reply
 //!   service (reference data,
 //!   status, details, the holder of an address).
@@ -51,8 +52,7 @@ pub use settings::Settings;
 /// The durable consumer's name: this crate's name.
 pub const CONSUMER_NAME: &str = "save-prospect";
 
-/// Default port of the health and metrics server.
-pub const HTTP_PORT: u16 = 8082;
+pub use settings::HTTP_PORT;
 
 /// Creates the database if needed, runs migrations when configured, and
 /// returns the pool. Waits for Postgres (retrying) until `shutdown`.

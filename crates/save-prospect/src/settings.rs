@@ -6,6 +6,9 @@ use bus::telemetry::LogSettings;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+/// Default port of the health and metrics server.
+pub const HTTP_PORT: u16 = 8082;
+
 /// Everything save-prospect reads from configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -82,7 +85,7 @@ pub struct SaveProspectSettings {
     /// seconds.
     pub expiry_check_secs: u64,
     /// `[save_prospect.http]`: where `/healthz`, `/readyz` and `/metrics` are
-    /// served (port [`crate::HTTP_PORT`] unless set).
+    /// served (port [`HTTP_PORT`] unless set).
     pub http: OpsSettings,
     /// `[save_prospect.service]`: the NATS identity the `prospects`
     /// request-reply service answers with.
@@ -129,7 +132,7 @@ impl Default for SaveProspectSettings {
             migrate_on_start: true,
             expiry_check_secs: 60,
             consumer: ConsumerSettings { concurrency: 2, ..ConsumerSettings::default() },
-            http: OpsSettings::local(crate::HTTP_PORT),
+            http: OpsSettings::local(HTTP_PORT),
             service: ServiceIdentity::default(),
         }
     }

@@ -1,89 +1,15 @@
 //! The JSON API. Errors are `application/problem+json` (RFC 9457).
 
-use actix_web::http::StatusCode;
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, ResponseError, get, post, web};
-use bus::ops::Problem;
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::bot_check::Proof;
 use crate::domain::{Field, FieldError, SignupInput};
+use crate::problem::ApiError;
 use crate::state::AppState;
 use crate::submit::{self, Gate, SubmitError};
-
-/// Everything the API answers besides success, each with its status.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// The body is not JSON.
-    #[error("the request body must be JSON (Content-Type: application/json)")]
-    UnsupportedMediaType,
-    /// The body is larger than the configured limit.
-    #[error("the request body is larger than {0} bytes")]
-    PayloadTooLarge(usize),
-    /// The body is not a JSON object.
-    #[error("{0}")]
-    BadRequest(String),
-    /// Some fields are invalid.
-    #[error("the sign-up has invalid fields")]
-    Invalid(Vec<FieldError>),
-    /// No prospect has this id (it is not a UUID).
-    #[error("there is no prospect at this address")]
-    NotFound,
-    /// The event could not be stored now.
-    #[error("sign-ups cannot be accepted right now; nothing was saved, please retry")]
-    Unavailable,
-    /// The client sent more requests than its rate limit allows; retry
-    /// after this many seconds.
-    #[error("too many requests from your address; try again in {0} s")]
-    TooManyRequests(u64),
-}
-
-/// One invalid field of a 422.
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct ProblemField<'a> {
-    /// The field's name, as sent.
-    field: &'a str,
-    /// What is wrong with it.
-    detail: &'a str,
-    /// JSON Pointer to the field in the request body.
-    pointer: String,
-}
-
-impl ResponseError for ApiError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        let errors = match self {
-            ApiError::Invalid(errors) => errors
-                .iter()
-                .map(|e| ProblemField {
-                    field: e.field.name(),
-                    detail: &e.message,
-                    pointer: format!("/{}", e.field.name()),
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        let headers = match self {
-            ApiError::Unavailable => vec![(header::RETRY_AFTER, "5".to_owned())],
-            ApiError::TooManyRequests(seconds) => vec![(header::RETRY_AFTER, seconds.to_string())],
-            _ => Vec::new(),
-        };
-        Problem::new(status, self.to_string()).with_errors(errors).response(&headers)
-    }
-}
 
 /// The body of a 202: the event is stored.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -95,24 +21,24 @@ pub(crate) struct Accepted {
 
 /// `POST /api/prospects`: 202 with `Location` once the event is stored.
 #[utoipa::path(
-    request_body(content = crate::openapi::SignUp, content_type = "application/json"),
+    request_body(content = crate::schema::SignUp, content_type = "application/json"),
     responses(
         (status = 202, description = "The sign-up is stored as an event; a confirmation mail follows",
             body = Accepted,
             headers(("Location" = String, description = "Where the sign-up's status is: /api/prospects/{id}"))),
-        (status = 400, description = "The body is not a JSON object", body = crate::openapi::Problem,
+        (status = 400, description = "The body is not a JSON object", body = crate::schema::Problem,
             content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than the limit", body = crate::openapi::Problem,
+        (status = 413, description = "The body is larger than the limit", body = crate::schema::Problem,
             content_type = "application/problem+json"),
-        (status = 415, description = "The body is not application/json", body = crate::openapi::Problem,
+        (status = 415, description = "The body is not application/json", body = crate::schema::Problem,
             content_type = "application/problem+json"),
         (status = 422, description = "Some fields are invalid, or the bot check's proof (`altcha`) is missing, \
             wrong, expired or used already: each is named in `errors`",
-            body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests from this client", body = crate::openapi::Problem,
+            body = crate::schema::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this client", body = crate::schema::Problem,
             content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "Sign-ups cannot be stored now; nothing was saved", body = crate::openapi::Problem,
+        (status = 503, description = "Sign-ups cannot be stored now; nothing was saved", body = crate::schema::Problem,
             content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
@@ -125,13 +51,13 @@ pub async fn create_prospect(
     limit: web::Data<BodyLimit>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.map_err(|error| {
-        if crate::body_too_large(&error) {
+        if crate::request::body_too_large(&error) {
             ApiError::PayloadTooLarge(limit.0)
         } else {
             ApiError::BadRequest(error.to_string())
         }
     })?;
-    if !crate::media_type_is(&request, "application/json") {
+    if !crate::request::media_type_is(&request, "application/json") {
         return Err(ApiError::UnsupportedMediaType);
     }
     let (input, altcha) = parse_json_input(&body)?;
@@ -141,7 +67,9 @@ pub async fn create_prospect(
     // An API client shows the notice itself (the form's text, whose version
     // the sign-up records).
     let consent = submit::Consenting { notice: &state.privacy, request: &request };
-    match submit::sign_up(&state.publisher, &catalog, &gate, &input, &consent, crate::traceparent(&request)).await {
+    match submit::sign_up(&state.publisher, &catalog, &gate, &input, &consent, crate::request::traceparent(&request))
+        .await
+    {
         Ok(prospect_id) => Ok(HttpResponse::Accepted()
             .insert_header((header::LOCATION, format!("/api/prospects/{prospect_id}")))
             .json(Accepted { prospect_id })),
@@ -205,9 +133,9 @@ fn parse_json_input(body: &[u8]) -> Result<(SignupInput, Option<String>), ApiErr
 /// `expiresAt` and counts for one sign-up.
 #[utoipa::path(
     responses(
-        (status = 200, description = "A signed challenge; never cached", body = crate::openapi::Challenge,
+        (status = 200, description = "A signed challenge; never cached", body = crate::schema::Challenge,
             headers(("Cache-Control" = String, description = "no-store"))),
-        (status = 429, description = "Too many requests from this client", body = crate::openapi::Problem,
+        (status = 429, description = "Too many requests from this client", body = crate::schema::Problem,
             content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
@@ -223,7 +151,7 @@ pub async fn challenge(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
 
 /// `GET /api/countries`: the countries the form offers, in form order.
 #[utoipa::path(
-    responses((status = 200, description = "The countries, in form order", body = Vec<crate::openapi::Reference>))
+    responses((status = 200, description = "The countries, in form order", body = Vec<crate::schema::Reference>))
 )]
 #[get("/api/countries")]
 pub async fn countries(state: web::Data<AppState>) -> HttpResponse {
@@ -232,7 +160,7 @@ pub async fn countries(state: web::Data<AppState>) -> HttpResponse {
 
 /// `GET /api/roles`: the roles the form offers, in form order.
 #[utoipa::path(
-    responses((status = 200, description = "The roles, in form order", body = Vec<crate::openapi::Reference>))
+    responses((status = 200, description = "The roles, in form order", body = Vec<crate::schema::Reference>))
 )]
 #[get("/api/roles")]
 pub async fn roles(state: web::Data<AppState>) -> HttpResponse {
@@ -263,9 +191,9 @@ pub(crate) struct StatusBody<'a> {
     params(("id" = uuid::Uuid, Path, description = "The prospect id from the 202's body or Location")),
     responses(
         (status = 200, description = "The status: never personal data", body = StatusBody),
-        (status = 404, description = "The id is not a UUID", body = crate::openapi::Problem,
+        (status = 404, description = "The id is not a UUID", body = crate::schema::Problem,
             content_type = "application/problem+json"),
-        (status = 429, description = "Too many look-ups from this client", body = crate::openapi::Problem,
+        (status = 429, description = "Too many look-ups from this client", body = crate::schema::Problem,
             content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "The status cannot be checked now (`unknown`)",

@@ -20,12 +20,17 @@
 //!   consent every sign-up records.
 //! - [`bot_check`]: the proof (ALTCHA's proof of work, or the form's token
 //!   without JavaScript) every sign-up brings, each accepted once.
-//! - [`pages`], [`api`], [`health`]: the HTTP handlers; `/metrics` and
-//!   request metrics come from `bus::ops`.
+//! - [`pages`] (one module per flow, each with its routes), [`api`],
+//!   [`health`]: the HTTP handlers; `/metrics` and
+//!   request metrics come from `bus::ops`; [`problem`]: the API's errors
+//!   as problem bodies (the rate limiter's 429 too).
 //! - [`openapi`]: the JSON API's OpenAPI 3.1 document (`/api/openapi.json`),
 //!   generated from the handlers' annotations and built from the same
 //!   route list the app serves; the contract documents' routes (the events'
-//!   AsyncAPI document, each event's JSON Schema).
+//!   AsyncAPI document, each event's JSON Schema); [`schema`]: the shapes
+//!   only the document describes (the sign-up's fields, the problem body).
+//! - [`request`]: what every handler reads off a request (its media type, a
+//!   body over the limit, the trace context).
 //! - [`limits`]: security headers on every answer, per-client rate limit on POSTs.
 //! - [`startup`]: [`Application`], which binds, runs and stops the server;
 //!   its `Service` is the binary (`run`, alias `serve`, `check`, and
@@ -40,31 +45,14 @@ pub mod limits;
 pub mod openapi;
 pub mod pages;
 pub mod privacy;
+pub mod problem;
 pub mod reference;
+pub mod request;
+pub mod schema;
 pub mod settings;
 pub mod startup;
 pub mod state;
 pub mod submit;
 
-use actix_web::HttpMessage as _;
-use actix_web::HttpRequest;
-
 pub use settings::Settings;
 pub use startup::Application;
-
-/// Whether the request's media type (ignoring parameters such as charset)
-/// is `expected`.
-fn media_type_is(request: &HttpRequest, expected: &str) -> bool {
-    request.content_type().eq_ignore_ascii_case(expected)
-}
-
-/// Whether reading the body failed because it exceeds the size limit.
-fn body_too_large(error: &actix_web::Error) -> bool {
-    error.as_response_error().status_code() == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE
-}
-
-/// The trace context the request's events carry: the caller's trace
-/// continued, or a new one (set by `bus::ops::observe_http`).
-fn traceparent(request: &HttpRequest) -> Option<String> {
-    request.extensions().get::<bus::trace::TraceParent>().map(bus::trace::TraceParent::header)
-}

@@ -18,7 +18,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::ApiError;
+use crate::problem::ApiError;
 
 /// The pages load nothing from elsewhere, run only `/static/*.js`, use only
 /// `/static/site.css`, talk only to this origin, and may not be framed.

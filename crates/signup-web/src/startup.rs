@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use bus::Publisher;
 use bus::async_nats::{self, jetstream};
 use bus::runtime::{Backoff, Context, Service, Then};
-use links::{Links, Purpose};
+use links::Links;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use utoipa_actix_web::AppExt as _;
@@ -103,34 +103,12 @@ impl Application {
                 .app_data(rate_limiter.clone())
                 .app_data(web::PayloadConfig::new(limit))
                 .app_data(web::Data::new(api::BodyLimit(limit)))
-                .route("/", web::get().to(pages::home))
-                .route("/signup", web::get().to(pages::signup_page))
-                .route("/signup", web::post().to(pages::signup_submit))
-                .route("/signup/thanks/{id}", web::get().to(pages::thanks))
-                .route(Purpose::Confirm.route(), web::get().to(pages::confirm_page))
-                .route(Purpose::Confirm.route(), web::post().to(pages::confirm))
-                .route(Purpose::NotMe.route(), web::get().to(pages::not_me_page))
-                .route(Purpose::NotMe.route(), web::post().to(pages::not_me))
-                .route("/prospects/disowned", web::get().to(pages::disowned))
-                .route(Purpose::ConfirmEmail.route(), web::get().to(pages::confirm_email_page))
-                .route(Purpose::ConfirmEmail.route(), web::post().to(pages::confirm_email))
-                .route(Purpose::Manage.route(), web::get().to(pages::manage_page))
-                .route(Purpose::Manage.route(), web::post().to(pages::manage_update))
-                .route("/prospects/manage/{token}/confirm", web::post().to(pages::manage_confirm))
-                .route("/prospects/manage/{token}/erase", web::post().to(pages::manage_erase))
-                .route("/prospects/manage/{token}/new-link", web::post().to(pages::manage_new_link))
-                .route("/prospects/manage/{token}/data", web::get().to(pages::my_data_page))
-                .route("/prospects/manage/{token}/data.json", web::get().to(pages::my_data_json))
-                .route("/prospects/link-renewed", web::get().to(pages::link_renewed))
-                .route("/prospects/new-link", web::get().to(pages::new_link_page))
-                .route("/prospects/new-link", web::post().to(pages::new_link))
-                .route("/prospects/new-link/sent", web::get().to(pages::new_link_sent))
-                .route("/prospects/confirmed", web::get().to(pages::confirmed))
-                .route("/prospects/erased", web::get().to(pages::erased))
-                .route("/static/thanks.js", web::get().to(pages::thanks_js))
-                .route("/static/bot-check.js", web::get().to(pages::bot_check_js))
-                .route("/static/altcha-worker.js", web::get().to(pages::altcha_worker_js))
-                .route("/static/site.css", web::get().to(pages::site_css))
+                .configure(pages::signup::routes)
+                .configure(pages::confirm::routes)
+                .configure(pages::manage::routes)
+                .configure(pages::my_data::routes)
+                .configure(pages::new_link::routes)
+                .configure(pages::assets::routes)
                 .route("/healthz", web::get().to(bus::ops::healthz))
                 .route("/readyz", web::get().to(health::readyz))
                 .route("/metrics", web::get().to(bus::ops::metrics_endpoint))
