@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bus::{Delivery, Handler, HandlerError};
-use messages::{Consent, ProspectDetails, ProspectEvent};
+use messages::{Consent, ProspectDeleted, ProspectDetails, ProspectEvent, ProspectSignedUp, ProspectUpdated};
 use tantivy::{DateTime, IndexWriter, TantivyDocument, Term};
 use tokio::sync::Mutex;
 use uuid::Uuid;
@@ -139,117 +139,21 @@ fn apply(index: &ProspectIndex, writer: &mut IndexWriter, batch: &[Delivery<Pros
     // after the last commit would hide its documents, and a sign-up's
     // document would then be added again beside the one committed.
     index.reader().reload()?;
-    let mut known = Known::load(index, batch)?;
+    let mut applying = Batch { index, writer, known: Known::load(index, batch)? };
     for delivery in batch {
         let seq = delivery.meta.stream_sequence;
         let id = delivery.event.prospect_id();
         // By event id, not by sequence: a stream restored or recreated
         // numbers its events anew.
-        if !known.first_time(delivery.meta.event_id) {
+        if !applying.known.first_time(delivery.meta.event_id) {
             tracing::debug!(event_id = %delivery.meta.event_id, "event already indexed; skipping it");
             continue;
         }
         let outcome = match &delivery.event {
-            ProspectEvent::SignedUp(event) => {
-                let recorded = matches!(event.consent, Consent::Recorded(_));
-                match known.by_id.get(&id).cloned() {
-                    // An update overtook the sign-up: the document takes
-                    // the sign-up's consent, nothing else.
-                    Some(state) if state.live && recorded && !state.consent_recorded => {
-                        let details =
-                            state.details.clone().unwrap_or_else(|| unreachable!("live documents have details"));
-                        let written = Written { confirmed: state.confirmed, consent_recorded: true };
-                        write_live(writer, index, &mut known, id, &details, state.signed_up_at, state.seq, written)?;
-                        "consent recorded on the prospect an update added"
-                    }
-                    Some(_) => "ignored: prospect already known",
-                    None => {
-                        let at = to_tantivy(event.signed_up_at);
-                        let written = Written { confirmed: false, consent_recorded: recorded };
-                        write_live(writer, index, &mut known, id, &event.details, at, seq, written)?;
-                        "added, unconfirmed"
-                    }
-                }
-            }
-            ProspectEvent::Updated(event) => {
-                let key = event.details.email.to_lowercase();
-                match known.by_id.get(&id).cloned() {
-                    Some(state) if !state.live => "ignored: prospect deleted",
-                    Some(state) if state.seq >= seq => "ignored: a later event was applied",
-                    Some(state) if state.confirmed && known.holder_other_than(id, Some(&key)).is_some() => {
-                        "ignored: e-mail belongs to another prospect"
-                    }
-                    Some(state) => {
-                        write_live(
-                            writer,
-                            index,
-                            &mut known,
-                            id,
-                            &event.details,
-                            state.signed_up_at,
-                            seq,
-                            Written { confirmed: state.confirmed, consent_recorded: state.consent_recorded },
-                        )?;
-                        "replaced"
-                    }
-                    None => {
-                        let at = to_tantivy(event.updated_at);
-                        let written = Written { confirmed: false, consent_recorded: false };
-                        write_live(writer, index, &mut known, id, &event.details, at, seq, written)?;
-                        "added from an update"
-                    }
-                }
-            }
-            ProspectEvent::Deleted(event) => match known.by_id.get(&id).cloned() {
-                Some(state) if !state.live => "ignored: already deleted",
-                state => {
-                    let at = state.map_or_else(|| to_tantivy(event.deleted_at), |s| s.signed_up_at);
-                    write_tombstone(writer, index, &mut known, id, at, seq)?;
-                    "removed"
-                }
-            },
-            ProspectEvent::Confirmed(_) => match known.by_id.get(&id).cloned() {
-                None => anyhow::bail!("the confirmation of {id} waits for its sign-up to be indexed"),
-                Some(state) if !state.live => "ignored: prospect deleted",
-                Some(state) if state.confirmed => "ignored: already confirmed",
-                Some(state) => {
-                    let details = state.details.clone().unwrap_or_else(|| unreachable!("live documents have details"));
-                    match known.holder_other_than(id, state.email_key.as_ref()) {
-                        Some(holder) => {
-                            let holder_seq = holder.seq.max(seq);
-                            write_live(
-                                writer,
-                                index,
-                                &mut known,
-                                holder.id,
-                                &details,
-                                holder.signed_up_at,
-                                holder_seq,
-                                Written {
-                                    confirmed: true,
-                                    consent_recorded: state.consent_recorded || holder.consent_recorded,
-                                },
-                            )?;
-                            write_tombstone(writer, index, &mut known, id, state.signed_up_at, seq)?;
-                            "merged into the prospect holding its address"
-                        }
-                        None => {
-                            let written = Written { confirmed: true, consent_recorded: state.consent_recorded };
-                            write_live(
-                                writer,
-                                index,
-                                &mut known,
-                                id,
-                                &details,
-                                state.signed_up_at,
-                                state.seq,
-                                written,
-                            )?;
-                            "confirmed"
-                        }
-                    }
-                }
-            },
+            ProspectEvent::SignedUp(event) => applying.signed_up(id, seq, event)?,
+            ProspectEvent::Updated(event) => applying.updated(id, seq, event)?,
+            ProspectEvent::Deleted(event) => applying.deleted(id, seq, event)?,
+            ProspectEvent::Confirmed(_) => applying.confirmed(id, seq)?,
             ProspectEvent::EmailChangeRequested(_) | ProspectEvent::ManageLinkRequested(_) => "nothing to index",
         };
         tracing::debug!(event_id = %delivery.meta.event_id, prospect_id = %id, stream_sequence = seq, outcome, "event indexed");
@@ -264,6 +168,126 @@ fn apply(index: &ProspectIndex, writer: &mut IndexWriter, batch: &[Delivery<Pros
         purge_deleted_documents(index, writer)?;
     }
     Ok(())
+}
+
+/// One batch being applied: the index, its writer, and what the batch knows.
+/// Each event kind is one method; each returns what it did.
+struct Batch<'a> {
+    index: &'a ProspectIndex,
+    writer: &'a IndexWriter,
+    known: Known,
+}
+
+/// A live document to write.
+struct Live<'d> {
+    id: Uuid,
+    details: &'d ProspectDetails,
+    signed_up_at: DateTime,
+    seq: u64,
+    /// Confirmed by the owner of the address.
+    confirmed: bool,
+    /// Its sign-up recorded its consent.
+    consent_recorded: bool,
+}
+
+impl Batch<'_> {
+    fn signed_up(&mut self, id: Uuid, seq: u64, event: &ProspectSignedUp) -> anyhow::Result<&'static str> {
+        let recorded = matches!(event.consent, Consent::Recorded(_));
+        Ok(match self.known.by_id.get(&id).cloned() {
+            // An update overtook the sign-up: the document takes the
+            // sign-up's consent, nothing else.
+            Some(state) if state.live && recorded && !state.consent_recorded => {
+                let details = live_details(&state);
+                let signed_up_at = state.signed_up_at;
+                let (seq, confirmed) = (state.seq, state.confirmed);
+                self.write_live(Live { id, details: &details, signed_up_at, seq, confirmed, consent_recorded: true })?;
+                "consent recorded on the prospect an update added"
+            }
+            Some(_) => "ignored: prospect already known",
+            None => {
+                let signed_up_at = to_tantivy(event.signed_up_at);
+                let details = &event.details;
+                self.write_live(Live { id, details, signed_up_at, seq, confirmed: false, consent_recorded: recorded })?;
+                "added, unconfirmed"
+            }
+        })
+    }
+
+    fn updated(&mut self, id: Uuid, seq: u64, event: &ProspectUpdated) -> anyhow::Result<&'static str> {
+        let key = event.details.email.to_lowercase();
+        let details = &event.details;
+        Ok(match self.known.by_id.get(&id).cloned() {
+            Some(state) if !state.live => "ignored: prospect deleted",
+            Some(state) if state.seq >= seq => "ignored: a later event was applied",
+            Some(state) if state.confirmed && self.known.holder_other_than(id, Some(&key)).is_some() => {
+                "ignored: e-mail belongs to another prospect"
+            }
+            Some(state) => {
+                let (signed_up_at, confirmed, consent_recorded) =
+                    (state.signed_up_at, state.confirmed, state.consent_recorded);
+                self.write_live(Live { id, details, signed_up_at, seq, confirmed, consent_recorded })?;
+                "replaced"
+            }
+            None => {
+                let signed_up_at = to_tantivy(event.updated_at);
+                self.write_live(Live { id, details, signed_up_at, seq, confirmed: false, consent_recorded: false })?;
+                "added from an update"
+            }
+        })
+    }
+
+    fn deleted(&mut self, id: Uuid, seq: u64, event: &ProspectDeleted) -> anyhow::Result<&'static str> {
+        Ok(match self.known.by_id.get(&id).cloned() {
+            Some(state) if !state.live => "ignored: already deleted",
+            state => {
+                let at = state.map_or_else(|| to_tantivy(event.deleted_at), |s| s.signed_up_at);
+                self.write_tombstone(id, at, seq)?;
+                "removed"
+            }
+        })
+    }
+
+    fn confirmed(&mut self, id: Uuid, seq: u64) -> anyhow::Result<&'static str> {
+        let state = match self.known.by_id.get(&id).cloned() {
+            None => anyhow::bail!("the confirmation of {id} waits for its sign-up to be indexed"),
+            Some(state) if !state.live => return Ok("ignored: prospect deleted"),
+            Some(state) if state.confirmed => return Ok("ignored: already confirmed"),
+            Some(state) => state,
+        };
+        let details = live_details(&state);
+        Ok(match self.known.holder_other_than(id, state.email_key.as_ref()) {
+            Some(holder) => {
+                self.write_live(Live {
+                    id: holder.id,
+                    details: &details,
+                    signed_up_at: holder.signed_up_at,
+                    seq: holder.seq.max(seq),
+                    confirmed: true,
+                    consent_recorded: state.consent_recorded || holder.consent_recorded,
+                })?;
+                self.write_tombstone(id, state.signed_up_at, seq)?;
+                "merged into the prospect holding its address"
+            }
+            None => {
+                let (signed_up_at, seq, consent_recorded) = (state.signed_up_at, state.seq, state.consent_recorded);
+                self.write_live(Live { id, details: &details, signed_up_at, seq, confirmed: true, consent_recorded })?;
+                "confirmed"
+            }
+        })
+    }
+
+    fn write_live(&mut self, live: Live<'_>) -> anyhow::Result<()> {
+        write_live(self.writer, self.index, &mut self.known, live)
+    }
+
+    fn write_tombstone(&mut self, id: Uuid, signed_up_at: DateTime, seq: u64) -> anyhow::Result<()> {
+        write_tombstone(self.writer, self.index, &mut self.known, id, signed_up_at, seq)
+    }
+}
+
+/// A live document's details.
+fn live_details(state: &DocState) -> ProspectDetails {
+    state.details.clone().unwrap_or_else(|| unreachable!("live documents have details"))
 }
 
 /// A replaced or erased document is only marked deleted: its stored fields
@@ -332,26 +356,8 @@ fn document(
     doc
 }
 
-/// The flags a live document is written with.
-#[derive(Debug, Clone, Copy)]
-struct Written {
-    /// Confirmed by the owner of the address.
-    confirmed: bool,
-    /// Its sign-up recorded its consent.
-    consent_recorded: bool,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn write_live(
-    writer: &IndexWriter,
-    index: &ProspectIndex,
-    known: &mut Known,
-    id: Uuid,
-    details: &ProspectDetails,
-    signed_up_at: DateTime,
-    seq: u64,
-    Written { confirmed, consent_recorded }: Written,
-) -> anyhow::Result<()> {
+fn write_live(writer: &IndexWriter, index: &ProspectIndex, known: &mut Known, live: Live<'_>) -> anyhow::Result<()> {
+    let Live { id, details, signed_up_at, seq, confirmed, consent_recorded } = live;
     let f = index.fields();
     let event_ids = known.event_ids(id);
     let mut doc = document(index, &event_ids, id, LIVE, seq, signed_up_at);

@@ -44,36 +44,10 @@ impl Application {
             .with_context(|| format!("binding {}:{}", settings.web.host, settings.web.port))?;
         let port = listener.local_addr()?.port();
 
-        let jetstream = jetstream::ContextBuilder::new().timeout(settings.nats.request_timeout()).build(client.clone());
-        let service_timeout = Duration::from_millis(settings.web.service_timeout_ms);
-        let reference = Arc::new(ReferenceData::builtin());
-        // The mailer signs with the same secret: without one, no mailed link
-        // could ever work here.
-        let links = Links::new(&settings.links)?;
-        let bot_check = BotCheck::new(&settings.web.bot_check, &links);
-        let privacy = crate::privacy::PrivacyNotice::new(&settings.web.privacy, settings.web.trust_forwarded_for)?;
-        // The text behind the version, in the log: keep it (with every
-        // earlier one) to show what a sign-up agreed to.
-        tracing::info!(notice_version = %privacy.version, notice = %privacy.text,
-            policy_url = privacy.policy_url.as_deref().unwrap_or_default(),
-            record_client = settings.web.privacy.record_client, "the privacy notice sign-ups agree to");
-        let state = web::Data::new(AppState {
-            publisher: Publisher::new(client.clone(), "/signup-web", settings.nats.request_timeout())
-                .with_retry(settings.nats.publish_retry())
-                .with_dataschema(&settings.links.base_url),
-            reference: Arc::clone(&reference),
-            links,
-            confirm_days: settings.links.confirm_within_days(),
-            jetstream: jetstream.clone(),
-            stream: settings.nats.stream.clone(),
-            service_timeout,
-            background: TaskTracker::new(),
-            shutdown: shutdown.clone(),
-            suppressed: tokio::sync::OnceCell::new(),
-            bot_check,
-            used_proofs: UsedProofs::new(&settings.web.bot_check, jetstream.clone(), &settings.nats.stream),
-            privacy,
-        });
+        let state = web::Data::new(app_state(settings, &client, shutdown)?);
+        let jetstream = state.jetstream.clone();
+        let reference = Arc::clone(&state.reference);
+        let service_timeout = state.service_timeout;
         let background = state.background.clone();
         tokio::spawn(ensure_stream_in_background(jetstream, settings.nats.stream.clone(), shutdown.clone()));
         tokio::spawn(reference.keep_fresh(
@@ -199,4 +173,44 @@ async fn ensure_stream_in_background(js: jetstream::Context, stream: bus::Stream
             return;
         }
     }
+}
+
+/// The state every handler shares, from the settings: the publisher, the
+/// reference lists, the link keys, the bot check, the privacy notice (its
+/// version and text logged, to show later what a sign-up agreed to).
+fn app_state(
+    settings: &Settings,
+    client: &async_nats::Client,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<AppState> {
+    let jetstream = jetstream::ContextBuilder::new().timeout(settings.nats.request_timeout()).build(client.clone());
+    let service_timeout = Duration::from_millis(settings.web.service_timeout_ms);
+    let reference = Arc::new(ReferenceData::builtin());
+    // The mailer signs with the same secret: without one, no mailed link
+    // could ever work here.
+    let links = Links::new(&settings.links)?;
+    let bot_check = BotCheck::new(&settings.web.bot_check, &links);
+    let privacy = crate::privacy::PrivacyNotice::new(&settings.web.privacy, settings.web.trust_forwarded_for)?;
+    // The text behind the version, in the log: keep it (with every
+    // earlier one) to show what a sign-up agreed to.
+    tracing::info!(notice_version = %privacy.version, notice = %privacy.text,
+        policy_url = privacy.policy_url.as_deref().unwrap_or_default(),
+        record_client = settings.web.privacy.record_client, "the privacy notice sign-ups agree to");
+    Ok(AppState {
+        publisher: Publisher::new(client.clone(), "/signup-web", settings.nats.request_timeout())
+            .with_retry(settings.nats.publish_retry())
+            .with_dataschema(&settings.links.base_url),
+        reference: Arc::clone(&reference),
+        links,
+        confirm_days: settings.links.confirm_within_days(),
+        jetstream: jetstream.clone(),
+        stream: settings.nats.stream.clone(),
+        service_timeout,
+        background: TaskTracker::new(),
+        shutdown: shutdown.clone(),
+        suppressed: tokio::sync::OnceCell::new(),
+        bot_check,
+        used_proofs: UsedProofs::new(&settings.web.bot_check, jetstream.clone(), &settings.nats.stream),
+        privacy,
+    })
 }
