@@ -46,8 +46,8 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use bus::ConsumerRunner;
 use bus::async_nats::{self, jetstream};
-use bus::ops::Readiness;
-use bus::runtime::{Context, Service, Then};
+use runtime::ops::Readiness;
+use runtime::{Context, Service, Then};
 use tokio_util::sync::CancellationToken;
 use utoipa_actix_web::AppExt as _;
 
@@ -110,25 +110,25 @@ impl Application {
         let mut readiness = Readiness::new(client.clone());
         let consumer_ready = readiness.part("consumer");
         let readiness = web::Data::new(readiness);
-        bus::ops::prometheus();
+        runtime::ops::prometheus();
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(from_fn(bus::ops::head_as_get))
-                .wrap(bus::ops::security_headers(CONTENT_SECURITY_POLICY))
-                .wrap(from_fn(bus::ops::observe_http))
+                .wrap(from_fn(runtime::ops::head_as_get))
+                .wrap(runtime::ops::security_headers(CONTENT_SECURITY_POLICY))
+                .wrap(from_fn(runtime::ops::observe_http))
                 .app_data(state.clone())
                 .app_data(readiness.clone())
                 .route("/analytics", web::get().to(http::dashboard))
                 .route("/analytics/login", web::post().to(http::login))
                 .route("/analytics/logout", web::post().to(http::logout))
-                .route("/healthz", web::get().to(bus::ops::healthz))
-                .route("/readyz", web::get().to(bus::ops::readyz))
-                .route("/metrics", web::get().to(bus::ops::metrics_endpoint))
+                .route("/healthz", web::get().to(runtime::ops::healthz))
+                .route("/readyz", web::get().to(runtime::ops::readyz))
+                .route("/metrics", web::get().to(runtime::ops::metrics_endpoint))
                 // The analytics API, as its OpenAPI document describes it.
                 .into_utoipa_app()
                 .configure(openapi::routes)
                 .into_app()
-                .configure(|config| bus::ops::undeclared_methods(config, openapi::document()))
+                .configure(|config| runtime::ops::undeclared_methods(config, openapi::document()))
         })
         .disable_signals()
         .shutdown_timeout(10)

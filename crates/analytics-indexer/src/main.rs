@@ -1,5 +1,5 @@
 //! The analytics-indexer binary: `run` (the default), `reindex`, `check`.
 
 fn main() -> anyhow::Result<()> {
-    bus::runtime::main::<analytics_indexer::Application>()
+    runtime::main::<analytics_indexer::Application>()
 }

@@ -1,5 +1,5 @@
 //! The shapes the OpenAPI document describes but no handler builds as
-//! such: a reference entry, the problem body (`bus::ops::Problem`'s shape),
+//! such: a reference entry, the problem body (`runtime::ops::Problem`'s shape),
 //! the date range's query parameters, the refusals every route may answer.
 //! A leaf: the handlers' annotations and the query types name them, and the
 //! document lists them.
@@ -16,7 +16,7 @@ pub struct Reference {
     name: String,
 }
 
-/// An RFC 9457 problem (`application/problem+json`), `bus::ops::Problem`'s
+/// An RFC 9457 problem (`application/problem+json`), `runtime::ops::Problem`'s
 /// shape.
 #[derive(Serialize, ToSchema)]
 pub struct Problem {

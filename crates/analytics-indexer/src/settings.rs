@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use bus::settings::{ConsumerSettings, NatsSettings, ShutdownSettings};
-use bus::telemetry::LogSettings;
+use bus::settings::{ConsumerSettings, NatsSettings};
+use runtime::settings::ShutdownSettings;
+use runtime::telemetry::LogSettings;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -23,7 +24,7 @@ pub struct Settings {
     /// dashboard's session cookie is `Secure`.
     pub links: links::LinkSettings,
 }
-bus::service_settings!(Settings);
+runtime::service_settings!(Settings);
 
 /// The index and the dashboard.
 #[derive(Debug, Clone, Deserialize)]
@@ -64,4 +65,4 @@ impl Default for AnalyticsSettings {
 }
 
 // `config/default.toml` documents the built-in defaults (a test).
-bus::documented_defaults_test!(Settings);
+runtime::documented_defaults_test!(Settings);

@@ -38,6 +38,9 @@
 //!
 //! It prints a table with the targets and writes every figure as JSON.
 
+// The services' allocator (the runtime's mimalloc), for like-for-like figures.
+use runtime as _;
+
 mod load;
 mod mail;
 mod pipeline;

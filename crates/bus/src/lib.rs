@@ -4,10 +4,9 @@
 //! exists ([`ensure_stream`]), and then either publishes typed events
 //! ([`Publisher`]) or consumes them through a durable pull consumer
 //! ([`ConsumerRunner`] with a [`Handler`]). The service runtime every
-//! binary runs in — command line, settings, telemetry, ops server, shutdown
-//! and drain — is the separate part [`runtime`], so a new handler crate needs
-//! only `messages` and `bus`: its `Handler`, its settings and a `main` of a
-//! few lines.
+//! binary runs in — command line, settings loader, telemetry, ops server,
+//! shutdown and drain — is the crate `runtime`, built on this one; this
+//! crate knows nothing of it (nor of HTTP).
 //!
 //! # Layout
 //! NATS plumbing:
@@ -31,17 +30,8 @@
 //!   and the spans' messaging attributes.
 //! - [`tls`]: the rustls client configuration for a service's own TLS
 //!   connections (system roots or one CA file).
-//!
-//! The service runtime ([`runtime`]):
-//! - [`runtime::main`] and [`runtime::Service`]: a binary's whole life;
-//!   [`runtime::cli`] its command line.
-//! - [`settings`]: the strict layered loader and the NATS/consumer settings.
-//! - [`ops`]: Prometheus metrics, `/healthz` and `/readyz`, the small
-//!   health/metrics server a handler runs beside its consumer, and the HTTP
-//!   pieces every server shares (problem bodies, security headers, a span,
-//!   metrics and the access log per request).
-//! - [`telemetry`], [`shutdown`]: logging and trace export set-up, SIGTERM/Ctrl-C handling and
-//!   the bounded stop.
+//! - [`settings`]: the NATS, stream and consumer settings.
+//! - [`ready`]: the flag a part of a service raises once it is up.
 
 pub mod backoff;
 pub mod connection;
@@ -51,21 +41,13 @@ pub mod erasure;
 pub mod export;
 pub mod ledger;
 pub mod publish;
+pub mod ready;
 pub mod redact;
 pub mod request;
-pub mod runtime;
+pub mod settings;
 pub mod stream;
 pub mod tls;
 pub mod trace;
-
-pub use runtime::{ops, settings, shutdown, telemetry};
-
-/// mimalloc for every binary built on bus: under load, glibc's malloc and
-/// free took a fifth of the indexer's CPU (the `mimalloc` feature, on by
-/// default).
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub use async_nats;
 pub use connection::{connect, is_connected};

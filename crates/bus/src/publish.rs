@@ -8,7 +8,6 @@ use uuid::Uuid;
 
 use crate::backoff::Backoff;
 use crate::connection::is_connected;
-use crate::telemetry;
 use crate::trace::{self, EVENT_DESTINATION_TEMPLATE, MESSAGING_SYSTEM, TraceParent};
 
 /// The `producer` span of one publish, with the messaging attributes.
@@ -144,7 +143,7 @@ impl Publisher {
     pub async fn publish<E: Event>(&self, event: &E, context: &EventContext) -> Result<Published, PublishError> {
         use tracing::Instrument as _;
 
-        let span = if telemetry::exporting() { publish_span(event, context) } else { tracing::Span::none() };
+        let span = if crate::trace::exporting() { publish_span(event, context) } else { tracing::Span::none() };
         let result = self.publish_retrying(event, context).instrument(span.clone()).await;
         match &result {
             Ok(published) => {

@@ -53,7 +53,7 @@ pub async fn ensure_stream(js: &jetstream::Context, settings: &StreamSettings) -
 
     let config = stream_config(settings);
     let found = js.get_stream(&config.name).await;
-    if crate::is_connected(&js.client()) {
+    if crate::connection::is_connected(&js.client()) {
         crate::connection::require_supported_server(&js.client())?;
     }
     if !settings.manage {

@@ -23,7 +23,20 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::telemetry;
+/// Whether spans are exported: the service runtime's telemetry says so
+/// once it has installed its OpenTelemetry layer ([`set_exporting`]). Until
+/// then, and without one, no span context is made or carried.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans are exported.
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Records that spans are exported (the runtime's telemetry, once).
+pub fn set_exporting() {
+    EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// `messaging.system` for every messaging span.
 pub const MESSAGING_SYSTEM: &str = "nats";
@@ -78,7 +91,7 @@ impl TraceParent {
 
     /// The trace context of `span` as exported, when traces are.
     pub fn of(span: &Span) -> Option<Self> {
-        if !telemetry::exporting() {
+        if !exporting() {
             return None;
         }
         let context = span.context();
@@ -91,7 +104,7 @@ impl TraceParent {
     /// context its events carry: with traces exported, the span's own; if
     /// not, a child of the caller's context or a new root.
     pub fn for_request(span: &Span, incoming: Option<Self>) -> Self {
-        if telemetry::exporting() {
+        if exporting() {
             if let Some(parent) = &incoming {
                 parent.adopt(span);
             }
@@ -108,7 +121,7 @@ impl TraceParent {
     /// Makes `span` a child of this context (when traces are exported) and
     /// records the trace id in its `trace_id` field, for the logs.
     pub fn adopt(&self, span: &Span) {
-        if telemetry::exporting() {
+        if exporting() {
             let parent = opentelemetry::Context::new().with_remote_span_context(self.0.clone());
             if let Err(error) = span.set_parent(parent) {
                 tracing::debug!(%error, "could not continue the trace");
@@ -120,7 +133,7 @@ impl TraceParent {
     /// Renames `span` once it is known what it did (an HTTP request's route
     /// is known only after routing), when traces are exported.
     pub fn rename(span: &Span, name: String) {
-        if telemetry::exporting() {
+        if exporting() {
             span.context().span().update_name(name);
         }
     }
@@ -128,7 +141,7 @@ impl TraceParent {
     /// Links `span` to this context (when traces are exported): a batch's
     /// span to each of its events.
     pub fn link_from(&self, span: &Span) {
-        if telemetry::exporting() {
+        if exporting() {
             span.add_link(self.0.clone());
         }
     }

@@ -36,10 +36,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bus::ops::OpsSettings;
-use bus::runtime::{Context, NoCommands, Service};
-use bus::settings::{ConsumerSettings, NatsSettings, ShutdownSettings};
-use bus::telemetry::LogSettings;
+use bus::settings::{ConsumerSettings, NatsSettings};
 use bus::{Delivery, Handler, HandlerError};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -51,6 +48,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use messages::ProspectEvent;
+use runtime::ops::OpsSettings;
+use runtime::settings::ShutdownSettings;
+use runtime::telemetry::LogSettings;
+use runtime::{Context, NoCommands, Service};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use standardwebhooks::{HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP, Webhook};
@@ -74,7 +75,7 @@ pub struct Settings {
     /// `[shutdown]`: how long stopping may take.
     pub shutdown: ShutdownSettings,
 }
-bus::service_settings!(Settings);
+runtime::service_settings!(Settings);
 
 /// `[crm_webhook]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -337,7 +338,7 @@ impl Handler for CrmWebhook {
 impl Service for CrmWebhook {
     const NAME: &'static str = CONSUMER_NAME;
     const ABOUT: &'static str = "Forwards new, changed and erased prospects to a CRM webhook";
-    const CONSUMES: bool = true;
+    const OFFERS_FROM_START: bool = true;
     type Settings = Settings;
     type Command = NoCommands;
 
@@ -392,4 +393,4 @@ mod tests {
 }
 
 // `config/default.toml` documents the built-in defaults (a test).
-bus::documented_defaults_test!(Settings);
+runtime::documented_defaults_test!(Settings);

@@ -1,5 +1,5 @@
 //! The crm-webhook binary: `run [--from-start]` (the default) and `check`.
 
 fn main() -> anyhow::Result<()> {
-    bus::runtime::main::<crm_webhook::CrmWebhook>()
+    runtime::main::<crm_webhook::CrmWebhook>()
 }

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use bus::dlq::DeadLetters;
-use bus::runtime::{Context, Service as _};
 use bus::settings::{ConsumerSettings, NatsSettings};
 use bus::{EventContext, Published, Publisher};
 use chrono::Utc;
 use crm_webhook::{CrmWebhook, Settings};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use messages::{Country, ProspectDeleted, ProspectDetails, ProspectSignedUp, ProspectUpdated, Role};
+use runtime::{Context, Service as _};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use secrecy::SecretString;
 use standardwebhooks::Webhook;

@@ -22,13 +22,13 @@ pub mod digest;
 use std::time::Duration;
 
 use bus::metrics;
-use bus::ops::OpsSettings;
-use bus::runtime::{Backoff, Context, NoCommands, Service};
 use bus::settings::{ConsumerSettings, NatsSettings};
-use bus::telemetry::LogSettings;
 use bus::{Delivery, Handler, HandlerError};
 use lettre::message::header::ContentType;
 use messages::dlq::DeadLetter;
+use runtime::ops::OpsSettings;
+use runtime::telemetry::LogSettings;
+use runtime::{Backoff, Context, NoCommands, Service};
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -49,9 +49,9 @@ pub struct Settings {
     /// `[log]`.
     pub log: LogSettings,
     /// `[shutdown]`: how long stopping may take.
-    pub shutdown: bus::settings::ShutdownSettings,
+    pub shutdown: runtime::settings::ShutdownSettings,
 }
-bus::service_settings!(Settings);
+runtime::service_settings!(Settings);
 
 /// Whom to tell, how and how often.
 #[derive(Debug, Clone, Deserialize)]
@@ -222,4 +222,4 @@ async fn send_with_retries(
 }
 
 // `config/default.toml` documents the built-in defaults (a test).
-bus::documented_defaults_test!(Settings);
+runtime::documented_defaults_test!(Settings);

@@ -1,5 +1,5 @@
 //! The dead-letter-notifier binary: `run` (the default) and `check`.
 
 fn main() -> anyhow::Result<()> {
-    bus::runtime::main::<dead_letter_notifier::Notifier>()
+    runtime::main::<dead_letter_notifier::Notifier>()
 }

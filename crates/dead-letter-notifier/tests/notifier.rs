@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use bus::async_nats::{self, jetstream};
-use bus::runtime::{Context, Service as _};
 use bus::settings::{NatsSettings, StreamSettings};
 use dead_letter_notifier::{CONSUMER_NAME, Notifier, NotifierSettings, Settings};
 use futures::StreamExt;
 use messages::{cloudevents as ce, dlq};
+use runtime::{Context, Service as _};
 use test_support::{NatsServer, SmtpServer, SmtpTls, eventually, free_port};
 use tokio_util::sync::CancellationToken;
 
@@ -59,7 +59,7 @@ fn settings(nats: &NatsServer, smtp_port: u16, interval_secs: u64) -> Settings {
             interval_secs,
             gather_secs: 2,
             retry_base_ms: 100,
-            http: bus::ops::OpsSettings::local(0),
+            http: runtime::ops::OpsSettings::local(0),
             ..NotifierSettings::default()
         },
         ..Settings::default()

@@ -3,7 +3,7 @@
 //! each stoppable on its own, and on demand the mailer with an SMTP server of
 //! its own. The tests are in `tests/`.
 
-use bus::runtime::{Context, Service as _};
+use runtime::{Context, Service as _};
 use std::time::Duration;
 
 use anyhow::Context as _;

@@ -81,9 +81,26 @@ fn the_contract_and_the_publisher_depend_on_no_handler() {
     // `links` is the other contract: the signed links the mailer makes and
     // the web honours.
     assert_eq!(reaches(&graph, "links"), BTreeSet::new(), "links depends on no workspace crate");
-    let allowed: BTreeSet<String> = ["messages", "links", "bus"].map(String::from).into();
+    let allowed: BTreeSet<String> = ["messages", "links", "bus", "runtime"].map(String::from).into();
     let web = reaches(&graph, "signup-web");
     let extra: Vec<&String> = web.difference(&allowed).collect();
-    assert!(extra.is_empty(), "signup-web reaches {extra:?}; only messages, links and bus are allowed");
+    assert!(extra.is_empty(), "signup-web reaches {extra:?}; only messages, links, bus and runtime are allowed");
     assert!(reaches(&graph, "bus").is_subset(&["messages".to_owned()].into()), "bus builds on the contract only");
+    assert_eq!(
+        reaches(&graph, "runtime"),
+        ["bus", "messages"].map(String::from).into(),
+        "the runtime builds on the plumbing, never the other way"
+    );
+}
+
+#[test]
+fn the_plumbing_knows_nothing_of_http_or_the_runtime() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let manifest = std::fs::read_to_string(root.join("crates/bus/Cargo.toml")).expect("bus's manifest");
+    for runtime_only in ["actix-web", "metrics-exporter-prometheus", "tracing-subscriber", "clap", "config"] {
+        assert!(
+            !manifest.lines().any(|line| line.split(['.', ' ', '=']).next() == Some(runtime_only)),
+            "bus depends on {runtime_only}: that is the runtime's"
+        );
+    }
 }

@@ -59,7 +59,7 @@ pub mod settings;
 
 use std::time::Duration;
 
-use bus::runtime::{Context, Service, Then};
+use runtime::{Context, Service, Then};
 
 pub use handler::Mailer;
 pub use settings::Settings;
@@ -97,7 +97,7 @@ pub const HTTP_PORT: u16 = 8085;
 impl Service for Mailer {
     const NAME: &'static str = CONSUMER_NAME;
     const ABOUT: &'static str = "Mails confirmation and manage links for Signup (double opt-in)";
-    const CONSUMES: bool = true;
+    const OFFERS_FROM_START: bool = true;
     type Settings = Settings;
     type Command = Command;
 

@@ -1,9 +1,10 @@
 //! The mailer's settings (see `bus::settings` for how they are layered).
 
-use bus::ops::OpsSettings;
-use bus::settings::{ConsumerSettings, NatsSettings, ShutdownSettings};
-use bus::telemetry::LogSettings;
+use bus::settings::{ConsumerSettings, NatsSettings};
 use links::LinkSettings;
+use runtime::ops::OpsSettings;
+use runtime::settings::ShutdownSettings;
+use runtime::telemetry::LogSettings;
 use serde::Deserialize;
 
 /// Everything the mailer reads from configuration.
@@ -22,7 +23,7 @@ pub struct Settings {
     /// `[shutdown]`: how long stopping may take.
     pub shutdown: ShutdownSettings,
 }
-bus::service_settings!(Settings);
+runtime::service_settings!(Settings);
 
 /// `[mailer]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -102,4 +103,4 @@ impl Default for MailerSettings {
 }
 
 // `config/default.toml` documents the built-in defaults (a test).
-bus::documented_defaults_test!(Settings);
+runtime::documented_defaults_test!(Settings);

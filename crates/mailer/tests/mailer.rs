@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use bus::async_nats::jetstream;
 use bus::async_nats::{self, HeaderMap};
-use bus::runtime::{Context, Service as _};
 use bus::settings::{NatsSettings, StreamSettings};
 use bus::{Delivery, EventContext, EventMeta, Handler, HandlerError, Publisher};
 use chrono::Utc;
@@ -15,6 +14,7 @@ use futures::StreamExt as _;
 use links::{Links, Purpose};
 use mailer::{Mailer, Settings};
 use messages::{Event, ManageLinkRequested, ProspectEvent, cloudevents as ce, dlq};
+use runtime::{Context, Service as _};
 use secrecy::SecretString;
 use smtp::SmtpTls as Tls;
 use test_support::{NatsServer, SmtpServer, SmtpTls, TestDatabase, eventually};

@@ -40,9 +40,9 @@ pub mod settings;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bus::ops::{OpsServer, Readiness};
-use bus::runtime::{Backoff, Context, Service, Then};
 use bus::{ConsumerRunner, ConsumerSettings};
+use runtime::ops::{OpsServer, Readiness};
+use runtime::{Backoff, Context, Service, Then};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
@@ -95,7 +95,7 @@ impl Service for SaveProspect {
     const NAME: &'static str = CONSUMER_NAME;
     const ABOUT: &'static str =
         "Saves prospects from NATS JetStream to PostgreSQL and answers the prospects.* requests";
-    const CONSUMES: bool = true;
+    const OFFERS_FROM_START: bool = true;
     type Settings = Settings;
     type Command = Command;
 

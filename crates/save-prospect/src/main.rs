@@ -1,5 +1,5 @@
 //! The save-prospect binary: `run [--from-start]` (the default), `migrate`, `check`.
 
 fn main() -> anyhow::Result<()> {
-    bus::runtime::main::<save_prospect::SaveProspect>()
+    runtime::main::<save_prospect::SaveProspect>()
 }

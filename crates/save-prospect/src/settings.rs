@@ -1,8 +1,9 @@
 //! save-prospect's settings (see `bus::settings` for how they are layered).
 
-use bus::ops::OpsSettings;
-use bus::settings::{ConsumerSettings, NatsSettings, ShutdownSettings};
-use bus::telemetry::LogSettings;
+use bus::settings::{ConsumerSettings, NatsSettings};
+use runtime::ops::OpsSettings;
+use runtime::settings::ShutdownSettings;
+use runtime::telemetry::LogSettings;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -27,7 +28,7 @@ pub struct Settings {
     /// unconfirmed before it is erased.
     pub links: links::LinkSettings,
 }
-bus::service_settings!(Settings);
+runtime::service_settings!(Settings);
 
 /// The database connection.
 #[derive(Debug, Clone, Deserialize)]
@@ -139,4 +140,4 @@ impl Default for SaveProspectSettings {
 }
 
 // `config/default.toml` documents the built-in defaults (a test).
-bus::documented_defaults_test!(Settings);
+runtime::documented_defaults_test!(Settings);

@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use bus::async_nats::jetstream;
-use bus::runtime::{Context, Service as _};
 use bus::settings::{ConsumerSettings, NatsSettings, StreamSettings};
 use bus::{EventContext, Publisher};
 use messages::{Country, ProspectDetails, ProspectSignedUp, Role};
+use runtime::{Context, Service as _};
 use save_prospect::SaveProspect;
 use secrecy::SecretString;
 use test_support::{NatsServer, TestDatabase, eventually};

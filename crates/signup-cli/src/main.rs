@@ -84,7 +84,7 @@ pub struct Settings {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings: Settings = bus::settings::load().context("loading settings")?;
+    let settings: Settings = runtime::settings::load().context("loading settings")?;
     bus::connection::check(&settings.nats).await?;
     let client = bus::connect(&settings.nats, "signup-cli").await?;
     // Connected, not only connecting: a request would otherwise be refused.

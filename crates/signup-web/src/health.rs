@@ -1,4 +1,4 @@
-//! Readiness (liveness is `bus::ops::healthz`).
+//! Readiness (liveness is `runtime::ops::healthz`).
 
 use std::time::Duration;
 

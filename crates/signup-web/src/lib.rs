@@ -22,7 +22,7 @@
 //!   without JavaScript) every sign-up brings, each accepted once.
 //! - [`pages`] (one module per flow, each with its routes), [`api`],
 //!   [`health`]: the HTTP handlers; `/metrics` and
-//!   request metrics come from `bus::ops`; [`problem`]: the API's errors
+//!   request metrics come from `runtime::ops`; [`problem`]: the API's errors
 //!   as problem bodies (the rate limiter's 429 too).
 //! - [`openapi`]: the JSON API's OpenAPI 3.1 document (`/api/openapi.json`),
 //!   generated from the handlers' annotations and built from the same

@@ -27,7 +27,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 
 /// Security headers added to every response.
 pub fn security_headers() -> DefaultHeaders {
-    bus::ops::security_headers(CONTENT_SECURITY_POLICY)
+    runtime::ops::security_headers(CONTENT_SECURITY_POLICY)
 }
 
 /// `Cache-Control: no-store` on every page under `/prospects/`: the pages

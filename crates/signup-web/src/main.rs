@@ -1,5 +1,5 @@
 //! The signup-web binary: `run` (the default; alias `serve`) and `check`.
 
 fn main() -> anyhow::Result<()> {
-    bus::runtime::main::<signup_web::Application>()
+    runtime::main::<signup_web::Application>()
 }

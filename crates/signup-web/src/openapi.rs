@@ -132,7 +132,7 @@ pub async fn asyncapi_json() -> HttpResponse {
 pub async fn event_schema(ce_type: web::Path<String>) -> HttpResponse {
     match messages::schemas::of(&ce_type) {
         Some(schema) => HttpResponse::Ok().content_type("application/schema+json").body(schema),
-        None => bus::ops::Problem::<()>::new(StatusCode::NOT_FOUND, "no event has this type").response(&[]),
+        None => runtime::ops::Problem::<()>::new(StatusCode::NOT_FOUND, "no event has this type").response(&[]),
     }
 }
 

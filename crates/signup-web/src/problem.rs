@@ -1,11 +1,11 @@
 //! The JSON API's errors: each refusal with its status, answered as an RFC
-//! 9457 problem (`bus::ops::Problem`) naming the fields at fault. A leaf:
+//! 9457 problem (`runtime::ops::Problem`) naming the fields at fault. A leaf:
 //! the rate limiter answers with it too.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpResponse, ResponseError};
-use bus::ops::Problem;
+use runtime::ops::Problem;
 use serde::Serialize;
 
 use crate::domain::FieldError;

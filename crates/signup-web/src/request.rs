@@ -16,7 +16,7 @@ pub fn body_too_large(error: &actix_web::Error) -> bool {
 }
 
 /// The trace context the request's events carry: the caller's trace
-/// continued, or a new one (set by `bus::ops::observe_http`).
+/// continued, or a new one (set by `runtime::ops::observe_http`).
 pub fn traceparent(request: &HttpRequest) -> Option<String> {
     request.extensions().get::<bus::trace::TraceParent>().map(bus::trace::TraceParent::header)
 }

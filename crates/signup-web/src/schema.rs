@@ -1,7 +1,7 @@
 //! The shapes the OpenAPI document describes but no handler deserialises
 //! or builds as such: the sign-up's fields (read field by field, so that a
 //! field of the wrong type is reported against that field), a challenge, a
-//! reference entry, the problem body (`bus::ops::Problem`'s shape, described
+//! reference entry, the problem body (`runtime::ops::Problem`'s shape, described
 //! here because `bus` stays free of the OpenAPI generator). A leaf: the
 //! handlers' annotations name them, and the document lists them.
 

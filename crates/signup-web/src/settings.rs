@@ -1,8 +1,9 @@
 //! signup-web's settings (see `bus::settings` for how they are layered).
 
-use bus::settings::{NatsSettings, ShutdownSettings};
-use bus::telemetry::LogSettings;
+use bus::settings::NatsSettings;
 use links::LinkSettings;
+use runtime::settings::ShutdownSettings;
+use runtime::telemetry::LogSettings;
 use serde::Deserialize;
 
 use crate::limits::RateLimitSettings;
@@ -24,7 +25,7 @@ pub struct Settings {
     /// stopping.
     pub shutdown: ShutdownSettings,
 }
-bus::service_settings!(Settings);
+runtime::service_settings!(Settings);
 
 /// The HTTP server.
 #[derive(Debug, Clone, Deserialize)]
@@ -73,4 +74,4 @@ impl Default for WebSettings {
 }
 
 // `config/default.toml` documents the built-in defaults (a test).
-bus::documented_defaults_test!(Settings);
+runtime::documented_defaults_test!(Settings);

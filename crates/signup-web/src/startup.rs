@@ -10,8 +10,8 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use bus::Publisher;
 use bus::async_nats::{self, jetstream};
-use bus::runtime::{Backoff, Context, Service, Then};
 use links::Links;
+use runtime::{Backoff, Context, Service, Then};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use utoipa_actix_web::AppExt as _;
@@ -60,7 +60,7 @@ impl Application {
         let rate_limiter = RateLimiter::new(&settings.web.rate_limit, settings.web.trust_forwarded_for);
         tokio::spawn(rate_limiter.clone().keep_small(shutdown.clone()));
         let rate_limiter = web::Data::new(rate_limiter);
-        bus::ops::prometheus();
+        runtime::ops::prometheus();
 
         let limit = settings.web.body_limit_bytes;
         let mut server = HttpServer::new(move || {
@@ -71,8 +71,8 @@ impl Application {
                 .wrap(from_fn(limits::limit_requests))
                 .wrap(from_fn(limits::no_store_for_prospects))
                 .wrap(limits::security_headers())
-                .wrap(from_fn(bus::ops::head_as_get))
-                .wrap(from_fn(bus::ops::observe_http))
+                .wrap(from_fn(runtime::ops::head_as_get))
+                .wrap(from_fn(runtime::ops::observe_http))
                 .app_data(state.clone())
                 .app_data(rate_limiter.clone())
                 .app_data(web::PayloadConfig::new(limit))
@@ -83,14 +83,14 @@ impl Application {
                 .configure(pages::my_data::routes)
                 .configure(pages::new_link::routes)
                 .configure(pages::assets::routes)
-                .route("/healthz", web::get().to(bus::ops::healthz))
+                .route("/healthz", web::get().to(runtime::ops::healthz))
                 .route("/readyz", web::get().to(health::readyz))
-                .route("/metrics", web::get().to(bus::ops::metrics_endpoint))
+                .route("/metrics", web::get().to(runtime::ops::metrics_endpoint))
                 // The JSON API, as its OpenAPI document describes it.
                 .into_utoipa_app()
                 .configure(openapi::routes)
                 .into_app()
-                .configure(|config| bus::ops::undeclared_methods(config, openapi::document()))
+                .configure(|config| runtime::ops::undeclared_methods(config, openapi::document()))
                 .default_service(web::to(pages::not_found))
         })
         .disable_signals()

@@ -8,6 +8,9 @@
 //! Usage: `bare-publisher --port 8091 --nats-url nats://127.0.0.1:4222` (the
 //! stream must exist; the bench makes it).
 
+// The services' allocator (the runtime's mimalloc), for like-for-like figures.
+use runtime as _;
+
 use std::net::TcpListener;
 
 use actix_web::{App, HttpResponse, HttpServer, web};

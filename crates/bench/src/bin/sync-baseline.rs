@@ -7,6 +7,9 @@
 //! Usage: `sync-baseline --port 8090 --database-url postgres://…/db` (the
 //! database must exist and be migrated; the bench does both).
 
+// The services' allocator (the runtime's mimalloc), for like-for-like figures.
+use runtime as _;
+
 use std::net::TcpListener;
 
 use actix_web::{App, HttpResponse, HttpServer, web};

@@ -30,7 +30,7 @@ impl ConsumerRunner {
         if let Some(info) = messages.last().and_then(|m| m.info().ok()) {
             metrics::gauge!("signup_handler_pending", "consumer" => consumer.clone()).set(info.pending as f64);
         }
-        let exporting = crate::telemetry::exporting();
+        let exporting = crate::trace::exporting();
         let mut deliveries = Vec::with_capacity(messages.len());
         let mut held = Vec::with_capacity(messages.len());
         for message in messages {

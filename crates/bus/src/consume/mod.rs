@@ -67,7 +67,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::backoff::Backoff;
-use crate::ops::ReadyFlag;
+use crate::ready::ReadyFlag;
 use crate::settings::{ConsumerSettings, StreamSettings};
 
 /// What a handler does with a batch of events.

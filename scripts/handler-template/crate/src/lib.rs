@@ -11,15 +11,16 @@
 //! - [`Settings`]: `[nats]`, `[log]`, `[shutdown]` and `[__SECTION__]`.
 //! - [`__TYPE__`]: the handler.
 //! - its [`Service`]: the binary (`run [--from-start]`, `check`), run by
-//!   the service runtime (`bus::runtime`).
+//!   the service runtime (`runtime`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bus::ops::OpsSettings;
-use bus::runtime::{Context, NoCommands, Service};
-use bus::settings::{ConsumerSettings, NatsSettings, ShutdownSettings};
-use bus::telemetry::LogSettings;
+use runtime::ops::OpsSettings;
+use runtime::{Context, NoCommands, Service};
+use bus::settings::{ConsumerSettings, NatsSettings};
+use runtime::settings::ShutdownSettings;
+use runtime::telemetry::LogSettings;
 use bus::{Delivery, Handler, HandlerError};
 use messages::ProspectSignedUp;
 use serde::Deserialize;
@@ -43,7 +44,7 @@ pub struct Settings {
     /// `[shutdown]`: how long stopping may take.
     pub shutdown: ShutdownSettings,
 }
-bus::service_settings!(Settings);
+runtime::service_settings!(Settings);
 
 /// This handler's settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -96,7 +97,7 @@ impl Handler for __TYPE__ {
 impl Service for __TYPE__ {
     const NAME: &'static str = CONSUMER_NAME;
     const ABOUT: &'static str = "A Signup event handler";
-    const CONSUMES: bool = true;
+    const OFFERS_FROM_START: bool = true;
     type Settings = Settings;
     type Command = NoCommands;
 
@@ -107,4 +108,4 @@ impl Service for __TYPE__ {
 }
 
 // `config/default.toml` documents the built-in defaults (a test).
-bus::documented_defaults_test!(Settings);
+runtime::documented_defaults_test!(Settings);

@@ -1,5 +1,5 @@
 //! The __NAME__ binary: `run [--from-start]` (the default) and `check`.
 
 fn main() -> anyhow::Result<()> {
-    bus::runtime::main::<__CRATE__::__TYPE__>()
+    runtime::main::<__CRATE__::__TYPE__>()
 }

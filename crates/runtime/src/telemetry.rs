@@ -53,7 +53,7 @@ static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
 /// Whether spans are exported (the OpenTelemetry layer is installed).
 pub fn exporting() -> bool {
-    PROVIDER.get().is_some()
+    bus::trace::exporting()
 }
 
 /// Where traces go, as the standard variables say.
@@ -129,6 +129,7 @@ pub fn init(settings: &LogSettings, service: &str) -> anyhow::Result<()> {
             let provider = provider(service).with_context(|| format!("setting up the OTLP exporter to {endpoint}"))?;
             let tracer = provider.tracer(service.to_owned());
             let _first = PROVIDER.set(provider);
+            bus::trace::set_exporting();
             opentelemetry::global::set_text_map_propagator(
                 opentelemetry_sdk::propagation::TraceContextPropagator::new(),
             );

@@ -11,8 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
@@ -26,8 +25,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::is_connected;
-use crate::trace::TraceParent;
+use bus::connection::is_connected;
+pub use bus::ready::ReadyFlag;
+use bus::trace::TraceParent;
 
 /// Latency buckets, in seconds: 1 ms to 10 s.
 const SECONDS_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -280,23 +280,6 @@ pub async fn observe_http(
     metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
         .record(elapsed.as_secs_f64());
     result
-}
-
-/// One part of a service that must be up before it is ready (the database,
-/// the durable consumer). Cloned into whatever sets it.
-#[derive(Debug, Clone, Default)]
-pub struct ReadyFlag(Arc<AtomicBool>);
-
-impl ReadyFlag {
-    /// Marks the part up or down.
-    pub fn set(&self, up: bool) {
-        self.0.store(up, Ordering::Relaxed);
-    }
-
-    /// Whether the part is up.
-    pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
 }
 
 /// What `/readyz` checks: the NATS connection and any named [`ReadyFlag`]s.

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 
 use clap::{Arg, ArgAction, Command, FromArgMatches as _, Subcommand};
 
-use super::Service;
+use crate::service::Service;
 
 /// What the command line asked for.
 #[derive(Debug, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub enum NoCommands {}
 /// The command line of `S`.
 pub fn command<S: Service>() -> Command {
     let mut run = Command::new("run").about("Work until SIGTERM or Ctrl-C (the default)").visible_alias("serve");
-    if S::CONSUMES {
+    if S::OFFERS_FROM_START {
         run = run.arg(
             Arg::new("from-start")
                 .long("from-start")
@@ -56,7 +56,7 @@ pub fn try_parse<S: Service>(
     let matches = command::<S>().try_get_matches_from(args)?;
     Ok(match matches.subcommand() {
         None => Invocation::Run { from_start: false },
-        Some(("run", run)) => Invocation::Run { from_start: S::CONSUMES && run.get_flag("from-start") },
+        Some(("run", run)) => Invocation::Run { from_start: S::OFFERS_FROM_START && run.get_flag("from-start") },
         Some(("check", _)) => Invocation::Check,
         Some(_) => Invocation::Extra(S::Command::from_arg_matches(&matches)?),
     })
@@ -65,11 +65,11 @@ pub fn try_parse<S: Service>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::Context;
+    use crate::Context;
 
     #[derive(Default, serde::Deserialize)]
     struct Settings {
-        nats: crate::NatsSettings,
+        nats: bus::NatsSettings,
         log: crate::telemetry::LogSettings,
         shutdown: crate::settings::ShutdownSettings,
     }
@@ -88,7 +88,7 @@ mod tests {
     impl Service for Handler {
         const NAME: &'static str = "a-handler";
         const ABOUT: &'static str = "handles";
-        const CONSUMES: bool = true;
+        const OFFERS_FROM_START: bool = true;
         type Settings = Settings;
         type Command = Extra;
         async fn run(_: Settings, _: Context) -> anyhow::Result<()> {
