@@ -59,7 +59,7 @@ pub use bus;
 pub use bus::backoff::Backoff;
 pub use cli::{Invocation, NoCommands};
 pub use metrics;
-pub use service::{Context, Service, ServiceSettings, Then};
+pub use service::{Context, Ops, Service, ServiceSettings, Then};
 
 /// Implements [`ServiceSettings`] for a struct with the fields `nats`, `log`
 /// and `shutdown`.

@@ -10,7 +10,7 @@ use bus::consume::{ConsumerRunner, Handler};
 use bus::settings::{ConsumerSettings, NatsSettings, StreamSettings};
 use tokio_util::sync::CancellationToken;
 
-use crate::ops::{OpsServer, OpsSettings, Readiness};
+use crate::ops::{OpsServer, OpsSettings, Readiness, ReadyFlag};
 use crate::settings::ShutdownSettings;
 use crate::telemetry::LogSettings;
 
@@ -89,6 +89,19 @@ impl Context {
         Self { name, client, shutdown, from_start: false }
     }
 
+    /// The health/metrics server (`http`, port `default_port` unless set),
+    /// ready once NATS, the consumer and each of `parts` are up: for a
+    /// service that must prepare something (a database) before it consumes,
+    /// with `/healthz` answering meanwhile. Its consumer then runs with
+    /// [`consume_beside`](Self::consume_beside).
+    pub fn ops(&self, http: &OpsSettings, default_port: u16, parts: &[&'static str]) -> anyhow::Result<Ops> {
+        let mut readiness = Readiness::new(self.client.clone());
+        let consumer = readiness.part("consumer");
+        let parts = parts.iter().map(|name| (*name, readiness.part(name))).collect();
+        let server = OpsServer::start(http, default_port, readiness, &self.shutdown)?;
+        Ok(Ops { server, consumer, parts })
+    }
+
     /// Runs `handler` over the durable consumer named after the service,
     /// beside the health/metrics server (`http`, port `default_port` unless
     /// set) that reports it ready once the consumer exists, until shutdown.
@@ -100,15 +113,46 @@ impl Context {
         default_port: u16,
         handler: H,
     ) -> anyhow::Result<()> {
-        let mut readiness = Readiness::new(self.client.clone());
-        let consumer_ready = readiness.part("consumer");
-        let ops = OpsServer::start(http, default_port, readiness, &self.shutdown)?;
+        let ops = self.ops(http, default_port, &[])?;
+        self.consume_beside(ops, stream, consumer, handler).await
+    }
+
+    /// Runs `handler` over the durable consumer named after the service
+    /// until shutdown, beside `ops` (from [`ops`](Self::ops)), which it
+    /// reports ready once the consumer exists, then stops.
+    pub async fn consume_beside<H: Handler>(
+        &self,
+        ops: Ops,
+        stream: &StreamSettings,
+        consumer: &ConsumerSettings,
+        handler: H,
+    ) -> anyhow::Result<()> {
         let consumer = ConsumerSettings { from_start: consumer.from_start || self.from_start, ..consumer.clone() };
         let consumed = ConsumerRunner::new(self.client.clone(), stream.clone(), self.name, consumer)
-            .with_ready_flag(consumer_ready)
+            .with_ready_flag(ops.consumer.clone())
             .run(handler, self.shutdown.clone())
             .await;
-        ops.stopped().await.context("stopping the health/metrics server")?;
+        ops.stopped().await?;
         consumed
+    }
+}
+
+/// A service's health/metrics server and the parts its readiness waits for.
+pub struct Ops {
+    server: OpsServer,
+    consumer: ReadyFlag,
+    parts: std::collections::BTreeMap<&'static str, ReadyFlag>,
+}
+
+impl Ops {
+    /// The flag of one of the parts named to [`Context::ops`] (a flag of
+    /// its own, never raised, for a name that was not).
+    pub fn part(&self, name: &str) -> ReadyFlag {
+        self.parts.get(name).cloned().unwrap_or_default()
+    }
+
+    /// Waits until the server has stopped (at shutdown).
+    pub async fn stopped(self) -> anyhow::Result<()> {
+        self.server.stopped().await.context("stopping the health/metrics server")
     }
 }

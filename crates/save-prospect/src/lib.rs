@@ -40,8 +40,6 @@ pub mod settings;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bus::{ConsumerRunner, ConsumerSettings};
-use runtime::ops::{OpsServer, Readiness};
 use runtime::{Backoff, Context, Service, Then};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
@@ -124,19 +122,17 @@ impl Service for SaveProspect {
 /// The service until shutdown: prepares the database, then answers requests
 /// and consumes events.
 async fn run(settings: Settings, context: Context) -> anyhow::Result<()> {
-    let Context { client, shutdown, from_start, .. } = context;
-    let mut readiness = Readiness::new(client.clone());
-    let (database_ready, consumer_ready) = (readiness.part("database"), readiness.part("consumer"));
-    let ops = OpsServer::start(&settings.save_prospect.http, HTTP_PORT, readiness, &shutdown)?;
+    let ops = context.ops(&settings.save_prospect.http, HTTP_PORT, &["database"])?;
+    let (client, shutdown) = (context.client.clone(), context.shutdown.clone());
     let pool = prepare_database(&settings, &shutdown).await.context("preparing the database")?;
     let js = bus::async_nats::jetstream::new(client.clone());
     let Some(stream) = bus::stream::wait_for_stream(&js, &settings.nats.stream, &shutdown).await else {
-        return ops.stopped().await.context("stopping the health/metrics server");
+        return ops.stopped().await;
     };
     // The stream as it was just found (asking again could time out under
     // load, and stop the service at start-up).
     db::check_stream_origin(&pool, &bus::stream::identity(stream.cached_info())).await?;
-    database_ready.set(true);
+    ops.part("database").set(true);
     // The request-reply service has connections of its own: a flood of
     // status requests waits for those, never for the writers'.
     let service_pool = db::pool(
@@ -178,14 +174,8 @@ async fn run(settings: Settings, context: Context) -> anyhow::Result<()> {
         Duration::from_secs(15),
         shutdown.clone(),
     ));
-    let consumer = ConsumerSettings {
-        from_start: settings.save_prospect.consumer.from_start || from_start,
-        ..settings.save_prospect.consumer.clone()
-    };
-    let consumed = ConsumerRunner::new(client, settings.nats.stream.clone(), CONSUMER_NAME, consumer)
-        .with_ready_flag(consumer_ready)
-        .run(SaveProspect::new(pool).with_stream_eraser(eraser).with_publisher(publisher), shutdown)
-        .await;
+    let handler = SaveProspect::new(pool).with_stream_eraser(eraser).with_publisher(publisher);
+    let consumed = context.consume_beside(ops, &settings.nats.stream, &settings.save_prospect.consumer, handler).await;
     reporting.abort();
     if let Err(error) = expiring.await {
         tracing::warn!(%error, "the expiry of unconfirmed sign-ups ended abnormally");
@@ -193,6 +183,5 @@ async fn run(settings: Settings, context: Context) -> anyhow::Result<()> {
     if let Err(error) = service.stop().await {
         tracing::warn!(%error, "could not stop the prospects service cleanly");
     }
-    ops.stopped().await.context("stopping the health/metrics server")?;
     consumed
 }
