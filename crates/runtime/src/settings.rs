@@ -12,8 +12,9 @@
 //! folder or `default.toml`, an unknown profile, a key no setting has (in a
 //! file or as a `SIGNUP__` variable) are errors that name it. A whole
 //! section this service does not read is accepted when it belongs to another
-//! service (one of [`SERVICE_SECTIONS`], or a table of `default.toml`): the
-//! files and the environment are shared by every service.
+//! service, that is when the files have it as a table (`default.toml` has
+//! every service's): the files and the environment are shared by every
+//! service, and the runtime names none of them.
 //!
 //! Secrets can come from files instead (container secrets): a variable
 //! `SIGNUP_FILE__NATS__PASSWORD=/run/secrets/nats-password` sets
@@ -30,22 +31,6 @@ use std::time::Duration;
 use config::ConfigError;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-
-/// The top-level sections of the Signup services' settings. A service reads
-/// some of them; the others are other services' and accepted as such.
-pub const SERVICE_SECTIONS: &[&str] = &[
-    "nats",
-    "log",
-    "shutdown",
-    "links",
-    "web",
-    "database",
-    "save_prospect",
-    "analytics",
-    "notifier",
-    "mailer",
-    "crm_webhook",
-];
 
 /// Loads a service's settings from the layers described in the module docs.
 pub fn load<T: DeserializeOwned>() -> Result<T, ConfigError> {
@@ -67,7 +52,7 @@ pub fn load_from<T: DeserializeOwned>(
     for file in &files {
         builder = builder.add_source(config::File::from(file.as_path()));
     }
-    strict(builder, &files, environment)
+    strict(builder, &files, BTreeSet::new(), environment)
 }
 
 /// `default.toml` and the profile's file, both required.
@@ -102,6 +87,7 @@ fn layer_files(dir: &Path, profile: &str) -> Result<Vec<PathBuf>, ConfigError> {
 fn strict<T: DeserializeOwned>(
     builder: config::ConfigBuilder<config::builder::DefaultState>,
     files: &[PathBuf],
+    mut foreign: BTreeSet<String>,
     mut environment: HashMap<String, String>,
 ) -> Result<T, ConfigError> {
     let from_files: Vec<(String, String)> = environment
@@ -127,16 +113,12 @@ fn strict<T: DeserializeOwned>(
         .build()?;
     let mut ignored = Vec::new();
     let settings: T = serde_ignored::deserialize(config, |path| ignored.push(path.to_string()))?;
-    let mut foreign: BTreeSet<String> = SERVICE_SECTIONS.iter().map(|s| (*s).to_owned()).collect();
-    // The files are read again for their sections only when a section is
-    // neither this service's nor a known service's (a handler added later).
-    if ignored.iter().any(|path| !path.contains('.') && !foreign.contains(path)) {
-        for file in files {
-            let tables = config::Config::builder().add_source(config::File::from(file.as_path())).build()?;
-            if let Ok(table) = tables.try_deserialize::<HashMap<String, config::Value>>() {
-                foreign.extend(table.into_keys());
-            }
-        }
+    // Another service's section is one the files have as a table (every
+    // service's is in `default.toml`): the runtime lists no service.
+    // The files are read again for their tables only when a section is not
+    // this service's (`foreign` holds those of a text checked on its own).
+    if ignored.iter().any(|path| !path.contains('.')) {
+        foreign.extend(files.iter().flat_map(|file| tables_of(config::File::from(file.as_path()))));
     }
     let unknown: Vec<String> = ignored
         .into_iter()
@@ -182,7 +164,9 @@ pub fn check_documented_defaults<T: DeserializeOwned + Default + std::fmt::Debug
     let text = std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
     let documented = documented_defaults(&text);
     let builder = config::Config::builder().add_source(config::File::from_str(&documented, config::FileFormat::Toml));
-    let loaded: T = strict(builder, &[], HashMap::new()).map_err(|e| format!("{}: {e}", file.display()))?;
+    // Every table of the file is some service's.
+    let tables = tables_of(config::File::from_str(&documented, config::FileFormat::Toml));
+    let loaded: T = strict(builder, &[], tables, HashMap::new()).map_err(|e| format!("{}: {e}", file.display()))?;
     let (loaded, built_in) = (format!("{loaded:#?}"), format!("{:#?}", T::default()));
     if loaded == built_in {
         return Ok(());
@@ -196,6 +180,17 @@ pub fn check_documented_defaults<T: DeserializeOwned + Default + std::fmt::Debug
         around(&loaded),
         around(&built_in)
     ))
+}
+
+/// The top-level tables of one configuration source (none when it cannot be
+/// read: the load reports that itself).
+fn tables_of<S: config::Source + Send + Sync + 'static>(source: S) -> BTreeSet<String> {
+    config::Config::builder()
+        .add_source(source)
+        .build()
+        .and_then(|tables| tables.try_deserialize::<HashMap<String, config::Value>>())
+        .map(|table| table.into_keys().collect())
+        .unwrap_or_default()
 }
 
 /// The commented `key = value` lines and `[section]` headers of a
@@ -339,11 +334,18 @@ mod tests {
 
     #[test]
     fn another_services_section_is_not_an_error() {
-        let dir =
-            config_dir("foreign", "[mailer]\nfrom = \"a@b.c\"\n[my_new_handler]\nx = 1\n", &[("development", "")]);
+        let dir = config_dir(
+            "foreign",
+            "[mailer]\nfrom = \"a@b.c\"\n[my_new_handler]\nx = 1\n[web]\n# port = 8080\n",
+            &[("development", "")],
+        );
         let env = HashMap::from([("SIGNUP__WEB__PORT".to_owned(), "9000".to_owned())]);
         let loaded: Sample = load_from(&dir, "development", env).expect("other services' sections are theirs");
         assert_eq!(loaded.nats.url, NatsSettings::default().url);
+        // A section no file has is nobody's: a mistake, named.
+        let env = HashMap::from([("SIGNUP__WBE__PORT".to_owned(), "9000".to_owned())]);
+        let refused = load_from::<Sample>(&dir, "development", env).expect_err("a section nobody has");
+        assert!(refused.to_string().contains("SIGNUP__WBE__PORT"), "{refused}");
     }
 
     #[test]

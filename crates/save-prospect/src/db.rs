@@ -202,18 +202,26 @@ pub async fn check_stream_origin(pool: &Pool, identity: &str) -> anyhow::Result<
 }
 
 /// Runs pending migrations under an advisory lock; returns the versions run.
-/// Needs the multi-threaded Tokio runtime (diesel's migrations are blocking).
+/// Needs the multi-threaded Tokio runtime (diesel's migrations are blocking,
+/// and run on a blocking thread).
 pub async fn migrate(pool: &Pool) -> anyhow::Result<Vec<String>> {
     let mut conn = pool.get().await.context("connecting to run migrations")?;
     // A migration may rewrite a large table: no statement timeout here.
     diesel::sql_query("SET statement_timeout = 0").execute(&mut conn).await?;
     diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")).execute(&mut conn).await?;
-    let mut harness = AsyncMigrationHarness::new(conn);
-    let result = harness
-        .run_pending_migrations(MIGRATIONS)
-        .map(|versions| versions.into_iter().map(|v| v.to_string()).collect::<Vec<_>>())
-        .map_err(|e| anyhow::anyhow!(e).context("running migrations"));
-    let mut conn = harness.into_inner();
+    // diesel's migrations are blocking: on a blocking thread of their own,
+    // never in place on a worker (diesel-async's harness would block the
+    // whole task, and a `join!` beside it hung holding the lock).
+    let (result, mut conn) = tokio::task::spawn_blocking(move || {
+        let mut harness = AsyncMigrationHarness::new(conn);
+        let result = harness
+            .run_pending_migrations(MIGRATIONS)
+            .map(|versions| versions.into_iter().map(|v| v.to_string()).collect::<Vec<_>>())
+            .map_err(|e| anyhow::anyhow!(e).context("running migrations"));
+        (result, harness.into_inner())
+    })
+    .await
+    .context("the migrations' thread")?;
     diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).execute(&mut conn).await?;
     // Not back into the pool: it has no statement timeout.
     drop(deadpool::managed::Object::take(conn));
