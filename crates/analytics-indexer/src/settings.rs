@@ -1,4 +1,4 @@
-//! analytics-indexer's settings (see `bus::settings` for how they are layered).
+//! analytics-indexer's settings (see `runtime::settings` for how they are layered).
 
 use std::path::PathBuf;
 

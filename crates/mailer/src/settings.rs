@@ -1,4 +1,4 @@
-//! The mailer's settings (see `bus::settings` for how they are layered).
+//! The mailer's settings (see `runtime::settings` for how they are layered).
 
 use bus::settings::{ConsumerSettings, NatsSettings};
 use links::LinkSettings;

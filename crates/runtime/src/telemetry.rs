@@ -9,7 +9,7 @@
 //! `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`,
 //! `OTEL_BSP_SCHEDULE_DELAY`, …). `OTEL_SDK_DISABLED=true` or
 //! `OTEL_TRACES_EXPORTER=none` turn it off again. The spans themselves and
-//! the `traceparent` they carry across NATS are in [`crate::trace`].
+//! the `traceparent` they carry across NATS are in `bus::trace`.
 
 use std::sync::OnceLock;
 

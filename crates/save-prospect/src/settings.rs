@@ -1,4 +1,4 @@
-//! save-prospect's settings (see `bus::settings` for how they are layered).
+//! save-prospect's settings (see `runtime::settings` for how they are layered).
 
 use bus::settings::{ConsumerSettings, NatsSettings};
 use runtime::ops::OpsSettings;

@@ -1,4 +1,4 @@
-//! signup-web's settings (see `bus::settings` for how they are layered).
+//! signup-web's settings (see `runtime::settings` for how they are layered).
 
 use bus::settings::NatsSettings;
 use links::LinkSettings;

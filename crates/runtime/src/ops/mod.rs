@@ -2,7 +2,7 @@
 //! `/healthz` and `/readyz`, and a small HTTP server for services that have
 //! no other (the handlers).
 //!
-//! Metrics go through the [`metrics`] facade into one process-wide Prometheus
+//! Metrics go through the `metrics` crate's facade into one process-wide Prometheus
 //! recorder ([`prometheus`]); `/metrics` renders it. HTTP services wrap their
 //! app in [`observe_http`] for a span per request, request counts and latency
 //! by route, and the access log, and answer
