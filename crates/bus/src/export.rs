@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use async_nats::jetstream::{self, kv};
 use chrono::{DateTime, Utc};
 use messages::service::{HeldEvent, SentMail};
-use messages::{cloudevents as ce, streams};
+use messages::{ProspectEvent, cloudevents as ce, streams};
 use uuid::Uuid;
 
 use crate::settings::StreamSettings;
@@ -42,8 +42,10 @@ pub async fn events_of(
     let mut seen = HashSet::new();
     for prospect_id in prospects {
         let filter = streams::event_subject(*prospect_id, "*");
-        let mut next = 1;
-        while found.len() <= max {
+        let (mut next, mut read) = (1, 0);
+        // Up to `max` of each prospect's, so that the oldest of all are
+        // among them when the merged sign-ups' are sorted in.
+        while read <= max {
             let message = match stream.raw_message_builder().sequence(next).next_by_subject(filter.clone()).send().await
             {
                 Ok(message) => message,
@@ -51,6 +53,7 @@ pub async fn events_of(
                 Err(error) => return Err(error.into()),
             };
             next = message.sequence + 1;
+            read += 1;
             let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default();
             let event_id = header(ce::ID);
             // A replayed dead letter is a later copy of the same event.
@@ -59,8 +62,14 @@ pub async fn events_of(
             }
             let stored_at =
                 DateTime::from_timestamp_nanos(i64::try_from(message.time.unix_timestamp_nanos()).unwrap_or_default());
-            let kind = message.subject.rsplit('.').next().unwrap_or_default().to_owned();
-            let event = HeldEvent { kind, event_type: header(ce::TYPE), stored_at, prospect_id: *prospect_id };
+            let kind = message.subject.rsplit('.').next().filter(|kind| streams::KINDS.contains(kind));
+            let kind = kind.unwrap_or("unknown").to_owned();
+            // The type as the contract names it; whatever else a publisher
+            // wrote there is not passed on.
+            let claimed = header(ce::TYPE);
+            let known = ProspectEvent::TYPES.iter().chain(ProspectEvent::OLDER_TYPES.iter()).any(|t| *t == claimed);
+            let event_type = if known { claimed } else { "unknown".to_owned() };
+            let event = HeldEvent { kind, event_type, stored_at, prospect_id: *prospect_id };
             found.push((message.sequence, Held { event, event_id }));
         }
     }
@@ -90,8 +99,8 @@ pub async fn mails_for(
     let mut mails = Vec::new();
     let unproven = unproven.map(|id| id.to_string());
     for held in events.iter().filter(|held| !held.event_id.is_empty()) {
-        for slot in streams::SENT_SLOTS {
-            if slot == streams::SENT_SLOTS[1] && unproven.as_ref() == Some(&held.event_id) {
+        for slot in streams::sent_slots(&held.event.kind) {
+            if *slot == streams::NEW_ADDRESS_SLOT && unproven.as_ref() == Some(&held.event_id) {
                 continue;
             }
             let entry = sent.entry(format!("{}.{slot}", held.event_id)).await?;
@@ -101,7 +110,7 @@ pub async fn mails_for(
             let sent_at = DateTime::<Utc>::from_timestamp_nanos(
                 i64::try_from(entry.created.unix_timestamp_nanos()).unwrap_or_default(),
             );
-            mails.push(SentMail { about: held.event.kind.clone(), recipient: slot.to_owned(), sent_at });
+            mails.push(SentMail { about: held.event.kind.clone(), recipient: (*slot).to_owned(), sent_at });
         }
     }
     Ok(mails)

@@ -181,7 +181,18 @@ async fn consent_travels_from_the_form_to_postgres_the_manage_page_and_the_expor
     .await
     .expect("merged");
 
-    // The export, against what Postgres, the stream and the mailer hold.
+    // The export, against what Postgres, the stream and the mailer hold. The
+    // mailer records a mail as sent just after the server took it: the
+    // records are awaited first.
+    let held = [stream_events(&system, id).await, stream_events(&system, again).await].concat();
+    let ids: BTreeSet<String> = held.iter().map(|(_, _, id)| id.clone()).collect();
+    let received = system.smtp.as_ref().expect("smtp").messages_to(&address).len();
+    eventually(Duration::from_secs(20), "the mails recorded as sent", || async {
+        let recorded = sent_records(&system).await.into_iter().filter(|(event, _)| ids.contains(event)).count();
+        (recorded == received).then_some(())
+    })
+    .await
+    .expect("recorded");
     let export = export_of(&system, &manage).await;
     let row = system.saved(id).await.expect("row");
     let (version, agreed_at, client_address, user_agent, _, confirmed_agent) = consent_columns(&system, id).await;
@@ -198,7 +209,6 @@ async fn consent_travels_from_the_form_to_postgres_the_manage_page_and_the_expor
     assert_eq!((&client.client_address, &client.user_agent), (&client_address, &user_agent));
     let from = export.prospect.confirmed_from.as_ref().expect("confirming client");
     assert_eq!(from.user_agent, confirmed_agent);
-    let held = [stream_events(&system, id).await, stream_events(&system, again).await].concat();
     let mut exported: Vec<(String, String)> =
         export.events.iter().map(|e| (e.kind.clone(), e.event_type.clone())).collect();
     let mut in_stream: Vec<(String, String)> = held.iter().map(|(kind, t, _)| (kind.clone(), t.clone())).collect();
@@ -207,9 +217,8 @@ async fn consent_travels_from_the_form_to_postgres_the_manage_page_and_the_expor
     assert_eq!(exported, in_stream, "every event the stream holds about both sign-ups, and only those");
     assert_eq!(export.events.iter().filter(|e| e.kind == "signedup").count(), 2);
     assert!(export.events.iter().all(|e| e.kind != "signedup" || e.event_type == "io.signup.prospect.signedup.v2"));
-    let ids: BTreeSet<&str> = held.iter().map(|(_, _, id)| id.as_str()).collect();
     let sent: BTreeSet<(String, String)> =
-        sent_records(&system).await.into_iter().filter(|(event, _)| ids.contains(event.as_str())).collect();
+        sent_records(&system).await.into_iter().filter(|(event, _)| ids.contains(event)).collect();
     let kind_of = |event: &str| held.iter().find(|(_, _, id)| id == event).map(|(kind, ..)| kind.clone());
     let expected: Vec<(String, String)> =
         sent.iter().map(|(event, slot)| (kind_of(event).expect("kind"), slot.clone())).collect();

@@ -36,7 +36,23 @@ pub const SENT_BUCKET: &str = "MAILER_SENT";
 /// The slots of an event's mails in [`SENT_BUCKET`]: `mail`, the one mail
 /// of a sign-up or a link request; `new-address` and `current-address`, the
 /// two of an address change.
-pub const SENT_SLOTS: [&str; 3] = ["mail", "new-address", "current-address"];
+pub const SENT_SLOTS: [&str; 3] = [MAIL_SLOT, NEW_ADDRESS_SLOT, CURRENT_ADDRESS_SLOT];
+/// The one mail of a sign-up or a link request.
+pub const MAIL_SLOT: &str = "mail";
+/// An address change's mail to the new address.
+pub const NEW_ADDRESS_SLOT: &str = "new-address";
+/// An address change's notice to the address in use.
+pub const CURRENT_ADDRESS_SLOT: &str = "current-address";
+
+/// The slots of [`SENT_SLOTS`] an event of `kind` can have mails in: one
+/// for a sign-up or a link request, two for an address change, none else.
+pub fn sent_slots(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "signedup" | "linkrequested" => &SENT_SLOTS[..1],
+        "emailchange" => &SENT_SLOTS[1..],
+        _ => &[],
+    }
+}
 
 /// The subject of an event of `kind` about `prospect_id`.
 pub fn event_subject(prospect_id: Uuid, kind: &str) -> String {

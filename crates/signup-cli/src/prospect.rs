@@ -31,6 +31,7 @@ pub async fn run(client: &Client, settings: &Settings, command: Prospect, out: &
     )
     .await
     .context("asking the prospects service for the export (an erased or unknown prospect has none)")?;
-    writeln!(out, "{}", serde_json::to_string_pretty(&export)?)?;
+    // Names and the like are what visitors typed: shown safely.
+    writeln!(out, "{}", crate::shown::shown(&serde_json::to_string_pretty(&export)?))?;
     Ok(())
 }
