@@ -113,7 +113,7 @@ fn supported(version: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
         found >= minimum,
         "the NATS server is nats-server {version}; Signup needs {MIN_SERVER_VERSION} or later (see \"NATS support \
-         policy\" in the README): upgrade it, or point SIGNUP__NATS__URL at a current one"
+         policy\" in docs/operations.md): upgrade it, or point SIGNUP__NATS__URL at a current one"
     );
     Ok(())
 }

@@ -377,12 +377,12 @@ mod tests {
         assert!(error.contains("`nats.shutdown_timeout_secs`"), "{error}");
     }
 
-    /// The README's configuration table gives the same defaults as
-    /// `config/default.toml` (which each service checks against its own).
+    /// The configuration table in docs/configuration.md gives the same defaults
+    /// as `config/default.toml` (which each service checks against its own).
     #[test]
-    fn the_readme_table_gives_the_documented_defaults() {
+    fn the_configuration_page_gives_the_documented_defaults() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+        let page = std::fs::read_to_string(root.join("docs/configuration.md")).expect("docs/configuration.md");
         let documented = std::fs::read_to_string(root.join("config/default.toml")).expect("default.toml");
         let documented: HashMap<String, config::Value> = config::Config::builder()
             .add_source(config::File::from_str(&documented_defaults(&documented), config::FileFormat::Toml))
@@ -400,7 +400,7 @@ mod tests {
         };
         let mut checked = 0;
         let mut wrong = Vec::new();
-        for row in readme.lines().filter(|line| line.starts_with("| `SIGNUP__")) {
+        for row in page.lines().filter(|line| line.starts_with("| `SIGNUP__")) {
             let cells: Vec<&str> = row.split(" | ").collect();
             let keys: Vec<&str> = cells[0].trim_start_matches("| ").split(" / ").map(|k| k.trim_matches('`')).collect();
             let defaults: Vec<&str> =
@@ -420,11 +420,13 @@ mod tests {
                 let default = default.trim_matches('`');
                 match lookup(&path) {
                     Some(value) if value == default => checked += 1,
-                    other => wrong.push(format!("{path}: README says {default:?}, default.toml {other:?}")),
+                    other => {
+                        wrong.push(format!("{path}: docs/configuration.md says {default:?}, default.toml {other:?}"))
+                    }
                 }
             }
         }
-        assert!(wrong.is_empty(), "the README table and config/default.toml disagree:\n{}", wrong.join("\n"));
+        assert!(wrong.is_empty(), "docs/configuration.md and config/default.toml disagree:\n{}", wrong.join("\n"));
         assert!(checked > 40, "only {checked} defaults checked: has the table's format changed?");
     }
 }
