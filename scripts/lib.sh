@@ -296,7 +296,7 @@ require_altcha() {
   fi
 }
 
-# The official tools the contract tests run (crates/e2e-tests/tests/contracts.rs):
+# The official tools the contract tests run (crates/e2e-tests/tests/e2e/contracts.rs):
 # schemathesis, openapi-spec-validator, the CloudEvents SDK and a NATS client
 # (PyPI, into .local/venv), and @asyncapi/parser (npm, into .local/asyncapi).
 CONTRACT_PYTHON_TOOLS=(schemathesis==4.32.5 openapi-spec-validator==0.9.0 cloudevents==2.2.0 nats-py==2.16.0)
@@ -339,7 +339,7 @@ start_mail_catcher() {
 }
 
 # Debian's Chromium and its ChromeDriver, for the browser tests
-# (crates/e2e-tests/tests/browser.rs); SIGNUP_CHROMIUM / SIGNUP_CHROMEDRIVER
+# (crates/e2e-tests/tests/e2e/browser.rs); SIGNUP_CHROMIUM / SIGNUP_CHROMEDRIVER
 # point at others.
 require_browser() {
   local chromium="${SIGNUP_CHROMIUM:-/usr/bin/chromium}" driver="${SIGNUP_CHROMEDRIVER:-/usr/bin/chromedriver}"

@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
                     details: ProspectDetails {
                         first_name: format!("Visitor{i}"),
                         last_name: "Benchmark".into(),
-                        email: format!("visitor{i}@example.com"),
+                        email: format!("visitor{i}@example.com").into(),
                         company_name: Some(format!("Company {}", i % 1000)),
                         country: Country { code: code.into(), name: name.into() },
                         role: Role { code: role.into(), name: role_name.into() },

@@ -80,7 +80,7 @@ impl Known {
         let ids = batch.iter().map(|d| d.event.prospect_id());
         let by_id: HashMap<Uuid, DocState> = index.states_by_id(ids)?.into_iter().map(|s| (s.id, s)).collect();
         let mut emails: Vec<String> =
-            batch.iter().filter_map(|d| d.event.details()).map(|d| d.email.to_lowercase()).collect();
+            batch.iter().filter_map(|d| d.event.details()).map(|d| d.email.key().to_owned()).collect();
         emails.extend(by_id.values().filter_map(|s| s.email_key.clone()));
         // Every event that wrote is recorded on its own prospect's document.
         let applied = by_id.values().flat_map(|s| &s.event_ids).copied().collect();
@@ -214,7 +214,7 @@ impl Batch<'_> {
     }
 
     fn updated(&mut self, id: Uuid, seq: u64, event: &ProspectUpdated) -> anyhow::Result<&'static str> {
-        let key = event.details.email.to_lowercase();
+        let key = event.details.email.key().to_owned();
         let details = &event.details;
         Ok(match self.known.by_id.get(&id).cloned() {
             Some(state) if !state.live => "ignored: prospect deleted",
@@ -367,7 +367,7 @@ fn write_live(writer: &IndexWriter, index: &ProspectIndex, known: &mut Known, li
     doc.add_text(f.first_name, &details.first_name);
     doc.add_text(f.last_name, &details.last_name);
     doc.add_text(f.email, &details.email);
-    doc.add_text(f.email_key, details.email.to_lowercase());
+    doc.add_text(f.email_key, details.email.key());
     if let Some(company) = &details.company_name {
         doc.add_text(f.company, company);
     }
@@ -383,7 +383,7 @@ fn write_live(writer: &IndexWriter, index: &ProspectIndex, known: &mut Known, li
         live: true,
         seq,
         signed_up_at,
-        email_key: Some(details.email.to_lowercase()),
+        email_key: Some(details.email.key().to_owned()),
         confirmed,
         consent_recorded,
         details: Some(details.clone()),

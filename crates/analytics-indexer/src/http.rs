@@ -98,7 +98,7 @@ impl ResponseError for ApiError {
         } else {
             Vec::new()
         };
-        Problem::<()>::new(status, self.to_string()).response(&headers)
+        Problem::new(status, self.to_string()).response(&headers)
     }
 }
 

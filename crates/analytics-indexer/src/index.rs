@@ -287,7 +287,7 @@ impl DocState {
         let details = live.then(|| ProspectDetails {
             first_name: text(fields.first_name).unwrap_or_default(),
             last_name: text(fields.last_name).unwrap_or_default(),
-            email: text(fields.email).unwrap_or_default(),
+            email: text(fields.email).unwrap_or_default().into(),
             company_name: text(fields.company),
             country: Country {
                 code: text(fields.country_code).unwrap_or_default(),
@@ -306,7 +306,7 @@ impl DocState {
                 .get_first(fields.signed_up_at)
                 .and_then(|v| v.as_datetime())
                 .unwrap_or(DateTime::from_timestamp_secs(0)),
-            email_key: text(fields.email).filter(|_| live).map(|e| e.to_lowercase()),
+            email_key: text(fields.email).filter(|_| live).map(|e| messages::EmailAddress::new(e).key().to_owned()),
             confirmed: text(fields.confirmed).as_deref() == Some(YES),
             consent_recorded: text(fields.consent).as_deref() == Some(RECORDED),
             details,

@@ -21,8 +21,8 @@
 //!   expires).
 //! - [`openapi`]: the API's OpenAPI 3.1 document (bearer auth), built from
 //!   the routes it serves.
-//! - [`schema`]: the shapes only the document describes (problem body,
-//!   reference entry, date range, refusals).
+//! - [`schema`]: the shapes only the document describes (reference entry,
+//!   date range, refusals; the problem body is `runtime::ops::Problem`).
 //! - [`Application`]: opens the index, binds the port, consumes and serves
 //!   until shutdown; its [`Service`] is the binary (`run`, `reindex`, `check`).
 

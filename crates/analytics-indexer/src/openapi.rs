@@ -43,7 +43,7 @@ impl Modify for BearerToken {
         license(name = "MIT OR Apache-2.0")
     ),
     modifiers(&BearerToken),
-    components(schemas(crate::schema::Reference, crate::schema::Problem))
+    components(schemas(crate::schema::Reference, runtime::ops::Problem))
 )]
 pub struct ApiDoc;
 

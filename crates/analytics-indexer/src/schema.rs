@@ -1,8 +1,8 @@
 //! The shapes the OpenAPI document describes but no handler builds as
-//! such: a reference entry, the problem body (`runtime::ops::Problem`'s shape),
-//! the date range's query parameters, the refusals every route may answer.
-//! A leaf: the handlers' annotations and the query types name them, and the
-//! document lists them.
+//! such: a reference entry, the date range's query parameters, the
+//! refusals every route may answer (each `runtime::ops::Problem`, every
+//! service's problem body). A leaf: the handlers' annotations and the query
+//! types name them, and the document lists them.
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -14,21 +14,6 @@ pub struct Reference {
     code: String,
     /// The name shown.
     name: String,
-}
-
-/// An RFC 9457 problem (`application/problem+json`), `runtime::ops::Problem`'s
-/// shape.
-#[derive(Serialize, ToSchema)]
-pub struct Problem {
-    /// Always `about:blank`: the status says what happened.
-    #[serde(rename = "type")]
-    kind: String,
-    /// The status's reason phrase.
-    title: String,
-    /// The HTTP status.
-    status: u16,
-    /// What went wrong, for a person.
-    detail: String,
 }
 
 /// The sign-up days a summary or a search covers (UTC, both ends included).
@@ -49,15 +34,15 @@ pub struct RangeParams {
 pub enum Refusals {
     /// A parameter is malformed; the detail names it
     #[response(status = 400, content_type = "application/problem+json")]
-    BadRequest(Problem),
+    BadRequest(runtime::ops::Problem),
     /// No valid token
     #[response(
         status = 401,
         content_type = "application/problem+json",
         headers(("WWW-Authenticate" = String, description = "Bearer realm=\"signup-analytics\""))
     )]
-    Unauthorized(Problem),
+    Unauthorized(runtime::ops::Problem),
     /// The index or NATS cannot answer now
     #[response(status = 503, content_type = "application/problem+json")]
-    Unavailable(Problem),
+    Unavailable(runtime::ops::Problem),
 }

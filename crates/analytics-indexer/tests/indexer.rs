@@ -123,7 +123,7 @@ fn details(first: &str, last: &str, company: &str, country: (&str, &str), role: 
     ProspectDetails {
         first_name: first.into(),
         last_name: last.into(),
-        email: format!("{}@example.com", first.to_lowercase()),
+        email: format!("{}@example.com", first.to_lowercase()).into(),
         company_name: Some(company.into()),
         country: Country { code: country.0.into(), name: country.1.into() },
         role: Role { code: role.0.into(), name: role.1.into() },

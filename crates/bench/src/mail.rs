@@ -118,8 +118,8 @@ async fn plain_client(server: &SmtpServer, count: usize) -> anyhow::Result<Rate>
     let folder = tempfile::tempdir()?;
     for i in 0..count {
         let to = format!("plain{i}.{run}@example.com");
-        let letter = mailer::letters::Letter {
-            kind: mailer::letters::Kind::Confirm,
+        let email = mailer::email::Email {
+            kind: mailer::email::Kind::Confirm,
             to: to.clone(),
             confirm_url: Some(format!("https://signup.example/prospects/confirm/{run}{i}")),
             manage_url: Some(format!("https://signup.example/prospects/manage/{run}{i}")),
@@ -128,7 +128,7 @@ async fn plain_client(server: &SmtpServer, count: usize) -> anyhow::Result<Rate>
             confirm_days: 7,
             manage_days: 30,
         };
-        let message = letter.message(&sender, &format!("{run}{i}"))?;
+        let message = email.message(&sender, &format!("{run}{i}"))?;
         std::fs::write(folder.path().join(format!("{to}.eml")), message.formatted())?;
     }
     let before = server.received();

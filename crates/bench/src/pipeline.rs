@@ -45,21 +45,7 @@ pub struct Minimal {
 pub async fn minimal(backends: &Backends, events: &[ProspectSignedUp]) -> anyhow::Result<Minimal> {
     let client = async_nats::connect(backends.nats.url()).await?;
     let js = jetstream::new(client.clone());
-    let stream = js
-        .get_or_create_stream(jetstream::stream::Config {
-            name: STREAM.to_owned(),
-            subjects: vec!["bench.minimal.>".to_owned()],
-            storage: jetstream::stream::StorageType::File,
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        })
-        .await?;
-    let consumer: jetstream::consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            "minimal",
-            jetstream::consumer::pull::Config { durable_name: Some("minimal".to_owned()), ..Default::default() },
-        )
-        .await?;
+    let consumer = stream_and_consumer(&js).await?;
     let database = migrated_database().await?;
     let mut conn = database.connect().await?;
     let payloads: Vec<(String, Vec<u8>)> = events
@@ -126,4 +112,25 @@ pub async fn minimal(backends: &Backends, events: &[ProspectSignedUp]) -> anyhow
         total_micros: micros.values().sum(),
         micros,
     })
+}
+
+/// The pipeline's own stream (file store, the events' duplicate window) and
+/// its durable pull consumer.
+async fn stream_and_consumer(js: &jetstream::Context) -> anyhow::Result<jetstream::consumer::PullConsumer> {
+    let stream = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: STREAM.to_owned(),
+            subjects: vec!["bench.minimal.>".to_owned()],
+            storage: jetstream::stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await?;
+    let consumer = stream
+        .get_or_create_consumer(
+            "minimal",
+            jetstream::consumer::pull::Config { durable_name: Some("minimal".to_owned()), ..Default::default() },
+        )
+        .await?;
+    Ok(consumer)
 }

@@ -2,8 +2,8 @@
 //! analytics indexer and the mailer) as real processes
 //! against a NATS the test owns (one server, or a cluster) and a database of
 //! their own, with the counts every fault test reports: accepted, refused
-//! (503), saved, lost, duplicated. Used by `tests/faults.rs` and
-//! `tests/cluster.rs`.
+//! (503), saved, lost, duplicated. Used by `tests/e2e/faults.rs` and
+//! `tests/e2e/cluster.rs`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -275,7 +275,7 @@ pub fn sign_up(i: usize, company: &str) -> ProspectSignedUp {
         details: ProspectDetails {
             first_name: "Good".into(),
             last_name: format!("Event{i}"),
-            email: format!("good{i}.{}@example.com", Uuid::now_v7().simple()),
+            email: format!("good{i}.{}@example.com", Uuid::now_v7().simple()).into(),
             company_name: Some(company.into()),
             country: Country { code: "GB".into(), name: "United Kingdom".into() },
             role: Role { code: "EN".into(), name: "Engineer".into() },

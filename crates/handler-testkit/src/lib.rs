@@ -269,7 +269,7 @@ pub mod sample {
         let previous_email = details().email;
         ProspectEmailChangeRequested {
             prospect_id,
-            details: ProspectDetails { email: new_email.to_owned(), ..details() },
+            details: ProspectDetails { email: new_email.into(), ..details() },
             previous_email,
             requested_at: Utc::now(),
         }

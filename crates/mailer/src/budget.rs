@@ -8,7 +8,7 @@
 //! evenly over the window (a generic cell rate: each mail reserves the next
 //! slot of its domain, and at that slot the next one of the total, in the
 //! mailer's key-value bucket, shared by every instance;
-//! [`crate::ledger::Ledger::reserve`]). It waits until then
+//! [`crate::records::Records::reserve`]). It waits until then
 //! ([`bus::HandlerError::Deferred`]), never dropped. Since the total is
 //! taken only at a mail's turn of its domain, a flood at one domain uses at
 //! most its domain's share of the total: the mails to other domains go on

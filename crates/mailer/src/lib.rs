@@ -19,7 +19,7 @@
 //!
 //! One mail per event, even when the event is redelivered or replayed: what
 //! was sent is recorded by event id in a NATS key-value bucket of the
-//! mailer's own ([`ledger`]), and an event older than its links is never
+//! mailer's own ([`records`]), and an event older than its links is never
 //! mailed. A mail's `Message-ID` is made from that record's key, so the copy
 //! a crash can send again (after the server took the mail, before the
 //! record) is the same message to the receiver. The mails of a batch are
@@ -30,7 +30,7 @@
 //! what the owner's own actions send keeps a stranger from using that up; a
 //! mail over its budget waits (`HandlerError::Deferred`), never dropped.
 //! An address whose owner pressed "it wasn't me" (the suppression list,
-//! [`ledger`]) gets no mail about a sign-up (confirmation, claim, new
+//! [`records`]) gets no mail about a sign-up (confirmation, claim, new
 //! address) until the suppression ends; its owner's own mail still goes.
 //! SMTP failures follow the consumer runner's
 //! policy (`smtp::classify`): a refused address (5xx) is dead-lettered with
@@ -42,8 +42,8 @@
 //! # Layout
 //! - [`settings`]: `[mailer]` (sender, `[mailer.smtp]`, limits), `[links]`,
 //!   `[nats]`, `[log]`, `[shutdown]`.
-//! - [`letters`]: the mails, from `templates/` (text and HTML).
-//! - [`ledger`]: the sent records, the per-address counts, the suppression
+//! - [`email`]: an e-mail ([`email::Email`]) of each [`email::Kind`], written from `templates/` (text and HTML).
+//! - [`records`]: the sent records, the per-address counts, the suppression
 //!   list, the turns of mails held back.
 //! - [`budget`]: `[mailer.budget]`, the budget of mails to unconfirmed
 //!   addresses (per domain, in all), and the gauges of what waits for it.
@@ -52,9 +52,9 @@
 //!   and `buckets`, the deployment's set-up step for its key-value buckets).
 
 pub mod budget;
+pub mod email;
 pub mod handler;
-pub mod ledger;
-pub mod letters;
+pub mod records;
 pub mod settings;
 
 use std::time::Duration;
@@ -74,11 +74,11 @@ pub enum Command {
 }
 
 /// The mailer's buckets as `settings` describe them.
-pub fn buckets(settings: &Settings) -> ledger::Buckets {
+pub fn buckets(settings: &Settings) -> records::Buckets {
     let keep_sent = (settings.links.confirm_within() + chrono::Duration::days(1))
         .to_std()
         .unwrap_or(Duration::from_secs(8 * 86_400));
-    ledger::Buckets {
+    records::Buckets {
         replicas: settings.nats.stream.replicas,
         keep_sent,
         window: Duration::from_secs(settings.mailer.per_address_window_secs.max(1)),
@@ -122,7 +122,7 @@ impl Service for Mailer {
         buckets(settings).ensure(&bus::async_nats::jetstream::new(client.clone())).await?;
         client.flush().await?;
         tracing::info!(
-            buckets = ?[ledger::SENT_BUCKET, ledger::RATE_BUCKET, ledger::SUPPRESSED_BUCKET],
+            buckets = ?[records::SENT_BUCKET, records::RATE_BUCKET, records::SUPPRESSED_BUCKET],
             "the mailer's buckets are ready"
         );
         Ok(Then::Exit)

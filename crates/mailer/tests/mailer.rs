@@ -152,7 +152,7 @@ impl Bed {
     /// Whether the mail of event `event_id` is recorded as done (sent, or
     /// deliberately not).
     async fn recorded(&self, event_id: Uuid) -> Option<String> {
-        let sent = self.js.get_key_value(mailer::ledger::SENT_BUCKET).await.expect("bucket");
+        let sent = self.js.get_key_value(mailer::records::SENT_BUCKET).await.expect("bucket");
         let value = sent.get(format!("{event_id}.mail")).await.expect("read")?;
         Some(String::from_utf8_lossy(&value).into_owned())
     }
@@ -271,17 +271,17 @@ async fn a_refused_address_is_dead_lettered_and_a_busy_one_retried() {
     let mail = bed.mails_to("later-2@example.com", 1).await;
     assert_eq!(mail.len(), 1, "retried until the server took it, once");
     let dlq = bed.js.get_stream("PROSPECTS_DLQ").await.expect("dead-letter stream");
-    let letter = eventually(Duration::from_secs(30), "the dead letter", || async {
+    let dead_letter = eventually(Duration::from_secs(30), "the dead letter", || async {
         dlq.get_last_raw_message_by_subject(&dlq::subject(mailer::CONSUMER_NAME, &refused.subject())).await.ok()
     })
     .await
-    .expect("letter");
-    let reason = letter.headers.get(dlq::REASON).map(|v| v.as_str().to_owned()).unwrap_or_default();
+    .expect("the dead letter");
+    let reason = dead_letter.headers.get(dlq::REASON).map(|v| v.as_str().to_owned()).unwrap_or_default();
     assert!(reason.contains("permanent") && reason.contains("550") && reason.contains("5.1.1"), "{reason}");
-    // The server's answer quotes the address; the letter outlives an
+    // The server's answer quotes the address; the dead letter outlives an
     // erasure, so it must not.
     assert!(!reason.to_lowercase().contains("refused@example.com"), "the address is kept out: {reason}");
-    assert_eq!(letter.headers.get(dlq::STREAM_SEQ).map(|v| v.as_str().to_owned()), Some(refused_seq.to_string()));
+    assert_eq!(dead_letter.headers.get(dlq::STREAM_SEQ).map(|v| v.as_str().to_owned()), Some(refused_seq.to_string()));
     bed.settled(busy_seq).await;
     assert!(bed.smtp.messages_to("refused@example.com").is_empty());
 
@@ -485,7 +485,7 @@ async fn a_suppressed_address_gets_nothing_about_a_sign_up_but_its_owner_still_g
     // Three addresses whose owners said "it wasn't me", as signup-web records
     // it: a digest, no address.
     let links = Links::new(&bed.settings.links).expect("links");
-    let list = bed.js.get_key_value(mailer::ledger::SUPPRESSED_BUCKET).await.expect("the suppression list");
+    let list = bed.js.get_key_value(mailer::records::SUPPRESSED_BUCKET).await.expect("the suppression list");
     for address in ["fresh.gone@example.com", "Held.Gone@example.com", "pending.gone@example.com"] {
         list.put(links.suppression_key(address), "0".into()).await.expect("suppressed");
     }
@@ -562,7 +562,7 @@ async fn instances_sharing_a_budget_give_each_mail_its_own_turn() {
     let mut instances = Vec::new();
     for _ in 0..2 {
         let client = bus::connect(&bed.settings.nats, "budget-test").await.expect("connect");
-        instances.push(std::sync::Arc::new(mailer::ledger::Ledger::new(
+        instances.push(std::sync::Arc::new(mailer::records::Records::new(
             jetstream::new(client),
             buckets.clone(),
             links.clone(),
@@ -571,9 +571,9 @@ async fn instances_sharing_a_budget_give_each_mail_its_own_turn() {
     let now = Utc::now().timestamp_millis();
     let mut tasks = Vec::new();
     for i in 0..16 {
-        let ledger = std::sync::Arc::clone(&instances[i % 2]);
+        let records = std::sync::Arc::clone(&instances[i % 2]);
         tasks.push(tokio::spawn(async move {
-            ledger.reserve("budget.total", 4, Duration::from_secs(4), now).await.expect("a turn")
+            records.reserve("budget.total", 4, Duration::from_secs(4), now).await.expect("a turn")
         }));
     }
     let mut turns = Vec::new();
@@ -645,12 +645,12 @@ async fn an_address_the_server_cannot_take_holds_back_no_other_mail() {
     bed.publish(&next).await;
     assert_eq!(bed.mails_to("ada@example.com", 1).await.len(), 1, "the next sign-up's mail goes");
     let dlq = bed.js.get_stream("PROSPECTS_DLQ").await.expect("dead-letter stream");
-    let letter = eventually(Duration::from_secs(30), "the dead letter", || async {
+    let dead_letter = eventually(Duration::from_secs(30), "the dead letter", || async {
         dlq.get_last_raw_message_by_subject(&dlq::subject(mailer::CONSUMER_NAME, &unusable.subject())).await.ok()
     })
     .await
-    .expect("letter");
-    let reason = letter.headers.get(dlq::REASON).map(|v| v.as_str().to_owned()).unwrap_or_default();
+    .expect("the dead letter");
+    let reason = dead_letter.headers.get(dlq::REASON).map(|v| v.as_str().to_owned()).unwrap_or_default();
     assert!(reason.contains("SMTPUTF8"), "{reason}");
     assert!(!reason.contains("bücher"), "the address is kept out: {reason}");
     shutdown.cancel();
@@ -810,7 +810,7 @@ async fn the_same_event_twice_in_one_batch_mails_once() {
 
 /// The mailer asks the prospects service who holds the addresses of a batch
 /// once for the batch (`prospects.find-each`), not once a mail: each mail
-/// still gets the letter its address's holder calls for (a sign-up with an
+/// still gets the mail its address's holder calls for (a sign-up with an
 /// address someone holds gets the claim mail, a link request goes only to
 /// the holder's address).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -312,7 +312,7 @@ mod tests {
         ] {
             let ProspectEvent::SignedUp(signed_up) = event else { panic!("a sign-up") };
             assert_eq!(signed_up.consent, crate::Consent::NotRecorded);
-            assert_eq!(signed_up.details.email, "ada@example.com");
+            assert_eq!(signed_up.details.email.as_str(), "ada@example.com");
         }
         // A v2 payload is not a v1 one: without its consent it is refused.
         assert!(matches!(

@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
+use crate::email::EmailAddress;
 use crate::reference::{Country, Role};
 
 /// A message of the contract: plain data with its kind and type attached.
@@ -53,7 +54,7 @@ pub struct ProspectDetails {
     /// Family name, trimmed, 1–100 characters.
     pub last_name: String,
     /// E-mail address as typed (trimmed); unique per prospect, case-insensitively.
-    pub email: String,
+    pub email: EmailAddress,
     /// Company, absent when the prospect left it empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub company_name: Option<String>,
@@ -344,7 +345,7 @@ pub struct ProspectEmailChangeRequested {
     #[serde(flatten)]
     pub details: ProspectDetails,
     /// The address in use now, which is told about the request.
-    pub previous_email: String,
+    pub previous_email: EmailAddress,
     /// When the request was accepted.
     pub requested_at: DateTime<Utc>,
 }
@@ -367,7 +368,7 @@ pub struct ManageLinkRequested {
     /// The prospect whose address was entered.
     pub prospect_id: Uuid,
     /// The prospect's address, as saved: where the link goes.
-    pub email: String,
+    pub email: EmailAddress,
     /// When the request was accepted.
     pub requested_at: DateTime<Utc>,
     /// Asked for on the manage page, by someone holding a valid link: every

@@ -13,6 +13,8 @@
 //!   ([`ProspectEmailChangeRequested`], [`ManageLinkRequested`]); the
 //!   sign-up's [`Consent`]; the older versions still read
 //!   ([`ProspectSignedUpV1`]) and their one upcaster (`From` the old version).
+//! - [`email`]: [`EmailAddress`], an address as typed with its
+//!   case-insensitive key: every comparison of addresses goes through it.
 //! - [`reference`]: reference-data value types ([`Country`], [`Role`]) and the
 //!   built-in lists the services fall back on.
 //! - [`decode`]: [`EventSet`] and [`ProspectEvent`], turning a `ce-type` and
@@ -39,6 +41,7 @@ pub mod asyncapi;
 pub mod cloudevents;
 pub mod decode;
 pub mod dlq;
+pub mod email;
 pub mod events;
 pub mod payload;
 pub mod reference;
@@ -47,6 +50,7 @@ pub mod service;
 pub mod streams;
 
 pub use decode::{EventSet, Headers, ProspectEvent};
+pub use email::EmailAddress;
 pub use events::{
     ClientContext, Consent, ConsentRecord, Event, ManageLinkRequested, ProspectConfirmed, ProspectDeleted,
     ProspectDetails, ProspectEmailChangeRequested, ProspectSignedUp, ProspectSignedUpV1, ProspectUpdated,

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::email::EmailAddress;
 use crate::events::{ClientContext, Consent, ProspectDetails};
 use crate::reference::{Country, Role};
 
@@ -142,7 +143,7 @@ pub struct ProspectRef {
 #[serde(rename_all = "camelCase")]
 pub struct AddressRef {
     /// The address as typed.
-    pub email: String,
+    pub email: EmailAddress,
 }
 
 /// Names several e-mail addresses (each compared case-insensitively).
@@ -151,7 +152,7 @@ pub struct AddressRef {
 pub struct AddressesRef {
     /// The addresses as typed, at most [`FIND_EACH_MAX`].
     #[schemars(length(max = 1000))]
-    pub emails: Vec<String>,
+    pub emails: Vec<EmailAddress>,
 }
 
 /// The reply of [`FIND_EACH`].
@@ -170,7 +171,7 @@ pub struct FoundProspect {
     /// The prospect holding the address.
     pub prospect_id: Uuid,
     /// The address as saved.
-    pub email: String,
+    pub email: EmailAddress,
     /// Whether that prospect's sign-up is confirmed.
     pub confirmed: bool,
 }

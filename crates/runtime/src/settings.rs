@@ -400,6 +400,20 @@ mod tests {
         };
         let mut checked = 0;
         let mut wrong = Vec::new();
+        let mut named = std::collections::BTreeSet::new();
+        for row in page.lines().filter(|line| line.starts_with("| `SIGNUP__")) {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let keys: Vec<&str> = cells[0].trim_start_matches("| ").split(" / ").map(|k| k.trim_matches('`')).collect();
+            let Some(first) = keys[0].strip_prefix("SIGNUP__") else { continue };
+            let section: Vec<&str> = first.split("__").collect();
+            for key in &keys {
+                let path = match key.strip_prefix("__") {
+                    Some(last) => [&section[..section.len() - 1], &[last]].concat(),
+                    None => section.clone(),
+                };
+                named.insert(path.join(".").to_lowercase());
+            }
+        }
         for row in page.lines().filter(|line| line.starts_with("| `SIGNUP__")) {
             let cells: Vec<&str> = row.split(" | ").collect();
             let keys: Vec<&str> = cells[0].trim_start_matches("| ").split(" / ").map(|k| k.trim_matches('`')).collect();
@@ -428,5 +442,26 @@ mod tests {
         }
         assert!(wrong.is_empty(), "docs/configuration.md and config/default.toml disagree:\n{}", wrong.join("\n"));
         assert!(checked > 40, "only {checked} defaults checked: has the table's format changed?");
+        // And the other way: every default config/default.toml documents has
+        // its row.
+        fn leaves(prefix: &str, value: config::Value, out: &mut Vec<String>) {
+            match value.clone().into_table() {
+                Ok(table) => {
+                    for (key, value) in table {
+                        leaves(&format!("{prefix}{key}."), value, out);
+                    }
+                }
+                Err(_) => out.push(prefix.trim_end_matches('.').to_owned()),
+            }
+        }
+        let mut documented_keys = Vec::new();
+        for (section, value) in documented.clone() {
+            leaves(&format!("{section}."), value, &mut documented_keys);
+        }
+        let missing: Vec<&String> = documented_keys.iter().filter(|key| !named.contains(*key)).collect();
+        assert!(
+            missing.is_empty(),
+            "config/default.toml documents keys docs/configuration.md has no row for: {missing:?}"
+        );
     }
 }

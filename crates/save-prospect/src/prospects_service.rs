@@ -24,7 +24,7 @@ use messages::service::{
     FoundProspect, GetProspect, HeldBy, Holders, PendingChange, ProspectExport, ProspectRef, ProspectView,
     ReferenceCountries, ReferenceRoles, Status, StatusOf, StatusReply,
 };
-use messages::{ClientContext, Consent, ConsentRecord, Country, ProspectDetails, Role};
+use messages::{ClientContext, Consent, ConsentRecord, Country, EmailAddress, ProspectDetails, Role};
 use uuid::Uuid;
 
 use crate::db::Pool;
@@ -244,7 +244,7 @@ fn details(
     ProspectDetails {
         first_name: first_name.unwrap_or_default(),
         last_name: last_name.unwrap_or_default(),
-        email: email.unwrap_or_default(),
+        email: email.unwrap_or_default().into(),
         company_name,
         country: Country { name: country_name.unwrap_or_else(|| country_code.clone()), code: country_code },
         role: Role { name: role_name.unwrap_or_else(|| role_code.clone()), code: role_code },
@@ -351,7 +351,7 @@ async fn export(
 
 /// The live prospect holding an address: the confirmed one, else the
 /// earliest sign-up with it ([`find_each`]'s rule, for one address).
-async fn find(pool: Pool, email: String) -> Reply<FoundProspect> {
+async fn find(pool: Pool, email: EmailAddress) -> Reply<FoundProspect> {
     let found = find_each(pool, vec![email]).await?.holders.pop().flatten();
     found.ok_or_else(|| service_error(contract::NOT_FOUND, "no prospect has this address"))
 }
@@ -360,7 +360,7 @@ async fn find(pool: Pool, email: String) -> Reply<FoundProspect> {
 /// prospect holding it: the confirmed one, else the earliest sign-up with
 /// it (the lowest id among sign-ups of the same instant). One query for
 /// them all: the mailer asks once per batch of events.
-async fn find_each(pool: Pool, emails: Vec<String>) -> Reply<FoundEach> {
+async fn find_each(pool: Pool, emails: Vec<EmailAddress>) -> Reply<FoundEach> {
     #[derive(QueryableByName)]
     struct Row {
         #[diesel(sql_type = BigInt)]
@@ -395,7 +395,7 @@ async fn find_each(pool: Pool, emails: Vec<String>) -> Reply<FoundEach> {
     for row in rows {
         let place = usize::try_from(row.asked - 1).ok().and_then(|i| holders.get_mut(i));
         if let Some(place) = place {
-            *place = Some(FoundProspect { prospect_id: row.id, email: row.email, confirmed: row.confirmed });
+            *place = Some(FoundProspect { prospect_id: row.id, email: row.email.into(), confirmed: row.confirmed });
         }
     }
     Ok(FoundEach { holders })
@@ -403,7 +403,7 @@ async fn find_each(pool: Pool, emails: Vec<String>) -> Reply<FoundEach> {
 
 /// Every sign-up holding an address: the live prospects with it (confirmed
 /// first, then by sign-up time), each followed by the sign-ups merged into it.
-async fn holders(pool: Pool, email: String) -> Reply<Holders> {
+async fn holders(pool: Pool, email: EmailAddress) -> Reply<Holders> {
     #[derive(QueryableByName)]
     struct Row {
         #[diesel(sql_type = SqlUuid)]

@@ -25,7 +25,7 @@ pub async fn run(
         Err(_) => {
             // Every sign-up with the address: the holder, those merged
             // into it, pending ones (a duplicate, a stranger's claim).
-            let address = AddressRef { email: prospect.trim().to_owned() };
+            let address = AddressRef { email: prospect.trim().into() };
             let held = bus::request::ask::<FindHolders>(client, &address, settings.nats.request_timeout())
                 .await
                 .context("asking the prospects service who holds that address")?;

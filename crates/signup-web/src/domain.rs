@@ -4,7 +4,7 @@
 use std::fmt;
 
 use email_address::{EmailAddress as Parsed, Options};
-use messages::{Country, ProspectDetails, Role};
+use messages::{Country, EmailAddress, ProspectDetails, Role};
 use serde::Deserialize;
 
 use crate::catalog::Catalog;
@@ -107,10 +107,11 @@ impl PersonName {
 /// An e-mail address: at most 254 characters as sent, no control characters,
 /// stored trimmed, a plain `local@domain.tld` address as an RFC 5322 parser
 /// accepts it.
+/// Parsed once, here, into the contract's [`EmailAddress`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EmailAddress(String);
+pub struct ValidEmail(EmailAddress);
 
-impl EmailAddress {
+impl ValidEmail {
     /// Longest accepted address (the SMTP path limit).
     pub const MAX_CHARS: usize = 254;
 
@@ -120,13 +121,13 @@ impl EmailAddress {
         check_text(raw.unwrap_or_default(), Self::MAX_CHARS)?;
         let options = Options::default().without_display_text().without_domain_literal().with_required_tld();
         Parsed::parse_with_options(value, options)
-            .map(|_| Self(value.to_owned()))
+            .map(|_| Self(EmailAddress::new(value)))
             .map_err(|_| "is not a valid e-mail address".to_owned())
     }
 
     /// The address.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 
@@ -161,7 +162,7 @@ impl CompanyName {
 pub struct NewProspect {
     first_name: PersonName,
     last_name: PersonName,
-    email: EmailAddress,
+    email: ValidEmail,
     company_name: CompanyName,
     country: Country,
     role: Role,
@@ -174,7 +175,7 @@ impl NewProspect {
         let mut check = Checker(&mut errors);
         let first_name = check.field(Field::FirstName, PersonName::parse(input.first_name.as_deref()));
         let last_name = check.field(Field::LastName, PersonName::parse(input.last_name.as_deref()));
-        let email = check.field(Field::Email, EmailAddress::parse(input.email.as_deref()));
+        let email = check.field(Field::Email, ValidEmail::parse(input.email.as_deref()));
         let company_name = check.field(Field::CompanyName, CompanyName::parse(input.company_name.as_deref()));
         // A code is one of the list's, exactly as listed.
         let country = check.field(
@@ -330,7 +331,7 @@ mod tests {
     #[test]
     fn email_rules() {
         for good in ["ada@example.com", "a.b+tag@sub.example.co.uk", "  ada@example.com  "] {
-            assert!(EmailAddress::parse(Some(good)).is_ok(), "{good}");
+            assert!(ValidEmail::parse(Some(good)).is_ok(), "{good}");
         }
         for bad in [
             "ada",
@@ -341,10 +342,10 @@ mod tests {
             "ada@[127.0.0.1]",
             "a b@example.com",
         ] {
-            assert!(EmailAddress::parse(Some(bad)).is_err(), "{bad}");
+            assert!(ValidEmail::parse(Some(bad)).is_err(), "{bad}");
         }
         let long = format!("{}@example.com", "a".repeat(250));
-        assert_eq!(EmailAddress::parse(Some(&long)).expect_err("too long"), "must be at most 254 characters");
+        assert_eq!(ValidEmail::parse(Some(&long)).expect_err("too long"), "must be at most 254 characters");
     }
 
     #[test]
@@ -367,13 +368,13 @@ mod tests {
         assert_eq!(CompanyName::parse(Some("Acme\t")).expect_err("a tab"), "must not contain control characters");
         assert_eq!(CompanyName::parse(Some("  ")), Ok(CompanyName(None)), "blank means none");
         assert_eq!(PersonName::parse(Some("\u{feff}")).expect_err("a byte-order mark alone"), "is required");
-        let email = format!("{}@example.com ", "a".repeat(EmailAddress::MAX_CHARS - 12));
-        assert_eq!(EmailAddress::parse(Some(&email)).expect_err("255 as sent"), "must be at most 254 characters");
+        let email = format!("{}@example.com ", "a".repeat(ValidEmail::MAX_CHARS - 12));
+        assert_eq!(ValidEmail::parse(Some(&email)).expect_err("255 as sent"), "must be at most 254 characters");
         assert_eq!(
-            EmailAddress::parse(Some("ada@example.com\t")).expect_err("a tab"),
+            ValidEmail::parse(Some("ada@example.com\t")).expect_err("a tab"),
             "must not contain control characters"
         );
-        assert!(EmailAddress::parse(Some(" ada@example.com ")).is_ok(), "spaces around are trimmed");
+        assert!(ValidEmail::parse(Some(" ada@example.com ")).is_ok(), "spaces around are trimmed");
         let padded = SignupInput { country: Some(" GB".into()), role: Some("EN\n".into()), ..input() };
         let errors = NewProspect::parse(&padded, &Catalog::builtin()).expect_err("codes as listed only");
         assert_eq!(fields(&errors), vec![Field::Country, Field::Role]);
@@ -404,8 +405,8 @@ mod tests {
 
         #[test]
         fn parsed_emails_are_bounded_and_have_an_at(raw in "[a-z0-9.+_-]{0,70}@?[a-z0-9.-]{0,200}") {
-            if let Ok(email) = EmailAddress::parse(Some(&raw)) {
-                prop_assert!(email.as_str().chars().count() <= EmailAddress::MAX_CHARS);
+            if let Ok(email) = ValidEmail::parse(Some(&raw)) {
+                prop_assert!(email.as_str().chars().count() <= ValidEmail::MAX_CHARS);
                 prop_assert!(email.as_str().contains('@'));
             }
         }

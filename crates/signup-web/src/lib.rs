@@ -12,7 +12,7 @@
 //! # Layout
 //! - [`settings`]: configuration (`[web]`, `[nats]`, `[links]`, `[log]`, `[shutdown]`).
 //! - [`domain`]: input parsing into valid newtypes.
-//! - [`catalog`]: countries and roles offered; [`reference`] keeps them fresh
+//! - [`catalog`]: countries and roles offered; [`reference_data`] keeps them fresh
 //!   from the `prospects` service (request-reply), falling back on the last
 //!   known or built-in lists.
 //! - [`submit`]: parse, check, publish, shared by the form and the API.
@@ -28,7 +28,8 @@
 //!   generated from the handlers' annotations and built from the same
 //!   route list the app serves; the contract documents' routes (the events'
 //!   AsyncAPI document, each event's JSON Schema); [`schema`]: the shapes
-//!   only the document describes (the sign-up's fields, the problem body).
+//!   only the document describes (the sign-up's fields, a challenge; the problem
+//!   body is `runtime::ops::Problem`, every service's).
 //! - [`request`]: what every handler reads off a request (its media type, a
 //!   body over the limit, the trace context).
 //! - [`limits`]: security headers on every answer, per-client rate limit on POSTs.
@@ -46,7 +47,7 @@ pub mod openapi;
 pub mod pages;
 pub mod privacy;
 pub mod problem;
-pub mod reference;
+pub mod reference_data;
 pub mod request;
 pub mod schema;
 pub mod settings;

@@ -49,7 +49,7 @@ fn with_current_codes(catalog: &Catalog) -> serde_json::Value {
     components(schemas(
         crate::schema::SignUp,
         crate::schema::Reference,
-        crate::schema::Problem,
+        runtime::ops::Problem,
         crate::schema::Challenge,
         crate::schema::ChallengeParameters
     ))
@@ -125,14 +125,14 @@ pub async fn asyncapi_json() -> HttpResponse {
     responses(
         (status = 200, description = "The payload's JSON Schema (draft 2020-12)", content_type = "application/schema+json",
             body = Object),
-        (status = 404, description = "No event has this type", body = crate::schema::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No event has this type", body = runtime::ops::Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/api/schemas/{ce_type}.json")]
 pub async fn event_schema(ce_type: web::Path<String>) -> HttpResponse {
     match messages::schemas::of(&ce_type) {
         Some(schema) => HttpResponse::Ok().content_type("application/schema+json").body(schema),
-        None => runtime::ops::Problem::<()>::new(StatusCode::NOT_FOUND, "no event has this type").response(&[]),
+        None => runtime::ops::Problem::new(StatusCode::NOT_FOUND, "no event has this type").response(&[]),
     }
 }
 

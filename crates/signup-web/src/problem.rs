@@ -5,8 +5,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpResponse, ResponseError};
-use runtime::ops::Problem;
-use serde::Serialize;
+use runtime::ops::{Problem, ProblemField};
 
 use crate::domain::FieldError;
 
@@ -37,17 +36,6 @@ pub enum ApiError {
     TooManyRequests(u64),
 }
 
-/// One invalid field of a 422.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ProblemField<'a> {
-    /// The field's name, as sent.
-    field: &'a str,
-    /// What is wrong with it.
-    detail: &'a str,
-    /// JSON Pointer to the field in the request body.
-    pointer: String,
-}
-
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -64,14 +52,9 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         let errors = match self {
-            ApiError::Invalid(errors) => errors
-                .iter()
-                .map(|e| ProblemField {
-                    field: e.field.name(),
-                    detail: &e.message,
-                    pointer: format!("/{}", e.field.name()),
-                })
-                .collect(),
+            ApiError::Invalid(errors) => {
+                errors.iter().map(|e| ProblemField::new(e.field.name(), e.message.as_str())).collect()
+            }
             _ => Vec::new(),
         };
         let headers = match self {

@@ -1,9 +1,9 @@
 //! The shapes the OpenAPI document describes but no handler deserialises
 //! or builds as such: the sign-up's fields (read field by field, so that a
 //! field of the wrong type is reported against that field), a challenge, a
-//! reference entry, the problem body (`runtime::ops::Problem`'s shape, described
-//! here because `bus` stays free of the OpenAPI generator). A leaf: the
-//! handlers' annotations name them, and the document lists them.
+//! reference entry (the problem body is `runtime::ops::Problem`, every
+//! service's). A leaf: the handlers' annotations name them, and the
+//! document lists them.
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -87,22 +87,4 @@ pub struct Reference {
     code: String,
     /// The name to show.
     name: String,
-}
-
-/// An RFC 9457 problem (`application/problem+json`).
-#[derive(Serialize, ToSchema)]
-pub struct Problem {
-    /// Always `about:blank`: the status says what happened.
-    #[serde(rename = "type")]
-    kind: String,
-    /// The status's reason phrase.
-    title: String,
-    /// The HTTP status.
-    status: u16,
-    /// What went wrong, for a person.
-    detail: String,
-    /// One entry per invalid field (422 only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    errors: Option<Vec<crate::problem::ProblemField<'static>>>,
 }

@@ -18,7 +18,7 @@ use utoipa_actix_web::AppExt as _;
 
 use crate::bot_check::{BotCheck, UsedProofs};
 use crate::limits::{self, RateLimiter};
-use crate::reference::ReferenceData;
+use crate::reference_data::ReferenceData;
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::{api, health, openapi, pages};

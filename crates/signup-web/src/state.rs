@@ -9,6 +9,7 @@ use bus::request::{RequestError, ask};
 use bus::settings::StreamSettings;
 use bus::{EventContext, Publisher};
 use links::Links;
+use messages::EmailAddress;
 use messages::service::{
     self as contract, AddressRef, ExportProspect, FindByAddress, FoundProspect, GetProspect, ProspectExport,
     ProspectRef, ProspectView, Status, StatusOf,
@@ -20,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::catalog::Catalog;
-use crate::reference::ReferenceData;
+use crate::reference_data::ReferenceData;
 
 /// Shared by all workers: one NATS connection, the reference data, the link
 /// key.
@@ -88,7 +89,7 @@ impl AppState {
     /// pauses, until JetStream takes it, for at most ten minutes, or until
     /// the server stops (one last try then). The visitor has their answer
     /// already, the same as for an unknown address.
-    pub fn request_link_later(&self, prospect_id: Uuid, email: String, traceparent: Option<String>) {
+    pub fn request_link_later(&self, prospect_id: Uuid, email: EmailAddress, traceparent: Option<String>) {
         let publisher = self.publisher.clone();
         let shutdown = self.shutdown.clone();
         self.background.spawn(async move {
@@ -129,7 +130,7 @@ impl AppState {
 
     /// The live prospect holding `email`, if any (`None` for "not found").
     pub async fn holder(&self, email: &str) -> Result<Option<FoundProspect>, RequestError> {
-        match ask::<FindByAddress>(self.client(), &AddressRef { email: email.to_owned() }, self.service_timeout).await {
+        match ask::<FindByAddress>(self.client(), &AddressRef { email: email.into() }, self.service_timeout).await {
             Ok(found) => Ok(Some(found)),
             Err(RequestError::Service { code: contract::NOT_FOUND, .. }) => Ok(None),
             Err(error) => Err(error),

@@ -4,7 +4,7 @@
 use bus::{EventContext, PublishError, Publisher};
 use chrono::{DateTime, Utc};
 use messages::{
-    ClientContext, Event, ManageLinkRequested, ProspectConfirmed, ProspectDeleted, ProspectDetails,
+    ClientContext, EmailAddress, Event, ManageLinkRequested, ProspectConfirmed, ProspectDeleted, ProspectDetails,
     ProspectEmailChangeRequested, ProspectSignedUp, ProspectUpdated,
 };
 use uuid::Uuid;
@@ -177,7 +177,7 @@ pub async fn confirm(
 /// `ManageLinkRequested` from the lost-link page: the mailer sends a new
 /// manage link to `email`, the prospect's own address; older links still
 /// work (anyone who knows the address may ask).
-pub fn link_request(prospect_id: Uuid, email: String) -> ManageLinkRequested {
+pub fn link_request(prospect_id: Uuid, email: EmailAddress) -> ManageLinkRequested {
     ManageLinkRequested { prospect_id, email, requested_at: Utc::now(), by_owner: false }
 }
 
@@ -186,7 +186,7 @@ pub fn link_request(prospect_id: Uuid, email: String) -> ManageLinkRequested {
 pub async fn renew_link(
     publisher: &Publisher,
     prospect_id: Uuid,
-    email: String,
+    email: EmailAddress,
     traceparent: Option<String>,
 ) -> Result<(), SubmitError> {
     let event = ManageLinkRequested { by_owner: true, ..link_request(prospect_id, email) };

@@ -60,7 +60,7 @@ async fn sign_up(state: web::Data<State>, form: web::Form<SignupInput>) -> HttpR
         let mut conn = state.pool.get().await.map_err(|e| anyhow::anyhow!(e))?;
         diesel::sql_query(INSERT)
             .bind::<SqlUuid, _>(id)
-            .bind::<Text, _>(&details.email)
+            .bind::<Text, _>(details.email.as_str())
             .bind::<Text, _>(&details.first_name)
             .bind::<Text, _>(&details.last_name)
             .bind::<Nullable<Text>, _>(details.company_name.as_deref())

@@ -42,15 +42,15 @@
 //!   kept in step, paused and resumed during an outage;
 //! - [`fetch`]: taking batches (ready now, lingering under load, waiting when
 //!   idle) and prefetching the next while one is applied;
-//! - [`decode`]: a message to a typed [`Delivery`];
-//! - [`apply`]: one batch — decode, apply, fall back to one event at a time,
+//! - [`delivery`]: a message to a typed [`Delivery`] (or why it is refused);
+//! - [`batch`]: one batch — decode, apply, fall back to one event at a time,
 //!   hold during an outage;
 //! - [`settle`]: ack, nak with delay, progress acks and the outage pause;
 //! - [`dead_letter`]: copying a failed event to the dead-letter stream.
 
-mod apply;
+mod batch;
 mod dead_letter;
-mod decode;
+mod delivery;
 mod durable;
 mod fetch;
 mod settle;

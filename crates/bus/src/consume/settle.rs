@@ -7,7 +7,7 @@ use async_nats::jetstream::message::{AckKind, Acker};
 use messages::{cloudevents as ce, dlq};
 use tokio_util::sync::CancellationToken;
 
-use super::decode::header;
+use super::delivery::header;
 use super::{ConsumerRunner, Delivery, HandlerError};
 use crate::backoff::Backoff;
 use crate::settings::ConsumerSettings;
@@ -30,8 +30,8 @@ impl ConsumerRunner {
             // Not ready while paused: the readiness probe shows the outage.
             self.ready.set(false);
         }
-        for letter in held {
-            ack(&letter.acker, AckKind::Progress).await;
+        for one in held {
+            ack(&one.acker, AckKind::Progress).await;
         }
         // Never pause longer than the server waits for a sign of life.
         let pause = outage.next_pause().min(self.progress_interval());
@@ -42,8 +42,8 @@ impl ConsumerRunner {
         self.pause_consumer(pause + Duration::from_secs(2)).await;
         tokio::select! {
             () = shutdown.cancelled() => {
-                for letter in held {
-                    ack(&letter.acker, AckKind::Nak(None)).await;
+                for one in held {
+                    ack(&one.acker, AckKind::Nak(None)).await;
                 }
                 false
             }
@@ -53,23 +53,23 @@ impl ConsumerRunner {
 
     /// After a failure of this one event: dead-letter it when it can never
     /// succeed or has used up its deliveries, else redeliver it later.
-    pub(super) async fn settle_failure<E>(&self, delivery: &Delivery<E>, letter: &Held, error: &HandlerError) {
+    pub(super) async fn settle_failure<E>(&self, delivery: &Delivery<E>, held: &Held, error: &HandlerError) {
         if let HandlerError::Deferred { for_at_least, .. } = error {
-            tracing::info!(event_id = %delivery.meta.event_id, trace_id = letter.trace_id(), delay = ?for_at_least,
+            tracing::info!(event_id = %delivery.meta.event_id, trace_id = held.trace_id(), delay = ?for_at_least,
                 reason = %error, "event deferred; it comes back after the wait");
-            ack(&letter.acker, AckKind::Nak(Some(*for_at_least))).await;
+            ack(&held.acker, AckKind::Nak(Some(*for_at_least))).await;
             metrics::counter!("signup_handler_events_deferred_total", "consumer" => self.durable_name.clone())
                 .increment(1);
             return;
         }
         let exhausted = self.settings.max_deliver > 0 && delivery.meta.delivered >= self.settings.max_deliver;
         if matches!(error, HandlerError::Permanent(_)) || exhausted {
-            self.dead_letter(letter, &error.to_string(), false).await;
+            self.dead_letter(held, &error.to_string(), false).await;
         } else {
             let delay = self.settings.retry_delay(delivery.meta.delivered);
-            tracing::warn!(event_id = %delivery.meta.event_id, trace_id = letter.trace_id(),
+            tracing::warn!(event_id = %delivery.meta.event_id, trace_id = held.trace_id(),
                 delivered = delivery.meta.delivered, ?delay, error = %error, "event not applied; will be redelivered");
-            ack(&letter.acker, AckKind::Nak(Some(delay))).await;
+            ack(&held.acker, AckKind::Nak(Some(delay))).await;
             metrics::counter!("signup_handler_events_retried_total", "consumer" => self.durable_name.clone())
                 .increment(1);
         }

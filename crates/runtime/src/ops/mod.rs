@@ -12,7 +12,8 @@
 //! # Layout
 //! - [`metrics`]: the recorder and `/metrics`.
 //! - [`health`]: `/healthz`, `/readyz` and what readiness waits for.
-//! - [`problem`]: the problem body and the 405.
+//! - [`problem`]: the problem body every service answers and documents (its OpenAPI
+//!   schema too), and the 405.
 //! - [`middleware`]: security headers, HEAD as GET, the per-request span,
 //!   metrics and access log.
 //! - here: the small health/metrics server of a service with no other.
@@ -26,7 +27,7 @@ pub use bus::ready::ReadyFlag;
 pub use health::{Readiness, healthz, readyz};
 pub use metrics::{metrics_endpoint, prometheus};
 pub use middleware::{head_as_get, observe_http, security_headers};
-pub use problem::{Problem, undeclared_methods};
+pub use problem::{Problem, ProblemField, undeclared_methods};
 
 use std::net::TcpListener;
 

@@ -4,20 +4,44 @@
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 
-/// An RFC 9457 problem body, `application/problem+json`: what every API
-/// error answers. `F` is the type of the per-field errors (`()` when none).
-#[derive(Debug, serde::Serialize)]
-pub struct Problem<F: serde::Serialize = ()> {
+/// An RFC 9457 problem (`application/problem+json`): the body of every API
+/// error of every service, and the one schema their OpenAPI documents list
+/// for it (`Problem`, with [`ProblemField`]).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Always `about:blank`: the status says what happened.
     #[serde(rename = "type")]
     kind: &'static str,
+    /// The status's reason phrase.
     title: &'static str,
+    /// The HTTP status.
     status: u16,
+    /// What went wrong, for a person.
     detail: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    errors: Vec<F>,
+    /// One entry per invalid field (422 only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<ProblemField>,
 }
 
-impl<F: serde::Serialize> Problem<F> {
+/// One invalid field of a problem.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ProblemField {
+    /// The field's name, as sent.
+    field: String,
+    /// What is wrong with it.
+    detail: String,
+    /// JSON Pointer to the field in the request body.
+    pointer: String,
+}
+
+impl ProblemField {
+    /// The field `field` (at `/field` in the body), with what is wrong.
+    pub fn new(field: &str, detail: impl Into<String>) -> Self {
+        Self { field: field.to_owned(), detail: detail.into(), pointer: format!("/{field}") }
+    }
+}
+
+impl Problem {
     /// A problem of `status` (its reason is the title), saying `detail`.
     pub fn new(status: actix_web::http::StatusCode, detail: impl Into<String>) -> Self {
         Self {
@@ -30,7 +54,7 @@ impl<F: serde::Serialize> Problem<F> {
     }
 
     /// With per-field errors (`errors` in the body, left out when empty).
-    pub fn with_errors(mut self, errors: Vec<F>) -> Self {
+    pub fn with_errors(mut self, errors: Vec<ProblemField>) -> Self {
         self.errors = errors;
         self
     }
@@ -67,7 +91,7 @@ pub fn undeclared_methods(config: &mut web::ServiceConfig, openapi: &serde_json:
         config.service(web::resource(path.as_str()).to(move || {
             let allow = allow.clone();
             async move {
-                Problem::<()>::new(
+                Problem::new(
                     actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
                     format!("this resource answers {allow} only"),
                 )

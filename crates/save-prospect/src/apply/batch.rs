@@ -7,7 +7,7 @@ use bus::Delivery;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use messages::ProspectEvent;
+use messages::{EmailAddress, ProspectEvent};
 use uuid::Uuid;
 
 use super::change::{request_change, request_link};
@@ -120,7 +120,7 @@ pub(super) fn segments<'a, 'b>(events: &'b [&'a Delivery<ProspectEvent>]) -> Vec
     let mut out = Vec::new();
     let (mut start, mut ids, mut emails) = (0, HashSet::new(), HashSet::new());
     for (index, delivery) in events.iter().enumerate() {
-        let email = delivery.event.details().map(|d| d.email.to_lowercase());
+        let email = delivery.event.details().map(|d| &d.email);
         let same_kind =
             index == start || std::mem::discriminant(&events[start].event) == std::mem::discriminant(&delivery.event);
         let clash = ids.contains(&delivery.event.prospect_id()) || email.as_ref().is_some_and(|e| emails.contains(e));
@@ -140,17 +140,18 @@ pub(super) fn segments<'a, 'b>(events: &'b [&'a Delivery<ProspectEvent>]) -> Vec
 /// Whether an update of the segment takes an address that another prospect
 /// of the segment holds now.
 pub(super) fn emails_move_within(segment: &[&Delivery<ProspectEvent>], states: &HashMap<Uuid, RowState>) -> bool {
-    let holders: HashMap<String, Uuid> = segment
+    // The column's key is `lower(email)`: an address of its own.
+    let holders: HashMap<EmailAddress, Uuid> = segment
         .iter()
         .filter_map(|d| {
-            let key = states.get(&d.event.prospect_id())?.email_key.as_ref()?;
-            Some((key.to_lowercase(), d.event.prospect_id()))
+            let key = states.get(&d.event.prospect_id())?.email_key.as_deref()?;
+            Some((EmailAddress::new(key), d.event.prospect_id()))
         })
         .collect();
     segment.iter().any(|d| {
-        d.event.details().is_some_and(|details| {
-            holders.get(&details.email.to_lowercase()).is_some_and(|holder| *holder != d.event.prospect_id())
-        })
+        d.event
+            .details()
+            .is_some_and(|details| holders.get(&details.email).is_some_and(|holder| *holder != d.event.prospect_id()))
     })
 }
 

@@ -37,7 +37,7 @@ pub(super) async fn request_change(
                 diesel::sql_query(KEEP_CHANGE)
                     .bind::<SqlUuid, _>(request.prospect_id)
                     .bind::<SqlUuid, _>(delivery.meta.event_id)
-                    .bind::<Text, _>(&d.email)
+                    .bind::<Text, _>(d.email.as_str())
                     .bind::<Text, _>(&d.first_name)
                     .bind::<Text, _>(&d.last_name)
                     .bind::<Nullable<Text>, _>(d.company_name.as_deref())

@@ -144,7 +144,7 @@ pub(super) fn write_details(
         consent[2].push(client.and_then(|c| c.user_agent.clone()));
         agreed.push(record.map(|r| r.agreed_at));
         let d = delivery.event.details().expect("only sign-ups and updates carry details");
-        emails.push(d.email.clone());
+        emails.push(d.email.to_string());
         first.push(d.first_name.clone());
         last.push(d.last_name.clone());
         company.push(d.company_name.clone());

@@ -52,7 +52,7 @@ pub(super) async fn update(
         existing.iter().chain(&missing).copied().filter(|d| changed.contains(&d.event.prospect_id())).collect();
     if !applied.is_empty() {
         let emails: Vec<String> =
-            applied.iter().map(|d| d.event.details().map(|d| d.email.clone()).unwrap_or_default()).collect();
+            applied.iter().map(|d| d.event.details().map(|d| d.email.to_string()).unwrap_or_default()).collect();
         let done: Vec<Change> = diesel::sql_query(
             "DELETE FROM pending_changes c USING unnest($1::uuid[], $2::text[], $3::bigint[]) AS u(id, email, seq) \
              WHERE c.prospect_id = u.id AND lower(c.email) = lower(u.email) AND c.request_seq < u.seq \

@@ -70,7 +70,7 @@ fn input_of(details: &ProspectDetails) -> SignupInput {
     SignupInput {
         first_name: Some(details.first_name.clone()),
         last_name: Some(details.last_name.clone()),
-        email: Some(details.email.clone()),
+        email: Some(details.email.to_string()),
         company_name: details.company_name.clone(),
         country: Some(details.country.code.clone()),
         role: Some(details.role.code.clone()),

@@ -6,7 +6,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::{NOT_SAVED, PageError, html, message, read_body, retry_later, see_other};
-use crate::domain::EmailAddress;
+use crate::domain::ValidEmail;
 use crate::state::AppState;
 
 /// `/prospects/new-link` and the page after it.
@@ -49,7 +49,7 @@ pub async fn new_link(
     let form: NewLinkForm = serde_urlencoded::from_bytes(&body)
         .map_err(|_| PageError::BadRequest("The form data could not be read.".into()))?;
     let typed = form.email.as_deref().unwrap_or("");
-    let email = match EmailAddress::parse(form.email.as_deref()) {
+    let email = match ValidEmail::parse(form.email.as_deref()) {
         Ok(email) => email,
         Err(error) => {
             let error = format!("E-mail {error}");

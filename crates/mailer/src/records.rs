@@ -115,7 +115,7 @@ pub struct Turn {
 }
 
 /// The buckets, opened on first use.
-pub struct Ledger {
+pub struct Records {
     js: jetstream::Context,
     buckets: Buckets,
     links: Links,
@@ -124,8 +124,8 @@ pub struct Ledger {
     suppressed: OnceCell<kv::Store>,
 }
 
-impl Ledger {
-    /// A ledger on `js` with these buckets; the secret of `links` keys the
+impl Records {
+    /// Records on `js` with these buckets; the secret of `links` keys the
     /// digests that stand for addresses.
     pub fn new(js: jetstream::Context, buckets: Buckets, links: Links) -> Self {
         let cells = (OnceCell::new(), OnceCell::new(), OnceCell::new());

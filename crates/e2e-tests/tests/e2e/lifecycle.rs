@@ -166,7 +166,7 @@ async fn finding_each_of_several_addresses_answers_what_finding_each_one_does() 
     let each: FoundEach = request(
         client,
         contract::FIND_EACH,
-        &AddressesRef { emails: asked.iter().map(|e| (*e).to_owned()).collect() },
+        &AddressesRef { emails: asked.iter().map(|e| (*e).into()).collect() },
         TIMEOUT,
     )
     .await
@@ -181,7 +181,7 @@ async fn finding_each_of_several_addresses_answers_what_finding_each_one_does() 
     assert!(each.holders[2].as_ref().is_some_and(|f| f.confirmed));
 
     // A request too large is refused, naming the field.
-    let too_many = AddressesRef { emails: vec!["a@example.com".to_owned(); contract::FIND_EACH_MAX + 1] };
+    let too_many = AddressesRef { emails: vec!["a@example.com".into(); contract::FIND_EACH_MAX + 1] };
     match request::<_, FoundEach>(client, contract::FIND_EACH, &too_many, TIMEOUT).await {
         Err(RequestError::Service { code: contract::BAD_REQUEST, description }) => {
             assert!(description.contains("emails"), "{description}");
@@ -445,7 +445,7 @@ async fn two_instances_with_small_batches_keep_each_prospects_newest_state() {
     let details = |i: usize, version: usize| ProspectDetails {
         first_name: "Ada".into(),
         last_name: format!("Number {i}"),
-        email: format!("ada{i}@example.com"),
+        email: format!("ada{i}@example.com").into(),
         company_name: Some(format!("v{version}")),
         country: Country { code: "GB".into(), name: "United Kingdom".into() },
         role: Role { code: "EN".into(), name: "Engineer".into() },

@@ -15,8 +15,7 @@ use save_prospect::schema::prospects;
 use test_support::TestDatabase;
 use uuid::Uuid;
 
-mod common;
-use common::{delivery, details, handler};
+use crate::common::{delivery, details, handler};
 
 fn at(seconds: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_780_000_000 + seconds, 0).expect("time")

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_save_prospect_mid_burst() {
+    let _beside_no_build = crate::BUILD_OR_BURST.read().await;
     let nats = NatsServer::start().await.expect("nats-server");
     let bed = FaultBed::start(nats.url(), &[]).await;
     let saver = bed.saver(&[]);
@@ -40,6 +41,7 @@ async fn kill_9_save_prospect_mid_burst() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restarts_mid_burst() {
+    let _beside_no_build = crate::BUILD_OR_BURST.read().await;
     let mut nats = NatsServer::start().await.expect("nats-server");
     let bed = FaultBed::start(nats.url(), &[]).await;
     let _saver = bed.saver(&[]);
@@ -59,6 +61,7 @@ async fn nats_restarts_mid_burst() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_refuses_connections_for_20_seconds() {
+    let _beside_no_build = crate::BUILD_OR_BURST.read().await;
     let nats = NatsServer::start().await.expect("nats-server");
     let bed = FaultBed::start(nats.url(), &[]).await;
     let _saver = bed.saver(&[("SIGNUP__SAVE_PROSPECT__CONSUMER__MAX_DELIVER", "3")]);
@@ -111,6 +114,7 @@ async fn burst_with_the_table_locked(bed: &FaultBed, hold: Duration) -> Burst {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_locked_past_ack_wait_redelivers_nothing() {
+    let _beside_no_build = crate::BUILD_OR_BURST.read().await;
     let nats = NatsServer::start().await.expect("nats-server");
     let bed = FaultBed::start(nats.url(), &[]).await;
     let settings = [("SIGNUP__SAVE_PROSPECT__CONSUMER__ACK_WAIT_SECS", "3")];
@@ -131,6 +135,7 @@ async fn a_table_locked_past_ack_wait_redelivers_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_locked_past_the_statement_timeout_dead_letters_nothing() {
+    let _beside_no_build = crate::BUILD_OR_BURST.read().await;
     let nats = NatsServer::start().await.expect("nats-server");
     let bed = FaultBed::start(nats.url(), &[]).await;
     let _saver = bed.saver(&[
@@ -147,6 +152,7 @@ async fn a_table_locked_past_the_statement_timeout_dead_letters_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_among_good_events_is_dead_lettered_alone() {
+    let _beside_no_build = crate::BUILD_OR_BURST.read().await;
     let nats = NatsServer::start().await.expect("nats-server");
     let bed = FaultBed::start(nats.url(), &[]).await;
     let js = jetstream::new(bed.client.clone());
@@ -191,6 +197,7 @@ async fn poison_among_good_events_is_dead_lettered_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_processing_exits_0_and_leaves_nothing_half_applied() {
+    let _beside_no_build = crate::BUILD_OR_BURST.read().await;
     let nats = NatsServer::start().await.expect("nats-server");
     let bed = FaultBed::start(nats.url(), &[]).await;
     let (_, task) = spawn_burst(&bed, 5_000, 32);
@@ -218,6 +225,7 @@ async fn sigterm_during_processing_exits_0_and_leaves_nothing_half_applied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_replayed_too_early_then_after_the_fix_are_saved_exactly_once() {
+    let _beside_no_build = crate::BUILD_OR_BURST.read().await;
     let nats = NatsServer::start().await.expect("nats-server");
     let bed = FaultBed::start(nats.url(), &[]).await;
     let _saver = bed.saver(&[]);

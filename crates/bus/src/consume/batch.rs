@@ -6,7 +6,7 @@ use async_nats::jetstream::{self, message::AckKind};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::decode::{Refused, decode};
+use super::delivery::{Refused, decode};
 use super::settle::{Held, Outage, ack};
 use super::{ConsumerRunner, Delivery, EventMeta, Handler, HandlerError};
 use crate::trace::{self, EVENT_DESTINATION_TEMPLATE, MESSAGING_SYSTEM, TraceParent};
@@ -31,6 +31,28 @@ impl ConsumerRunner {
             metrics::gauge!("signup_handler_pending", "consumer" => consumer.clone()).set(info.pending as f64);
         }
         let exporting = crate::trace::exporting();
+        let (deliveries, held) = self.decode_batch::<H>(messages, exporting).await;
+        if deliveries.is_empty() {
+            return;
+        }
+        let span = self.batch_span(&deliveries, exporting);
+        let started = std::time::Instant::now();
+        self.apply(handler, &deliveries, &held, shutdown).instrument(span).await;
+        metrics::histogram!("signup_handler_batch_size", "consumer" => consumer.clone())
+            .record(deliveries.len() as f64);
+        metrics::histogram!("signup_handler_apply_seconds", "consumer" => consumer)
+            .record(started.elapsed().as_secs_f64());
+        tracing::debug!(consumer = %self.durable_name, size = deliveries.len(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "batch settled");
+    }
+
+    /// The batch's events decoded, each beside its held message; what
+    /// cannot be decoded (poison, forged) is dead-lettered here.
+    async fn decode_batch<H: Handler>(
+        &self,
+        messages: Vec<jetstream::Message>,
+        exporting: bool,
+    ) -> (Vec<Delivery<H::Event>>, Vec<Held>) {
         let mut deliveries = Vec::with_capacity(messages.len());
         let mut held = Vec::with_capacity(messages.len());
         for message in messages {
@@ -51,54 +73,48 @@ impl ConsumerRunner {
                     let forged = matches!(refused, Refused::Forged(_));
                     if forged {
                         let subject = crate::redact::addresses(message.subject.as_str()).into_owned();
-                        tracing::warn!(consumer = %consumer, %subject, stream_sequence,
+                        tracing::warn!(consumer = %self.durable_name, %subject, stream_sequence,
                             "refused a forged event: its subject is not its own");
-                        metrics::counter!("signup_handler_events_forged_total", "consumer" => consumer.clone())
+                        metrics::counter!("signup_handler_events_forged_total", "consumer" => self.durable_name.clone())
                             .increment(1);
                     }
                     let span = tracing::Span::none();
-                    let letter = Held { message, acker, stream_sequence, delivered, span };
-                    self.dead_letter(&letter, &refused.reason(), forged).await;
+                    let refused_held = Held { message, acker, stream_sequence, delivered, span };
+                    self.dead_letter(&refused_held, &refused.reason(), forged).await;
                 }
             }
         }
-        if deliveries.is_empty() {
-            return;
-        }
+        (deliveries, held)
+    }
+
+    /// The span of one batch: with the messaging attributes and a link to
+    /// each of its events' traces when traces are exported, a plain one
+    /// otherwise.
+    fn batch_span<E>(&self, deliveries: &[Delivery<E>], exporting: bool) -> tracing::Span {
         let first = deliveries.first().map(|d| d.meta.stream_sequence).unwrap_or_default();
-        let span = if exporting {
-            tracing::info_span!(
-                "batch",
-                otel.name = %format_args!("process {}", self.stream.name),
-                otel.kind = "consumer",
-                messaging.system = MESSAGING_SYSTEM,
-                messaging.operation.type = "process",
-                messaging.destination.name = %self.stream.name,
-                messaging.consumer.group.name = %self.durable_name,
-                messaging.batch.message_count = deliveries.len(),
-                consumer = %self.durable_name,
-                size = deliveries.len(),
-                first_sequence = first,
-            )
-        } else {
-            tracing::info_span!("batch", consumer = %self.durable_name, size = deliveries.len(), first_sequence = first)
-        };
-        if exporting {
-            // The batch is its own trace, linked to each of its events'.
-            for delivery in &deliveries {
-                if let Some(parent) = delivery.meta.traceparent.as_deref().and_then(TraceParent::parse) {
-                    parent.link_from(&span);
-                }
+        if !exporting {
+            return tracing::info_span!("batch", consumer = %self.durable_name, size = deliveries.len(), first_sequence = first);
+        }
+        let span = tracing::info_span!(
+            "batch",
+            otel.name = %format_args!("process {}", self.stream.name),
+            otel.kind = "consumer",
+            messaging.system = MESSAGING_SYSTEM,
+            messaging.operation.type = "process",
+            messaging.destination.name = %self.stream.name,
+            messaging.consumer.group.name = %self.durable_name,
+            messaging.batch.message_count = deliveries.len(),
+            consumer = %self.durable_name,
+            size = deliveries.len(),
+            first_sequence = first,
+        );
+        // The batch is its own trace, linked to each of its events'.
+        for delivery in deliveries {
+            if let Some(parent) = delivery.meta.traceparent.as_deref().and_then(TraceParent::parse) {
+                parent.link_from(&span);
             }
         }
-        let started = std::time::Instant::now();
-        self.apply(handler, &deliveries, &held, shutdown).instrument(span).await;
-        metrics::histogram!("signup_handler_batch_size", "consumer" => consumer.clone())
-            .record(deliveries.len() as f64);
-        metrics::histogram!("signup_handler_apply_seconds", "consumer" => consumer)
-            .record(started.elapsed().as_secs_f64());
-        tracing::debug!(consumer = %self.durable_name, size = deliveries.len(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-            "batch settled");
+        span
     }
 
     /// The `process` span of one event, a child of the span that published
@@ -150,18 +166,18 @@ impl ConsumerRunner {
         let mut one_by_one = false;
         while start < deliveries.len() {
             let end = if one_by_one { start + 1 } else { deliveries.len() };
-            let (pending, letters) = (&deliveries[start..end], &held[start..end]);
+            let (pending, holding) = (&deliveries[start..end], &held[start..end]);
             // Progress acks from the first attempt on: a batch that takes
             // longer than the ack wait must not be handed out again while it
             // is still being applied.
-            match self.handle_holding(handler, pending, letters).await {
+            match self.handle_holding(handler, pending, holding).await {
                 Ok(()) => {
-                    for letter in letters {
-                        ack(&letter.acker, AckKind::Ack).await;
+                    for one in holding {
+                        ack(&one.acker, AckKind::Ack).await;
                     }
                     self.count_applied(pending);
                     if outage.active() {
-                        tracing::info!(applied = letters.len(), "dependency back; held events applied");
+                        tracing::info!(applied = holding.len(), "dependency back; held events applied");
                         self.resume_consumer().await;
                         outage = Outage::new(&self.settings);
                     }
@@ -175,7 +191,7 @@ impl ConsumerRunner {
                     one_by_one = false;
                 }
                 Err(error) if pending.len() == 1 => {
-                    self.settle_failure(&pending[0], &letters[0], &error).await;
+                    self.settle_failure(&pending[0], &holding[0], &error).await;
                     start = end;
                 }
                 Err(error) => {
@@ -202,8 +218,8 @@ impl ConsumerRunner {
             tokio::select! {
                 result = &mut attempt => return result,
                 _ = ticker.tick() => {
-                    for letter in held {
-                        ack(&letter.acker, AckKind::Progress).await;
+                    for one in held {
+                        ack(&one.acker, AckKind::Progress).await;
                     }
                 }
             }

@@ -76,7 +76,12 @@ static SCAFFOLD: tokio::sync::OnceCell<Scaffold> = tokio::sync::OnceCell::const_
 /// Scaffolds the handler into a fresh copy of the workspace, then builds and
 /// tests it there, unedited (once; every test here shares it).
 async fn scaffold() -> &'static Scaffold {
-    SCAFFOLD.get_or_init(|| async { tokio::task::spawn_blocking(build_scaffold).await.expect("scaffold") }).await
+    SCAFFOLD
+        .get_or_init(|| async {
+            let _alone = crate::BUILD_OR_BURST.write().await;
+            tokio::task::spawn_blocking(build_scaffold).await.expect("scaffold")
+        })
+        .await
 }
 
 fn build_scaffold() -> Scaffold {
@@ -191,7 +196,7 @@ fn person(i: usize) -> ProspectDetails {
     ProspectDetails {
         first_name: format!("Person{i}"),
         last_name: format!("Replayed{i}"),
-        email: format!("person{i}@replay.example.com"),
+        email: format!("person{i}@replay.example.com").into(),
         company_name: Some(format!("Company {i}")),
         country: Country { code: country.into(), name: names(country).into() },
         role: Role { code: role.into(), name: names(role).into() },

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::harness::{System, id_from_location};
 use bus::async_nats::jetstream;
-use e2e_tests::{System, id_from_location};
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 use test_support::eventually;
@@ -372,7 +372,7 @@ async fn a_missing_or_short_link_secret_is_refused_at_start_up() {
     let nats = test_support::NatsServer::start().await.expect("nats-server");
     let mut settings = signup_web::Settings::default();
     settings.web.port = 0;
-    settings.nats = e2e_tests::nats_settings(&nats);
+    settings.nats = crate::harness::nats_settings(&nats);
     let client = bus::connect(&settings.nats, "signup-web").await.expect("client");
     let shutdown = tokio_util::sync::CancellationToken::new();
     let error = signup_web::Application::build(&settings, client.clone(), &shutdown).err().expect("refused");

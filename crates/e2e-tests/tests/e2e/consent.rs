@@ -199,7 +199,7 @@ async fn consent_travels_from_the_form_to_postgres_the_manage_page_and_the_expor
     assert_eq!(client_address.as_deref(), Some("192.0.2.44"), "the newer agreement's client");
     assert_eq!(export.prospect.prospect_id, id);
     assert_eq!(export.merged_sign_ups, [again]);
-    assert_eq!(Some(export.prospect.details.email.clone()), row.email);
+    assert_eq!(Some(export.prospect.details.email.to_string()), row.email);
     assert_eq!(export.prospect.details.company_name, row.company_name);
     assert_eq!(export.prospect.confirmed_at, row.confirmed_at);
     assert_eq!(export.prospect.pending_change, None);

@@ -19,8 +19,7 @@ use save_prospect::{db, expiry};
 use test_support::{NatsServer, TestDatabase};
 use uuid::Uuid;
 
-mod common;
-use common::{delivery, details, handler};
+use crate::common::{delivery, details, handler};
 
 fn signed_up(id: Uuid, details: ProspectDetails, at: DateTime<Utc>, seq: u64) -> Delivery<ProspectEvent> {
     delivery(

@@ -46,6 +46,7 @@ async fn goes_on(progress: &AtomicUsize, more: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_system_runs_on_a_three_node_cluster() {
+    let _beside_no_build = crate::BUILD_OR_BURST.read().await;
     let (cluster, bed) = cluster_bed().await;
     let _saver = bed.saver(&[]);
     let smtp = SmtpServer::start().await.expect("smtp server");
@@ -155,6 +156,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_leader_killed_mid_burst_then_restarted_loses_nothing() {
+    let _beside_no_build = crate::BUILD_OR_BURST.read().await;
     let (mut cluster, bed) = cluster_bed().await;
     let _saver = bed.saver(&[]);
     let name = "cluster: stream leader killed (kill -9) under load, then restarted";
@@ -172,6 +174,7 @@ async fn the_stream_leader_killed_mid_burst_then_restarted_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_killed_mid_burst_loses_nothing() {
+    let _beside_no_build = crate::BUILD_OR_BURST.read().await;
     let (mut cluster, bed) = cluster_bed().await;
     let _saver = bed.saver(&[]);
     let name = "cluster: a follower killed (kill -9) under load";
@@ -188,6 +191,7 @@ async fn a_follower_killed_mid_burst_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_under_steady_load_loses_nothing() {
+    let _beside_no_build = crate::BUILD_OR_BURST.read().await;
     let (mut cluster, bed) = cluster_bed().await;
     let _saver = bed.saver(&[]);
     let name = "cluster: rolling restart of all three nodes under steady load";

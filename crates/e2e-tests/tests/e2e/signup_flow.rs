@@ -15,7 +15,7 @@ use save_prospect::schema::applied_events;
 use test_support::eventually;
 use uuid::Uuid;
 
-const GOLDEN_SIGNED_UP: &str = include_str!("../../messages/tests/golden/prospect-signed-up.json");
+const GOLDEN_SIGNED_UP: &str = include_str!("../../../messages/tests/golden/prospect-signed-up.json");
 
 fn keys(value: &serde_json::Value) -> BTreeSet<String> {
     value.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()

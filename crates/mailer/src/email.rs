@@ -62,7 +62,7 @@ impl Kind {
 /// text a stranger chose (a name reading "your account is locked, visit …").
 /// The details are shown behind the mail's link.
 #[derive(Debug, Clone)]
-pub struct Letter {
+pub struct Email {
     /// What it is for.
     pub kind: Kind,
     /// The recipient's address.
@@ -83,18 +83,18 @@ pub struct Letter {
 }
 
 #[derive(Template)]
-#[template(path = "letter.txt")]
+#[template(path = "email.txt")]
 struct Text<'a> {
-    l: &'a Letter,
+    l: &'a Email,
 }
 
 #[derive(Template)]
-#[template(path = "letter.html")]
+#[template(path = "email.html")]
 struct Html<'a> {
-    l: &'a Letter,
+    l: &'a Email,
 }
 
-impl Letter {
+impl Email {
     /// The kind's name, for the templates.
     fn kind_name(&self) -> &'static str {
         self.kind.name()
@@ -126,7 +126,7 @@ mod tests {
         let from: Mailbox = "Signup <signup@example.com>".parse().expect("from");
         let sender = smtp::Sender::new(from, &smtp::SmtpSettings::default(), "test.smtp").expect("sender");
         for kind in [Kind::Confirm, Kind::Claim, Kind::NewAddress, Kind::AddressChanging, Kind::ManageLink] {
-            let letter = Letter {
+            let email = Email {
                 kind,
                 to: "ada@example.com".into(),
                 confirm_url: Some("https://signup.example/prospects/confirm/t1".into()),
@@ -136,8 +136,8 @@ mod tests {
                 confirm_days: 7,
                 manage_days: 30,
             };
-            let text = Text { l: &letter }.render().expect("text");
-            let html = Html { l: &letter }.render().expect("html");
+            let text = Text { l: &email }.render().expect("text");
+            let html = Html { l: &email }.render().expect("html");
             for part in [&text, &html] {
                 // The new address is not proven yet: its mail opens nothing;
                 // nor does a claim's open the stranger's sign-up.
@@ -150,7 +150,7 @@ mod tests {
                 let not_me = part.contains("https://signup.example/prospects/not-me/t3");
                 assert_eq!(not_me, matches!(kind, Kind::Confirm | Kind::Claim), "{kind:?}: {part}");
             }
-            let message = letter.message(&sender, "4f2a").expect("message");
+            let message = email.message(&sender, "4f2a").expect("message");
             let raw = String::from_utf8(message.formatted()).expect("utf-8");
             assert!(raw.contains("multipart/alternative"), "{raw}");
             assert!(raw.contains("text/plain") && raw.contains("text/html"));

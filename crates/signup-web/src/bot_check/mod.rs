@@ -34,14 +34,16 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use base64::Engine as _;
 use bus::async_nats::jetstream::{self, kv};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
-use tokio::sync::OnceCell;
+
+mod used;
+
+pub use used::{SpendError, UsedProofs};
 
 /// The bucket of proofs already used.
 pub const USED_BUCKET: &str = "WEB_CHALLENGES";
@@ -164,17 +166,6 @@ pub struct Ticket {
     key: String,
     /// Which way it came (`altcha`, `form`), for the metrics.
     way: &'static str,
-}
-
-/// Why a proof could not be spent.
-#[derive(Debug, thiserror::Error)]
-pub enum SpendError {
-    /// Used already (by this replica or another).
-    #[error("the proof was used already")]
-    Replayed,
-    /// The bucket does not answer now: try again later (503).
-    #[error("the bucket of used proofs is unavailable: {0:#}")]
-    Unavailable(anyhow::Error),
 }
 
 /// The bot check of one web tier: its settings and keys.
@@ -304,168 +295,9 @@ impl BotCheck {
     }
 }
 
-/// The bucket of used proofs (`WEB_CHALLENGES`), opened on first use.
-pub struct UsedProofs {
-    settings: BotCheckSettings,
-    js: jetstream::Context,
-    /// Create the bucket when opening it (`nats.stream.manage`).
-    manage: bool,
-    replicas: usize,
-    used: OnceCell<kv::Store>,
-}
-
-impl UsedProofs {
-    /// The bucket for `settings`, over `js`, shaped like the event stream
-    /// (`stream`: its replicas, and whether services make what they use).
-    pub fn new(settings: &BotCheckSettings, js: jetstream::Context, stream: &bus::StreamSettings) -> Self {
-        Self { settings: settings.clone(), js, manage: stream.manage, replicas: stream.replicas, used: OnceCell::new() }
-    }
-
-    /// Spends `ticket`: recorded as used, so it counts once, whichever
-    /// replica sees it again.
-    pub async fn spend(&self, ticket: &Ticket) -> Result<(), SpendError> {
-        let used = self.bucket().await.map_err(SpendError::Unavailable)?;
-        match used.create(&ticket.key, Utc::now().timestamp_millis().to_string().into()).await {
-            Ok(_) => {
-                count(ticket.way, "passed");
-                Ok(())
-            }
-            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
-                count(ticket.way, Refused::Replayed.name());
-                Err(SpendError::Replayed)
-            }
-            Err(error) => Err(SpendError::Unavailable(anyhow::Error::new(error).context("recording a used proof"))),
-        }
-    }
-
-    /// Creates the bucket of used proofs, or updates it to these settings: a
-    /// deployment's set-up step (`signup-web buckets`), for a NATS user that
-    /// may manage streams.
-    pub async fn ensure_bucket(&self) -> anyhow::Result<()> {
-        self.js
-            .create_or_update_key_value(self.settings.bucket(self.replicas))
-            .await
-            .with_context(|| format!("creating or updating the key-value bucket {USED_BUCKET}"))?;
-        Ok(())
-    }
-
-    /// The bucket of used proofs, opened on first use. One that keeps its
-    /// records for less than a proof lives would let a proof count twice:
-    /// it is refused (run `signup-web buckets` again after raising the
-    /// lifetime).
-    async fn bucket(&self) -> anyhow::Result<&kv::Store> {
-        self.used
-            .get_or_try_init(|| async {
-                let store = if self.manage {
-                    self.js.create_or_update_key_value(self.settings.bucket(self.replicas)).await?
-                } else {
-                    self.js.get_key_value(USED_BUCKET).await?
-                };
-                let mut info = self.js.get_stream(format!("KV_{USED_BUCKET}")).await?;
-                let kept = info.info().await?.config.max_age;
-                anyhow::ensure!(
-                    kept.is_zero() || kept >= self.settings.lifetime(),
-                    "{USED_BUCKET} keeps used proofs for {kept:?}, less than web.bot_check.lifetime_secs: \
-                     run `signup-web buckets`"
-                );
-                Ok(store)
-            })
-            .await
-            .with_context(|| {
-                format!("opening the key-value bucket {USED_BUCKET} (a deployment makes it: signup-web buckets)")
-            })
-    }
-}
-
 fn count(way: &'static str, outcome: &'static str) {
     bus::metrics::counter!("signup_bot_check_total", "way" => way, "outcome" => outcome).increment(1);
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check(settings: BotCheckSettings) -> BotCheck {
-        let links = links::Links::new(&links::LinkSettings {
-            secret: Some(secrecy::SecretString::from("a secret of sufficient length")),
-            ..Default::default()
-        })
-        .expect("links");
-        BotCheck::new(&settings, &links)
-    }
-
-    fn settings() -> BotCheckSettings {
-        BotCheckSettings { difficulty: 8, iterations: 10, ..BotCheckSettings::default() }
-    }
-
-    #[test]
-    fn a_solved_challenge_passes_and_names_its_challenge() {
-        let check = check(settings());
-        let now = Utc::now();
-        let challenge = check.challenge(now).expect("challenge");
-        let signature = challenge.signature.clone().expect("signed");
-        let proof = test_support::bot_check::solve(challenge);
-        let ticket = check.check(&Proof { altcha: Some(&proof), ..Proof::default() }, now).expect("passes");
-        assert_eq!(ticket.key, format!("altcha.{signature}"));
-    }
-
-    #[test]
-    fn a_wrong_forged_or_expired_solution_is_refused() {
-        let check = check(settings());
-        let now = Utc::now();
-        let refuse = |payload: &str| check.check(&Proof { altcha: Some(payload), ..Proof::default() }, now);
-        assert_eq!(check.check(&Proof::default(), now), Err(Refused::Missing));
-        assert_eq!(refuse("not base64!"), Err(Refused::Invalid));
-        assert_eq!(refuse("e30="), Err(Refused::Invalid), "{{}}");
-        // A wrong derived key.
-        let challenge = check.challenge(now).expect("challenge");
-        let mut solution = altcha::solve_challenge(altcha::SolveChallengeOptions::new(&challenge))
-            .expect("solvable")
-            .expect("in time");
-        solution.derived_key = "00".repeat(32);
-        let wrong = test_support::bot_check::encode(challenge, solution);
-        assert_eq!(refuse(&wrong), Err(Refused::Invalid));
-        // A challenge of another server (another secret).
-        let forged = altcha::create_challenge(altcha::CreateChallengeOptions {
-            algorithm: ALGORITHM.into(),
-            cost: 10,
-            counter: Some(3),
-            hmac_signature_secret: Some("not our secret".into()),
-            hmac_key_signature_secret: Some("not our key secret".into()),
-            ..Default::default()
-        })
-        .expect("challenge");
-        assert_eq!(refuse(&test_support::bot_check::solve(forged)), Err(Refused::Invalid));
-        // One of ours, expired.
-        let old = check.challenge(now - chrono::Duration::hours(1)).expect("challenge");
-        assert_eq!(refuse(&test_support::bot_check::solve(old)), Err(Refused::Expired));
-    }
-
-    #[test]
-    fn a_form_without_javascript_passes_after_the_fill_time_with_the_honeypot_empty() {
-        let check = check(settings());
-        let served = Utc::now() - chrono::Duration::seconds(10);
-        let token = check.form_token(served);
-        let form = |honeypot: Option<&'static str>, at: DateTime<Utc>| {
-            check.check(&Proof { form_token: Some(&token), honeypot, altcha: None }, at)
-        };
-        let ticket = form(Some(""), Utc::now()).expect("passes");
-        assert!(ticket.key.starts_with("form."));
-        assert_eq!(form(Some("https://spam.example"), Utc::now()), Err(Refused::TooSoon), "a filled honeypot");
-        assert_eq!(form(None, served + chrono::Duration::seconds(1)), Err(Refused::TooSoon), "too quick");
-        assert_eq!(form(None, served + chrono::Duration::hours(1)), Err(Refused::Expired));
-        let (claims, _) = token.rsplit_once('.').expect("parts");
-        let forged = format!("{}.{}", claims.replace(&served.timestamp_millis().to_string(), "1"), "AAAA");
-        assert_eq!(
-            check.check(&Proof { form_token: Some(&forged), ..Proof::default() }, Utc::now()),
-            Err(Refused::Invalid)
-        );
-        // Only where the form may go without JavaScript.
-        let strict = self::check(BotCheckSettings { without_javascript: false, ..settings() });
-        let token = strict.form_token(served);
-        assert_eq!(
-            strict.check(&Proof { form_token: Some(&token), ..Proof::default() }, Utc::now()),
-            Err(Refused::Missing)
-        );
-    }
-}
+mod tests;

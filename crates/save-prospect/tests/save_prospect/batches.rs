@@ -97,7 +97,7 @@ fn details(rng: &mut fastrand::Rng) -> ProspectDetails {
     ProspectDetails {
         first_name: format!("First{}", rng.u8(..)),
         last_name: "Last".into(),
-        email,
+        email: email.into(),
         company_name: rng.bool().then(|| format!("Company {}", rng.u8(..))),
         country: Country { code: "GB".into(), name: "United Kingdom".into() },
         role: Role { code: "EN".into(), name: "Engineer".into() },

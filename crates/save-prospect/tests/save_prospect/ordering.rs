@@ -12,8 +12,7 @@ use save_prospect::schema::prospects;
 use test_support::TestDatabase;
 use uuid::Uuid;
 
-mod common;
-use common::{delivery, details, handler};
+use crate::common::{delivery, details, handler};
 
 /// The lifecycle of one prospect: signed up (1), updated twice (2, 3).
 struct Story {
