@@ -14,21 +14,24 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// travels as the plain string typed, and shows as it (`Display`,
 /// [`EmailAddress::as_str`]).
 ///
-/// The key lowercases the whole address, as Postgres' `lower()` does for
-/// the table's unique index: the local part is case-sensitive by the
-/// letter of RFC 5321, but no receiver of note treats it so, and one
-/// person must not hold two records by changing a letter's case.
+/// The key lowercases the whole address: the local part is case-sensitive
+/// by the letter of RFC 5321, but no receiver of note treats it so, and one
+/// person must not hold two records by changing a letter's case. (In SQL,
+/// save-prospect compares with the table's own key, `lower(email)`.)
 #[derive(Clone)]
 pub struct EmailAddress {
     typed: String,
-    key: String,
+    /// The key when it differs from the address as typed (most addresses
+    /// are typed in lower case already: no second string for them).
+    key: Option<String>,
 }
 
 impl EmailAddress {
     /// The address `typed` (kept as it is: the web trims and checks it).
     pub fn new(typed: impl Into<String>) -> Self {
         let typed = typed.into();
-        let key = typed.to_lowercase();
+        let lower = typed.is_ascii() && !typed.bytes().any(|b| b.is_ascii_uppercase());
+        let key = (!lower).then(|| typed.to_lowercase());
         Self { typed, key }
     }
 
@@ -40,7 +43,7 @@ impl EmailAddress {
     /// The case-insensitive key: equal for the same address however it was
     /// typed.
     pub fn key(&self) -> &str {
-        &self.key
+        self.key.as_deref().unwrap_or(&self.typed)
     }
 
     /// The address as typed, owned.
@@ -51,7 +54,7 @@ impl EmailAddress {
 
 impl PartialEq for EmailAddress {
     fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
+        self.key() == other.key()
     }
 }
 
@@ -59,7 +62,7 @@ impl Eq for EmailAddress {}
 
 impl std::hash::Hash for EmailAddress {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.key.hash(state);
+        self.key().hash(state);
     }
 }
 
@@ -71,7 +74,7 @@ impl PartialOrd for EmailAddress {
 
 impl Ord for EmailAddress {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.key.cmp(&other.key)
+        self.key().cmp(other.key())
     }
 }
 
@@ -164,5 +167,8 @@ mod tests {
         let back: EmailAddress = serde_json::from_str(&json).expect("read");
         assert_eq!(back.as_str(), typed.as_str());
         assert_eq!(back.key(), typed.key());
+        // Beyond ASCII too.
+        assert_eq!(EmailAddress::new("ÉLODIE@Exemple.fr"), EmailAddress::new("élodie@exemple.fr"));
+        assert_eq!(EmailAddress::new("élodie@exemple.fr").key(), "élodie@exemple.fr");
     }
 }
