@@ -171,7 +171,7 @@ impl ProspectIndex {
     ///
     /// One indexing thread: each commit then makes one segment, not one per
     /// thread, and the handler's batches are what bounds the work anyway.
-    /// Segments are merged only once [`MERGE_AT`] of a size have gathered,
+    /// Segments are merged only once `MERGE_AT` of a size have gathered,
     /// so a steady stream of commits is merged a few times, not at every turn.
     pub fn writer(&self, heap_bytes: usize) -> anyhow::Result<IndexWriter> {
         let writer = self.index.writer_with_num_threads(1, heap_bytes.max(15_000_000))?;

@@ -14,7 +14,7 @@
 //!   connection events.
 //! - [`stream`]: idempotent creation/update of the event stream.
 //! - [`publish`]: CloudEvents headers, de-duplication id, awaited PubAck.
-//! - [`request`]: typed request-reply, both sides of a NATS micro-service.
+//! - [`request`](mod@request): typed request-reply, both sides of a NATS micro-service.
 //! - [`consume`]: the batch consumer runner (ack after success, nak with
 //!   delay on failure, graceful stop).
 //! - [`dlq`]: listing, replaying and purging dead letters.

@@ -6,7 +6,7 @@
 //! new one ([`TraceParent::for_request`]); the events it publishes carry it
 //! in their `traceparent` header, so a handler's logs name the sign-up's
 //! `trace_id` whether or not traces are exported. When they are
-//! ([`crate::telemetry`]), the spans are OpenTelemetry spans: the request's
+//! (`runtime::telemetry`), the spans are OpenTelemetry spans: the request's
 //! (`server`), the publish's (`producer`, a child of the request's, whose
 //! context is what the event carries), the fetched batch's (`consumer`,
 //! linked to each of its events' contexts) and each event's application

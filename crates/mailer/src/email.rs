@@ -1,5 +1,6 @@
-//! The mails: what each event sends to whom, written with the project's
-//! compile-time templates (askama), each as a plain-text and an HTML part.
+//! An e-mail of each kind, written with the project's compile-time
+//! templates (askama), each as a plain-text and an HTML part. Which event
+//! sends which is the handler's ([`crate::handler`]).
 
 use askama::Template;
 use lettre::Message;
@@ -85,13 +86,13 @@ pub struct Email {
 #[derive(Template)]
 #[template(path = "email.txt")]
 struct Text<'a> {
-    l: &'a Email,
+    mail: &'a Email,
 }
 
 #[derive(Template)]
 #[template(path = "email.html")]
 struct Html<'a> {
-    l: &'a Email,
+    mail: &'a Email,
 }
 
 impl Email {
@@ -106,8 +107,8 @@ impl Email {
     /// mail library cannot use.
     pub fn message(&self, sender: &smtp::Sender, id: &str) -> anyhow::Result<Message> {
         let to = Mailbox::new(None, self.to.parse()?);
-        let text = Text { l: self }.render()?;
-        let html = Html { l: self }.render()?;
+        let text = Text { mail: self }.render()?;
+        let html = Html { mail: self }.render()?;
         let message = sender
             .message_with_id(id)
             .to(to)
@@ -136,8 +137,8 @@ mod tests {
                 confirm_days: 7,
                 manage_days: 30,
             };
-            let text = Text { l: &email }.render().expect("text");
-            let html = Html { l: &email }.render().expect("html");
+            let text = Text { mail: &email }.render().expect("text");
+            let html = Html { mail: &email }.render().expect("html");
             for part in [&text, &html] {
                 // The new address is not proven yet: its mail opens nothing;
                 // nor does a claim's open the stranger's sign-up.

@@ -45,11 +45,6 @@ impl EmailAddress {
     pub fn key(&self) -> &str {
         self.key.as_deref().unwrap_or(&self.typed)
     }
-
-    /// The address as typed, owned.
-    pub fn into_string(self) -> String {
-        self.typed
-    }
 }
 
 impl PartialEq for EmailAddress {
@@ -113,12 +108,6 @@ impl From<String> for EmailAddress {
 impl From<&str> for EmailAddress {
     fn from(typed: &str) -> Self {
         Self::new(typed)
-    }
-}
-
-impl From<EmailAddress> for String {
-    fn from(address: EmailAddress) -> Self {
-        address.typed
     }
 }
 

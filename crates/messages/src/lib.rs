@@ -15,7 +15,7 @@
 //!   ([`ProspectSignedUpV1`]) and their one upcaster (`From` the old version).
 //! - [`email`]: [`EmailAddress`], an address as typed with its
 //!   case-insensitive key: every comparison of addresses goes through it.
-//! - [`reference`]: reference-data value types ([`Country`], [`Role`]) and the
+//! - [`reference`](mod@reference): reference-data value types ([`Country`], [`Role`]) and the
 //!   built-in lists the services fall back on.
 //! - [`decode`]: [`EventSet`] and [`ProspectEvent`], turning a `ce-type` and
 //!   JSON data back into a typed event of the current version (older ones

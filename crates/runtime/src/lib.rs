@@ -18,6 +18,16 @@
 //! the health/metrics server ([`ops`]) and the consumer runner. [`Backoff`]
 //! is the retry pause every loop uses.
 //!
+//! # Layout
+//! - [`service`]: [`Service`], its settings ([`ServiceSettings`]) and the
+//!   [`Context`] `run` gets (`consume`, `consume_beside`, `ops`).
+//! - [`cli`]: the command line; [`settings`]: the strict layered loader and
+//!   the documented defaults' check; [`telemetry`]: logs and trace export;
+//!   [`shutdown`]: the signal and the bounded stop.
+//! - [`ops`]: the health/metrics server and what every HTTP server shares
+//!   (metrics, health, the problem body, middleware).
+//! - here: [`main`], and mimalloc as the global allocator.
+//!
 //! ```no_run
 //! use runtime::{Context, Service};
 //! # #[derive(Default, serde::Deserialize)] struct Settings {

@@ -96,7 +96,7 @@ pub async fn run(
     }
 }
 
-/// Publishes the erasure of up to [`PER_SWEEP`] sign-ups made before
+/// Publishes the erasure of up to `PER_SWEEP` sign-ups made before
 /// `cutoff` and still unconfirmed, and drops e-mail changes requested before
 /// it, purging their requests from the streams first. Returns how many
 /// erasures were published.

@@ -129,6 +129,11 @@ impl ValidEmail {
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
+
+    /// The address, as the contract carries it.
+    pub fn address(&self) -> &EmailAddress {
+        &self.0
+    }
 }
 
 /// An optional company name: at most 200 characters as sent, no control

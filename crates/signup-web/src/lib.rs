@@ -33,6 +33,8 @@
 //! - [`request`]: what every handler reads off a request (its media type, a
 //!   body over the limit, the trace context).
 //! - [`limits`]: security headers on every answer, per-client rate limit on POSTs.
+//! - [`state`]: what every handler shares (the publisher, the reference
+//!   data, the prospects service, the bot check, the links).
 //! - [`startup`]: [`Application`], which binds, runs and stops the server;
 //!   its `Service` is the binary (`run`, alias `serve`, `check`, and
 //!   `buckets`, the deployment's set-up step for the bot check's bucket).

@@ -11,8 +11,9 @@
 //! of the wrong type is reported against that field), so its schema is the
 //! `crate::schema::SignUp` type rather than a type the handler deserialises;
 //! the limits in it are the domain's (`crate::domain`). The answers' schemas
-//! are the handlers' own body types (`crate::api`); the problem body and the
-//! other shapes only the document needs are in `crate::schema`.
+//! are the handlers' own body types (`crate::api`); the problem body is
+//! `runtime::ops::Problem` (every service's), and the other shapes only the
+//! document needs are in `crate::schema`.
 
 use std::sync::OnceLock;
 

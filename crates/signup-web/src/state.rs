@@ -129,8 +129,8 @@ impl AppState {
     }
 
     /// The live prospect holding `email`, if any (`None` for "not found").
-    pub async fn holder(&self, email: &str) -> Result<Option<FoundProspect>, RequestError> {
-        match ask::<FindByAddress>(self.client(), &AddressRef { email: email.into() }, self.service_timeout).await {
+    pub async fn holder(&self, email: &EmailAddress) -> Result<Option<FoundProspect>, RequestError> {
+        match ask::<FindByAddress>(self.client(), &AddressRef { email: email.clone() }, self.service_timeout).await {
             Ok(found) => Ok(Some(found)),
             Err(RequestError::Service { code: contract::NOT_FOUND, .. }) => Ok(None),
             Err(error) => Err(error),

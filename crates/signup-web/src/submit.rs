@@ -121,7 +121,7 @@ pub async fn update(
     traceparent: Option<String>,
 ) -> Result<Change, SubmitError> {
     let details = NewProspect::parse(input, catalog).map_err(SubmitError::Invalid)?.into_details();
-    if details.email.eq_ignore_ascii_case(&current.email) {
+    if details.email == current.email {
         let event = ProspectUpdated { prospect_id, details, updated_at: Utc::now() };
         publish(publisher, &event, traceparent).await?;
         return Ok(Change::Applied);

@@ -12,7 +12,7 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// A fresh, unique database name on the test server. The database itself
     /// is created by whoever connects first (save-prospect creates missing
-    /// databases), or by [`TestDatabase::create`].
+    /// databases), or by the test itself.
     pub fn new() -> Self {
         let server = std::env::var("SIGNUP_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());

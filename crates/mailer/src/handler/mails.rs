@@ -61,11 +61,13 @@ impl Slot {
 }
 
 /// Who holds each address of a batch's mails, as the prospects service
-/// answered: by address (its case-insensitive key). When the service
-/// could not answer, only the mails that needed its answer wait.
+/// answered: by the address exactly as the event has it (the service folds
+/// case as the database's key does; two spellings are asked apart, so no
+/// answer stands for another spelling). When the service could not answer,
+/// only the mails that needed its answer wait.
 #[derive(Default)]
 pub(super) struct Holders {
-    found: std::collections::HashMap<EmailAddress, Option<FoundProspect>>,
+    found: std::collections::HashMap<String, Option<FoundProspect>>,
     /// Why the service gave no answer, if it did not.
     unanswered: Option<String>,
 }
@@ -73,7 +75,7 @@ pub(super) struct Holders {
 impl Holders {
     /// The live prospect holding `email`, if any.
     fn of(&self, email: &EmailAddress) -> Result<Option<&FoundProspect>, HandlerError> {
-        match (self.found.get(email), &self.unanswered) {
+        match (self.found.get(email.as_str()), &self.unanswered) {
             (Some(found), _) => Ok(found.as_ref()),
             (None, Some(why)) => Err(HandlerError::Unavailable(
                 anyhow::anyhow!("{why}").context("asking the prospects service who holds the address"),
@@ -85,7 +87,8 @@ impl Holders {
 }
 
 impl Mailer {
-    fn email(&self, kind: Kind, to: &str) -> Email {
+    /// An e-mail of `kind` to `to`, without its links yet.
+    fn compose(&self, kind: Kind, to: &str) -> Email {
         Email {
             kind,
             to: to.to_owned(),
@@ -112,14 +115,14 @@ impl Mailer {
                 _ => None,
             })
             .collect();
-        emails.sort_unstable();
-        emails.dedup();
+        emails.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        emails.dedup_by(|a, b| a.as_str() == b.as_str());
         let mut holders = Holders::default();
         for chunk in emails.chunks(contract::FIND_EACH_MAX) {
             let asked = AddressesRef { emails: chunk.to_vec() };
             match ask::<FindEachAddress>(&self.client, &asked, self.service_timeout).await {
                 Ok(found) if found.holders.len() == chunk.len() => {
-                    holders.found.extend(chunk.iter().cloned().zip(found.holders));
+                    holders.found.extend(chunk.iter().map(|email| email.to_string()).zip(found.holders));
                 }
                 Ok(found) => {
                     holders.unanswered =
@@ -150,27 +153,27 @@ impl Mailer {
                 let email = &event.details.email;
                 let holder = holders.of(email)?.filter(|found| found.prospect_id != event.prospect_id);
                 let known = holder.is_some();
-                let mut email = self.email(if known { Kind::Claim } else { Kind::Confirm }, email);
+                let mut mail = self.compose(if known { Kind::Claim } else { Kind::Confirm }, email);
                 let confirm = self.links.confirm_token(event.prospect_id, event.signed_up_at);
-                email.confirm_url = Some(self.links.url(Purpose::Confirm, &confirm));
+                mail.confirm_url = Some(self.links.url(Purpose::Confirm, &confirm));
                 // The manage link only to an address nobody holds: the holder
                 // of a claimed one has its own, and "it wasn't me" erases the
                 // stranger's sign-up.
                 if !known {
                     let manage = self.links.manage_token(event.prospect_id, event.signed_up_at);
-                    email.manage_url = Some(self.links.url(Purpose::Manage, &manage));
+                    mail.manage_url = Some(self.links.url(Purpose::Manage, &manage));
                 }
                 let not_me = self.links.not_me_token(event.prospect_id, event.signed_up_at);
-                email.not_me_url = Some(self.links.url(Purpose::NotMe, &not_me));
+                mail.not_me_url = Some(self.links.url(Purpose::NotMe, &not_me));
                 let unconfirmed = holder.is_none_or(|h| !h.confirmed);
-                vec![Mail { not_done: true, ..Mail::new(Slot::Only, email, Budget::Anyone, unconfirmed) }]
+                vec![Mail { not_done: true, ..Mail::new(Slot::Only, mail, Budget::Anyone, unconfirmed) }]
             }
             ProspectEvent::EmailChangeRequested(event) => {
                 let new_email = &event.details.email;
-                let mut to_new = self.email(Kind::NewAddress, new_email);
+                let mut to_new = self.compose(Kind::NewAddress, new_email);
                 let token = self.links.email_token(event.prospect_id, delivery.meta.event_id, event.requested_at);
                 to_new.confirm_url = Some(self.links.url(Purpose::ConfirmEmail, &token));
-                let mut to_current = self.email(Kind::AddressChanging, &event.previous_email);
+                let mut to_current = self.compose(Kind::AddressChanging, &event.previous_email);
                 to_current.new_email = Some(new_email.to_string());
                 // The address in use is still the record's until the new one
                 // is confirmed; then this link dies with the move.
@@ -195,14 +198,14 @@ impl Mailer {
                     count(Kind::ManageLink, "not_the_holders_address");
                     return Ok(Vec::new());
                 };
-                let mut email = self.email(Kind::ManageLink, &event.email);
+                let mut mail = self.compose(Kind::ManageLink, &event.email);
                 // Issued at the request: an owner's request ends every link
                 // issued before it, this one not.
                 let manage = self.links.manage_token(event.prospect_id, event.requested_at);
-                email.manage_url = Some(self.links.url(Purpose::Manage, &manage));
+                mail.manage_url = Some(self.links.url(Purpose::Manage, &manage));
                 let (budget, unconfirmed) =
                     if event.by_owner { (Budget::Owner, false) } else { (Budget::Anyone, !holder.confirmed) };
-                vec![Mail::new(Slot::Only, email, budget, unconfirmed)]
+                vec![Mail::new(Slot::Only, mail, budget, unconfirmed)]
             }
             ProspectEvent::Updated(_) | ProspectEvent::Deleted(_) | ProspectEvent::Confirmed(_) => Vec::new(),
         })

@@ -1,8 +1,8 @@
 //! The handler: which mails an event sends, each at most once.
 //!
 //! # Layout
-//! - [`mails`]: which mails an event sends, with their links and budgets.
-//! - [`admit`]: whether a mail may go now, and sending it.
+//! - `mails`: which mails an event sends, with their links and budgets.
+//! - `admit`: whether a mail may go now, and sending it.
 //! - here: [`Mailer`] and its batch, from events to mails sent.
 
 mod admit;
@@ -98,7 +98,7 @@ impl Handler for Mailer {
 
     /// The mails of a batch go through three steps: which mails each event
     /// sends (several events asked about at once), admitted one at a time in
-    /// stream order ([`Mailer::admit`]: records, suppression, budgets), then
+    /// stream order (`admit`: records, suppression, budgets), then
     /// sent up to `mailer.smtp.pool_size` at once. The batch is `Ok` only
     /// once the server took every mail (so the runner acks it, in stream
     /// order); a mail that fails does not stop the others, and each of

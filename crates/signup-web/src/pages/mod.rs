@@ -12,7 +12,7 @@
 //! - [`new_link`]: "lost your link?".
 //! - [`assets`]: the scripts and the style sheet.
 //! - here: what they share: rendering, the error pages, reading a form, and
-//!   the one check of a mailed link ([`linked`]).
+//!   the one check of a mailed link (`linked`).
 
 pub mod assets;
 pub mod confirm;

@@ -65,7 +65,7 @@ pub async fn new_link(
             &NewLinkPage { email: typed, error: None, notice: Some(NOT_SAVED) },
         ))
     };
-    let holder = match state.holder(email.as_str()).await {
+    let holder = match state.holder(email.address()).await {
         Ok(holder) => holder,
         Err(error) => {
             tracing::warn!(%error, "cannot look an address up for a new manage link");

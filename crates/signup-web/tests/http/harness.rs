@@ -30,7 +30,7 @@ pub struct System {
 impl System {
     /// signup-web with the tests' settings: rate limits off (the tests post
     /// and poll from one address), the bot check off.
-    pub async fn start_without_saver() -> anyhow::Result<Self> {
+    pub async fn start() -> anyhow::Result<Self> {
         Self::start_web_with(|settings| {
             settings.web.rate_limit.per_minute = 0;
             settings.web.rate_limit.lookups_per_minute = 0;
@@ -38,7 +38,7 @@ impl System {
         .await
     }
 
-    /// Like [`System::start_without_saver`], with the settings adjusted by
+    /// Like [`System::start`], with the settings adjusted by
     /// `configure` (which sees the test defaults: among them, the bot check
     /// off and the rate limits on).
     pub async fn start_web_with(configure: impl FnOnce(&mut signup_web::Settings)) -> anyhow::Result<Self> {

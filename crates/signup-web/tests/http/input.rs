@@ -36,7 +36,7 @@ async fn post(system: &System, fields: &[(&'static str, String)]) -> (u16, Strin
 
 #[tokio::test]
 async fn the_pages_render() {
-    let system = System::start_without_saver().await.expect("system");
+    let system = System::start().await.expect("system");
     let home = system.http.get(system.web_url("/")).send().await.expect("home");
     assert_eq!(home.status(), 200);
     assert!(home.text().await.expect("body").contains("href=\"/signup\""));
@@ -65,7 +65,7 @@ async fn the_pages_render() {
 
 #[tokio::test]
 async fn every_form_validation_rule_is_answered_with_422_beside_the_field() {
-    let system = System::start_without_saver().await.expect("system");
+    let system = System::start().await.expect("system");
 
     // Names in any script are welcome.
     for (first, last) in [("Zoë", "Ångström"), ("李", "小龍"), ("Ἀριστοτέλης", "Σταγειρίτης"), ("محمد", "الخوارزمي")]
@@ -124,7 +124,7 @@ async fn every_form_validation_rule_is_answered_with_422_beside_the_field() {
 
 #[tokio::test]
 async fn markup_comes_back_as_text() {
-    let system = System::start_without_saver().await.expect("system");
+    let system = System::start().await.expect("system");
     let script = "<script>alert('x')</script>";
     let mut fields = with("companyName", script);
     fields.retain(|(k, _)| *k != "email");
@@ -143,7 +143,7 @@ async fn markup_comes_back_as_text() {
 /// on the form and the JSON API alike, and nothing is published.
 #[tokio::test]
 async fn text_that_is_not_utf8_is_refused_by_field_never_repaired() {
-    let system = System::start_without_saver().await.expect("system");
+    let system = System::start().await.expect("system");
     let form = |body: &'static str| {
         system
             .http
@@ -191,7 +191,7 @@ async fn text_that_is_not_utf8_is_refused_by_field_never_repaired() {
 
 #[tokio::test]
 async fn wrong_content_type_and_oversized_bodies_are_refused() {
-    let system = System::start_without_saver().await.expect("system");
+    let system = System::start().await.expect("system");
     let response = system
         .http
         .post(system.web_url("/signup"))
@@ -219,7 +219,7 @@ async fn wrong_content_type_and_oversized_bodies_are_refused() {
 
 #[tokio::test]
 async fn the_json_api_accepts_and_explains() {
-    let system = System::start_without_saver().await.expect("system");
+    let system = System::start().await.expect("system");
     let url = system.web_url("/api/prospects");
     let good = json!({
         "firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com",
@@ -289,7 +289,7 @@ async fn the_json_api_accepts_and_explains() {
 
 #[tokio::test]
 async fn a_nats_outage_is_a_503_and_recovery_needs_no_restart() {
-    let mut system = System::start_without_saver().await.expect("system");
+    let mut system = System::start().await.expect("system");
     assert_eq!(system.http.get(system.web_url("/readyz")).send().await.expect("readyz").status(), 200);
 
     system.nats.stop().await.expect("stop nats");
@@ -477,7 +477,7 @@ async fn look_ups_spelled_another_way_count_against_the_same_allowance() {
 
 #[tokio::test]
 async fn every_answer_carries_the_security_headers() {
-    let system = System::start_without_saver().await.expect("system");
+    let system = System::start().await.expect("system");
     for path in ["/", "/signup", "/nowhere", "/api/countries", "/static/site.css"] {
         let response = system.http.get(system.web_url(path)).send().await.expect("get");
         let headers = response.headers();
