@@ -826,6 +826,15 @@ async fn a_batch_asks_who_holds_its_addresses_once() {
         consent: messages::Consent::NotRecorded,
     };
     bed.publish(&claim).await;
+    // The same address in another spelling, in the same batch: the same
+    // holder's, so the claim mail too, sent to the address as it was typed.
+    let shouted = messages::ProspectSignedUp {
+        prospect_id: Uuid::now_v7(),
+        details: ada("Held@Example.COM"),
+        signed_up_at: Utc::now(),
+        consent: messages::Consent::NotRecorded,
+    };
+    bed.publish(&shouted).await;
     let (_, last) = bed.request_link("linked@example.com").await;
     let (shutdown, task) = bed.run();
     for address in &addresses {
@@ -834,8 +843,13 @@ async fn a_batch_asks_who_holds_its_addresses_once() {
             "{address}: the confirmation"
         );
     }
-    let held = bed.mails_to("held@example.com", 1).await;
-    assert!(held[0].contains("Subject: Someone signed up with your address"), "{}", held[0]);
+    let held = bed.mails_to("held@example.com", 2).await;
+    assert_eq!(held.len(), 2, "one mail per sign-up");
+    for mail in &held {
+        assert!(mail.contains("Subject: Someone signed up with your address"), "{mail}");
+    }
+    assert!(held.iter().any(|m| m.contains("To: Held@Example.COM")), "as typed: {held:?}");
+    assert!(held.iter().any(|m| m.contains("To: held@example.com")), "as typed: {held:?}");
     bed.mails_to("linked@example.com", 1).await;
     bed.settled(last).await;
     shutdown.cancel();
@@ -855,7 +869,7 @@ async fn a_batch_asks_who_holds_its_addresses_once() {
     };
     assert_eq!(requests(messages::service::FIND), 0, "no mail asked on its own");
     let batches = requests(messages::service::FIND_EACH);
-    assert!((1..=3).contains(&batches), "22 events asked about in {batches} requests");
+    assert!((1..=3).contains(&batches), "23 events asked about in {batches} requests");
 }
 
 /// While the prospects service does not answer, only the mails that need
