@@ -68,7 +68,6 @@ use anyhow::Context as _;
 pub use bus;
 pub use bus::backoff::Backoff;
 pub use cli::{Invocation, NoCommands};
-pub use metrics;
 pub use service::{Context, Ops, Service, ServiceSettings, Then};
 
 /// Implements [`ServiceSettings`] for a struct with the fields `nats`, `log`

@@ -121,7 +121,9 @@ pub async fn update(
     traceparent: Option<String>,
 ) -> Result<Change, SubmitError> {
     let details = NewProspect::parse(input, catalog).map_err(SubmitError::Invalid)?.into_details();
-    if details.email == current.email {
+    // The same address in another ASCII case is no move (as before the
+    // contract's EmailAddress: its key folds more than this check does).
+    if details.email.as_str().eq_ignore_ascii_case(current.email.as_str()) {
         let event = ProspectUpdated { prospect_id, details, updated_at: Utc::now() };
         publish(publisher, &event, traceparent).await?;
         return Ok(Change::Applied);
