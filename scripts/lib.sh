@@ -355,6 +355,20 @@ require_promtool() {
   [ -x "$promtool" ] || { say "promtool is still missing"; return 1; }
 }
 
+# What the Kubernetes check runs (crates/e2e-tests/tests/e2e/deploy_files.rs):
+# kubectl (Debian) renders deploy/k8s, kubernetes-validate (PyPI, into
+# .local/venv) checks the output against the API's schemas.
+KUBERNETES_VALIDATE_VERSION="1.37.0"
+require_kubernetes_tools() {
+  command -v kubectl >/dev/null || apt_install kubectl
+  require_venv
+  if ! "$LOCAL/venv/bin/kubernetes-validate" --version 2>/dev/null | grep -q "$KUBERNETES_VALIDATE_VERSION"; then
+    say "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into .local/venv"
+    "$LOCAL/venv/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  fi
+  export SIGNUP_KUBERNETES_VALIDATE="$LOCAL/venv/bin/kubernetes-validate"
+}
+
 # The four services' binaries, as scripts/run starts them, with the given
 # profile (dev or release) and any further cargo arguments (another --bin).
 # The package selection is the whole workspace, as in scripts/test's build,

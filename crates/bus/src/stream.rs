@@ -42,6 +42,40 @@ pub fn stream_config(settings: &StreamSettings) -> stream::Config {
     }
 }
 
+/// How long a set-up step ([`patiently`]) waits for JetStream to answer.
+pub const SET_UP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs a set-up step (making a stream or a key-value bucket, which the
+/// deployment's set-up jobs do once) again while JetStream does not answer
+/// in time — a server still starting, or slow under load — for up to
+/// [`SET_UP_PATIENCE`]. Any other error ends it at once. The steps are
+/// "create or update", so running one again is safe.
+pub async fn patiently<T, E, F, Fut>(what: &str, mut step: F) -> Result<T, E>
+where
+    E: std::error::Error + 'static,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + SET_UP_PATIENCE;
+    let mut pause = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        match step().await {
+            Err(error) if timed_out(&error) && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%error, what, "JetStream did not answer in time; trying again");
+                tokio::time::sleep(pause.next_delay()).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// Whether JetStream left a request unanswered: an error whose chain ends in
+/// async-nats' "timed out" (which wraps it in a kind of its own per call: a
+/// bucket's creation reports a stream lookup's timeout as a JetStream error).
+pub fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |error| error.source()).any(|error| error.to_string().ends_with("timed out"))
+}
+
 /// Creates the stream, or updates it to the configured settings when it
 /// exists; only looks it up when `settings.manage` is off. Refuses a NATS
 /// server older than [`crate::connection::MIN_SERVER_VERSION`]. Safe to call
@@ -59,9 +93,10 @@ pub async fn ensure_stream(js: &jetstream::Context, settings: &StreamSettings) -
     if !settings.manage {
         return found.with_context(|| format!("looking up stream {} (not managed here)", config.name));
     }
-    if let Err(first) = js.create_or_update_stream(config.clone()).await {
+    let create = || js.create_or_update_stream(config.clone());
+    if let Err(first) = patiently(&config.name, create).await {
         tracing::debug!(error = %first, stream = %config.name, "stream create raced; retrying as update");
-        js.create_or_update_stream(config.clone())
+        patiently(&config.name, create)
             .await
             .with_context(|| format!("creating or updating stream {}", config.name))?;
     }

@@ -159,6 +159,13 @@ impl Service for Notifier {
         let notifier = &settings.notifier;
         let handler = Notifier::new(notifier)?;
         tracing::info!(to = %notifier.to, "dead-letter notifier started");
+        // From zero, so the first letter is an increase Prometheus can see.
+        for counter in ["signup_notifier_letters_total", "signup_notifier_mails_sent_total"]
+            .into_iter()
+            .chain(["signup_notifier_mail_failures_total"])
+        {
+            metrics::counter!(counter).absolute(0);
+        }
         let consumer = Notifier::consumer_settings(notifier);
         context.consume(&settings.nats.stream, &consumer, &notifier.http, HTTP_PORT, handler).await
     }

@@ -96,7 +96,8 @@ impl Buckets {
     /// step, for a NATS user that may manage streams.
     pub async fn ensure(&self, js: &jetstream::Context) -> anyhow::Result<()> {
         for (name, max_age) in self.all() {
-            js.create_or_update_key_value(self.config(name, max_age))
+            let create = || js.create_or_update_key_value(self.config(name, max_age));
+            bus::stream::patiently(name, create)
                 .await
                 .with_context(|| format!("creating or updating the key-value bucket {name}"))?;
         }

@@ -918,3 +918,25 @@ async fn an_outage_of_the_prospects_service_holds_only_the_mails_that_need_it() 
 fn reader(client: &bus::async_nats::Client) -> save_prospect::prospects_service::StreamReader {
     save_prospect::prospects_service::StreamReader::new(client, &bus::StreamSettings::default())
 }
+
+/// The deployment's set-up step (`mailer buckets`, a job run once) waits out
+/// a NATS server that takes its requests and leaves them unanswered for a
+/// while — under load, or still starting — instead of failing the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn making_the_buckets_waits_out_a_server_that_answers_late() {
+    let nats = NatsServer::start().await.expect("nats-server");
+    let client = async_nats::connect(nats.url()).await.expect("connected");
+    let mut js = jetstream::new(client);
+    js.set_timeout(Duration::from_millis(300));
+    nats.freeze().expect("the server stopped where it is");
+    let step = tokio::spawn(async move { mailer::buckets(&Settings::default()).ensure(&js).await.map(|()| js) });
+    // Silent for several request timeouts: the outage itself, not a wait
+    // for something to happen.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nats.thaw().expect("the server goes on");
+    let js =
+        step.await.expect("join").unwrap_or_else(|e| panic!("the buckets are made once the server answers: {e:#}"));
+    for bucket in [mailer::records::SENT_BUCKET, mailer::records::RATE_BUCKET, mailer::records::SUPPRESSED_BUCKET] {
+        js.get_key_value(bucket).await.unwrap_or_else(|e| panic!("{bucket} was made: {e}"));
+    }
+}

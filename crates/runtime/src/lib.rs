@@ -133,6 +133,10 @@ async fn start<S: Service>(invocation: Invocation<S::Command>, settings: S::Sett
             Then::Run => false,
         },
     };
+    // The metrics recorder first: what a service counts before its health
+    // and metrics server is up (its counters set to zero, say) would
+    // otherwise go to no recorder at all.
+    ops::metrics::prometheus();
     let shutdown = shutdown::on_signal();
     let client = bus::connection::connect(settings.nats(), S::NAME).await?;
     let bound = settings.shutdown().timeout();

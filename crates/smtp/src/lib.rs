@@ -149,8 +149,11 @@ pub fn transport(settings: &SmtpSettings, section: &str) -> anyhow::Result<Trans
         SmtpTls::Starttls => Protection::StartTls(tls_parameters(settings, section)?),
         SmtpTls::Tls => Protection::Implicit(tls_parameters(settings, section)?),
     };
-    let credentials = match (&settings.user, &settings.password) {
-        (Some(user), Some(password)) => Some(Credentials::new(user.clone(), password.expose_secret().to_owned())),
+    // Empty is not set: compose passes an empty deploy/.env value through as "".
+    let user = settings.user.as_deref().filter(|user| !user.is_empty());
+    let password = settings.password.as_ref().map(|p| p.expose_secret()).filter(|password| !password.is_empty());
+    let credentials = match (user, password) {
+        (Some(user), Some(password)) => Some(Credentials::new(user.to_owned(), password.to_owned())),
         (None, None) => None,
         _ => anyhow::bail!("{section}.user and {section}.password go together"),
     };

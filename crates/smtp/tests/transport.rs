@@ -33,3 +33,30 @@ async fn a_connection_the_server_closed_is_not_used_for_the_next_mail() {
     .await
     .expect("kept");
 }
+
+/// A relay that takes mail without logging in: compose passes the user and
+/// password through as empty values when deploy/.env leaves them empty,
+/// and empty means none (a login with nothing would be refused: the server
+/// offers no AUTH).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_user_and_password_mean_no_login() {
+    let server = SmtpServer::start().await.expect("smtp server");
+    let settings = SmtpSettings {
+        port: server.port(),
+        tls: SmtpTls::None,
+        user: Some(String::new()),
+        password: Some(String::new().into()),
+        ..SmtpSettings::default()
+    };
+    let transport = smtp::transport(&settings, "test.smtp").expect("transport");
+    transport.send(&mail("nologin@example.com")).await.expect("sent without logging in");
+    eventually(Duration::from_secs(10), "the mail", || async {
+        (server.messages_to("nologin@example.com").len() == 1).then_some(())
+    })
+    .await
+    .expect("taken");
+    // Only one of them given is still a mistake, said at once.
+    let half = SmtpSettings { password: None, user: Some("someone".into()), ..settings };
+    let Err(refused) = smtp::transport(&half, "test.smtp") else { panic!("refused") };
+    assert!(refused.to_string().contains("test.smtp.user and test.smtp.password go together"), "{refused}");
+}

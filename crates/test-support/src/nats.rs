@@ -32,7 +32,8 @@ impl NatsServer {
     /// these environment variables (the passwords it refers to). The test's
     /// own port and monitoring port override the file's, and its JetStream
     /// `store_dir` is replaced by a temporary one (nats-server refuses both
-    /// the file's and a command-line store).
+    /// the file's and a command-line store). The files it includes are
+    /// copied beside it.
     pub async fn start_with_config(config: &Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let port = free_port()?;
         let store = tempfile::tempdir()?;
@@ -49,7 +50,14 @@ impl NatsServer {
             })
             .collect();
         let copy = store.path().join("nats-server.conf");
-        std::fs::write(&copy, text)?;
+        std::fs::write(&copy, &text)?;
+        // The files it includes (the users), which nats-server finds beside it.
+        let folder = config.parent().unwrap_or(Path::new("."));
+        for included in text.lines().filter_map(|line| line.trim().strip_prefix("include ")) {
+            let name = included.trim().trim_matches('"');
+            std::fs::copy(folder.join(name), store.path().join(name))
+                .with_context(|| format!("copying {name}, which {} includes", config.display()))?;
+        }
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let mut server = Self { port, store, child: None, config: Some((copy, env)) };
         server.restart().await?;
@@ -59,6 +67,25 @@ impl NatsServer {
     /// The server's process id while it runs (to read its CPU time).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Stops the server's process where it is (SIGSTOP), connections open:
+    /// a server that takes requests and does not answer them, as one does
+    /// under heavy load. [`Self::thaw`] lets it go on.
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.pid().context("the server is not running")?;
+        let status = std::process::Command::new("kill").args([signal, &pid.to_string()]).status()?;
+        anyhow::ensure!(status.success(), "kill {signal} {pid}: {status}");
+        Ok(())
     }
 
     /// The client URL, e.g. `nats://127.0.0.1:41234`.

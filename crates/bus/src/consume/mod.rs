@@ -237,6 +237,7 @@ impl ConsumerRunner {
         let name = &self.durable_name;
         let lanes = self.settings.concurrency.max(1);
         tracing::info!(consumer = %name, lanes, "consumer runner started");
+        zero_metrics(name);
         futures::future::join_all((0..lanes).map(|_| self.lane(&handler, &shutdown))).await;
         // Push out the acks of the last batches before the caller drains.
         if let Err(error) = self.js.client().flush().await {
@@ -314,4 +315,22 @@ impl ConsumerRunner {
     pub(super) fn progress_interval(&self) -> Duration {
         (Duration::from_millis(self.ack_wait_ms.load(Ordering::Relaxed)) / 3).max(Duration::from_millis(100))
     }
+}
+
+/// The consumer's counters and gauges, at zero from its start: a series that
+/// first appears at 1 gives Prometheus no increase to alert on (the first
+/// dead letter would pass unseen), and a dashboard panel has a line to draw.
+fn zero_metrics(name: &str) {
+    for counter in [
+        "signup_handler_events_received_total",
+        "signup_handler_events_applied_total",
+        "signup_handler_events_retried_total",
+        "signup_handler_events_deferred_total",
+        "signup_handler_events_dead_lettered_total",
+        "signup_handler_events_forged_total",
+        "signup_handler_dead_letter_cap_reached_total",
+    ] {
+        metrics::counter!(counter, "consumer" => name.to_owned()).absolute(0);
+    }
+    metrics::gauge!("signup_consumer_paused", "consumer" => name.to_owned()).set(0.0);
 }

@@ -64,6 +64,8 @@ fn shipped_crates() -> BTreeSet<String> {
 #[serde(deny_unknown_fields)]
 struct Compose {
     name: String,
+    #[serde(default)]
+    include: Vec<String>,
     services: BTreeMap<String, ComposeService>,
     #[serde(default)]
     volumes: BTreeMap<String, Option<Value>>,
@@ -77,6 +79,7 @@ struct ComposeService {
     command: Option<Vec<String>>,
     #[serde(default)]
     environment: BTreeMap<String, String>,
+    env_file: Option<String>,
     #[serde(default)]
     volumes: Vec<String>,
     #[serde(default)]
@@ -100,6 +103,7 @@ struct ComposeBuild {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ComposeDeploy {
+    mode: Option<String>,
     replicas: u32,
 }
 
@@ -136,7 +140,18 @@ fn compose() -> Compose {
     if let Value::Mapping(map) = &mut root {
         map.retain(|key, _| !key.as_str().is_some_and(|k| k.starts_with("x-")));
     }
-    typed(root, "deploy/compose.yaml")
+    let mut compose: Compose = typed(root, "deploy/compose.yaml");
+    // The files it includes (the handlers' services) add services of their own.
+    for included in &compose.include {
+        let path = format!("deploy/{included}");
+        let mut part = documents(&read(&path), &path).remove(0);
+        let services = part.get_mut("services").map(std::mem::take).unwrap_or_default();
+        let services: BTreeMap<String, ComposeService> = typed(services, &path);
+        for (name, service) in services {
+            assert!(compose.services.insert(name.clone(), service).is_none(), "{path}: {name} twice");
+        }
+    }
+    compose
 }
 
 #[test]
@@ -152,7 +167,7 @@ fn compose_file_is_valid_and_consistent() {
         .output()
         .expect("scripts/compose-env");
     let generated = String::from_utf8(generated.stdout).expect("utf-8");
-    let compose_text = read("deploy/compose.yaml");
+    let compose_text = read("deploy/compose.yaml") + &read("deploy/compose.handlers.yaml");
     for (name, service) in &compose.services {
         for dependency in service.depends_on.names() {
             assert!(names.contains(dependency), "{name} depends on unknown service {dependency}");
@@ -198,9 +213,12 @@ fn compose_file_is_valid_and_consistent() {
         generated.contains("\nOPERATOR_EMAIL=\n"),
         "scripts/compose-env leaves OPERATOR_EMAIL for the operator to set"
     );
-    assert_eq!(compose.services["save-prospect"].deploy.as_ref().map(|d| d.replicas), Some(2));
+    let replicas = compose.services["save-prospect"].deploy.as_ref().map(|d| (d.mode.as_deref(), d.replicas));
+    assert_eq!(replicas, Some((Some("replicated"), 2)), "two replicas, which podman-compose runs only when said");
     assert_eq!(compose.services["streams"].command.as_deref(), Some(&["streams".to_owned()][..]));
     assert_eq!(compose.services["proxy"].ports, ["8020:8020"]);
+    // NATS checks every user's password: it reads them all from deploy/.env.
+    assert_eq!(compose.services["nats"].env_file.as_deref(), Some(".env"));
     let healthchecks = ["nats", "postgres"];
     for name in healthchecks {
         assert!(compose.services[name].healthcheck.is_some(), "{name} has a health check");
@@ -258,23 +276,82 @@ fn proxy_and_prometheus_point_at_compose_services() {
             "{service} scraped on {port}: {text}"
         );
     }
-    // The alert rules are loaded, mounted, and watch metrics the services export.
+    // The folder is mounted whole: the alert rules and the handlers' targets
+    // are found beside prometheus.yml.
     let mounted = &compose.services["prometheus"].volumes;
+    assert!(mounted.iter().any(|v| v.starts_with("./prometheus:/etc/prometheus:ro")), "{mounted:?}");
     for rules in prometheus["rule_files"].as_sequence().expect("rule_files") {
-        let path = rules.as_str().expect("a path");
-        let file = path.strip_prefix("/etc/prometheus/").expect("in the prometheus folder");
-        assert!(mounted.contains(&format!("./prometheus/{file}:{path}:ro")), "{path} is mounted: {mounted:?}");
-        let text = read(&format!("deploy/prometheus/{file}"));
-        let groups: Value = documents(&text, file).remove(0);
+        let file = rules.as_str().expect("a path");
+        assert!(!file.starts_with('/'), "{file}: beside prometheus.yml");
+        let groups: Value = documents(&read(&format!("deploy/prometheus/{file}")), file).remove(0);
         assert!(!groups["groups"].as_sequence().expect("groups").is_empty(), "{file} has rules");
-        for (metric, exporter) in [
-            ("signup_stream_bytes", "crates/bus/src/stream.rs"),
-            ("signup_stream_max_bytes", "crates/bus/src/stream.rs"),
-            ("signup_mails_waiting_for_budget", "crates/mailer/src/budget.rs"),
-            ("signup_mail_budget_wait_seconds", "crates/mailer/src/budget.rs"),
-        ] {
-            assert!(text.contains(metric), "{file} watches {metric}");
-            assert!(read(exporter).contains(&format!("\"{metric}\"")), "{metric} is exported");
+    }
+}
+
+/// The dashboard is one Grafana's provisioning loads: a schema the pinned
+/// Grafana reads, every panel on the data source the provisioning file
+/// names (by its uid), from the folder compose mounts. (That every query
+/// names an exported metric is checked against live `/metrics` pages, in
+/// `deployment::metrics_count_a_sign_up_in_every_service`.)
+/// CI brings deploy/compose.yaml up for real (`scripts/compose-test`, after the
+/// test suite), and the README names the command an operator repeats it with.
+#[test]
+fn ci_runs_the_compose_file_with_the_command_the_readme_names() {
+    let ci = read(".ci/run");
+    assert!(ci.lines().any(|line| line.trim_start().contains("scripts/compose-test")), ".ci/run runs it");
+    assert!(read("README.md").contains("sudo scripts/compose-test"), "the README's Deploy section names it");
+    let script = read("scripts/compose-test");
+    for uses in ["deploy/compose.yaml", "docker/smoke/compose.override.yaml", "scripts/compose-env"] {
+        assert!(script.contains(uses), "scripts/compose-test runs {uses}");
+    }
+    // The override changes image names, and adds the mail catcher: nothing else.
+    let override_file = documents(&read("docker/smoke/compose.override.yaml"), "override").remove(0);
+    let compose = compose();
+    for (name, service) in override_file["services"].as_mapping().expect("services") {
+        let name = name.as_str().expect("a name");
+        let keys: Vec<&str> = service.as_mapping().expect("a service").keys().filter_map(Value::as_str).collect();
+        if compose.services.contains_key(name) {
+            assert_eq!(keys, ["image"], "the override changes only {name}'s image");
+        } else {
+            assert_eq!(name, "smtp", "the override adds only the mail catcher");
+        }
+    }
+}
+
+#[test]
+fn the_grafana_dashboard_is_what_its_provisioning_loads() {
+    let sources = documents(&read("deploy/grafana/provisioning/datasources/prometheus.yaml"), "datasources").remove(0);
+    let sources = sources["datasources"].as_sequence().expect("datasources");
+    assert_eq!(sources.len(), 1, "one data source");
+    let (uid, kind) = (sources[0]["uid"].as_str().expect("uid"), sources[0]["type"].as_str().expect("type"));
+    assert_eq!((kind, sources[0]["url"].as_str()), ("prometheus", Some("http://prometheus:9090")));
+    let compose = compose();
+    assert!(compose.services.contains_key("prometheus"), "the data source is a compose service");
+    let providers = documents(&read("deploy/grafana/provisioning/dashboards/signup.yaml"), "providers").remove(0);
+    let path = providers["providers"][0]["options"]["path"].as_str().expect("the provider's path").to_owned();
+    let mounts = &compose.services["grafana"].volumes;
+    assert!(mounts.contains(&format!("./grafana/dashboards:{path}:ro")), "{path} is mounted: {mounts:?}");
+
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/dashboards/signup.json")).expect("dashboard JSON");
+    assert!(dashboard["uid"].as_str().is_some_and(|u| !u.is_empty()) && dashboard["title"].is_string());
+    // 36 made panels name their data source by uid; Grafana 11 writes 39.
+    let schema = dashboard["schemaVersion"].as_u64().expect("schemaVersion");
+    assert!((36..=39).contains(&schema), "schemaVersion {schema}: Grafana 11 reads 36 to 39");
+    let image = compose.services["grafana"].image.clone();
+    assert!(image.contains("grafana/grafana:11."), "the schema is checked for Grafana 11: {image}");
+    let mut ids = BTreeSet::new();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let nested = panels.iter().flat_map(|row| row["panels"].as_array().into_iter().flatten());
+    for panel in panels.iter().chain(nested).filter(|panel| panel["type"] != "row") {
+        let title = panel["title"].as_str().expect("a title");
+        assert!(ids.insert(panel["id"].as_u64().expect("an id")), "{title}: its id is its own");
+        assert_eq!(panel["datasource"]["uid"].as_str(), Some(uid), "{title}: the provisioned data source");
+        assert_eq!(panel["datasource"]["type"].as_str(), Some(kind), "{title}");
+        let targets = panel["targets"].as_array().unwrap_or_else(|| panic!("{title}: queries"));
+        for target in targets {
+            assert!(target["expr"].as_str().is_some_and(|e| !e.is_empty()), "{title}: a query");
+            assert!(target["datasource"].is_null() || target["datasource"]["uid"] == uid, "{title}: {target}");
         }
     }
 }
@@ -285,7 +362,9 @@ fn the_alert_rules_are_valid_and_fire_when_their_tests_say() {
     // on the series of deploy/prometheus/alerts.test.yml.
     let promtool = std::env::var("SIGNUP_PROMTOOL").unwrap_or_else(|_| "/usr/bin/promtool".into());
     let dir = repo().join("deploy/prometheus");
-    for args in [["check", "rules", "alerts.yml"], ["test", "rules", "alerts.test.yml"]] {
+    for args in
+        [["check", "config", "prometheus.yml"], ["check", "rules", "alerts.yml"], ["test", "rules", "alerts.test.yml"]]
+    {
         let output = std::process::Command::new(&promtool)
             .args(args)
             .current_dir(&dir)
@@ -294,10 +373,37 @@ fn the_alert_rules_are_valid_and_fire_when_their_tests_say() {
         let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
         assert!(output.status.success(), "promtool {}: {said}", args.join(" "));
         assert!(said.contains("SUCCESS"), "{said}");
+        let command = format!("promtool {}", args.join(" "));
+        assert!(read("README.md").contains(&command), "the README's Deploy section names `{command}`");
     }
-    let tests = read("deploy/prometheus/alerts.test.yml");
-    for alert in ["SignupMailBacklog", "SignupMailBacklogHours"] {
-        assert!(tests.contains(&format!("alertname: {alert}\n        exp_alerts:\n")), "{alert} is tested firing");
+    // Every alert says what to do, and is tested firing and quiet.
+    let rules = documents(&read("deploy/prometheus/alerts.yml"), "alerts.yml").remove(0);
+    let tests = documents(&read("deploy/prometheus/alerts.test.yml"), "alerts.test.yml").remove(0);
+    let cases: Vec<&Value> = tests["tests"]
+        .as_sequence()
+        .expect("tests")
+        .iter()
+        .flat_map(|test| test["alert_rule_test"].as_sequence().expect("alert_rule_test"))
+        .collect();
+    let mut alerts = BTreeSet::new();
+    for rule in
+        rules["groups"].as_sequence().expect("groups").iter().flat_map(|g| g["rules"].as_sequence().expect("rules"))
+    {
+        let alert = rule["alert"].as_str().expect("an alert rule").to_owned();
+        for annotation in ["summary", "runbook"] {
+            assert!(rule["annotations"][annotation].as_str().is_some_and(|a| !a.is_empty()), "{alert}: {annotation}");
+        }
+        let of_alert = || cases.iter().filter(|case| case["alertname"] == alert.as_str());
+        let fired = |case: &&&Value| case["exp_alerts"].as_sequence().is_some_and(|a| !a.is_empty());
+        assert!(of_alert().any(|case| fired(&case)), "{alert} is tested firing in alerts.test.yml");
+        assert!(of_alert().any(|case| !fired(&case)), "{alert} is tested quiet in alerts.test.yml");
+        alerts.insert(alert);
+    }
+    for alert in ["SignupConsumerLag", "SignupDeadLetters", "SignupConsumerPaused", "SignupTargetDown"]
+        .into_iter()
+        .chain(["SignupHttpErrors", "SignupMailBacklog", "SignupServiceRestarting", "SignupStreamFull"])
+    {
+        assert!(alerts.contains(alert), "alerts.yml has {alert}");
     }
 }
 
@@ -327,6 +433,7 @@ struct Metadata {
 struct Kustomization {
     api_version: String,
     kind: String,
+    #[serde(default)]
     namespace: String,
     #[serde(default)]
     labels: Vec<Value>,
@@ -401,14 +508,30 @@ struct Resources {
 }
 
 fn kubernetes() -> (Kustomization, Vec<Object>) {
-    let dir = "deploy/k8s";
-    let kustomization: Kustomization =
+    let (mut kustomization, objects) = kustomize("deploy/k8s");
+    assert!(kustomization.resources.iter().any(|r| r == "handlers"), "the base includes deploy/handlers.toml's");
+    kustomization.resources.retain(|resource| resource.ends_with(".yaml"));
+    (kustomization, objects)
+}
+
+/// A kustomization's objects, and the folders it includes (the handlers')
+/// read the same way: their resources (as `folder/file`) and images join
+/// the including one's.
+fn kustomize(dir: &str) -> (Kustomization, Vec<Object>) {
+    let mut kustomization: Kustomization =
         typed(documents(&read(&format!("{dir}/kustomization.yaml")), "kustomization").remove(0), "kustomization");
     assert_eq!(kustomization.kind, "Kustomization");
     assert!(kustomization.api_version.starts_with("kustomize.config.k8s.io/"));
     let mut objects = Vec::new();
-    for resource in &kustomization.resources {
+    for resource in kustomization.resources.clone() {
         let path = format!("{dir}/{resource}");
+        if repo().join(&path).is_dir() {
+            let (inner, mut more) = kustomize(&path);
+            kustomization.resources.extend(inner.resources.iter().map(|file| format!("{resource}/{file}")));
+            kustomization.images.extend(inner.images);
+            objects.append(&mut more);
+            continue;
+        }
         for document in documents(&read(&path), &path) {
             let object: Object = typed(document, &path);
             assert!(!object.api_version.is_empty() && !object.metadata.name.is_empty(), "{path}");
@@ -424,10 +547,13 @@ fn kubernetes_base_is_valid_and_consistent() {
     assert_eq!(kustomization.namespace, "signup");
     assert!(!kustomization.labels.is_empty());
     let listed: BTreeSet<&str> = kustomization.resources.iter().map(String::as_str).collect();
-    let on_disk: BTreeSet<String> = std::fs::read_dir(repo().join("deploy/k8s"))
-        .expect("deploy/k8s")
-        .filter_map(|e| e.ok()?.file_name().to_str().map(str::to_owned))
-        .filter(|name| name.ends_with(".yaml") && name != "kustomization.yaml")
+    let on_disk: BTreeSet<String> = ["", "handlers/"]
+        .into_iter()
+        .flat_map(|folder| {
+            let entries = std::fs::read_dir(repo().join("deploy/k8s").join(folder)).expect("deploy/k8s");
+            entries.filter_map(move |e| Some(format!("{folder}{}", e.ok()?.file_name().to_str()?)))
+        })
+        .filter(|name| name.ends_with(".yaml") && !name.ends_with("kustomization.yaml"))
         .collect();
     assert_eq!(on_disk.iter().map(String::as_str).collect::<BTreeSet<_>>(), listed, "every manifest is listed");
     let image_names: BTreeSet<String> =
@@ -503,11 +629,98 @@ fn kubernetes_base_is_valid_and_consistent() {
     assert_eq!(values["config"]["jetstream"]["enabled"], Value::from(true));
 }
 
+/// `kubectl kustomize deploy/k8s`, as the operator applies it.
+fn rendered_kubernetes() -> String {
+    let output = std::process::Command::new("kubectl")
+        .args(["kustomize", "deploy/k8s"])
+        .current_dir(repo())
+        .output()
+        .expect("kubectl (scripts/test installs it)");
+    assert!(output.status.success(), "kubectl kustomize: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+/// The validation the README's Deploy section gives, and this file runs.
+const VALIDATE: &str = "kubernetes-validate --strict --kubernetes-version 1.37.0";
+
+/// `kubernetes-validate --strict` for Kubernetes 1.37 on `manifests`: whether
+/// it passed, and what it said.
+fn validate_kubernetes(manifests: &str) -> (bool, String) {
+    let file = tempfile::NamedTempFile::new().expect("tempfile");
+    std::fs::write(file.path(), manifests).expect("manifests written");
+    let tool = std::env::var("SIGNUP_KUBERNETES_VALIDATE").unwrap_or_else(|_| "kubernetes-validate".into());
+    let output = std::process::Command::new(&tool)
+        .args(VALIDATE.split(' ').skip(1))
+        .arg("--quiet")
+        .arg(file.path())
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} (scripts/test installs it into .local/venv): {e}"));
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), said)
+}
+
+/// What the operator applies passes the Kubernetes API's own schemas, with
+/// no field they do not know; a misspelt field is refused, by name.
+#[test]
+fn the_rendered_kubernetes_manifests_pass_the_api_schemas_of_kubernetes_1_37() {
+    let manifests = rendered_kubernetes();
+    let (valid, said) = validate_kubernetes(&manifests);
+    assert!(valid, "kubernetes-validate --strict: {said}");
+    let command = format!("kubectl kustomize deploy/k8s | {VALIDATE} -");
+    assert!(read("README.md").contains(&command), "the README's Deploy section names `{command}`");
+    let broken = manifests.replacen("readOnlyRootFilesystem:", "readOnlyRootFilesytem:", 1);
+    let (valid, said) = validate_kubernetes(&broken);
+    assert!(!valid && said.contains("readOnlyRootFilesytem"), "a misspelt field is named: {said}");
+}
+
+/// Every container Kubernetes runs (the handlers' and the set-up job's too)
+/// says what it needs and runs locked down: CPU and memory requested and
+/// capped, not root, a read-only root filesystem, no privilege escalation,
+/// no capabilities; every long-running one is probed on its service's
+/// `/healthz` and `/readyz`, at a port it declares.
+#[test]
+fn every_kubernetes_container_has_resources_probes_and_a_locked_down_security_context() {
+    let objects = documents(&rendered_kubernetes(), "kubectl kustomize deploy/k8s");
+    let mut checked = 0;
+    for object in &objects {
+        let kind = object["kind"].as_str().expect("kind");
+        let name = object["metadata"]["name"].as_str().expect("name");
+        let pod = match kind {
+            "Deployment" | "StatefulSet" | "Job" => &object["spec"]["template"]["spec"],
+            _ => continue,
+        };
+        let containers = pod["containers"].as_sequence().expect("containers").iter();
+        for container in containers.chain(pod["initContainers"].as_sequence().into_iter().flatten()) {
+            let what = format!("{kind} {name}, container {}", container["name"].as_str().expect("name"));
+            for (side, key) in [("requests", "cpu"), ("requests", "memory"), ("limits", "cpu"), ("limits", "memory")] {
+                assert!(!container["resources"][side][key].is_null(), "{what}: resources.{side}.{key}");
+            }
+            let security = &container["securityContext"];
+            assert_eq!(security["runAsNonRoot"], Value::Bool(true), "{what}: runAsNonRoot");
+            assert_eq!(security["readOnlyRootFilesystem"], Value::Bool(true), "{what}: readOnlyRootFilesystem");
+            assert_eq!(security["allowPrivilegeEscalation"], Value::Bool(false), "{what}: allowPrivilegeEscalation");
+            assert_eq!(security["capabilities"]["drop"][0], Value::from("ALL"), "{what}: capabilities");
+            if kind == "Job" || container["name"].as_str() != Some(name) {
+                continue;
+            }
+            let ports: Vec<&Value> =
+                container["ports"].as_sequence().into_iter().flatten().map(|p| &p["name"]).collect();
+            for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+                let get = &container[probe]["httpGet"];
+                assert_eq!(get["path"].as_str(), Some(path), "{what}: {probe}");
+                assert!(ports.contains(&&get["port"]), "{what}: {probe} on a declared port ({:?})", get["port"]);
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 7, "the services and the streams job: {checked}");
+}
+
 /// What one NATS user may do: subjects it may publish, subjects it may
 /// subscribe to, and whether it may answer requests.
 type Grants = (BTreeSet<String>, BTreeSet<String>, bool);
 
-/// Each user's grants in `deploy/nats/nats-server.conf`.
+/// Each user's grants in `deploy/nats/users.conf`.
 fn conf_users(conf: &str) -> BTreeMap<String, Grants> {
     let mut users: BTreeMap<String, Grants> = BTreeMap::new();
     let (mut current, mut subscribing) = (None::<String>, false);
@@ -527,12 +740,13 @@ fn conf_users(conf: &str) -> BTreeMap<String, Grants> {
 
 #[test]
 fn kubernetes_nats_users_grant_exactly_what_the_server_configuration_grants() {
-    let conf = conf_users(&read("deploy/nats/nats-server.conf"));
+    assert!(read("deploy/nats/nats-server.conf").contains("\n  include ./users.conf\n"), "the server reads the users");
+    let conf = conf_users(&read("deploy/nats/users.conf"));
     for user in ["web", "save-prospect", "analytics-indexer", "dead-letter-notifier", "admin"] {
         assert!(conf.contains_key(user), "{user} has a NATS user: {conf:?}");
     }
     assert!(conf["web"].1.contains("_INBOX_web.>") && !conf["web"].0.contains("_INBOX_web.>"), "{conf:?}");
-    let values = documents(&read("deploy/k8s/nats/values.yaml"), "nats values").remove(0);
+    let values = documents(&read("deploy/k8s/nats/users.yaml"), "nats users").remove(0);
     let users = values["config"]["merge"]["authorization"]["users"].as_sequence().expect("users");
     let mut helm = BTreeMap::new();
     for user in users {
@@ -544,7 +758,49 @@ fn kubernetes_nats_users_grant_exactly_what_the_server_configuration_grants() {
         };
         helm.insert(name, (side("publish"), side("subscribe"), permissions["allow_responses"] == true));
     }
-    assert_eq!(helm, conf, "deploy/k8s/nats/values.yaml and deploy/nats/nats-server.conf differ");
+    assert_eq!(helm, conf, "deploy/k8s/nats/users.yaml and deploy/nats/users.conf differ");
+}
+
+/// The files that list handlers and NATS users are what `scripts/render-deploy`
+/// writes from `deploy/nats/users.toml` and `deploy/handlers.toml`; and a
+/// change to a list that was not rendered again is found, naming the file.
+#[test]
+fn the_deployments_lists_of_users_and_handlers_are_rendered_from_one_place() {
+    let check = |root: &Path| {
+        let output = std::process::Command::new("python3")
+            .arg(root.join("scripts/render-deploy"))
+            .arg("--check")
+            .output()
+            .expect("scripts/render-deploy");
+        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (fresh, said) = check(&repo());
+    assert!(fresh, "{said}");
+
+    let copy = tempfile::tempdir().expect("tempdir");
+    for file in ["scripts/render-deploy", "scripts/handler-template/compose.yaml", "deploy/handlers.toml"]
+        .into_iter()
+        .chain(["deploy/nats/users.toml", "deploy/nats/users.conf", "deploy/k8s/nats/users.yaml"])
+        .chain(["deploy/compose.handlers.yaml", "deploy/k8s/handlers/kustomization.yaml"])
+        .chain(["deploy/prometheus/handlers.json"])
+    {
+        std::fs::create_dir_all(copy.path().join(file).parent().expect("folder")).expect("mkdir");
+        std::fs::copy(repo().join(file), copy.path().join(file)).expect("copy");
+    }
+    let users = copy.path().join("deploy/nats/users.toml");
+    let text = std::fs::read_to_string(&users).expect("users.toml");
+    std::fs::write(&users, text.replace("\"prospects.export\",", "")).expect("users.toml");
+    let (fresh, said) = check(copy.path());
+    assert!(!fresh && said.contains("deploy/nats/users.conf") && said.contains("deploy/k8s/nats/users.yaml"), "{said}");
+    assert!(!said.contains("compose.handlers.yaml"), "{said}");
+    let handlers = copy.path().join("deploy/handlers.toml");
+    let listed =
+        std::fs::read_to_string(&handlers).expect("handlers.toml") + "[[handler]]\nname = \"x\"\nport = 8090\n";
+    std::fs::write(&handlers, listed).expect("handlers.toml");
+    let (fresh, said) = check(copy.path());
+    for rendered in ["compose.handlers.yaml", "handlers/kustomization.yaml", "prometheus/handlers.json"] {
+        assert!(!fresh && said.contains(rendered), "{rendered}: {said}");
+    }
 }
 
 #[test]
@@ -552,13 +808,15 @@ fn every_secret_key_a_manifest_reads_is_in_the_documented_secret() {
     let readme = read("deploy/k8s/README.md");
     let kustomization = read("deploy/k8s/kustomization.yaml");
     let mut keys = BTreeSet::new();
-    let manifests = std::fs::read_dir(repo().join("deploy/k8s")).expect("deploy/k8s");
-    let mut texts: Vec<String> = manifests
+    let mut texts: Vec<String> = ["deploy/k8s", "deploy/k8s/handlers"]
+        .into_iter()
+        .flat_map(|folder| std::fs::read_dir(repo().join(folder)).expect("deploy/k8s"))
         .map(|entry| entry.expect("entry").path())
         .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
         .map(|path| std::fs::read_to_string(path).expect("manifest"))
         .collect();
     texts.push(read("deploy/k8s/nats/values.yaml"));
+    texts.push(read("deploy/k8s/nats/users.yaml"));
     for text in &texts {
         let files = text.split("/run/secrets/signup/").skip(1);
         let refs = text.split("secretKeyRef:").skip(1).filter_map(|rest| rest.split("key: ").nth(1));
@@ -567,10 +825,23 @@ fn every_secret_key_a_manifest_reads_is_in_the_documented_secret() {
         }
     }
     assert!(keys.contains("nats-web-password") && keys.contains("crm-webhook-secret"), "{keys:?}");
-    for key in &keys {
-        let option = format!("--from-literal={key}=");
-        assert!(readme.contains(&option), "deploy/k8s/README.md's secret command sets {key}");
-        assert!(kustomization.contains(&option), "deploy/k8s/kustomization.yaml's header sets {key}");
+    // The NATS passwords: one per user scripts/render-deploy lists, in a loop.
+    let output = std::process::Command::new("python3")
+        .args([repo().join("scripts/render-deploy").as_os_str(), "--users".as_ref()])
+        .output()
+        .expect("scripts/render-deploy --users");
+    let users = String::from_utf8(output.stdout).expect("utf-8");
+    let nats_keys: BTreeSet<String> = users.lines().map(|user| format!("nats-{user}-password")).collect();
+    let each_user = "$(for user in $(scripts/render-deploy --users); do";
+    let each_password = "echo \"--from-literal=nats-$user-password=$(pw)\"; done)";
+    for (what, text) in [("deploy/k8s/README.md", &readme), ("deploy/k8s/kustomization.yaml", &kustomization)] {
+        assert!(
+            text.contains(each_user) && text.contains(each_password),
+            "{what}'s secret command sets every NATS user's"
+        );
+        for key in keys.iter().filter(|key| !nats_keys.contains(*key)) {
+            assert!(text.contains(&format!("--from-literal={key}=")), "{what}'s secret command sets {key}");
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! the admin user. Shows that each service works within its permissions, is
 //! refused outside them, and that `/metrics` counts what happened.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -48,7 +49,7 @@ impl Deployment {
     async fn start() -> Self {
         // A password for every user of the configuration (handlers added by
         // scripts/new-handler too); the tests below use those in USERS.
-        let conf = std::fs::read_to_string(repo_file("deploy/nats/nats-server.conf")).expect("nats-server.conf");
+        let conf = std::fs::read_to_string(repo_file("deploy/nats/users.conf")).expect("users.conf");
         let users = conf.lines().filter_map(|line| line.trim().strip_prefix("user: ")).map(str::trim);
         let env: Vec<(String, String)> = users.map(|u| (password_variable(u), password(u))).collect();
         assert!(USERS.iter().all(|u| env.iter().any(|(k, _)| *k == password_variable(u))), "{env:?}");
@@ -566,7 +567,8 @@ async fn metrics_count_a_sign_up_in_every_service() {
         assert!(sample(&page, "signup_handler_events_received_total", &[&label]) >= Some(1.0), "{page}");
         assert!(sample(&page, "signup_handler_batch_size_count", &[&label]) >= Some(1.0), "{page}");
         assert!(sample(&page, "signup_handler_apply_seconds_count", &[&label]) >= Some(1.0), "{page}");
-        assert_eq!(sample(&page, "signup_handler_events_dead_lettered_total", &[&label]), None, "{page}");
+        // At zero from the start: the first dead letter is an increase.
+        assert_eq!(sample(&page, "signup_handler_events_dead_lettered_total", &[&label]), Some(0.0), "{page}");
         assert!(sample(&page, "signup_handler_pending", &[&label]).is_some(), "the lag gauge: {page}");
     }
     // The fill of both streams, reported by save-prospect.
@@ -578,6 +580,52 @@ async fn metrics_count_a_sign_up_in_every_service() {
     .expect("reported");
     assert_eq!(sample(&page, "signup_stream_max_bytes", &["stream=\"PROSPECTS\""]), Some(4096.0 * 1024.0 * 1024.0));
     assert!(sample(&page, "signup_stream_max_bytes", &["stream=\"PROSPECTS_DLQ\""]).is_some(), "{page}");
+
+    // Every metric the Grafana dashboard and the alert rules ask for is one a
+    // service exports: the names on the live pages.
+    let ports = [deployment.web_port, deployment.saver_port, deployment.indexer_port, deployment.notifier_port];
+    let mut exported = BTreeSet::new();
+    for port in ports.into_iter().chain([deployment.mailer_port]) {
+        let page = metrics(port).await;
+        let series = page.lines().filter(|line| !line.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next());
+        exported.extend(series.map(str::to_owned));
+    }
+    for (file, name) in queried_metrics() {
+        assert!(exported.contains(&name), "{file} asks for {name}, which no service exports: {exported:?}");
+    }
+}
+
+/// Each metric the Grafana dashboard's panels and the alert rules query,
+/// with the file that asks for it. A Signup metric is `signup_…`, `http_…`
+/// or `process_…`; Prometheus' own `up` is not one.
+fn queried_metrics() -> BTreeSet<(&'static str, String)> {
+    let dashboard_file = "deploy/grafana/dashboards/signup.json";
+    let text = std::fs::read_to_string(repo_file(dashboard_file)).expect("the dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let targets = panels.iter().flat_map(|panel| panel["targets"].as_array().into_iter().flatten());
+    let mut queries: Vec<(&str, String)> =
+        targets.map(|target| (dashboard_file, target["expr"].as_str().expect("a PromQL expr").to_owned())).collect();
+    let rules_file = "deploy/prometheus/alerts.yml";
+    let rules = std::fs::read_to_string(repo_file(rules_file)).expect("the alert rules");
+    for line in rules.lines() {
+        if let Some(expr) = line.trim().strip_prefix("expr:") {
+            queries.push((rules_file, expr.to_owned()));
+        }
+    }
+    // A folded expression (`expr: >-`) continues on the lines below it.
+    let folded = rules.split("expr: >-\n").skip(1).map(|rest| rest.split("\n        for:").next().unwrap_or(rest));
+    queries.extend(folded.map(|expr| (rules_file, expr.to_owned())));
+    assert!(queries.len() > 20, "{queries:?}");
+    let mut names = BTreeSet::new();
+    for (file, query) in queries {
+        for word in query.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if ["signup_", "http_", "process_"].iter().any(|prefix| word.starts_with(prefix)) {
+                names.insert((file, word.to_owned()));
+            }
+        }
+    }
+    names
 }
 
 /// CloudEvents headers of an event of `ce_type`, as signup-web writes them.

@@ -8,6 +8,7 @@
 //! between runs, so only the first run compiles the dependencies; its lock file gains the new crate,
 //! with every dependency already locked, so no network is needed).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -69,6 +70,8 @@ struct Scaffold {
     copy: PathBuf,
     said: String,
     binary: PathBuf,
+    /// Every file of the copy as it was before the scaffold ran.
+    before: BTreeMap<PathBuf, Vec<u8>>,
 }
 
 static SCAFFOLD: tokio::sync::OnceCell<Scaffold> = tokio::sync::OnceCell::const_new();
@@ -97,6 +100,8 @@ fn build_scaffold() -> Scaffold {
     }
     std::fs::create_dir_all(&copy).expect("mkdir");
     copy_workspace(&repo(), &copy);
+    let mut before = BTreeMap::new();
+    read_files(&copy, Path::new(""), &mut before);
     let said = run(Command::new("bash").arg("scripts/new-handler").arg(HANDLER).current_dir(&copy), "new-handler");
     for step in ["build", "test"] {
         run(
@@ -107,7 +112,19 @@ fn build_scaffold() -> Scaffold {
             &format!("cargo {step} of the scaffolded handler, unedited"),
         );
     }
-    Scaffold { copy, said, binary: target.join("debug").join(HANDLER) }
+    Scaffold { copy, said, binary: target.join("debug").join(HANDLER), before }
+}
+
+/// Every file under `relative` in `root`, with its contents.
+fn read_files(root: &Path, relative: &Path, files: &mut BTreeMap<PathBuf, Vec<u8>>) {
+    for entry in std::fs::read_dir(root.join(relative)).expect("read_dir") {
+        let path = relative.join(entry.expect("entry").file_name());
+        if root.join(&path).is_dir() {
+            read_files(root, &path, files);
+        } else {
+            files.insert(path.clone(), std::fs::read(root.join(&path)).expect("read"));
+        }
+    }
 }
 
 /// Starts the scaffolded handler on `nats` from the stream's start.
@@ -126,18 +143,34 @@ fn start_handler(binary: &Path, nats: &str, port: u16) -> tokio::process::Child 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scaffolded_handler_builds_and_receives_what_the_unchanged_web_publishes() {
-    let Scaffold { copy, said, binary } = scaffold().await;
+    let Scaffold { copy, said, binary, before } = scaffold().await;
     assert!(said.contains(&format!("crates/{HANDLER}")), "{said}");
-    for added in ["crates/probe-handler/src/lib.rs", "docker/probe-handler.Dockerfile", "deploy/k8s/probe-handler.yaml"]
+    for added in
+        ["crates/probe-handler/src/lib.rs", "docker/probe-handler.Dockerfile", "deploy/k8s/handlers/probe-handler.yaml"]
     {
         assert!(copy.join(added).is_file(), "{added} was created");
     }
-    let compose = std::fs::read_to_string(copy.join("deploy/compose.yaml")).expect("compose");
+    let listed = std::fs::read_to_string(copy.join("deploy/handlers.toml")).expect("handlers.toml");
+    assert!(listed.contains("name = \"probe-handler\""), "listed: {listed}");
+    let compose = std::fs::read_to_string(copy.join("deploy/compose.handlers.yaml")).expect("compose");
     assert!(compose.contains("  probe-handler:\n"), "added to the compose stack");
-    // The publisher's crate is untouched by the scaffold.
-    let web_before = std::fs::read_to_string(repo().join("crates/signup-web/Cargo.toml")).expect("web manifest");
-    let web_after = std::fs::read_to_string(copy.join("crates/signup-web/Cargo.toml")).expect("web manifest");
-    assert_eq!(web_before, web_after);
+    let users = std::fs::read_to_string(copy.join("deploy/nats/users.conf")).expect("users.conf");
+    assert!(
+        users.contains("user: probe-handler\n") && users.contains("\"$JS.ACK.PROSPECTS.probe-handler.>\""),
+        "{users}"
+    );
+    // No file was patched: of the files that were there, only the list of
+    // handlers, the files rendered from it and the lock file changed (the
+    // publisher's crate among those untouched).
+    let mut after = BTreeMap::new();
+    read_files(copy, Path::new(""), &mut after);
+    let changed: Vec<PathBuf> =
+        before.iter().filter(|(path, bytes)| after.get(*path) != Some(*bytes)).map(|(path, _)| path.clone()).collect();
+    let expected = ["Cargo.lock", "deploy/compose.handlers.yaml", "deploy/handlers.toml"]
+        .into_iter()
+        .chain(["deploy/k8s/handlers/kustomization.yaml", "deploy/k8s/nats/users.yaml", "deploy/nats/users.conf"])
+        .chain(["deploy/prometheus/handlers.json"]);
+    assert_eq!(changed, expected.map(PathBuf::from).collect::<Vec<_>>());
 
     let nats = NatsServer::start().await.expect("nats-server");
     let (web_port, handler_port) = (free_port().expect("port"), free_port().expect("port"));

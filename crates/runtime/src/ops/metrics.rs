@@ -2,7 +2,7 @@
 //! and `GET /metrics`.
 
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::{HttpRequest, HttpResponse};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -44,6 +44,10 @@ pub fn prometheus() -> &'static PrometheusHandle {
                 PrometheusBuilder::new().build_recorder().handle()
             }
         };
+        // When this process started (the Prometheus convention's name): a
+        // value that changes is a restart (the alert SignupServiceRestarting).
+        let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |since| since.as_secs_f64());
+        metrics::gauge!("process_start_time_seconds").set(started);
         let upkeep = handle.clone();
         std::thread::Builder::new()
             .name("metrics-upkeep".to_owned())

@@ -57,8 +57,8 @@ impl UsedProofs {
     /// deployment's set-up step (`signup-web buckets`), for a NATS user that
     /// may manage streams.
     pub async fn ensure_bucket(&self) -> anyhow::Result<()> {
-        self.js
-            .create_or_update_key_value(self.settings.bucket(self.replicas))
+        let create = || self.js.create_or_update_key_value(self.settings.bucket(self.replicas));
+        bus::stream::patiently(USED_BUCKET, create)
             .await
             .with_context(|| format!("creating or updating the key-value bucket {USED_BUCKET}"))?;
         Ok(())
