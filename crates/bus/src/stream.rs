@@ -61,7 +61,12 @@ where
     loop {
         match step().await {
             Err(error) if timed_out(&error) && tokio::time::Instant::now() < deadline => {
-                tracing::warn!(%error, what, "JetStream did not answer in time; trying again");
+                tracing::warn!(
+                    %error,
+                    what,
+                    "JetStream did not answer in time (a server under load or starting, or a NATS user \
+                     without the right to ask, whose request gets no answer); trying again"
+                );
                 tokio::time::sleep(pause.next_delay()).await;
             }
             outcome => return outcome,

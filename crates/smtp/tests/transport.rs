@@ -55,8 +55,11 @@ async fn an_empty_user_and_password_mean_no_login() {
     })
     .await
     .expect("taken");
-    // Only one of them given is still a mistake, said at once.
-    let half = SmtpSettings { password: None, user: Some("someone".into()), ..settings };
-    let Err(refused) = smtp::transport(&half, "test.smtp") else { panic!("refused") };
-    assert!(refused.to_string().contains("test.smtp.user and test.smtp.password go together"), "{refused}");
+    // Only one of them given (the other missing or empty) is still a
+    // mistake, said at once: never a mail sent without the login meant.
+    for password in [None, Some(String::new().into())] {
+        let half = SmtpSettings { password, user: Some("someone".into()), ..settings.clone() };
+        let Err(refused) = smtp::transport(&half, "test.smtp") else { panic!("refused") };
+        assert!(refused.to_string().contains("test.smtp.user and test.smtp.password go together"), "{refused}");
+    }
 }

@@ -700,7 +700,7 @@ fn every_kubernetes_container_has_resources_probes_and_a_locked_down_security_co
             assert_eq!(security["readOnlyRootFilesystem"], Value::Bool(true), "{what}: readOnlyRootFilesystem");
             assert_eq!(security["allowPrivilegeEscalation"], Value::Bool(false), "{what}: allowPrivilegeEscalation");
             assert_eq!(security["capabilities"]["drop"][0], Value::from("ALL"), "{what}: capabilities");
-            if kind == "Job" || container["name"].as_str() != Some(name) {
+            if kind == "Job" {
                 continue;
             }
             let ports: Vec<&Value> =
@@ -875,6 +875,19 @@ fn deployments_run_a_current_nats_and_kubernetes_a_three_node_cluster() {
     assert_eq!(values["config"]["cluster"]["enabled"], Value::Bool(true));
     assert_eq!(values["config"]["cluster"]["replicas"].as_u64(), Some(3), "three NATS nodes");
     assert_eq!(values["config"]["jetstream"]["enabled"], Value::Bool(true));
+    // One server per node, so a node lost costs one replica of each stream.
+    let spread = &values["podTemplate"]["topologySpreadConstraints"]["kubernetes.io/hostname"];
+    assert_eq!((spread["maxSkew"].as_u64(), spread["whenUnsatisfiable"].as_str()), (Some(1), Some("DoNotSchedule")));
+    assert_eq!(values["natsBox"]["enabled"], Value::Bool(false), "no nats-box: it would have no credentials");
+    // Closed without users.yaml: the stand-in user's password is a variable
+    // nothing sets (nats-server refuses to start), and users.yaml replaces it.
+    let stand_in = &values["config"]["merge"]["authorization"]["users"];
+    assert_eq!(stand_in.as_sequence().map(Vec::len), Some(1), "{stand_in:?}");
+    let password = stand_in[0]["password"].as_str().expect("a password");
+    let variable = password.trim_matches(|c| c == '<' || c == '>' || c == ' ').trim_start_matches('$');
+    assert!(!read("deploy/k8s/nats/users.yaml").contains(variable), "{variable} is set nowhere");
+    let users = documents(&read("deploy/k8s/nats/users.yaml"), "nats users").remove(0);
+    assert!(users["config"]["merge"]["authorization"]["users"].as_sequence().is_some_and(|u| u.len() > 5));
     let config = read("deploy/k8s/config.yaml");
     assert!(config.contains("SIGNUP__NATS__STREAM__REPLICAS: \"3\""), "the streams at three replicas: {config}");
 }
