@@ -10,6 +10,10 @@ use crate::backoff::Backoff;
 use crate::connection::is_connected;
 use crate::trace::{self, EVENT_DESTINATION_TEMPLATE, MESSAGING_SYSTEM, TraceParent};
 
+/// Events that could not be stored, by `type` (the `ce-type`): the counter
+/// a service starts at zero for each type it publishes.
+pub const PUBLISH_FAILURES: &str = "signup_publish_failures_total";
+
 /// The `producer` span of one publish, with the messaging attributes.
 fn publish_span<E: Event>(event: &E, context: &EventContext) -> tracing::Span {
     let subject = event.subject();
@@ -152,7 +156,7 @@ impl Publisher {
                 span.record("messaging.nats.duplicate", published.duplicate);
             }
             Err(error) => {
-                metrics::counter!("signup_publish_failures_total", "type" => E::TYPE).increment(1);
+                metrics::counter!(PUBLISH_FAILURES, "type" => E::TYPE).increment(1);
                 span.record("otel.status_code", "error");
                 span.record("otel.status_description", error.to_string());
             }

@@ -35,6 +35,13 @@ use tokio::time::Instant;
 /// The durable consumer's name: this crate's name.
 pub const CONSUMER_NAME: &str = "dead-letter-notifier";
 
+/// Dead letters read (a counter, started at zero, as are the two below).
+const LETTERS: &str = "signup_notifier_letters_total";
+/// Digests sent.
+const MAILS_SENT: &str = "signup_notifier_mails_sent_total";
+/// Digests that could not be sent.
+const MAIL_FAILURES: &str = "signup_notifier_mail_failures_total";
+
 /// Default port of the health and metrics server.
 pub const HTTP_PORT: u16 = 8083;
 
@@ -141,7 +148,7 @@ impl Handler for Notifier {
         let sent = send_with_retries(&self.transport, &self.sender, &self.settings, &letters).await;
         *last = Some(Instant::now());
         if sent {
-            metrics::counter!("signup_notifier_letters_total").increment(letters.len() as u64);
+            metrics::counter!(LETTERS).increment(letters.len() as u64);
             Ok(())
         } else {
             Err(HandlerError::Unavailable(anyhow::anyhow!("the digest could not be sent; the letters wait")))
@@ -160,10 +167,7 @@ impl Service for Notifier {
         let handler = Notifier::new(notifier)?;
         tracing::info!(to = %notifier.to, "dead-letter notifier started");
         // From zero, so the first letter is an increase Prometheus can see.
-        for counter in ["signup_notifier_letters_total", "signup_notifier_mails_sent_total"]
-            .into_iter()
-            .chain(["signup_notifier_mail_failures_total"])
-        {
+        for counter in [LETTERS, MAILS_SENT, MAIL_FAILURES] {
             metrics::counter!(counter).absolute(0);
         }
         let consumer = Notifier::consumer_settings(notifier);
@@ -207,19 +211,19 @@ async fn send_with_retries(
     for attempt in 1..=4 {
         match mailer.send(&message).await {
             Ok(_) => {
-                metrics::counter!("signup_notifier_mails_sent_total").increment(1);
+                metrics::counter!(MAILS_SENT).increment(1);
                 tracing::info!(letters = letters.len(), "dead-letter digest sent");
                 return true;
             }
             Err(error) if attempt < 4 => {
-                metrics::counter!("signup_notifier_mail_failures_total").increment(1);
+                metrics::counter!(MAIL_FAILURES).increment(1);
                 let delay = pause.next_delay();
                 let error = bus::redact::addresses(&error.to_string()).into_owned();
                 tracing::warn!(%error, attempt, ?delay, "sending the digest failed; retrying");
                 tokio::time::sleep(delay).await;
             }
             Err(error) => {
-                metrics::counter!("signup_notifier_mail_failures_total").increment(1);
+                metrics::counter!(MAIL_FAILURES).increment(1);
                 let error = bus::redact::addresses(&error.to_string()).into_owned();
                 tracing::error!(%error, "sending the digest failed 4 times; the letters wait for the next try")
             }

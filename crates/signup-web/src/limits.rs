@@ -46,6 +46,9 @@ pub async fn no_store_for_prospects(
     Ok(response)
 }
 
+/// POSTs answered 429 (a counter, started at zero).
+pub const RATE_LIMITED: &str = "signup_rate_limited_total";
+
 /// `[web.rate_limit]`: how many requests one client may send.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -182,7 +185,7 @@ pub async fn limit_requests(
     let Some(wait) = wait else {
         return next.call(request).await.map(ServiceResponse::map_into_left_body);
     };
-    bus::metrics::counter!("signup_rate_limited_total").increment(1);
+    bus::metrics::counter!(RATE_LIMITED).increment(1);
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let response = if request.path().starts_with("/api/") {
         ApiError::TooManyRequests(seconds).error_response()

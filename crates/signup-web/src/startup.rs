@@ -59,9 +59,9 @@ impl Application {
 
         // The failure counters from zero, so the first failure is an increase
         // Prometheus can see (and alert on).
-        bus::metrics::counter!("signup_rate_limited_total").absolute(0);
+        bus::metrics::counter!(crate::limits::RATE_LIMITED).absolute(0);
         for ce_type in messages::ProspectEvent::TYPES {
-            bus::metrics::counter!("signup_publish_failures_total", "type" => ce_type).absolute(0);
+            bus::metrics::counter!(bus::publish::PUBLISH_FAILURES, "type" => ce_type).absolute(0);
         }
         let rate_limiter = RateLimiter::new(&settings.web.rate_limit, settings.web.trust_forwarded_for);
         tokio::spawn(rate_limiter.clone().keep_small(shutdown.clone()));

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::delivery::{Refused, decode};
+use super::names;
 use super::settle::{Held, Outage, ack};
 use super::{ConsumerRunner, Delivery, EventMeta, Handler, HandlerError};
 use crate::trace::{self, EVENT_DESTINATION_TEMPLATE, MESSAGING_SYSTEM, TraceParent};
@@ -24,11 +25,10 @@ impl ConsumerRunner {
         shutdown: &CancellationToken,
     ) {
         let consumer = self.durable_name.clone();
-        metrics::counter!("signup_handler_events_received_total", "consumer" => consumer.clone())
-            .increment(messages.len() as u64);
+        metrics::counter!(names::RECEIVED, "consumer" => consumer.clone()).increment(messages.len() as u64);
         // The last message knows how many more wait behind it: the lag.
         if let Some(info) = messages.last().and_then(|m| m.info().ok()) {
-            metrics::gauge!("signup_handler_pending", "consumer" => consumer.clone()).set(info.pending as f64);
+            metrics::gauge!(names::PENDING, "consumer" => consumer.clone()).set(info.pending as f64);
         }
         let exporting = crate::trace::exporting();
         let (deliveries, held) = self.decode_batch::<H>(messages, exporting).await;
@@ -38,10 +38,8 @@ impl ConsumerRunner {
         let span = self.batch_span(&deliveries, exporting);
         let started = std::time::Instant::now();
         self.apply(handler, &deliveries, &held, shutdown).instrument(span).await;
-        metrics::histogram!("signup_handler_batch_size", "consumer" => consumer.clone())
-            .record(deliveries.len() as f64);
-        metrics::histogram!("signup_handler_apply_seconds", "consumer" => consumer)
-            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!(names::BATCH_SIZE, "consumer" => consumer.clone()).record(deliveries.len() as f64);
+        metrics::histogram!(names::APPLY_SECONDS, "consumer" => consumer).record(started.elapsed().as_secs_f64());
         tracing::debug!(consumer = %self.durable_name, size = deliveries.len(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "batch settled");
     }
@@ -75,8 +73,7 @@ impl ConsumerRunner {
                         let subject = crate::redact::addresses(message.subject.as_str()).into_owned();
                         tracing::warn!(consumer = %self.durable_name, %subject, stream_sequence,
                             "refused a forged event: its subject is not its own");
-                        metrics::counter!("signup_handler_events_forged_total", "consumer" => self.durable_name.clone())
-                            .increment(1);
+                        metrics::counter!(names::FORGED, "consumer" => self.durable_name.clone()).increment(1);
                     }
                     let span = tracing::Span::none();
                     let refused_held = Held { message, acker, stream_sequence, delivered, span };
@@ -229,11 +226,9 @@ impl ConsumerRunner {
     /// Counts applied events, and records each one's critical time: from
     /// the event's time (`ce-time`) to now, when it is applied and acked.
     pub(super) fn count_applied<E>(&self, applied: &[Delivery<E>]) {
-        metrics::counter!("signup_handler_events_applied_total", "consumer" => self.durable_name.clone())
-            .increment(applied.len() as u64);
+        metrics::counter!(names::APPLIED, "consumer" => self.durable_name.clone()).increment(applied.len() as u64);
         let now = chrono::Utc::now();
-        let critical =
-            metrics::histogram!("signup_handler_critical_time_seconds", "consumer" => self.durable_name.clone());
+        let critical = metrics::histogram!(names::CRITICAL_TIME, "consumer" => self.durable_name.clone());
         for time in applied.iter().filter_map(|delivery| delivery.meta.time) {
             critical.record((now - time).to_std().unwrap_or_default().as_secs_f64());
         }

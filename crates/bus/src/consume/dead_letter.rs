@@ -5,6 +5,7 @@ use async_nats::jetstream::message::{AckKind, PublishMessage};
 use messages::{cloudevents as ce, dlq};
 
 use super::ConsumerRunner;
+use super::names;
 use super::settle::{Held, ack};
 
 impl ConsumerRunner {
@@ -91,8 +92,7 @@ impl ConsumerRunner {
                 held.span.record("otel.status_code", "error");
                 held.span.record("otel.status_description", format!("dead-lettered: {reason}"));
                 ack(&held.acker, AckKind::Term).await;
-                metrics::counter!("signup_handler_events_dead_lettered_total", "consumer" => self.durable_name.clone())
-                    .increment(1);
+                metrics::counter!(names::DEAD_LETTERED, "consumer" => self.durable_name.clone()).increment(1);
             }
             Err(error) => {
                 tracing::warn!(event_id, trace_id = held.trace_id(), %error,
@@ -144,8 +144,7 @@ impl ConsumerRunner {
             cap = self.settings.dead_letter_cap,
             "the handler has as many dead letters as it may keep in full; this one keeps its headers only"
         );
-        metrics::counter!("signup_handler_dead_letter_cap_reached_total", "consumer" => self.durable_name.clone())
-            .increment(1);
+        metrics::counter!(names::DEAD_LETTER_CAP_REACHED, "consumer" => self.durable_name.clone()).increment(1);
         Some("the handler's dead-letter cap is reached: headers only")
     }
 

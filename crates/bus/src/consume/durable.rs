@@ -9,6 +9,7 @@ use async_nats::jetstream::{self, consumer::PullConsumer, consumer::pull};
 use messages::EventSet;
 
 use super::ConsumerRunner;
+use super::names;
 use crate::stream::ensure_stream;
 
 /// Unacknowledged messages a durable consumer allows (at least one batch).
@@ -106,7 +107,7 @@ impl ConsumerRunner {
         };
         match paused {
             Ok(()) => {
-                metrics::gauge!("signup_consumer_paused", "consumer" => self.durable_name.clone()).set(1.0);
+                metrics::gauge!(names::PAUSED, "consumer" => self.durable_name.clone()).set(1.0);
                 tracing::debug!(consumer = %self.durable_name, ?length, "consumer paused on the server");
             }
             Err(error) => tracing::warn!(consumer = %self.durable_name, %error, "cannot pause the consumer"),
@@ -124,7 +125,7 @@ impl ConsumerRunner {
         };
         match resumed {
             Ok(()) => {
-                metrics::gauge!("signup_consumer_paused", "consumer" => self.durable_name.clone()).set(0.0);
+                metrics::gauge!(names::PAUSED, "consumer" => self.durable_name.clone()).set(0.0);
                 tracing::info!(consumer = %self.durable_name, "consumer resumed");
             }
             Err(error) => tracing::warn!(consumer = %self.durable_name, %error,

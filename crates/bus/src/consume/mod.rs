@@ -46,13 +46,16 @@
 //! - `batch`: one batch — decode, apply, fall back to one event at a time,
 //!   hold during an outage;
 //! - `settle`: ack, nak with delay, progress acks and the outage pause;
-//! - `dead_letter`: copying a failed event to the dead-letter stream.
+//! - `dead_letter`: copying a failed event to the dead-letter stream;
+//! - [`names`]: the metrics' names, shared by the sites that count and the
+//!   start, which sets the counters to zero.
 
 mod batch;
 mod dead_letter;
 mod delivery;
 mod durable;
 mod fetch;
+pub mod names;
 mod settle;
 
 use std::future::Future;
@@ -280,7 +283,7 @@ impl ConsumerRunner {
             match fetched {
                 Ok(messages) if messages.is_empty() => {
                     // Nothing arrived within the idle wait: no lag.
-                    metrics::gauge!("signup_handler_pending", "consumer" => name.clone()).set(0.0);
+                    metrics::gauge!(names::PENDING, "consumer" => name.clone()).set(0.0);
                     backoff.reset();
                 }
                 Ok(messages) => {
@@ -321,16 +324,8 @@ impl ConsumerRunner {
 /// first appears at 1 gives Prometheus no increase to alert on (the first
 /// dead letter would pass unseen), and a dashboard panel has a line to draw.
 fn zero_metrics(name: &str) {
-    for counter in [
-        "signup_handler_events_received_total",
-        "signup_handler_events_applied_total",
-        "signup_handler_events_retried_total",
-        "signup_handler_events_deferred_total",
-        "signup_handler_events_dead_lettered_total",
-        "signup_handler_events_forged_total",
-        "signup_handler_dead_letter_cap_reached_total",
-    ] {
+    for counter in names::COUNTERS {
         metrics::counter!(counter, "consumer" => name.to_owned()).absolute(0);
     }
-    metrics::gauge!("signup_consumer_paused", "consumer" => name.to_owned()).set(0.0);
+    metrics::gauge!(names::PAUSED, "consumer" => name.to_owned()).set(0.0);
 }

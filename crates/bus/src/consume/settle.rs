@@ -8,6 +8,7 @@ use messages::{cloudevents as ce, dlq};
 use tokio_util::sync::CancellationToken;
 
 use super::delivery::header;
+use super::names;
 use super::{ConsumerRunner, Delivery, HandlerError};
 use crate::backoff::Backoff;
 use crate::settings::ConsumerSettings;
@@ -58,8 +59,7 @@ impl ConsumerRunner {
             tracing::info!(event_id = %delivery.meta.event_id, trace_id = held.trace_id(), delay = ?for_at_least,
                 reason = %error, "event deferred; it comes back after the wait");
             ack(&held.acker, AckKind::Nak(Some(*for_at_least))).await;
-            metrics::counter!("signup_handler_events_deferred_total", "consumer" => self.durable_name.clone())
-                .increment(1);
+            metrics::counter!(names::DEFERRED, "consumer" => self.durable_name.clone()).increment(1);
             return;
         }
         let exhausted = self.settings.max_deliver > 0 && delivery.meta.delivered >= self.settings.max_deliver;
@@ -70,8 +70,7 @@ impl ConsumerRunner {
             tracing::warn!(event_id = %delivery.meta.event_id, trace_id = held.trace_id(),
                 delivered = delivery.meta.delivered, ?delay, error = %error, "event not applied; will be redelivered");
             ack(&held.acker, AckKind::Nak(Some(delay))).await;
-            metrics::counter!("signup_handler_events_retried_total", "consumer" => self.durable_name.clone())
-                .increment(1);
+            metrics::counter!(names::RETRIED, "consumer" => self.durable_name.clone()).increment(1);
         }
     }
 }

@@ -30,7 +30,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
             // A full name wins over a suffix.
             .and_then(|b| {
                 b.set_buckets_for_metric(
-                    Matcher::Full("signup_handler_critical_time_seconds".to_owned()),
+                    Matcher::Full(bus::consume::names::CRITICAL_TIME.to_owned()),
                     CRITICAL_TIME_BUCKETS,
                 )
             })
