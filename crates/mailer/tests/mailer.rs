@@ -388,6 +388,16 @@ fn ada(email: &str) -> messages::ProspectDetails {
     }
 }
 
+/// A sign-up of Ada's at `email`, now, with no consent recorded.
+fn signed_up(email: &str) -> messages::ProspectSignedUp {
+    messages::ProspectSignedUp {
+        prospect_id: Uuid::now_v7(),
+        details: ada(email),
+        signed_up_at: Utc::now(),
+        consent: messages::Consent::NotRecorded,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_mail_carries_what_receivers_require() {
     let mut bed = Bed::start(SmtpTls::Plain).await;
@@ -395,21 +405,9 @@ async fn every_kind_of_mail_carries_what_receivers_require() {
     let (shutdown, task) = bed.run();
     // A new address; an address another prospect holds; a change of
     // address (two mails); a lost link.
-    bed.publish(&messages::ProspectSignedUp {
-        prospect_id: Uuid::now_v7(),
-        details: ada("new.kind@example.com"),
-        signed_up_at: Utc::now(),
-        consent: messages::Consent::NotRecorded,
-    })
-    .await;
+    bed.publish(&signed_up("new.kind@example.com")).await;
     let holder = bed.holder("held.kind@example.com").await;
-    bed.publish(&messages::ProspectSignedUp {
-        prospect_id: Uuid::now_v7(),
-        details: ada("held.kind@example.com"),
-        signed_up_at: Utc::now(),
-        consent: messages::Consent::NotRecorded,
-    })
-    .await;
+    bed.publish(&signed_up("held.kind@example.com")).await;
     bed.publish(&messages::ProspectEmailChangeRequested {
         prospect_id: holder,
         details: ada("moved.kind@example.com"),
@@ -495,12 +493,7 @@ async fn a_suppressed_address_gets_nothing_about_a_sign_up_but_its_owner_still_g
     // one, an address change to a suppressed address: none mails it.
     let mut quiet = Vec::new();
     for email in ["FRESH.gone@example.com", "held.gone@example.com"] {
-        let event = messages::ProspectSignedUp {
-            prospect_id: Uuid::now_v7(),
-            details: ada(email),
-            signed_up_at: Utc::now(),
-            consent: messages::Consent::NotRecorded,
-        };
+        let event = signed_up(email);
         quiet.push(bed.publish(&event).await);
     }
     bed.publish(&messages::ProspectEmailChangeRequested {
@@ -518,12 +511,7 @@ async fn a_suppressed_address_gets_nothing_about_a_sign_up_but_its_owner_still_g
     // link: nobody has confirmed the address, so that mail is about a
     // sign-up too, and goes no more than the confirmation would.
     quiet.push(bed.request_link_as("pending.gone@example.com", false).await.1);
-    let control = messages::ProspectSignedUp {
-        prospect_id: Uuid::now_v7(),
-        details: ada("control.gone@example.com"),
-        signed_up_at: Utc::now(),
-        consent: messages::Consent::NotRecorded,
-    };
+    let control = signed_up("control.gone@example.com");
     let last = bed.publish(&control).await;
     bed.settled(last.stream_sequence.max(link)).await;
     assert_eq!(bed.mails_to("control.gone@example.com", 1).await.len(), 1, "the mailer mails others");
@@ -597,20 +585,10 @@ async fn a_flood_at_one_domain_holds_back_no_mail_to_another() {
     bed.settings.mailer.budget = mailer::budget::BudgetSettings { per_domain: 2, total: 4, window_secs: 8 };
     let (shutdown, task) = bed.run();
     for i in 0..10 {
-        let event = messages::ProspectSignedUp {
-            prospect_id: Uuid::now_v7(),
-            details: ada(&format!("flood{i}@flooded.example")),
-            signed_up_at: Utc::now(),
-            consent: messages::Consent::NotRecorded,
-        };
+        let event = signed_up(&format!("flood{i}@flooded.example"));
         bed.publish(&event).await;
     }
-    let calm = messages::ProspectSignedUp {
-        prospect_id: Uuid::now_v7(),
-        details: ada("calm@other.example"),
-        signed_up_at: Utc::now(),
-        consent: messages::Consent::NotRecorded,
-    };
+    let calm = signed_up("calm@other.example");
     bed.publish(&calm).await;
     bed.mails_to("calm@other.example", 1).await;
     // Taken with every flooded mail, the total would have made it wait for
@@ -629,19 +607,9 @@ async fn a_flood_at_one_domain_holds_back_no_mail_to_another() {
 async fn an_address_the_server_cannot_take_holds_back_no_other_mail() {
     let bed = Bed::start(SmtpTls::Plain).await;
     let (shutdown, task) = bed.run();
-    let unusable = messages::ProspectSignedUp {
-        prospect_id: Uuid::now_v7(),
-        details: ada("josé@bücher.example"),
-        signed_up_at: Utc::now(),
-        consent: messages::Consent::NotRecorded,
-    };
+    let unusable = signed_up("josé@bücher.example");
     bed.publish(&unusable).await;
-    let next = messages::ProspectSignedUp {
-        prospect_id: Uuid::now_v7(),
-        details: ada("ada@example.com"),
-        signed_up_at: Utc::now(),
-        consent: messages::Consent::NotRecorded,
-    };
+    let next = signed_up("ada@example.com");
     bed.publish(&next).await;
     assert_eq!(bed.mails_to("ada@example.com", 1).await.len(), 1, "the next sign-up's mail goes");
     let dlq = bed.js.get_stream("PROSPECTS_DLQ").await.expect("dead-letter stream");
@@ -662,12 +630,7 @@ async fn sign_ups(bed: &Bed, prefix: &str, count: usize) -> Vec<String> {
     let mut addresses = Vec::new();
     for i in 0..count {
         let email = format!("{prefix}{i}@example.com");
-        let event = messages::ProspectSignedUp {
-            prospect_id: Uuid::now_v7(),
-            details: ada(&email),
-            signed_up_at: Utc::now(),
-            consent: messages::Consent::NotRecorded,
-        };
+        let event = signed_up(&email);
         bed.publish(&event).await;
         addresses.push(email);
     }
@@ -786,12 +749,7 @@ async fn a_mailer_stopped_or_killed_mid_burst_loses_no_mail_and_sends_none_twice
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_event_twice_in_one_batch_mails_once() {
     let bed = Bed::start(SmtpTls::Plain).await;
-    let event = messages::ProspectSignedUp {
-        prospect_id: Uuid::now_v7(),
-        details: ada("twice@example.com"),
-        signed_up_at: Utc::now(),
-        consent: messages::Consent::NotRecorded,
-    };
+    let event = signed_up("twice@example.com");
     let first = bed.publish(&event).await;
     let stream = bed.js.get_stream("PROSPECTS").await.expect("stream");
     let stored = stream.get_raw_message(first.stream_sequence).await.expect("stored");
@@ -819,21 +777,11 @@ async fn a_batch_asks_who_holds_its_addresses_once() {
     // All waiting before the mailer starts: its first batch holds them all.
     let addresses = sign_ups(&bed, "batched", 20).await;
     bed.confirmed_holder("held@example.com").await;
-    let claim = messages::ProspectSignedUp {
-        prospect_id: Uuid::now_v7(),
-        details: ada("held@example.com"),
-        signed_up_at: Utc::now(),
-        consent: messages::Consent::NotRecorded,
-    };
+    let claim = signed_up("held@example.com");
     bed.publish(&claim).await;
     // The same address in another spelling, in the same batch: the same
     // holder's, so the claim mail too, sent to the address as it was typed.
-    let shouted = messages::ProspectSignedUp {
-        prospect_id: Uuid::now_v7(),
-        details: ada("Held@Example.COM"),
-        signed_up_at: Utc::now(),
-        consent: messages::Consent::NotRecorded,
-    };
+    let shouted = signed_up("Held@Example.COM");
     bed.publish(&shouted).await;
     let (_, last) = bed.request_link("linked@example.com").await;
     let (shutdown, task) = bed.run();
@@ -883,12 +831,7 @@ async fn an_outage_of_the_prospects_service_holds_only_the_mails_that_need_it() 
     let holder = bed.holder("held.away@example.com").await;
     bed.prospects.take().expect("the service").stop().await.expect("stopped");
     // Both waiting before the mailer starts: its first batch holds both.
-    let sign_up = messages::ProspectSignedUp {
-        prospect_id: Uuid::now_v7(),
-        details: ada("waits.away@example.com"),
-        signed_up_at: Utc::now(),
-        consent: messages::Consent::NotRecorded,
-    };
+    let sign_up = signed_up("waits.away@example.com");
     bed.publish(&sign_up).await;
     bed.publish(&messages::ProspectEmailChangeRequested {
         prospect_id: holder,
