@@ -288,21 +288,20 @@ fn proxy_and_prometheus_point_at_compose_services() {
     }
 }
 
-/// The dashboard is one Grafana's provisioning loads: a schema the pinned
-/// Grafana reads, every panel on the data source the provisioning file
-/// names (by its uid), from the folder compose mounts. (That every query
-/// names an exported metric is checked against live `/metrics` pages, in
-/// `deployment::metrics_count_a_sign_up_in_every_service`.)
 /// CI brings deploy/compose.yaml up for real (`scripts/compose-test`, after the
 /// test suite), and the README names the command an operator repeats it with.
 #[test]
 fn ci_runs_the_compose_file_with_the_command_the_readme_names() {
     let ci = read(".ci/run");
-    assert!(ci.lines().any(|line| line.trim_start().contains("scripts/compose-test")), ".ci/run runs it");
+    let runs = |line: &&str| !line.trim_start().starts_with('#') && !line.contains("section ");
+    assert!(ci.lines().filter(runs).any(|line| line.contains("scripts/compose-test")), ".ci/run runs it");
     assert!(read("README.md").contains("sudo scripts/compose-test"), "the README's Deploy section names it");
+    // What it runs, in its commands (not only in its header's comments).
     let script = read("scripts/compose-test");
-    for uses in ["deploy/compose.yaml", "docker/smoke/compose.override.yaml", "scripts/compose-env"] {
-        assert!(script.contains(uses), "scripts/compose-test runs {uses}");
+    let commands: String =
+        script.lines().filter(|line| !line.trim_start().starts_with('#')).collect::<Vec<_>>().join("\n");
+    for uses in ["/deploy/compose.yaml", "/docker/smoke/compose.override.yaml", "/scripts/compose-env"] {
+        assert!(commands.contains(uses), "scripts/compose-test runs {uses}");
     }
     // The override changes image names, and adds the mail catcher: nothing else.
     let override_file = documents(&read("docker/smoke/compose.override.yaml"), "override").remove(0);
@@ -318,6 +317,11 @@ fn ci_runs_the_compose_file_with_the_command_the_readme_names() {
     }
 }
 
+/// The dashboard is one Grafana's provisioning loads: a schema the pinned
+/// Grafana reads, every panel on the data source the provisioning file
+/// names (by its uid), from the folder compose mounts. (That every query
+/// names an exported metric is checked against live `/metrics` pages, in
+/// `deployment::metrics_count_a_sign_up_in_every_service`.)
 #[test]
 fn the_grafana_dashboard_is_what_its_provisioning_loads() {
     let sources = documents(&read("deploy/grafana/provisioning/datasources/prometheus.yaml"), "datasources").remove(0);
@@ -832,7 +836,7 @@ fn every_secret_key_a_manifest_reads_is_in_the_documented_secret() {
         .expect("scripts/render-deploy --users");
     let users = String::from_utf8(output.stdout).expect("utf-8");
     let nats_keys: BTreeSet<String> = users.lines().map(|user| format!("nats-{user}-password")).collect();
-    let each_user = "$(for user in $(scripts/render-deploy --users); do";
+    let each_user = "users=\"$(scripts/render-deploy --users)\" && [ -n \"$users\" ] &&";
     let each_password = "echo \"--from-literal=nats-$user-password=$(pw)\"; done)";
     for (what, text) in [("deploy/k8s/README.md", &readme), ("deploy/k8s/kustomization.yaml", &kustomization)] {
         assert!(
