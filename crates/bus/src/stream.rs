@@ -86,7 +86,8 @@ pub fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
 /// server older than [`crate::connection::MIN_SERVER_VERSION`]. Safe to call
 /// from several services starting at once: creating a
 /// stream that another service has just created with the same settings
-/// succeeds, and a lost race is retried once as an update.
+/// succeeds, and a lost race is retried once as an update. A server that
+/// leaves the request unanswered is waited for ([`patiently`]), once.
 pub async fn ensure_stream(js: &jetstream::Context, settings: &StreamSettings) -> anyhow::Result<stream::Stream> {
     use anyhow::Context as _;
 
@@ -99,11 +100,18 @@ pub async fn ensure_stream(js: &jetstream::Context, settings: &StreamSettings) -
         return found.with_context(|| format!("looking up stream {} (not managed here)", config.name));
     }
     let create = || js.create_or_update_stream(config.clone());
-    if let Err(first) = patiently(&config.name, create).await {
-        tracing::debug!(error = %first, stream = %config.name, "stream create raced; retrying as update");
-        patiently(&config.name, create)
-            .await
-            .with_context(|| format!("creating or updating stream {}", config.name))?;
+    match patiently(&config.name, create).await {
+        Ok(_) => {}
+        // Unanswered for the whole patience already: no second wait.
+        Err(error) if timed_out(&error) => {
+            return Err(error).with_context(|| format!("creating or updating stream {}", config.name));
+        }
+        Err(first) => {
+            tracing::debug!(error = %first, stream = %config.name, "stream create raced; retrying as update");
+            patiently(&config.name, create)
+                .await
+                .with_context(|| format!("creating or updating stream {}", config.name))?;
+        }
     }
     js.get_stream(&config.name).await.with_context(|| format!("looking up stream {}", config.name))
 }

@@ -750,6 +750,20 @@ fn kubernetes_nats_users_grant_exactly_what_the_server_configuration_grants() {
         assert!(conf.contains_key(user), "{user} has a NATS user: {conf:?}");
     }
     assert!(conf["web"].1.contains("_INBOX_web.>") && !conf["web"].0.contains("_INBOX_web.>"), "{conf:?}");
+    // What only admin may do, whatever the lists say: everything, the whole
+    // JetStream API, and making or changing streams (and so buckets).
+    for (user, (publish, subscribe, responses)) in conf.iter().filter(|(user, _)| user.as_str() != "admin") {
+        assert!(!responses && !subscribe.contains(">"), "{user}: {subscribe:?}");
+        for subject in publish {
+            let api = ["$JS.API.>", "$JS.API.STREAM.CREATE.", "$JS.API.STREAM.UPDATE.", "$JS.API.STREAM.DELETE."];
+            assert!(subject != ">" && !api.iter().any(|a| subject.starts_with(a)), "{user} may publish {subject}");
+        }
+        // Replies reach a user on its own inboxes alone (the prospects
+        // service also takes its requests).
+        if user != "prospects" {
+            assert_eq!(subscribe, &BTreeSet::from([format!("_INBOX_{user}.>")]), "{user} subscribes");
+        }
+    }
     let values = documents(&read("deploy/k8s/nats/users.yaml"), "nats users").remove(0);
     let users = values["config"]["merge"]["authorization"]["users"].as_sequence().expect("users");
     let mut helm = BTreeMap::new();
@@ -805,6 +819,21 @@ fn the_deployments_lists_of_users_and_handlers_are_rendered_from_one_place() {
     for rendered in ["compose.handlers.yaml", "handlers/kustomization.yaml", "prometheus/handlers.json"] {
         assert!(!fresh && said.contains(rendered), "{rendered}: {said}");
     }
+
+    // A list written as a string would be read one character at a time,
+    // ">" among them: refused, as are an unknown key and a port that is no port.
+    let refused = |file: &Path, from: &str, to: &str, reason: &str| {
+        let text = std::fs::read_to_string(file).expect("list");
+        assert!(text.contains(from), "{from}");
+        std::fs::write(file, text.replacen(from, to, 1)).expect("list");
+        let (fresh, said) = check(copy.path());
+        assert!(!fresh && said.contains(reason), "{to}: {said}");
+        std::fs::write(file, text).expect("list");
+    };
+    refused(&users, "subscribe = [\">\"]", "subscribe = \">\"", "admin.subscribe is not a list of subjects");
+    refused(&users, "subscribe = [\">\"]", "subcribe = [\">\"]", "admin: a user has handler, publish and subscribe");
+    refused(&users, "\"prospects.status\",", "\"prospects status\",", "'prospects status' is not a subject");
+    refused(&handlers, "port = 8090", "port = true", "its port is not a number from 1024 to 65535");
 }
 
 #[test]
@@ -890,6 +919,14 @@ fn deployments_run_a_current_nats_and_kubernetes_a_three_node_cluster() {
     let password = stand_in[0]["password"].as_str().expect("a password");
     let variable = password.trim_matches(|c| c == '<' || c == '>' || c == ' ').trim_start_matches('$');
     assert!(!read("deploy/k8s/nats/users.yaml").contains(variable), "{variable} is set nowhere");
+    for side in ["publish", "subscribe"] {
+        let denied = &stand_in[0]["permissions"][side]["deny"];
+        assert_eq!(
+            denied.as_sequence().map(Vec::as_slice),
+            Some(&[Value::from(">")][..]),
+            "the stand-in may {side} nothing"
+        );
+    }
     let users = documents(&read("deploy/k8s/nats/users.yaml"), "nats users").remove(0);
     assert!(users["config"]["merge"]["authorization"]["users"].as_sequence().is_some_and(|u| u.len() > 5));
     let config = read("deploy/k8s/config.yaml");
